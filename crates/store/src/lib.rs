@@ -1,0 +1,145 @@
+//! Roost's SQLite store.
+//!
+//! One database file per instance, in WAL mode so readers never block the
+//! writer and several processes (the gateway, stdio MCP servers, the CLI) can
+//! share it. Writes to synced tables go only through [`door`], which validates
+//! with `roost-core`, writes the row, advances the persisted Lamport clock and
+//! appends the change record in one transaction. SQLite triggers refuse any
+//! other write to those tables, so the rule holds even for code that forgets it.
+
+mod connection;
+pub mod door;
+mod migrations;
+pub mod query;
+mod row;
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use rusqlite::Connection;
+use thiserror::Error;
+
+use roost_core::ValidationError;
+
+pub use door::Mutation;
+pub use query::{ListQuery, SearchHit, SearchQuery, Sort, StoredChange};
+
+use connection::DoorConnection;
+
+/// Errors from the store. Each displays as one line a person can act on.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error("{0}")]
+    Invalid(#[from] ValidationError),
+    #[error("no {what} with id or name {key:?}")]
+    NotFound { what: &'static str, key: String },
+    #[error("{0}")]
+    Duplicate(String),
+    #[error("invalid search query ({0}); use plain words, \"exact phrases\" in double quotes, OR, NOT, and prefix*")]
+    BadQuery(String),
+    #[error("database is busy: another Roost process held the write lock too long; try again")]
+    Busy,
+    #[error("database belongs to instance {found}, not {expected}: each instance needs its own directory")]
+    WrongInstance { found: String, expected: String },
+    #[error("database schema version {found} is newer than this roost understands ({known}); upgrade roost")]
+    TooNew { found: usize, known: usize },
+    #[error("database schema lacks column {0}")]
+    SchemaMismatch(String),
+    #[error("database error: {0}")]
+    Sqlite(rusqlite::Error),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => StoreError::Busy,
+            _ => StoreError::Sqlite(e),
+        }
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// An open instance database.
+///
+/// Cheap to share behind an `Arc`; every method is blocking and meant to run
+/// on a blocking thread when called from async code.
+pub struct Store {
+    path: PathBuf,
+    origin: String,
+    writer: Mutex<DoorConnection>,
+    readers: Mutex<Vec<Connection>>,
+}
+
+impl Store {
+    /// Opens (creating and migrating if needed) the database at `path` for the
+    /// instance `origin`. Refuses a database that another instance created.
+    pub fn open(path: &Path, origin: &str) -> Result<Store> {
+        let mut writer = DoorConnection::open(path)?;
+        migrations::migrate(writer.raw_mut())?;
+        claim_instance(writer.raw_mut(), origin)?;
+        Ok(Store {
+            path: path.to_path_buf(),
+            origin: origin.to_string(),
+            writer: Mutex::new(writer),
+            readers: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// The instance whose writes this store stamps.
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    /// Runs `f` with a read connection from the pool.
+    fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let conn = self.readers.lock().expect("reader pool poisoned").pop();
+        let conn = match conn {
+            Some(conn) => conn,
+            None => connection::open_reader(&self.path)?,
+        };
+        let result = f(&conn);
+        let mut pool = self.readers.lock().expect("reader pool poisoned");
+        if pool.len() < 8 {
+            pool.push(conn);
+        }
+        result
+    }
+
+    /// A cheap liveness check of the database.
+    pub fn ping(&self) -> Result<()> {
+        self.read(|c| Ok(c.query_row("SELECT count(*) FROM clock", [], |r| r.get::<_, i64>(0)).map(|_| ())?))
+    }
+}
+
+/// Records the owning instance on first open; afterwards checks it.
+fn claim_instance(conn: &mut Connection, origin: &str) -> Result<()> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let found: Option<String> = tx
+        .query_row("SELECT value FROM meta WHERE key = 'instance_id'", [], |r| r.get(0))
+        .map(Some)
+        .or_else(|e| if e == rusqlite::Error::QueryReturnedNoRows { Ok(None) } else { Err(e) })?;
+    match found {
+        Some(found) if found != origin => {
+            return Err(StoreError::WrongInstance { found, expected: origin.to_string() });
+        }
+        Some(_) => {}
+        None => {
+            tx.execute("INSERT INTO meta (key, value) VALUES ('instance_id', ?1)", [origin])?;
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+/// Now as the RFC 3339 UTC text stored in every timestamp column.
+pub(crate) fn now_text() -> String {
+    let now = time::OffsetDateTime::now_utc();
+    let format =
+        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
+    now.format(&format).expect("formatting a UTC timestamp cannot fail")
+}
+
+pub(crate) fn now_unix_ms() -> u64 {
+    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as u64
+}

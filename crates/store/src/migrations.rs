@@ -1,0 +1,148 @@
+//! Versioned schema migrations, tracked in `PRAGMA user_version`.
+//!
+//! Each migration is fixed text once released: a later change to the data model
+//! is a new migration, never an edit of an old one. `check_schema` then asserts
+//! at every open that the tables carry a column for every field the core's
+//! descriptors name, so the descriptors and the database cannot drift apart.
+
+use rusqlite::{Connection, Transaction};
+
+use roost_core::Table;
+
+use crate::StoreError;
+
+/// Columns every synced table has besides its fields. `seq` is a local row
+/// number for the FTS index; it never leaves the instance.
+const SYSTEM_COLUMNS: &str = "
+    seq INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    origin TEXT NOT NULL,
+    lamport INTEGER NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    deleted_at TEXT";
+
+/// The FTS index mirrors every memories row exactly (FTS5's integrity check
+/// compares them); a tombstone's fields are NULL, so it adds no terms.
+const V1_TABLES: &str = "
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE clock (id INTEGER PRIMARY KEY CHECK (id = 1), lamport INTEGER NOT NULL);
+INSERT INTO clock (id, lamport) VALUES (1, 0);
+
+CREATE TABLE changes (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    table_name TEXT NOT NULL,
+    op TEXT NOT NULL CHECK (op IN ('insert', 'update', 'delete')),
+    row_id TEXT NOT NULL,
+    row_json TEXT NOT NULL,
+    lamport INTEGER NOT NULL,
+    origin TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE INDEX changes_row ON changes (table_name, row_id);
+
+CREATE TABLE memories (@SYSTEM,
+    content TEXT, category TEXT, context TEXT, tags TEXT, source TEXT,
+    importance INTEGER, project TEXT);
+CREATE INDEX memories_updated ON memories (updated_at);
+CREATE INDEX memories_importance ON memories (importance, updated_at);
+CREATE INDEX memories_project ON memories (project);
+CREATE INDEX memories_category ON memories (category);
+
+CREATE TABLE memory_access (
+    memory_id TEXT PRIMARY KEY,
+    accessed_at TEXT NOT NULL,
+    access_count INTEGER NOT NULL
+);
+
+CREATE TABLE projects (@SYSTEM, name TEXT, description TEXT, status TEXT, tags TEXT);
+CREATE INDEX projects_name ON projects (name);
+CREATE TABLE sources (@SYSTEM,
+    title TEXT, authors TEXT, url TEXT, published TEXT, kind TEXT, project TEXT, notes TEXT, tags TEXT);
+CREATE TABLE notes (@SYSTEM, title TEXT, body TEXT, project TEXT, tags TEXT);
+CREATE TABLE blog_posts (@SYSTEM,
+    slug TEXT, title TEXT, body TEXT, status TEXT, published_at TEXT, tags TEXT);
+CREATE INDEX blog_posts_slug ON blog_posts (slug);
+CREATE TABLE contacts (@SYSTEM,
+    name TEXT, email TEXT, phone TEXT, organization TEXT, notes TEXT, tags TEXT);
+CREATE TABLE settings (@SYSTEM, key TEXT, value TEXT, local INTEGER);
+CREATE INDEX settings_key ON settings (key);
+
+CREATE VIRTUAL TABLE memories_fts USING fts5(
+    content, context, tags, source, category,
+    content = 'memories', content_rowid = 'seq',
+    tokenize = 'unicode61 remove_diacritics 2');
+
+CREATE TRIGGER memories_fts_insert AFTER INSERT ON memories BEGIN
+    INSERT INTO memories_fts (rowid, content, context, tags, source, category)
+    VALUES (new.seq, new.content, new.context, new.tags, new.source, new.category);
+END;
+CREATE TRIGGER memories_fts_delete AFTER DELETE ON memories BEGIN
+    INSERT INTO memories_fts (memories_fts, rowid, content, context, tags, source, category)
+    VALUES ('delete', old.seq, old.content, old.context, old.tags, old.source, old.category);
+END;
+CREATE TRIGGER memories_fts_update AFTER UPDATE ON memories BEGIN
+    INSERT INTO memories_fts (memories_fts, rowid, content, context, tags, source, category)
+    VALUES ('delete', old.seq, old.content, old.context, old.tags, old.source, old.category);
+    INSERT INTO memories_fts (rowid, content, context, tags, source, category)
+    VALUES (new.seq, new.content, new.context, new.tags, new.source, new.category);
+END;
+";
+
+/// Tables only the write door may touch. The guard triggers call
+/// `roost_write_door()`, a function each connection registers; it answers 1
+/// only while the door is writing, so any other write aborts.
+const GUARDED_TABLES: [&str; 8] =
+    ["memories", "projects", "sources", "notes", "blog_posts", "contacts", "settings", "changes"];
+
+fn v1(tx: &Transaction) -> rusqlite::Result<()> {
+    tx.execute_batch(&V1_TABLES.replace("@SYSTEM", SYSTEM_COLUMNS))?;
+    for table in GUARDED_TABLES {
+        for op in ["INSERT", "UPDATE", "DELETE"] {
+            tx.execute_batch(&format!(
+                "CREATE TRIGGER {table}_door_{op} BEFORE {op} ON {table} WHEN roost_write_door() = 0 BEGIN
+                     SELECT RAISE(ABORT, 'synced tables are written only through the write door');
+                 END;",
+                op = op.to_lowercase()
+            ))?;
+        }
+    }
+    Ok(())
+}
+
+type Migration = fn(&Transaction) -> rusqlite::Result<()>;
+const MIGRATIONS: &[Migration] = &[v1];
+
+/// Brings the database up to the newest schema, each step in one transaction.
+pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let current = conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))? as usize;
+    if current > MIGRATIONS.len() {
+        return Err(StoreError::TooNew { found: current, known: MIGRATIONS.len() });
+    }
+    for (index, step) in MIGRATIONS.iter().enumerate().skip(current) {
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        // Another process may have migrated while we waited for the lock.
+        let now = tx.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))? as usize;
+        if now > index {
+            continue;
+        }
+        step(&tx)?;
+        tx.pragma_update(None, "user_version", (index + 1) as i64)?;
+        tx.commit()?;
+    }
+    check_schema(conn)
+}
+
+/// Asserts that every field the core describes has a column.
+fn check_schema(conn: &Connection) -> Result<(), StoreError> {
+    for table in Table::ALL {
+        let mut stmt = conn.prepare(&format!("SELECT name FROM pragma_table_info('{}')", table.name()))?;
+        let columns: Vec<String> = stmt.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+        for field in table.fields() {
+            if !columns.iter().any(|c| c == field.name) {
+                return Err(StoreError::SchemaMismatch(format!("{}.{}", table.name(), field.name)));
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,142 @@
+//! The write door's promises, checked against a real database file.
+
+use roost_core::{Op, Table};
+use roost_store::{ListQuery, Mutation, SearchQuery, Store, StoreError};
+use serde_json::{Map, Value, json};
+
+fn obj(v: Value) -> Map<String, Value> {
+    v.as_object().unwrap().clone()
+}
+
+fn create(store: &Store, table: Table, v: Value) -> Map<String, Value> {
+    store.write(Mutation::Create { table, fields: obj(v) }).unwrap()
+}
+
+fn open() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("roost.db"), "instance-a").unwrap();
+    (dir, store)
+}
+
+#[test]
+fn every_mutation_appends_exactly_one_change_with_a_fresh_stamp() {
+    let (_dir, store) = open();
+    let project = create(&store, Table::Projects, json!({"name": "Taxes"}));
+    let memory = create(&store, Table::Memories, json!({"content": "file by April", "project": "Taxes"}));
+    assert_eq!(memory["project"], project["id"], "project names resolve to ids");
+    let id = memory["id"].as_str().unwrap().to_string();
+    store
+        .write(Mutation::Update { table: Table::Memories, key: id.clone(), patch: obj(json!({"importance": 9})) })
+        .unwrap();
+    // An update that changes nothing writes nothing.
+    store
+        .write(Mutation::Update { table: Table::Memories, key: id.clone(), patch: obj(json!({"importance": 9})) })
+        .unwrap();
+    store.write(Mutation::Delete { table: Table::Memories, key: id.clone() }).unwrap();
+
+    let changes = store.changes_since(0, 100).unwrap();
+    let ops: Vec<(Table, Op)> = changes.iter().map(|c| (c.table, c.op)).collect();
+    assert_eq!(
+        ops,
+        vec![
+            (Table::Projects, Op::Insert),
+            (Table::Memories, Op::Insert),
+            (Table::Memories, Op::Update),
+            (Table::Memories, Op::Delete)
+        ]
+    );
+    let stamps: Vec<u64> = changes.iter().map(|c| c.lamport.0).collect();
+    assert_eq!(stamps, vec![1, 2, 3, 4]);
+    let tombstone = &changes[3].row;
+    assert_eq!(tombstone["content"], Value::Null, "a tombstone drops the content");
+    assert!(tombstone["deleted_at"].is_string());
+    assert!(changes.iter().all(|c| c.origin == "instance-a"));
+    assert!(matches!(store.get(Table::Memories, &id), Err(StoreError::NotFound { .. })));
+}
+
+#[test]
+fn the_clock_survives_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("roost.db");
+    {
+        let store = Store::open(&path, "instance-a").unwrap();
+        create(&store, Table::Notes, json!({"body": "one"}));
+        create(&store, Table::Notes, json!({"body": "two"}));
+    }
+    let store = Store::open(&path, "instance-a").unwrap();
+    let note = create(&store, Table::Notes, json!({"body": "three"}));
+    assert_eq!(note["lamport"], json!(3));
+    assert!(matches!(Store::open(&path, "instance-b"), Err(StoreError::WrongInstance { .. })));
+}
+
+#[test]
+fn writes_that_bypass_the_door_are_refused() {
+    let (dir, store) = open();
+    create(&store, Table::Memories, json!({"content": "kept"}));
+    let raw = rusqlite::Connection::open(dir.path().join("roost.db")).unwrap();
+    // Without the door's function registered, any write to a synced table fails.
+    let err = raw.execute("UPDATE memories SET content = 'sneaky'", []).unwrap_err();
+    assert!(err.to_string().contains("roost_write_door"), "{err}");
+    // With the function answering "closed", the guard trigger aborts.
+    raw.create_scalar_function("roost_write_door", 0, rusqlite::functions::FunctionFlags::SQLITE_UTF8, |_| Ok(0i64))
+        .unwrap();
+    for sql in [
+        "UPDATE memories SET content = 'sneaky'",
+        "DELETE FROM memories",
+        "INSERT INTO settings (id, origin, lamport, created_at, updated_at, key, value) VALUES ('x', 'o', 1, 't', 't', 'k', 'v')",
+        "INSERT INTO changes (table_name, op, row_id, row_json, lamport, origin, created_at) VALUES ('memories', 'insert', 'x', '{}', 1, 'o', 't')",
+    ] {
+        let err = raw.execute(sql, []).unwrap_err();
+        assert!(err.to_string().contains("only through the write door"), "{sql}: {err}");
+    }
+    let memories = store.list(Table::Memories, &ListQuery::default()).unwrap();
+    assert_eq!(memories[0]["content"], json!("kept"));
+    assert_eq!(store.changes_since(0, 10).unwrap().len(), 1);
+}
+
+#[test]
+fn the_full_text_index_follows_updates_and_deletes() {
+    let (dir, store) = open();
+    let a = create(&store, Table::Memories, json!({"content": "the heron nests by the river", "tags": ["birds"]}));
+    create(&store, Table::Memories, json!({"content": "a heron, a heron, heron everywhere", "importance": 8}));
+    let search = |q: &str| store.search_memories(&SearchQuery { query: q.into(), ..Default::default() }).unwrap();
+    let hits = search("heron");
+    assert_eq!(hits.len(), 2);
+    assert!(hits[0].memory["content"].as_str().unwrap().contains("everywhere"), "more matches rank first");
+    assert!(hits[0].snippet.contains("[heron]"));
+    let id = a["id"].as_str().unwrap().to_string();
+    store
+        .write(Mutation::Update {
+            table: Table::Memories,
+            key: id.clone(),
+            patch: obj(json!({"content": "the egret"})),
+        })
+        .unwrap();
+    assert_eq!(search("heron").len(), 1);
+    assert_eq!(search("egret").len(), 1);
+    assert_eq!(search("birds").len(), 1, "tags are indexed");
+    store.write(Mutation::Delete { table: Table::Memories, key: id }).unwrap();
+    assert!(search("egret").is_empty());
+    let raw = rusqlite::Connection::open(dir.path().join("roost.db")).unwrap();
+    raw.execute("INSERT INTO memories_fts(memories_fts, rank) VALUES ('integrity-check', 1)", []).unwrap();
+    let err = store.search_memories(&SearchQuery { query: "heron AND (".into(), ..Default::default() }).unwrap_err();
+    assert!(matches!(err, StoreError::BadQuery(_)), "{err}");
+}
+
+#[test]
+fn unique_fields_and_name_based_ids() {
+    let (_dir, store) = open();
+    create(&store, Table::Projects, json!({"name": "Roost"}));
+    let err =
+        store.write(Mutation::Create { table: Table::Projects, fields: obj(json!({"name": "Roost"})) }).unwrap_err();
+    assert!(err.to_string().contains("already exists"), "{err}");
+    let first = create(&store, Table::Settings, json!({"key": "ui.theme", "value": "dark"}));
+    store.write(Mutation::Delete { table: Table::Settings, key: "ui.theme".into() }).unwrap();
+    let again = create(&store, Table::Settings, json!({"key": "ui.theme", "value": "light"}));
+    assert_eq!(first["id"], again["id"], "a setting's id comes from its key");
+    assert_eq!(store.get(Table::Settings, "ui.theme").unwrap()["value"], json!("light"));
+    let err = store
+        .write(Mutation::Create { table: Table::Notes, fields: obj(json!({"body": "x", "project": "Nope"})) })
+        .unwrap_err();
+    assert!(err.to_string().contains("no project"), "{err}");
+}
