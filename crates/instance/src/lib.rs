@@ -1,1 +1,202 @@
+//! A Roost instance: one directory that holds everything of one installation.
+//!
+//! ```text
+//! <home>/config.toml     name and gateway settings (written last: its presence means "initialised")
+//! <home>/instance-id     globally unique id, generated once
+//! <home>/keys/machine.key  this machine's Ed25519 secret key (hex, mode 0600)
+//! <home>/roost.db        the SQLite store (WAL)
+//! ```
+//!
+//! Every file is created crash-safely (written to a temporary file, synced,
+//! then linked into place only if absent), so an interrupted `init`, or two
+//! processes starting on one fresh home at once, end with one consistent
+//! instance. Nothing here reaches outside `<home>`, so two instances in two
+//! directories never touch each other's files.
 
+mod files;
+
+use std::path::{Path, PathBuf};
+
+use ed25519_dalek::SigningKey;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use thiserror::Error;
+
+use roost_store::Store;
+
+pub use files::write_new;
+
+/// The gateway address used when neither config nor flag names one.
+pub const DEFAULT_BIND: &str = "127.0.0.1:7151";
+
+#[derive(Debug, Error)]
+pub enum InstanceError {
+    #[error("no Roost instance at {0}; run `roost init --name NAME` or `roost serve` to create one")]
+    Missing(PathBuf),
+    #[error("a Roost instance already exists at {home} (named {name:?}); use it, or choose another --home")]
+    Exists { home: PathBuf, name: String },
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path} is not valid: {reason}")]
+    Corrupt { path: PathBuf, reason: String },
+    #[error("instance name must be 1 to 64 characters without control characters")]
+    BadName,
+    #[error(transparent)]
+    Store(#[from] roost_store::StoreError),
+}
+
+pub type Result<T, E = InstanceError> = std::result::Result<T, E>;
+
+/// `config.toml`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Config {
+    pub name: String,
+    #[serde(default)]
+    pub gateway: GatewayConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct GatewayConfig {
+    /// Address `roost serve` listens on.
+    #[serde(default = "default_bind")]
+    pub bind: String,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig { bind: default_bind() }
+    }
+}
+
+fn default_bind() -> String {
+    DEFAULT_BIND.to_string()
+}
+
+/// An initialised instance directory.
+pub struct Instance {
+    pub home: PathBuf,
+    pub id: String,
+    pub config: Config,
+    pub machine_key: SigningKey,
+}
+
+impl Instance {
+    /// Opens an existing instance.
+    pub fn open(home: &Path) -> Result<Instance> {
+        let config_path = home.join("config.toml");
+        if !config_path.exists() {
+            return Err(InstanceError::Missing(home.to_path_buf()));
+        }
+        let text = files::read(&config_path)?;
+        let config: Config = toml::from_str(&text)
+            .map_err(|e| InstanceError::Corrupt { path: config_path.clone(), reason: e.message().to_string() })?;
+        let id = read_id(home)?;
+        let machine_key = read_key(home)?;
+        Ok(Instance { home: home.to_path_buf(), id, config, machine_key })
+    }
+
+    /// Creates a new instance named `name`; refuses if one exists. Resumes a
+    /// creation that was interrupted (keeping the id and key already written).
+    pub fn init(home: &Path, name: &str) -> Result<Instance> {
+        let name = name.trim();
+        if name.is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
+            return Err(InstanceError::BadName);
+        }
+        if let Ok(existing) = Instance::open(home) {
+            return Err(InstanceError::Exists { home: home.to_path_buf(), name: existing.config.name });
+        }
+        files::create_private_dir(home)?;
+        files::create_private_dir(&home.join("keys"))?;
+        let mut seed = [0u8; 32];
+        rand::fill(&mut seed);
+        files::write_new_or_keep(&home.join("keys/machine.key"), hex(&seed).as_bytes())?;
+        let id = new_instance_id();
+        files::write_new_or_keep(&home.join("instance-id"), id.as_bytes())?;
+        let config = Config { name: name.to_string(), gateway: GatewayConfig::default() };
+        let text = toml::to_string(&config).expect("config serialises");
+        match files::write_new(&home.join("config.toml"), text.as_bytes()) {
+            Ok(()) => {}
+            Err(InstanceError::Io { source, .. }) if source.kind() == std::io::ErrorKind::AlreadyExists => {
+                let existing = Instance::open(home)?;
+                return Err(InstanceError::Exists { home: home.to_path_buf(), name: existing.config.name });
+            }
+            Err(e) => return Err(e),
+        }
+        let instance = Instance::open(home)?;
+        instance.open_store()?;
+        Ok(instance)
+    }
+
+    /// Opens the instance, creating it with `name` on first use. Safe when
+    /// several processes do this at once on one fresh directory.
+    pub fn open_or_init(home: &Path, name: &str) -> Result<Instance> {
+        match Instance::open(home) {
+            Err(InstanceError::Missing(_)) => match Instance::init(home, name) {
+                Err(InstanceError::Exists { .. }) => Instance::open(home),
+                other => other,
+            },
+            other => other,
+        }
+    }
+
+    /// The instance's database.
+    pub fn open_store(&self) -> Result<Store> {
+        Ok(Store::open(&self.home.join("roost.db"), &self.id)?)
+    }
+
+    /// First 16 hex digits of SHA-256 over the machine's public key.
+    pub fn key_fingerprint(&self) -> String {
+        let digest = Sha256::digest(self.machine_key.verifying_key().as_bytes());
+        hex(&digest[..8])
+    }
+}
+
+/// The home directory to use: the flag or `ROOST_HOME` (resolved by the
+/// caller), else `~/.roost`.
+pub fn default_home() -> PathBuf {
+    std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(".")).join(".roost")
+}
+
+/// A name for a new instance when none is given: the host's name.
+pub fn default_name() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "roost".to_string())
+}
+
+fn new_instance_id() -> String {
+    let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    roost_core::RowId::v7(ms, rand::random()).to_string()
+}
+
+fn read_id(home: &Path) -> Result<String> {
+    let path = home.join("instance-id");
+    let text = files::read(&path)?;
+    roost_core::RowId::parse(&text)
+        .map(|id| id.to_string())
+        .ok_or_else(|| InstanceError::Corrupt { path, reason: "not an instance id".into() })
+}
+
+fn read_key(home: &Path) -> Result<SigningKey> {
+    let path = home.join("keys/machine.key");
+    let text = files::read(&path)?;
+    let bytes = unhex(text.trim())
+        .filter(|b| b.len() == 32)
+        .ok_or_else(|| InstanceError::Corrupt { path: path.clone(), reason: "expected 64 hex digits".into() })?;
+    let mut seed = [0u8; 32];
+    seed.copy_from_slice(&bytes);
+    Ok(SigningKey::from_bytes(&seed))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
+}
