@@ -1,1 +1,111 @@
+//! Roost's HTTP gateway (`roost serve`).
+//!
+//! Routes:
+//! - `GET /health`: instance id, name, version, uptime, and whether the
+//!   database answers (503 when it does not);
+//! - `/mcp`: the MCP tools over Streamable HTTP;
+//! - `/api/v1/...`: a small JSON API (instance info, memory search and get).
+//!
+//! The gateway holds no logic of its own: requests go to `roost-mcp` and
+//! `roost-store`, and every wait it makes on the database is bounded.
 
+mod api;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use roost_mcp::RoostTools;
+use roost_store::Store;
+
+/// How long a request may wait on the database before it is answered 503.
+pub const DB_WAIT: Duration = Duration::from_secs(5);
+/// How long open connections get to finish after shutdown begins.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// What the gateway serves.
+pub struct Gateway {
+    pub store: Arc<Store>,
+    pub instance_id: String,
+    pub name: String,
+    /// `Host` header values `/mcp` accepts; empty accepts any.
+    pub allowed_hosts: Vec<String>,
+}
+
+/// Shared by every request handler.
+pub(crate) struct AppState {
+    pub store: Arc<Store>,
+    pub instance_id: String,
+    pub name: String,
+    pub started: Instant,
+}
+
+impl Gateway {
+    /// The axum router, with `cancel` ending the MCP sessions.
+    pub fn router(self, cancel: CancellationToken) -> Router {
+        let tools = RoostTools::new(self.store.clone());
+        let mut config = StreamableHttpServerConfig::default().with_cancellation_token(cancel);
+        config = if self.allowed_hosts.is_empty() {
+            config.disable_allowed_hosts()
+        } else {
+            config.with_allowed_hosts(self.allowed_hosts)
+        };
+        let mcp: StreamableHttpService<RoostTools, LocalSessionManager> =
+            StreamableHttpService::new(move || Ok(tools.clone()), Default::default(), config);
+        let state = Arc::new(AppState {
+            store: self.store,
+            instance_id: self.instance_id,
+            name: self.name,
+            started: Instant::now(),
+        });
+        api::routes(state).nest_service("/mcp", mcp)
+    }
+
+    /// Serves on `listener` until `shutdown` resolves, then drains for at most
+    /// [`SHUTDOWN_GRACE`].
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let cancel = CancellationToken::new();
+        let router = self.router(cancel.clone());
+        let stop = cancel.clone();
+        let server = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                tracing::info!("shutting down");
+                stop.cancel();
+            });
+        let server = tokio::spawn(server.into_future());
+        cancel.cancelled().await;
+        match tokio::time::timeout(SHUTDOWN_GRACE, server).await {
+            Ok(joined) => joined.map_err(std::io::Error::other)?,
+            Err(_) => {
+                tracing::warn!("connections still open after {SHUTDOWN_GRACE:?}; closing them");
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The `Host` values to accept for a gateway bound to `addr`: loopback names,
+/// plus the bound address itself; none (accept any) for a wildcard bind.
+pub fn allowed_hosts_for(addr: SocketAddr) -> Vec<String> {
+    if addr.ip().is_unspecified() {
+        return Vec::new();
+    }
+    let mut hosts: Vec<String> = ["localhost", "127.0.0.1", "::1"].map(String::from).to_vec();
+    let ip = addr.ip().to_string();
+    if !hosts.contains(&ip) {
+        hosts.push(ip);
+    }
+    hosts
+}

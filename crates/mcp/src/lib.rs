@@ -1,1 +1,172 @@
+//! Roost's MCP server: one [`ServerHandler`] over the store, served over
+//! Streamable HTTP by the gateway and over stdio by `roost mcp`.
+//!
+//! Tools are not hand-written one by one: [`catalog`] generates each tool's
+//! name, description and input schema from the core's table descriptors, and
+//! [`execute`] maps a call onto the store. Every mutating tool ends in
+//! `Store::write`, the one write door, whichever transport carried it.
 
+pub mod catalog;
+
+use std::sync::Arc;
+
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation, ListToolsResult,
+    PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
+};
+use rmcp::service::RequestContext;
+use rmcp::{ErrorData, RoleServer, ServerHandler};
+use serde_json::{Map, Value, json};
+
+use roost_core::Table;
+use roost_store::{ListQuery, Mutation, SearchQuery, Sort, Store};
+
+pub use catalog::Action;
+
+const INSTRUCTIONS: &str = "Roost is the user's long-term memory and notebook, shared by all their machines. \
+Search memories before answering questions about the user's past, preferences or projects, and store new durable \
+facts as they come up (one idea per memory). Projects group memories, notes and sources; blog posts, contacts and \
+settings are kept here too. Ids are stable across machines.";
+
+/// The MCP tool server. Cheap to clone: one per session shares the store.
+#[derive(Clone)]
+pub struct RoostTools {
+    store: Arc<Store>,
+    tools: Arc<Vec<Tool>>,
+}
+
+impl RoostTools {
+    pub fn new(store: Arc<Store>) -> RoostTools {
+        RoostTools { store, tools: Arc::new(Action::all().into_iter().map(Action::tool).collect()) }
+    }
+}
+
+impl ServerHandler for RoostTools {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+            .with_server_info(Implementation::new("roost", env!("CARGO_PKG_VERSION")).with_title("Roost"))
+            .with_instructions(INSTRUCTIONS)
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        Ok(ListToolsResult::with_all_items(self.tools.as_ref().clone()))
+    }
+
+    fn get_tool(&self, name: &str) -> Option<Tool> {
+        self.tools.iter().find(|t| t.name == name).cloned()
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let Some(action) = Action::parse(&request.name) else {
+            return Err(ErrorData::invalid_params(format!("unknown tool {:?}", request.name), None));
+        };
+        let args = request.arguments.unwrap_or_default();
+        let store = self.store.clone();
+        let outcome = tokio::task::spawn_blocking(move || execute(&store, action, args))
+            .await
+            .map_err(|e| ErrorData::internal_error(format!("tool task failed: {e}"), None))?;
+        Ok(match outcome {
+            Ok(value) => CallToolResult::structured(value),
+            Err(message) => {
+                tracing::debug!(tool = %request.name, %message, "tool refused");
+                CallToolResult::error(vec![ContentBlock::text(message)])
+            }
+        }
+        .into())
+    }
+}
+
+/// Runs one tool call against the store. Errors are one line for the caller.
+pub fn execute(store: &Store, action: Action, mut args: Map<String, Value>) -> Result<Value, String> {
+    let allowed = action.arguments();
+    if let Some(unknown) = args.keys().find(|k| !allowed.contains(k)) {
+        return Err(format!(
+            "unknown argument `{unknown}` for {}; accepted: {}",
+            action.tool_name(),
+            if allowed.is_empty() { "none".to_string() } else { allowed.join(", ") }
+        ));
+    }
+    let err = |e: roost_store::StoreError| e.to_string();
+    match action {
+        Action::Create(table) => store.write(Mutation::Create { table, fields: args }).map(Value::Object).map_err(err),
+        Action::Get(table) => {
+            let id = take_string(&mut args, "id")?.ok_or("argument `id` is required")?;
+            let row = store.get(table, &id).map_err(err)?;
+            if table == Table::Memories {
+                let id = row["id"].as_str().unwrap_or_default().to_string();
+                store.record_access(&id).map_err(err)?;
+                return store.get(table, &id).map(Value::Object).map_err(err);
+            }
+            Ok(Value::Object(row))
+        }
+        Action::List(table) => {
+            let query = ListQuery {
+                tag: take_string(&mut args, "tag")?,
+                sort: match take_string(&mut args, "sort")? {
+                    Some(s) => Sort::parse(&s).ok_or(format!("argument `sort`: unknown order {s:?}"))?,
+                    None => Sort::Recent,
+                },
+                limit: take_u32(&mut args, "limit")?.unwrap_or(0),
+                offset: take_u32(&mut args, "offset")?.unwrap_or(0),
+                filters: args,
+            };
+            let items = store.list(table, &query).map_err(err)?;
+            Ok(json!({"count": items.len(), "items": items}))
+        }
+        Action::Update(table) => {
+            let id = take_string(&mut args, "id")?.ok_or("argument `id` is required")?;
+            store.write(Mutation::Update { table, key: id, patch: args }).map(Value::Object).map_err(err)
+        }
+        Action::Delete(table) => {
+            let id = take_string(&mut args, "id")?.ok_or("argument `id` is required")?;
+            let tombstone = store.write(Mutation::Delete { table, key: id }).map_err(err)?;
+            Ok(json!({"deleted": tombstone["id"], "table": table.name()}))
+        }
+        Action::SearchMemories => {
+            let query = SearchQuery {
+                query: take_string(&mut args, "query")?.ok_or("argument `query` is required")?,
+                category: take_string(&mut args, "category")?,
+                min_importance: take_u32(&mut args, "min_importance")?.map(i64::from),
+                project: take_string(&mut args, "project")?,
+                tag: take_string(&mut args, "tag")?,
+                limit: take_u32(&mut args, "limit")?.unwrap_or(0),
+            };
+            let hits = store.search_memories(&query).map_err(err)?;
+            Ok(json!({"count": hits.len(), "results": hits}))
+        }
+        Action::MemoryStats => store.memory_stats().map_err(err),
+    }
+}
+
+fn take_string(args: &mut Map<String, Value>, name: &str) -> Result<Option<String>, String> {
+    match args.remove(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(other) => Err(format!("argument `{name}` must be a string (got {other})")),
+    }
+}
+
+fn take_u32(args: &mut Map<String, Value>, name: &str) -> Result<Option<u32>, String> {
+    match args.remove(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => n
+            .as_u64()
+            .and_then(|n| u32::try_from(n).ok())
+            .map(Some)
+            .ok_or(format!("argument `{name}` must be a non-negative integer (got {n})")),
+        Some(Value::String(s)) => s
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|_| format!("argument `{name}` must be a non-negative integer (got {s:?})")),
+        Some(other) => Err(format!("argument `{name}` must be a non-negative integer (got {other})")),
+    }
+}

@@ -62,8 +62,8 @@ pub struct SearchQuery {
     pub limit: u32,
 }
 
-/// One search result: the memory, its bm25 score (lower is better, as SQLite
-/// reports it) and a snippet with matches in [brackets].
+/// One search result: the memory, its relevance (bm25 negated, so higher is
+/// better) and a snippet with matches in [brackets].
 #[derive(Debug, Clone, Serialize)]
 pub struct SearchHit {
     pub memory: Map<String, Value>,
@@ -210,7 +210,11 @@ impl Store {
             let run = || -> rusqlite::Result<Vec<SearchHit>> {
                 let mut stmt = c.prepare(&sql)?;
                 let hits = stmt.query_map(params_from_iter(values.iter()), |r| {
-                    Ok(SearchHit { memory: row_json(Table::Memories, r, 0)?, score: r.get(n)?, snippet: r.get(n + 1)? })
+                    Ok(SearchHit {
+                        memory: row_json(Table::Memories, r, 0)?,
+                        score: -r.get::<_, f64>(n)?,
+                        snippet: r.get(n + 1)?,
+                    })
                 })?;
                 hits.collect()
             };

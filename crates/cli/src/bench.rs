@@ -1,0 +1,276 @@
+//! `roost bench store`: write-door rate, FTS search latency, MCP round trip
+//! and idle memory of `roost serve`, each run on a fresh temporary instance
+//! filled with synthetic memories. Reports every run and the medians.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Subcommand;
+use rmcp::ServiceExt;
+use rmcp::model::{CallToolRequestParams, ClientConfig};
+use rmcp::transport::StreamableHttpClientTransport;
+use serde_json::{Map, Value, json};
+
+use roost_core::Table;
+use roost_gateway::{Gateway, allowed_hosts_for};
+use roost_instance::Instance;
+use roost_store::{Mutation, SearchQuery, Store};
+
+#[derive(Subcommand)]
+pub enum BenchCommand {
+    /// Store, search and serve N synthetic memories.
+    Store {
+        /// Memories written per run.
+        #[arg(long, default_value_t = 100_000)]
+        memories: usize,
+        /// FTS queries timed per run.
+        #[arg(long, default_value_t = 2000)]
+        searches: usize,
+        /// MCP round trips timed per run.
+        #[arg(long, default_value_t = 500)]
+        mcp_calls: usize,
+        /// Independent runs; medians are reported across them.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+struct RunResult {
+    insert_per_sec: f64,
+    search_p50_ms: f64,
+    search_p99_ms: f64,
+    mcp_search_p50_ms: f64,
+    mcp_search_p99_ms: f64,
+    idle_rss_mib: f64,
+}
+
+pub fn run(command: BenchCommand) -> anyhow::Result<()> {
+    let BenchCommand::Store { memories, searches, mcp_calls, runs, json } = command;
+    if cfg!(debug_assertions) {
+        eprintln!(
+            "roost: warning: this is a debug build; benchmark a release build (cargo run --release -- bench store)"
+        );
+    }
+    let mut results = Vec::new();
+    for run in 1..=runs {
+        eprintln!("run {run}/{runs}: {memories} memories");
+        let result = one_run(memories, searches, mcp_calls, run as u64)?;
+        eprintln!("  {result:?}");
+        results.push(result);
+    }
+    let median = |f: fn(&RunResult) -> f64| {
+        let mut v: Vec<f64> = results.iter().map(f).collect();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let summary = json!({
+        "memories": memories,
+        "runs": results,
+        "median": {
+            "insert_per_sec": median(|r| r.insert_per_sec).round(),
+            "search_p50_ms": median(|r| r.search_p50_ms),
+            "search_p99_ms": median(|r| r.search_p99_ms),
+            "mcp_search_p50_ms": median(|r| r.mcp_search_p50_ms),
+            "mcp_search_p99_ms": median(|r| r.mcp_search_p99_ms),
+            "idle_rss_mib": median(|r| r.idle_rss_mib),
+        },
+        "targets": {"search_p50_ms": "< 5", "idle_rss_mib": "< 20"},
+    });
+    if json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        let m = &summary["median"];
+        println!("median of {runs} run(s), {memories} memories:");
+        println!("  write door         {} memories/s", m["insert_per_sec"]);
+        println!(
+            "  FTS search         p50 {:.3} ms, p99 {:.3} ms   (target p50 < 5 ms)",
+            num(&m["search_p50_ms"]),
+            num(&m["search_p99_ms"])
+        );
+        println!(
+            "  MCP search (HTTP)  p50 {:.3} ms, p99 {:.3} ms",
+            num(&m["mcp_search_p50_ms"]),
+            num(&m["mcp_search_p99_ms"])
+        );
+        println!("  idle RSS of serve  {:.1} MiB   (target < 20 MiB)", num(&m["idle_rss_mib"]));
+    }
+    Ok(())
+}
+
+fn num(v: &Value) -> f64 {
+    v.as_f64().unwrap_or(f64::NAN)
+}
+
+fn one_run(memories: usize, searches: usize, mcp_calls: usize, seed: u64) -> anyhow::Result<RunResult> {
+    let dir = tempfile::tempdir()?;
+    let home = dir.path().join("home");
+    let instance = Instance::init(&home, "bench")?;
+    let store = Arc::new(instance.open_store()?);
+    let mut words = Words::new(seed);
+
+    let started = Instant::now();
+    for _ in 0..memories {
+        let mut fields = Map::new();
+        fields.insert("content".into(), Value::String(words.sentence(12, 40)));
+        fields.insert(
+            "category".into(),
+            json!(["general", "preference", "project", "person", "learning"][words.below(5)]),
+        );
+        fields.insert("importance".into(), json!(1 + words.below(10)));
+        fields.insert("tags".into(), json!([words.word(), words.word()]));
+        store.write(Mutation::Create { table: Table::Memories, fields })?;
+    }
+    let insert_per_sec = memories as f64 / started.elapsed().as_secs_f64();
+
+    let queries: Vec<String> = (0..searches.max(mcp_calls)).map(|_| words.query()).collect();
+    let mut search_times = Vec::with_capacity(searches);
+    for q in queries.iter().take(searches) {
+        let t = Instant::now();
+        store.search_memories(&SearchQuery { query: q.clone(), limit: 10, ..Default::default() })?;
+        search_times.push(t.elapsed());
+    }
+
+    let mcp_times = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?
+        .block_on(mcp_round_trips(store.clone(), &instance, &queries[..mcp_calls]))?;
+    drop(store);
+
+    let idle_rss_mib = idle_rss(&home)?;
+    Ok(RunResult {
+        insert_per_sec,
+        search_p50_ms: percentile_ms(&mut search_times, 0.50),
+        search_p99_ms: percentile_ms(&mut search_times, 0.99),
+        mcp_search_p50_ms: percentile_ms(&mut mcp_times.clone(), 0.50),
+        mcp_search_p99_ms: percentile_ms(&mut mcp_times.clone(), 0.99),
+        idle_rss_mib,
+    })
+}
+
+async fn mcp_round_trips(store: Arc<Store>, instance: &Instance, queries: &[String]) -> anyhow::Result<Vec<Duration>> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let gateway = Gateway {
+        store,
+        instance_id: instance.id.clone(),
+        name: instance.config.name.clone(),
+        allowed_hosts: allowed_hosts_for(addr),
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(gateway.serve(listener, async move {
+        let _ = stopped.await;
+    }));
+    let client = ClientConfig::default()
+        .serve(StreamableHttpClientTransport::from_uri(format!("http://{addr}/mcp")))
+        .await
+        .context("connecting the MCP client")?;
+    let mut times = Vec::with_capacity(queries.len());
+    for q in queries {
+        let args = json!({"query": q, "limit": 10}).as_object().cloned().unwrap_or_default();
+        let t = Instant::now();
+        let result = client.call_tool(CallToolRequestParams::new("roost_search_memories").with_arguments(args)).await?;
+        times.push(t.elapsed());
+        anyhow::ensure!(result.is_error != Some(true), "search failed over MCP: {result:?}");
+    }
+    client.cancel().await?;
+    let _ = stop.send(());
+    server.await??;
+    Ok(times)
+}
+
+/// Starts `roost serve` on `home`, waits until it listens and settles, and
+/// reads its resident set size.
+fn idle_rss(home: &std::path::Path) -> anyhow::Result<f64> {
+    let mut child = Command::new(std::env::current_exe()?)
+        .args(["serve", "--bind", "127.0.0.1:0", "--home"])
+        .arg(home)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().context("serve stdout")?).read_line(&mut line)?;
+    anyhow::ensure!(line.contains("listening on"), "roost serve did not start: {line:?}");
+    std::thread::sleep(Duration::from_secs(2));
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id()))?;
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .context("VmRSS missing from /proc status")?;
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status()?;
+    child.wait()?;
+    Ok(kib / 1024.0)
+}
+
+fn percentile_ms(times: &mut [Duration], p: f64) -> f64 {
+    times.sort();
+    let index = ((times.len() as f64 - 1.0) * p).round() as usize;
+    times[index].as_secs_f64() * 1000.0
+}
+
+/// Deterministic synthetic text: a 5,000-word vocabulary with a skewed
+/// (Zipf-like) frequency, so some words are common and most are rare.
+struct Words {
+    state: u64,
+    vocabulary: Vec<String>,
+}
+
+impl Words {
+    fn new(seed: u64) -> Words {
+        const SYLLABLES: [&str; 24] = [
+            "ka", "lo", "mi", "ne", "ru", "sa", "to", "vi", "ze", "bo", "da", "fe", "gu", "hi", "ja", "ko", "li", "mo",
+            "nu", "pa", "re", "si", "tu", "wo",
+        ];
+        let mut vocabulary = Vec::with_capacity(5000);
+        for i in 0..5000usize {
+            let mut w = String::new();
+            let mut n = i + 24;
+            while n > 0 {
+                w.push_str(SYLLABLES[n % 24]);
+                n /= 24;
+            }
+            vocabulary.push(w);
+        }
+        Words { state: seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1, vocabulary }
+    }
+
+    fn next(&mut self) -> u64 {
+        self.state ^= self.state << 13;
+        self.state ^= self.state >> 7;
+        self.state ^= self.state << 17;
+        self.state
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    fn word(&mut self) -> &str {
+        let index = (self.vocabulary.len() as f64 * self.unit().powf(2.5)) as usize;
+        &self.vocabulary[index.min(self.vocabulary.len() - 1)]
+    }
+
+    fn sentence(&mut self, min: usize, max: usize) -> String {
+        let n = min + self.below(max - min + 1);
+        (0..n).map(|_| self.word().to_string()).collect::<Vec<_>>().join(" ")
+    }
+
+    /// One or two words drawn uniformly from the vocabulary: a mix of common
+    /// and rare terms, as an agent's queries are.
+    fn query(&mut self) -> String {
+        let words = 1 + self.below(2);
+        let picks: Vec<usize> = (0..words).map(|_| self.below(self.vocabulary.len())).collect();
+        picks.iter().map(|&i| self.vocabulary[i].as_str()).collect::<Vec<_>>().join(" ")
+    }
+}

@@ -1,0 +1,253 @@
+//! `roost memory ...`: the memory tools from the command line.
+//!
+//! Each command builds the same arguments an MCP client would send and runs
+//! them through `roost_mcp::execute`, so validation, the write door and the
+//! results are identical to the tools'.
+
+use anyhow::bail;
+use clap::{Args, Subcommand};
+use serde_json::{Map, Value, json};
+
+use roost_core::Table;
+use roost_instance::Instance;
+use roost_mcp::Action;
+
+#[derive(Subcommand)]
+pub enum MemoryCommand {
+    /// Store a memory.
+    Add {
+        /// The memory's text.
+        content: String,
+        #[command(flatten)]
+        fields: MemoryFields,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Full-text search (FTS5 syntax: words, "phrases", OR, NOT, prefix*).
+    Search {
+        query: String,
+        #[arg(long)]
+        category: Option<String>,
+        #[arg(long)]
+        min_importance: Option<u32>,
+        #[arg(long)]
+        project: Option<String>,
+        #[arg(long)]
+        tag: Option<String>,
+        #[arg(long)]
+        limit: Option<u32>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List memories.
+    List {
+        /// recent, oldest, importance or accessed
+        #[arg(long, default_value = "recent")]
+        sort: String,
+        #[arg(long)]
+        category: Option<String>,
+        #[arg(long)]
+        project: Option<String>,
+        #[arg(long)]
+        tag: Option<String>,
+        #[arg(long)]
+        limit: Option<u32>,
+        #[arg(long)]
+        offset: Option<u32>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one memory.
+    Get {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change fields of a memory.
+    Update {
+        id: String,
+        #[arg(long)]
+        content: Option<String>,
+        #[command(flatten)]
+        fields: MemoryFields,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a memory.
+    Rm {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args)]
+pub struct MemoryFields {
+    #[arg(long)]
+    category: Option<String>,
+    #[arg(long)]
+    context: Option<String>,
+    /// Comma-separated labels.
+    #[arg(long)]
+    tags: Option<String>,
+    #[arg(long)]
+    source: Option<String>,
+    /// 1 to 10
+    #[arg(long)]
+    importance: Option<i64>,
+    /// Project id or name.
+    #[arg(long)]
+    project: Option<String>,
+}
+
+impl MemoryFields {
+    fn into_args(self, args: &mut Map<String, Value>) {
+        let strings = [
+            ("category", self.category),
+            ("context", self.context),
+            ("tags", self.tags),
+            ("source", self.source),
+            ("project", self.project),
+        ];
+        for (name, value) in strings {
+            if let Some(v) = value {
+                args.insert(name.into(), Value::String(v));
+            }
+        }
+        if let Some(i) = self.importance {
+            args.insert("importance".into(), json!(i));
+        }
+    }
+}
+
+fn put(args: &mut Map<String, Value>, name: &str, value: Option<impl Into<Value>>) {
+    if let Some(v) = value {
+        args.insert(name.into(), v.into());
+    }
+}
+
+pub fn run(instance: &Instance, command: MemoryCommand) -> anyhow::Result<()> {
+    let store = instance.open_store()?;
+    let mut args = Map::new();
+    let (action, json) = match command {
+        MemoryCommand::Add { content, fields, json } => {
+            args.insert("content".into(), Value::String(content));
+            fields.into_args(&mut args);
+            (Action::Create(Table::Memories), json)
+        }
+        MemoryCommand::Search { query, category, min_importance, project, tag, limit, json } => {
+            args.insert("query".into(), Value::String(query));
+            put(&mut args, "category", category);
+            put(&mut args, "min_importance", min_importance);
+            put(&mut args, "project", project);
+            put(&mut args, "tag", tag);
+            put(&mut args, "limit", limit);
+            (Action::SearchMemories, json)
+        }
+        MemoryCommand::List { sort, category, project, tag, limit, offset, json } => {
+            args.insert("sort".into(), Value::String(sort));
+            put(&mut args, "category", category);
+            put(&mut args, "project", project);
+            put(&mut args, "tag", tag);
+            put(&mut args, "limit", limit);
+            put(&mut args, "offset", offset);
+            (Action::List(Table::Memories), json)
+        }
+        MemoryCommand::Get { id, json } => {
+            args.insert("id".into(), Value::String(id));
+            (Action::Get(Table::Memories), json)
+        }
+        MemoryCommand::Update { id, content, fields, json } => {
+            args.insert("id".into(), Value::String(id));
+            put(&mut args, "content", content);
+            fields.into_args(&mut args);
+            if args.len() == 1 {
+                bail!(
+                    "nothing to update: give at least one of --content, --category, --context, --tags, --source, --importance, --project"
+                );
+            }
+            (Action::Update(Table::Memories), json)
+        }
+        MemoryCommand::Rm { id, json } => {
+            args.insert("id".into(), Value::String(id));
+            (Action::Delete(Table::Memories), json)
+        }
+    };
+    let result = roost_mcp::execute(&store, action, args).map_err(anyhow::Error::msg)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&result)?);
+        return Ok(());
+    }
+    match action {
+        Action::Create(_) => println!("stored memory {}", result["id"].as_str().unwrap_or_default()),
+        Action::Update(_) => println!("updated memory {}", result["id"].as_str().unwrap_or_default()),
+        Action::Delete(_) => println!("deleted memory {}", result["deleted"].as_str().unwrap_or_default()),
+        Action::Get(_) => print_memory(&result),
+        Action::SearchMemories => {
+            for hit in result["results"].as_array().into_iter().flatten() {
+                let m = &hit["memory"];
+                println!(
+                    "{}  {:>2}  {:<12} {}",
+                    m["id"].as_str().unwrap_or_default(),
+                    m["importance"],
+                    text(&m["category"]),
+                    text(&hit["snippet"])
+                );
+            }
+            eprintln!("{} result(s)", result["count"]);
+        }
+        Action::List(_) => {
+            for m in result["items"].as_array().into_iter().flatten() {
+                println!(
+                    "{}  {:>2}  {:<12} {}",
+                    text(&m["id"]),
+                    m["importance"],
+                    text(&m["category"]),
+                    one_line(text(&m["content"]), 80)
+                );
+            }
+            eprintln!("{} memor{}", result["count"], if result["count"] == 1 { "y" } else { "ies" });
+        }
+        Action::MemoryStats => println!("{result:#}"),
+    }
+    Ok(())
+}
+
+fn text(v: &Value) -> &str {
+    v.as_str().unwrap_or("")
+}
+
+fn one_line(s: &str, max: usize) -> String {
+    let flat: String = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    if flat.chars().count() <= max { flat } else { format!("{}…", flat.chars().take(max - 1).collect::<String>()) }
+}
+
+fn print_memory(m: &Value) {
+    println!("{}", text(&m["content"]));
+    println!();
+    for key in [
+        "id",
+        "category",
+        "importance",
+        "tags",
+        "context",
+        "source",
+        "project",
+        "created_at",
+        "updated_at",
+        "accessed_at",
+        "access_count",
+        "origin",
+        "lamport",
+    ] {
+        let value = &m[key];
+        if !value.is_null() {
+            let shown = match value {
+                Value::String(s) => s.clone(),
+                Value::Array(items) => items.iter().map(|i| text(i).to_string()).collect::<Vec<_>>().join(", "),
+                other => other.to_string(),
+            };
+            println!("{key:>13}: {shown}");
+        }
+    }
+}

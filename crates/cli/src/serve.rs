@@ -1,0 +1,58 @@
+//! `roost serve` and `roost mcp`: the long-running processes.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use rmcp::ServiceExt;
+
+use roost_gateway::{Gateway, allowed_hosts_for};
+use roost_instance::Instance;
+use roost_mcp::RoostTools;
+
+/// Binding must not hang the boot path.
+const BIND_WAIT: Duration = Duration::from_secs(5);
+
+pub async fn serve(instance: Instance, bind: Option<String>) -> anyhow::Result<()> {
+    let store = Arc::new(instance.open_store()?);
+    let bind = bind.unwrap_or_else(|| instance.config.gateway.bind.clone());
+    let listener = tokio::time::timeout(BIND_WAIT, tokio::net::TcpListener::bind(&bind))
+        .await
+        .with_context(|| format!("binding {bind} took longer than {BIND_WAIT:?}"))?
+        .with_context(|| {
+            format!("cannot listen on {bind}; is another roost serve running? choose another with --bind")
+        })?;
+    let addr = listener.local_addr()?;
+    let gateway = Gateway {
+        store,
+        instance_id: instance.id.clone(),
+        name: instance.config.name.clone(),
+        allowed_hosts: allowed_hosts_for(addr),
+    };
+    // The first line on stdout is the address, for people and for scripts.
+    println!("roost: listening on http://{addr} (instance {}, {})", instance.config.name, instance.id);
+    std::io::stdout().flush()?;
+    tracing::info!(%addr, home = %instance.home.display(), "gateway started");
+    gateway.serve(listener, shutdown_signal()).await?;
+    tracing::info!("gateway stopped");
+    Ok(())
+}
+
+pub async fn stdio(instance: Instance) -> anyhow::Result<()> {
+    let store = Arc::new(instance.open_store()?);
+    let service =
+        RoostTools::new(store).serve(rmcp::transport::stdio()).await.context("starting the MCP session on stdio")?;
+    service.waiting().await.context("MCP session on stdio")?;
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,54 @@
+//! `roost status`: what this instance is and holds, and whether its gateway answers.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use roost_instance::Instance;
+
+/// The gateway probe must not hang the command.
+const PROBE_WAIT: Duration = Duration::from_millis(1500);
+
+pub fn status(instance: &Instance, as_json: bool) -> anyhow::Result<()> {
+    let store = instance.open_store()?;
+    let counts = store.counts()?;
+    let (lamport, changes) = store.clock()?;
+    let bind = &instance.config.gateway.bind;
+    let gateway = probe(bind);
+    let report = json!({
+        "id": instance.id,
+        "name": instance.config.name,
+        "home": instance.home,
+        "version": env!("CARGO_PKG_VERSION"),
+        "machine_key_fingerprint": instance.key_fingerprint(),
+        "counts": counts,
+        "lamport": lamport.0,
+        "change_records": changes,
+        "gateway": {"bind": bind, "running": gateway.is_some(), "health": gateway},
+    });
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    println!("instance   {} ({})", instance.config.name, instance.id);
+    println!("home       {}", instance.home.display());
+    println!("machine    key {}", instance.key_fingerprint());
+    println!("clock      lamport {}, {} change records", lamport.0, changes);
+    let contents: Vec<String> = counts.iter().map(|(k, v)| format!("{v} {k}")).collect();
+    println!("contents   {}", contents.join(", "));
+    match gateway {
+        Some(h) => println!("gateway    running at http://{bind}, up {}s", h["uptime_seconds"]),
+        None => println!("gateway    not answering at http://{bind} (start it with `roost serve`)"),
+    }
+    Ok(())
+}
+
+/// GET /health on the configured address, or None when nothing answers in time.
+fn probe(bind: &str) -> Option<Value> {
+    let url = format!("http://{}/health", bind.replace("0.0.0.0", "127.0.0.1"));
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+    runtime.block_on(async {
+        let client = reqwest::Client::builder().timeout(PROBE_WAIT).build().ok()?;
+        client.get(url).send().await.ok()?.json::<Value>().await.ok()
+    })
+}

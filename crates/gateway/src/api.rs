@@ -1,0 +1,116 @@
+//! `/health` and the JSON API under `/api/v1`.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use roost_core::Table;
+use roost_store::{SearchQuery, Store, StoreError};
+
+use crate::{AppState, DB_WAIT};
+
+pub(crate) fn routes(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/api/v1/instance", get(instance))
+        .route("/api/v1/memories/search", get(search))
+        .route("/api/v1/memories/{id}", get(memory))
+        .with_state(state)
+}
+
+/// An error answer: a status and a one-line reason as `{"error": ...}`.
+struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({"error": self.1}))).into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        let status = match e {
+            StoreError::NotFound { .. } => StatusCode::NOT_FOUND,
+            StoreError::Invalid(_) | StoreError::BadQuery(_) | StoreError::Duplicate(_) => StatusCode::BAD_REQUEST,
+            StoreError::Busy => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError(status, e.to_string())
+    }
+}
+
+/// Runs a blocking store call off the async threads, bounded by [`DB_WAIT`].
+async fn with_store<T: Send + 'static>(
+    state: &AppState,
+    f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let store = state.store.clone();
+    match tokio::time::timeout(DB_WAIT, tokio::task::spawn_blocking(move || f(&store))).await {
+        Ok(Ok(result)) => Ok(result?),
+        Ok(Err(join)) => Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("database task failed: {join}"))),
+        Err(_) => Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, format!("database did not answer within {DB_WAIT:?}"))),
+    }
+}
+
+async fn health(State(state): State<Arc<AppState>>) -> Response {
+    let database = with_store(&state, |s| s.ping()).await;
+    let (status, database) = match database {
+        Ok(()) => (StatusCode::OK, json!({"ok": true})),
+        Err(ApiError(_, error)) => (StatusCode::SERVICE_UNAVAILABLE, json!({"ok": false, "error": error})),
+    };
+    let body = json!({
+        "status": if status == StatusCode::OK { "ok" } else { "degraded" },
+        "instance_id": state.instance_id,
+        "name": state.name,
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_seconds": state.started.elapsed().as_secs(),
+        "database": database,
+    });
+    (status, Json(body)).into_response()
+}
+
+async fn instance(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
+    let (counts, (lamport, changes)) = with_store(&state, |s| Ok((s.counts()?, s.clock()?))).await?;
+    Ok(Json(json!({
+        "id": state.instance_id,
+        "name": state.name,
+        "version": env!("CARGO_PKG_VERSION"),
+        "counts": counts,
+        "lamport": lamport.0,
+        "change_records": changes,
+    })))
+}
+
+#[derive(Deserialize)]
+struct SearchParams {
+    q: String,
+    category: Option<String>,
+    min_importance: Option<i64>,
+    project: Option<String>,
+    tag: Option<String>,
+    limit: Option<u32>,
+}
+
+async fn search(State(state): State<Arc<AppState>>, Query(p): Query<SearchParams>) -> Result<Json<Value>, ApiError> {
+    let query = SearchQuery {
+        query: p.q,
+        category: p.category,
+        min_importance: p.min_importance,
+        project: p.project,
+        tag: p.tag,
+        limit: p.limit.unwrap_or(0),
+    };
+    let hits = with_store(&state, move |s| s.search_memories(&query)).await?;
+    Ok(Json(json!({"count": hits.len(), "results": hits})))
+}
+
+async fn memory(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let row = with_store(&state, move |s| s.get(Table::Memories, &id)).await?;
+    Ok(Json(Value::Object(row)))
+}

@@ -1,0 +1,204 @@
+//! The tool catalogue: every tool's name, description and input schema,
+//! generated from the core's table descriptors.
+
+use std::sync::Arc;
+
+use rmcp::model::{Tool, ToolAnnotations};
+use serde_json::{Map, Value, json};
+
+use roost_core::{Field, FieldKind, Table};
+
+/// What a tool does, independent of its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Create(Table),
+    Get(Table),
+    List(Table),
+    Update(Table),
+    Delete(Table),
+    SearchMemories,
+    MemoryStats,
+}
+
+impl Action {
+    /// Every tool Roost serves, in listing order.
+    pub fn all() -> Vec<Action> {
+        let mut all = vec![Action::SearchMemories, Action::MemoryStats];
+        for table in Table::ALL {
+            all.extend([
+                Action::Create(table),
+                Action::Get(table),
+                Action::List(table),
+                Action::Update(table),
+                Action::Delete(table),
+            ]);
+        }
+        all
+    }
+
+    pub fn tool_name(self) -> String {
+        match self {
+            Action::Create(Table::Memories) => "roost_store_memory".into(),
+            Action::Create(t) => format!("roost_create_{}", t.singular()),
+            Action::Get(t) => format!("roost_get_{}", t.singular()),
+            Action::List(t) => format!("roost_list_{}", t.name()),
+            Action::Update(t) => format!("roost_update_{}", t.singular()),
+            Action::Delete(t) => format!("roost_delete_{}", t.singular()),
+            Action::SearchMemories => "roost_search_memories".into(),
+            Action::MemoryStats => "roost_memory_stats".into(),
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Action> {
+        Action::all().into_iter().find(|a| a.tool_name() == name)
+    }
+
+    fn read_only(self) -> bool {
+        matches!(self, Action::Get(_) | Action::List(_) | Action::SearchMemories | Action::MemoryStats)
+    }
+
+    /// The argument names this tool accepts.
+    pub fn arguments(self) -> Vec<String> {
+        let schema = self.input_schema();
+        schema["properties"].as_object().map(|p| p.keys().cloned().collect()).unwrap_or_default()
+    }
+
+    pub fn description(self) -> String {
+        let key_hint = |t: Table| match t.natural_key() {
+            Some(f) => format!("`id` is the row id or the {}'s {}.", t.singular().replace('_', " "), f.name),
+            None => "`id` is the row id returned when it was created.".to_string(),
+        };
+        match self {
+            Action::Create(Table::Memories) => "Save a memory: one durable fact, preference, decision or insight the user will want \
+                recalled in later conversations. Keep one idea per memory and write it so it stands alone. Set importance \
+                (1-10) to how much it matters; use tags and project to group. Returns the stored memory with its id."
+                .into(),
+            Action::SearchMemories => "Search memories by full text (SQLite FTS5, ranked by bm25, best first). Query syntax: \
+                plain words (all must match), \"exact phrase\", OR, NOT, prefix*. Optional filters: category, \
+                min_importance, project (id or name), tag. Each result has the memory, its score (higher is more relevant) and a \
+                snippet with matches in [brackets]. Use this before storing to avoid duplicates."
+                .into(),
+            Action::MemoryStats => "Summarise the memory store: total, counts by category, importance and project, \
+                oldest and newest, plus the instance's Lamport clock and number of change records."
+                .into(),
+            Action::Get(Table::Memories) => {
+                "Fetch one memory by id, with its access count (fetching counts as an access).".into()
+            }
+            Action::List(Table::Memories) => "List memories without a search query. sort: recent (last updated, default), \
+                oldest, importance, accessed. Filters: category, project, tag. Paginate with limit and offset."
+                .into(),
+            Action::Create(t) => format!("Create {}. Returns the new row with its id.", t.about()),
+            Action::Get(t) => format!("Fetch one {} by id. {}", t.singular().replace('_', " "), key_hint(t)),
+            Action::List(t) => format!(
+                "List {} (newest first by default). Filter by the listed fields or tag; paginate with limit and offset.",
+                t.name().replace('_', " ")
+            ),
+            Action::Update(t) => format!(
+                "Change fields of one {}: give only the fields to change; null clears an optional field. {}",
+                t.singular().replace('_', " "),
+                key_hint(t)
+            ),
+            Action::Delete(t) => format!(
+                "Delete one {} (it becomes a tombstone that replicates, so other instances delete it too). {}",
+                t.singular().replace('_', " "),
+                key_hint(t)
+            ),
+        }
+    }
+
+    pub fn input_schema(self) -> Value {
+        let id = json!({"type": "string", "description": "Row id (or, where the table has one, its unique name)."});
+        let limit = json!({"type": "integer", "minimum": 1, "maximum": 500, "description": "Most results to return (default 50)."});
+        let tag = json!({"type": "string", "description": "Only rows carrying this tag."});
+        let (properties, required): (Map<String, Value>, Vec<&str>) = match self {
+            Action::Create(t) => {
+                let props = t.fields().iter().map(|f| (f.name.to_string(), field_schema(f))).collect();
+                let required = t.fields().iter().filter(|f| f.required).map(|f| f.name).collect();
+                (props, required)
+            }
+            Action::Update(t) => {
+                let mut props: Map<String, Value> = Map::new();
+                props.insert("id".into(), id);
+                props.extend(t.fields().iter().filter(|f| !f.immutable).map(|f| (f.name.to_string(), field_schema(f))));
+                (props, vec!["id"])
+            }
+            Action::Get(_) | Action::Delete(_) => (Map::from_iter([("id".to_string(), id)]), vec!["id"]),
+            Action::List(t) => {
+                let mut props: Map<String, Value> =
+                    t.fields().iter().filter(|f| f.filterable).map(|f| (f.name.to_string(), field_schema(f))).collect();
+                let sorts: &[&str] = if t == Table::Memories {
+                    &["recent", "oldest", "importance", "accessed"]
+                } else {
+                    &["recent", "oldest"]
+                };
+                props.insert("tag".into(), tag);
+                props.insert(
+                    "sort".into(),
+                    json!({"type": "string", "enum": sorts, "description": "Order of results."}),
+                );
+                props.insert("limit".into(), limit);
+                props.insert(
+                    "offset".into(),
+                    json!({"type": "integer", "minimum": 0, "description": "Results to skip."}),
+                );
+                (props, vec![])
+            }
+            Action::SearchMemories => {
+                let props = json!({
+                    "query": {"type": "string", "description": "FTS5 query: words, \"phrases\", OR, NOT, prefix*."},
+                    "category": {"type": "string", "description": "Only memories in this category."},
+                    "min_importance": {"type": "integer", "minimum": 1, "maximum": 10, "description": "Only memories at least this important."},
+                    "project": {"type": "string", "description": "Only memories of this project (id or name)."},
+                    "tag": tag,
+                    "limit": limit,
+                });
+                (props.as_object().cloned().unwrap_or_default(), vec!["query"])
+            }
+            Action::MemoryStats => (Map::new(), vec![]),
+        };
+        json!({"type": "object", "properties": properties, "required": required, "additionalProperties": false})
+    }
+
+    pub fn tool(self) -> Tool {
+        let Value::Object(schema) = self.input_schema() else { unreachable!("schemas are objects") };
+        Tool::new(self.tool_name(), self.description(), Arc::new(schema)).with_annotations(
+            ToolAnnotations::new()
+                .read_only(self.read_only())
+                .destructive(matches!(self, Action::Delete(_) | Action::Update(_)))
+                .open_world(false),
+        )
+    }
+}
+
+fn field_schema(field: &Field) -> Value {
+    let mut schema = match field.kind {
+        FieldKind::Line(max) => json!({"type": "string", "maxLength": max}),
+        FieldKind::Text | FieldKind::Date | FieldKind::Url | FieldKind::ProjectRef => json!({"type": "string"}),
+        FieldKind::Slug => json!({"type": "string", "pattern": "^[a-z0-9]+(-[a-z0-9]+)*$"}),
+        FieldKind::Int { min, max } => json!({"type": "integer", "minimum": min, "maximum": max}),
+        FieldKind::Labels => json!({"type": "array", "items": {"type": "string"}}),
+        FieldKind::Choice(options) => json!({"type": "string", "enum": options}),
+        FieldKind::Flag => json!({"type": "boolean"}),
+    };
+    schema["description"] = Value::String(field.doc.to_string());
+    schema
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_are_unique() {
+        let all = Action::all();
+        let mut names: Vec<_> = all.iter().map(|a| a.tool_name()).collect();
+        for action in &all {
+            assert_eq!(Action::parse(&action.tool_name()), Some(*action));
+        }
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), all.len());
+        assert!(names.contains(&"roost_list_blog_posts".to_string()));
+        assert!(names.contains(&"roost_delete_memory".to_string()));
+    }
+}
