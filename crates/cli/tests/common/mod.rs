@@ -1,0 +1,131 @@
+//! Helpers for end-to-end tests: real `roost` processes on temporary homes,
+//! driven by the official rmcp client over Streamable HTTP and stdio.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use rmcp::ServiceExt;
+use rmcp::model::{CallToolRequestParams, ClientConfig};
+use rmcp::service::{RoleClient, RunningService};
+use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
+use serde_json::{Map, Value};
+
+pub type Client = RunningService<RoleClient, ClientConfig>;
+
+pub fn roost_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_roost")
+}
+
+/// Runs `roost --home HOME ARGS...` to completion.
+pub fn roost(home: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(roost_bin()).arg("--home").arg(home).args(args).output().expect("running roost")
+}
+
+/// A `roost serve` process on a free loopback port; stopped on drop.
+pub struct Served {
+    pub child: Child,
+    pub addr: String,
+    pub home: PathBuf,
+}
+
+impl Served {
+    pub fn start(home: &Path) -> Served {
+        let mut child = Command::new(roost_bin())
+            .args(["serve", "--bind", "127.0.0.1:0", "--name", "test", "--home"])
+            .arg(home)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawning roost serve");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let addr = line
+            .split("http://")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("unexpected first line from roost serve: {line:?}"))
+            .to_string();
+        Served { child, addr, home: home.to_path_buf() }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        signal(&self.child, "TERM");
+        let status = wait_bounded(&mut self.child, Duration::from_secs(10));
+        std::mem::forget(self);
+        status
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn signal(child: &Child, name: &str) {
+    Command::new("kill").args([&format!("-{name}"), &child.id().to_string()]).status().unwrap();
+}
+
+fn wait_bounded(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("process did not exit within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub async fn connect_http(addr: &str) -> Client {
+    ClientConfig::default()
+        .serve(StreamableHttpClientTransport::from_uri(format!("http://{addr}/mcp")))
+        .await
+        .expect("MCP over Streamable HTTP")
+}
+
+pub async fn connect_stdio(home: &Path) -> Client {
+    let mut command = tokio::process::Command::new(roost_bin());
+    command.arg("--home").arg(home).arg("mcp").env("RUST_LOG", "warn");
+    ClientConfig::default().serve(TokioChildProcess::new(command).unwrap()).await.expect("MCP over stdio")
+}
+
+/// Calls a tool: `Ok(structured result)` or `Err(error text)` for a tool error.
+pub async fn call(client: &Client, tool: &str, args: Value) -> Result<Value, String> {
+    let args: Map<String, Value> = args.as_object().cloned().unwrap_or_default();
+    let result = client
+        .call_tool(CallToolRequestParams::new(tool.to_string()).with_arguments(args))
+        .await
+        .unwrap_or_else(|e| panic!("{tool}: protocol error {e}"));
+    let text = result.content.iter().filter_map(|c| c.as_text().map(|t| t.text.clone())).collect::<Vec<_>>().join("\n");
+    if result.is_error == Some(true) {
+        Err(text)
+    } else {
+        Ok(result.structured_content.unwrap_or_else(|| serde_json::from_str(&text).unwrap_or(Value::String(text))))
+    }
+}
+
+/// Calls a tool that must succeed.
+pub async fn ok(client: &Client, tool: &str, args: Value) -> Value {
+    call(client, tool, args.clone()).await.unwrap_or_else(|e| panic!("{tool}({args}) failed: {e}"))
+}
+
+/// Calls a tool that must fail; returns its message.
+pub async fn refused(client: &Client, tool: &str, args: Value) -> String {
+    match call(client, tool, args.clone()).await {
+        Ok(v) => panic!("{tool}({args}) should have failed, returned {v}"),
+        Err(message) => message,
+    }
+}
