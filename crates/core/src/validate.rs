@@ -56,17 +56,18 @@ pub fn validate_create(table: Table, input: &Map<String, Value>) -> Result<Field
             fields.insert(field.name, normalise(field, value)?);
         }
     }
-    if table == Table::BlogPosts && !fields.contains_key("slug") {
-        if let Some(Value::String(title)) = fields.get("title") {
-            let slug = slugify(title);
-            if slug.is_empty() {
-                return Err(ValidationError {
-                    field: Some("slug".into()),
-                    message: "cannot be made from this title; give a slug (lowercase letters, digits, dashes)".into(),
-                });
-            }
-            fields.insert("slug", Value::String(slug));
+    if table == Table::BlogPosts
+        && !fields.contains_key("slug")
+        && let Some(Value::String(title)) = fields.get("title")
+    {
+        let slug = slugify(title);
+        if slug.is_empty() {
+            return Err(ValidationError {
+                field: Some("slug".into()),
+                message: "cannot be made from this title; give a slug (lowercase letters, digits, dashes)".into(),
+            });
         }
+        fields.insert("slug", Value::String(slug));
     }
     for field in table.fields() {
         if fields.contains_key(field.name) {

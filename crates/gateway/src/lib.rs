@@ -78,12 +78,11 @@ impl Gateway {
         let cancel = CancellationToken::new();
         let router = self.router(cancel.clone());
         let stop = cancel.clone();
-        let server = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                tracing::info!("shutting down");
-                stop.cancel();
-            });
+        let server = axum::serve(listener, router).with_graceful_shutdown(async move {
+            shutdown.await;
+            tracing::info!("shutting down");
+            stop.cancel();
+        });
         let server = tokio::spawn(server.into_future());
         cancel.cancelled().await;
         match tokio::time::timeout(SHUTDOWN_GRACE, server).await {

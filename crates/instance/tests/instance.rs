@@ -37,7 +37,7 @@ fn concurrent_first_runs_agree_on_one_instance() {
         let handles: Vec<_> = (0..8)
             .map(|i| {
                 let home = &home;
-                s.spawn(move || Instance::open_or_init(&home, &format!("n{i}")).unwrap().id)
+                s.spawn(move || Instance::open_or_init(home, &format!("n{i}")).unwrap().id)
             })
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
