@@ -55,7 +55,8 @@ fn create(tx: &Transaction, origin: &str, table: Table, input: &Map<String, Valu
     };
     let lamport = advance_clock(tx)?;
     let tombstone_exists = tx
-        .query_row(&format!("SELECT 1 FROM {} WHERE id = ?1", table.name()), [id.as_str()], |_| Ok(()))
+        .prepare_cached(&format!("SELECT 1 FROM {} WHERE id = ?1", table.name()))?
+        .query_row([id.as_str()], |_| Ok(()))
         .optional()?
         .is_some();
     if tombstone_exists {
@@ -72,7 +73,7 @@ fn create(tx: &Transaction, origin: &str, table: Table, input: &Map<String, Valu
         let mut values: Vec<rusqlite::types::Value> =
             vec![id.to_string().into(), origin.to_string().into(), (lamport.0 as i64).into(), now.clone().into()];
         values.extend(table.fields().iter().map(|f| to_sql(f.kind, fields.get(f.name).unwrap_or(&Value::Null))));
-        tx.execute(&sql, params_from_iter(values))?;
+        tx.prepare_cached(&sql)?.execute(params_from_iter(values))?;
     }
     append_change(tx, origin, table, Op::Insert, &id, lamport, &now)
 }
@@ -140,16 +141,16 @@ fn write_row(
         created_at.map(str::to_string).into(),
     ];
     values.extend(table.fields().iter().map(|f| to_sql(f.kind, fields.get(f.name).unwrap_or(&Value::Null))));
-    let changed = tx.execute(&sql, params_from_iter(values))?;
+    let changed = tx.prepare_cached(&sql)?.execute(params_from_iter(values))?;
     assert_eq!(changed, 1, "write_row must hit exactly the row it was given");
     Ok(())
 }
 
 /// Advances the persisted Lamport clock by one tick and returns the new stamp.
 fn advance_clock(tx: &Transaction) -> Result<Lamport> {
-    let current: i64 = tx.query_row("SELECT lamport FROM clock WHERE id = 1", [], |r| r.get(0))?;
+    let current: i64 = tx.prepare_cached("SELECT lamport FROM clock WHERE id = 1")?.query_row([], |r| r.get(0))?;
     let next = Lamport(current as u64).tick();
-    tx.execute("UPDATE clock SET lamport = ?1 WHERE id = 1", [next.0 as i64])?;
+    tx.prepare_cached("UPDATE clock SET lamport = ?1 WHERE id = 1")?.execute([next.0 as i64])?;
     Ok(next)
 }
 
@@ -164,21 +165,21 @@ fn append_change(
     now: &str,
 ) -> Result<Map<String, Value>> {
     let sql = format!("SELECT {} FROM {} t WHERE t.id = ?1", select_list(table, "t"), table.name());
-    let written = tx.query_row(&sql, [id.as_str()], |r| row::row_json(table, r, 0))?;
+    let written = tx.prepare_cached(&sql)?.query_row([id.as_str()], |r| row::row_json(table, r, 0))?;
     assert_eq!(written["lamport"], Value::from(lamport.0), "row and change must carry the same stamp");
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO changes (table_name, op, row_id, row_json, lamport, origin, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        rusqlite::params![
-            table.name(),
-            op.as_str(),
-            id.as_str(),
-            Value::Object(written.clone()).to_string(),
-            lamport.0 as i64,
-            origin,
-            now
-        ],
-    )?;
+    )?
+    .execute(rusqlite::params![
+        table.name(),
+        op.as_str(),
+        id.as_str(),
+        Value::Object(written.clone()).to_string(),
+        lamport.0 as i64,
+        origin,
+        now
+    ])?;
     Ok(written)
 }
 
@@ -198,7 +199,7 @@ pub(crate) fn find_live(conn: &rusqlite::Connection, table: Table, key: &str) ->
         select_list(table, "t"),
         table.name()
     );
-    let row = conn.query_row(&sql, [lookup], |r| row::row_json(table, r, 0)).optional()?;
+    let row = conn.prepare_cached(&sql)?.query_row([lookup], |r| row::row_json(table, r, 0)).optional()?;
     let row = row.ok_or_else(|| StoreError::NotFound { what: table.singular(), key: key.to_string() })?;
     let id = RowId::parse(row["id"].as_str().unwrap_or_default()).expect("stored ids are canonical");
     Ok((id, row))
@@ -228,8 +229,10 @@ fn check_unique(tx: &Transaction, table: Table, fields: &Fields, own_id: Option<
     let Some(Value::String(value)) = fields.get(field.name) else { return Ok(()) };
     let sql =
         format!("SELECT id FROM {} WHERE {} = ?1 AND deleted_at IS NULL AND id IS NOT ?2", table.name(), field.name);
-    let existing: Option<String> =
-        tx.query_row(&sql, rusqlite::params![value, own_id.map(RowId::as_str)], |r| r.get(0)).optional()?;
+    let existing: Option<String> = tx
+        .prepare_cached(&sql)?
+        .query_row(rusqlite::params![value, own_id.map(RowId::as_str)], |r| r.get(0))
+        .optional()?;
     match existing {
         Some(id) => Err(StoreError::Duplicate(format!(
             "a {} with {} {value:?} already exists (id {id}); update it or choose another {}",
