@@ -15,7 +15,7 @@ use rmcp::transport::StreamableHttpClientTransport;
 use serde_json::{Map, Value, json};
 
 use roost_core::Table;
-use roost_gateway::{Gateway, allowed_hosts_for};
+use roost_gateway::Gateway;
 use roost_instance::Instance;
 use roost_store::{Mutation, SearchQuery, Store};
 
@@ -157,12 +157,7 @@ fn one_run(memories: usize, searches: usize, mcp_calls: usize, seed: u64) -> any
 async fn mcp_round_trips(store: Arc<Store>, instance: &Instance, queries: &[String]) -> anyhow::Result<Vec<Duration>> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    let gateway = Gateway {
-        store,
-        instance_id: instance.id.clone(),
-        name: instance.config.name.clone(),
-        allowed_hosts: allowed_hosts_for(addr),
-    };
+    let gateway = Gateway::new(instance, store, addr);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(gateway.serve(listener, async move {
         let _ = stopped.await;

@@ -27,15 +27,9 @@ pub enum MemoryCommand {
     Search {
         query: String,
         #[arg(long)]
-        category: Option<String>,
-        #[arg(long)]
         min_importance: Option<u32>,
-        #[arg(long)]
-        project: Option<String>,
-        #[arg(long)]
-        tag: Option<String>,
-        #[arg(long)]
-        limit: Option<u32>,
+        #[command(flatten)]
+        filters: Filters,
         #[arg(long)]
         json: bool,
     },
@@ -44,14 +38,8 @@ pub enum MemoryCommand {
         /// recent, oldest, importance or accessed
         #[arg(long, default_value = "recent")]
         sort: String,
-        #[arg(long)]
-        category: Option<String>,
-        #[arg(long)]
-        project: Option<String>,
-        #[arg(long)]
-        tag: Option<String>,
-        #[arg(long)]
-        limit: Option<u32>,
+        #[command(flatten)]
+        filters: Filters,
         #[arg(long)]
         offset: Option<u32>,
         #[arg(long)]
@@ -79,6 +67,29 @@ pub enum MemoryCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// Filters shared by `search` and `list`.
+#[derive(Args)]
+pub struct Filters {
+    #[arg(long)]
+    category: Option<String>,
+    /// Project id or name.
+    #[arg(long)]
+    project: Option<String>,
+    #[arg(long)]
+    tag: Option<String>,
+    #[arg(long)]
+    limit: Option<u32>,
+}
+
+impl Filters {
+    fn into_args(self, args: &mut Map<String, Value>) {
+        put(args, "category", self.category);
+        put(args, "project", self.project);
+        put(args, "tag", self.tag);
+        put(args, "limit", self.limit);
+    }
 }
 
 #[derive(Args)]
@@ -135,21 +146,15 @@ pub fn run(instance: &Instance, command: MemoryCommand) -> anyhow::Result<()> {
             fields.into_args(&mut args);
             (Action::Create(Table::Memories), json)
         }
-        MemoryCommand::Search { query, category, min_importance, project, tag, limit, json } => {
+        MemoryCommand::Search { query, min_importance, filters, json } => {
             args.insert("query".into(), Value::String(query));
-            put(&mut args, "category", category);
             put(&mut args, "min_importance", min_importance);
-            put(&mut args, "project", project);
-            put(&mut args, "tag", tag);
-            put(&mut args, "limit", limit);
+            filters.into_args(&mut args);
             (Action::SearchMemories, json)
         }
-        MemoryCommand::List { sort, category, project, tag, limit, offset, json } => {
+        MemoryCommand::List { sort, filters, offset, json } => {
             args.insert("sort".into(), Value::String(sort));
-            put(&mut args, "category", category);
-            put(&mut args, "project", project);
-            put(&mut args, "tag", tag);
-            put(&mut args, "limit", limit);
+            filters.into_args(&mut args);
             put(&mut args, "offset", offset);
             (Action::List(Table::Memories), json)
         }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use rmcp::ServiceExt;
 
-use roost_gateway::{Gateway, allowed_hosts_for};
+use roost_gateway::Gateway;
 use roost_instance::Instance;
 use roost_mcp::RoostTools;
 
@@ -24,12 +24,7 @@ pub async fn serve(instance: Instance, bind: Option<String>) -> anyhow::Result<(
             format!("cannot listen on {bind}; is another roost serve running? choose another with --bind")
         })?;
     let addr = listener.local_addr()?;
-    let gateway = Gateway {
-        store,
-        instance_id: instance.id.clone(),
-        name: instance.config.name.clone(),
-        allowed_hosts: allowed_hosts_for(addr),
-    };
+    let gateway = Gateway::new(&instance, store, addr);
     // The first line on stdout is the address, for people and for scripts.
     println!("roost: listening on http://{addr} (instance {}, {})", instance.config.name, instance.id);
     std::io::stdout().flush()?;

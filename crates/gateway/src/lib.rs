@@ -48,6 +48,16 @@ pub(crate) struct AppState {
 }
 
 impl Gateway {
+    /// The gateway of `instance`, to be served on `addr`.
+    pub fn new(instance: &roost_instance::Instance, store: Arc<Store>, addr: SocketAddr) -> Gateway {
+        Gateway {
+            store,
+            instance_id: instance.id.clone(),
+            name: instance.config.name.clone(),
+            allowed_hosts: allowed_hosts_for(addr),
+        }
+    }
+
     /// The axum router, with `cancel` ending the MCP sessions.
     pub fn router(self, cancel: CancellationToken) -> Router {
         let tools = RoostTools::new(self.store.clone());
