@@ -1,0 +1,194 @@
+//! Pairing crypto: short codes, SPAKE2, key confirmation, the short
+//! authentication string (SAS) and the sealed channel.
+//!
+//! A code is `WORD-WORD-NNNN`: two words from a 256-word list and four
+//! digits, 8 + 8 + log2(10^4) ≈ 29.3 bits. SPAKE2 turns it into a strong
+//! session key; a wrong guess yields a different key, which the confirmation
+//! MAC exposes, and the exchange reveals nothing else about the code. With at
+//! most 3 guesses per code, an attacker's chance is 3 in 2^29.3 (about 1 in
+//! 210 million).
+
+use hkdf::Hkdf;
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
+use spake2::{Ed25519Group, Identity, Password, Spake2};
+
+use crate::IdentityError;
+use crate::seal::{open, seal};
+use crate::words::{WORDS, index_of};
+
+/// Bits of entropy in a pairing code.
+pub const CODE_ENTROPY_BITS: f64 = 29.3;
+
+/// A pairing code, normalised to lowercase `word-word-nnnn`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PairingCode(String);
+
+impl PairingCode {
+    /// A code from four random bytes.
+    pub fn generate(random: [u8; 4]) -> PairingCode {
+        let number = u16::from_be_bytes([random[2], random[3]]) % 10_000;
+        PairingCode(format!("{}-{}-{number:04}", WORDS[random[0] as usize], WORDS[random[1] as usize]))
+    }
+
+    pub fn parse(text: &str) -> Result<PairingCode, IdentityError> {
+        let bad = || IdentityError::Invalid(format!("{text:?} is not a pairing code (WORD-WORD-NNNN)"));
+        let parts: Vec<&str> = text.trim().split('-').collect();
+        let [a, b, n] = parts[..] else { return Err(bad()) };
+        let (a, b) = (index_of(a).ok_or_else(bad)?, index_of(b).ok_or_else(bad)?);
+        if n.len() != 4 || !n.bytes().all(|c| c.is_ascii_digit()) {
+            return Err(bad());
+        }
+        Ok(PairingCode(format!("{}-{}-{n}", WORDS[a as usize], WORDS[b as usize])))
+    }
+
+    /// Upper-case for display: `HERON-MAPLE-0421`.
+    pub fn display(&self) -> String {
+        self.0.to_ascii_uppercase()
+    }
+}
+
+/// Which end of the pairing this is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The new machine (`roost join`).
+    Joiner,
+    /// The machine already in the chain (`roost pair`, its gateway).
+    Chain,
+}
+
+impl Side {
+    fn label(self) -> &'static [u8] {
+        match self {
+            Side::Joiner => b"joiner",
+            Side::Chain => b"chain",
+        }
+    }
+    fn other(self) -> Side {
+        match self {
+            Side::Joiner => Side::Chain,
+            Side::Chain => Side::Joiner,
+        }
+    }
+}
+
+/// One side's SPAKE2 exchange in progress.
+pub struct Handshake {
+    side: Side,
+    state: Spake2<Ed25519Group>,
+}
+
+/// Starts the exchange; send the returned message to the other side.
+pub fn start(side: Side, code: &PairingCode) -> (Handshake, Vec<u8>) {
+    let password = Password::new(code.0.as_bytes());
+    let (joiner, chain) = (Identity::new(b"roost/pair/joiner"), Identity::new(b"roost/pair/chain"));
+    let (state, message) = match side {
+        Side::Joiner => Spake2::<Ed25519Group>::start_a(&password, &joiner, &chain),
+        Side::Chain => Spake2::<Ed25519Group>::start_b(&password, &joiner, &chain),
+    };
+    (Handshake { side, state }, message)
+}
+
+impl Handshake {
+    /// Completes the exchange with the other side's message.
+    pub fn finish(self, peer_message: &[u8]) -> Result<SessionKey, IdentityError> {
+        let key = self.state.finish(peer_message).map_err(|_| IdentityError::Malformed("pairing message".into()))?;
+        let mut out = [0u8; 32];
+        Hkdf::<Sha256>::new(Some(b"roost/pair/v1"), &key).expand(b"session", &mut out).expect("valid length");
+        Ok(SessionKey { side: self.side, key: out })
+    }
+}
+
+/// The key both sides share when they used the same code.
+pub struct SessionKey {
+    side: Side,
+    key: [u8; 32],
+}
+
+impl SessionKey {
+    fn derive(&self, label: &[u8]) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        Hkdf::<Sha256>::new(None, &self.key).expand(label, &mut out).expect("valid length");
+        out
+    }
+
+    fn mac(&self, side: Side) -> Hmac<Sha256> {
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.derive(b"confirm")).expect("any key length");
+        mac.update(side.label());
+        mac
+    }
+
+    /// This side's key confirmation, proving it derived the same key.
+    pub fn confirmation(&self) -> [u8; 32] {
+        self.mac(self.side).finalize().into_bytes().into()
+    }
+
+    /// Checks the other side's confirmation (constant time). False means the
+    /// codes differed.
+    pub fn confirms(&self, tag: &[u8]) -> bool {
+        self.mac(self.side.other()).verify_slice(tag).is_ok()
+    }
+
+    /// Four words both people can compare: 32 bits of the session key.
+    pub fn sas(&self) -> String {
+        self.derive(b"sas")[..4].iter().map(|b| WORDS[*b as usize]).collect::<Vec<_>>().join(" ")
+    }
+
+    /// Seals the `counter`-th message this side sends.
+    pub fn seal(&self, counter: u32, plaintext: &[u8]) -> Vec<u8> {
+        seal(&self.derive(b"channel"), &nonce(self.side, counter), b"roost/pair/channel", plaintext)
+    }
+
+    /// Opens the `counter`-th message the other side sent.
+    pub fn open(&self, counter: u32, ciphertext: &[u8]) -> Result<Vec<u8>, IdentityError> {
+        open(&self.derive(b"channel"), &nonce(self.side.other(), counter), b"roost/pair/channel", ciphertext)
+            .map_err(|_| IdentityError::Invalid("pairing message failed authentication".into()))
+    }
+}
+
+fn nonce(sender: Side, counter: u32) -> [u8; 12] {
+    let mut n = [0u8; 12];
+    n[0] = matches!(sender, Side::Chain) as u8;
+    n[8..].copy_from_slice(&counter.to_be_bytes());
+    n
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair(joiner_code: &PairingCode, chain_code: &PairingCode) -> (SessionKey, SessionKey) {
+        let (j, jm) = start(Side::Joiner, joiner_code);
+        let (c, cm) = start(Side::Chain, chain_code);
+        (j.finish(&cm).unwrap(), c.finish(&jm).unwrap())
+    }
+
+    #[test]
+    fn same_code_same_key_and_sas() {
+        let code = PairingCode::generate([1, 2, 3, 4]);
+        assert_eq!(PairingCode::parse(&code.display()).unwrap(), code);
+        let (j, c) = pair(&code, &code);
+        assert!(j.confirms(&c.confirmation()) && c.confirms(&j.confirmation()));
+        assert_eq!(j.sas(), c.sas());
+        assert_eq!(j.sas().split(' ').count(), 4);
+        let sealed = c.seal(0, b"the seed");
+        assert_eq!(j.open(0, &sealed).unwrap(), b"the seed");
+        assert!(j.open(1, &sealed).is_err(), "a message opens only at its own position");
+        assert!(c.open(0, &sealed).is_err(), "and only on the other side");
+    }
+
+    #[test]
+    fn wrong_code_is_caught_by_confirmation() {
+        let (j, c) = pair(&PairingCode::generate([1, 2, 3, 4]), &PairingCode::generate([1, 2, 3, 5]));
+        assert!(!j.confirms(&c.confirmation()));
+        assert!(!c.confirms(&j.confirmation()));
+        assert!(j.open(0, &c.seal(0, b"x")).is_err());
+    }
+
+    #[test]
+    fn codes_parse_strictly() {
+        assert!(PairingCode::parse("heron-maple-12").is_err());
+        assert!(PairingCode::parse("notaword-maple-1234").is_err());
+        assert!(PairingCode::parse("HERON-MAPLE-0421").is_ok());
+    }
+}

@@ -1,0 +1,102 @@
+//! Authenticated encryption (AES-256-GCM) and passphrase keys (Argon2id).
+
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Nonce};
+use argon2::{Algorithm, Argon2, Params, Version};
+
+use crate::{IdentityError, MasterSeed};
+
+/// Encrypts `plaintext` bound to `aad`.
+pub fn seal(key: &[u8; 32], nonce: &[u8; 12], aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
+    Aes256Gcm::new(key.into())
+        .encrypt(&Nonce::from(*nonce), Payload { msg: plaintext, aad })
+        .expect("AES-GCM encrypts any message of sane size")
+}
+
+/// Decrypts, or fails if the key, nonce, `aad` or ciphertext differ from sealing.
+pub fn open(key: &[u8; 32], nonce: &[u8; 12], aad: &[u8], ciphertext: &[u8]) -> Result<Vec<u8>, IdentityError> {
+    Aes256Gcm::new(key.into())
+        .decrypt(&Nonce::from(*nonce), Payload { msg: ciphertext, aad })
+        .map_err(|_| IdentityError::WrongPassphrase)
+}
+
+/// Argon2id cost parameters, stored beside what they protect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KdfParams {
+    pub memory_kib: u32,
+    pub iterations: u32,
+    pub parallelism: u32,
+}
+
+impl KdfParams {
+    /// 64 MiB, 3 passes, 1 lane: about half a second on a small machine,
+    /// beyond OWASP's minimum for Argon2id.
+    pub const DEFAULT: KdfParams = KdfParams { memory_kib: 64 * 1024, iterations: 3, parallelism: 1 };
+
+    /// Refuses parameters outside sane bounds, so a doctored file cannot make
+    /// the reader allocate gigabytes or spin for hours.
+    pub fn checked(self) -> Result<KdfParams, IdentityError> {
+        let ok = (1..=8).contains(&self.parallelism)
+            && (8 * self.parallelism..=1024 * 1024).contains(&self.memory_kib)
+            && (1..=10).contains(&self.iterations);
+        if ok { Ok(self) } else { Err(IdentityError::Malformed("key derivation parameters out of range".into())) }
+    }
+}
+
+/// Derives a 32-byte key from a passphrase.
+pub fn passphrase_key(passphrase: &str, salt: &[u8; 16], params: KdfParams) -> Result<[u8; 32], IdentityError> {
+    let params = params.checked()?;
+    let argon = Argon2::new(
+        Algorithm::Argon2id,
+        Version::V0x13,
+        Params::new(params.memory_kib, params.iterations, params.parallelism, Some(32))
+            .map_err(|e| IdentityError::Malformed(format!("key derivation parameters: {e}")))?,
+    );
+    let mut key = [0u8; 32];
+    argon
+        .hash_password_into(passphrase.as_bytes(), salt, &mut key)
+        .map_err(|e| IdentityError::Invalid(format!("key derivation failed: {e}")))?;
+    Ok(key)
+}
+
+const AT_REST_MAGIC: &[u8; 4] = b"RSD1";
+const AT_REST_AAD: &[u8] = b"roost/seed-at-rest/v1";
+
+/// The seed as stored on disk: magic, nonce, then the seed sealed with the
+/// machine's local key-encryption key.
+pub fn seal_seed_at_rest(seed: &MasterSeed, kek: &[u8; 32], nonce: &[u8; 12]) -> Vec<u8> {
+    [AT_REST_MAGIC.as_slice(), nonce, &seal(kek, nonce, AT_REST_AAD, &seed.0)].concat()
+}
+
+pub fn open_seed_at_rest(bytes: &[u8], kek: &[u8; 32]) -> Result<MasterSeed, IdentityError> {
+    if bytes.len() != 4 + 12 + 32 + 16 || &bytes[..4] != AT_REST_MAGIC {
+        return Err(IdentityError::Malformed("sealed seed file".into()));
+    }
+    let nonce: [u8; 12] = bytes[4..16].try_into().expect("12 bytes");
+    let seed = open(kek, &nonce, AT_REST_AAD, &bytes[16..])
+        .map_err(|_| IdentityError::Invalid("the sealed seed does not open with this machine's key file".into()))?;
+    Ok(MasterSeed(seed.try_into().expect("32-byte plaintext")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seed_at_rest_round_trip_and_tamper() {
+        let seed = MasterSeed([4; 32]);
+        let sealed = seal_seed_at_rest(&seed, &[1; 32], &[2; 12]);
+        assert_eq!(open_seed_at_rest(&sealed, &[1; 32]).unwrap(), seed);
+        assert!(open_seed_at_rest(&sealed, &[9; 32]).is_err());
+        let mut tampered = sealed.clone();
+        tampered[20] ^= 1;
+        assert!(open_seed_at_rest(&tampered, &[1; 32]).is_err());
+    }
+
+    #[test]
+    fn kdf_bounds() {
+        assert!(KdfParams::DEFAULT.checked().is_ok());
+        assert!(KdfParams { memory_kib: 1 << 30, ..KdfParams::DEFAULT }.checked().is_err());
+        assert!(KdfParams { iterations: 0, ..KdfParams::DEFAULT }.checked().is_err());
+    }
+}

@@ -1,0 +1,78 @@
+//! The canonical binary encoding signed by certificates and tokens.
+//!
+//! Big-endian integers, fixed-size byte arrays as they are, strings as a u16
+//! length then UTF-8. There is exactly one encoding of each value, so a
+//! signature covers bytes, never a re-serialisation of parsed data. The reader
+//! is strict: short input, bad UTF-8 and trailing bytes are all errors.
+
+use crate::IdentityError;
+
+#[derive(Default)]
+pub(crate) struct Writer(pub Vec<u8>);
+
+impl Writer {
+    pub fn u8(&mut self, v: u8) -> &mut Self {
+        self.0.push(v);
+        self
+    }
+    pub fn i64(&mut self, v: i64) -> &mut Self {
+        self.0.extend_from_slice(&v.to_be_bytes());
+        self
+    }
+    pub fn bytes(&mut self, v: &[u8]) -> &mut Self {
+        self.0.extend_from_slice(v);
+        self
+    }
+    pub fn str(&mut self, v: &str) -> &mut Self {
+        let len = u16::try_from(v.len()).expect("encoded strings are short");
+        self.0.extend_from_slice(&len.to_be_bytes());
+        self.0.extend_from_slice(v.as_bytes());
+        self
+    }
+}
+
+pub(crate) struct Reader<'a> {
+    rest: &'a [u8],
+    what: &'static str,
+}
+
+impl<'a> Reader<'a> {
+    pub fn new(bytes: &'a [u8], what: &'static str) -> Reader<'a> {
+        Reader { rest: bytes, what }
+    }
+
+    fn malformed(&self, why: &str) -> IdentityError {
+        IdentityError::Malformed(format!("{}: {why}", self.what))
+    }
+
+    pub fn take(&mut self, n: usize) -> Result<&'a [u8], IdentityError> {
+        if self.rest.len() < n {
+            return Err(self.malformed("too short"));
+        }
+        let (head, tail) = self.rest.split_at(n);
+        self.rest = tail;
+        Ok(head)
+    }
+
+    pub fn array<const N: usize>(&mut self) -> Result<[u8; N], IdentityError> {
+        Ok(self.take(N)?.try_into().expect("took N bytes"))
+    }
+
+    pub fn u8(&mut self) -> Result<u8, IdentityError> {
+        Ok(self.take(1)?[0])
+    }
+
+    pub fn i64(&mut self) -> Result<i64, IdentityError> {
+        Ok(i64::from_be_bytes(self.array()?))
+    }
+
+    pub fn str(&mut self) -> Result<String, IdentityError> {
+        let len = u16::from_be_bytes(self.array()?) as usize;
+        let bytes = self.take(len)?;
+        String::from_utf8(bytes.to_vec()).map_err(|_| self.malformed("text is not UTF-8"))
+    }
+
+    pub fn finish(self) -> Result<(), IdentityError> {
+        if self.rest.is_empty() { Ok(()) } else { Err(self.malformed("trailing bytes")) }
+    }
+}
