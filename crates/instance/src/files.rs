@@ -24,6 +24,18 @@ pub(crate) fn create_private_dir(path: &Path) -> Result<()> {
 /// into place, which fails atomically if another writer got there first. A
 /// reader therefore never sees a partly written file.
 pub fn write_new(path: &Path, bytes: &[u8]) -> Result<()> {
+    place(path, bytes, |tmp, path| fs::hard_link(tmp, path))
+}
+
+/// Atomically replaces `path` (mode 0600) with `bytes`: readers see the old
+/// file or the new one, never a mix, and a crash leaves one of the two.
+pub fn replace(path: &Path, bytes: &[u8]) -> Result<()> {
+    place(path, bytes, |tmp, path| fs::rename(tmp, path))
+}
+
+/// Writes and syncs a temporary file beside `path`, moves it into place with
+/// `put`, then syncs the directory so the new name is durable.
+fn place(path: &Path, bytes: &[u8], put: fn(&Path, &Path) -> std::io::Result<()>) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let tmp = dir.join(format!(
         ".{}.{}.tmp",
@@ -34,7 +46,7 @@ pub fn write_new(path: &Path, bytes: &[u8]) -> Result<()> {
         let mut file = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
         file.write_all(bytes)?;
         file.sync_all()?;
-        fs::hard_link(&tmp, path)
+        put(&tmp, path)
     })();
     let _ = fs::remove_file(&tmp);
     result.map_err(io(path))?;

@@ -3,7 +3,12 @@
 //! ```text
 //! <home>/config.toml     name and gateway settings (written last: its presence means "initialised")
 //! <home>/instance-id     globally unique id, generated once
-//! <home>/keys/machine.key  this machine's Ed25519 secret key (hex, mode 0600)
+//! <home>/keys/machine.key     this machine's Ed25519 secret key (hex, mode 0600)
+//! <home>/keys/machine.x25519  this machine's X25519 secret key (hex, mode 0600)
+//! <home>/keys/seed.kek        key that seals the master seed at rest (mode 0600)
+//! <home>/keys/seed.sealed     the chain's master seed, AES-256-GCM sealed
+//! <home>/certificate     this machine's certificate, signed by the identity
+//! <home>/instances.json  the registry, for tools that read it before the database
 //! <home>/roost.db        the SQLite store (WAL)
 //! ```
 //!
@@ -14,17 +19,22 @@
 //! directories never touch each other's files.
 
 mod files;
+mod identity;
+mod registry;
 
 use std::path::{Path, PathBuf};
 
 use ed25519_dalek::SigningKey;
+use roost_identity::{Certificate, MasterSeed};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
 use roost_store::Store;
 
-pub use files::write_new;
+pub use files::{replace, write_new};
+pub use identity::{key_hex, parse_key_hex};
+pub use registry::entry_for;
 
 /// The gateway address used when neither config nor flag names one.
 pub const DEFAULT_BIND: &str = "127.0.0.1:7151";
@@ -43,6 +53,10 @@ pub enum InstanceError {
     BadName,
     #[error(transparent)]
     Store(#[from] roost_store::StoreError),
+    #[error(transparent)]
+    Identity(#[from] roost_identity::IdentityError),
+    #[error("this machine has left its chain; it holds no identity seed")]
+    NoSeed,
 }
 
 pub type Result<T, E = InstanceError> = std::result::Result<T, E>;
@@ -78,6 +92,11 @@ pub struct Instance {
     pub id: String,
     pub config: Config,
     pub machine_key: SigningKey,
+    pub x25519_key: x25519_dalek::StaticSecret,
+    /// The chain's master seed; `None` once this machine has left.
+    pub seed: Option<MasterSeed>,
+    /// This machine's certificate.
+    pub certificate: Certificate,
 }
 
 impl Instance {
@@ -91,8 +110,11 @@ impl Instance {
         let config: Config = toml::from_str(&text)
             .map_err(|e| InstanceError::Corrupt { path: config_path.clone(), reason: e.message().to_string() })?;
         let id = read_id(home)?;
-        let machine_key = read_key(home)?;
-        Ok(Instance { home: home.to_path_buf(), id, config, machine_key })
+        let machine_key = SigningKey::from_bytes(&read_secret(&home.join("keys/machine.key"))?);
+        let x25519_key = x25519_dalek::StaticSecret::from(read_secret(&home.join("keys/machine.x25519"))?);
+        let seed = identity::read_seed(home)?;
+        let certificate = identity::read_certificate(home)?;
+        Ok(Instance { home: home.to_path_buf(), id, config, machine_key, x25519_key, seed, certificate })
     }
 
     /// Creates a new instance named `name`; refuses if one exists. Resumes a
@@ -107,12 +129,12 @@ impl Instance {
         }
         files::create_private_dir(home)?;
         files::create_private_dir(&home.join("keys"))?;
-        let mut seed = [0u8; 32];
-        rand::fill(&mut seed);
-        files::write_new_or_keep(&home.join("keys/machine.key"), hex(&seed).as_bytes())?;
-        let id = new_instance_id();
-        files::write_new_or_keep(&home.join("instance-id"), id.as_bytes())?;
+        for key in ["keys/machine.key", "keys/machine.x25519"] {
+            files::write_new_or_keep(&home.join(key), hex(&rand::random::<[u8; 32]>()).as_bytes())?;
+        }
+        files::write_new_or_keep(&home.join("instance-id"), new_instance_id().as_bytes())?;
         let config = Config { name: name.to_string(), gateway: GatewayConfig::default() };
+        identity::create_identity(home, &config)?;
         let text = toml::to_string(&config).expect("config serialises");
         match files::write_new(&home.join("config.toml"), text.as_bytes()) {
             Ok(()) => {}
@@ -123,7 +145,8 @@ impl Instance {
             Err(e) => return Err(e),
         }
         let instance = Instance::open(home)?;
-        instance.open_store()?;
+        let store = instance.open_store()?;
+        instance.register_self(&store)?;
         Ok(instance)
     }
 
@@ -171,7 +194,7 @@ fn new_instance_id() -> String {
     roost_core::RowId::v7(ms, rand::random()).to_string()
 }
 
-fn read_id(home: &Path) -> Result<String> {
+pub(crate) fn read_id(home: &Path) -> Result<String> {
     let path = home.join("instance-id");
     let text = files::read(&path)?;
     roost_core::RowId::parse(&text)
@@ -179,22 +202,18 @@ fn read_id(home: &Path) -> Result<String> {
         .ok_or_else(|| InstanceError::Corrupt { path, reason: "not an instance id".into() })
 }
 
-fn read_key(home: &Path) -> Result<SigningKey> {
-    let path = home.join("keys/machine.key");
-    let text = files::read(&path)?;
-    let bytes = unhex(text.trim())
-        .filter(|b| b.len() == 32)
-        .ok_or_else(|| InstanceError::Corrupt { path: path.clone(), reason: "expected 64 hex digits".into() })?;
-    let mut seed = [0u8; 32];
-    seed.copy_from_slice(&bytes);
-    Ok(SigningKey::from_bytes(&seed))
+pub(crate) fn read_secret(path: &Path) -> Result<[u8; 32]> {
+    let text = files::read(path)?;
+    unhex(text.trim())
+        .and_then(|b| <[u8; 32]>::try_from(b).ok())
+        .ok_or_else(|| InstanceError::Corrupt { path: path.to_path_buf(), reason: "expected 64 hex digits".into() })
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn unhex(s: &str) -> Option<Vec<u8>> {
+pub(crate) fn unhex(s: &str) -> Option<Vec<u8>> {
     if !s.len().is_multiple_of(2) {
         return None;
     }

@@ -56,3 +56,38 @@ fn an_interrupted_init_resumes_with_the_same_id() {
     let resumed = Instance::init(&home, "second").unwrap();
     assert_eq!(resumed.id, id);
 }
+
+#[test]
+fn a_new_instance_is_the_home_of_a_new_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Instance::init(&dir.path().join("a"), "a").unwrap();
+    let b = Instance::init(&dir.path().join("b"), "b").unwrap();
+    assert!(a.certificate_valid());
+    assert_eq!(a.certificate.claims.role, roost_identity::Role::Home);
+    assert_ne!(a.roost_id(), b.roost_id(), "each init starts its own chain");
+    let registry = a.read_registry_file().unwrap();
+    assert_eq!(registry.len(), 1);
+    assert_eq!(registry[0].id, a.id);
+    assert_eq!(registry, a.open_store().unwrap().instances().unwrap(), "instances.json mirrors the database");
+    // b cannot be registered in a's chain: its certificate is from another identity.
+    let err = a.register(&a.open_store().unwrap(), &b.certificate, None).unwrap_err();
+    assert!(err.to_string().contains("another identity"), "{err}");
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(a.home.join("keys/seed.sealed")).unwrap().permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+}
+
+#[test]
+fn adopting_an_identity_moves_the_machine_into_that_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Instance::init(&dir.path().join("a"), "a").unwrap();
+    let mut b = Instance::init(&dir.path().join("b"), "b").unwrap();
+    b.adopt_identity(a.seed.clone().unwrap(), None, roost_identity::Role::Satellite).unwrap();
+    let reopened = Instance::open(&b.home).unwrap();
+    assert_eq!(reopened.roost_id(), a.roost_id());
+    assert!(reopened.certificate_valid());
+    assert_eq!(reopened.certificate.claims.role, roost_identity::Role::Satellite);
+    a.register(&a.open_store().unwrap(), &reopened.certificate, Some("http://127.0.0.1:1".into())).unwrap();
+    assert_eq!(a.read_registry_file().unwrap().len(), 2);
+}

@@ -11,6 +11,7 @@ mod connection;
 pub mod door;
 mod migrations;
 pub mod query;
+pub mod registry;
 mod row;
 
 use std::path::{Path, PathBuf};
@@ -23,6 +24,7 @@ use roost_core::ValidationError;
 
 pub use door::Mutation;
 pub use query::{ListQuery, SearchHit, SearchQuery, Sort, StoredChange};
+pub use registry::InstanceEntry;
 
 use connection::DoorConnection;
 

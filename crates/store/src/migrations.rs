@@ -110,8 +110,28 @@ fn v1(tx: &Transaction) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// The instance registry: machines of this chain that this instance knows.
+/// Local bookkeeping, written by `registry.rs`, not a synced table.
+fn v2(tx: &Transaction) -> rusqlite::Result<()> {
+    tx.execute_batch(
+        "CREATE TABLE instances (
+            id TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            role TEXT NOT NULL CHECK (role IN ('home', 'satellite')),
+            gateway_url TEXT,
+            certificate TEXT NOT NULL,
+            signing_key TEXT NOT NULL,
+            encryption_key TEXT NOT NULL,
+            last_seen TEXT,
+            status TEXT NOT NULL DEFAULT 'unknown'
+                CHECK (status IN ('unknown', 'online', 'syncing', 'offline', 'revoked')),
+            created_at TEXT NOT NULL
+        );",
+    )
+}
+
 type Migration = fn(&Transaction) -> rusqlite::Result<()>;
-const MIGRATIONS: &[Migration] = &[v1];
+const MIGRATIONS: &[Migration] = &[v1, v2];
 
 /// Brings the database up to the newest schema, each step in one transaction.
 pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {

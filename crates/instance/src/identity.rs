@@ -1,0 +1,151 @@
+//! This machine's share of the chain's identity: the sealed master seed and
+//! the machine certificate, and the operations that change them.
+
+use std::path::Path;
+
+use roost_identity::cert::MachineClaims;
+use roost_identity::seal::{open_seed_at_rest, seal_seed_at_rest};
+use roost_identity::{Certificate, MasterSeed, Role, RoostId};
+
+use crate::{Config, Instance, InstanceError, Result, files, hex, unhex};
+
+const KEK: &str = "keys/seed.kek";
+const SEALED_SEED: &str = "keys/seed.sealed";
+const CERTIFICATE: &str = "certificate";
+
+/// On first creation: a new chain whose only machine is this one, a home.
+/// Keeps whatever an interrupted earlier creation already wrote.
+pub(crate) fn create_identity(home: &Path, config: &Config) -> Result<()> {
+    files::write_new_or_keep(&home.join(KEK), hex(&rand::random::<[u8; 32]>()).as_bytes())?;
+    let kek = read_kek(home)?;
+    let seed = MasterSeed(rand::random());
+    files::write_new_or_keep(&home.join(SEALED_SEED), &seal_seed_at_rest(&seed, &kek, &rand::random()))?;
+    if !home.join(CERTIFICATE).exists() {
+        let seed = read_seed(home)?.ok_or(InstanceError::NoSeed)?;
+        let id = crate::read_id(home)?;
+        let machine = roost_identity::cert::MachineClaims {
+            instance_id: id,
+            name: config.name.clone(),
+            role: Role::Home,
+            signing_key: signing_public(home)?,
+            x25519_key: x25519_public(home)?,
+            gateway_urls: vec![format!("http://{}", config.gateway.bind)],
+            issued_at: unix_now(),
+        };
+        let cert = Certificate::issue(machine, &seed.identity_key())?;
+        files::write_new_or_keep(&home.join(CERTIFICATE), cert.to_text().as_bytes())?;
+    }
+    Ok(())
+}
+
+fn read_kek(home: &Path) -> Result<[u8; 32]> {
+    crate::read_secret(&home.join(KEK))
+}
+
+pub(crate) fn read_seed(home: &Path) -> Result<Option<MasterSeed>> {
+    let path = home.join(SEALED_SEED);
+    match std::fs::read(&path) {
+        Ok(bytes) => Ok(Some(open_seed_at_rest(&bytes, &read_kek(home)?)?)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(InstanceError::Io { path, source }),
+    }
+}
+
+pub(crate) fn read_certificate(home: &Path) -> Result<Certificate> {
+    let path = home.join(CERTIFICATE);
+    Certificate::from_text(&files::read(&path)?).map_err(|e| InstanceError::Corrupt { path, reason: e.to_string() })
+}
+
+fn signing_public(home: &Path) -> Result<[u8; 32]> {
+    let secret = crate::read_secret(&home.join("keys/machine.key"))?;
+    Ok(ed25519_dalek::SigningKey::from_bytes(&secret).verifying_key().to_bytes())
+}
+
+fn x25519_public(home: &Path) -> Result<[u8; 32]> {
+    let secret = x25519_dalek::StaticSecret::from(crate::read_secret(&home.join("keys/machine.x25519"))?);
+    Ok(x25519_dalek::PublicKey::from(&secret).to_bytes())
+}
+
+pub(crate) fn unix_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
+impl Instance {
+    /// The chain this machine belongs to (or belonged to, after leaving).
+    pub fn roost_id(&self) -> RoostId {
+        ed25519_dalek::VerifyingKey::from_bytes(&self.certificate.identity_key)
+            .map(|k| RoostId::of(&k))
+            .expect("certificates on disk were verified when written")
+    }
+
+    /// The chain's identity public key.
+    pub fn identity_key(&self) -> ed25519_dalek::VerifyingKey {
+        ed25519_dalek::VerifyingKey::from_bytes(&self.certificate.identity_key).expect("valid identity key")
+    }
+
+    /// Whether this machine's own certificate verifies against its identity.
+    pub fn certificate_valid(&self) -> bool {
+        self.certificate.verify(&self.identity_key()).is_ok()
+            && self.certificate.claims.signing_key == self.machine_key.verifying_key().to_bytes()
+            && self.certificate.claims.instance_id == self.id
+    }
+
+    /// Issues a certificate for another machine; needs the seed.
+    pub fn certify(&self, claims: MachineClaims) -> Result<Certificate> {
+        let seed = self.seed.as_ref().ok_or(InstanceError::NoSeed)?;
+        Ok(Certificate::issue(claims, &seed.identity_key())?)
+    }
+
+    /// The claims for this machine's own certificate, in `role`.
+    pub fn own_claims(&self, role: Role) -> MachineClaims {
+        MachineClaims {
+            instance_id: self.id.clone(),
+            name: self.config.name.clone(),
+            role,
+            signing_key: self.machine_key.verifying_key().to_bytes(),
+            x25519_key: x25519_dalek::PublicKey::from(&self.x25519_key).to_bytes(),
+            gateway_urls: vec![format!("http://{}", self.config.gateway.bind)],
+            issued_at: unix_now(),
+        }
+    }
+
+    /// Makes `seed` this machine's identity, with `certificate` (issued by
+    /// that identity) or a fresh self-issued one in `role`. Both files are
+    /// replaced atomically.
+    pub fn adopt_identity(&mut self, seed: MasterSeed, certificate: Option<Certificate>, role: Role) -> Result<()> {
+        let certificate = match certificate {
+            Some(cert) => cert,
+            None => Certificate::issue(self.own_claims(role), &seed.identity_key())?,
+        };
+        certificate.verify(&seed.identity_key().verifying_key())?;
+        let kek = read_kek(&self.home)?;
+        files::replace(&self.home.join(SEALED_SEED), &seal_seed_at_rest(&seed, &kek, &rand::random()))?;
+        files::replace(&self.home.join(CERTIFICATE), certificate.to_text().as_bytes())?;
+        self.seed = Some(seed);
+        self.certificate = certificate;
+        Ok(())
+    }
+
+    /// Forgets the seed (after leaving the chain). The certificate stays, so
+    /// the machine can still say which chain it was part of.
+    pub fn forget_seed(&mut self) -> Result<()> {
+        let path = self.home.join(SEALED_SEED);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => return Err(InstanceError::Io { path, source }),
+        }
+        self.seed = None;
+        Ok(())
+    }
+}
+
+/// Hex of a public key.
+pub fn key_hex(key: &[u8; 32]) -> String {
+    hex(key)
+}
+
+/// Parses a hex public key.
+pub fn parse_key_hex(text: &str) -> Option<[u8; 32]> {
+    unhex(text).and_then(|b| b.try_into().ok())
+}
