@@ -110,7 +110,7 @@ fn num(v: &Value) -> f64 {
 fn one_run(memories: usize, searches: usize, mcp_calls: usize, seed: u64) -> anyhow::Result<RunResult> {
     let dir = tempfile::tempdir()?;
     let home = dir.path().join("home");
-    let instance = Instance::init(&home, "bench")?;
+    let instance = Arc::new(Instance::init(&home, "bench")?);
     let store = Arc::new(instance.open_store()?);
     let mut words = Words::new(seed);
 
@@ -140,7 +140,7 @@ fn one_run(memories: usize, searches: usize, mcp_calls: usize, seed: u64) -> any
         .worker_threads(2)
         .enable_all()
         .build()?
-        .block_on(mcp_round_trips(store.clone(), &instance, &queries[..mcp_calls]))?;
+        .block_on(mcp_round_trips(store.clone(), instance, &queries[..mcp_calls]))?;
     drop(store);
 
     let idle_rss_mib = idle_rss(&home)?;
@@ -154,7 +154,11 @@ fn one_run(memories: usize, searches: usize, mcp_calls: usize, seed: u64) -> any
     })
 }
 
-async fn mcp_round_trips(store: Arc<Store>, instance: &Instance, queries: &[String]) -> anyhow::Result<Vec<Duration>> {
+async fn mcp_round_trips(
+    store: Arc<Store>,
+    instance: Arc<Instance>,
+    queries: &[String],
+) -> anyhow::Result<Vec<Duration>> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let gateway = Gateway::new(instance, store, addr);

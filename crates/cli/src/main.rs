@@ -5,7 +5,11 @@
 //! and so through the store's one write door, exactly as an MCP tool call does.
 
 mod bench;
+mod http;
+mod identity;
+mod machines;
 mod memory;
+mod pair;
 mod serve;
 mod status;
 
@@ -51,6 +55,50 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Show this machine's identity: Roost ID, id, role, keys, certificate.
+    Whoami {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Export or import the chain's identity seed.
+    #[command(subcommand)]
+    Identity(identity::IdentityCommand),
+    /// Offer a pairing code so a new machine can join this chain.
+    Pair {
+        /// Print the code and return instead of following the pairing.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Join the chain of the machine at URL with the code `roost pair` showed there.
+    Join {
+        url: String,
+        #[arg(long)]
+        code: String,
+        /// Name for this machine if this creates its instance [default: the host name]
+        #[arg(long)]
+        name: Option<String>,
+        /// Skip the prompt to compare the short authentication string.
+        #[arg(long)]
+        yes: bool,
+        /// Join even though this instance already belongs to a chain with other machines.
+        #[arg(long)]
+        force: bool,
+    },
+    /// List the machines of this chain that this instance knows.
+    #[command(visible_alias = "instances")]
+    Machines {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Register or revoke machines.
+    #[command(subcommand)]
+    Instance(machines::InstanceCommand),
+    /// Leave the chain: revoke this machine's certificate here and forget the seed.
+    Leave {
+        /// Leave even if this is the chain's last home machine.
+        #[arg(long)]
+        force: bool,
+    },
     /// Store, search and manage memories.
     #[command(subcommand)]
     Memory(memory::MemoryCommand),
@@ -90,6 +138,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Status { json } => status::status(&Instance::open(&home)?, json),
         Command::Memory(command) => memory::run(&Instance::open(&home)?, command),
+        Command::Whoami { json } => identity::whoami(&Instance::open(&home)?, json),
+        Command::Identity(command) => identity::run(&home, command),
+        Command::Pair { no_wait } => pair::pair(&home, !no_wait),
+        Command::Join { url, code, name, yes, force } => {
+            pair::join(&home, pair::JoinOptions { url, code, name, yes, force })
+        }
+        Command::Machines { json } => machines::list(&Instance::open(&home)?, json),
+        Command::Instance(command) => machines::run(&home, command),
+        Command::Leave { force } => identity::leave(&home, force),
         Command::Bench(command) => bench::run(command),
     }
 }

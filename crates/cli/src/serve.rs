@@ -24,7 +24,8 @@ pub async fn serve(instance: Instance, bind: Option<String>) -> anyhow::Result<(
             format!("cannot listen on {bind}; is another roost serve running? choose another with --bind")
         })?;
     let addr = listener.local_addr()?;
-    let gateway = Gateway::new(&instance, store, addr);
+    let instance = Arc::new(instance);
+    let gateway = Gateway::new(instance.clone(), store, addr);
     // The first line on stdout is the address, for people and for scripts.
     println!("roost: listening on http://{addr} (instance {}, {})", instance.config.name, instance.id);
     std::io::stdout().flush()?;

@@ -20,6 +20,7 @@ pub fn status(instance: &Instance, as_json: bool) -> anyhow::Result<()> {
         "name": instance.config.name,
         "home": instance.home,
         "version": env!("CARGO_PKG_VERSION"),
+        "roost_id": instance.roost_id().to_string(),
         "machine_key_fingerprint": instance.key_fingerprint(),
         "counts": counts,
         "lamport": lamport.0,
@@ -32,6 +33,7 @@ pub fn status(instance: &Instance, as_json: bool) -> anyhow::Result<()> {
     }
     println!("instance   {} ({})", instance.config.name, instance.id);
     println!("home       {}", instance.home.display());
+    println!("chain      {}", instance.roost_id());
     println!("machine    key {}", instance.key_fingerprint());
     println!("clock      lamport {}, {} change records", lamport.0, changes);
     let contents: Vec<String> = counts.iter().map(|(k, v)| format!("{v} {k}")).collect();
@@ -45,10 +47,5 @@ pub fn status(instance: &Instance, as_json: bool) -> anyhow::Result<()> {
 
 /// GET /health on the configured address, or None when nothing answers in time.
 fn probe(bind: &str) -> Option<Value> {
-    let url = format!("http://{}/health", bind.replace("0.0.0.0", "127.0.0.1"));
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
-    runtime.block_on(async {
-        let client = reqwest::Client::builder().timeout(PROBE_WAIT).build().ok()?;
-        client.get(url).send().await.ok()?.json::<Value>().await.ok()
-    })
+    crate::http::get(&format!("http://{}/health", bind.replace("0.0.0.0", "127.0.0.1")), PROBE_WAIT).ok()
 }

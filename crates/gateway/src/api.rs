@@ -19,13 +19,14 @@ pub(crate) fn routes(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/api/v1/instance", get(instance))
+        .route("/api/v1/certificate", get(certificate))
         .route("/api/v1/memories/search", get(search))
         .route("/api/v1/memories/{id}", get(memory))
         .with_state(state)
 }
 
 /// An error answer: a status and a one-line reason as `{"error": ...}`.
-struct ApiError(StatusCode, String);
+pub(crate) struct ApiError(pub StatusCode, pub String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -46,7 +47,7 @@ impl From<StoreError> for ApiError {
 }
 
 /// Runs a blocking store call off the async threads, bounded by [`DB_WAIT`].
-async fn with_store<T: Send + 'static>(
+pub(crate) async fn with_store<T: Send + 'static>(
     state: &AppState,
     f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, ApiError> {
@@ -66,8 +67,9 @@ async fn health(State(state): State<Arc<AppState>>) -> Response {
     };
     let body = json!({
         "status": if status == StatusCode::OK { "ok" } else { "degraded" },
-        "instance_id": state.instance_id,
-        "name": state.name,
+        "instance_id": state.instance.id,
+        "name": state.instance.config.name,
+        "roost_id": state.instance.roost_id().to_string(),
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_seconds": state.started.elapsed().as_secs(),
         "database": database,
@@ -78,13 +80,24 @@ async fn health(State(state): State<Arc<AppState>>) -> Response {
 async fn instance(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
     let (counts, (lamport, changes)) = with_store(&state, |s| Ok((s.counts()?, s.clock()?))).await?;
     Ok(Json(json!({
-        "id": state.instance_id,
-        "name": state.name,
+        "id": state.instance.id,
+        "name": state.instance.config.name,
+        "roost_id": state.instance.roost_id().to_string(),
         "version": env!("CARGO_PKG_VERSION"),
         "counts": counts,
         "lamport": lamport.0,
         "change_records": changes,
     })))
+}
+
+/// This machine's certificate, for `roost instance register` and joiners.
+async fn certificate(State(state): State<Arc<AppState>>) -> Json<Value> {
+    Json(json!({
+        "certificate": state.instance.certificate.to_text(),
+        "roost_id": state.instance.roost_id().to_string(),
+        "instance_id": state.instance.id,
+        "name": state.instance.config.name,
+    }))
 }
 
 #[derive(Deserialize)]

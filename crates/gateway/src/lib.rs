@@ -4,16 +4,22 @@
 //! - `GET /health`: instance id, name, version, uptime, and whether the
 //!   database answers (503 when it does not);
 //! - `/mcp`: the MCP tools over Streamable HTTP;
-//! - `/api/v1/...`: a small JSON API (instance info, memory search and get).
+//! - `/api/v1/...`: a small JSON API (instance info, certificate, memory
+//!   search and get) and the pairing endpoints a joining machine talks to.
+//!
+//! `/mcp` admits loopback callers without a token (configurable) and anyone
+//! else only with a valid machine-to-machine token ([`auth`]).
 //!
 //! The gateway holds no logic of its own: requests go to `roost-mcp` and
 //! `roost-store`, and every wait it makes on the database is bounded.
 
 mod api;
+mod auth;
+mod pair;
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -22,6 +28,8 @@ use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, Stream
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use roost_identity::TokenVerifier;
+use roost_instance::Instance;
 use roost_mcp::RoostTools;
 use roost_store::Store;
 
@@ -32,30 +40,29 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// What the gateway serves.
 pub struct Gateway {
+    pub instance: Arc<Instance>,
     pub store: Arc<Store>,
-    pub instance_id: String,
-    pub name: String,
     /// `Host` header values `/mcp` accepts; empty accepts any.
     pub allowed_hosts: Vec<String>,
+    /// Whether callers on a loopback address may use `/mcp` without a token.
+    pub loopback_without_token: bool,
 }
 
 /// Shared by every request handler.
 pub(crate) struct AppState {
+    pub instance: Arc<Instance>,
     pub store: Arc<Store>,
-    pub instance_id: String,
-    pub name: String,
     pub started: Instant,
+    pub loopback_without_token: bool,
+    pub tokens: Mutex<TokenVerifier>,
+    pub pairing: pair::Sessions,
 }
 
 impl Gateway {
     /// The gateway of `instance`, to be served on `addr`.
-    pub fn new(instance: &roost_instance::Instance, store: Arc<Store>, addr: SocketAddr) -> Gateway {
-        Gateway {
-            store,
-            instance_id: instance.id.clone(),
-            name: instance.config.name.clone(),
-            allowed_hosts: allowed_hosts_for(addr),
-        }
+    pub fn new(instance: Arc<Instance>, store: Arc<Store>, addr: SocketAddr) -> Gateway {
+        let loopback_without_token = instance.config.gateway.loopback_without_token;
+        Gateway { instance, store, allowed_hosts: allowed_hosts_for(addr), loopback_without_token }
     }
 
     /// The axum router, with `cancel` ending the MCP sessions.
@@ -70,12 +77,17 @@ impl Gateway {
         let mcp: StreamableHttpService<RoostTools, LocalSessionManager> =
             StreamableHttpService::new(move || Ok(tools.clone()), Default::default(), config);
         let state = Arc::new(AppState {
+            tokens: Mutex::new(TokenVerifier::new(&self.instance.id)),
+            instance: self.instance,
             store: self.store,
-            instance_id: self.instance_id,
-            name: self.name,
             started: Instant::now(),
+            loopback_without_token: self.loopback_without_token,
+            pairing: pair::Sessions::default(),
         });
-        api::routes(state).nest_service("/mcp", mcp)
+        let mcp = Router::new()
+            .nest_service("/mcp", mcp)
+            .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_token));
+        api::routes(state.clone()).merge(pair::routes(state)).merge(mcp)
     }
 
     /// Serves on `listener` until `shutdown` resolves, then drains for at most
@@ -88,11 +100,12 @@ impl Gateway {
         let cancel = CancellationToken::new();
         let router = self.router(cancel.clone());
         let stop = cancel.clone();
-        let server = axum::serve(listener, router).with_graceful_shutdown(async move {
-            shutdown.await;
-            tracing::info!("shutting down");
-            stop.cancel();
-        });
+        let server = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                tracing::info!("shutting down");
+                stop.cancel();
+            });
         let server = tokio::spawn(server.into_future());
         cancel.cancelled().await;
         match tokio::time::timeout(SHUTDOWN_GRACE, server).await {

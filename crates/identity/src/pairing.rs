@@ -192,3 +192,109 @@ mod tests {
         assert!(PairingCode::parse("HERON-MAPLE-0421").is_ok());
     }
 }
+
+/// How long a pairing code lives, in seconds.
+pub const OFFER_LIFETIME: i64 = 120;
+/// Guesses a code survives.
+pub const MAX_ATTEMPTS: u32 = 3;
+
+/// A pairing code on offer, as persisted by the machine that made it.
+/// Wall-clock seconds, because the offer outlives any one process.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Offer {
+    pub code: String,
+    pub expires_at: i64,
+    pub attempts: u32,
+    pub used: bool,
+    /// The SAS of the latest exchange, for `roost pair` to show.
+    pub sas: Option<String>,
+    /// Name of the machine that joined with this code.
+    pub joined: Option<String>,
+}
+
+/// Why a code can no longer be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum OfferRefusal {
+    #[error("the pairing code has expired; run `roost pair` again")]
+    Expired,
+    #[error("the pairing code was already used; run `roost pair` again")]
+    Used,
+    #[error("the pairing code failed {MAX_ATTEMPTS} times and is locked; run `roost pair` again")]
+    Exhausted,
+}
+
+impl Offer {
+    pub fn new(code: &PairingCode, now: i64) -> Offer {
+        Offer {
+            code: code.0.clone(),
+            expires_at: now + OFFER_LIFETIME,
+            attempts: 0,
+            used: false,
+            sas: None,
+            joined: None,
+        }
+    }
+
+    /// Whether the code can still be tried at `now`.
+    pub fn check(&self, now: i64) -> Result<(), OfferRefusal> {
+        if self.used {
+            Err(OfferRefusal::Used)
+        } else if self.attempts >= MAX_ATTEMPTS {
+            Err(OfferRefusal::Exhausted)
+        } else if now >= self.expires_at {
+            Err(OfferRefusal::Expired)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Counts one exchange against the code. Every exchange counts, since the
+    /// server cannot tell a wrong guess from a right one until confirmation;
+    /// a successful join uses one of the three.
+    pub fn take_attempt(&mut self, now: i64) -> Result<PairingCode, OfferRefusal> {
+        self.check(now)?;
+        self.attempts += 1;
+        Ok(PairingCode(self.code.clone()))
+    }
+}
+
+#[cfg(test)]
+mod offer_tests {
+    use super::*;
+
+    #[test]
+    fn three_attempts_then_locked_and_expiry() {
+        let mut offer = Offer::new(&PairingCode::generate([0; 4]), 1000);
+        for _ in 0..3 {
+            offer.take_attempt(1001).unwrap();
+        }
+        assert_eq!(offer.take_attempt(1001), Err(OfferRefusal::Exhausted));
+        let offer = Offer::new(&PairingCode::generate([0; 4]), 1000);
+        assert_eq!(offer.check(1000 + OFFER_LIFETIME), Err(OfferRefusal::Expired));
+        let used = Offer { used: true, ..offer };
+        assert_eq!(used.check(1001), Err(OfferRefusal::Used));
+    }
+}
+
+/// What a joining machine sends, sealed, once the keys are confirmed.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct JoinRequest {
+    pub instance_id: String,
+    pub name: String,
+    /// Hex Ed25519 public key.
+    pub signing_key: String,
+    /// Hex X25519 public key.
+    pub x25519_key: String,
+    pub gateway_url: Option<String>,
+}
+
+/// What the chain answers, sealed: the seed and both certificates.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct JoinGrant {
+    /// Hex master seed.
+    pub seed: String,
+    /// The joiner's new certificate.
+    pub certificate: String,
+    /// The certificate of the machine that let it in.
+    pub chain_certificate: String,
+}

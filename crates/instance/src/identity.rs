@@ -66,7 +66,8 @@ fn x25519_public(home: &Path) -> Result<[u8; 32]> {
     Ok(x25519_dalek::PublicKey::from(&secret).to_bytes())
 }
 
-pub(crate) fn unix_now() -> i64 {
+/// Wall-clock unix seconds (certificates and tokens carry wall time).
+pub fn unix_now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
 
@@ -148,4 +149,25 @@ pub fn key_hex(key: &[u8; 32]) -> String {
 /// Parses a hex public key.
 pub fn parse_key_hex(text: &str) -> Option<[u8; 32]> {
     unhex(text).and_then(|b| b.try_into().ok())
+}
+
+const PAIRING: &str = "pairing.json";
+
+impl Instance {
+    /// The pairing code on offer, if any.
+    pub fn load_offer(&self) -> Result<Option<roost_identity::pairing::Offer>> {
+        let path = self.home.join(PAIRING);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => serde_json::from_str(&text)
+                .map(Some)
+                .map_err(|e| InstanceError::Corrupt { path, reason: e.to_string() }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(InstanceError::Io { path, source }),
+        }
+    }
+
+    /// Persists the offer (mode 0600, atomically), replacing any earlier one.
+    pub fn save_offer(&self, offer: &roost_identity::pairing::Offer) -> Result<()> {
+        files::replace(&self.home.join(PAIRING), &serde_json::to_vec(offer).expect("offers serialise"))
+    }
 }

@@ -33,7 +33,7 @@ use thiserror::Error;
 use roost_store::Store;
 
 pub use files::{replace, write_new};
-pub use identity::{key_hex, parse_key_hex};
+pub use identity::{key_hex, parse_key_hex, unix_now};
 pub use registry::entry_for;
 
 /// The gateway address used when neither config nor flag names one.
@@ -74,12 +74,20 @@ pub struct GatewayConfig {
     /// Address `roost serve` listens on.
     #[serde(default = "default_bind")]
     pub bind: String,
+    /// Whether MCP clients on this machine's loopback may call `/mcp`
+    /// without a machine token. Remote callers always need one.
+    #[serde(default = "yes")]
+    pub loopback_without_token: bool,
 }
 
 impl Default for GatewayConfig {
     fn default() -> Self {
-        GatewayConfig { bind: default_bind() }
+        GatewayConfig { bind: default_bind(), loopback_without_token: true }
     }
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn default_bind() -> String {

@@ -1,0 +1,159 @@
+//! `roost whoami`, `roost identity export|import` and `roost leave`.
+
+use std::io::{BufRead, IsTerminal};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use clap::Subcommand;
+use serde_json::json;
+
+use roost_identity::export::{self, MIN_PASSPHRASE};
+use roost_identity::seal::KdfParams;
+use roost_identity::{Role, hex};
+use roost_instance::{Instance, InstanceError};
+
+#[derive(Subcommand)]
+pub enum IdentityCommand {
+    /// Write the chain's identity seed, sealed with a passphrase (Argon2id + AES-256-GCM).
+    Export {
+        /// Where to write it [default: standard output]
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// Make this machine part of the chain in an export file (creates the instance if needed).
+    Import {
+        file: PathBuf,
+        /// Replace a different identity this instance already has.
+        #[arg(long)]
+        force: bool,
+        /// Role of this machine in the chain: home or satellite.
+        #[arg(long, default_value = "satellite")]
+        role: String,
+    },
+}
+
+/// Reads a passphrase: `ROOST_PASSPHRASE`, else a hidden prompt on a
+/// terminal, else one line of standard input.
+fn passphrase(prompt: &str, confirm: bool) -> anyhow::Result<String> {
+    if let Ok(p) = std::env::var("ROOST_PASSPHRASE") {
+        return Ok(p);
+    }
+    if std::io::stdin().is_terminal() {
+        let first = rpassword::prompt_password(prompt)?;
+        if confirm && rpassword::prompt_password("Repeat passphrase: ")? != first {
+            bail!("the passphrases differ; nothing was written");
+        }
+        return Ok(first);
+    }
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_string())
+}
+
+pub fn whoami(instance: &Instance, as_json: bool) -> anyhow::Result<()> {
+    let cert = &instance.certificate;
+    let x25519 = x25519_public(instance);
+    let report = json!({
+        "roost_id": instance.roost_id().to_string(),
+        "instance_id": instance.id,
+        "name": instance.config.name,
+        "role": cert.claims.role.as_str(),
+        "signing_key": hex(&instance.machine_key.verifying_key().to_bytes()),
+        "encryption_key": hex(&x25519),
+        "signing_key_fingerprint": instance.key_fingerprint(),
+        "certificate_valid": instance.certificate_valid(),
+        "certificate_issued_at": cert.claims.issued_at,
+        "holds_seed": instance.seed.is_some(),
+    });
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    println!("Roost ID      {}", instance.roost_id());
+    println!("machine       {} ({})", instance.config.name, instance.id);
+    println!("role          {}", cert.claims.role.as_str());
+    println!(
+        "signing key   {} (fingerprint {})",
+        report["signing_key"].as_str().unwrap_or(""),
+        instance.key_fingerprint()
+    );
+    println!("x25519 key    {}", report["encryption_key"].as_str().unwrap_or(""));
+    let validity = if instance.certificate_valid() { "valid, signed by this chain's identity" } else { "INVALID" };
+    println!("certificate   {validity}");
+    if instance.seed.is_none() {
+        println!("note          this machine has left its chain and holds no seed");
+    }
+    Ok(())
+}
+
+fn x25519_public(instance: &Instance) -> [u8; 32] {
+    x25519_dalek::PublicKey::from(&instance.x25519_key).to_bytes()
+}
+
+pub fn run(home: &Path, command: IdentityCommand) -> anyhow::Result<()> {
+    match command {
+        IdentityCommand::Export { out } => {
+            let instance = Instance::open(home)?;
+            let seed = instance.seed.as_ref().ok_or(InstanceError::NoSeed)?;
+            let pass = passphrase(&format!("Passphrase (at least {MIN_PASSPHRASE} characters): "), true)?;
+            let text = export::export(seed, &pass, KdfParams::DEFAULT, rand::random(), rand::random())?;
+            match out {
+                Some(path) => {
+                    roost_instance::write_new(&path, text.as_bytes())
+                        .with_context(|| format!("writing {} (it must not exist yet)", path.display()))?;
+                    eprintln!("wrote identity {} to {}", instance.roost_id(), path.display());
+                }
+                None => print!("{text}"),
+            }
+            Ok(())
+        }
+        IdentityCommand::Import { file, force, role } => {
+            let role = Role::parse(&role).context("--role must be home or satellite")?;
+            let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+            let claimed = export::peek_roost_id(&text)?;
+            let existing = Instance::open(home).ok();
+            if let Some(instance) = &existing {
+                if instance.roost_id() == claimed && instance.seed.is_some() {
+                    println!("this instance is already part of chain {claimed}");
+                    return Ok(());
+                }
+                if !force {
+                    bail!(
+                        "this instance belongs to chain {}; importing {claimed} would replace it (pass --force)",
+                        instance.roost_id()
+                    );
+                }
+            }
+            let seed = export::import(&text, &passphrase("Passphrase: ", false)?)?;
+            let mut instance = match existing {
+                Some(instance) => instance,
+                None => Instance::init(home, &roost_instance::default_name())?,
+            };
+            instance.adopt_identity(seed, None, role)?;
+            instance.register_self(&instance.open_store()?)?;
+            println!(
+                "this machine is now {} ({}) in chain {}",
+                instance.config.name,
+                role.as_str(),
+                instance.roost_id()
+            );
+            Ok(())
+        }
+    }
+}
+
+pub fn leave(home: &Path, force: bool) -> anyhow::Result<()> {
+    let mut instance = Instance::open(home)?;
+    let store = instance.open_store()?;
+    let machines = store.instances()?;
+    let other_homes =
+        machines.iter().filter(|m| m.id != instance.id && m.role == "home" && m.status != "revoked").count();
+    if instance.certificate.claims.role == Role::Home && other_homes == 0 && !force {
+        bail!("this is the chain's last home machine; leaving would leave no home (pass --force to leave anyway)");
+    }
+    store.revoke_instance(&instance.id)?;
+    instance.write_registry_file(&store)?;
+    instance.forget_seed()?;
+    println!("left chain {}: this machine's certificate is revoked here and its seed is gone", instance.roost_id());
+    Ok(())
+}

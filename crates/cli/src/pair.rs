@@ -1,0 +1,145 @@
+//! `roost pair` (on a machine of the chain) and `roost join` (on the new one).
+
+use std::io::{BufRead, Write};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use base64::Engine;
+use serde_json::json;
+
+use roost_identity::pairing::{self, JoinGrant, JoinRequest, OFFER_LIFETIME, Offer, PairingCode, Side};
+use roost_identity::{Certificate, MasterSeed, Role, hex};
+use roost_instance::{Instance, InstanceError, unix_now};
+
+use crate::http;
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn unb64(value: &serde_json::Value, what: &str) -> anyhow::Result<Vec<u8>> {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(value.as_str().unwrap_or_default())
+        .with_context(|| format!("the gateway's {what} is not base64url"))
+}
+
+/// Puts a fresh code on offer; with `wait`, follows the pairing to its end.
+pub fn pair(home: &Path, wait: bool) -> anyhow::Result<()> {
+    let instance = Instance::open(home)?;
+    if instance.seed.is_none() {
+        return Err(InstanceError::NoSeed.into());
+    }
+    let code = PairingCode::generate(rand::random());
+    instance.save_offer(&Offer::new(&code, unix_now()))?;
+    println!(
+        "pairing code: {}  (valid for {} minutes, {} attempts)",
+        code.display(),
+        OFFER_LIFETIME / 60,
+        pairing::MAX_ATTEMPTS
+    );
+    println!("on the new machine run: roost join http://{} --code {}", instance.config.gateway.bind, code.display());
+    std::io::stdout().flush()?;
+    if !wait {
+        return Ok(());
+    }
+    println!("waiting for a machine to join (the gateway must be running)…");
+    let deadline = Instant::now() + Duration::from_secs(OFFER_LIFETIME as u64 + 5);
+    let mut shown_sas = None;
+    while Instant::now() < deadline {
+        let offer = instance.load_offer()?.context("the pairing offer vanished")?;
+        if offer.sas.is_some() && offer.sas != shown_sas {
+            println!("sas: {}   (the new machine must show the same words)", offer.sas.as_deref().unwrap_or(""));
+            std::io::stdout().flush()?;
+            shown_sas = offer.sas.clone();
+        }
+        if let Some(name) = &offer.joined {
+            println!("paired with {name}");
+            return Ok(());
+        }
+        if offer.code != code_text(&code) {
+            bail!("another `roost pair` replaced this code");
+        }
+        if let Err(refusal) = offer.check(unix_now()) {
+            bail!("{refusal}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    bail!("the pairing code expired with nobody joined")
+}
+
+fn code_text(code: &PairingCode) -> String {
+    code.display().to_ascii_lowercase()
+}
+
+pub struct JoinOptions {
+    pub url: String,
+    pub code: String,
+    pub name: Option<String>,
+    pub yes: bool,
+    pub force: bool,
+}
+
+pub fn join(home: &Path, options: JoinOptions) -> anyhow::Result<()> {
+    let code = PairingCode::parse(&options.code)?;
+    let base = http::base(&options.url);
+    let mut instance =
+        Instance::open_or_init(home, &options.name.clone().unwrap_or_else(roost_instance::default_name))?;
+    let store = instance.open_store()?;
+    let others = store.instances()?.into_iter().filter(|m| m.id != instance.id).count();
+    if others > 0 && !options.force {
+        bail!(
+            "this instance already belongs to chain {} with {others} other machine(s); pass --force to join another",
+            instance.roost_id()
+        );
+    }
+
+    let (handshake, message) = pairing::start(Side::Joiner, &code);
+    let started = http::post(&format!("{base}/api/v1/pair/start"), &json!({"message": b64(&message)}))?;
+    let key = handshake.finish(&unb64(&started["message"], "message")?)?;
+    if !key.confirms(&unb64(&started["confirmation"], "confirmation")?) {
+        bail!("the pairing code is wrong (this attempt counted; a code allows {})", pairing::MAX_ATTEMPTS);
+    }
+    println!("sas: {}   (the other machine must show the same words)", key.sas());
+    std::io::stdout().flush()?;
+    if !options.yes {
+        print!("Does the other machine show the same four words? [y/N] ");
+        std::io::stdout().flush()?;
+        let mut answer = String::new();
+        std::io::stdin().lock().read_line(&mut answer)?;
+        if !matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes") {
+            bail!("pairing cancelled; nothing was changed");
+        }
+    }
+
+    let request = JoinRequest {
+        instance_id: instance.id.clone(),
+        name: instance.config.name.clone(),
+        signing_key: hex(&instance.machine_key.verifying_key().to_bytes()),
+        x25519_key: hex(&x25519_dalek::PublicKey::from(&instance.x25519_key).to_bytes()),
+        gateway_url: Some(format!("http://{}", instance.config.gateway.bind)),
+    };
+    let sealed = key.seal(0, &serde_json::to_vec(&request)?);
+    let finished = http::post(
+        &format!("{base}/api/v1/pair/finish"),
+        &json!({"session": started["session"], "confirmation": b64(&key.confirmation()), "sealed": b64(&sealed)}),
+    )?;
+    let grant: JoinGrant = serde_json::from_slice(&key.open(0, &unb64(&finished["sealed"], "grant")?)?)
+        .context("the chain's answer is not a join grant")?;
+    let seed = roost_instance::parse_key_hex(&grant.seed).map(MasterSeed).context("the grant's seed is malformed")?;
+    let chain = Certificate::from_text(&grant.chain_certificate)?;
+    chain.verify(&seed.identity_key().verifying_key()).context("the chain's own certificate")?;
+    let certificate = Certificate::from_text(&grant.certificate)?;
+    if certificate.claims.signing_key != instance.machine_key.verifying_key().to_bytes()
+        || certificate.claims.instance_id != instance.id
+    {
+        bail!("the chain issued a certificate for another machine; refusing it");
+    }
+    instance.adopt_identity(seed, Some(certificate), Role::Satellite)?;
+    instance.register_self(&store)?;
+    instance.register(&store, &chain, Some(base.clone()))?;
+    store.mark_seen(&chain.claims.instance_id, "online")?;
+    instance.write_registry_file(&store)?;
+    println!("joined chain {} as a satellite; {} is registered at {base}", instance.roost_id(), chain.claims.name);
+    Ok(())
+}

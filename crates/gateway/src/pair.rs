@@ -1,0 +1,143 @@
+//! The chain side of pairing: `POST /api/v1/pair/start` and `/finish`.
+//!
+//! `roost pair` puts a code on offer in `pairing.json`. A joiner runs SPAKE2
+//! against `start`, which counts the attempt durably before answering with its
+//! own SPAKE2 message and key confirmation. If the joiner's confirmation then
+//! checks out at `finish`, the code is spent, the joiner is certified as a
+//! satellite and registered, and the seed goes back sealed with the session key.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::post;
+use axum::{Json, Router};
+use base64::Engine;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use roost_identity::cert::MachineClaims;
+use roost_identity::pairing::{self, JoinGrant, JoinRequest, OFFER_LIFETIME, SessionKey, Side};
+use roost_identity::{Certificate, Role};
+use roost_instance::{parse_key_hex, unix_now};
+
+use crate::AppState;
+use crate::api::ApiError;
+
+/// Exchanges waiting for their `finish`, by session id. The mutex also
+/// serialises reads and writes of the offer file within this process.
+#[derive(Default)]
+pub(crate) struct Sessions(Mutex<HashMap<String, (SessionKey, Instant)>>);
+
+pub(crate) fn routes(state: Arc<AppState>) -> Router {
+    Router::new().route("/api/v1/pair/start", post(start)).route("/api/v1/pair/finish", post(finish)).with_state(state)
+}
+
+fn b64d(text: &str, what: &str) -> Result<Vec<u8>, ApiError> {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(text)
+        .map_err(|_| ApiError(StatusCode::BAD_REQUEST, format!("{what} is not base64url")))
+}
+
+fn b64e(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+}
+
+#[derive(Deserialize)]
+struct StartRequest {
+    message: String,
+}
+
+async fn start(State(state): State<Arc<AppState>>, Json(req): Json<StartRequest>) -> Result<Json<Value>, ApiError> {
+    let joiner_message = b64d(&req.message, "message")?;
+    let instance = &state.instance;
+    let mut sessions = state.pairing.0.lock().expect("pairing sessions poisoned");
+    let mut offer = instance.load_offer().map_err(internal)?.ok_or_else(|| {
+        ApiError(StatusCode::NOT_FOUND, "no pairing code is on offer here; run `roost pair` on this machine".into())
+    })?;
+    let code = offer.take_attempt(unix_now()).map_err(|refusal| {
+        tracing::warn!(%refusal, "pairing attempt refused");
+        ApiError(StatusCode::GONE, refusal.to_string())
+    })?;
+    let (handshake, chain_message) = pairing::start(Side::Chain, &code);
+    let key = handshake.finish(&joiner_message).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
+    offer.sas = Some(key.sas());
+    // The attempt is on disk before anything goes back to the joiner.
+    instance.save_offer(&offer).map_err(internal)?;
+    tracing::info!(attempt = offer.attempts, "pairing exchange started");
+    let confirmation = key.confirmation();
+    let session = roost_identity::hex(&rand::random::<[u8; 16]>());
+    sessions.retain(|_, (_, deadline)| *deadline > Instant::now());
+    sessions.insert(session.clone(), (key, Instant::now() + Duration::from_secs(OFFER_LIFETIME as u64)));
+    Ok(Json(json!({"session": session, "message": b64e(&chain_message), "confirmation": b64e(&confirmation)})))
+}
+
+#[derive(Deserialize)]
+struct FinishRequest {
+    session: String,
+    confirmation: String,
+    sealed: String,
+}
+
+async fn finish(State(state): State<Arc<AppState>>, Json(req): Json<FinishRequest>) -> Result<Json<Value>, ApiError> {
+    let confirmation = b64d(&req.confirmation, "confirmation")?;
+    let sealed = b64d(&req.sealed, "sealed")?;
+    let worker = state.clone();
+    let grant = tokio::task::spawn_blocking(move || admit(&worker, &req.session, &confirmation, &sealed))
+        .await
+        .map_err(internal)??;
+    Ok(Json(json!({"sealed": b64e(&grant)})))
+}
+
+/// Checks the joiner's confirmation, spends the code, certifies and registers
+/// the joiner, and returns the sealed grant.
+fn admit(state: &AppState, session: &str, confirmation: &[u8], sealed: &[u8]) -> Result<Vec<u8>, ApiError> {
+    let instance = &state.instance;
+    let mut sessions = state.pairing.0.lock().expect("pairing sessions poisoned");
+    let (key, deadline) = sessions
+        .remove(session)
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, "no such pairing exchange (expired?)".into()))?;
+    if Instant::now() > deadline {
+        return Err(ApiError(StatusCode::GONE, "the pairing exchange expired".into()));
+    }
+    if !key.confirms(confirmation) {
+        tracing::warn!("pairing refused: the joiner used a different code");
+        return Err(ApiError(StatusCode::UNAUTHORIZED, "the pairing code did not match".into()));
+    }
+    let request: JoinRequest = serde_json::from_slice(&key.open(0, sealed).map_err(internal)?)
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("join request: {e}")))?;
+    let mut offer = instance.load_offer().map_err(internal)?.ok_or_else(|| internal("the offer vanished"))?;
+    if offer.used {
+        return Err(ApiError(StatusCode::GONE, "the pairing code was already used".into()));
+    }
+    let bad_key = || ApiError(StatusCode::BAD_REQUEST, "join request: keys must be 64 hex digits".into());
+    let claims = MachineClaims {
+        instance_id: request.instance_id.clone(),
+        name: request.name.clone(),
+        role: Role::Satellite,
+        signing_key: parse_key_hex(&request.signing_key).ok_or_else(bad_key)?,
+        x25519_key: parse_key_hex(&request.x25519_key).ok_or_else(bad_key)?,
+        gateway_urls: request.gateway_url.iter().cloned().collect(),
+        issued_at: unix_now(),
+    };
+    let certificate: Certificate =
+        instance.certify(claims).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
+    instance.register(&state.store, &certificate, request.gateway_url.clone()).map_err(internal)?;
+    offer.used = true;
+    offer.joined = Some(request.name.clone());
+    instance.save_offer(&offer).map_err(internal)?;
+    tracing::info!(name = %request.name, id = %request.instance_id, "machine joined the chain");
+    let seed = instance.seed.as_ref().ok_or_else(|| internal("this machine holds no seed"))?;
+    let grant = JoinGrant {
+        seed: roost_identity::hex(&seed.0),
+        certificate: certificate.to_text(),
+        chain_certificate: instance.certificate.to_text(),
+    };
+    Ok(key.seal(0, &serde_json::to_vec(&grant).expect("grants serialise")))
+}
