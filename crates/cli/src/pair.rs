@@ -38,7 +38,7 @@ pub fn pair(home: &Path, wait: bool) -> anyhow::Result<()> {
         OFFER_LIFETIME / 60,
         pairing::MAX_ATTEMPTS
     );
-    println!("on the new machine run: roost join http://{} --code {}", instance.config.gateway.bind, code.display());
+    println!("on the new machine run: roost join http://{} --code {}", instance.gateway_addr(), code.display());
     std::io::stdout().flush()?;
     if !wait {
         return Ok(());

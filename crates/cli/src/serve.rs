@@ -30,7 +30,10 @@ pub async fn serve(instance: Instance, bind: Option<String>) -> anyhow::Result<(
     println!("roost: listening on http://{addr} (instance {}, {})", instance.config.name, instance.id);
     std::io::stdout().flush()?;
     tracing::info!(%addr, home = %instance.home.display(), "gateway started");
-    gateway.serve(listener, shutdown_signal()).await?;
+    instance.record_gateway_addr(&addr.to_string())?;
+    let served = gateway.serve(listener, shutdown_signal()).await;
+    instance.clear_gateway_addr();
+    served?;
     tracing::info!("gateway stopped");
     Ok(())
 }

@@ -13,7 +13,7 @@ pub fn status(instance: &Instance, as_json: bool) -> anyhow::Result<()> {
     let store = instance.open_store()?;
     let counts = store.counts()?;
     let (lamport, changes) = store.clock()?;
-    let bind = &instance.config.gateway.bind;
+    let bind = &instance.gateway_addr();
     let gateway = probe(bind);
     let report = json!({
         "id": instance.id,

@@ -69,7 +69,6 @@ async fn health(State(state): State<Arc<AppState>>) -> Response {
         "status": if status == StatusCode::OK { "ok" } else { "degraded" },
         "instance_id": state.instance.id,
         "name": state.instance.config.name,
-        "roost_id": state.instance.roost_id().to_string(),
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_seconds": state.started.elapsed().as_secs(),
         "database": database,
@@ -82,7 +81,6 @@ async fn instance(State(state): State<Arc<AppState>>) -> Result<Json<Value>, Api
     Ok(Json(json!({
         "id": state.instance.id,
         "name": state.instance.config.name,
-        "roost_id": state.instance.roost_id().to_string(),
         "version": env!("CARGO_PKG_VERSION"),
         "counts": counts,
         "lamport": lamport.0,
@@ -91,13 +89,14 @@ async fn instance(State(state): State<Arc<AppState>>) -> Result<Json<Value>, Api
 }
 
 /// This machine's certificate, for `roost instance register` and joiners.
-async fn certificate(State(state): State<Arc<AppState>>) -> Json<Value> {
-    Json(json!({
-        "certificate": state.instance.certificate.to_text(),
-        "roost_id": state.instance.roost_id().to_string(),
-        "instance_id": state.instance.id,
-        "name": state.instance.config.name,
-    }))
+async fn certificate(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
+    let instance = state.current_instance()?;
+    Ok(Json(json!({
+        "certificate": instance.certificate.to_text(),
+        "roost_id": instance.roost_id().to_string(),
+        "instance_id": instance.id,
+        "name": instance.config.name,
+    })))
 }
 
 #[derive(Deserialize)]

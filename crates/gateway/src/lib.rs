@@ -58,6 +58,15 @@ pub(crate) struct AppState {
     pub pairing: pair::Sessions,
 }
 
+impl AppState {
+    /// The instance as it is on disk now: `roost join` or `roost identity
+    /// import` may have changed its identity since the gateway started.
+    pub(crate) fn current_instance(&self) -> Result<Instance, api::ApiError> {
+        Instance::open(&self.instance.home)
+            .map_err(|e| api::ApiError(axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+    }
+}
+
 impl Gateway {
     /// The gateway of `instance`, to be served on `addr`.
     pub fn new(instance: Arc<Instance>, store: Arc<Store>, addr: SocketAddr) -> Gateway {

@@ -98,7 +98,7 @@ async fn finish(State(state): State<Arc<AppState>>, Json(req): Json<FinishReques
 /// Checks the joiner's confirmation, spends the code, certifies and registers
 /// the joiner, and returns the sealed grant.
 fn admit(state: &AppState, session: &str, confirmation: &[u8], sealed: &[u8]) -> Result<Vec<u8>, ApiError> {
-    let instance = &state.instance;
+    let instance = &state.current_instance()?;
     let mut sessions = state.pairing.0.lock().expect("pairing sessions poisoned");
     let (key, deadline) = sessions
         .remove(session)

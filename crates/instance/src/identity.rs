@@ -171,3 +171,27 @@ impl Instance {
         files::replace(&self.home.join(PAIRING), &serde_json::to_vec(offer).expect("offers serialise"))
     }
 }
+
+const GATEWAY_ADDR: &str = "gateway.addr";
+
+impl Instance {
+    /// Records where the running gateway listens, for `pair` and `status`.
+    pub fn record_gateway_addr(&self, addr: &str) -> Result<()> {
+        files::replace(&self.home.join(GATEWAY_ADDR), addr.as_bytes())
+    }
+
+    /// Forgets the running gateway's address (on shutdown).
+    pub fn clear_gateway_addr(&self) {
+        let _ = std::fs::remove_file(self.home.join(GATEWAY_ADDR));
+    }
+
+    /// Where this instance's gateway is: the running one's address if one
+    /// recorded it, else the configured bind address.
+    pub fn gateway_addr(&self) -> String {
+        std::fs::read_to_string(self.home.join(GATEWAY_ADDR))
+            .map(|s| s.trim().to_string())
+            .ok()
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| self.config.gateway.bind.clone())
+    }
+}

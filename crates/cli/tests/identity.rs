@@ -1,0 +1,237 @@
+//! Identity, pairing, the registry and machine tokens, through real `roost`
+//! processes on loopback.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use common::{Served, roost, roost_bin};
+use serde_json::Value;
+
+fn json_of(out: &std::process::Output) -> Value {
+    assert!(out.status.success(), "roost failed: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn stdout(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).to_string()
+}
+
+/// `roost pair` in the background; its stdout lines arrive on the channel.
+fn start_pairing(home: &Path) -> (std::process::Child, mpsc::Receiver<String>) {
+    let mut child =
+        Command::new(roost_bin()).arg("--home").arg(home).arg("pair").stdout(Stdio::piped()).spawn().unwrap();
+    let (tx, rx) = mpsc::channel();
+    let out = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    (child, rx)
+}
+
+fn next_line_with(rx: &mpsc::Receiver<String>, needle: &str) -> String {
+    loop {
+        let line = rx.recv_timeout(Duration::from_secs(10)).unwrap_or_else(|_| panic!("no line with {needle:?}"));
+        if line.contains(needle) {
+            return line;
+        }
+    }
+}
+
+fn offer_code(home: &Path) -> String {
+    let out = roost(home, &["pair", "--no-wait"]);
+    let text = stdout(&out);
+    text.split("pairing code: ").nth(1).unwrap().split_whitespace().next().unwrap().to_string()
+}
+
+fn sas_of(line: &str) -> String {
+    line.split("sas: ").nth(1).unwrap().split("   ").next().unwrap().to_string()
+}
+
+fn join(home: &Path, addr: &str, code: &str) -> std::process::Output {
+    roost(home, &["join", &format!("http://{addr}"), "--code", code, "--yes", "--name", "joiner"])
+}
+
+#[test]
+fn pair_and_join_as_a_person_would() {
+    let dir = tempfile::tempdir().unwrap();
+    let (home_a, home_b) = (dir.path().join("a"), dir.path().join("b"));
+    let a = Served::start(&home_a);
+    let b = Served::start(&home_b);
+    let before = json_of(&roost(&home_b, &["whoami", "--json"]));
+
+    let (mut pairing, lines) = start_pairing(&home_a);
+    let code_line = next_line_with(&lines, "pairing code: ");
+    let code = code_line.split("pairing code: ").nth(1).unwrap().split_whitespace().next().unwrap().to_string();
+    let hint = next_line_with(&lines, "roost join");
+    assert!(hint.contains(&a.addr), "pair names the running gateway's address: {hint}");
+
+    let joined = join(&home_b, &a.addr, &code);
+    assert!(joined.status.success(), "{}", stderr(&joined));
+    let joiner_sas = sas_of(&stdout(&joined));
+    let chain_sas = sas_of(&next_line_with(&lines, "sas: "));
+    assert_eq!(joiner_sas, chain_sas, "both sides show the same short authentication string");
+    assert_eq!(joiner_sas.split(' ').count(), 4);
+    next_line_with(&lines, "paired with");
+    assert!(pairing.wait().unwrap().success());
+
+    let who_a = json_of(&roost(&home_a, &["whoami", "--json"]));
+    let who_b = json_of(&roost(&home_b, &["whoami", "--json"]));
+    assert_eq!(who_a["roost_id"], who_b["roost_id"], "one identity on both machines");
+    assert_ne!(before["roost_id"], who_b["roost_id"]);
+    assert_eq!(who_b["role"], "satellite");
+    assert_eq!(who_b["certificate_valid"], true);
+    assert_eq!(who_b["instance_id"], before["instance_id"], "joining keeps the machine's own id and keys");
+
+    let machines_a = json_of(&roost(&home_a, &["machines", "--json"]));
+    let machines_b = json_of(&roost(&home_b, &["instances", "--json"]));
+    let ids =
+        |v: &Value| v.as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap().to_string()).collect::<Vec<_>>();
+    assert!(ids(&machines_a).contains(&who_b["instance_id"].as_str().unwrap().to_string()));
+    assert!(ids(&machines_b).contains(&who_a["instance_id"].as_str().unwrap().to_string()));
+    let file: Value = serde_json::from_str(&std::fs::read_to_string(home_a.join("instances.json")).unwrap()).unwrap();
+    assert_eq!(ids(&file), ids(&machines_a), "instances.json matches the registry");
+
+    // B's running gateway now presents its new certificate, so A can register its address.
+    let registered = roost(&home_a, &["instance", "register", &format!("http://{}", b.addr)]);
+    assert!(registered.status.success(), "{}", stderr(&registered));
+    let machines_a = json_of(&roost(&home_a, &["machines", "--json"]));
+    let entry_b = machines_a.as_array().unwrap().iter().find(|m| m["id"] == who_b["instance_id"]).unwrap().clone();
+    assert_eq!(entry_b["gateway_url"], Value::String(format!("http://{}", b.addr)));
+
+    // The code is spent.
+    let again = join(&dir.path().join("c"), &a.addr, &code);
+    assert!(!again.status.success());
+    assert!(stderr(&again).contains("already used"), "{}", stderr(&again));
+}
+
+#[test]
+fn a_wrong_code_three_times_locks_it_and_an_expired_code_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let home_a = dir.path().join("a");
+    let a = Served::start(&home_a);
+    let code = offer_code(&home_a);
+    let (words, number) = code.rsplit_once('-').unwrap();
+    let wrong = format!("{words}-{:04}", (number.parse::<u32>().unwrap() + 1) % 10_000);
+    for _ in 0..3 {
+        let out = join(&dir.path().join("c"), &a.addr, &wrong);
+        assert!(!out.status.success());
+        assert!(stderr(&out).contains("pairing code is wrong"), "{}", stderr(&out));
+    }
+    let out = join(&dir.path().join("c"), &a.addr, &code);
+    assert!(stderr(&out).contains("locked"), "even the right code is refused now: {}", stderr(&out));
+
+    let code = offer_code(&home_a);
+    let path = home_a.join("pairing.json");
+    let mut offer: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    offer["expires_at"] = Value::from(offer["expires_at"].as_i64().unwrap() - 121);
+    std::fs::write(&path, offer.to_string()).unwrap();
+    let out = join(&dir.path().join("d"), &a.addr, &code);
+    assert!(stderr(&out).contains("expired"), "{}", stderr(&out));
+    let who_d = json_of(&roost(&dir.path().join("d"), &["whoami", "--json"]));
+    assert_ne!(who_d["roost_id"], json_of(&roost(&home_a, &["whoami", "--json"]))["roost_id"]);
+}
+
+#[test]
+fn a_machine_of_another_identity_cannot_be_registered() {
+    let dir = tempfile::tempdir().unwrap();
+    let home_a = dir.path().join("a");
+    assert!(roost(&home_a, &["init", "--name", "a"]).status.success());
+    let other = Served::start(&dir.path().join("other"));
+    let out = roost(&home_a, &["instance", "register", &format!("http://{}", other.addr)]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("another identity"), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1);
+    assert_eq!(json_of(&roost(&home_a, &["machines", "--json"])).as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn export_and_import_round_trip_and_refusals() {
+    let dir = tempfile::tempdir().unwrap();
+    let home_a = dir.path().join("a");
+    assert!(roost(&home_a, &["init", "--name", "a"]).status.success());
+    let file = dir.path().join("identity.txt");
+    let export = |pass: &str, out: &Path| {
+        Command::new(roost_bin())
+            .arg("--home")
+            .arg(&home_a)
+            .args(["identity", "export", "--out"])
+            .arg(out)
+            .env("ROOST_PASSPHRASE", pass)
+            .output()
+            .unwrap()
+    };
+    let short = export("too short", &dir.path().join("short.txt"));
+    assert!(stderr(&short).contains("at least 12"), "{}", stderr(&short));
+    assert!(!dir.path().join("short.txt").exists());
+    assert!(export("correct horse battery", &file).status.success());
+    let text = std::fs::read_to_string(&file).unwrap();
+    let roost_id = json_of(&roost(&home_a, &["whoami", "--json"]))["roost_id"].as_str().unwrap().to_string();
+    assert!(text.contains(&roost_id), "the Roost ID is readable outside the ciphertext");
+
+    let import = |home: &Path, path: &Path, pass: &str, extra: &[&str]| {
+        Command::new(roost_bin())
+            .arg("--home")
+            .arg(home)
+            .args(["identity", "import"])
+            .arg(path)
+            .args(extra)
+            .env("ROOST_PASSPHRASE", pass)
+            .output()
+            .unwrap()
+    };
+    let fresh = dir.path().join("fresh");
+    let wrong = import(&fresh, &file, "wrong horse battery", &[]);
+    assert!(stderr(&wrong).contains("wrong passphrase"), "{}", stderr(&wrong));
+    assert!(!fresh.exists(), "a failed import writes nothing");
+    let truncated = dir.path().join("truncated.txt");
+    std::fs::write(&truncated, &text[..text.len() / 2]).unwrap();
+    let out = import(&fresh, &truncated, "correct horse battery", &[]);
+    assert!(stderr(&out).contains("truncated"), "{}", stderr(&out));
+    let tampered = dir.path().join("tampered.txt");
+    let body_start = text.find("\n\n").unwrap() + 2;
+    let mut bytes = text.clone().into_bytes();
+    bytes[body_start + 3] = if bytes[body_start + 3] == b'A' { b'B' } else { b'A' };
+    std::fs::write(&tampered, bytes).unwrap();
+    let out = import(&fresh, &tampered, "correct horse battery", &[]);
+    assert!(!out.status.success() && !fresh.exists(), "{}", stderr(&out));
+
+    let ok = import(&fresh, &file, "correct horse battery", &[]);
+    assert!(ok.status.success(), "{}", stderr(&ok));
+    assert_eq!(json_of(&roost(&fresh, &["whoami", "--json"]))["roost_id"], Value::String(roost_id.clone()));
+
+    let other = dir.path().join("other");
+    assert!(roost(&other, &["init", "--name", "other"]).status.success());
+    let before = json_of(&roost(&other, &["whoami", "--json"]))["roost_id"].clone();
+    let refused = import(&other, &file, "correct horse battery", &[]);
+    assert!(stderr(&refused).contains("--force"), "{}", stderr(&refused));
+    assert_eq!(json_of(&roost(&other, &["whoami", "--json"]))["roost_id"], before);
+    assert!(import(&other, &file, "correct horse battery", &["--force"]).status.success());
+    assert_eq!(json_of(&roost(&other, &["whoami", "--json"]))["roost_id"], Value::String(roost_id));
+}
+
+#[test]
+fn leaving_refuses_the_last_home_and_revokes_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("a");
+    assert!(roost(&home, &["init", "--name", "a"]).status.success());
+    let out = roost(&home, &["leave"]);
+    assert!(stderr(&out).contains("last home"), "{}", stderr(&out));
+    assert!(roost(&home, &["leave", "--force"]).status.success());
+    let who = json_of(&roost(&home, &["whoami", "--json"]));
+    assert_eq!(who["holds_seed"], false);
+    let machines = json_of(&roost(&home, &["machines", "--json"]));
+    assert_eq!(machines[0]["status"], "revoked");
+    assert!(stderr(&roost(&home, &["pair", "--no-wait"])).contains("left its chain"));
+}
