@@ -1,0 +1,91 @@
+//! Machine-to-machine tokens on a real gateway's `/mcp`, with loopback
+//! access turned off so every caller must present one.
+
+mod common;
+
+use common::Served;
+use roost_identity::{Role, Token};
+use roost_instance::{Instance, unix_now};
+
+const INITIALIZE: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"test","version":"1"}}}"#;
+
+async fn call(addr: &str, authorization: Option<&str>) -> (u16, String) {
+    let mut request = reqwest::Client::new()
+        .post(format!("http://{addr}/mcp"))
+        .header("Content-Type", "application/json")
+        .header("Accept", "application/json, text/event-stream")
+        .body(INITIALIZE);
+    if let Some(value) = authorization {
+        request = request.header("Authorization", value);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap_or_default())
+}
+
+fn token(issuer: &Instance, audience: &str, issued_at: i64, lifetime: i64) -> String {
+    let t = Token {
+        issuer: issuer.id.clone(),
+        audience: audience.to_string(),
+        issued_at,
+        expires_at: issued_at + lifetime,
+        nonce: rand::random(),
+    };
+    format!("Bearer {}", t.sign(&issuer.machine_key).unwrap())
+}
+
+#[tokio::test]
+async fn every_bad_token_is_refused_and_a_good_one_admitted_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (home_a, home_b, home_c) = (dir.path().join("a"), dir.path().join("b"), dir.path().join("c"));
+    let a = Instance::init(&home_a, "a").unwrap();
+    let config = std::fs::read_to_string(home_a.join("config.toml")).unwrap();
+    std::fs::write(
+        home_a.join("config.toml"),
+        config.replace("loopback_without_token = true", "loopback_without_token = false"),
+    )
+    .unwrap();
+    let b = Instance::init(&home_b, "b").unwrap();
+    let stranger = Instance::init(&home_c, "c").unwrap();
+    // B is certified into A's chain and registered there.
+    let cert = a.certify(b.own_claims(Role::Satellite)).unwrap();
+    a.register(&a.open_store().unwrap(), &cert, None).unwrap();
+
+    let served = Served::start(&home_a);
+    let now = unix_now();
+    let (status, body) = call(&served.addr, None).await;
+    assert_eq!(status, 401, "no token: {body}");
+    assert!(body.contains("token is required"));
+
+    let good = token(&b, &a.id, now, 300);
+    let (status, body) = call(&served.addr, Some(&good)).await;
+    assert_eq!(status, 200, "a valid token is admitted: {body}");
+    assert!(body.contains("roost"), "the MCP server answered: {body}");
+
+    // B's name on a token signed with another key.
+    let forged =
+        Token { issuer: b.id.clone(), audience: a.id.clone(), issued_at: now, expires_at: now + 60, nonce: [7; 16] };
+    let forged = format!("Bearer {}", forged.sign(&stranger.machine_key).unwrap());
+    for (case, authorization, reason) in [
+        ("replayed", good.clone(), "already used"),
+        ("wrong audience", token(&b, &b.id, now, 300), "not this one"),
+        ("expired", token(&b, &a.id, now - 400, 300), "expired"),
+        ("from the future", token(&b, &a.id, now + 120, 60), "future"),
+        ("too long-lived", token(&b, &a.id, now, 3600), "lifetime"),
+        ("unknown issuer", token(&stranger, &a.id, now, 300), "not a registered instance"),
+        ("forged", forged, "signature does not verify"),
+        ("not a bearer", "Basic dXNlcjpwYXNz".to_string(), "bearer"),
+        ("malformed", "Bearer rt1.!!!".to_string(), "malformed"),
+    ] {
+        let (status, body) = call(&served.addr, Some(&authorization)).await;
+        assert_eq!(status, 401, "{case}: {body}");
+        assert!(body.contains(reason), "{case}: {body:?} should say {reason:?}");
+    }
+
+    // A token signed with B's key but naming B as issuer after revocation.
+    let revoked = common::roost(&home_a, &["instance", "revoke", &b.id]);
+    assert!(revoked.status.success());
+    let (status, body) = call(&served.addr, Some(&token(&b, &a.id, now, 300))).await;
+    assert_eq!(status, 401);
+    assert!(body.contains("revoked"), "{body}");
+}
