@@ -38,6 +38,14 @@ pub enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Mint and verify machine tokens (signature, expiry and replay checks).
+    Tokens {
+        /// Tokens per run.
+        #[arg(long, default_value_t = 50_000)]
+        count: usize,
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -51,7 +59,10 @@ struct RunResult {
 }
 
 pub fn run(command: BenchCommand) -> anyhow::Result<()> {
-    let BenchCommand::Store { memories, searches, mcp_calls, runs, json } = command;
+    let (memories, searches, mcp_calls, runs, json) = match command {
+        BenchCommand::Store { memories, searches, mcp_calls, runs, json } => (memories, searches, mcp_calls, runs, json),
+        BenchCommand::Tokens { count, runs } => return tokens(count, runs),
+    };
     if cfg!(debug_assertions) {
         eprintln!(
             "roost: warning: this is a debug build; benchmark a release build (cargo run --release -- bench store)"
@@ -272,4 +283,39 @@ impl Words {
         let picks: Vec<usize> = (0..words).map(|_| self.below(self.vocabulary.len())).collect();
         picks.iter().map(|&i| self.vocabulary[i].as_str()).collect::<Vec<_>>().join(" ")
     }
+}
+
+/// Tokens minted and verified per second, each run on fresh tokens; the
+/// verifier checks signature, audience, lifetime and replay as the gateway does.
+fn tokens(count: usize, runs: usize) -> anyhow::Result<()> {
+    use roost_identity::token::{Issuer, Token, TokenVerifier};
+    let key = ed25519_dalek::SigningKey::from_bytes(&rand::random());
+    let issuer = roost_core::RowId::v7(1, rand::random()).to_string();
+    let audience = roost_core::RowId::v7(2, rand::random()).to_string();
+    let now = roost_instance::unix_now();
+    let (mut minted, mut verified) = (Vec::new(), Vec::new());
+    for run in 1..=runs {
+        let started = Instant::now();
+        let texts: Vec<String> = (0..count)
+            .map(|_| {
+                let t = Token { issuer: issuer.clone(), audience: audience.clone(), issued_at: now, expires_at: now + 300, nonce: rand::random() };
+                t.sign(&key).expect("valid ids")
+            })
+            .collect();
+        minted.push(count as f64 / started.elapsed().as_secs_f64());
+        let mut verifier = TokenVerifier::new(&audience);
+        let public = key.verifying_key();
+        let started = Instant::now();
+        for text in &texts {
+            verifier.verify(text, now, |_| Issuer::Active(public)).map_err(anyhow::Error::msg)?;
+        }
+        verified.push(count as f64 / started.elapsed().as_secs_f64());
+        eprintln!("run {run}/{runs}: minted {:.0}/s, verified {:.0}/s", minted[run - 1], verified[run - 1]);
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    println!("median of {runs} run(s), {count} tokens: minted {:.0}/s, verified {:.0}/s", median(&mut minted), median(&mut verified));
+    Ok(())
 }
