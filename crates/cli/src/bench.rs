@@ -60,7 +60,9 @@ struct RunResult {
 
 pub fn run(command: BenchCommand) -> anyhow::Result<()> {
     let (memories, searches, mcp_calls, runs, json) = match command {
-        BenchCommand::Store { memories, searches, mcp_calls, runs, json } => (memories, searches, mcp_calls, runs, json),
+        BenchCommand::Store { memories, searches, mcp_calls, runs, json } => {
+            (memories, searches, mcp_calls, runs, json)
+        }
         BenchCommand::Tokens { count, runs } => return tokens(count, runs),
     };
     if cfg!(debug_assertions) {
@@ -298,7 +300,13 @@ fn tokens(count: usize, runs: usize) -> anyhow::Result<()> {
         let started = Instant::now();
         let texts: Vec<String> = (0..count)
             .map(|_| {
-                let t = Token { issuer: issuer.clone(), audience: audience.clone(), issued_at: now, expires_at: now + 300, nonce: rand::random() };
+                let t = Token {
+                    issuer: issuer.clone(),
+                    audience: audience.clone(),
+                    issued_at: now,
+                    expires_at: now + 300,
+                    nonce: rand::random(),
+                };
                 t.sign(&key).expect("valid ids")
             })
             .collect();
@@ -316,6 +324,10 @@ fn tokens(count: usize, runs: usize) -> anyhow::Result<()> {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
-    println!("median of {runs} run(s), {count} tokens: minted {:.0}/s, verified {:.0}/s", median(&mut minted), median(&mut verified));
+    println!(
+        "median of {runs} run(s), {count} tokens: minted {:.0}/s, verified {:.0}/s",
+        median(&mut minted),
+        median(&mut verified)
+    );
     Ok(())
 }

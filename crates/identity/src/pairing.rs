@@ -5,8 +5,8 @@
 //! digits, 8 + 8 + log2(10^4) ≈ 29.3 bits. SPAKE2 turns it into a strong
 //! session key; a wrong guess yields a different key, which the confirmation
 //! MAC exposes, and the exchange reveals nothing else about the code. With at
-//! most 3 guesses per code, an attacker's chance is 3 in 2^29.3 (about 1 in
-//! 210 million).
+//! most 3 guesses per code, an attacker's chance is 3 in 655,360,000 (about
+//! 1 in 218 million).
 
 use hkdf::Hkdf;
 use hmac::{Hmac, KeyInit, Mac};
