@@ -30,6 +30,10 @@ pub enum IdentityCommand {
         #[arg(long, default_value = "satellite")]
         role: String,
     },
+    /// Seal the seed at rest with a passphrase; later runs need ROOST_SEED_PASSPHRASE to use it.
+    Protect,
+    /// Seal the seed at rest with the local key file again (needs ROOST_SEED_PASSPHRASE).
+    Unprotect,
 }
 
 /// Reads a passphrase: `ROOST_PASSPHRASE`, else a hidden prompt on a
@@ -105,6 +109,19 @@ pub fn run(home: &Path, command: IdentityCommand) -> anyhow::Result<()> {
                 }
                 None => print!("{text}"),
             }
+            Ok(())
+        }
+        IdentityCommand::Protect => {
+            let instance = Instance::open(home)?;
+            let pass = passphrase(&format!("New seed passphrase (at least {MIN_PASSPHRASE} characters): "), true)?;
+            instance.protect_seed(Some(&pass))?;
+            println!("the seed is now sealed with your passphrase; set ROOST_SEED_PASSPHRASE to use it");
+            Ok(())
+        }
+        IdentityCommand::Unprotect => {
+            let instance = Instance::open(home)?;
+            instance.protect_seed(None)?;
+            println!("the seed is sealed with this machine's key file again");
             Ok(())
         }
         IdentityCommand::Import { file, force, role } => {

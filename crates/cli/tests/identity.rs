@@ -235,3 +235,32 @@ fn leaving_refuses_the_last_home_and_revokes_itself() {
     assert_eq!(machines[0]["status"], "revoked");
     assert!(stderr(&roost(&home, &["pair", "--no-wait"])).contains("left its chain"));
 }
+
+#[test]
+fn a_passphrase_protected_seed_needs_its_passphrase() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("a");
+    assert!(roost(&home, &["init", "--name", "a"]).status.success());
+    let run = |args: &[&str], env: &[(&str, &str)]| {
+        let mut c = Command::new(roost_bin());
+        c.arg("--home").arg(&home).args(args);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c.output().unwrap()
+    };
+    assert!(run(&["identity", "protect"], &[("ROOST_PASSPHRASE", "seed passphrase 1")]).status.success());
+    let sealed = std::fs::read(home.join("keys/seed.sealed")).unwrap();
+    assert!(sealed.starts_with(b"RSP1"));
+    let locked = json_of(&run(&["whoami", "--json"], &[]));
+    assert_eq!(locked["holds_seed"], false, "without the passphrase the seed stays sealed");
+    assert_eq!(locked["certificate_valid"], true, "the machine still knows who it is");
+    let pair = run(&["pair", "--no-wait"], &[]);
+    assert!(stderr(&pair).contains("ROOST_SEED_PASSPHRASE"), "{}", stderr(&pair));
+    let wrong = run(&["whoami"], &[("ROOST_SEED_PASSPHRASE", "not the passphrase")]);
+    assert!(stderr(&wrong).contains("does not open the seed"), "{}", stderr(&wrong));
+    let unlocked = json_of(&run(&["whoami", "--json"], &[("ROOST_SEED_PASSPHRASE", "seed passphrase 1")]));
+    assert_eq!(unlocked["holds_seed"], true);
+    assert!(run(&["identity", "unprotect"], &[("ROOST_SEED_PASSPHRASE", "seed passphrase 1")]).status.success());
+    assert_eq!(json_of(&run(&["whoami", "--json"], &[]))["holds_seed"], true);
+}

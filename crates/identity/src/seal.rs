@@ -100,3 +100,59 @@ mod tests {
         assert!(KdfParams { iterations: 0, ..KdfParams::DEFAULT }.checked().is_err());
     }
 }
+
+const PASSPHRASE_MAGIC: &[u8; 4] = b"RSP1";
+const PASSPHRASE_AAD: &[u8] = b"roost/seed-at-rest/passphrase/v1";
+
+/// The seed sealed with a passphrase instead of the key file: magic, Argon2id
+/// parameters, salt, nonce, ciphertext.
+pub fn seal_seed_with_passphrase(
+    seed: &MasterSeed,
+    passphrase: &str,
+    kdf: KdfParams,
+    salt: [u8; 16],
+    nonce: [u8; 12],
+) -> Result<Vec<u8>, IdentityError> {
+    let key = passphrase_key(passphrase, &salt, kdf)?;
+    let mut out = PASSPHRASE_MAGIC.to_vec();
+    for n in [kdf.memory_kib, kdf.iterations, kdf.parallelism] {
+        out.extend_from_slice(&n.to_be_bytes());
+    }
+    out.extend_from_slice(&salt);
+    out.extend_from_slice(&nonce);
+    out.extend_from_slice(&seal(&key, &nonce, PASSPHRASE_AAD, &seed.0));
+    Ok(out)
+}
+
+/// Whether a stored seed needs a passphrase to open.
+pub fn needs_passphrase(bytes: &[u8]) -> bool {
+    bytes.starts_with(PASSPHRASE_MAGIC)
+}
+
+pub fn open_seed_with_passphrase(bytes: &[u8], passphrase: &str) -> Result<MasterSeed, IdentityError> {
+    if bytes.len() != 4 + 12 + 16 + 12 + 48 || !needs_passphrase(bytes) {
+        return Err(IdentityError::Malformed("passphrase-sealed seed file".into()));
+    }
+    let word = |i: usize| u32::from_be_bytes(bytes[4 + 4 * i..8 + 4 * i].try_into().expect("4 bytes"));
+    let kdf = KdfParams { memory_kib: word(0), iterations: word(1), parallelism: word(2) };
+    let salt: [u8; 16] = bytes[16..32].try_into().expect("16 bytes");
+    let nonce: [u8; 12] = bytes[32..44].try_into().expect("12 bytes");
+    let key = passphrase_key(passphrase, &salt, kdf)?;
+    let seed = open(&key, &nonce, PASSPHRASE_AAD, &bytes[44..])?;
+    Ok(MasterSeed(seed.try_into().expect("32-byte plaintext")))
+}
+
+#[cfg(test)]
+mod passphrase_tests {
+    use super::*;
+
+    #[test]
+    fn passphrase_sealed_seed_round_trip() {
+        let fast = KdfParams { memory_kib: 64, iterations: 1, parallelism: 1 };
+        let seed = MasterSeed([6; 32]);
+        let sealed = seal_seed_with_passphrase(&seed, "a long passphrase", fast, [1; 16], [2; 12]).unwrap();
+        assert!(needs_passphrase(&sealed));
+        assert_eq!(open_seed_with_passphrase(&sealed, "a long passphrase").unwrap(), seed);
+        assert_eq!(open_seed_with_passphrase(&sealed, "another one"), Err(IdentityError::WrongPassphrase));
+    }
+}

@@ -4,7 +4,10 @@
 use std::path::Path;
 
 use roost_identity::cert::MachineClaims;
-use roost_identity::seal::{open_seed_at_rest, seal_seed_at_rest};
+use roost_identity::seal::{
+    KdfParams, needs_passphrase, open_seed_at_rest, open_seed_with_passphrase, seal_seed_at_rest,
+    seal_seed_with_passphrase,
+};
 use roost_identity::{Certificate, MasterSeed, Role, RoostId};
 
 use crate::{Config, Instance, InstanceError, Result, files, hex, unhex};
@@ -42,9 +45,21 @@ fn read_kek(home: &Path) -> Result<[u8; 32]> {
     crate::read_secret(&home.join(KEK))
 }
 
+/// The environment variable that unlocks a passphrase-protected seed.
+pub const SEED_PASSPHRASE_VAR: &str = "ROOST_SEED_PASSPHRASE";
+
+/// Reads the seed. A passphrase-protected seed opens only when
+/// `ROOST_SEED_PASSPHRASE` is set; without it the machine runs without the
+/// seed (it can serve and sync, but not certify machines or export).
 pub(crate) fn read_seed(home: &Path) -> Result<Option<MasterSeed>> {
     let path = home.join(SEALED_SEED);
     match std::fs::read(&path) {
+        Ok(bytes) if needs_passphrase(&bytes) => match std::env::var(SEED_PASSPHRASE_VAR) {
+            Ok(passphrase) => Ok(Some(open_seed_with_passphrase(&bytes, &passphrase).map_err(|_| {
+                InstanceError::Corrupt { path, reason: format!("{SEED_PASSPHRASE_VAR} does not open the seed") }
+            })?)),
+            Err(_) => Ok(None),
+        },
         Ok(bytes) => Ok(Some(open_seed_at_rest(&bytes, &read_kek(home)?)?)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(source) => Err(InstanceError::Io { path, source }),
@@ -125,6 +140,24 @@ impl Instance {
         self.seed = Some(seed);
         self.certificate = certificate;
         Ok(())
+    }
+
+    /// Re-seals the seed at rest: with a passphrase (Argon2id), or with the
+    /// local key file when `passphrase` is `None`.
+    pub fn protect_seed(&self, passphrase: Option<&str>) -> Result<()> {
+        let seed = self.seed.as_ref().ok_or(InstanceError::NoSeed)?;
+        let sealed = match passphrase {
+            Some(p) => {
+                if p.chars().count() < roost_identity::export::MIN_PASSPHRASE {
+                    return Err(
+                        roost_identity::IdentityError::WeakPassphrase(roost_identity::export::MIN_PASSPHRASE).into()
+                    );
+                }
+                seal_seed_with_passphrase(seed, p, KdfParams::DEFAULT, rand::random(), rand::random())?
+            }
+            None => seal_seed_at_rest(seed, &read_kek(&self.home)?, &rand::random()),
+        };
+        files::replace(&self.home.join(SEALED_SEED), &sealed)
     }
 
     /// Forgets the seed (after leaving the chain). The certificate stays, so

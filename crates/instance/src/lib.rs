@@ -33,7 +33,7 @@ use thiserror::Error;
 use roost_store::Store;
 
 pub use files::{replace, write_new};
-pub use identity::{key_hex, parse_key_hex, unix_now};
+pub use identity::{SEED_PASSPHRASE_VAR, key_hex, parse_key_hex, unix_now};
 pub use registry::entry_for;
 
 /// The gateway address used when neither config nor flag names one.
@@ -55,7 +55,9 @@ pub enum InstanceError {
     Store(#[from] roost_store::StoreError),
     #[error(transparent)]
     Identity(#[from] roost_identity::IdentityError),
-    #[error("this machine has left its chain; it holds no identity seed")]
+    #[error(
+        "this machine holds no usable seed: it left its chain, or the seed is passphrase-protected and ROOST_SEED_PASSPHRASE is not set"
+    )]
     NoSeed,
 }
 

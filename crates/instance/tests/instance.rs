@@ -91,3 +91,21 @@ fn adopting_an_identity_moves_the_machine_into_that_chain() {
     a.register(&a.open_store().unwrap(), &reopened.certificate, Some("http://127.0.0.1:1".into())).unwrap();
     assert_eq!(a.read_registry_file().unwrap().len(), 2);
 }
+
+#[test]
+fn a_tampered_certificate_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Instance::init(&dir.path().join("a"), "a").unwrap();
+    let b = Instance::init(&dir.path().join("b"), "b").unwrap();
+    let genuine = a.certify(b.own_claims(roost_identity::Role::Satellite)).unwrap();
+    let mut renamed = genuine.clone();
+    renamed.claims.name = "mallory".into();
+    let mut promoted = genuine.clone();
+    promoted.claims.role = roost_identity::Role::Home;
+    let store = a.open_store().unwrap();
+    for tampered in [renamed, promoted] {
+        let err = a.register(&store, &tampered, None).unwrap_err();
+        assert!(err.to_string().contains("signature does not verify"), "{err}");
+    }
+    a.register(&store, &genuine, None).unwrap();
+}
