@@ -129,8 +129,11 @@ impl Certificate {
             identity_key,
             signature,
         };
-        // Re-encoding must give the same bytes: one value, one encoding.
-        if cert.to_bytes() != bytes {
+        // Re-encoding must succeed (names and URLs within limits) and give the
+        // same bytes: one value, one encoding.
+        let body = encode_claims(&cert.claims, &cert.identity_key)
+            .map_err(|e| IdentityError::Malformed(format!("certificate: {e}")))?;
+        if [body.as_slice(), &cert.signature].concat() != bytes {
             return Err(IdentityError::Malformed("certificate: non-canonical encoding".into()));
         }
         Ok(cert)
@@ -196,6 +199,19 @@ mod tests {
         decoded.verify(&seed.identity_key().verifying_key()).unwrap();
         let other = MasterSeed([2; 32]).identity_key().verifying_key();
         assert!(matches!(decoded.verify(&other), Err(IdentityError::ForeignIdentity { .. })));
+    }
+
+    /// Found by the fuzzer: a certificate whose name is empty decoded, then
+    /// panicked when re-encoded.
+    #[test]
+    fn out_of_limit_fields_are_malformed_not_a_panic() {
+        let seed = MasterSeed([1; 32]);
+        let good = sample(&seed).to_bytes();
+        let name_at = 4 + 1 + 16;
+        let mut empty_name = good[..name_at].to_vec();
+        empty_name.extend_from_slice(&[0, 0]);
+        empty_name.extend_from_slice(&good[name_at + 2 + "laptop".len()..]);
+        assert!(matches!(Certificate::from_bytes(&empty_name), Err(IdentityError::Malformed(_))));
     }
 
     #[test]
