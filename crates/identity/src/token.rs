@@ -108,11 +108,14 @@ impl Token {
 pub struct TokenVerifier {
     audience: String,
     seen: HashMap<[u8; 16], i64>,
+    /// When expired nonces were last dropped; at most once a second, so
+    /// verification stays O(1) however many tokens are live.
+    pruned_at: i64,
 }
 
 impl TokenVerifier {
     pub fn new(audience: &str) -> TokenVerifier {
-        TokenVerifier { audience: audience.to_string(), seen: HashMap::new() }
+        TokenVerifier { audience: audience.to_string(), seen: HashMap::new(), pruned_at: i64::MIN }
     }
 
     /// Verifies `text` at time `now` (unix seconds). `lookup` answers what
@@ -139,7 +142,12 @@ impl TokenVerifier {
         let body = token.body().map_err(|e| TokenError::Malformed(e.to_string()))?;
         key.verify(&[DOMAIN, &body].concat(), &Signature::from_bytes(&signature))
             .map_err(|_| TokenError::BadSignature)?;
-        self.seen.retain(|_, expires| *expires > now);
+        if now > self.pruned_at {
+            // A nonce may be forgotten once its token has expired: the expiry
+            // check above refuses that token anyway.
+            self.seen.retain(|_, expires| *expires > now);
+            self.pruned_at = now;
+        }
         if self.seen.insert(token.nonce, token.expires_at).is_some() {
             return Err(TokenError::Replayed);
         }
