@@ -56,17 +56,28 @@ async fn gateway_and_two_stdio_processes_lose_no_writes() {
     assert_eq!(changes.len(), total + updates, "one change record per write");
     let mut per_row: HashMap<&str, Vec<roost_core::Op>> = HashMap::new();
     for change in &changes {
-        per_row.entry(change.row_id.as_str()).or_default().push(change.op);
+        per_row.entry(change.entry.row_id.as_str()).or_default().push(change.entry.op);
     }
     for id in &ids {
         let ops = &per_row[id.as_str()];
         assert_eq!(ops[0], roost_core::Op::Insert);
         assert!(ops.len() <= 2, "{id}: {ops:?}");
     }
-    let mut stamps: Vec<u64> = changes.iter().map(|c| c.lamport.0).collect();
+    let mut stamps: Vec<u64> = changes.iter().map(|c| c.entry.lamport.0).collect();
     let ordered = stamps.windows(2).all(|w| w[0] < w[1]);
     assert!(ordered, "stamps rise with the change sequence");
     stamps.dedup();
     assert_eq!(stamps.len(), changes.len(), "no Lamport stamp is reused");
     assert_eq!(store.clock().unwrap().0.0, changes.len() as u64);
+
+    // Three processes appended to one signed chain without a gap or a fork.
+    let key = Instance::open(&home).unwrap().machine_key.verifying_key();
+    let mut prev = roost_core::GENESIS;
+    for (i, change) in changes.iter().enumerate() {
+        assert_eq!(change.entry.seq, i as u64 + 1);
+        assert_eq!(change.entry.prev_hash, prev);
+        assert_eq!(change.hash, change.entry.hash());
+        key.verify_strict(&change.hash, &ed25519_dalek::Signature::from_bytes(&change.signature)).unwrap();
+        prev = change.hash;
+    }
 }

@@ -13,8 +13,9 @@ pub mod clock;
 pub mod id;
 pub mod schema;
 pub mod validate;
+pub mod wire;
 
-pub use change::{Change, Op};
+pub use change::{Entry, GENESIS, Op};
 pub use clock::Lamport;
 pub use id::RowId;
 pub use schema::{Field, FieldKind, Table};

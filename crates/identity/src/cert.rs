@@ -8,8 +8,8 @@
 
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 
-use crate::wire::{Reader, Writer};
 use crate::{IdentityError, RoostId, b64, unb64, uuid_bytes, uuid_string};
+use roost_core::wire::{Reader, Writer};
 
 const MAGIC: &[u8; 4] = b"RCRT";
 const VERSION: u8 = 1;

@@ -16,7 +16,6 @@ pub mod pairing;
 pub mod seal;
 pub mod seed;
 pub mod token;
-mod wire;
 pub mod words;
 
 use base64::Engine;
@@ -40,6 +39,12 @@ pub enum IdentityError {
     WeakPassphrase(usize),
     #[error("{0}")]
     Invalid(String),
+}
+
+impl From<roost_core::wire::WireError> for IdentityError {
+    fn from(e: roost_core::wire::WireError) -> Self {
+        IdentityError::Malformed(e.0)
+    }
 }
 
 pub(crate) fn b64(bytes: &[u8]) -> String {

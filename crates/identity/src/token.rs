@@ -11,8 +11,8 @@ use std::collections::HashMap;
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use thiserror::Error;
 
-use crate::wire::{Reader, Writer};
 use crate::{IdentityError, b64, unb64, uuid_bytes, uuid_string};
+use roost_core::wire::{Reader, Writer};
 
 const PREFIX: &str = "rt1.";
 const VERSION: u8 = 1;
@@ -84,7 +84,6 @@ impl Token {
 
     /// Decodes a token's text without checking anything but its shape.
     pub fn decode(text: &str) -> Result<(Token, [u8; 64]), TokenError> {
-        let malformed = |e: IdentityError| TokenError::Malformed(e.to_string());
         let rest = text.strip_prefix(PREFIX).ok_or_else(|| TokenError::Malformed("not a Roost token".into()))?;
         let bytes = unb64(rest, "token").map_err(malformed)?;
         let mut r = Reader::new(&bytes, "token");
@@ -102,6 +101,10 @@ impl Token {
         r.finish().map_err(malformed)?;
         Ok((token, signature))
     }
+}
+
+fn malformed(e: impl std::fmt::Display) -> TokenError {
+    TokenError::Malformed(e.to_string())
 }
 
 /// Checks tokens for one instance and remembers the nonces it has accepted.

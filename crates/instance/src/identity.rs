@@ -66,9 +66,15 @@ pub(crate) fn read_seed(home: &Path) -> Result<Option<MasterSeed>> {
     }
 }
 
+/// Reads this machine's certificate and checks that its own identity key
+/// signed it, so later code may rely on that key being valid.
 pub(crate) fn read_certificate(home: &Path) -> Result<Certificate> {
     let path = home.join(CERTIFICATE);
-    Certificate::from_text(&files::read(&path)?).map_err(|e| InstanceError::Corrupt { path, reason: e.to_string() })
+    let corrupt = |reason: String| InstanceError::Corrupt { path: path.clone(), reason };
+    let cert = Certificate::from_text(&files::read(&path)?).map_err(|e| corrupt(e.to_string()))?;
+    let identity = ed25519_dalek::VerifyingKey::from_bytes(&cert.identity_key).map_err(|e| corrupt(e.to_string()))?;
+    cert.verify(&identity).map_err(|e| corrupt(e.to_string()))?;
+    Ok(cert)
 }
 
 fn signing_public(home: &Path) -> Result<[u8; 32]> {
@@ -91,12 +97,13 @@ impl Instance {
     pub fn roost_id(&self) -> RoostId {
         ed25519_dalek::VerifyingKey::from_bytes(&self.certificate.identity_key)
             .map(|k| RoostId::of(&k))
-            .expect("certificates on disk were verified when written")
+            .expect("read_certificate checked the identity key")
     }
 
     /// The chain's identity public key.
     pub fn identity_key(&self) -> ed25519_dalek::VerifyingKey {
-        ed25519_dalek::VerifyingKey::from_bytes(&self.certificate.identity_key).expect("valid identity key")
+        ed25519_dalek::VerifyingKey::from_bytes(&self.certificate.identity_key)
+            .expect("read_certificate checked the identity key")
     }
 
     /// Whether this machine's own certificate verifies against its identity.

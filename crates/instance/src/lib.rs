@@ -174,7 +174,7 @@ impl Instance {
 
     /// The instance's database.
     pub fn open_store(&self) -> Result<Store> {
-        Ok(Store::open(&self.home.join("roost.db"), &self.id)?)
+        Ok(Store::open(&self.home.join("roost.db"), &self.id, self.machine_key.clone())?)
     }
 
     /// First 16 hex digits of SHA-256 over the machine's public key.

@@ -9,11 +9,20 @@
 use rusqlite::{OptionalExtension, Transaction, TransactionBehavior, params_from_iter};
 use serde_json::{Map, Value};
 
+use ed25519_dalek::{Signer, SigningKey};
 use roost_core::validate::{self, Fields};
-use roost_core::{FieldKind, Lamport, Op, RowId, Table};
+use roost_core::{Entry, FieldKind, GENESIS, Lamport, Op, RowId, Table};
 
+use crate::connection::DoorConnection;
 use crate::row::{select_list, to_sql};
 use crate::{Result, Store, StoreError, now_text, now_unix_ms, row};
+
+/// Who writes through this door: the instance's id and the machine key that
+/// signs its log entries.
+pub(crate) struct Author {
+    pub origin: String,
+    pub key: SigningKey,
+}
 
 /// One change a caller asks for. `key` is a row id, or for tables with a
 /// unique field (project name, blog slug, setting key) that field's value.
@@ -32,9 +41,9 @@ impl Store {
         writer.with_door_open(|conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let row = match mutation {
-                Mutation::Create { table, fields } => create(&tx, &self.origin, table, &fields)?,
-                Mutation::Update { table, key, patch } => update(&tx, &self.origin, table, &key, &patch)?,
-                Mutation::Delete { table, key } => delete(&tx, &self.origin, table, &key)?,
+                Mutation::Create { table, fields } => create(&tx, &self.author, table, &fields)?,
+                Mutation::Update { table, key, patch } => update(&tx, &self.author, table, &key, &patch)?,
+                Mutation::Delete { table, key } => delete(&tx, &self.author, table, &key)?,
             };
             tx.commit()?;
             Ok(row)
@@ -42,7 +51,7 @@ impl Store {
     }
 }
 
-fn create(tx: &Transaction, origin: &str, table: Table, input: &Map<String, Value>) -> Result<Map<String, Value>> {
+fn create(tx: &Transaction, author: &Author, table: Table, input: &Map<String, Value>) -> Result<Map<String, Value>> {
     let mut fields = validate::validate_create(table, input)?;
     resolve_project(tx, table, &mut fields)?;
     check_unique(tx, table, &fields, None)?;
@@ -61,7 +70,7 @@ fn create(tx: &Transaction, origin: &str, table: Table, input: &Map<String, Valu
         .is_some();
     if tombstone_exists {
         // A name-based id whose row was deleted: the new row takes its place.
-        write_row(tx, table, &id, &fields, lamport, origin, &now, None, Some(&now))?;
+        write_row(tx, table, &id, &fields, lamport, &author.origin, &now, None, Some(&now))?;
     } else {
         let names: Vec<&str> = table.fields().iter().map(|f| f.name).collect();
         let sql = format!(
@@ -71,16 +80,16 @@ fn create(tx: &Transaction, origin: &str, table: Table, input: &Map<String, Valu
             (0..names.len()).map(|i| format!("?{}", i + 5)).collect::<Vec<_>>().join(", ")
         );
         let mut values: Vec<rusqlite::types::Value> =
-            vec![id.to_string().into(), origin.to_string().into(), (lamport.0 as i64).into(), now.clone().into()];
+            vec![id.to_string().into(), author.origin.clone().into(), (lamport.0 as i64).into(), now.clone().into()];
         values.extend(table.fields().iter().map(|f| to_sql(f.kind, fields.get(f.name).unwrap_or(&Value::Null))));
         tx.prepare_cached(&sql)?.execute(params_from_iter(values))?;
     }
-    append_change(tx, origin, table, Op::Insert, &id, lamport, &now)
+    append_change(tx, author, table, Op::Insert, &id, lamport, &now)
 }
 
 fn update(
     tx: &Transaction,
-    origin: &str,
+    author: &Author,
     table: Table,
     key: &str,
     input: &Map<String, Value>,
@@ -99,17 +108,17 @@ fn update(
     }
     check_unique(tx, table, &fields, Some(&id))?;
     let lamport = advance_clock(tx)?;
-    write_row(tx, table, &id, &fields, lamport, origin, &now, None, None)?;
-    append_change(tx, origin, table, Op::Update, &id, lamport, &now)
+    write_row(tx, table, &id, &fields, lamport, &author.origin, &now, None, None)?;
+    append_change(tx, author, table, Op::Update, &id, lamport, &now)
 }
 
-fn delete(tx: &Transaction, origin: &str, table: Table, key: &str) -> Result<Map<String, Value>> {
+fn delete(tx: &Transaction, author: &Author, table: Table, key: &str) -> Result<Map<String, Value>> {
     let (id, _) = find_live(tx, table, key)?;
     let now = now_text();
     let lamport = advance_clock(tx)?;
     // A tombstone keeps the row's identity and drops its content.
-    write_row(tx, table, &id, &Fields::new(), lamport, origin, &now, Some(&now), None)?;
-    append_change(tx, origin, table, Op::Delete, &id, lamport, &now)
+    write_row(tx, table, &id, &Fields::new(), lamport, &author.origin, &now, Some(&now), None)?;
+    append_change(tx, author, table, Op::Delete, &id, lamport, &now)
 }
 
 /// Overwrites every field of row `id`, plus its stamps.
@@ -154,10 +163,11 @@ fn advance_clock(tx: &Transaction) -> Result<Lamport> {
     Ok(next)
 }
 
-/// Reads the row back as written and appends its change record.
+/// Reads the row back as written and appends its log entry: the origin's
+/// next sequence number, chained to its previous entry and signed.
 fn append_change(
     tx: &Transaction,
-    origin: &str,
+    author: &Author,
     table: Table,
     op: Op,
     id: &RowId,
@@ -166,21 +176,98 @@ fn append_change(
 ) -> Result<Map<String, Value>> {
     let sql = format!("SELECT {} FROM {} t WHERE t.id = ?1", select_list(table, "t"), table.name());
     let written = tx.prepare_cached(&sql)?.query_row([id.as_str()], |r| row::row_json(table, r, 0))?;
-    assert_eq!(written["lamport"], Value::from(lamport.0), "row and change must carry the same stamp");
+    assert_eq!(written["lamport"], Value::from(lamport.0), "row and entry must carry the same stamp");
+    let (seq, prev_hash) = log_head(tx, &author.origin)?;
+    let entry = Entry {
+        origin: author.origin.clone(),
+        seq: seq + 1,
+        lamport,
+        prev_hash,
+        table,
+        op,
+        row_id: id.clone(),
+        row: Value::Object(written.clone()).to_string(),
+    };
+    let hash = entry.hash();
     tx.prepare_cached(
-        "INSERT INTO changes (table_name, op, row_id, row_json, lamport, origin, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT INTO changes (table_name, op, row_id, row_json, lamport, origin, created_at,
+                              origin_seq, prev_hash, hash, signature)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
     )?
     .execute(rusqlite::params![
         table.name(),
         op.as_str(),
         id.as_str(),
-        Value::Object(written.clone()).to_string(),
+        entry.row,
         lamport.0 as i64,
-        origin,
-        now
+        author.origin,
+        now,
+        entry.seq as i64,
+        entry.prev_hash.as_slice(),
+        hash.as_slice(),
+        author.key.sign(&hash).to_bytes().as_slice(),
     ])?;
     Ok(written)
+}
+
+/// The origin's last sequence number and entry hash (0 and [`GENESIS`] for none).
+fn log_head(tx: &Transaction, origin: &str) -> Result<(u64, [u8; 32])> {
+    let head: Option<(i64, Vec<u8>)> = tx
+        .prepare_cached(
+            "SELECT origin_seq, hash FROM changes WHERE origin = ?1 AND origin_seq IS NOT NULL
+             ORDER BY origin_seq DESC LIMIT 1",
+        )?
+        .query_row([origin], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    Ok(match head {
+        Some((seq, hash)) => (seq as u64, hash.try_into().expect("stored hashes are 32 bytes")),
+        None => (0, GENESIS),
+    })
+}
+
+/// Signs, in order, this origin's change records written before the log was
+/// signed (databases created before schema version 3).
+pub(crate) fn sign_unsigned(writer: &mut DoorConnection, author: &Author) -> Result<()> {
+    writer.with_door_open(|conn| {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let unsigned: Vec<(i64, String, String, String, String, i64)> = {
+            let mut stmt = tx.prepare(
+                "SELECT seq, table_name, op, row_id, row_json, lamport FROM changes
+                 WHERE origin = ?1 AND origin_seq IS NULL ORDER BY seq",
+            )?;
+            stmt.query_map([&author.origin], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+            })?
+            .collect::<Result<_, _>>()?
+        };
+        for (local, table, op, row_id, row, lamport) in unsigned {
+            let (seq, prev_hash) = log_head(&tx, &author.origin)?;
+            let corrupt = || StoreError::SchemaMismatch(format!("change {local} cannot be signed"));
+            let entry = Entry {
+                origin: author.origin.clone(),
+                seq: seq + 1,
+                lamport: Lamport(lamport as u64),
+                prev_hash,
+                table: Table::parse(&table).ok_or_else(corrupt)?,
+                op: Op::parse(&op).ok_or_else(corrupt)?,
+                row_id: RowId::parse(&row_id).ok_or_else(corrupt)?,
+                row,
+            };
+            let hash = entry.hash();
+            tx.execute(
+                "UPDATE changes SET origin_seq = ?2, prev_hash = ?3, hash = ?4, signature = ?5 WHERE seq = ?1",
+                rusqlite::params![
+                    local,
+                    entry.seq as i64,
+                    entry.prev_hash.as_slice(),
+                    hash.as_slice(),
+                    author.key.sign(&hash).to_bytes().as_slice()
+                ],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    })
 }
 
 /// Finds a live row by id, or by the table's unique field.

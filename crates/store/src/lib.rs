@@ -68,29 +68,27 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 /// on a blocking thread when called from async code.
 pub struct Store {
     path: PathBuf,
-    origin: String,
+    author: door::Author,
     writer: Mutex<DoorConnection>,
     readers: Mutex<Vec<Connection>>,
 }
 
 impl Store {
     /// Opens (creating and migrating if needed) the database at `path` for the
-    /// instance `origin`. Refuses a database that another instance created.
-    pub fn open(path: &Path, origin: &str) -> Result<Store> {
+    /// instance `origin`, whose log entries `key` signs. Refuses a database
+    /// that another instance created.
+    pub fn open(path: &Path, origin: &str, key: ed25519_dalek::SigningKey) -> Result<Store> {
         let mut writer = DoorConnection::open(path)?;
         migrations::migrate(writer.raw_mut())?;
         claim_instance(writer.raw_mut(), origin)?;
-        Ok(Store {
-            path: path.to_path_buf(),
-            origin: origin.to_string(),
-            writer: Mutex::new(writer),
-            readers: Mutex::new(Vec::new()),
-        })
+        let author = door::Author { origin: origin.to_string(), key };
+        door::sign_unsigned(&mut writer, &author)?;
+        Ok(Store { path: path.to_path_buf(), author, writer: Mutex::new(writer), readers: Mutex::new(Vec::new()) })
     }
 
     /// The instance whose writes this store stamps.
     pub fn origin(&self) -> &str {
-        &self.origin
+        &self.author.origin
     }
 
     /// Runs `f` with a read connection from the pool.

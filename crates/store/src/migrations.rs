@@ -130,8 +130,21 @@ fn v2(tx: &Transaction) -> rusqlite::Result<()> {
     )
 }
 
+/// The change table becomes the signed log: per-origin sequence numbers, the
+/// hash chain and the origin's signature. Rows written before this step are
+/// signed at the next open (`Store::open`), when the machine key is at hand.
+fn v3(tx: &Transaction) -> rusqlite::Result<()> {
+    tx.execute_batch(
+        "ALTER TABLE changes ADD COLUMN origin_seq INTEGER;
+         ALTER TABLE changes ADD COLUMN prev_hash BLOB;
+         ALTER TABLE changes ADD COLUMN hash BLOB;
+         ALTER TABLE changes ADD COLUMN signature BLOB;
+         CREATE UNIQUE INDEX changes_origin_seq ON changes (origin, origin_seq);",
+    )
+}
+
 type Migration = fn(&Transaction) -> rusqlite::Result<()>;
-const MIGRATIONS: &[Migration] = &[v1, v2];
+const MIGRATIONS: &[Migration] = &[v1, v2, v3];
 
 /// Brings the database up to the newest schema, each step in one transaction.
 pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {

@@ -12,9 +12,13 @@ fn create(store: &Store, table: Table, v: Value) -> Map<String, Value> {
     store.write(Mutation::Create { table, fields: obj(v) }).unwrap()
 }
 
+fn key() -> ed25519_dalek::SigningKey {
+    ed25519_dalek::SigningKey::from_bytes(&[7; 32])
+}
+
 fn open() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("roost.db"), "instance-a").unwrap();
+    let store = Store::open(&dir.path().join("roost.db"), "instance-a", key()).unwrap();
     (dir, store)
 }
 
@@ -35,7 +39,7 @@ fn every_mutation_appends_exactly_one_change_with_a_fresh_stamp() {
     store.write(Mutation::Delete { table: Table::Memories, key: id.clone() }).unwrap();
 
     let changes = store.changes_since(0, 100).unwrap();
-    let ops: Vec<(Table, Op)> = changes.iter().map(|c| (c.table, c.op)).collect();
+    let ops: Vec<(Table, Op)> = changes.iter().map(|c| (c.entry.table, c.entry.op)).collect();
     assert_eq!(
         ops,
         vec![
@@ -45,12 +49,12 @@ fn every_mutation_appends_exactly_one_change_with_a_fresh_stamp() {
             (Table::Memories, Op::Delete)
         ]
     );
-    let stamps: Vec<u64> = changes.iter().map(|c| c.lamport.0).collect();
+    let stamps: Vec<u64> = changes.iter().map(|c| c.entry.lamport.0).collect();
     assert_eq!(stamps, vec![1, 2, 3, 4]);
     let tombstone = &changes[3].row;
     assert_eq!(tombstone["content"], Value::Null, "a tombstone drops the content");
     assert!(tombstone["deleted_at"].is_string());
-    assert!(changes.iter().all(|c| c.origin == "instance-a"));
+    assert!(changes.iter().all(|c| c.entry.origin == "instance-a"));
     assert!(matches!(store.get(Table::Memories, &id), Err(StoreError::NotFound { .. })));
 }
 
@@ -59,14 +63,14 @@ fn the_clock_survives_reopening() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("roost.db");
     {
-        let store = Store::open(&path, "instance-a").unwrap();
+        let store = Store::open(&path, "instance-a", key()).unwrap();
         create(&store, Table::Notes, json!({"body": "one"}));
         create(&store, Table::Notes, json!({"body": "two"}));
     }
-    let store = Store::open(&path, "instance-a").unwrap();
+    let store = Store::open(&path, "instance-a", key()).unwrap();
     let note = create(&store, Table::Notes, json!({"body": "three"}));
     assert_eq!(note["lamport"], json!(3));
-    assert!(matches!(Store::open(&path, "instance-b"), Err(StoreError::WrongInstance { .. })));
+    assert!(matches!(Store::open(&path, "instance-b", key()), Err(StoreError::WrongInstance { .. })));
 }
 
 #[test]
@@ -139,4 +143,50 @@ fn unique_fields_and_name_based_ids() {
         .write(Mutation::Create { table: Table::Notes, fields: obj(json!({"body": "x", "project": "Nope"})) })
         .unwrap_err();
     assert!(err.to_string().contains("no project"), "{err}");
+}
+
+#[test]
+fn the_change_table_is_a_signed_hash_chain() {
+    let (_dir, store) = open();
+    let note = create(&store, Table::Notes, json!({"body": "one"}));
+    let id = note["id"].as_str().unwrap().to_string();
+    store.write(Mutation::Update { table: Table::Notes, key: id.clone(), patch: obj(json!({"body": "two"})) }).unwrap();
+    store.write(Mutation::Delete { table: Table::Notes, key: id }).unwrap();
+    let public = key().verifying_key();
+    let mut prev = roost_core::GENESIS;
+    for (i, change) in store.changes_since(0, 100).unwrap().iter().enumerate() {
+        assert_eq!(change.entry.seq, i as u64 + 1, "per-origin sequence numbers count from 1");
+        assert_eq!(change.entry.prev_hash, prev, "each entry names the previous one's hash");
+        assert_eq!(change.hash, change.entry.hash(), "the stored hash is the entry's");
+        public.verify_strict(&change.hash, &ed25519_dalek::Signature::from_bytes(&change.signature)).unwrap();
+        prev = change.hash;
+    }
+    let mut tampered = store.changes_since(0, 1).unwrap().remove(0);
+    tampered.entry.row = tampered.entry.row.replace("one", "0ne");
+    assert_ne!(tampered.entry.hash(), tampered.hash, "a changed row no longer matches its signed hash");
+}
+
+#[test]
+fn entries_written_before_the_log_was_signed_are_signed_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("roost.db");
+    {
+        let store = Store::open(&path, "instance-a", key()).unwrap();
+        create(&store, Table::Notes, json!({"body": "old"}));
+        create(&store, Table::Notes, json!({"body": "older"}));
+    }
+    // Make the rows look as schema version 2 left them.
+    let raw = rusqlite::Connection::open(&path).unwrap();
+    raw.create_scalar_function("roost_write_door", 0, rusqlite::functions::FunctionFlags::SQLITE_UTF8, |_| Ok(1i64))
+        .unwrap();
+    raw.execute("UPDATE changes SET origin_seq = NULL, prev_hash = NULL, hash = NULL, signature = NULL", []).unwrap();
+    drop(raw);
+    let store = Store::open(&path, "instance-a", key()).unwrap();
+    let changes = store.changes_since(0, 10).unwrap();
+    assert_eq!(changes.iter().map(|c| c.entry.seq).collect::<Vec<_>>(), vec![1, 2]);
+    assert_eq!(changes[1].entry.prev_hash, changes[0].hash);
+    let public = key().verifying_key();
+    for c in &changes {
+        public.verify_strict(&c.hash, &ed25519_dalek::Signature::from_bytes(&c.signature)).unwrap();
+    }
 }

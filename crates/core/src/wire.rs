@@ -5,10 +5,22 @@
 //! signature covers bytes, never a re-serialisation of parsed data. The reader
 //! is strict: short input, bad UTF-8 and trailing bytes are all errors.
 
-use crate::IdentityError;
+use std::fmt;
+
+/// Input that does not decode, with what was being read and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WireError(pub String);
+
+impl fmt::Display for WireError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for WireError {}
 
 #[derive(Default)]
-pub(crate) struct Writer(pub Vec<u8>);
+pub struct Writer(pub Vec<u8>);
 
 impl Writer {
     pub fn u8(&mut self, v: u8) -> &mut Self {
@@ -31,7 +43,7 @@ impl Writer {
     }
 }
 
-pub(crate) struct Reader<'a> {
+pub struct Reader<'a> {
     rest: &'a [u8],
     what: &'static str,
 }
@@ -41,11 +53,11 @@ impl<'a> Reader<'a> {
         Reader { rest: bytes, what }
     }
 
-    fn malformed(&self, why: &str) -> IdentityError {
-        IdentityError::Malformed(format!("{}: {why}", self.what))
+    fn malformed(&self, why: &str) -> WireError {
+        WireError(format!("{}: {why}", self.what))
     }
 
-    pub fn take(&mut self, n: usize) -> Result<&'a [u8], IdentityError> {
+    pub fn take(&mut self, n: usize) -> Result<&'a [u8], WireError> {
         if self.rest.len() < n {
             return Err(self.malformed("too short"));
         }
@@ -54,25 +66,25 @@ impl<'a> Reader<'a> {
         Ok(head)
     }
 
-    pub fn array<const N: usize>(&mut self) -> Result<[u8; N], IdentityError> {
+    pub fn array<const N: usize>(&mut self) -> Result<[u8; N], WireError> {
         Ok(self.take(N)?.try_into().expect("took N bytes"))
     }
 
-    pub fn u8(&mut self) -> Result<u8, IdentityError> {
+    pub fn u8(&mut self) -> Result<u8, WireError> {
         Ok(self.take(1)?[0])
     }
 
-    pub fn i64(&mut self) -> Result<i64, IdentityError> {
+    pub fn i64(&mut self) -> Result<i64, WireError> {
         Ok(i64::from_be_bytes(self.array()?))
     }
 
-    pub fn str(&mut self) -> Result<String, IdentityError> {
+    pub fn str(&mut self) -> Result<String, WireError> {
         let len = u16::from_be_bytes(self.array()?) as usize;
         let bytes = self.take(len)?;
         String::from_utf8(bytes.to_vec()).map_err(|_| self.malformed("text is not UTF-8"))
     }
 
-    pub fn finish(self) -> Result<(), IdentityError> {
+    pub fn finish(self) -> Result<(), WireError> {
         if self.rest.is_empty() { Ok(()) } else { Err(self.malformed("trailing bytes")) }
     }
 }
