@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 /// A Lamport timestamp. Strictly increases with every local write.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Lamport(pub u64);
 
 impl Lamport {

@@ -12,6 +12,7 @@ pub mod change;
 pub mod clock;
 pub mod id;
 pub mod schema;
+pub mod sync;
 pub mod validate;
 pub mod wire;
 
