@@ -101,7 +101,7 @@ async fn gateway_health_api_and_graceful_shutdown() {
     assert_eq!(bad.status(), 400);
     assert!(bad.json::<Value>().await.unwrap()["error"].as_str().unwrap().contains("invalid search query"));
 
-    // A Host header naming another site is refused on /mcp (DNS rebinding).
+    // A Host header naming another site is refused (DNS rebinding).
     let rebinding = http
         .post(served.url("/mcp"))
         .header("Host", "evil.example")
@@ -111,7 +111,14 @@ async fn gateway_health_api_and_graceful_shutdown() {
         .send()
         .await
         .unwrap();
-    assert_eq!(rebinding.status(), 403);
+    assert_eq!(rebinding.status(), 401, "no token and a foreign Host: refused before rmcp sees it");
+    let rebound_api = http
+        .get(served.url("/api/v1/memories/search?q=kingfisher"))
+        .header("Host", "evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rebound_api.status(), 401, "the loopback exemption needs a loopback Host too");
 
     assert!(served.stop().success(), "SIGTERM stops the gateway with exit code 0");
 }

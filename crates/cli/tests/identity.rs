@@ -113,6 +113,11 @@ fn pair_and_join_as_a_person_would() {
     let again = join(&dir.path().join("c"), &a.addr, &code);
     assert!(!again.status.success());
     assert!(stderr(&again).contains("already used"), "{}", stderr(&again));
+
+    // A machine already in the registry cannot join again under the same id.
+    let second = offer_code(&home_a);
+    let rejoin = roost(&home_b, &["join", &format!("http://{}", a.addr), "--code", &second, "--yes", "--force"]);
+    assert!(stderr(&rejoin).contains("already registered"), "{}", stderr(&rejoin));
 }
 
 #[test]

@@ -82,7 +82,18 @@ async fn every_bad_token_is_refused_and_a_good_one_admitted_once() {
         assert!(body.contains(reason), "{case}: {body:?} should say {reason:?}");
     }
 
-    // A token signed with B's key but naming B as issuer after revocation.
+    // The store-reading JSON API sits behind the same check.
+    let api = |auth: Option<String>| {
+        let mut request = reqwest::Client::new().get(format!("http://{}/api/v1/instance", served.addr));
+        if let Some(value) = auth {
+            request = request.header("Authorization", value);
+        }
+        request.send()
+    };
+    assert_eq!(api(None).await.unwrap().status(), 401);
+    assert_eq!(api(Some(token(&b, &a.id, now, 300))).await.unwrap().status(), 200);
+
+    // After revocation, B's freshly signed tokens are refused.
     let revoked = common::roost(&home_a, &["instance", "revoke", &b.id]);
     assert!(revoked.status.success());
     let (status, body) = call(&served.addr, Some(&token(&b, &a.id, now, 300))).await;

@@ -15,11 +15,15 @@ use roost_store::{SearchQuery, Store, StoreError};
 
 use crate::{AppState, DB_WAIT};
 
-pub(crate) fn routes(state: Arc<AppState>) -> Router {
+/// Routes anyone may call: liveness and this machine's (public) certificate.
+pub(crate) fn public_routes(state: Arc<AppState>) -> Router {
+    Router::new().route("/health", get(health)).route("/api/v1/certificate", get(certificate)).with_state(state)
+}
+
+/// Routes that read the store: behind [`crate::auth::require_token`].
+pub(crate) fn protected_routes(state: Arc<AppState>) -> Router {
     Router::new()
-        .route("/health", get(health))
         .route("/api/v1/instance", get(instance))
-        .route("/api/v1/certificate", get(certificate))
         .route("/api/v1/memories/search", get(search))
         .route("/api/v1/memories/{id}", get(memory))
         .with_state(state)

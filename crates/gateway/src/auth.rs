@@ -1,5 +1,7 @@
-//! Who may call `/mcp`: loopback callers (when configured), and machines of
-//! this chain presenting a valid single-use token.
+//! Who may call `/mcp` and the store-reading API: loopback callers that also
+//! name a loopback host (when configured), and machines of this chain
+//! presenting a valid single-use token. The Host check keeps a web page that
+//! rebinds its domain to 127.0.0.1 from riding on the loopback exemption.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -29,14 +31,15 @@ pub(crate) async fn require_token(
 ) -> Response {
     let bearer = request.headers().get(header::AUTHORIZATION).map(|v| v.to_str().unwrap_or("").to_string());
     let Some(value) = bearer else {
-        if peer.ip().is_loopback() && state.loopback_without_token {
+        let host = request.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
+        if peer.ip().is_loopback() && state.loopback_without_token && names_loopback(host) {
             return next.run(request).await;
         }
-        tracing::warn!(%peer, "refused /mcp call: no token");
+        tracing::warn!(%peer, "refused call: no token and not a loopback caller naming a loopback host");
         return unauthorized("a machine token is required (Authorization: Bearer rt1...)");
     };
     let Some(token) = value.strip_prefix("Bearer ") else {
-        tracing::warn!(%peer, "refused /mcp call: Authorization is not a bearer token");
+        tracing::warn!(%peer, "refused call: Authorization is not a bearer token");
         return unauthorized("Authorization must be a bearer token");
     };
     match verify(&state, token.trim().to_string()).await {
@@ -45,10 +48,21 @@ pub(crate) async fn require_token(
             next.run(request).await
         }
         Err(reason) => {
-            tracing::warn!(%peer, %reason, "refused /mcp call");
+            tracing::warn!(%peer, %reason, "refused call");
             unauthorized(&reason)
         }
     }
+}
+
+/// Whether a Host header value names this machine's loopback interface.
+fn names_loopback(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(""),
+        None => host
+            .rsplit_once(':')
+            .map_or(host, |(name, port)| if port.bytes().all(|b| b.is_ascii_digit()) { name } else { host }),
+    };
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Checks a token against the registry and the nonces already seen; returns
@@ -56,7 +70,7 @@ pub(crate) async fn require_token(
 async fn verify(state: &Arc<AppState>, token: String) -> Result<String, String> {
     let (claims, _) = roost_identity::Token::decode(&token).map_err(|e| e.to_string())?;
     let issuer = claims.issuer.clone();
-    let entry = with_store(state, move |s| match s.instance(&issuer) {
+    let entry = with_store(state, move |s| match s.instance_by_id(&issuer) {
         Ok(entry) => Ok(Some(entry)),
         Err(roost_store::StoreError::NotFound { .. }) => Ok(None),
         Err(e) => Err(e),
@@ -73,4 +87,17 @@ async fn verify(state: &Arc<AppState>, token: String) -> Result<String, String> 
     let now = roost_instance::unix_now();
     let verdict = state.tokens.lock().expect("token verifier poisoned").verify(&token, now, lookup);
     verdict.map(|t| t.issuer).map_err(|e: TokenError| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn loopback_host_names() {
+        for host in ["127.0.0.1:7151", "localhost", "LOCALHOST:1", "[::1]:80", "127.0.0.2"] {
+            assert!(super::names_loopback(host), "{host}");
+        }
+        for host in ["evil.example", "evil.example:7151", "", "10.0.0.1:7151", "127.0.0.1.evil.example"] {
+            assert!(!super::names_loopback(host), "{host}");
+        }
+    }
 }

@@ -7,8 +7,9 @@
 //! - `/api/v1/...`: a small JSON API (instance info, certificate, memory
 //!   search and get) and the pairing endpoints a joining machine talks to.
 //!
-//! `/mcp` admits loopback callers without a token (configurable) and anyone
-//! else only with a valid machine-to-machine token ([`auth`]).
+//! `/mcp` and the store-reading API admit loopback callers that name a
+//! loopback host without a token (configurable), and anyone else only with a
+//! valid machine-to-machine token ([`auth`]).
 //!
 //! The gateway holds no logic of its own: requests go to `roost-mcp` and
 //! `roost-store`, and every wait it makes on the database is bounded.
@@ -93,10 +94,10 @@ impl Gateway {
             loopback_without_token: self.loopback_without_token,
             pairing: pair::Sessions::default(),
         });
-        let mcp = Router::new()
+        let protected = api::protected_routes(state.clone())
             .nest_service("/mcp", mcp)
             .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_token));
-        api::routes(state.clone()).merge(pair::routes(state)).merge(mcp)
+        api::public_routes(state.clone()).merge(pair::routes(state)).merge(protected)
     }
 
     /// Serves on `listener` until `shutdown` resolves, then drains for at most

@@ -29,7 +29,15 @@ use crate::api::ApiError;
 /// Exchanges waiting for their `finish`, by session id. The mutex also
 /// serialises reads and writes of the offer file within this process.
 #[derive(Default)]
-pub(crate) struct Sessions(Mutex<HashMap<String, (SessionKey, Instant)>>);
+pub(crate) struct Sessions(Mutex<HashMap<String, Session>>);
+
+/// A started exchange: its key, when it lapses, and the code it was keyed
+/// with, so it can only finish against that same, still valid offer.
+pub(crate) struct Session {
+    key: SessionKey,
+    deadline: Instant,
+    code: String,
+}
 
 pub(crate) fn routes(state: Arc<AppState>) -> Router {
     Router::new().route("/api/v1/pair/start", post(start)).route("/api/v1/pair/finish", post(finish)).with_state(state)
@@ -56,6 +64,14 @@ struct StartRequest {
 
 async fn start(State(state): State<Arc<AppState>>, Json(req): Json<StartRequest>) -> Result<Json<Value>, ApiError> {
     let joiner_message = b64d(&req.message, "message")?;
+    let worker = state.clone();
+    let answer = tokio::task::spawn_blocking(move || begin(&worker, &joiner_message)).await.map_err(internal)??;
+    Ok(Json(answer))
+}
+
+/// Counts the attempt on disk, runs the chain's side of SPAKE2 and keeps the
+/// session for `finish`.
+fn begin(state: &AppState, joiner_message: &[u8]) -> Result<Value, ApiError> {
     let instance = &state.instance;
     let mut sessions = state.pairing.0.lock().expect("pairing sessions poisoned");
     let mut offer = instance.load_offer().map_err(internal)?.ok_or_else(|| {
@@ -66,16 +82,17 @@ async fn start(State(state): State<Arc<AppState>>, Json(req): Json<StartRequest>
         ApiError(StatusCode::GONE, refusal.to_string())
     })?;
     let (handshake, chain_message) = pairing::start(Side::Chain, &code);
-    let key = handshake.finish(&joiner_message).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
+    let key = handshake.finish(joiner_message).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
     offer.sas = Some(key.sas());
     // The attempt is on disk before anything goes back to the joiner.
     instance.save_offer(&offer).map_err(internal)?;
     tracing::info!(attempt = offer.attempts, "pairing exchange started");
     let confirmation = key.confirmation();
     let session = roost_identity::hex(&rand::random::<[u8; 16]>());
-    sessions.retain(|_, (_, deadline)| *deadline > Instant::now());
-    sessions.insert(session.clone(), (key, Instant::now() + Duration::from_secs(OFFER_LIFETIME as u64)));
-    Ok(Json(json!({"session": session, "message": b64e(&chain_message), "confirmation": b64e(&confirmation)})))
+    sessions.retain(|_, s| s.deadline > Instant::now());
+    let deadline = Instant::now() + Duration::from_secs(OFFER_LIFETIME as u64);
+    sessions.insert(session.clone(), Session { key, deadline, code: offer.code.clone() });
+    Ok(json!({"session": session, "message": b64e(&chain_message), "confirmation": b64e(&confirmation)}))
 }
 
 #[derive(Deserialize)]
@@ -100,7 +117,7 @@ async fn finish(State(state): State<Arc<AppState>>, Json(req): Json<FinishReques
 fn admit(state: &AppState, session: &str, confirmation: &[u8], sealed: &[u8]) -> Result<Vec<u8>, ApiError> {
     let instance = &state.current_instance()?;
     let mut sessions = state.pairing.0.lock().expect("pairing sessions poisoned");
-    let (key, deadline) = sessions
+    let Session { key, deadline, code } = sessions
         .remove(session)
         .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, "no such pairing exchange (expired?)".into()))?;
     if Instant::now() > deadline {
@@ -113,12 +130,24 @@ fn admit(state: &AppState, session: &str, confirmation: &[u8], sealed: &[u8]) ->
     let request: JoinRequest = serde_json::from_slice(&key.open(0, sealed).map_err(internal)?)
         .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("join request: {e}")))?;
     let mut offer = instance.load_offer().map_err(internal)?.ok_or_else(|| internal("the offer vanished"))?;
+    if offer.code != code {
+        return Err(ApiError(StatusCode::GONE, "the pairing code was replaced by a newer one".into()));
+    }
     if offer.used {
         return Err(ApiError(StatusCode::GONE, "the pairing code was already used".into()));
     }
+    if unix_now() >= offer.expires_at {
+        return Err(ApiError(StatusCode::GONE, "the pairing code has expired".into()));
+    }
+    let joiner_id = roost_core::RowId::parse(&request.instance_id)
+        .ok_or_else(|| ApiError(StatusCode::BAD_REQUEST, "join request: instance id is not a UUID".into()))?
+        .to_string();
+    if joiner_id == instance.id || state.store.instance_by_id(&joiner_id).is_ok() {
+        return Err(ApiError(StatusCode::CONFLICT, format!("an instance with id {joiner_id} is already registered")));
+    }
     let bad_key = || ApiError(StatusCode::BAD_REQUEST, "join request: keys must be 64 hex digits".into());
     let claims = MachineClaims {
-        instance_id: request.instance_id.clone(),
+        instance_id: joiner_id.clone(),
         name: request.name.clone(),
         role: Role::Satellite,
         signing_key: parse_key_hex(&request.signing_key).ok_or_else(bad_key)?,
@@ -132,7 +161,7 @@ fn admit(state: &AppState, session: &str, confirmation: &[u8], sealed: &[u8]) ->
     offer.used = true;
     offer.joined = Some(request.name.clone());
     instance.save_offer(&offer).map_err(internal)?;
-    tracing::info!(name = %request.name, id = %request.instance_id, "machine joined the chain");
+    tracing::info!(name = %request.name, id = %joiner_id, "machine joined the chain");
     let seed = instance.seed.as_ref().ok_or_else(|| internal("this machine holds no seed"))?;
     let grant = JoinGrant {
         seed: roost_identity::hex(&seed.0),

@@ -65,7 +65,7 @@ pub fn hex(bytes: &[u8]) -> String {
 /// Parses a canonical UUID string into its 16 bytes.
 pub fn uuid_bytes(id: &str) -> Result<[u8; 16], IdentityError> {
     let digits: String = id.chars().filter(|c| *c != '-').collect();
-    if id.len() != 36 || digits.len() != 32 {
+    if id.len() != 36 || digits.len() != 32 || !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(IdentityError::Malformed(format!("instance id {id:?}")));
     }
     let mut out = [0u8; 16];

@@ -128,7 +128,7 @@ impl TokenVerifier {
         if token.audience != self.audience {
             return Err(TokenError::WrongAudience(token.audience));
         }
-        if token.expires_at - token.issued_at > MAX_LIFETIME || token.expires_at < token.issued_at {
+        if token.expires_at.checked_sub(token.issued_at).is_none_or(|life| !(0..=MAX_LIFETIME).contains(&life)) {
             return Err(TokenError::TooLong);
         }
         if token.issued_at > now + MAX_SKEW {
@@ -207,6 +207,10 @@ mod tests {
         assert!(check(&sign(token(1)), NOW - 29).is_ok(), "small skew is allowed");
         let long = Token { expires_at: NOW + 301, ..token(1) };
         assert_eq!(check(&sign(long), NOW), Err(TokenError::TooLong));
+        let overflowing = Token { issued_at: i64::MIN, expires_at: i64::MAX, ..token(1) };
+        assert_eq!(check(&sign(overflowing), NOW), Err(TokenError::TooLong));
+        let wrapping = Token { issued_at: -1, expires_at: i64::MAX, ..token(1) };
+        assert_eq!(check(&sign(wrapping), NOW), Err(TokenError::TooLong));
         let elsewhere = Token { audience: ISSUER.into(), ..token(1) };
         assert!(matches!(check(&sign(elsewhere), NOW), Err(TokenError::WrongAudience(_))));
         let forged = token(1).sign(&SigningKey::from_bytes(&[6; 32])).unwrap();

@@ -141,6 +141,8 @@ impl Instance {
             None => Certificate::issue(self.own_claims(role), &seed.identity_key())?,
         };
         certificate.verify(&seed.identity_key().verifying_key())?;
+        // Seed first, then certificate: a crash between the two leaves them
+        // disagreeing, which `Instance::open` detects and reports.
         let kek = read_kek(&self.home)?;
         files::replace(&self.home.join(SEALED_SEED), &seal_seed_at_rest(&seed, &kek, &rand::random()))?;
         files::replace(&self.home.join(CERTIFICATE), certificate.to_text().as_bytes())?;

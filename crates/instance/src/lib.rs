@@ -49,7 +49,7 @@ pub enum InstanceError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("{path} is not valid: {reason}")]
     Corrupt { path: PathBuf, reason: String },
-    #[error("instance name must be 1 to 64 characters without control characters")]
+    #[error("instance name must be 1 to 64 bytes (UTF-8) without control characters")]
     BadName,
     #[error(transparent)]
     Store(#[from] roost_store::StoreError),
@@ -124,6 +124,15 @@ impl Instance {
         let x25519_key = x25519_dalek::StaticSecret::from(read_secret(&home.join("keys/machine.x25519"))?);
         let seed = identity::read_seed(home)?;
         let certificate = identity::read_certificate(home)?;
+        if let Some(seed) = &seed
+            && seed.identity_key().verifying_key().to_bytes() != certificate.identity_key
+        {
+            return Err(InstanceError::Corrupt {
+                path: home.join("certificate"),
+                reason: "it belongs to another identity than the seed (interrupted import or join?); run it again"
+                    .into(),
+            });
+        }
         Ok(Instance { home: home.to_path_buf(), id, config, machine_key, x25519_key, seed, certificate })
     }
 
@@ -131,7 +140,8 @@ impl Instance {
     /// creation that was interrupted (keeping the id and key already written).
     pub fn init(home: &Path, name: &str) -> Result<Instance> {
         let name = name.trim();
-        if name.is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
+        // Bytes, not characters: the certificate stores at most 64 bytes.
+        if name.is_empty() || name.len() > 64 || name.chars().any(char::is_control) {
             return Err(InstanceError::BadName);
         }
         if let Ok(existing) = Instance::open(home) {

@@ -88,17 +88,28 @@ impl Store {
         })
     }
 
-    /// One machine by id or exact name.
-    pub fn instance(&self, key: &str) -> Result<InstanceEntry> {
+    /// One machine by id only: what authentication must use, since names are
+    /// chosen by the machines themselves.
+    pub fn instance_by_id(&self, id: &str) -> Result<InstanceEntry> {
         self.read(|c| {
-            c.query_row(
-                &format!("SELECT {COLUMNS} FROM instances WHERE id = ?1 OR name = ?1 ORDER BY created_at LIMIT 1"),
-                [key.trim()],
-                entry,
-            )
-            .optional()?
-            .ok_or_else(|| StoreError::NotFound { what: "instance", key: key.to_string() })
+            c.query_row(&format!("SELECT {COLUMNS} FROM instances WHERE id = ?1"), [id], entry)
+                .optional()?
+                .ok_or_else(|| StoreError::NotFound { what: "instance", key: id.to_string() })
         })
+    }
+
+    /// One machine by id, or by name when exactly one machine has it.
+    pub fn instance(&self, key: &str) -> Result<InstanceEntry> {
+        let key = key.trim();
+        if let Ok(found) = self.instance_by_id(key) {
+            return Ok(found);
+        }
+        let named: Vec<InstanceEntry> = self.instances()?.into_iter().filter(|e| e.name == key).collect();
+        match named.len() {
+            1 => Ok(named.into_iter().next().expect("one entry")),
+            0 => Err(StoreError::NotFound { what: "instance", key: key.to_string() }),
+            n => Err(StoreError::Duplicate(format!("{n} machines are named {key:?}; use the id"))),
+        }
     }
 
     /// Marks a machine revoked, for good.
