@@ -143,10 +143,14 @@ pub fn resolve(local: Option<&RowState>, incoming: &Version) -> Outcome {
 
 /// Whether an entry at `seq` from `origin` whose version vector is `vector`
 /// can be applied on a replica whose per-origin log heads are `heads`: its
-/// origin's previous entry is applied, and so is every version it names.
+/// origin's previous entry is applied, so is every version it names, and the
+/// vector names the entry itself (a vector that claims more or less of its
+/// own origin is malformed and never becomes ready).
 pub fn ready(origin: &str, seq: u64, vector: &VersionVector, heads: &BTreeMap<String, u64>) -> bool {
     let head = |o: &str| heads.get(o).copied().unwrap_or(0);
-    head(origin) + 1 == seq && vector.iter().all(|(o, s)| o == origin || head(o) >= *s)
+    head(origin) + 1 == seq
+        && vector.get(origin) == Some(&seq)
+        && vector.iter().all(|(o, s)| o == origin || head(o) >= *s)
 }
 
 #[cfg(test)]
@@ -198,5 +202,6 @@ mod tests {
         assert!(ready("b", 1, &vv(&[("a", 2), ("b", 1)]), &heads));
         assert!(!ready("b", 1, &vv(&[("a", 3), ("b", 1)]), &heads), "a's entry 3 is not here yet");
         assert!(!ready("b", 2, &vv(&[("b", 2)]), &heads), "b's entry 1 is not here yet");
+        assert!(!ready("b", 1, &vv(&[("a", 1), ("b", 5)]), &heads), "a vector must name the entry itself");
     }
 }

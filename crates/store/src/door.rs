@@ -37,7 +37,7 @@ impl Store {
     /// Applies `mutation` and returns the row as written (for a delete, the
     /// tombstone). An update that changes nothing writes nothing.
     pub fn write(&self, mutation: Mutation) -> Result<Map<String, Value>> {
-        let mut writer = self.writer.lock().expect("writer lock poisoned");
+        let mut writer = self.writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         writer.with_door_open(|conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let row = match mutation {

@@ -66,6 +66,9 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 ///
 /// Cheap to share behind an `Arc`; every method is blocking and meant to run
 /// on a blocking thread when called from async code.
+///
+/// A panic inside the door rolls its transaction back (the `Transaction` is
+/// dropped) and closes the door, so a poisoned writer lock is safe to reuse.
 pub struct Store {
     path: PathBuf,
     author: door::Author,

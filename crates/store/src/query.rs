@@ -102,7 +102,7 @@ impl Store {
 
     /// Counts one access to a memory (local usage statistics, never synced).
     pub fn record_access(&self, memory_id: &str) -> Result<()> {
-        let mut writer = self.writer.lock().expect("writer lock poisoned");
+        let mut writer = self.writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         writer.raw_mut().execute(
             "INSERT INTO memory_access (memory_id, accessed_at, access_count) VALUES (?1, ?2, 1)
              ON CONFLICT (memory_id) DO UPDATE SET accessed_at = excluded.accessed_at,
@@ -220,7 +220,9 @@ impl Store {
             };
             run().map_err(|e| match &e {
                 rusqlite::Error::SqliteFailure(_, Some(msg))
-                    if msg.starts_with("fts5:") || msg.contains("syntax error") =>
+                    if msg.starts_with("fts5:")
+                        || msg.contains("syntax error")
+                        || msg.starts_with("no such column") =>
                 {
                     StoreError::BadQuery(msg.clone())
                 }

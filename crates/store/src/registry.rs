@@ -48,7 +48,7 @@ impl Store {
     /// Adds a machine or refreshes what is known of it (name, role, URL,
     /// certificate, keys). Refuses a revoked machine.
     pub fn register_instance(&self, e: &InstanceEntry) -> Result<()> {
-        let mut writer = self.writer.lock().expect("writer lock poisoned");
+        let mut writer = self.writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let tx = writer.raw_mut().transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let status: Option<String> =
             tx.query_row("SELECT status FROM instances WHERE id = ?1", [&e.id], |r| r.get(0)).optional()?;
@@ -115,7 +115,7 @@ impl Store {
     /// Marks a machine revoked, for good.
     pub fn revoke_instance(&self, key: &str) -> Result<InstanceEntry> {
         let target = self.instance(key)?;
-        let mut writer = self.writer.lock().expect("writer lock poisoned");
+        let mut writer = self.writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         writer.raw_mut().execute("UPDATE instances SET status = 'revoked' WHERE id = ?1", [&target.id])?;
         drop(writer);
         self.instance(&target.id)
@@ -123,7 +123,7 @@ impl Store {
 
     /// Records that a machine answered just now.
     pub fn mark_seen(&self, id: &str, status: &str) -> Result<()> {
-        let mut writer = self.writer.lock().expect("writer lock poisoned");
+        let mut writer = self.writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         writer.raw_mut().execute(
             "UPDATE instances SET last_seen = ?2, status = ?3 WHERE id = ?1 AND status != 'revoked'",
             rusqlite::params![id, now_text(), status],

@@ -190,3 +190,12 @@ fn entries_written_before_the_log_was_signed_are_signed_at_open() {
         public.verify_strict(&c.hash, &ed25519_dalek::Signature::from_bytes(&c.signature)).unwrap();
     }
 }
+
+#[test]
+fn a_column_filter_in_a_search_is_a_query_error_not_a_crash() {
+    let (_dir, store) = open();
+    create(&store, Table::Memories, json!({"content": "heron"}));
+    let err =
+        store.search_memories(&SearchQuery { query: "nosuchcolumn:heron".into(), ..Default::default() }).unwrap_err();
+    assert!(matches!(err, StoreError::BadQuery(_)), "{err}");
+}
