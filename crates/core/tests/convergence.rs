@@ -125,18 +125,18 @@ fn step(replicas: usize) -> impl Strategy<Value = Step> {
     ]
 }
 
+/// Entries `from` has applied that `to` has not, in `from`'s order.
+fn missing(from: &Replica, to: &Replica) -> Vec<Shipped> {
+    from.known.values().filter(|e| !to.known.contains_key(&e.id())).cloned().collect()
+}
+
 fn run(replica_count: usize, steps: &[Step]) -> Result<(), TestCaseError> {
     let mut replicas: Vec<Replica> = (0..replica_count).map(Replica::new).collect();
     for s in steps {
         match *s {
             Step::Write { replica, row, data } => replicas[replica].write(row, data),
             Step::Deliver { from, to, offset, count } if from != to => {
-                let missing: Vec<Shipped> = replicas[from]
-                    .known
-                    .values()
-                    .filter(|e| !replicas[to].known.contains_key(&e.id()))
-                    .cloned()
-                    .collect();
+                let missing = missing(&replicas[from], &replicas[to]);
                 let n = missing.len();
                 let mut batch: Vec<Shipped> =
                     (0..count.min(n)).map(|i| missing[(offset + i * 7) % n.max(1)].clone()).collect();
@@ -156,12 +156,7 @@ fn run(replica_count: usize, steps: &[Step]) -> Result<(), TestCaseError> {
         let mut moved = false;
         for from in 0..replica_count {
             for to in 0..replica_count {
-                let missing: Vec<Shipped> = replicas[from]
-                    .known
-                    .values()
-                    .filter(|e| !replicas[to].known.contains_key(&e.id()))
-                    .cloned()
-                    .collect();
+                let missing = missing(&replicas[from], &replicas[to]);
                 moved |= !missing.is_empty();
                 for entry in missing.into_iter().rev() {
                     replicas[to].receive(entry);
