@@ -31,7 +31,10 @@ pub fn pair(home: &Path, wait: bool) -> anyhow::Result<()> {
         return Err(InstanceError::NoSeed.into());
     }
     let code = PairingCode::generate(rand::random());
-    instance.save_offer(&Offer::new(&code, unix_now()))?;
+    {
+        let _offer_lock = instance.lock_offer()?;
+        instance.save_offer(&Offer::new(&code, unix_now()))?;
+    }
     println!(
         "pairing code: {}  (valid for {} minutes, {} attempts)",
         code.display(),

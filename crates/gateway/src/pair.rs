@@ -74,6 +74,7 @@ async fn start(State(state): State<Arc<AppState>>, Json(req): Json<StartRequest>
 fn begin(state: &AppState, joiner_message: &[u8]) -> Result<Value, ApiError> {
     let instance = &state.instance;
     let mut sessions = state.pairing.0.lock().expect("pairing sessions poisoned");
+    let _offer_lock = instance.lock_offer().map_err(internal)?;
     let mut offer = instance.load_offer().map_err(internal)?.ok_or_else(|| {
         ApiError(StatusCode::NOT_FOUND, "no pairing code is on offer here; run `roost pair` on this machine".into())
     })?;
@@ -129,6 +130,7 @@ fn admit(state: &AppState, session: &str, confirmation: &[u8], sealed: &[u8]) ->
     }
     let request: JoinRequest = serde_json::from_slice(&key.open(0, sealed).map_err(internal)?)
         .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("join request: {e}")))?;
+    let _offer_lock = instance.lock_offer().map_err(internal)?;
     let mut offer = instance.load_offer().map_err(internal)?.ok_or_else(|| internal("the offer vanished"))?;
     if offer.code != code {
         return Err(ApiError(StatusCode::GONE, "the pairing code was replaced by a newer one".into()));

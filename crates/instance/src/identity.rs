@@ -208,6 +208,21 @@ impl Instance {
         }
     }
 
+    /// Holds the offer file for one read-modify-write across processes (the
+    /// gateway counting an attempt, `roost pair` placing a new code); released
+    /// when the returned file is dropped.
+    pub fn lock_offer(&self) -> Result<std::fs::File> {
+        let path = self.home.join("pairing.lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|source| InstanceError::Io { path: path.clone(), source })?;
+        file.lock().map_err(|source| InstanceError::Io { path, source })?;
+        Ok(file)
+    }
+
     /// Persists the offer (mode 0600, atomically), replacing any earlier one.
     pub fn save_offer(&self, offer: &roost_identity::pairing::Offer) -> Result<()> {
         files::replace(&self.home.join(PAIRING), &serde_json::to_vec(offer).expect("offers serialise"))
