@@ -8,9 +8,9 @@ use roost_identity::seal::{
     KdfParams, needs_passphrase, open_seed_at_rest, open_seed_with_passphrase, seal_seed_at_rest,
     seal_seed_with_passphrase,
 };
-use roost_identity::{Certificate, MasterSeed, Role, RoostId};
+use roost_identity::{Certificate, MasterSeed, Role, RoostId, hex};
 
-use crate::{Config, Instance, InstanceError, Result, files, hex, unhex};
+use crate::{Config, Instance, InstanceError, Result, files, unhex};
 
 const KEK: &str = "keys/seed.kek";
 const SEALED_SEED: &str = "keys/seed.sealed";
@@ -181,11 +181,6 @@ impl Instance {
         self.seed = None;
         Ok(())
     }
-}
-
-/// Hex of a public key.
-pub fn key_hex(key: &[u8; 32]) -> String {
-    hex(key)
 }
 
 /// Parses a hex public key.

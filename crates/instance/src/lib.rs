@@ -25,7 +25,7 @@ mod registry;
 use std::path::{Path, PathBuf};
 
 use ed25519_dalek::SigningKey;
-use roost_identity::{Certificate, MasterSeed};
+use roost_identity::{Certificate, MasterSeed, hex};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
@@ -33,8 +33,7 @@ use thiserror::Error;
 use roost_store::Store;
 
 pub use files::{replace, write_new};
-pub use identity::{SEED_PASSPHRASE_VAR, key_hex, parse_key_hex, unix_now};
-pub use registry::entry_for;
+pub use identity::{SEED_PASSPHRASE_VAR, parse_key_hex, unix_now};
 
 /// The gateway address used when neither config nor flag names one.
 pub const DEFAULT_BIND: &str = "127.0.0.1:7151";
@@ -227,10 +226,6 @@ pub(crate) fn read_secret(path: &Path) -> Result<[u8; 32]> {
     unhex(text.trim())
         .and_then(|b| <[u8; 32]>::try_from(b).ok())
         .ok_or_else(|| InstanceError::Corrupt { path: path.to_path_buf(), reason: "expected 64 hex digits".into() })
-}
-
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 pub(crate) fn unhex(s: &str) -> Option<Vec<u8>> {

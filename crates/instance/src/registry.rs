@@ -1,13 +1,13 @@
 //! Registry entries for certificates, and `instances.json`, the registry's
 //! mirror that the CLI can read before the database opens.
 
-use roost_identity::Certificate;
+use roost_identity::{Certificate, hex};
 use roost_store::{InstanceEntry, Store};
 
-use crate::{Instance, Result, files, hex};
+use crate::{Instance, Result, files};
 
 /// A registry entry describing the machine `cert` certifies.
-pub fn entry_for(cert: &Certificate, gateway_url: Option<String>, status: &str) -> InstanceEntry {
+pub(crate) fn entry_for(cert: &Certificate, gateway_url: Option<String>, status: &str) -> InstanceEntry {
     let claims = &cert.claims;
     InstanceEntry {
         id: claims.instance_id.clone(),

@@ -89,11 +89,6 @@ impl Store {
         Ok(Store { path: path.to_path_buf(), author, writer: Mutex::new(writer), readers: Mutex::new(Vec::new()) })
     }
 
-    /// The instance whose writes this store stamps.
-    pub fn origin(&self) -> &str {
-        &self.author.origin
-    }
-
     /// Runs `f` with a read connection from the pool.
     fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
         let conn = self.readers.lock().expect("reader pool poisoned").pop();
