@@ -52,6 +52,15 @@ impl<'a> Session<'a> {
         v
     }
 
+    /// A write of an instance-local row: it succeeds and adds nothing to the
+    /// log, which is what replicates.
+    async fn write_local(&mut self, tool: &str, args: Value) -> Value {
+        self.called.insert(tool.into());
+        let v = common::ok(self.client, tool, args.clone()).await;
+        self.expect_changes(0, &format!("{tool}({args})")).await;
+        v
+    }
+
     /// A call that must be refused, appending nothing; returns the message.
     async fn refused(&mut self, tool: &str, args: Value, expect: &str) -> String {
         self.called.insert(tool.into());
@@ -238,7 +247,9 @@ async fn exercise_every_tool(client: &Client) {
 
     // Settings.
     let theme = s.write("roost_create_setting", json!({"key": "ui.theme", "value": "dark"})).await;
-    s.write("roost_create_setting", json!({"key": "gateway.cache", "value": "64", "local": true})).await;
+    let cache =
+        s.write_local("roost_create_setting", json!({"key": "gateway.cache", "value": "64", "local": true})).await;
+    s.refused("roost_update_setting", json!({"id": id(&cache), "local": false}), "local").await;
     s.refused("roost_create_setting", json!({"key": "ui.theme", "value": "x"}), "already exists").await;
     s.refused("roost_update_setting", json!({"id": "ui.theme", "key": "ui.colour"}), "unknown argument `key`").await;
     s.write("roost_update_setting", json!({"id": "ui.theme", "value": "light"})).await;

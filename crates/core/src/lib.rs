@@ -10,7 +10,9 @@
 
 pub mod change;
 pub mod clock;
+pub mod hex;
 pub mod id;
+pub mod protocol;
 pub mod schema;
 pub mod sync;
 pub mod validate;

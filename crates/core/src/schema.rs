@@ -96,6 +96,15 @@ pub const MAX_LABELS: usize = 64;
 pub const MAX_LABEL_CHARS: usize = 64;
 
 const TAGS: Field = Field::new("tags", FieldKind::Labels, "Short labels for grouping and filtering.");
+/// Scope, decided at creation: a local row stays on the instance that wrote it.
+const LOCAL: Field = Field::new(
+    "local",
+    FieldKind::Flag,
+    "true: kept on this instance only, never synced; false (default): shared by every instance.",
+)
+.default("false")
+.filterable()
+.immutable();
 const PROJECT: Field =
     Field::new("project", FieldKind::ProjectRef, "Project this belongs to: the project's id or exact name.")
         .filterable();
@@ -116,6 +125,7 @@ const MEMORY_FIELDS: &[Field] = &[
     Field::new("importance", FieldKind::Int { min: 1, max: 10 }, "1 (trivia) to 10 (critical); default 5.")
         .default("5"),
     PROJECT,
+    LOCAL,
 ];
 
 const PROJECT_FIELDS: &[Field] = &[
@@ -125,6 +135,7 @@ const PROJECT_FIELDS: &[Field] = &[
         .default("active")
         .filterable(),
     TAGS,
+    LOCAL,
 ];
 
 const SOURCE_FIELDS: &[Field] = &[
@@ -142,6 +153,7 @@ const SOURCE_FIELDS: &[Field] = &[
     PROJECT,
     Field::new("notes", FieldKind::Text, "Your notes on the source."),
     TAGS,
+    LOCAL,
 ];
 
 const NOTE_FIELDS: &[Field] = &[
@@ -149,6 +161,7 @@ const NOTE_FIELDS: &[Field] = &[
     Field::new("body", FieldKind::Text, "The note itself (markdown welcome).").required(),
     PROJECT,
     TAGS,
+    LOCAL,
 ];
 
 const BLOG_POST_FIELDS: &[Field] = &[
@@ -169,6 +182,7 @@ const BLOG_POST_FIELDS: &[Field] = &[
     .filterable(),
     Field::new("published_at", FieldKind::Date, "When it was published (set automatically on publish)."),
     TAGS,
+    LOCAL,
 ];
 
 const CONTACT_FIELDS: &[Field] = &[
@@ -178,14 +192,13 @@ const CONTACT_FIELDS: &[Field] = &[
     Field::new("organization", FieldKind::Line(300), "Where they work or belong.").filterable(),
     Field::new("notes", FieldKind::Text, "Anything worth remembering about them."),
     TAGS,
+    LOCAL,
 ];
 
 const SETTING_FIELDS: &[Field] = &[
     Field::new("key", FieldKind::Line(200), "Setting name, e.g. ui.theme.").required().unique().immutable(),
     Field::new("value", FieldKind::Text, "Setting value (any text; JSON welcome).").required(),
-    Field::new("local", FieldKind::Flag, "true: this instance only, never synced; false: shared by the chain.")
-        .default("false")
-        .filterable(),
+    LOCAL,
 ];
 
 impl Table {

@@ -41,6 +41,12 @@ impl Writer {
         self.0.extend_from_slice(v.as_bytes());
         self
     }
+    /// Bytes too long for [`Writer::str`]: a u64 length, then the bytes.
+    pub fn blob(&mut self, v: &[u8]) -> &mut Self {
+        self.0.extend_from_slice(&(v.len() as u64).to_be_bytes());
+        self.0.extend_from_slice(v);
+        self
+    }
 }
 
 pub struct Reader<'a> {
@@ -82,6 +88,27 @@ impl<'a> Reader<'a> {
         let len = u16::from_be_bytes(self.array()?) as usize;
         let bytes = self.take(len)?;
         String::from_utf8(bytes.to_vec()).map_err(|_| self.malformed("text is not UTF-8"))
+    }
+
+    pub fn u64(&mut self) -> Result<u64, WireError> {
+        Ok(u64::from_be_bytes(self.array()?))
+    }
+
+    /// The counterpart of [`Writer::blob`].
+    pub fn blob(&mut self) -> Result<&'a [u8], WireError> {
+        let len = self.u64()?;
+        let len = usize::try_from(len).map_err(|_| self.malformed("length too large"))?;
+        self.take(len)
+    }
+
+    /// A UTF-8 [`Writer::blob`].
+    pub fn long_str(&mut self) -> Result<String, WireError> {
+        let bytes = self.blob()?;
+        String::from_utf8(bytes.to_vec()).map_err(|_| self.malformed("text is not UTF-8"))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rest.is_empty()
     }
 
     pub fn finish(self) -> Result<(), WireError> {

@@ -59,7 +59,7 @@ pub(crate) fn unb64(text: &str, what: &str) -> Result<Vec<u8>, IdentityError> {
 
 /// Lowercase hex.
 pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    roost_core::hex::encode(bytes)
 }
 
 /// Parses a canonical UUID string into its 16 bytes.

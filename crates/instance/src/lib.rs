@@ -228,9 +228,4 @@ pub(crate) fn read_secret(path: &Path) -> Result<[u8; 32]> {
         .ok_or_else(|| InstanceError::Corrupt { path: path.to_path_buf(), reason: "expected 64 hex digits".into() })
 }
 
-pub(crate) fn unhex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
-}
+pub(crate) use roost_core::hex::decode as unhex;

@@ -3,16 +3,20 @@
 //! [`Store::write`] takes a [`Mutation`] from any entry point (MCP over HTTP or
 //! stdio, the CLI, the JSON API) and, in one `BEGIN IMMEDIATE` transaction:
 //! validates it with `roost-core`, writes the row, advances the persisted
-//! Lamport clock and appends one change record. Either all of that commits or
-//! none of it does. Deletes write tombstones, never remove rows.
+//! Lamport clock and appends one signed log entry. Either all of that commits
+//! or none of it does. Deletes write tombstones, never remove rows. Rows
+//! marked `local` get no log entry: the log is what replicates.
 
 use rusqlite::{OptionalExtension, Transaction, TransactionBehavior, params_from_iter};
 use serde_json::{Map, Value};
 
 use ed25519_dalek::{Signer, SigningKey};
+use roost_core::sync::{VersionVector, next_vector};
 use roost_core::validate::{self, Fields};
 use roost_core::{Entry, FieldKind, GENESIS, Lamport, Op, RowId, Table};
 
+use crate::apply::supersede;
+use crate::conflicts::{Keep, find_conflict};
 use crate::connection::DoorConnection;
 use crate::row::{select_list, to_sql};
 use crate::{Result, Store, StoreError, now_text, now_unix_ms, row};
@@ -28,9 +32,25 @@ pub(crate) struct Author {
 /// unique field (project name, blog slug, setting key) that field's value.
 #[derive(Debug, Clone)]
 pub enum Mutation {
-    Create { table: Table, fields: Map<String, Value> },
-    Update { table: Table, key: String, patch: Map<String, Value> },
-    Delete { table: Table, key: String },
+    Create {
+        table: Table,
+        fields: Map<String, Value>,
+    },
+    Update {
+        table: Table,
+        key: String,
+        patch: Map<String, Value>,
+    },
+    Delete {
+        table: Table,
+        key: String,
+    },
+    /// Resolves a sync conflict (by id or unique prefix) by writing the kept
+    /// version as a new version of the row, which has seen both.
+    Resolve {
+        conflict: String,
+        keep: Keep,
+    },
 }
 
 impl Store {
@@ -44,6 +64,7 @@ impl Store {
                 Mutation::Create { table, fields } => create(&tx, &self.author, table, &fields)?,
                 Mutation::Update { table, key, patch } => update(&tx, &self.author, table, &key, &patch)?,
                 Mutation::Delete { table, key } => delete(&tx, &self.author, table, &key)?,
+                Mutation::Resolve { conflict, keep } => resolve_conflict(&tx, &self.author, &conflict, keep)?,
             };
             tx.commit()?;
             Ok(row)
@@ -58,33 +79,37 @@ fn create(tx: &Transaction, author: &Author, table: Table, input: &Map<String, V
     let now = now_text();
     validate::derive(table, &mut fields, &now);
 
+    let local = is_local(&fields);
     let id = match (table.id_from_key(), table.natural_key()) {
-        (true, Some(key)) => RowId::named(table.name(), fields[key.name].as_str().unwrap_or_default()),
+        // A local setting is a different row from a shared one of the same key.
+        (true, Some(key)) => RowId::named(
+            if local { "settings/local" } else { table.name() },
+            fields[key.name].as_str().unwrap_or_default(),
+        ),
         _ => RowId::v7(now_unix_ms(), rand::random()),
     };
-    let lamport = advance_clock(tx)?;
-    let tombstone_exists = tx
-        .prepare_cached(&format!("SELECT 1 FROM {} WHERE id = ?1", table.name()))?
-        .query_row([id.as_str()], |_| Ok(()))
-        .optional()?
-        .is_some();
-    if tombstone_exists {
+    let previous = tx
+        .prepare_cached(&format!("SELECT vv FROM {} WHERE id = ?1", table.name()))?
+        .query_row([id.as_str()], |r| r.get::<_, String>(0))
+        .optional()?;
+    let stamp = Stamp::next(tx, author, local, previous.as_deref())?;
+    if previous.is_some() {
         // A name-based id whose row was deleted: the new row takes its place.
-        write_row(tx, table, &id, &fields, lamport, &author.origin, &now, None, Some(&now))?;
+        write_row(tx, table, &id, &fields, &author.origin, &stamp, &now, None, Some(&now))?;
     } else {
-        let names: Vec<&str> = table.fields().iter().map(|f| f.name).collect();
-        let sql = format!(
-            "INSERT INTO {} (id, origin, lamport, created_at, updated_at, {}) VALUES (?1, ?2, ?3, ?4, ?4, {})",
-            table.name(),
-            names.join(", "),
-            (0..names.len()).map(|i| format!("?{}", i + 5)).collect::<Vec<_>>().join(", ")
-        );
-        let mut values: Vec<rusqlite::types::Value> =
-            vec![id.to_string().into(), author.origin.clone().into(), (lamport.0 as i64).into(), now.clone().into()];
-        values.extend(table.fields().iter().map(|f| to_sql(f.kind, fields.get(f.name).unwrap_or(&Value::Null))));
-        tx.prepare_cached(&sql)?.execute(params_from_iter(values))?;
+        let row = NewRow {
+            id: &id,
+            origin: &author.origin,
+            lamport: stamp.lamport,
+            created_at: &now,
+            updated_at: &now,
+            deleted_at: None,
+            vector: stamp.vector_text(),
+            version_seq: stamp.log.as_ref().map(|l| l.seq),
+        };
+        insert_row(tx, table, &row, &fields)?;
     }
-    append_change(tx, author, table, Op::Insert, &id, lamport, &now)
+    finish(tx, author, table, Op::Insert, &id, &stamp, &now)
 }
 
 fn update(
@@ -107,51 +132,204 @@ fn update(
         return Ok(current);
     }
     check_unique(tx, table, &fields, Some(&id))?;
-    let lamport = advance_clock(tx)?;
-    write_row(tx, table, &id, &fields, lamport, &author.origin, &now, None, None)?;
-    append_change(tx, author, table, Op::Update, &id, lamport, &now)
+    let stamp = Stamp::next(tx, author, is_local(&fields), Some(&row_vector(tx, table, &id)?))?;
+    write_row(tx, table, &id, &fields, &author.origin, &stamp, &now, None, None)?;
+    finish(tx, author, table, Op::Update, &id, &stamp, &now)
 }
 
 fn delete(tx: &Transaction, author: &Author, table: Table, key: &str) -> Result<Map<String, Value>> {
-    let (id, _) = find_live(tx, table, key)?;
+    let (id, current) = find_live(tx, table, key)?;
     let now = now_text();
-    let lamport = advance_clock(tx)?;
-    // A tombstone keeps the row's identity and drops its content.
-    write_row(tx, table, &id, &Fields::new(), lamport, &author.origin, &now, Some(&now), None)?;
-    append_change(tx, author, table, Op::Delete, &id, lamport, &now)
+    let local = current.get("local") == Some(&Value::Bool(true));
+    let stamp = Stamp::next(tx, author, local, Some(&row_vector(tx, table, &id)?))?;
+    // A tombstone keeps the row's identity and scope, and drops its content.
+    let mut tombstone = Fields::new();
+    tombstone.insert("local", Value::Bool(local));
+    write_row(tx, table, &id, &tombstone, &author.origin, &stamp, &now, Some(&now), None)?;
+    finish(tx, author, table, Op::Delete, &id, &stamp, &now)
 }
 
-/// Overwrites every field of row `id`, plus its stamps.
+fn resolve_conflict(tx: &Transaction, author: &Author, key: &str, keep: Keep) -> Result<Map<String, Value>> {
+    let conflict = find_conflict(tx, &author.origin, key)?;
+    if conflict.resolved {
+        return Err(StoreError::Duplicate(format!(
+            "conflict {} is already resolved ({})",
+            conflict.id,
+            conflict.resolution.as_deref().unwrap_or("resolved")
+        )));
+    }
+    let table = Table::parse(&conflict.table).expect("conflicts name known tables");
+    let id = RowId::parse(&conflict.row_id).expect("conflicts name canonical row ids");
+    let (kept, resolution) = match &keep {
+        Keep::Local => (conflict.local_version().row.clone(), "kept the local version".to_string()),
+        Keep::Remote => (conflict.remote_version().row.clone(), "kept the remote version".to_string()),
+        Keep::Merge(_) => (conflict.winner.row.clone(), "merged".to_string()),
+    };
+    let mut fields: Fields =
+        table.fields().iter().map(|f| (f.name, kept.get(f.name).cloned().unwrap_or(Value::Null))).collect();
+    let mut deleted = kept.get("deleted_at").is_some_and(Value::is_string);
+    if let Keep::Merge(patch) = &keep {
+        let patch = validate::validate_patch(table, patch)?;
+        fields.extend(patch);
+        deleted = false;
+    }
+    if !deleted {
+        check_unique(tx, table, &fields, Some(&id))?;
+    }
+    let now = now_text();
+    let stamp = Stamp::next(tx, author, false, Some(&row_vector(tx, table, &id)?))?;
+    let deleted_at = deleted.then_some(now.as_str());
+    write_row(tx, table, &id, &fields, &author.origin, &stamp, &now, deleted_at, None)?;
+    let op = if deleted { Op::Delete } else { Op::Update };
+    let written = finish(tx, author, table, op, &id, &stamp, &now)?;
+    tx.prepare_cached("UPDATE sync_conflicts SET resolved = 1, resolution = ?2, resolved_at = ?3 WHERE id = ?1")?
+        .execute(rusqlite::params![conflict.id, resolution, now])?;
+    Ok(written)
+}
+
+fn is_local(fields: &Fields) -> bool {
+    fields.get("local") == Some(&Value::Bool(true))
+}
+
+/// The stamps of one local write: its Lamport time and, for a row that
+/// replicates, its place in the log and its version vector.
+struct Stamp {
+    lamport: Lamport,
+    log: Option<LogPosition>,
+}
+
+struct LogPosition {
+    seq: u64,
+    prev_hash: [u8; 32],
+    vector: VersionVector,
+}
+
+impl Stamp {
+    /// Ticks the clock and, unless the row is local, takes the next log
+    /// position; `previous` is the row's stored vector, if the row exists.
+    fn next(tx: &Transaction, author: &Author, local: bool, previous: Option<&str>) -> Result<Stamp> {
+        let lamport = advance_clock(tx)?;
+        if local {
+            return Ok(Stamp { lamport, log: None });
+        }
+        let (head, prev_hash) = log_head(tx, &author.origin)?;
+        let previous = previous.map(parse_vector).transpose()?;
+        let vector = next_vector(previous.as_ref(), &author.origin, head + 1);
+        Ok(Stamp { lamport, log: Some(LogPosition { seq: head + 1, prev_hash, vector }) })
+    }
+
+    fn vector_text(&self) -> String {
+        self.log.as_ref().map_or_else(|| "{}".to_string(), |l| vector_text(&l.vector))
+    }
+}
+
+pub(crate) fn vector_text(vector: &VersionVector) -> String {
+    serde_json::to_string(vector).expect("a version vector serialises")
+}
+
+pub(crate) fn parse_vector(text: &str) -> Result<VersionVector> {
+    serde_json::from_str(text).map_err(|_| StoreError::SchemaMismatch(format!("bad version vector {text:?}")))
+}
+
+fn row_vector(tx: &Transaction, table: Table, id: &RowId) -> Result<String> {
+    Ok(tx
+        .prepare_cached(&format!("SELECT vv FROM {} WHERE id = ?1", table.name()))?
+        .query_row([id.as_str()], |r| r.get(0))?)
+}
+
+/// A row about to be inserted: its system columns.
+pub(crate) struct NewRow<'a> {
+    pub id: &'a RowId,
+    pub origin: &'a str,
+    pub lamport: Lamport,
+    pub created_at: &'a str,
+    pub updated_at: &'a str,
+    pub deleted_at: Option<&'a str>,
+    pub vector: String,
+    pub version_seq: Option<u64>,
+}
+
+pub(crate) fn insert_row(tx: &Transaction, table: Table, row: &NewRow, fields: &Fields) -> Result<()> {
+    let names: Vec<&str> = table.fields().iter().map(|f| f.name).collect();
+    let sql = format!(
+        "INSERT INTO {} (id, origin, lamport, created_at, updated_at, deleted_at, vv, version_seq, {})
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, {})",
+        table.name(),
+        names.join(", "),
+        (0..names.len()).map(|i| format!("?{}", i + 9)).collect::<Vec<_>>().join(", ")
+    );
+    let mut values: Vec<rusqlite::types::Value> = vec![
+        row.id.to_string().into(),
+        row.origin.to_string().into(),
+        (row.lamport.0 as i64).into(),
+        row.created_at.to_string().into(),
+        row.updated_at.to_string().into(),
+        row.deleted_at.map(str::to_string).into(),
+        row.vector.clone().into(),
+        row.version_seq.map(|s| s as i64).into(),
+    ];
+    values.extend(table.fields().iter().map(|f| to_sql(f.kind, fields.get(f.name).unwrap_or(&Value::Null))));
+    tx.prepare_cached(&sql)?.execute(params_from_iter(values))?;
+    Ok(())
+}
+
+/// Overwrites every field of row `id`, plus its stamps and version.
 #[allow(clippy::too_many_arguments)]
 fn write_row(
     tx: &Transaction,
     table: Table,
     id: &RowId,
     fields: &Fields,
-    lamport: Lamport,
     origin: &str,
+    stamp: &Stamp,
     now: &str,
     deleted_at: Option<&str>,
     created_at: Option<&str>,
 ) -> Result<()> {
+    let row = NewRow {
+        id,
+        origin,
+        lamport: stamp.lamport,
+        created_at: created_at.unwrap_or_default(),
+        updated_at: now,
+        deleted_at,
+        vector: stamp.vector_text(),
+        version_seq: stamp.log.as_ref().map(|l| l.seq),
+    };
+    overwrite_row(tx, table, &row, created_at.is_none(), fields)
+}
+
+/// Overwrites row `row.id` with `row` and `fields`; keeps the stored
+/// `created_at` when `keep_created` is set.
+pub(crate) fn overwrite_row(
+    tx: &Transaction,
+    table: Table,
+    row: &NewRow,
+    keep_created: bool,
+    fields: &Fields,
+) -> Result<()> {
     let sets: Vec<String> =
-        table.fields().iter().enumerate().map(|(i, f)| format!("{} = ?{}", f.name, i + 7)).collect();
+        table.fields().iter().enumerate().map(|(i, f)| format!("{} = ?{}", f.name, i + 9)).collect();
     let sql = format!(
-        "UPDATE {} SET origin = ?2, lamport = ?3, updated_at = ?4, deleted_at = ?5, created_at = coalesce(?6, created_at), {} WHERE id = ?1",
+        "UPDATE {} SET origin = ?2, lamport = ?3, updated_at = ?4, deleted_at = ?5,
+            created_at = CASE WHEN ?6 IS NULL THEN created_at ELSE ?6 END, vv = ?7, version_seq = ?8, {}
+         WHERE id = ?1",
         table.name(),
         sets.join(", ")
     );
     let mut values: Vec<rusqlite::types::Value> = vec![
-        id.to_string().into(),
-        origin.to_string().into(),
-        (lamport.0 as i64).into(),
-        now.to_string().into(),
-        deleted_at.map(str::to_string).into(),
-        created_at.map(str::to_string).into(),
+        row.id.to_string().into(),
+        row.origin.to_string().into(),
+        (row.lamport.0 as i64).into(),
+        row.updated_at.to_string().into(),
+        row.deleted_at.map(str::to_string).into(),
+        (!keep_created).then(|| row.created_at.to_string()).into(),
+        row.vector.clone().into(),
+        row.version_seq.map(|s| s as i64).into(),
     ];
     values.extend(table.fields().iter().map(|f| to_sql(f.kind, fields.get(f.name).unwrap_or(&Value::Null))));
     let changed = tx.prepare_cached(&sql)?.execute(params_from_iter(values))?;
-    assert_eq!(changed, 1, "write_row must hit exactly the row it was given");
+    assert_eq!(changed, 1, "a row overwrite must hit exactly the row it was given");
     Ok(())
 }
 
@@ -163,55 +341,64 @@ fn advance_clock(tx: &Transaction) -> Result<Lamport> {
     Ok(next)
 }
 
-/// Reads the row back as written and appends its log entry: the origin's
-/// next sequence number, chained to its previous entry and signed.
-fn append_change(
+/// Reads the row back as written and, unless it is local, appends its log
+/// entry at the position the stamp took, chained and signed.
+fn finish(
     tx: &Transaction,
     author: &Author,
     table: Table,
     op: Op,
     id: &RowId,
-    lamport: Lamport,
+    stamp: &Stamp,
     now: &str,
 ) -> Result<Map<String, Value>> {
     let sql = format!("SELECT {} FROM {} t WHERE t.id = ?1", select_list(table, "t"), table.name());
     let written = tx.prepare_cached(&sql)?.query_row([id.as_str()], |r| row::row_json(table, r, 0))?;
-    assert_eq!(written["lamport"], Value::from(lamport.0), "row and entry must carry the same stamp");
-    let (seq, prev_hash) = log_head(tx, &author.origin)?;
+    assert_eq!(written["lamport"], Value::from(stamp.lamport.0), "row and entry must carry the same stamp");
+    let Some(log) = &stamp.log else { return Ok(written) };
     let entry = Entry {
         origin: author.origin.clone(),
-        seq: seq + 1,
-        lamport,
-        prev_hash,
+        seq: log.seq,
+        lamport: stamp.lamport,
+        prev_hash: log.prev_hash,
         table,
         op,
         row_id: id.clone(),
+        vector: log.vector.clone(),
         row: Value::Object(written.clone()).to_string(),
     };
-    let hash = entry.hash();
-    tx.prepare_cached(
-        "INSERT INTO changes (table_name, op, row_id, row_json, lamport, origin, created_at,
-                              origin_seq, prev_hash, hash, signature)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-    )?
-    .execute(rusqlite::params![
-        table.name(),
-        op.as_str(),
-        id.as_str(),
-        entry.row,
-        lamport.0 as i64,
-        author.origin,
-        now,
-        entry.seq as i64,
-        entry.prev_hash.as_slice(),
-        hash.as_slice(),
-        author.key.sign(&hash).to_bytes().as_slice(),
-    ])?;
+    let signature = author.key.sign(&entry.hash()).to_bytes();
+    insert_change(tx, &entry, &signature, now)?;
+    supersede(tx, table, id, &entry.origin, entry.seq, &entry.vector)?;
     Ok(written)
 }
 
+/// Appends a verified or freshly signed entry to the log table.
+pub(crate) fn insert_change(tx: &Transaction, entry: &Entry, signature: &[u8; 64], now: &str) -> Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO changes (table_name, op, row_id, row_json, lamport, origin, created_at,
+                              origin_seq, prev_hash, hash, signature, vector)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+    )?
+    .execute(rusqlite::params![
+        entry.table.name(),
+        entry.op.as_str(),
+        entry.row_id.as_str(),
+        entry.row,
+        entry.lamport.0 as i64,
+        entry.origin,
+        now,
+        entry.seq as i64,
+        entry.prev_hash.as_slice(),
+        entry.hash().as_slice(),
+        signature.as_slice(),
+        vector_text(&entry.vector),
+    ])?;
+    Ok(())
+}
+
 /// The origin's last sequence number and entry hash (0 and [`GENESIS`] for none).
-fn log_head(tx: &Transaction, origin: &str) -> Result<(u64, [u8; 32])> {
+pub(crate) fn log_head(tx: &Transaction, origin: &str) -> Result<(u64, [u8; 32])> {
     let head: Option<(i64, Vec<u8>)> = tx
         .prepare_cached(
             "SELECT origin_seq, hash FROM changes WHERE origin = ?1 AND origin_seq IS NOT NULL
@@ -225,8 +412,9 @@ fn log_head(tx: &Transaction, origin: &str) -> Result<(u64, [u8; 32])> {
     })
 }
 
-/// Signs, in order, this origin's change records written before the log was
-/// signed (databases created before schema version 3).
+/// Signs, in order, this origin's change records that have no log position
+/// yet (databases from before the signed log or before version vectors), and
+/// gives each row the vector and version of its latest entry.
 pub(crate) fn sign_unsigned(writer: &mut DoorConnection, author: &Author) -> Result<()> {
     writer.with_door_open(|conn| {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -243,26 +431,37 @@ pub(crate) fn sign_unsigned(writer: &mut DoorConnection, author: &Author) -> Res
         for (local, table, op, row_id, row, lamport) in unsigned {
             let (seq, prev_hash) = log_head(&tx, &author.origin)?;
             let corrupt = || StoreError::SchemaMismatch(format!("change {local} cannot be signed"));
+            let table = Table::parse(&table).ok_or_else(corrupt)?;
+            let row_id = RowId::parse(&row_id).ok_or_else(corrupt)?;
+            let previous = parse_vector(&row_vector(&tx, table, &row_id)?)?;
+            let vector = next_vector(Some(&previous), &author.origin, seq + 1);
             let entry = Entry {
                 origin: author.origin.clone(),
                 seq: seq + 1,
                 lamport: Lamport(lamport as u64),
                 prev_hash,
-                table: Table::parse(&table).ok_or_else(corrupt)?,
+                table,
                 op: Op::parse(&op).ok_or_else(corrupt)?,
-                row_id: RowId::parse(&row_id).ok_or_else(corrupt)?,
+                row_id,
+                vector,
                 row,
             };
             let hash = entry.hash();
             tx.execute(
-                "UPDATE changes SET origin_seq = ?2, prev_hash = ?3, hash = ?4, signature = ?5 WHERE seq = ?1",
+                "UPDATE changes SET origin_seq = ?2, prev_hash = ?3, hash = ?4, signature = ?5, vector = ?6
+                 WHERE seq = ?1",
                 rusqlite::params![
                     local,
                     entry.seq as i64,
                     entry.prev_hash.as_slice(),
                     hash.as_slice(),
-                    author.key.sign(&hash).to_bytes().as_slice()
+                    author.key.sign(&hash).to_bytes().as_slice(),
+                    vector_text(&entry.vector),
                 ],
+            )?;
+            tx.execute(
+                &format!("UPDATE {} SET vv = ?2, version_seq = ?3 WHERE id = ?1", table.name()),
+                rusqlite::params![entry.row_id.as_str(), vector_text(&entry.vector), entry.seq as i64],
             )?;
         }
         tx.commit()?;
@@ -282,7 +481,7 @@ pub(crate) fn find_live(conn: &rusqlite::Connection, table: Table, key: &str) ->
     };
     let lookup = RowId::parse(key).map_or_else(|| key.to_string(), |id| id.to_string());
     let sql = format!(
-        "SELECT {} FROM {} t WHERE t.{by} = ?1 AND t.deleted_at IS NULL ORDER BY t.seq LIMIT 1",
+        "SELECT {} FROM {} t WHERE t.{by} = ?1 AND t.deleted_at IS NULL ORDER BY t.id LIMIT 1",
         select_list(table, "t"),
         table.name()
     );

@@ -7,8 +7,11 @@
 //! appends the change record in one transaction. SQLite triggers refuse any
 //! other write to those tables, so the rule holds even for code that forgets it.
 
+mod apply;
+pub mod conflicts;
 mod connection;
 pub mod door;
+mod log;
 mod migrations;
 pub mod query;
 pub mod registry;
@@ -22,8 +25,11 @@ use thiserror::Error;
 
 use roost_core::ValidationError;
 
+pub use apply::Verdict;
+pub use conflicts::{Conflict, Keep};
 pub use door::Mutation;
-pub use query::{ListQuery, SearchHit, SearchQuery, Sort, StoredChange};
+pub use log::StoredChange;
+pub use query::{ListQuery, SearchHit, SearchQuery, Sort};
 pub use registry::InstanceEntry;
 
 use connection::DoorConnection;
@@ -82,7 +88,7 @@ impl Store {
     /// that another instance created.
     pub fn open(path: &Path, origin: &str, key: ed25519_dalek::SigningKey) -> Result<Store> {
         let mut writer = DoorConnection::open(path)?;
-        migrations::migrate(writer.raw_mut())?;
+        writer.with_door_open(migrations::migrate)?;
         claim_instance(writer.raw_mut(), origin)?;
         let author = door::Author { origin: origin.to_string(), key };
         door::sign_unsigned(&mut writer, &author)?;
@@ -102,6 +108,11 @@ impl Store {
             pool.push(conn);
         }
         result
+    }
+
+    /// The instance whose log this store writes.
+    pub fn origin(&self) -> &str {
+        &self.author.origin
     }
 
     /// A cheap liveness check of the database.

@@ -143,8 +143,57 @@ fn v3(tx: &Transaction) -> rusqlite::Result<()> {
     )
 }
 
+/// Replication: each synced row records the version vector it has absorbed
+/// (`vv`) and the log position of the version it shows (`version_seq`, with
+/// `origin`); every table gains the `local` flag (settings had it already);
+/// log entries carry their version vector; conflicts are kept; a revoked
+/// origin's entries are accepted only up to the head held at revocation.
+///
+/// No entry had left its instance before this step, so the log is re-signed
+/// in the new entry format at the next open, and entries of local settings,
+/// which never belonged in it, are dropped. Runs with the door open.
+fn v4(tx: &Transaction) -> rusqlite::Result<()> {
+    for table in Table::ALL {
+        let name = table.name();
+        tx.execute_batch(&format!(
+            "ALTER TABLE {name} ADD COLUMN vv TEXT NOT NULL DEFAULT '{{}}';
+             ALTER TABLE {name} ADD COLUMN version_seq INTEGER;"
+        ))?;
+        if table != Table::Settings {
+            tx.execute_batch(&format!("ALTER TABLE {name} ADD COLUMN local INTEGER;"))?;
+        }
+    }
+    tx.execute_batch(
+        "ALTER TABLE changes ADD COLUMN vector TEXT;
+         DELETE FROM changes WHERE table_name = 'settings' AND row_id IN (SELECT id FROM settings WHERE local = 1);
+         UPDATE changes SET origin_seq = NULL, prev_hash = NULL, hash = NULL, signature = NULL;
+         ALTER TABLE instances ADD COLUMN revoked_after INTEGER;
+         CREATE TABLE sync_conflicts (
+            id TEXT PRIMARY KEY,
+            table_name TEXT NOT NULL,
+            row_id TEXT NOT NULL,
+            winner_origin TEXT NOT NULL,
+            winner_seq INTEGER NOT NULL,
+            winner_lamport INTEGER NOT NULL,
+            winner_op TEXT NOT NULL,
+            winner_row TEXT NOT NULL,
+            loser_origin TEXT NOT NULL,
+            loser_seq INTEGER NOT NULL,
+            loser_lamport INTEGER NOT NULL,
+            loser_op TEXT NOT NULL,
+            loser_row TEXT NOT NULL,
+            loser_vector TEXT NOT NULL,
+            resolved INTEGER NOT NULL DEFAULT 0,
+            resolution TEXT,
+            resolved_at TEXT,
+            created_at TEXT NOT NULL
+         );
+         CREATE INDEX sync_conflicts_row ON sync_conflicts (table_name, row_id) WHERE resolved = 0;",
+    )
+}
+
 type Migration = fn(&Transaction) -> rusqlite::Result<()>;
-const MIGRATIONS: &[Migration] = &[v1, v2, v3];
+const MIGRATIONS: &[Migration] = &[v1, v2, v3, v4];
 
 /// Brings the database up to the newest schema, each step in one transaction.
 pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {

@@ -9,11 +9,16 @@ use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use roost_core::validate::normalise;
-use roost_core::{Entry, FieldKind, Lamport, Op, RowId, Table};
+use roost_core::{FieldKind, Lamport, Table};
 
 use crate::door::{find_live, resolve_project_ref};
 use crate::row::{column_count, row_json, select_list};
 use crate::{Result, Store, StoreError, now_text};
+
+const MAX_LIMIT: u32 = 500;
+
+/// bm25 column weights: content, context, tags, source, category.
+const BM25_WEIGHTS: &str = "4.0, 1.5, 2.0, 0.5, 1.0";
 
 /// Order of a listing.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -70,23 +75,6 @@ pub struct SearchHit {
     pub score: f64,
     pub snippet: String,
 }
-
-/// A log entry as stored: the entry, its local position, hash and signature.
-#[derive(Debug, Clone)]
-pub struct StoredChange {
-    /// Position in this instance's change table (local only).
-    pub seq: i64,
-    pub entry: Entry,
-    /// The row, parsed from `entry.row`.
-    pub row: Value,
-    pub hash: [u8; 32],
-    pub signature: [u8; 64],
-}
-
-const MAX_LIMIT: u32 = 500;
-
-/// bm25 column weights: content, context, tags, source, category.
-const BM25_WEIGHTS: &str = "4.0, 1.5, 2.0, 0.5, 1.0";
 
 impl Store {
     /// A live row by id (or unique field), or `NotFound`.
@@ -284,51 +272,18 @@ impl Store {
         })
     }
 
+    /// Runs FTS5's integrity check: the index must mirror the memories table
+    /// exactly.
+    pub fn check_search_index(&self) -> Result<()> {
+        self.read(|c| {
+            c.execute("INSERT INTO memories_fts (memories_fts, rank) VALUES ('integrity-check', 1)", [])?;
+            Ok(())
+        })
+    }
+
     /// The Lamport clock and the number of change records.
     pub fn clock(&self) -> Result<(Lamport, i64)> {
         self.read(|c| Ok(clock_and_changes(c)?)).map(|(l, n)| (Lamport(l as u64), n))
-    }
-
-    /// Log entries after local position `after`, oldest first.
-    pub fn changes_since(&self, after: i64, limit: u32) -> Result<Vec<StoredChange>> {
-        self.read(|c| {
-            let mut stmt = c.prepare(
-                "SELECT seq, table_name, op, row_id, row_json, lamport, origin, origin_seq, prev_hash, hash, signature
-                 FROM changes WHERE seq > ?1 ORDER BY seq LIMIT ?2",
-            )?;
-            let rows = stmt.query_map(rusqlite::params![after, limit], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    [r.get::<_, String>(1)?, r.get(2)?, r.get(3)?, r.get(4)?],
-                    r.get::<_, i64>(5)?,
-                    r.get::<_, String>(6)?,
-                    r.get::<_, i64>(7)?,
-                    [r.get::<_, Vec<u8>>(8)?, r.get(9)?, r.get(10)?],
-                ))
-            })?;
-            rows.map(|r| {
-                let (seq, [table, op, row_id, row], lamport, origin, origin_seq, [prev_hash, hash, signature]) = r?;
-                let corrupt = |what: &str| StoreError::SchemaMismatch(format!("change {seq} has a bad {what}"));
-                let entry = Entry {
-                    origin,
-                    seq: origin_seq as u64,
-                    lamport: Lamport(lamport as u64),
-                    prev_hash: prev_hash.try_into().map_err(|_| corrupt("previous hash"))?,
-                    table: Table::parse(&table).ok_or_else(|| corrupt("table"))?,
-                    op: Op::parse(&op).ok_or_else(|| corrupt("op"))?,
-                    row_id: RowId::parse(&row_id).ok_or_else(|| corrupt("row id"))?,
-                    row,
-                };
-                Ok(StoredChange {
-                    seq,
-                    row: serde_json::from_str(&entry.row).map_err(|_| corrupt("row"))?,
-                    hash: hash.try_into().map_err(|_| corrupt("hash"))?,
-                    signature: signature.try_into().map_err(|_| corrupt("signature"))?,
-                    entry,
-                })
-            })
-            .collect()
-        })
     }
 }
 

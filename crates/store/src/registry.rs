@@ -116,7 +116,13 @@ impl Store {
     pub fn revoke_instance(&self, key: &str) -> Result<InstanceEntry> {
         let target = self.instance(key)?;
         let mut writer = self.writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        writer.raw_mut().execute("UPDATE instances SET status = 'revoked' WHERE id = ?1", [&target.id])?;
+        // Entries the origin wrote before revocation stay acceptable; later ones never are.
+        writer.raw_mut().execute(
+            "UPDATE instances SET status = 'revoked',
+                revoked_after = (SELECT coalesce(max(origin_seq), 0) FROM changes WHERE origin = ?1)
+             WHERE id = ?1 AND status != 'revoked'",
+            [&target.id],
+        )?;
         drop(writer);
         self.instance(&target.id)
     }

@@ -1,0 +1,358 @@
+//! Applying entries received from other instances.
+//!
+//! [`Store::apply`] takes a batch of signed entries and, in one transaction,
+//! verifies and applies each one: signature by the origin's machine key (from
+//! the registry, whose certificates were verified on entry), the hash chain,
+//! revocation, causal readiness, then the conflict rules of
+//! `roost_core::sync`, and appends the entry to the log. The log is the
+//! per-origin checkpoint, written in the same transaction as the rows, so a
+//! crash at any point neither loses an entry nor applies one twice.
+//!
+//! Signatures are checked per chain run: within a batch, an origin's
+//! consecutive entries are linked by `prev_hash`, so one valid signature on
+//! the last of them authenticates every entry before it. Only when that
+//! signature fails are the others checked one by one.
+
+use std::collections::HashMap;
+
+use ed25519_dalek::{Signature, Verifier, VerifyingKey};
+use rusqlite::{OptionalExtension, Transaction, TransactionBehavior};
+use serde_json::{Map, Value};
+
+use roost_core::protocol::SignedEntry;
+use roost_core::sync::{Outcome, RowState, Version, covers, ready, resolve};
+use roost_core::validate::Fields;
+use roost_core::{Entry, Lamport, RowId, Table};
+
+use crate::door::{NewRow, insert_change, insert_row, log_head, overwrite_row, parse_vector, vector_text};
+use crate::{Result, Store, now_text};
+
+/// What became of one received entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Applied,
+    /// Already in the log.
+    Duplicate,
+    /// Depends on an entry not here yet; hold it and try again later.
+    NotReady,
+    /// Invalid: never applied, never relayed. The text says why.
+    Refused(String),
+}
+
+/// What the registry says of an origin.
+#[derive(Clone)]
+struct OriginKey {
+    key: VerifyingKey,
+    /// For a revoked origin, the last sequence number accepted.
+    revoked_after: Option<u64>,
+}
+
+/// Per-batch caches of heads and keys.
+#[derive(Default)]
+struct Context {
+    heads: HashMap<String, (u64, [u8; 32])>,
+    keys: HashMap<String, Option<OriginKey>>,
+}
+
+impl Context {
+    fn head(&mut self, tx: &Transaction, origin: &str) -> Result<(u64, [u8; 32])> {
+        if let Some(head) = self.heads.get(origin) {
+            return Ok(*head);
+        }
+        let head = log_head(tx, origin)?;
+        self.heads.insert(origin.to_string(), head);
+        Ok(head)
+    }
+
+    fn key(&mut self, tx: &Transaction, origin: &str) -> Result<Option<OriginKey>> {
+        if let Some(key) = self.keys.get(origin) {
+            return Ok(key.clone());
+        }
+        let found: Option<(String, String, Option<i64>)> = tx
+            .prepare_cached("SELECT signing_key, status, revoked_after FROM instances WHERE id = ?1")?
+            .query_row([origin], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .optional()?;
+        let key = found.and_then(|(hex, status, revoked_after)| {
+            let bytes: [u8; 32] = roost_core::hex::decode_array(&hex)?;
+            let key = VerifyingKey::from_bytes(&bytes).ok()?;
+            let revoked_after = (status == "revoked").then(|| revoked_after.unwrap_or(0) as u64);
+            Some(OriginKey { key, revoked_after })
+        });
+        self.keys.insert(origin.to_string(), key.clone());
+        Ok(key)
+    }
+}
+
+impl Store {
+    /// Verifies and applies `batch` in one transaction; one verdict per entry.
+    pub fn apply(&self, batch: &[SignedEntry]) -> Result<Vec<Verdict>> {
+        let mut writer = self.writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        writer.with_door_open(|conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let mut ctx = Context::default();
+            let authentic = authenticate(&tx, &mut ctx, batch)?;
+            let now = now_text();
+            let mut newest = Lamport(0);
+            let mut verdicts = Vec::with_capacity(batch.len());
+            for (signed, authentic) in batch.iter().zip(authentic) {
+                let verdict = apply_one(&tx, &mut ctx, signed, authentic, &now)?;
+                if verdict == Verdict::Applied {
+                    newest = newest.max(signed.entry.lamport);
+                }
+                verdicts.push(verdict);
+            }
+            if newest.0 > 0 {
+                let clock: i64 = tx.query_row("SELECT lamport FROM clock WHERE id = 1", [], |r| r.get(0))?;
+                let next = Lamport(clock as u64).observe(newest);
+                tx.execute("UPDATE clock SET lamport = ?1 WHERE id = 1", [next.0 as i64])?;
+            }
+            tx.commit()?;
+            Ok(verdicts)
+        })
+    }
+}
+
+/// Which entries of the batch carry a valid origin signature, directly or
+/// through the hash chain of a later entry that does.
+fn authenticate(tx: &Transaction, ctx: &mut Context, batch: &[SignedEntry]) -> Result<Vec<bool>> {
+    let mut authentic = vec![false; batch.len()];
+    // Origin → hash that an authenticated later entry names as its predecessor.
+    let mut vouched: HashMap<&str, [u8; 32]> = HashMap::new();
+    for (i, signed) in batch.iter().enumerate().rev() {
+        let entry = &signed.entry;
+        if entry.seq <= ctx.head(tx, &entry.origin)?.0 {
+            continue;
+        }
+        let Some(origin) = ctx.key(tx, &entry.origin)? else { continue };
+        let hash = entry.hash();
+        let ok = vouched.get(entry.origin.as_str()) == Some(&hash)
+            || origin.key.verify(&hash, &Signature::from_bytes(&signed.signature)).is_ok();
+        authentic[i] = ok;
+        if ok {
+            vouched.insert(&entry.origin, entry.prev_hash);
+        } else {
+            vouched.remove(entry.origin.as_str());
+        }
+    }
+    Ok(authentic)
+}
+
+fn apply_one(tx: &Transaction, ctx: &mut Context, signed: &SignedEntry, authentic: bool, now: &str) -> Result<Verdict> {
+    let entry = &signed.entry;
+    let (head, head_hash) = ctx.head(tx, &entry.origin)?;
+    if entry.seq <= head {
+        return Ok(Verdict::Duplicate);
+    }
+    let Some(origin) = ctx.key(tx, &entry.origin)? else {
+        return Ok(refuse(format!("unknown origin {}: not in this instance's registry", entry.origin)));
+    };
+    if !authentic {
+        return Ok(refuse(format!("bad signature on entry {} of {}", entry.seq, entry.origin)));
+    }
+    if origin.revoked_after.is_some_and(|last| entry.seq > last) {
+        return Ok(refuse(format!("origin {} is revoked", entry.origin)));
+    }
+    if entry.seq > head + 1 {
+        return Ok(Verdict::NotReady);
+    }
+    if entry.prev_hash != head_hash {
+        return Ok(refuse(format!("entry {} of {} does not continue its hash chain", entry.seq, entry.origin)));
+    }
+    let mut heads = std::collections::BTreeMap::new();
+    for o in entry.vector.keys() {
+        heads.insert(o.clone(), ctx.head(tx, o)?.0);
+    }
+    if entry.vector.get(&entry.origin) != Some(&entry.seq) {
+        return Ok(refuse(format!("entry {} of {} has a malformed version vector", entry.seq, entry.origin)));
+    }
+    if !ready(&entry.origin, entry.seq, &entry.vector, &heads) {
+        return Ok(Verdict::NotReady);
+    }
+    let row = match row_of(entry) {
+        Ok(row) => row,
+        Err(why) => return Ok(refuse(format!("entry {} of {}: {why}", entry.seq, entry.origin))),
+    };
+    insert_change(tx, entry, &signed.signature, now)?;
+    apply_version(tx, entry, &row)?;
+    ctx.heads.insert(entry.origin.clone(), (entry.seq, entry.hash()));
+    Ok(Verdict::Applied)
+}
+
+fn refuse(why: String) -> Verdict {
+    tracing::warn!(reason = %why, "refused a log entry");
+    Verdict::Refused(why)
+}
+
+/// The entry's row, checked against the entry's own stamps.
+fn row_of(entry: &Entry) -> Result<Map<String, Value>, &'static str> {
+    let Ok(Value::Object(row)) = serde_json::from_str::<Value>(&entry.row) else {
+        return Err("row is not a JSON object");
+    };
+    let consistent = row.get("id").and_then(Value::as_str) == Some(entry.row_id.as_str())
+        && row.get("origin").and_then(Value::as_str) == Some(entry.origin.as_str())
+        && row.get("lamport").and_then(Value::as_u64) == Some(entry.lamport.0)
+        && row.get("created_at").is_some_and(Value::is_string)
+        && row.get("updated_at").is_some_and(Value::is_string);
+    if !consistent {
+        return Err("row does not match the entry's id and stamps");
+    }
+    if row.get("local") == Some(&Value::Bool(true)) {
+        return Err("an instance-local row never leaves its instance");
+    }
+    Ok(row)
+}
+
+/// The row's current version and absorbed vector, if the row exists.
+struct Current {
+    state: RowState,
+}
+
+fn current(tx: &Transaction, table: Table, id: &RowId) -> Result<Option<Current>> {
+    let found: Option<(String, i64, Option<i64>, String)> = tx
+        .prepare_cached(&format!("SELECT origin, lamport, version_seq, vv FROM {} WHERE id = ?1", table.name()))?
+        .query_row([id.as_str()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .optional()?;
+    let Some((origin, lamport, version_seq, vv)) = found else { return Ok(None) };
+    let version_seq = version_seq.unwrap_or(0) as u64;
+    let own_vector = version_vector(tx, &origin, version_seq)?;
+    let version =
+        Version { origin, seq: version_seq, lamport: Lamport(lamport as u64), vector: own_vector, row: String::new() };
+    Ok(Some(Current { state: RowState { version, vector: parse_vector(&vv)? } }))
+}
+
+/// The vector an entry in the log carried (empty for none).
+fn version_vector(tx: &Transaction, origin: &str, seq: u64) -> Result<roost_core::sync::VersionVector> {
+    let text: Option<String> = tx
+        .prepare_cached("SELECT vector FROM changes WHERE origin = ?1 AND origin_seq = ?2")?
+        .query_row(rusqlite::params![origin, seq as i64], |r| r.get(0))
+        .optional()?
+        .flatten();
+    text.map_or_else(|| Ok(Default::default()), |t| parse_vector(&t))
+}
+
+/// Runs the conflict rules for `entry` against the row and writes the result.
+fn apply_version(tx: &Transaction, entry: &Entry, row: &Map<String, Value>) -> Result<()> {
+    let incoming = Version {
+        origin: entry.origin.clone(),
+        seq: entry.seq,
+        lamport: entry.lamport,
+        vector: entry.vector.clone(),
+        row: String::new(),
+    };
+    let current = current(tx, entry.table, &entry.row_id)?;
+    match resolve(current.as_ref().map(|c| &c.state), &incoming) {
+        Outcome::Known => {}
+        Outcome::Replace(state) => write_incoming(tx, entry, row, &state.vector, current.is_some())?,
+        Outcome::Conflict { state, loser } => {
+            if state.version.origin == incoming.origin && state.version.seq == incoming.seq {
+                write_incoming(tx, entry, row, &state.vector, true)?;
+            } else {
+                tx.prepare_cached(&format!("UPDATE {} SET vv = ?2 WHERE id = ?1", entry.table.name()))?
+                    .execute(rusqlite::params![entry.row_id.as_str(), vector_text(&state.vector)])?;
+            }
+            record_conflict(tx, entry.table, &entry.row_id, &state.version, &loser)?;
+        }
+    }
+    supersede(tx, entry.table, &entry.row_id, &entry.origin, entry.seq, &entry.vector)
+}
+
+fn write_incoming(
+    tx: &Transaction,
+    entry: &Entry,
+    row: &Map<String, Value>,
+    vector: &roost_core::sync::VersionVector,
+    exists: bool,
+) -> Result<()> {
+    let text = |k: &str| row.get(k).and_then(Value::as_str).unwrap_or_default();
+    let fields: Fields =
+        entry.table.fields().iter().map(|f| (f.name, row.get(f.name).cloned().unwrap_or(Value::Null))).collect();
+    let new = NewRow {
+        id: &entry.row_id,
+        origin: &entry.origin,
+        lamport: entry.lamport,
+        created_at: text("created_at"),
+        updated_at: text("updated_at"),
+        deleted_at: row.get("deleted_at").and_then(Value::as_str),
+        vector: vector_text(vector),
+        version_seq: Some(entry.seq),
+    };
+    if exists {
+        overwrite_row(tx, entry.table, &new, false, &fields)
+    } else {
+        insert_row(tx, entry.table, &new, &fields)
+    }
+}
+
+/// The id a conflict has on every instance: named from the losing version.
+pub(crate) fn conflict_id(table: Table, row_id: &RowId, loser_origin: &str, loser_seq: u64) -> RowId {
+    RowId::named("sync_conflicts", &format!("{}/{row_id}/{loser_origin}/{loser_seq}", table.name()))
+}
+
+/// Keeps the losing version of a concurrent pair, once.
+fn record_conflict(tx: &Transaction, table: Table, row_id: &RowId, winner: &Version, loser: &Version) -> Result<()> {
+    let logged = |v: &Version| -> Result<(String, String)> {
+        Ok(tx
+            .prepare_cached("SELECT op, row_json FROM changes WHERE origin = ?1 AND origin_seq = ?2")?
+            .query_row(rusqlite::params![v.origin, v.seq as i64], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?
+            .unwrap_or_default())
+    };
+    let (winner_op, winner_row) = logged(winner)?;
+    let (loser_op, loser_row) = logged(loser)?;
+    tx.prepare_cached(
+        "INSERT INTO sync_conflicts (id, table_name, row_id, winner_origin, winner_seq, winner_lamport, winner_op,
+             winner_row, loser_origin, loser_seq, loser_lamport, loser_op, loser_row, loser_vector, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
+         ON CONFLICT (id) DO NOTHING",
+    )?
+    .execute(rusqlite::params![
+        conflict_id(table, row_id, &loser.origin, loser.seq).as_str(),
+        table.name(),
+        row_id.as_str(),
+        winner.origin,
+        winner.seq as i64,
+        winner.lamport.0 as i64,
+        winner_op,
+        winner_row,
+        loser.origin,
+        loser.seq as i64,
+        loser.lamport.0 as i64,
+        loser_op,
+        loser_row,
+        vector_text(&loser.vector),
+        now_text(),
+    ])?;
+    Ok(())
+}
+
+/// Resolves the row's open conflicts whose losing version the version
+/// `(origin, seq)` with `vector` has seen: that write was made knowing it.
+pub(crate) fn supersede(
+    tx: &Transaction,
+    table: Table,
+    row_id: &RowId,
+    origin: &str,
+    seq: u64,
+    vector: &roost_core::sync::VersionVector,
+) -> Result<()> {
+    let open: Vec<(String, String, i64, String)> = tx
+        .prepare_cached(
+            "SELECT id, loser_origin, loser_seq, loser_vector FROM sync_conflicts
+             WHERE table_name = ?1 AND row_id = ?2 AND resolved = 0",
+        )?
+        .query_map([table.name(), row_id.as_str()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+        .collect::<Result<_, _>>()?;
+    for (id, loser_origin, loser_seq, loser_vector) in open {
+        if (loser_origin.as_str(), loser_seq as u64) != (origin, seq) && covers(vector, &parse_vector(&loser_vector)?) {
+            tx.prepare_cached(
+                "UPDATE sync_conflicts SET resolved = 1, resolution = ?2, resolved_at = ?3 WHERE id = ?1",
+            )?
+            .execute(rusqlite::params![
+                id,
+                format!("superseded by entry {seq} of {origin}"),
+                now_text()
+            ])?;
+        }
+    }
+    Ok(())
+}

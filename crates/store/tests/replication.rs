@@ -1,0 +1,198 @@
+//! Replication through real databases: entries written by one store's door,
+//! applied by another's, with the conflict rules and their records.
+
+use ed25519_dalek::SigningKey;
+use roost_core::Table;
+use roost_core::protocol::SignedEntry;
+use roost_store::{InstanceEntry, Keep, Mutation, Store, Verdict};
+use serde_json::{Map, Value, json};
+
+struct Node {
+    _dir: tempfile::TempDir,
+    store: Store,
+}
+
+const IDS: [&str; 3] = [
+    "01900000-0000-7000-8000-00000000000a",
+    "01900000-0000-7000-8000-00000000000b",
+    "01900000-0000-7000-8000-00000000000c",
+];
+
+fn key(i: usize) -> SigningKey {
+    SigningKey::from_bytes(&[i as u8 + 1; 32])
+}
+
+/// Three stores that know each other's keys.
+fn nodes() -> Vec<Node> {
+    (0..3)
+        .map(|i| {
+            let dir = tempfile::tempdir().unwrap();
+            let store = Store::open(&dir.path().join("roost.db"), IDS[i], key(i)).unwrap();
+            for (j, id) in IDS.iter().enumerate() {
+                store
+                    .register_instance(&InstanceEntry {
+                        id: id.to_string(),
+                        name: format!("node-{j}"),
+                        role: "home".into(),
+                        gateway_url: None,
+                        certificate: "test".into(),
+                        signing_key: roost_core::hex::encode(key(j).verifying_key().as_bytes()),
+                        encryption_key: "00".repeat(32),
+                        last_seen: None,
+                        status: "unknown".into(),
+                        created_at: "2026-01-01T00:00:00.000Z".into(),
+                    })
+                    .unwrap();
+            }
+            Node { _dir: dir, store }
+        })
+        .collect()
+}
+
+fn obj(v: Value) -> Map<String, Value> {
+    v.as_object().unwrap().clone()
+}
+
+/// Everything in `from`'s log, applied by `to`.
+fn ship(nodes: &mut [Node], from: usize, to: usize) -> Vec<Verdict> {
+    let entries: Vec<SignedEntry> =
+        nodes[from].store.entries_after(0, 100_000).unwrap().into_iter().map(|(_, e)| e).collect();
+    nodes[to].store.apply(&entries).unwrap()
+}
+
+fn memory(store: &Store, id: &str) -> Map<String, Value> {
+    store.get(Table::Memories, id).unwrap()
+}
+
+fn edit(store: &Store, id: &str, content: &str) {
+    store
+        .write(Mutation::Update { table: Table::Memories, key: id.into(), patch: obj(json!({ "content": content })) })
+        .unwrap();
+}
+
+#[test]
+fn writes_flow_transitively_and_a_causal_chain_raises_no_conflict() {
+    let mut n = nodes();
+    let row = n[0].store.write(Mutation::Create { table: Table::Memories, fields: obj(json!({"content": "one"})) });
+    let id = row.unwrap()["id"].as_str().unwrap().to_string();
+    ship(&mut n, 0, 1);
+    edit(&n[1].store, &id, "two");
+    ship(&mut n, 1, 0);
+    edit(&n[0].store, &id, "three");
+    ship(&mut n, 0, 1);
+    // C only ever talks to B, and still gets A's writes.
+    let verdicts = ship(&mut n, 1, 2);
+    assert!(verdicts.iter().all(|v| *v == Verdict::Applied), "{verdicts:?}");
+    for node in &n {
+        assert_eq!(memory(&node.store, &id)["content"], "three");
+        assert_eq!(node.store.open_conflicts().unwrap(), 0);
+    }
+    assert!(ship(&mut n, 1, 2).iter().all(|v| *v == Verdict::Duplicate), "re-sending applies nothing twice");
+}
+
+#[test]
+fn concurrent_edits_converge_with_one_conflict_record_each_and_resolution_replicates() {
+    let mut n = nodes();
+    let row = n[0].store.write(Mutation::Create { table: Table::Memories, fields: obj(json!({"content": "base"})) });
+    let id = row.unwrap()["id"].as_str().unwrap().to_string();
+    ship(&mut n, 0, 1);
+    edit(&n[0].store, &id, "from a");
+    edit(&n[1].store, &id, "from b");
+    ship(&mut n, 0, 1);
+    ship(&mut n, 1, 0);
+    let (a, b) = (memory(&n[0].store, &id), memory(&n[1].store, &id));
+    assert_eq!(a["content"], b["content"], "one winner everywhere");
+    let conflicts_a = n[0].store.conflicts(false, 10).unwrap();
+    let conflicts_b = n[1].store.conflicts(false, 10).unwrap();
+    assert_eq!((conflicts_a.len(), conflicts_b.len()), (1, 1));
+    assert_eq!(conflicts_a[0].id, conflicts_b[0].id, "a conflict has one id everywhere");
+    assert_eq!(conflicts_a[0].differing, vec!["content".to_string()]);
+    let loser = conflicts_a[0].loser.row["content"].clone();
+    assert_ne!(loser, a["content"], "the losing version is preserved");
+
+    // Keep the loser on B; the resolution reaches A and closes it there too.
+    let keep = if conflicts_b[0].loser.local { Keep::Local } else { Keep::Remote };
+    n[1].store.write(Mutation::Resolve { conflict: conflicts_b[0].id[..8].to_string(), keep }).unwrap();
+    ship(&mut n, 1, 0);
+    for node in &n[..2] {
+        assert_eq!(memory(&node.store, &id)["content"], loser);
+        assert_eq!(node.store.open_conflicts().unwrap(), 0);
+        assert!(node.store.conflict_exists(&conflicts_a[0].id).unwrap(), "resolved conflicts stay on record");
+    }
+}
+
+#[test]
+fn edit_against_delete_is_a_conflict_and_fts_stays_exact() {
+    let mut n = nodes();
+    let row = n[0].store.write(Mutation::Create { table: Table::Memories, fields: obj(json!({"content": "walrus"})) });
+    let id = row.unwrap()["id"].as_str().unwrap().to_string();
+    ship(&mut n, 0, 1);
+    n[0].store.write(Mutation::Delete { table: Table::Memories, key: id.clone() }).unwrap();
+    edit(&n[1].store, &id, "narwhal");
+    ship(&mut n, 0, 1);
+    ship(&mut n, 1, 0);
+    assert_eq!(n[0].store.open_conflicts().unwrap(), 1);
+    for node in &n[..2] {
+        let search = |q: &str| {
+            node.store
+                .search_memories(&roost_store::SearchQuery { query: q.into(), ..Default::default() })
+                .unwrap()
+                .len()
+        };
+        assert_eq!(search("walrus"), 0, "a deleted or replaced version leaves no terms");
+        node.store.check_search_index().unwrap();
+        let shown = node.store.get(Table::Memories, &id).is_ok();
+        assert_eq!(search("narwhal"), usize::from(shown), "the index holds exactly what the row shows");
+    }
+    let shown: Vec<bool> = n[..2].iter().map(|node| node.store.get(Table::Memories, &id).is_ok()).collect();
+    assert_eq!(shown[0], shown[1], "both show the same winner");
+}
+
+#[test]
+fn forged_and_foreign_entries_are_refused_and_never_reach_the_tables() {
+    let mut n = nodes();
+    n[0].store.write(Mutation::Create { table: Table::Memories, fields: obj(json!({"content": "true"})) }).unwrap();
+    let mut entries: Vec<SignedEntry> = n[0].store.entries_after(0, 10).unwrap().into_iter().map(|(_, e)| e).collect();
+    let genuine = entries[0].clone();
+    entries[0].entry.row = entries[0].entry.row.replace("true", "fake");
+    assert!(matches!(&n[1].store.apply(&entries).unwrap()[0], Verdict::Refused(why) if why.contains("signature")));
+    assert_eq!(n[1].store.counts().unwrap()["memories"], 0);
+
+    // Signed by a key the registry does not know.
+    let mut stranger = genuine.clone();
+    stranger.entry.origin = "01900000-0000-7000-8000-0000000000ff".into();
+    assert!(
+        matches!(&n[1].store.apply(&[stranger]).unwrap()[0], Verdict::Refused(why) if why.contains("unknown origin"))
+    );
+
+    // The genuine entry still applies afterwards.
+    assert_eq!(n[1].store.apply(&[genuine]).unwrap(), vec![Verdict::Applied]);
+}
+
+#[test]
+fn local_rows_never_enter_the_log() {
+    let n = nodes();
+    n[0].store
+        .write(Mutation::Create { table: Table::Memories, fields: obj(json!({"content": "mine", "local": true})) })
+        .unwrap();
+    n[0].store
+        .write(Mutation::Create {
+            table: Table::Settings,
+            fields: obj(json!({"key": "k", "value": "v", "local": true})),
+        })
+        .unwrap();
+    assert!(n[0].store.entries_after(0, 10).unwrap().is_empty());
+    assert_eq!(n[0].store.counts().unwrap()["memories"], 1);
+}
+
+#[test]
+fn entries_after_revocation_are_refused() {
+    let mut n = nodes();
+    n[0].store.write(Mutation::Create { table: Table::Memories, fields: obj(json!({"content": "before"})) }).unwrap();
+    ship(&mut n, 0, 1);
+    n[1].store.revoke_instance(IDS[0]).unwrap();
+    n[0].store.write(Mutation::Create { table: Table::Memories, fields: obj(json!({"content": "after"})) }).unwrap();
+    let verdicts = ship(&mut n, 0, 1);
+    assert_eq!(verdicts[0], Verdict::Duplicate);
+    assert!(matches!(&verdicts[1], Verdict::Refused(why) if why.contains("revoked")));
+}
