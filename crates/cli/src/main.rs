@@ -5,6 +5,7 @@
 //! and so through the store's one write door, exactly as an MCP tool call does.
 
 mod bench;
+mod conflicts;
 mod http;
 mod identity;
 mod machines;
@@ -12,6 +13,7 @@ mod memory;
 mod pair;
 mod serve;
 mod status;
+mod sync;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -102,12 +104,21 @@ enum Command {
     /// Store, search and manage memories.
     #[command(subcommand)]
     Memory(memory::MemoryCommand),
+    /// Replication with the other machines: status, and waiting to catch up.
+    #[command(subcommand)]
+    Sync(sync::SyncCommand),
+    /// Sync conflicts: concurrent edits of one row on two machines.
+    #[command(subcommand)]
+    Conflicts(conflicts::ConflictsCommand),
     /// Measure performance (release builds).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
 }
 
 fn main() -> ExitCode {
+    // TLS for outgoing HTTPS (the sync transport brings rustls without a
+    // default provider); ring, as everywhere else in Roost.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -147,6 +158,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Machines { json } => machines::list(&Instance::open(&home)?, json),
         Command::Instance(command) => machines::run(&home, command),
         Command::Leave { force } => identity::leave(&home, force),
+        Command::Sync(command) => sync::run(&Instance::open(&home)?, command),
+        Command::Conflicts(command) => conflicts::run(&Instance::open(&home)?, command),
         Command::Bench(command) => bench::run(command),
     }
 }

@@ -20,6 +20,9 @@ pub enum MemoryCommand {
         content: String,
         #[command(flatten)]
         fields: MemoryFields,
+        /// Keep it on this instance only: it never syncs.
+        #[arg(long)]
+        local: bool,
         #[arg(long)]
         json: bool,
     },
@@ -141,8 +144,11 @@ pub fn run(instance: &Instance, command: MemoryCommand) -> anyhow::Result<()> {
     let store = instance.open_store()?;
     let mut args = Map::new();
     let (action, json) = match command {
-        MemoryCommand::Add { content, fields, json } => {
+        MemoryCommand::Add { content, fields, local, json } => {
             args.insert("content".into(), Value::String(content));
+            if local {
+                args.insert("local".into(), Value::Bool(true));
+            }
             fields.into_args(&mut args);
             (Action::Create(Table::Memories), json)
         }
@@ -213,7 +219,7 @@ pub fn run(instance: &Instance, command: MemoryCommand) -> anyhow::Result<()> {
             }
             eprintln!("{} memor{}", result["count"], if result["count"] == 1 { "y" } else { "ies" });
         }
-        Action::MemoryStats => println!("{result:#}"),
+        Action::MemoryStats | Action::ListSyncConflicts | Action::ResolveSyncConflict => println!("{result:#}"),
     }
     Ok(())
 }

@@ -7,9 +7,13 @@ use std::time::Duration;
 use anyhow::Context;
 use rmcp::ServiceExt;
 
+use std::net::SocketAddr;
+
 use roost_gateway::Gateway;
 use roost_instance::Instance;
 use roost_mcp::RoostTools;
+use roost_store::Store;
+use roost_sync::SyncService;
 
 /// Binding must not hang the boot path.
 const BIND_WAIT: Duration = Duration::from_secs(5);
@@ -25,17 +29,34 @@ pub async fn serve(instance: Instance, bind: Option<String>) -> anyhow::Result<(
         })?;
     let addr = listener.local_addr()?;
     let instance = Arc::new(instance);
-    let gateway = Gateway::new(instance.clone(), store, addr);
+    let sync = Arc::new(start_sync(&instance, &store, addr).await?);
+    let mut gateway = Gateway::new(instance.clone(), store, addr);
+    gateway.sync = Some(sync.clone());
     // The first line on stdout is the address, for people and for scripts.
     println!("roost: listening on http://{addr} (instance {}, {})", instance.config.name, instance.id);
     std::io::stdout().flush()?;
     tracing::info!(%addr, home = %instance.home.display(), "gateway started");
     instance.record_gateway_addr(&addr.to_string())?;
     let served = gateway.serve(listener, shutdown_signal()).await;
+    sync.shutdown().await;
     instance.clear_gateway_addr();
     served?;
     tracing::info!("gateway stopped");
     Ok(())
+}
+
+/// Replication listens on UDP at the gateway's address and port, which is
+/// where peers look for it (they know the gateway URL from the registry).
+/// If that port is taken, it binds another: this machine still dials its
+/// peers, they just cannot dial it.
+async fn start_sync(instance: &Arc<Instance>, store: &Arc<Store>, addr: SocketAddr) -> anyhow::Result<SyncService> {
+    match SyncService::start(instance.clone(), store.clone(), addr).await {
+        Ok(sync) => Ok(sync),
+        Err(e) => {
+            tracing::warn!(error = %e, "sync endpoint not on the gateway's port; peers cannot dial this machine");
+            Ok(SyncService::start(instance.clone(), store.clone(), SocketAddr::new(addr.ip(), 0)).await?)
+        }
+    }
 }
 
 pub async fn stdio(instance: Instance) -> anyhow::Result<()> {

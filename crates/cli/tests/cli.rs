@@ -82,6 +82,7 @@ async fn gateway_health_api_and_graceful_shutdown() {
     let out = roost(&home, &["memory", "add", "kingfisher on the branch", "--json"]);
     let id = stdout_json(&out)["id"].as_str().unwrap().to_string();
 
+    common::install_tls_provider();
     let http = reqwest::Client::new();
     let health: Value = http.get(served.url("/health")).send().await.unwrap().json().await.unwrap();
     assert_eq!(health["status"], "ok");

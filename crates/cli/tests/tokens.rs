@@ -10,6 +10,7 @@ use roost_instance::{Instance, unix_now};
 const INITIALIZE: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"test","version":"1"}}}"#;
 
 async fn call(addr: &str, authorization: Option<&str>) -> (u16, String) {
+    common::install_tls_provider();
     let mut request = reqwest::Client::new()
         .post(format!("http://{addr}/mcp"))
         .header("Content-Type", "application/json")
@@ -83,6 +84,7 @@ async fn every_bad_token_is_refused_and_a_good_one_admitted_once() {
     }
 
     // The store-reading JSON API sits behind the same check.
+    common::install_tls_provider();
     let api = |auth: Option<String>| {
         let mut request = reqwest::Client::new().get(format!("http://{}/api/v1/instance", served.addr));
         if let Some(value) = auth {

@@ -41,11 +41,16 @@ pub enum Message {
     },
     Entries(Vec<SignedEntry>),
     Heads(Heads),
+    /// Certificates of origins whose entries follow and that the hello did
+    /// not name (machines that joined since): the receiver needs them to
+    /// verify those entries.
+    Certificates(Vec<String>),
 }
 
 const HELLO: u8 = 1;
 const ENTRIES: u8 = 2;
 const HEADS: u8 = 3;
+const CERTIFICATES: u8 = 4;
 
 impl Message {
     pub fn encode(&self) -> Vec<u8> {
@@ -53,11 +58,12 @@ impl Message {
         match self {
             Message::Hello { version, certificates, heads } => {
                 w.u8(HELLO).bytes(&version.to_be_bytes());
-                w.bytes(&(certificates.len() as u32).to_be_bytes());
-                for c in certificates {
-                    w.blob(c.as_bytes());
-                }
+                write_certificates(&mut w, certificates);
                 write_heads(&mut w, heads);
+            }
+            Message::Certificates(certificates) => {
+                w.u8(CERTIFICATES);
+                write_certificates(&mut w, certificates);
             }
             Message::Entries(entries) => {
                 w.u8(ENTRIES).bytes(&(entries.len() as u32).to_be_bytes());
@@ -80,13 +86,10 @@ impl Message {
         let message = match r.u8()? {
             HELLO => {
                 let version = u16::from_be_bytes(r.array()?);
-                let count = u32::from_be_bytes(r.array()?) as usize;
-                if count > MAX_CERTIFICATES {
-                    return Err(bad("too many certificates"));
-                }
-                let certificates = (0..count).map(|_| r.long_str()).collect::<Result<_, _>>()?;
+                let certificates = read_certificates(&mut r)?;
                 Message::Hello { version, certificates, heads: read_heads(&mut r)? }
             }
+            CERTIFICATES => Message::Certificates(read_certificates(&mut r)?),
             ENTRIES => {
                 let count = u32::from_be_bytes(r.array()?) as usize;
                 if count > MAX_BATCH {
@@ -105,6 +108,21 @@ impl Message {
         r.finish()?;
         Ok(message)
     }
+}
+
+fn write_certificates(w: &mut Writer, certificates: &[String]) {
+    w.bytes(&(certificates.len() as u32).to_be_bytes());
+    for c in certificates {
+        w.blob(c.as_bytes());
+    }
+}
+
+fn read_certificates(r: &mut Reader) -> Result<Vec<String>, WireError> {
+    let count = u32::from_be_bytes(r.array()?) as usize;
+    if count > MAX_CERTIFICATES {
+        return Err(WireError("sync message: too many certificates".into()));
+    }
+    (0..count).map(|_| r.long_str()).collect()
 }
 
 fn write_heads(w: &mut Writer, heads: &Heads) {
@@ -239,6 +257,7 @@ mod tests {
             Message::Hello { version: PROTOCOL_VERSION, certificates: vec!["cert".into()], heads: heads.clone() },
             Message::Entries(vec![signed(1), signed(2)]),
             Message::Heads(heads),
+            Message::Certificates(vec!["a".into(), "b".into()]),
         ];
         for m in messages {
             let mut bytes = m.encode();

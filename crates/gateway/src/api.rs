@@ -76,6 +76,7 @@ async fn health(State(state): State<Arc<AppState>>) -> Response {
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_seconds": state.started.elapsed().as_secs(),
         "database": database,
+        "sync": {"peers": crate::sync_api::peers(&state)},
     });
     (status, Json(body)).into_response()
 }

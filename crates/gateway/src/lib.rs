@@ -5,7 +5,8 @@
 //!   database answers (503 when it does not);
 //! - `/mcp`: the MCP tools over Streamable HTTP;
 //! - `/api/v1/...`: a small JSON API (instance info, certificate, memory
-//!   search and get) and the pairing endpoints a joining machine talks to.
+//!   search and get, sync status and conflicts) and the pairing endpoints a
+//!   joining machine talks to.
 //!
 //! `/mcp` and the store-reading API admit loopback callers that name a
 //! loopback host without a token (configurable), and anyone else only with a
@@ -17,6 +18,7 @@
 mod api;
 mod auth;
 mod pair;
+mod sync_api;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -33,6 +35,7 @@ use roost_identity::TokenVerifier;
 use roost_instance::Instance;
 use roost_mcp::RoostTools;
 use roost_store::Store;
+use roost_sync::SyncService;
 
 /// How long a request may wait on the database before it is answered 503.
 pub const DB_WAIT: Duration = Duration::from_secs(5);
@@ -47,6 +50,8 @@ pub struct Gateway {
     pub allowed_hosts: Vec<String>,
     /// Whether callers on a loopback address may use `/mcp` without a token.
     pub loopback_without_token: bool,
+    /// The replication service, when it runs.
+    pub sync: Option<Arc<SyncService>>,
 }
 
 /// Shared by every request handler.
@@ -57,6 +62,7 @@ pub(crate) struct AppState {
     pub loopback_without_token: bool,
     pub tokens: Mutex<TokenVerifier>,
     pub pairing: pair::Sessions,
+    pub sync: Option<Arc<SyncService>>,
 }
 
 impl AppState {
@@ -72,7 +78,7 @@ impl Gateway {
     /// The gateway of `instance`, to be served on `addr`.
     pub fn new(instance: Arc<Instance>, store: Arc<Store>, addr: SocketAddr) -> Gateway {
         let loopback_without_token = instance.config.gateway.loopback_without_token;
-        Gateway { instance, store, allowed_hosts: allowed_hosts_for(addr), loopback_without_token }
+        Gateway { instance, store, allowed_hosts: allowed_hosts_for(addr), loopback_without_token, sync: None }
     }
 
     /// The axum router, with `cancel` ending the MCP sessions.
@@ -93,8 +99,10 @@ impl Gateway {
             started: Instant::now(),
             loopback_without_token: self.loopback_without_token,
             pairing: pair::Sessions::default(),
+            sync: self.sync,
         });
         let protected = api::protected_routes(state.clone())
+            .merge(sync_api::routes(state.clone()))
             .nest_service("/mcp", mcp)
             .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_token));
         api::public_routes(state.clone()).merge(pair::routes(state)).merge(protected)

@@ -36,7 +36,7 @@ pub fn replace(path: &Path, bytes: &[u8]) -> Result<()> {
 /// Writes and syncs a temporary file beside `path`, moves it into place with
 /// `put`, then syncs the directory so the new name is durable.
 fn place(path: &Path, bytes: &[u8], put: fn(&Path, &Path) -> std::io::Result<()>) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let tmp = dir.join(format!(
         ".{}.{}.tmp",
         path.file_name().and_then(|n| n.to_str()).unwrap_or("file"),

@@ -18,12 +18,15 @@ pub enum Action {
     Delete(Table),
     SearchMemories,
     MemoryStats,
+    ListSyncConflicts,
+    ResolveSyncConflict,
 }
 
 impl Action {
     /// Every tool Roost serves, in listing order.
     pub fn all() -> Vec<Action> {
-        let mut all = vec![Action::SearchMemories, Action::MemoryStats];
+        let mut all =
+            vec![Action::SearchMemories, Action::MemoryStats, Action::ListSyncConflicts, Action::ResolveSyncConflict];
         for table in Table::ALL {
             all.extend([
                 Action::Create(table),
@@ -46,6 +49,8 @@ impl Action {
             Action::Delete(t) => format!("roost_delete_{}", t.singular()),
             Action::SearchMemories => "roost_search_memories".into(),
             Action::MemoryStats => "roost_memory_stats".into(),
+            Action::ListSyncConflicts => "roost_list_sync_conflicts".into(),
+            Action::ResolveSyncConflict => "roost_resolve_sync_conflict".into(),
         }
     }
 
@@ -54,7 +59,10 @@ impl Action {
     }
 
     fn read_only(self) -> bool {
-        matches!(self, Action::Get(_) | Action::List(_) | Action::SearchMemories | Action::MemoryStats)
+        matches!(
+            self,
+            Action::Get(_) | Action::List(_) | Action::SearchMemories | Action::MemoryStats | Action::ListSyncConflicts
+        )
     }
 
     /// The argument names this tool accepts.
@@ -80,6 +88,15 @@ impl Action {
                 .into(),
             Action::MemoryStats => "Summarise the memory store: total, counts by category, importance and project, \
                 oldest and newest, plus the instance's Lamport clock and number of change records."
+                .into(),
+            Action::ListSyncConflicts => "List sync conflicts: rows that two instances changed without seeing each other's \
+                change. Every instance already shows the same winner; the losing version is kept here. Each conflict has \
+                both versions (winner and loser, with origin instance, Lamport stamp and operation) and the fields that \
+                differ. Open ones only unless include_resolved is true."
+                .into(),
+            Action::ResolveSyncConflict => "Resolve a sync conflict by id: keep = local (the version this instance \
+                wrote, else the one shown), remote (the other), or merge (the shown version with `fields` changed). The \
+                resolution is a normal write: it replicates and closes the conflict on every instance."
                 .into(),
             Action::Get(Table::Memories) => {
                 "Fetch one memory by id, with its access count (fetching counts as an access).".into()
@@ -155,6 +172,21 @@ impl Action {
                 (props.as_object().cloned().unwrap_or_default(), vec!["query"])
             }
             Action::MemoryStats => (Map::new(), vec![]),
+            Action::ListSyncConflicts => {
+                let props = json!({
+                    "include_resolved": {"type": "boolean", "description": "Also list resolved conflicts."},
+                    "limit": limit,
+                });
+                (props.as_object().cloned().unwrap_or_default(), vec![])
+            }
+            Action::ResolveSyncConflict => {
+                let props = json!({
+                    "id": {"type": "string", "description": "Conflict id (or a unique prefix of it)."},
+                    "keep": {"type": "string", "enum": ["local", "remote", "merge"], "description": "Which version to keep."},
+                    "fields": {"type": "object", "description": "With keep = merge: the fields to change on the shown version."},
+                });
+                (props.as_object().cloned().unwrap_or_default(), vec!["id", "keep"])
+            }
         };
         json!({"type": "object", "properties": properties, "required": required, "additionalProperties": false})
     }
@@ -164,7 +196,7 @@ impl Action {
         Tool::new(self.tool_name(), self.description(), Arc::new(schema)).with_annotations(
             ToolAnnotations::new()
                 .read_only(self.read_only())
-                .destructive(matches!(self, Action::Delete(_) | Action::Update(_)))
+                .destructive(matches!(self, Action::Delete(_) | Action::Update(_) | Action::ResolveSyncConflict))
                 .open_world(false),
         )
     }

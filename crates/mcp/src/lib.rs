@@ -19,7 +19,7 @@ use rmcp::{ErrorData, RoleServer, ServerHandler};
 use serde_json::{Map, Value, json};
 
 use roost_core::Table;
-use roost_store::{ListQuery, Mutation, SearchQuery, Sort, Store};
+use roost_store::{Keep, ListQuery, Mutation, SearchQuery, Sort, Store};
 
 pub use catalog::Action;
 
@@ -143,6 +143,29 @@ pub fn execute(store: &Store, action: Action, mut args: Map<String, Value>) -> R
             Ok(json!({"count": hits.len(), "results": hits}))
         }
         Action::MemoryStats => store.memory_stats().map_err(err),
+        Action::ListSyncConflicts => {
+            let include_resolved = match args.remove("include_resolved") {
+                None | Some(Value::Null) => false,
+                Some(Value::Bool(b)) => b,
+                Some(_) => return Err("argument `include_resolved` must be true or false".into()),
+            };
+            let limit = take_u32(&mut args, "limit")?.unwrap_or(50);
+            let conflicts = store.conflicts(include_resolved, limit).map_err(err)?;
+            Ok(json!({"count": conflicts.len(), "conflicts": conflicts}))
+        }
+        Action::ResolveSyncConflict => {
+            let id = take_string(&mut args, "id")?.ok_or("argument `id` is required")?;
+            let keep = take_string(&mut args, "keep")?.ok_or("argument `keep` is required")?;
+            let fields = match args.remove("fields") {
+                None | Some(Value::Null) => None,
+                Some(Value::Object(fields)) => Some(fields),
+                Some(_) => return Err("argument `fields` must be an object of field: value".into()),
+            };
+            let keep = Keep::parse(&keep, fields)?;
+            let row = store.write(Mutation::Resolve { conflict: id.clone(), keep }).map_err(err)?;
+            let conflict = store.conflict(&id).map_err(err)?;
+            Ok(json!({"conflict": conflict, "row": row}))
+        }
     }
 }
 

@@ -87,7 +87,7 @@ impl Store {
     /// Verifies and applies `batch` in one transaction; one verdict per entry.
     pub fn apply(&self, batch: &[SignedEntry]) -> Result<Vec<Verdict>> {
         let mut writer = self.writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        writer.with_door_open(|conn| {
+        let verdicts = writer.with_door_open(|conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let mut ctx = Context::default();
             let authentic = authenticate(&tx, &mut ctx, batch)?;
@@ -108,7 +108,12 @@ impl Store {
             }
             tx.commit()?;
             Ok(verdicts)
-        })
+        });
+        drop(writer);
+        if verdicts.as_ref().is_ok_and(|v| v.contains(&Verdict::Applied)) {
+            self.committed();
+        }
+        verdicts
     }
 }
 

@@ -64,6 +64,21 @@ pub enum Keep {
     Merge(Map<String, Value>),
 }
 
+impl Keep {
+    /// From the words people and tools use: `local`, `remote`, or `merge`
+    /// with the fields to change.
+    pub fn parse(keep: &str, fields: Option<Map<String, Value>>) -> Result<Keep, String> {
+        match (keep, fields) {
+            ("local", None) => Ok(Keep::Local),
+            ("remote", None) => Ok(Keep::Remote),
+            ("merge", Some(fields)) => Ok(Keep::Merge(fields)),
+            ("merge", None) => Err("a merge needs the fields to write (an object of field: value)".into()),
+            ("local" | "remote", Some(_)) => Err("fields are given only with keep = merge".into()),
+            (other, _) => Err(format!("keep must be local, remote or merge, not {other:?}")),
+        }
+    }
+}
+
 const COLUMNS: &str = "id, table_name, row_id, winner_origin, winner_seq, winner_lamport, winner_op, winner_row,
     loser_origin, loser_seq, loser_lamport, loser_op, loser_row, resolved, resolution, resolved_at, created_at";
 

@@ -58,7 +58,7 @@ impl Store {
     /// tombstone). An update that changes nothing writes nothing.
     pub fn write(&self, mutation: Mutation) -> Result<Map<String, Value>> {
         let mut writer = self.writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        writer.with_door_open(|conn| {
+        let written = writer.with_door_open(|conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let row = match mutation {
                 Mutation::Create { table, fields } => create(&tx, &self.author, table, &fields)?,
@@ -68,7 +68,12 @@ impl Store {
             };
             tx.commit()?;
             Ok(row)
-        })
+        });
+        drop(writer);
+        if written.is_ok() {
+            self.committed();
+        }
+        written
     }
 }
 

@@ -80,6 +80,7 @@ pub struct Store {
     author: door::Author,
     writer: Mutex<DoorConnection>,
     readers: Mutex<Vec<Connection>>,
+    on_commit: std::sync::OnceLock<Box<dyn Fn() + Send + Sync>>,
 }
 
 impl Store {
@@ -92,7 +93,13 @@ impl Store {
         claim_instance(writer.raw_mut(), origin)?;
         let author = door::Author { origin: origin.to_string(), key };
         door::sign_unsigned(&mut writer, &author)?;
-        Ok(Store { path: path.to_path_buf(), author, writer: Mutex::new(writer), readers: Mutex::new(Vec::new()) })
+        Ok(Store {
+            path: path.to_path_buf(),
+            author,
+            writer: Mutex::new(writer),
+            readers: Mutex::new(Vec::new()),
+            on_commit: std::sync::OnceLock::new(),
+        })
     }
 
     /// Runs `f` with a read connection from the pool.
@@ -108,6 +115,19 @@ impl Store {
             pool.push(conn);
         }
         result
+    }
+
+    /// Sets what runs after every commit that may have grown the log (a
+    /// write or an applied batch): replication uses it to send at once.
+    /// Only the first hook set counts.
+    pub fn set_commit_hook(&self, hook: Box<dyn Fn() + Send + Sync>) {
+        let _ = self.on_commit.set(hook);
+    }
+
+    pub(crate) fn committed(&self) {
+        if let Some(hook) = self.on_commit.get() {
+            hook();
+        }
     }
 
     /// The instance whose log this store writes.

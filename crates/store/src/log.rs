@@ -82,14 +82,22 @@ impl Store {
         })
     }
 
-    /// The latest sequence number held of every origin.
+    /// The latest sequence number held of every origin. Every origin is in
+    /// the registry (entries of others are applied only from there), so this
+    /// is one index lookup per machine, not a scan of the log.
     pub fn heads(&self) -> Result<Heads> {
         self.read(|c| {
             let mut stmt = c.prepare_cached(
-                "SELECT origin, max(origin_seq) FROM changes WHERE origin_seq IS NOT NULL GROUP BY origin",
+                "SELECT i.id, (SELECT max(origin_seq) FROM changes WHERE origin = i.id)
+                 FROM instances i UNION SELECT ?1, (SELECT max(origin_seq) FROM changes WHERE origin = ?1)",
             )?;
             let heads = stmt
-                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))?
+                .query_map([self.origin()], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<i64>>(1)?)))?
+                .filter_map(|r| match r {
+                    Ok((origin, Some(seq))) => Some(Ok((origin, seq as u64))),
+                    Ok(_) => None,
+                    Err(e) => Some(Err(e)),
+                })
                 .collect::<Result<Heads, _>>()?;
             Ok(heads)
         })

@@ -150,7 +150,7 @@ fn edit_against_delete_is_a_conflict_and_fts_stays_exact() {
 
 #[test]
 fn forged_and_foreign_entries_are_refused_and_never_reach_the_tables() {
-    let mut n = nodes();
+    let n = nodes();
     n[0].store.write(Mutation::Create { table: Table::Memories, fields: obj(json!({"content": "true"})) }).unwrap();
     let mut entries: Vec<SignedEntry> = n[0].store.entries_after(0, 10).unwrap().into_iter().map(|(_, e)| e).collect();
     let genuine = entries[0].clone();

@@ -89,7 +89,13 @@ fn wait_bounded(child: &mut Child, limit: Duration) -> std::process::ExitStatus 
     }
 }
 
+/// reqwest needs a rustls provider chosen before its first client.
+pub fn install_tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 pub async fn connect_http(addr: &str) -> Client {
+    install_tls_provider();
     ClientConfig::default()
         .serve(StreamableHttpClientTransport::from_uri(format!("http://{addr}/mcp")))
         .await

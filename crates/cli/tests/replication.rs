@@ -1,0 +1,226 @@
+//! Replication between real `roost serve` processes on loopback, over iroh.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{Served, roost, roost_bin};
+use roost_core::Table;
+use roost_instance::Instance;
+use roost_store::Mutation;
+use serde_json::{Value, json};
+
+const PASS: &str = "correct horse battery";
+const WAIT: Duration = Duration::from_secs(60);
+
+fn stdout(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn ok(out: std::process::Output) -> String {
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    stdout(&out)
+}
+
+fn json_of(out: std::process::Output) -> Value {
+    serde_json::from_str(&ok(out)).expect("JSON output")
+}
+
+/// Homes sharing one identity: the first is created, the others import it.
+fn homes(root: &Path, names: &[&str]) -> Vec<PathBuf> {
+    let homes: Vec<PathBuf> = names.iter().map(|n| root.join(n)).collect();
+    ok(roost(&homes[0], &["init", "--name", names[0]]));
+    let file = root.join("identity.txt");
+    let mut export = Command::new(roost_bin());
+    export.arg("--home").arg(&homes[0]).args(["identity", "export", "--out"]).arg(&file);
+    ok(with_pass(&mut export));
+    for (home, name) in homes.iter().zip(names).skip(1) {
+        ok(roost(home, &["init", "--name", name]));
+        let mut import = Command::new(roost_bin());
+        import.arg("--home").arg(home).args(["identity", "import"]).arg(&file).arg("--force");
+        ok(with_pass(&mut import));
+    }
+    homes
+}
+
+fn with_pass(command: &mut Command) -> std::process::Output {
+    command.env("ROOST_PASSPHRASE", PASS).output().unwrap()
+}
+
+/// `home` registers the machine served at `peer`; they connect from there.
+fn link(home: &Path, peer: &Served) {
+    ok(roost(home, &["instance", "register", &format!("http://{}", peer.addr)]));
+}
+
+fn add(home: &Path, content: &str) -> String {
+    json_of(roost(home, &["memory", "add", content, "--json"]))["id"].as_str().unwrap().to_string()
+}
+
+fn edit(home: &Path, id: &str, content: &str) {
+    ok(roost(home, &["memory", "update", id, "--content", content]));
+}
+
+fn content(home: &Path, id: &str) -> Option<String> {
+    let out = roost(home, &["memory", "get", id, "--json"]);
+    out.status.success().then(|| json_of(out)["content"].as_str().unwrap().to_string())
+}
+
+fn until(what: &str, mut done: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        assert!(started.elapsed() < WAIT, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn sync_wait(home: &Path) {
+    ok(roost(home, &["sync", "wait", "--timeout", "60"]));
+}
+
+fn conflicts(home: &Path) -> Vec<Value> {
+    json_of(roost(home, &["conflicts", "list", "--json"])).as_array().unwrap().clone()
+}
+
+#[test]
+fn writes_flow_both_ways_and_through_a_middle_machine() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = homes(dir.path(), &["a", "b", "c"]);
+    let a = Served::start(&h[0]);
+    let b = Served::start(&h[1]);
+    let c = Served::start(&h[2]);
+    // A–B and B–C; C never registers A.
+    link(&h[1], &a);
+    link(&h[2], &b);
+    let from_a = add(&h[0], "written on a");
+    let from_b = add(&h[1], "written on b");
+    let from_c = add(&h[2], "written on c");
+    for home in &h {
+        for id in [&from_a, &from_b, &from_c] {
+            until("every write on every machine", || content(home, id).is_some());
+        }
+    }
+    let status = json_of(roost(&h[1], &["sync", "status", "--json"]));
+    let states: Vec<&str> = status["peers"].as_array().unwrap().iter().map(|p| p["state"].as_str().unwrap()).collect();
+    assert!(states.iter().all(|s| ["online", "syncing"].contains(s)), "{status}");
+    let health: Value =
+        serde_json::from_str(&ok(Command::new("curl").args(["-s", &b.url("/health")]).output().unwrap())).unwrap();
+    assert!(health["sync"]["peers"].as_array().is_some_and(|p| p.len() == 2), "{health}");
+
+    // A causal chain of edits across machines raises no conflict.
+    edit(&h[0], &from_a, "a edits");
+    until("b sees a's edit", || content(&h[1], &from_a).as_deref() == Some("a edits"));
+    edit(&h[1], &from_a, "b edits");
+    until("a sees b's edit", || content(&h[0], &from_a).as_deref() == Some("b edits"));
+    edit(&h[0], &from_a, "a again");
+    until("c sees the last edit", || content(&h[2], &from_a).as_deref() == Some("a again"));
+    for home in &h {
+        assert!(conflicts(home).is_empty(), "no conflict from a causal chain");
+    }
+    drop((a, b, c));
+}
+
+#[test]
+fn concurrent_edits_while_apart_converge_with_one_conflict_each_and_resolution_replicates() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = homes(dir.path(), &["a", "b"]);
+    let a = Served::start(&h[0]);
+    let b = Served::start(&h[1]);
+    link(&h[1], &a);
+    let id = add(&h[0], "base");
+    until("b has the memory", || content(&h[1], &id).is_some());
+    sync_wait(&h[1]);
+
+    // Link down: B stops; both edit; B comes back.
+    b.stop();
+    edit(&h[0], &id, "edited on a");
+    edit(&h[1], &id, "edited on b");
+    let b = Served::start(&h[1]);
+    until("both show one winner", || {
+        let (x, y) = (content(&h[0], &id), content(&h[1], &id));
+        x == y && conflicts(&h[0]).len() == 1 && conflicts(&h[1]).len() == 1
+    });
+    let (ca, cb) = (conflicts(&h[0]), conflicts(&h[1]));
+    assert_eq!(ca[0]["id"], cb[0]["id"], "one conflict, one id, on each instance");
+    let winner = content(&h[0], &id).unwrap();
+    let loser = ca[0]["loser"]["row"]["content"].as_str().unwrap().to_string();
+    assert_ne!(winner, loser);
+    assert!(["edited on a", "edited on b"].contains(&loser.as_str()));
+
+    // Resolve on B by keeping the version that lost; A closes it too.
+    let side = if cb[0]["loser"]["local"] == true { "local" } else { "remote" };
+    let conflict = cb[0]["id"].as_str().unwrap().to_string();
+    ok(roost(&h[1], &["conflicts", "resolve", &conflict, "--keep", side]));
+    until("the resolution reaches a", || conflicts(&h[0]).is_empty() && content(&h[0], &id) == Some(loser.clone()));
+    assert!(conflicts(&h[1]).is_empty());
+    let shown = json_of(roost(&h[0], &["conflicts", "show", &conflict, "--json"]));
+    assert_eq!(shown["resolved"], true);
+    drop((a, b));
+}
+
+#[test]
+fn a_new_machine_gets_the_whole_history_even_when_killed_midway() {
+    const HISTORY: usize = 12_000;
+    let dir = tempfile::tempdir().unwrap();
+    let h = homes(dir.path(), &["a", "late"]);
+    {
+        let store = Instance::open(&h[0]).unwrap().open_store().unwrap();
+        for i in 0..HISTORY {
+            let fields = json!({"content": format!("memory number {i} about walruses")});
+            store
+                .write(Mutation::Create { table: Table::Memories, fields: fields.as_object().unwrap().clone() })
+                .unwrap();
+        }
+    }
+    let a = Served::start(&h[0]);
+    let late = Served::start(&h[1]);
+    link(&h[1], &a);
+    let heads = |home: &Path| -> u64 {
+        let store = Instance::open(home).unwrap().open_store().unwrap();
+        store.heads().unwrap().values().sum()
+    };
+    until("the catch-up is under way", || heads(&h[1]) > 0);
+    common::signal(&late.child, "KILL");
+    drop(late);
+    let midway = heads(&h[1]);
+    assert!(midway < HISTORY as u64 + 1, "killed before the end ({midway})");
+
+    let late = Served::start(&h[1]);
+    sync_wait(&h[1]);
+    let store = Instance::open(&h[1]).unwrap().open_store().unwrap();
+    assert_eq!(store.counts().unwrap()["memories"], json!(HISTORY), "every memory, once");
+    let origin_a = Instance::open(&h[0]).unwrap().id;
+    assert_eq!(store.heads().unwrap()[&origin_a], HISTORY as u64);
+    let (_, records) = store.clock().unwrap();
+    assert_eq!(records as usize, HISTORY, "no entry applied twice");
+    store.check_search_index().unwrap();
+    drop((a, late));
+}
+
+#[test]
+fn a_machine_of_another_identity_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = homes(dir.path(), &["a"]);
+    let stranger_home = dir.path().join("stranger");
+    ok(roost(&stranger_home, &["init", "--name", "stranger"]));
+    let a = Served::start(&h[0]);
+    // The stranger's registry names A by hand (the CLI would refuse).
+    {
+        let a_entry = Instance::open(&h[0]).unwrap().open_store().unwrap().instances().unwrap().remove(0);
+        let mut entry = a_entry.clone();
+        entry.gateway_url = Some(format!("http://{}", a.addr));
+        Instance::open(&stranger_home).unwrap().open_store().unwrap().register_instance(&entry).unwrap();
+    }
+    add(&stranger_home, "stranger's secret");
+    let stranger = Served::start(&stranger_home);
+    until("the stranger gave up on a", || {
+        let status = json_of(roost(&stranger_home, &["sync", "status", "--json"]));
+        status["peers"][0]["last_error"].as_str().is_some_and(|e| !e.is_empty())
+    });
+    let registry = json_of(roost(&h[0], &["machines", "--json"]));
+    assert_eq!(registry.as_array().unwrap().len(), 1, "a never registered the stranger: {registry}");
+    let listed = json_of(roost(&h[0], &["memory", "list", "--json"]));
+    assert_eq!(listed["count"], 0);
+    drop((a, stranger));
+}

@@ -1,0 +1,313 @@
+//! Replication between the machines of one identity, over iroh (QUIC, TLS 1.3).
+//!
+//! The endpoint id is the machine's Ed25519 key. Each machine dials the
+//! others it finds in its registry (the UDP port of the sync endpoint is the
+//! TCP port of the peer's gateway) with capped backoff, and accepts their
+//! dials; a session starts with a hello whose certificate must verify against
+//! this identity and name the key the connection was made with. The protocol
+//! decisions (what to send, pacing, holding entries not yet ready) are in
+//! `roost_core::protocol`; verification and application are `Store::apply`.
+//! Relays and discovery are off: only direct addresses are used.
+
+mod frame;
+mod session;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use iroh::endpoint::{Connection, VarInt, presets};
+use iroh::{Endpoint, EndpointAddr, PublicKey, RelayMode, SecretKey};
+use serde::Serialize;
+use thiserror::Error;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use roost_instance::Instance;
+use roost_store::{InstanceEntry, Store, StoreError};
+
+/// The ALPN of this protocol; the version in it changes with the protocol's.
+pub const ALPN: &[u8] = b"roost/sync/1";
+
+/// How long a dial may take before it counts as failed.
+const DIAL_WAIT: Duration = Duration::from_secs(5);
+/// Reconnect backoff bounds.
+const BACKOFF_MIN: Duration = Duration::from_millis(200);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// How often the dialer looks for peers to connect to.
+const DIAL_TICK: Duration = Duration::from_millis(200);
+
+#[derive(Debug, Error)]
+pub enum SyncError {
+    #[error("cannot bind the sync endpoint on {addr}: {reason}")]
+    Bind { addr: SocketAddr, reason: String },
+    #[error("stream: {0}")]
+    Stream(String),
+    #[error("protocol: {0}")]
+    Protocol(String),
+    #[error("refused: {0}")]
+    Refused(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What this machine knows of one peer, as shown by `roost sync status`,
+/// `/health` and the registry.
+#[derive(Debug, Clone, Serialize)]
+pub struct PeerStatus {
+    pub id: String,
+    pub name: String,
+    /// online (connected and caught up), syncing, offline, or unknown.
+    pub state: &'static str,
+    pub last_sync: Option<String>,
+    /// Entries the peer holds that this machine lacks.
+    pub behind: u64,
+    /// Entries this machine holds that the peer lacks.
+    pub ahead: u64,
+    pub last_error: Option<String>,
+}
+
+/// Live facts about a peer, kept between sessions.
+#[derive(Debug, Default, Clone)]
+struct PeerLive {
+    connected: bool,
+    attempted: bool,
+    last_sync: Option<String>,
+    behind: u64,
+    ahead: u64,
+    last_error: Option<String>,
+}
+
+struct Active {
+    token: u64,
+    dialer: String,
+    cancel: CancellationToken,
+}
+
+pub(crate) struct Shared {
+    pub instance: Arc<Instance>,
+    pub store: Arc<Store>,
+    endpoint: Endpoint,
+    /// Bumped after every commit that may have grown the log.
+    pub log_grew: watch::Sender<u64>,
+    live: Mutex<BTreeMap<String, PeerLive>>,
+    sessions: Mutex<HashMap<String, Active>>,
+    next_token: AtomicU64,
+    pub stop: CancellationToken,
+}
+
+/// The running replication service of one instance.
+pub struct SyncService {
+    shared: Arc<Shared>,
+}
+
+impl SyncService {
+    /// Binds the endpoint on `bind` (UDP) and starts accepting and dialing.
+    pub async fn start(instance: Arc<Instance>, store: Arc<Store>, bind: SocketAddr) -> Result<SyncService, SyncError> {
+        let secret = SecretKey::from_bytes(&instance.machine_key.to_bytes());
+        let bind_error = |reason: String| SyncError::Bind { addr: bind, reason };
+        let endpoint = Endpoint::builder(presets::Minimal)
+            .secret_key(secret)
+            .relay_mode(RelayMode::Disabled)
+            .clear_address_lookup()
+            .clear_ip_transports()
+            .bind_addr(bind)
+            .map_err(|e| bind_error(e.to_string()))?
+            .alpns(vec![ALPN.to_vec()])
+            .bind();
+        let endpoint = tokio::time::timeout(DIAL_WAIT, endpoint)
+            .await
+            .map_err(|_| bind_error("timed out".into()))?
+            .map_err(|e| bind_error(e.to_string()))?;
+        let (log_grew, _) = watch::channel(0u64);
+        let shared = Arc::new(Shared {
+            instance,
+            store: store.clone(),
+            endpoint,
+            log_grew,
+            live: Mutex::new(BTreeMap::new()),
+            sessions: Mutex::new(HashMap::new()),
+            next_token: AtomicU64::new(1),
+            stop: CancellationToken::new(),
+        });
+        let hook = shared.log_grew.clone();
+        store.set_commit_hook(Box::new(move || {
+            hook.send_modify(|n| *n = n.wrapping_add(1));
+        }));
+        tokio::spawn(accept_loop(shared.clone()));
+        tokio::spawn(dial_loop(shared.clone()));
+        Ok(SyncService { shared })
+    }
+
+    /// The UDP addresses the endpoint is bound to.
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.shared.endpoint.bound_sockets()
+    }
+
+    /// Every registered peer and what is known of it now.
+    pub fn status(&self) -> Result<Vec<PeerStatus>, SyncError> {
+        let me = &self.shared.instance.id;
+        let live = self.shared.live.lock().expect("peer status poisoned").clone();
+        Ok(self
+            .shared
+            .store
+            .instances()?
+            .into_iter()
+            .filter(|e| &e.id != me)
+            .map(|e| {
+                let l = live.get(&e.id).cloned().unwrap_or_default();
+                let state = match (e.status.as_str(), l.connected, l.attempted || l.last_sync.is_some()) {
+                    ("revoked", ..) => "revoked",
+                    (_, true, _) if l.behind > 0 || l.ahead > 0 => "syncing",
+                    (_, true, _) => "online",
+                    (_, false, true) => "offline",
+                    _ => "unknown",
+                };
+                PeerStatus {
+                    id: e.id,
+                    name: e.name,
+                    state,
+                    last_sync: l.last_sync.or(e.last_seen),
+                    behind: l.behind,
+                    ahead: l.ahead,
+                    last_error: l.last_error,
+                }
+            })
+            .collect())
+    }
+
+    /// Closes every session and the endpoint, waiting a bounded time.
+    pub async fn shutdown(&self) {
+        self.shared.stop.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(3), self.shared.endpoint.close()).await;
+    }
+}
+
+impl Shared {
+    fn update(&self, peer: &str, f: impl FnOnce(&mut PeerLive)) {
+        f(self.live.lock().expect("peer status poisoned").entry(peer.to_string()).or_default());
+    }
+
+    /// Registers an established session; false if a better one exists (the
+    /// one dialed by the smaller instance id survives, on both sides).
+    fn admit(&self, peer: &str, dialer: &str, cancel: CancellationToken) -> Option<u64> {
+        let mut sessions = self.sessions.lock().expect("sessions poisoned");
+        if let Some(existing) = sessions.get(peer) {
+            if existing.dialer.as_str() < dialer {
+                return None;
+            }
+            existing.cancel.cancel();
+        }
+        let token = self.next_token.fetch_add(1, Ordering::Relaxed);
+        sessions.insert(peer.to_string(), Active { token, dialer: dialer.to_string(), cancel });
+        Some(token)
+    }
+
+    fn release(&self, peer: &str, token: u64) {
+        let mut sessions = self.sessions.lock().expect("sessions poisoned");
+        if sessions.get(peer).is_some_and(|a| a.token == token) {
+            sessions.remove(peer);
+            drop(sessions);
+            self.update(peer, |l| l.connected = false);
+        }
+    }
+
+    fn has_session(&self, peer: &str) -> bool {
+        self.sessions.lock().expect("sessions poisoned").contains_key(peer)
+    }
+}
+
+async fn accept_loop(shared: Arc<Shared>) {
+    loop {
+        let incoming = tokio::select! {
+            _ = shared.stop.cancelled() => return,
+            incoming = shared.endpoint.accept() => incoming,
+        };
+        let Some(incoming) = incoming else { return };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let connection = match incoming.accept() {
+                Ok(accepting) => tokio::time::timeout(DIAL_WAIT, accepting).await,
+                Err(e) => return tracing::debug!(error = %e, "sync connection not accepted"),
+            };
+            match connection {
+                Ok(Ok(conn)) => {
+                    let accepted = tokio::time::timeout(session::HELLO_WAIT, conn.accept_bi()).await;
+                    match accepted {
+                        Ok(Ok((send, recv))) => {
+                            let _ = session::run(shared, conn, send, recv, None).await;
+                        }
+                        _ => conn.close(VarInt::from_u32(0), b"no stream"),
+                    }
+                }
+                Ok(Err(e)) => tracing::debug!(error = %e, "sync handshake failed"),
+                Err(_) => tracing::debug!("sync handshake timed out"),
+            }
+        });
+    }
+}
+
+/// Keeps a session open with every reachable peer.
+async fn dial_loop(shared: Arc<Shared>) {
+    let mut next_try: HashMap<String, (Instant, Duration)> = HashMap::new();
+    let dialing: Arc<Mutex<std::collections::HashSet<String>>> = Arc::default();
+    loop {
+        tokio::select! {
+            _ = shared.stop.cancelled() => return,
+            _ = tokio::time::sleep(DIAL_TICK) => {}
+        }
+        let Ok(peers) = shared.store.instances() else { continue };
+        for peer in peers {
+            if peer.id == shared.instance.id || peer.status == "revoked" || shared.has_session(&peer.id) {
+                continue;
+            }
+            let Some(addr) = dial_address(&peer) else { continue };
+            let now = Instant::now();
+            let (when, backoff) = next_try.get(&peer.id).copied().unwrap_or((now, BACKOFF_MIN));
+            if now < when || !dialing.lock().expect("dialing poisoned").insert(peer.id.clone()) {
+                continue;
+            }
+            next_try.insert(peer.id.clone(), (now + backoff, (backoff * 2).min(BACKOFF_MAX)));
+            let (shared, dialing) = (shared.clone(), dialing.clone());
+            tokio::spawn(async move {
+                let outcome = dial(&shared, &peer, addr).await;
+                if let Err(e) = &outcome {
+                    tracing::debug!(peer = %peer.name, error = %e, "sync dial failed");
+                    shared.update(&peer.id, |l| {
+                        l.attempted = true;
+                        l.last_error = Some(e.to_string());
+                    });
+                }
+                dialing.lock().expect("dialing poisoned").remove(&peer.id);
+            });
+        }
+        // A peer we are connected to starts from the shortest backoff next time.
+        next_try.retain(|id, _| !shared.has_session(id));
+    }
+}
+
+/// The peer's endpoint id and direct address: its gateway's host and port.
+fn dial_address(peer: &InstanceEntry) -> Option<EndpointAddr> {
+    let key = PublicKey::from_bytes(&roost_core::hex::decode_array(&peer.signing_key)?).ok()?;
+    let url = peer.gateway_url.as_deref()?;
+    let host_port = url.split("://").nth(1).unwrap_or(url).split('/').next()?;
+    let socket: SocketAddr = host_port.parse().ok()?;
+    Some(EndpointAddr::new(key).with_ip_addr(socket))
+}
+
+async fn dial(shared: &Arc<Shared>, peer: &InstanceEntry, addr: EndpointAddr) -> Result<(), SyncError> {
+    let conn: Connection = tokio::time::timeout(DIAL_WAIT, shared.endpoint.connect(addr, ALPN))
+        .await
+        .map_err(|_| SyncError::Stream(format!("no answer from {} within {DIAL_WAIT:?}", peer.name)))?
+        .map_err(|e| SyncError::Stream(e.to_string()))?;
+    let (send, recv) = conn.open_bi().await.map_err(|e| SyncError::Stream(e.to_string()))?;
+    session::run(shared.clone(), conn, send, recv, Some(&peer.id)).await
+}
+
+pub(crate) fn now_text() -> String {
+    let format =
+        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
+    time::OffsetDateTime::now_utc().format(&format).unwrap_or_default()
+}
