@@ -38,6 +38,17 @@ pub enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Replication: apply rate against raw SQLite, catch-up over iroh, propagation latency.
+    Sync {
+        /// Entries in the history.
+        #[arg(long, default_value_t = 100_000)]
+        entries: usize,
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// Writes timed for propagation.
+        #[arg(long, default_value_t = 500)]
+        writes: usize,
+    },
     /// Mint and verify machine tokens (signature, expiry and replay checks).
     Tokens {
         /// Tokens per run.
@@ -64,6 +75,7 @@ pub fn run(command: BenchCommand) -> anyhow::Result<()> {
             (memories, searches, mcp_calls, runs, json)
         }
         BenchCommand::Tokens { count, runs } => return tokens(count, runs),
+        BenchCommand::Sync { entries, runs, writes } => return crate::bench_sync::run(entries, runs, writes),
     };
     if cfg!(debug_assertions) {
         eprintln!(
@@ -221,7 +233,7 @@ fn idle_rss(home: &std::path::Path) -> anyhow::Result<f64> {
     Ok(kib / 1024.0)
 }
 
-fn percentile_ms(times: &mut [Duration], p: f64) -> f64 {
+pub(crate) fn percentile_ms(times: &mut [Duration], p: f64) -> f64 {
     times.sort();
     let index = ((times.len() as f64 - 1.0) * p).round() as usize;
     times[index].as_secs_f64() * 1000.0
@@ -229,13 +241,13 @@ fn percentile_ms(times: &mut [Duration], p: f64) -> f64 {
 
 /// Deterministic synthetic text: a 5,000-word vocabulary with a skewed
 /// (Zipf-like) frequency, so some words are common and most are rare.
-struct Words {
+pub(crate) struct Words {
     state: u64,
     vocabulary: Vec<String>,
 }
 
 impl Words {
-    fn new(seed: u64) -> Words {
+    pub(crate) fn new(seed: u64) -> Words {
         const SYLLABLES: [&str; 24] = [
             "ka", "lo", "mi", "ne", "ru", "sa", "to", "vi", "ze", "bo", "da", "fe", "gu", "hi", "ja", "ko", "li", "mo",
             "nu", "pa", "re", "si", "tu", "wo",
@@ -268,12 +280,12 @@ impl Words {
         (self.next() >> 11) as f64 / (1u64 << 53) as f64
     }
 
-    fn word(&mut self) -> &str {
+    pub(crate) fn word(&mut self) -> &str {
         let index = (self.vocabulary.len() as f64 * self.unit().powf(2.5)) as usize;
         &self.vocabulary[index.min(self.vocabulary.len() - 1)]
     }
 
-    fn sentence(&mut self, min: usize, max: usize) -> String {
+    pub(crate) fn sentence(&mut self, min: usize, max: usize) -> String {
         let n = min + self.below(max - min + 1);
         (0..n).map(|_| self.word().to_string()).collect::<Vec<_>>().join(" ")
     }

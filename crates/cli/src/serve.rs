@@ -32,11 +32,13 @@ pub async fn serve(instance: Instance, bind: Option<String>) -> anyhow::Result<(
     let sync = Arc::new(start_sync(&instance, &store, addr).await?);
     let mut gateway = Gateway::new(instance.clone(), store, addr);
     gateway.sync = Some(sync.clone());
+    // Recorded before it is announced, so a command run after the
+    // announcement finds the gateway.
+    instance.record_gateway_addr(&addr.to_string())?;
     // The first line on stdout is the address, for people and for scripts.
     println!("roost: listening on http://{addr} (instance {}, {})", instance.config.name, instance.id);
     std::io::stdout().flush()?;
     tracing::info!(%addr, home = %instance.home.display(), "gateway started");
-    instance.record_gateway_addr(&addr.to_string())?;
     let served = gateway.serve(listener, shutdown_signal()).await;
     sync.shutdown().await;
     instance.clear_gateway_addr();

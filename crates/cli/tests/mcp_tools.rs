@@ -82,7 +82,7 @@ fn contents(list: &Value, key: &str, field: &str) -> Vec<String> {
 
 async fn exercise_every_tool(client: &Client) {
     let tools = client.list_all_tools().await.unwrap();
-    assert_eq!(tools.len(), 37, "7 memory tools and 5 tools for each of 6 other tables");
+    assert_eq!(tools.len(), 39, "7 memory tools, 5 tools for each of 6 other tables, 2 for sync conflicts");
     for tool in &tools {
         assert!(tool.description.as_ref().is_some_and(|d| d.len() > 40), "{} needs a real description", tool.name);
         assert_eq!(tool.input_schema["type"], json!("object"));
@@ -264,6 +264,11 @@ async fn exercise_every_tool(client: &Client) {
 
     s.write("roost_delete_project", json!({"id": "Garden"})).await;
     assert_eq!(contents(&s.read("roost_list_projects", json!({})).await, "items", "name"), vec!["Roost"]);
+
+    // Sync conflicts: none on a lone instance; resolving needs a real one.
+    assert_eq!(s.read("roost_list_sync_conflicts", json!({"include_resolved": true})).await["count"], json!(0));
+    s.refused("roost_resolve_sync_conflict", json!({"id": "0123abcd", "keep": "remote"}), "no conflict").await;
+    s.refused("roost_resolve_sync_conflict", json!({"id": "0123abcd", "keep": "theirs"}), "keep must be").await;
 
     let listed: BTreeSet<String> = tools.iter().map(|t| t.name.to_string()).collect();
     let missing: Vec<_> = listed.difference(&s.called).collect();

@@ -141,6 +141,9 @@ fn read_heads(r: &mut Reader) -> Result<Heads, WireError> {
     for _ in 0..count {
         let origin = r.str()?;
         let seq = u64::try_from(r.i64()?).map_err(|_| WireError("sync message: negative head".into()))?;
+        if heads.last_key_value().is_some_and(|(last, _)| *last >= origin) {
+            return Err(WireError("sync message: heads are not in canonical order".into()));
+        }
         heads.insert(origin, seq);
     }
     Ok(heads)
