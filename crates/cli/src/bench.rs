@@ -212,25 +212,53 @@ async fn mcp_round_trips(
 /// Starts `roost serve` on `home`, waits until it listens and settles, and
 /// reads its resident set size.
 fn idle_rss(home: &std::path::Path) -> anyhow::Result<f64> {
-    let mut child = Command::new(std::env::current_exe()?)
-        .args(["serve", "--bind", "127.0.0.1:0", "--home"])
-        .arg(home)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()?;
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().context("serve stdout")?).read_line(&mut line)?;
-    anyhow::ensure!(line.contains("listening on"), "roost serve did not start: {line:?}");
+    let served = ServedProcess::start(home)?;
     std::thread::sleep(Duration::from_secs(2));
-    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id()))?;
-    let kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .context("VmRSS missing from /proc status")?;
-    Command::new("kill").args(["-TERM", &child.id().to_string()]).status()?;
-    child.wait()?;
-    Ok(kib / 1024.0)
+    let rss = served.memory_mib("VmRSS")?;
+    Command::new("kill").args(["-TERM", &served.child.id().to_string()]).status()?;
+    Ok(rss)
+}
+
+/// A `roost serve` child on a free loopback port, killed when dropped.
+pub(crate) struct ServedProcess {
+    pub child: std::process::Child,
+    pub addr: String,
+}
+
+impl ServedProcess {
+    pub(crate) fn start(home: &std::path::Path) -> anyhow::Result<ServedProcess> {
+        let mut child = Command::new(std::env::current_exe()?)
+            .args(["serve", "--bind", "127.0.0.1:0", "--home"])
+            .arg(home)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .spawn()?;
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().context("serve stdout")?).read_line(&mut line)?;
+        let addr = line.split("http://").nth(1).and_then(|r| r.split_whitespace().next());
+        let addr = addr.with_context(|| format!("roost serve did not start: {line:?}"))?.to_string();
+        Ok(ServedProcess { child, addr })
+    }
+
+    /// A memory figure from `/proc/PID/status` (`VmRSS`, `VmHWM`), in MiB.
+    pub(crate) fn memory_mib(&self, field: &str) -> anyhow::Result<f64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
+        let kib: f64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .with_context(|| format!("{field} missing from /proc status"))?;
+        Ok(kib / 1024.0)
+    }
+}
+
+impl Drop for ServedProcess {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
 }
 
 pub(crate) fn percentile_ms(times: &mut [Duration], p: f64) -> f64 {

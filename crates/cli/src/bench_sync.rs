@@ -9,7 +9,7 @@
 //!   row is readable on the other.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -23,7 +23,7 @@ use roost_core::protocol::SignedEntry;
 use roost_instance::Instance;
 use roost_store::{Mutation, Store};
 
-use crate::bench::{Words, percentile_ms};
+use crate::bench::{ServedProcess, Words, percentile_ms};
 
 pub fn run(entries: usize, runs: usize, writes: usize) -> anyhow::Result<()> {
     let mut apply = Vec::new();
@@ -86,22 +86,18 @@ fn apply_run(n: usize, seed: u64) -> anyhow::Result<(f64, f64)> {
     let dir = tempfile::tempdir()?;
     let (source, log) = source(dir.path(), n, seed)?;
     let target = Store::open(&dir.path().join("target.db"), "01900000-0000-7000-8000-00000000000b", key(2))?;
-    let mut entry = source.instances()?.into_iter().next();
-    if entry.is_none() {
-        entry = Some(roost_store::InstanceEntry {
-            id: source.origin().to_string(),
-            name: "source".into(),
-            role: "home".into(),
-            gateway_url: None,
-            certificate: String::new(),
-            signing_key: roost_core::hex::encode(key(1).verifying_key().as_bytes()),
-            encryption_key: "00".repeat(32),
-            last_seen: None,
-            status: "unknown".into(),
-            created_at: String::new(),
-        });
-    }
-    target.register_instance(&entry.expect("set above"))?;
+    target.register_instance(&roost_store::InstanceEntry {
+        id: source.origin().to_string(),
+        name: "source".into(),
+        role: "home".into(),
+        gateway_url: None,
+        certificate: String::new(),
+        signing_key: roost_core::hex::encode(key(1).verifying_key().as_bytes()),
+        encryption_key: "00".repeat(32),
+        last_seen: None,
+        status: "unknown".into(),
+        created_at: String::new(),
+    })?;
     let started = Instant::now();
     for batch in log.chunks(roost_core::protocol::MAX_BATCH) {
         let verdicts = target.apply(batch)?;
@@ -145,32 +141,6 @@ fn raw_baseline(path: &Path, log: &[SignedEntry]) -> anyhow::Result<f64> {
     Ok(log.len() as f64 / started.elapsed().as_secs_f64())
 }
 
-struct Served {
-    child: Child,
-    addr: String,
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn serve(home: &Path) -> anyhow::Result<Served> {
-    use std::io::BufRead;
-    let mut child = Command::new(std::env::current_exe()?)
-        .args(["serve", "--bind", "127.0.0.1:0", "--home"])
-        .arg(home)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()?;
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().context("serve stdout")?).read_line(&mut line)?;
-    let addr = line.split("http://").nth(1).and_then(|r| r.split_whitespace().next()).context("serve address")?;
-    Ok(Served { addr: addr.to_string(), child })
-}
-
 fn roost(home: &Path, args: &[&str]) -> anyhow::Result<()> {
     let out = Command::new(std::env::current_exe()?)
         .arg("--home")
@@ -202,8 +172,8 @@ fn process_run(n: usize, writes: usize) -> anyhow::Result<(f64, f64, Vec<Duratio
             })?;
         }
     }
-    let served_a = serve(&a)?;
-    let served_b = serve(&b)?;
+    let served_a = ServedProcess::start(&a)?;
+    let served_b = ServedProcess::start(&b)?;
     let reader = Instance::open(&b)?.open_store()?;
     let origin = Instance::open(&a)?.id;
     let started = Instant::now();
@@ -213,12 +183,7 @@ fn process_run(n: usize, writes: usize) -> anyhow::Result<(f64, f64, Vec<Duratio
         std::thread::sleep(Duration::from_millis(10));
     }
     let catch_up = started.elapsed().as_secs_f64();
-    let status = std::fs::read_to_string(format!("/proc/{}/status", served_b.child.id()))?;
-    let peak_kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .context("VmHWM missing")?;
+    let peak_mib = served_b.memory_mib("VmHWM")?;
 
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let latencies = runtime.block_on(async {
@@ -244,5 +209,5 @@ fn process_run(n: usize, writes: usize) -> anyhow::Result<(f64, f64, Vec<Duratio
         anyhow::Ok(latencies)
     })?;
     drop((served_a, served_b));
-    Ok((catch_up, peak_kib / 1024.0, latencies))
+    Ok((catch_up, peak_mib, latencies))
 }

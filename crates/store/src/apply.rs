@@ -208,11 +208,7 @@ fn row_of(entry: &Entry) -> Result<Map<String, Value>, &'static str> {
 }
 
 /// The row's current version and absorbed vector, if the row exists.
-struct Current {
-    state: RowState,
-}
-
-fn current(tx: &Transaction, table: Table, id: &RowId) -> Result<Option<Current>> {
+fn current(tx: &Transaction, table: Table, id: &RowId) -> Result<Option<RowState>> {
     let found: Option<(String, i64, Option<i64>, String)> = tx
         .prepare_cached(&format!("SELECT origin, lamport, version_seq, vv FROM {} WHERE id = ?1", table.name()))?
         .query_row([id.as_str()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
@@ -222,7 +218,7 @@ fn current(tx: &Transaction, table: Table, id: &RowId) -> Result<Option<Current>
     let own_vector = version_vector(tx, &origin, version_seq)?;
     let version =
         Version { origin, seq: version_seq, lamport: Lamport(lamport as u64), vector: own_vector, row: String::new() };
-    Ok(Some(Current { state: RowState { version, vector: parse_vector(&vv)? } }))
+    Ok(Some(RowState { version, vector: parse_vector(&vv)? }))
 }
 
 /// The vector an entry in the log carried (empty for none).
@@ -245,7 +241,7 @@ fn apply_version(tx: &Transaction, entry: &Entry, row: &Map<String, Value>) -> R
         row: String::new(),
     };
     let current = current(tx, entry.table, &entry.row_id)?;
-    match resolve(current.as_ref().map(|c| &c.state), &incoming) {
+    match resolve(current.as_ref(), &incoming) {
         Outcome::Known => {}
         Outcome::Replace(state) => write_incoming(tx, entry, row, &state.vector, current.is_some())?,
         Outcome::Conflict { state, loser } => {

@@ -335,16 +335,11 @@ async fn receiver(
 
 /// Applies `batch`, holding what is not ready yet; true if anything applied.
 async fn apply_holding(store: &Arc<Store>, batch: Vec<SignedEntry>, inbox: &mut Inbox) -> Result<bool, SyncError> {
-    let (batch, verdicts) = {
-        let store = store.clone();
-        tokio::task::spawn_blocking(move || {
-            let verdicts = store.apply(&batch);
-            (batch, verdicts)
-        })
-        .await
-        .map_err(|e| SyncError::Stream(format!("store task failed: {e}")))?
-    };
-    let verdicts = verdicts?;
+    let (batch, verdicts) = blocking(store, move |s| {
+        let verdicts = s.apply(&batch)?;
+        Ok((batch, verdicts))
+    })
+    .await?;
     let mut applied = false;
     for (entry, verdict) in batch.into_iter().zip(verdicts) {
         match verdict {
