@@ -102,6 +102,8 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Search memories (`--all`: on every reachable instance too).
+    Search(memory::SearchArgs),
     /// Store, search and manage memories.
     #[command(subcommand)]
     Memory(memory::MemoryCommand),
@@ -150,6 +152,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Status { json } => status::status(&Instance::open(&home)?, json),
         Command::Memory(command) => memory::run(&Instance::open(&home)?, command),
+        Command::Search(args) => memory::run(&Instance::open(&home)?, memory::MemoryCommand::Search(args)),
         Command::Whoami { json } => identity::whoami(&Instance::open(&home)?, json),
         Command::Identity(command) => identity::run(&home, command),
         Command::Pair { no_wait } => pair::pair(&home, !no_wait),

@@ -8,9 +8,13 @@ use anyhow::bail;
 use clap::{Args, Subcommand};
 use serde_json::{Map, Value, json};
 
+use std::sync::Arc;
+
 use roost_core::Table;
+use roost_federation::Federation;
 use roost_instance::Instance;
 use roost_mcp::Action;
+use roost_store::Store;
 
 #[derive(Subcommand)]
 pub enum MemoryCommand {
@@ -27,15 +31,7 @@ pub enum MemoryCommand {
         json: bool,
     },
     /// Full-text search (FTS5 syntax: words, "phrases", OR, NOT, prefix*).
-    Search {
-        query: String,
-        #[arg(long)]
-        min_importance: Option<u32>,
-        #[command(flatten)]
-        filters: Filters,
-        #[arg(long)]
-        json: bool,
-    },
+    Search(SearchArgs),
     /// List memories.
     List {
         /// recent, oldest, importance or accessed
@@ -70,6 +66,21 @@ pub enum MemoryCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// `roost memory search` and `roost search`.
+#[derive(Args)]
+pub struct SearchArgs {
+    query: String,
+    /// Search every other reachable instance too, in parallel.
+    #[arg(long)]
+    all: bool,
+    #[arg(long)]
+    min_importance: Option<u32>,
+    #[command(flatten)]
+    filters: Filters,
+    #[arg(long)]
+    json: bool,
 }
 
 /// Filters shared by `search` and `list`.
@@ -152,10 +163,13 @@ pub fn run(instance: &Instance, command: MemoryCommand) -> anyhow::Result<()> {
             fields.into_args(&mut args);
             (Action::Create(Table::Memories), json)
         }
-        MemoryCommand::Search { query, min_importance, filters, json } => {
+        MemoryCommand::Search(SearchArgs { query, all, min_importance, filters, json }) => {
             args.insert("query".into(), Value::String(query));
             put(&mut args, "min_importance", min_importance);
             filters.into_args(&mut args);
+            if all {
+                return search_all(instance, store, args, json);
+            }
             (Action::SearchMemories, json)
         }
         MemoryCommand::List { sort, filters, offset, json } => {
@@ -219,8 +233,36 @@ pub fn run(instance: &Instance, command: MemoryCommand) -> anyhow::Result<()> {
             }
             eprintln!("{} memor{}", result["count"], if result["count"] == 1 { "y" } else { "ies" });
         }
-        Action::MemoryStats | Action::ListSyncConflicts | Action::ResolveSyncConflict => println!("{result:#}"),
+        _ => println!("{result:#}"),
     }
+    Ok(())
+}
+
+/// `--all`: the same search of all instances `roost_search_all` runs.
+fn search_all(instance: &Instance, store: Store, args: Map<String, Value>, json: bool) -> anyhow::Result<()> {
+    let federation = Federation::new(instance, Arc::new(store), None);
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let merged = runtime.block_on(federation.search_all(args)).map_err(anyhow::Error::msg)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&merged)?);
+        return Ok(());
+    }
+    for hit in &merged.results {
+        let holders: Vec<&str> = hit.holders.iter().map(|h| h.name.as_str()).collect();
+        println!(
+            "{}  {:.2}  {:<12} {}  [{}]",
+            hit.id,
+            hit.score,
+            text(&hit.memory["category"]),
+            text(&hit.snippet),
+            holders.join(", ")
+        );
+    }
+    for report in &merged.instances {
+        let detail = report.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default();
+        eprintln!("{}: {} in {:.1} ms{detail}", report.instance.name, report.outcome.replace('_', " "), report.ms);
+    }
+    eprintln!("{} result(s)", merged.count);
     Ok(())
 }
 

@@ -9,6 +9,7 @@ use rmcp::ServiceExt;
 
 use std::net::SocketAddr;
 
+use roost_federation::Federation;
 use roost_gateway::Gateway;
 use roost_instance::Instance;
 use roost_mcp::RoostTools;
@@ -30,8 +31,11 @@ pub async fn serve(instance: Instance, bind: Option<String>) -> anyhow::Result<(
     let addr = listener.local_addr()?;
     let instance = Arc::new(instance);
     let sync = Arc::new(start_sync(&instance, &store, addr).await?);
+    let federation = Federation::new(&instance, store.clone(), Some(sync.clone()));
+    let refreshing = federation.start_refreshing();
     let mut gateway = Gateway::new(instance.clone(), store, addr);
     gateway.sync = Some(sync.clone());
+    gateway.federation = Some(federation);
     // Recorded before it is announced, so a command run after the
     // announcement finds the gateway.
     instance.record_gateway_addr(&addr.to_string())?;
@@ -40,6 +44,7 @@ pub async fn serve(instance: Instance, bind: Option<String>) -> anyhow::Result<(
     std::io::stdout().flush()?;
     tracing::info!(%addr, home = %instance.home.display(), "gateway started");
     let served = gateway.serve(listener, shutdown_signal()).await;
+    refreshing.abort();
     sync.shutdown().await;
     instance.clear_gateway_addr();
     served?;
@@ -63,10 +68,13 @@ async fn start_sync(instance: &Arc<Instance>, store: &Arc<Store>, addr: SocketAd
 
 pub async fn stdio(instance: Instance) -> anyhow::Result<()> {
     let store = Arc::new(instance.open_store()?);
-    let service =
-        RoostTools::new(store).serve(rmcp::transport::stdio()).await.context("starting the MCP session on stdio")?;
-    service.waiting().await.context("MCP session on stdio")?;
-    Ok(())
+    let federation = Federation::new(&instance, store.clone(), None);
+    let refreshing = federation.start_refreshing();
+    let tools = RoostTools::new(store, &instance.config.federation.peer_tools).with_remote(Arc::new(federation));
+    let service = tools.serve(rmcp::transport::stdio()).await.context("starting the MCP session on stdio")?;
+    let ended = service.waiting().await.context("MCP session on stdio");
+    refreshing.abort();
+    ended.map(drop)
 }
 
 /// Resolves on SIGINT or SIGTERM.

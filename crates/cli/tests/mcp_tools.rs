@@ -82,12 +82,24 @@ fn contents(list: &Value, key: &str, field: &str) -> Vec<String> {
 
 async fn exercise_every_tool(client: &Client) {
     let tools = client.list_all_tools().await.unwrap();
-    assert_eq!(tools.len(), 39, "7 memory tools, 5 tools for each of 6 other tables, 2 for sync conflicts");
+    assert_eq!(
+        tools.len(),
+        41,
+        "7 memory tools, 5 tools for each of 6 other tables, 2 for sync conflicts, 2 federated"
+    );
     for tool in &tools {
         assert!(tool.description.as_ref().is_some_and(|d| d.len() > 40), "{} needs a real description", tool.name);
         assert_eq!(tool.input_schema["type"], json!("object"));
+        let spans_instances = ["roost_search_all", "roost_list_instances"].contains(&tool.name.as_ref());
+        assert_eq!(tool.input_schema["properties"].get("instance").is_none(), spans_instances, "{}", tool.name);
     }
     let mut s = Session::new(client).await;
+
+    // Alone, an instance's search of all instances is its own search.
+    let alone = s.read("roost_search_all", json!({"query": "nothingmatchesthis"})).await;
+    assert_eq!(alone["answered"].as_array().map(Vec::len), Some(1), "{alone}");
+    let instances = s.read("roost_list_instances", json!({})).await;
+    assert_eq!(instances["instances"][0]["this"], json!(true), "{instances}");
 
     // Projects.
     let roost = s.write("roost_create_project", json!({"name": "Roost", "description": "the agent's home"})).await;

@@ -26,6 +26,7 @@ pub(crate) fn protected_routes(state: Arc<AppState>) -> Router {
         .route("/api/v1/instance", get(instance))
         .route("/api/v1/memories/search", get(search))
         .route("/api/v1/memories/{id}", get(memory))
+        .route("/api/v1/instances", get(instances))
         .with_state(state)
 }
 
@@ -130,4 +131,14 @@ async fn search(State(state): State<Arc<AppState>>, Query(p): Query<SearchParams
 async fn memory(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     let row = with_store(&state, move |s| s.get(Table::Memories, &id)).await?;
     Ok(Json(Value::Object(row)))
+}
+
+/// Every registered instance with its sync state and cached summaries, as
+/// `roost_list_instances` shows them.
+async fn instances(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
+    let federation = state.federation.as_ref().ok_or_else(|| {
+        ApiError(StatusCode::SERVICE_UNAVAILABLE, "this gateway does not reach other instances".into())
+    })?;
+    let instances = federation.overview().await.map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e))?;
+    Ok(Json(json!({"count": instances.len(), "instances": instances})))
 }

@@ -15,24 +15,32 @@ use serde_json::json;
 
 use roost_identity::TokenError;
 use roost_identity::token::Issuer;
+use roost_mcp::Caller;
 
 use crate::AppState;
 use crate::api::with_store;
 
-fn unauthorized(reason: &str) -> Response {
-    (StatusCode::UNAUTHORIZED, Json(json!({"error": reason}))).into_response()
+fn refuse(status: StatusCode, reason: &str) -> Response {
+    (status, Json(json!({"error": reason}))).into_response()
 }
 
+fn unauthorized(reason: &str) -> Response {
+    refuse(StatusCode::UNAUTHORIZED, reason)
+}
+
+/// Admits the request or refuses it, and tells the handlers who called
+/// ([`Caller`] in the request's extensions).
 pub(crate) async fn require_token(
     State(state): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Response {
     let bearer = request.headers().get(header::AUTHORIZATION).map(|v| v.to_str().unwrap_or("").to_string());
     let Some(value) = bearer else {
         let host = request.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
         if peer.ip().is_loopback() && state.loopback_without_token && names_loopback(host) {
+            request.extensions_mut().insert(Caller::Local);
             return next.run(request).await;
         }
         tracing::warn!(%peer, "refused call: no token and not a loopback caller naming a loopback host");
@@ -45,11 +53,12 @@ pub(crate) async fn require_token(
     match verify(&state, token.trim().to_string()).await {
         Ok(issuer) => {
             tracing::debug!(%peer, %issuer, "token accepted");
+            request.extensions_mut().insert(Caller::Machine { id: issuer });
             next.run(request).await
         }
-        Err(reason) => {
+        Err((status, reason)) => {
             tracing::warn!(%peer, %reason, "refused call");
-            unauthorized(&reason)
+            refuse(status, &reason)
         }
     }
 }
@@ -66,9 +75,14 @@ fn names_loopback(host: &str) -> bool {
 }
 
 /// Checks a token against the registry and the nonces already seen; returns
-/// the issuer's id or the reason for refusal.
-async fn verify(state: &Arc<AppState>, token: String) -> Result<String, String> {
-    let (claims, _) = roost_identity::Token::decode(&token).map_err(|e| e.to_string())?;
+/// the issuer's id, or the status and reason of the refusal: 403 for a
+/// revoked machine (known, and refused), 401 for anything not authenticated.
+async fn verify(state: &Arc<AppState>, token: String) -> Result<String, (StatusCode, String)> {
+    let refusal = |e: TokenError| match e {
+        TokenError::RevokedIssuer(_) => (StatusCode::FORBIDDEN, e.to_string()),
+        _ => (StatusCode::UNAUTHORIZED, e.to_string()),
+    };
+    let (claims, _) = roost_identity::Token::decode(&token).map_err(refusal)?;
     let issuer = claims.issuer.clone();
     let entry = with_store(state, move |s| match s.instance_by_id(&issuer) {
         Ok(entry) => Ok(Some(entry)),
@@ -76,7 +90,7 @@ async fn verify(state: &Arc<AppState>, token: String) -> Result<String, String> 
         Err(e) => Err(e),
     })
     .await
-    .map_err(|e| e.1)?;
+    .map_err(|e| (e.0, format!("cannot check the registry: {}", e.1)))?;
     let lookup = |_: &str| match &entry {
         None => Issuer::Unknown,
         Some(e) if e.status == "revoked" => Issuer::Revoked,
@@ -86,7 +100,7 @@ async fn verify(state: &Arc<AppState>, token: String) -> Result<String, String> 
     };
     let now = roost_instance::unix_now();
     let verdict = state.tokens.lock().expect("token verifier poisoned").verify(&token, now, lookup);
-    verdict.map(|t| t.issuer).map_err(|e: TokenError| e.to_string())
+    verdict.map(|t| t.issuer).map_err(refusal)
 }
 
 #[cfg(test)]

@@ -5,8 +5,8 @@
 //!   database answers (503 when it does not);
 //! - `/mcp`: the MCP tools over Streamable HTTP;
 //! - `/api/v1/...`: a small JSON API (instance info, certificate, memory
-//!   search and get, sync status and conflicts) and the pairing endpoints a
-//!   joining machine talks to.
+//!   search and get, the instances with their cached summaries, sync status
+//!   and conflicts) and the pairing endpoints a joining machine talks to.
 //!
 //! `/mcp` and the store-reading API admit loopback callers that name a
 //! loopback host without a token (configurable), and anyone else only with a
@@ -31,6 +31,7 @@ use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, Stream
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use roost_federation::Federation;
 use roost_identity::TokenVerifier;
 use roost_instance::Instance;
 use roost_mcp::RoostTools;
@@ -52,6 +53,8 @@ pub struct Gateway {
     pub loopback_without_token: bool,
     /// The replication service, when it runs.
     pub sync: Option<Arc<SyncService>>,
+    /// Calls to the other instances, when this gateway makes them.
+    pub federation: Option<Federation>,
 }
 
 /// Shared by every request handler.
@@ -63,6 +66,7 @@ pub(crate) struct AppState {
     pub tokens: Mutex<TokenVerifier>,
     pub pairing: pair::Sessions,
     pub sync: Option<Arc<SyncService>>,
+    pub federation: Option<Federation>,
 }
 
 impl AppState {
@@ -78,12 +82,22 @@ impl Gateway {
     /// The gateway of `instance`, to be served on `addr`.
     pub fn new(instance: Arc<Instance>, store: Arc<Store>, addr: SocketAddr) -> Gateway {
         let loopback_without_token = instance.config.gateway.loopback_without_token;
-        Gateway { instance, store, allowed_hosts: allowed_hosts_for(addr), loopback_without_token, sync: None }
+        Gateway {
+            instance,
+            store,
+            allowed_hosts: allowed_hosts_for(addr),
+            loopback_without_token,
+            sync: None,
+            federation: None,
+        }
     }
 
     /// The axum router, with `cancel` ending the MCP sessions.
     pub fn router(self, cancel: CancellationToken) -> Router {
-        let tools = RoostTools::new(self.store.clone());
+        let mut tools = RoostTools::new(self.store.clone(), &self.instance.config.federation.peer_tools);
+        if let Some(federation) = &self.federation {
+            tools = tools.with_remote(Arc::new(federation.clone()));
+        }
         let mut config = StreamableHttpServerConfig::default().with_cancellation_token(cancel);
         config = if self.allowed_hosts.is_empty() {
             config.disable_allowed_hosts()
@@ -100,6 +114,7 @@ impl Gateway {
             loopback_without_token: self.loopback_without_token,
             pairing: pair::Sessions::default(),
             sync: self.sync,
+            federation: self.federation,
         });
         let protected = api::protected_routes(state.clone())
             .merge(sync_api::routes(state.clone()))

@@ -68,6 +68,8 @@ pub struct Config {
     pub name: String,
     #[serde(default)]
     pub gateway: GatewayConfig,
+    #[serde(default)]
+    pub federation: FederationConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -85,6 +87,71 @@ impl Default for GatewayConfig {
     fn default() -> Self {
         GatewayConfig { bind: default_bind(), loopback_without_token: true }
     }
+}
+
+/// `[federation]`: calls this machine makes to, and accepts from, the other
+/// machines' `/mcp`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FederationConfig {
+    /// Tools other machines may call here. Read-only tools by default;
+    /// add a write tool's name to let peers write through this machine.
+    #[serde(default = "default_peer_tools")]
+    pub peer_tools: Vec<String>,
+    /// Longest wait for one forwarded tool call, in milliseconds.
+    #[serde(default = "default_call_timeout")]
+    pub call_timeout_ms: u64,
+    /// Longest wait for one instance's part of a search of all instances.
+    #[serde(default = "default_search_timeout")]
+    pub search_timeout_ms: u64,
+    /// How often each machine's summary (projects, memory counts) is fetched.
+    #[serde(default = "default_summary_interval")]
+    pub summary_interval_secs: u64,
+    /// How often each machine's health is fetched.
+    #[serde(default = "default_health_interval")]
+    pub health_interval_secs: u64,
+}
+
+impl Default for FederationConfig {
+    fn default() -> Self {
+        FederationConfig {
+            peer_tools: default_peer_tools(),
+            call_timeout_ms: default_call_timeout(),
+            search_timeout_ms: default_search_timeout(),
+            summary_interval_secs: default_summary_interval(),
+            health_interval_secs: default_health_interval(),
+        }
+    }
+}
+
+/// The read-only memory, project and search tools.
+pub const DEFAULT_PEER_TOOLS: [&str; 6] = [
+    "roost_search_memories",
+    "roost_get_memory",
+    "roost_list_memories",
+    "roost_memory_stats",
+    "roost_get_project",
+    "roost_list_projects",
+];
+
+fn default_peer_tools() -> Vec<String> {
+    DEFAULT_PEER_TOOLS.map(String::from).to_vec()
+}
+
+fn default_call_timeout() -> u64 {
+    10_000
+}
+
+fn default_search_timeout() -> u64 {
+    2_000
+}
+
+fn default_summary_interval() -> u64 {
+    3_600
+}
+
+fn default_health_interval() -> u64 {
+    300
 }
 
 fn yes() -> bool {
@@ -152,7 +219,8 @@ impl Instance {
             files::write_new_or_keep(&home.join(key), hex(&rand::random::<[u8; 32]>()).as_bytes())?;
         }
         files::write_new_or_keep(&home.join("instance-id"), new_instance_id().as_bytes())?;
-        let config = Config { name: name.to_string(), gateway: GatewayConfig::default() };
+        let config =
+            Config { name: name.to_string(), gateway: GatewayConfig::default(), federation: Default::default() };
         identity::create_identity(home, &config)?;
         let text = toml::to_string(&config).expect("config serialises");
         match files::write_new(&home.join("config.toml"), text.as_bytes()) {
@@ -188,9 +256,14 @@ impl Instance {
 
     /// First 16 hex digits of SHA-256 over the machine's public key.
     pub fn key_fingerprint(&self) -> String {
-        let digest = Sha256::digest(self.machine_key.verifying_key().as_bytes());
-        hex(&digest[..8])
+        key_fingerprint(self.machine_key.verifying_key().as_bytes())
     }
+}
+
+/// A machine key's fingerprint, as `roost whoami` and the registry show it:
+/// the first 16 hex digits of SHA-256 over the public key.
+pub fn key_fingerprint(public_key: &[u8]) -> String {
+    hex(&Sha256::digest(public_key)[..8])
 }
 
 /// The home directory to use: the flag or `ROOST_HOME` (resolved by the

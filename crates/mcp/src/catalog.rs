@@ -20,13 +20,23 @@ pub enum Action {
     MemoryStats,
     ListSyncConflicts,
     ResolveSyncConflict,
+    /// Search every reachable instance at once (federation).
+    SearchAll,
+    /// The registered instances with status and cached summaries.
+    ListInstances,
 }
 
 impl Action {
     /// Every tool Roost serves, in listing order.
     pub fn all() -> Vec<Action> {
-        let mut all =
-            vec![Action::SearchMemories, Action::MemoryStats, Action::ListSyncConflicts, Action::ResolveSyncConflict];
+        let mut all = vec![
+            Action::SearchMemories,
+            Action::SearchAll,
+            Action::MemoryStats,
+            Action::ListInstances,
+            Action::ListSyncConflicts,
+            Action::ResolveSyncConflict,
+        ];
         for table in Table::ALL {
             all.extend([
                 Action::Create(table),
@@ -51,6 +61,8 @@ impl Action {
             Action::MemoryStats => "roost_memory_stats".into(),
             Action::ListSyncConflicts => "roost_list_sync_conflicts".into(),
             Action::ResolveSyncConflict => "roost_resolve_sync_conflict".into(),
+            Action::SearchAll => "roost_search_all".into(),
+            Action::ListInstances => "roost_list_instances".into(),
         }
     }
 
@@ -61,8 +73,20 @@ impl Action {
     fn read_only(self) -> bool {
         matches!(
             self,
-            Action::Get(_) | Action::List(_) | Action::SearchMemories | Action::MemoryStats | Action::ListSyncConflicts
+            Action::Get(_)
+                | Action::List(_)
+                | Action::SearchMemories
+                | Action::MemoryStats
+                | Action::ListSyncConflicts
+                | Action::SearchAll
+                | Action::ListInstances
         )
+    }
+
+    /// Whether the tool runs on one instance and so takes the `instance`
+    /// argument; the federated tools span all instances themselves.
+    pub fn runs_on_one_instance(self) -> bool {
+        !matches!(self, Action::SearchAll | Action::ListInstances)
     }
 
     /// The argument names this tool accepts.
@@ -98,6 +122,16 @@ impl Action {
                 wrote, else the one shown), remote (the other), or merge (the shown version with `fields` changed). The \
                 resolution is a normal write: it replicates and closes the conflict on every instance."
                 .into(),
+            Action::SearchAll => "Search memories on this instance and every other reachable instance at once, in \
+                parallel. A memory that several instances hold appears once, listing them as holders; results are ranked \
+                on one scale across instances. The answer says which instances answered, timed out, were unreachable or \
+                were skipped; a slow or dead instance never delays it past its timeout. Use it for memories kept on one \
+                machine only (local ones never sync); replicated memories are found by roost_search_memories too."
+                .into(),
+            Action::ListInstances => "List the user's instances (machines): id, name, role, sync state, and a cached \
+                summary of each (projects, memory counts by category, health) with its age; a stale summary is marked \
+                stale. Use it to choose where to look, then pass `instance` to another tool to run it there."
+                .into(),
             Action::Get(Table::Memories) => {
                 "Fetch one memory by id, with its access count (fetching counts as an access).".into()
             }
@@ -128,6 +162,7 @@ impl Action {
         let limit = json!({"type": "integer", "minimum": 1, "maximum": 500, "description": "Most results to return (default 50)."});
         let tag = json!({"type": "string", "description": "Only rows carrying this tag."});
         let (properties, required): (Map<String, Value>, Vec<&str>) = match self {
+            Action::SearchAll => return Action::SearchMemories.input_schema(),
             Action::Create(t) => {
                 let props = t.fields().iter().map(|f| (f.name.to_string(), field_schema(f))).collect();
                 let required = t.fields().iter().filter(|f| f.required).map(|f| f.name).collect();
@@ -171,7 +206,7 @@ impl Action {
                 });
                 (props.as_object().cloned().unwrap_or_default(), vec!["query"])
             }
-            Action::MemoryStats => (Map::new(), vec![]),
+            Action::MemoryStats | Action::ListInstances => (Map::new(), vec![]),
             Action::ListSyncConflicts => {
                 let props = json!({
                     "include_resolved": {"type": "boolean", "description": "Also list resolved conflicts."},
@@ -191,8 +226,19 @@ impl Action {
         json!({"type": "object", "properties": properties, "required": required, "additionalProperties": false})
     }
 
+    /// The tool as listed: its arguments plus, for tools that run on one
+    /// instance, `instance`, which the server handles before [`crate::execute`].
     pub fn tool(self) -> Tool {
-        let Value::Object(schema) = self.input_schema() else { unreachable!("schemas are objects") };
+        let Value::Object(mut schema) = self.input_schema() else { unreachable!("schemas are objects") };
+        if self.runs_on_one_instance()
+            && let Some(Value::Object(props)) = schema.get_mut("properties")
+        {
+            props.insert(
+                crate::INSTANCE_ARG.into(),
+                json!({"type": "string", "description": "Run this tool on another instance (name or id, see \
+                    roost_list_instances) instead of this one. The result is labelled with where it ran."}),
+            );
+        }
         Tool::new(self.tool_name(), self.description(), Arc::new(schema)).with_annotations(
             ToolAnnotations::new()
                 .read_only(self.read_only())

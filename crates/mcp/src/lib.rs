@@ -8,6 +8,9 @@
 
 pub mod catalog;
 
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use rmcp::model::{
@@ -28,16 +31,139 @@ Search memories before answering questions about the user's past, preferences or
 facts as they come up (one idea per memory). Projects group memories, notes and sources; blog posts, contacts and \
 settings are kept here too. Ids are stable across machines.";
 
+/// The argument that sends a tool call to another instance.
+pub const INSTANCE_ARG: &str = "instance";
+
+/// Who is calling, as the gateway established it before the request reached
+/// the MCP service (it puts this in the HTTP request's extensions).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    /// A client on this machine: stdio, or loopback HTTP without a token.
+    Local,
+    /// Another machine of the chain, authenticated by its token.
+    Machine { id: String },
+}
+
+/// A boxed future, so [`Remote`] can be a trait object.
+pub type Pending<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// What the server can ask of the other instances: implemented by
+/// `roost-federation`, which holds the connections.
+pub trait Remote: Send + Sync + 'static {
+    /// Runs `tool` with `args` on `instance` (name or id) and returns its
+    /// result labelled with where it ran.
+    fn forward(&self, instance: String, tool: String, args: Map<String, Value>) -> Pending<Result<Value, String>>;
+    /// `roost_search_all`.
+    fn search_all(&self, args: Map<String, Value>) -> Pending<Result<Value, String>>;
+    /// `roost_list_instances`.
+    fn list_instances(&self) -> Pending<Result<Value, String>>;
+}
+
 /// The MCP tool server. Cheap to clone: one per session shares the store.
 #[derive(Clone)]
 pub struct RoostTools {
     store: Arc<Store>,
     tools: Arc<Vec<Tool>>,
+    remote: Option<Arc<dyn Remote>>,
+    /// Tools other machines may call here.
+    peer_tools: Arc<BTreeSet<String>>,
 }
 
 impl RoostTools {
-    pub fn new(store: Arc<Store>) -> RoostTools {
-        RoostTools { store, tools: Arc::new(Action::all().into_iter().map(Action::tool).collect()) }
+    /// A server that reaches no other instance, and opens the given tools
+    /// to machine callers.
+    pub fn new(store: Arc<Store>, peer_tools: &[String]) -> RoostTools {
+        RoostTools {
+            store,
+            tools: Arc::new(Action::all().into_iter().map(Action::tool).collect()),
+            remote: None,
+            peer_tools: Arc::new(peer_tools.iter().cloned().collect()),
+        }
+    }
+
+    /// The same server, able to forward calls to other instances.
+    pub fn with_remote(mut self, remote: Arc<dyn Remote>) -> RoostTools {
+        self.remote = Some(remote);
+        self
+    }
+
+    fn remote(&self) -> Result<&Arc<dyn Remote>, String> {
+        self.remote.as_ref().ok_or_else(|| "this server cannot reach other instances".to_string())
+    }
+
+    /// Whether `name` (an instance name or id) is this instance.
+    fn is_this_instance(&self, name: &str) -> Result<bool, String> {
+        let me = self.store.origin();
+        if name == me {
+            return Ok(true);
+        }
+        let entry = self.store.instance_by_id(me).map_err(|e| e.to_string())?;
+        Ok(entry.name.eq_ignore_ascii_case(name.trim()))
+    }
+
+    /// Refuses what a machine caller may not do here: tools outside the
+    /// allowlist, and asking this instance to relay the call again.
+    fn admit_machine(&self, caller: &str, action: Action, args: &Map<String, Value>) -> Result<(), String> {
+        let tool = action.tool_name();
+        if !action.runs_on_one_instance() {
+            return Err(format!("{tool} spans instances; another instance may not relay it through this one"));
+        }
+        if let Some(target) = args.get(INSTANCE_ARG).and_then(Value::as_str)
+            && !self.is_this_instance(target)?
+        {
+            return Err(format!(
+                "forwarding onward is refused: a call from another instance cannot be relayed to {target:?}"
+            ));
+        }
+        if !self.peer_tools.contains(&tool) {
+            tracing::warn!(%caller, %tool, "refused a peer's call to a tool not open to peers");
+            return Err(format!(
+                "{tool} is not open to other instances here; add it to [federation] peer_tools in this instance's config.toml to allow it"
+            ));
+        }
+        Ok(())
+    }
+
+    async fn run(&self, caller: Caller, action: Action, mut args: Map<String, Value>) -> Result<Value, String> {
+        if let Caller::Machine { id } = &caller {
+            self.admit_machine(id, action, &args)?;
+        }
+        let target = match args.remove(INSTANCE_ARG) {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) if action.runs_on_one_instance() => Some(s),
+            Some(_) if action.runs_on_one_instance() => {
+                return Err(format!("argument `{INSTANCE_ARG}` must be a string"));
+            }
+            Some(_) => return Err(format!("{} does not take `{INSTANCE_ARG}`", action.tool_name())),
+        };
+        match target {
+            Some(target) if !self.is_this_instance(&target)? => {
+                return self.remote()?.forward(target, action.tool_name(), args).await;
+            }
+            _ => {}
+        }
+        match action {
+            Action::SearchAll => self.remote()?.search_all(args).await,
+            Action::ListInstances => self.remote()?.list_instances().await,
+            _ => {
+                let store = self.store.clone();
+                tokio::task::spawn_blocking(move || execute(&store, action, args))
+                    .await
+                    .map_err(|e| format!("tool task failed: {e}"))?
+            }
+        }
+    }
+}
+
+/// The caller of one request: stdio has no HTTP parts and is local; over
+/// HTTP the gateway always says, and a request it did not mark is treated
+/// as coming from an unknown machine.
+fn caller_of(context: &RequestContext<RoleServer>) -> Caller {
+    match context.extensions.get::<http::request::Parts>() {
+        None => Caller::Local,
+        Some(parts) => {
+            parts.extensions.get::<Caller>().cloned().unwrap_or(Caller::Machine { id: "unidentified".into() })
+        }
     }
 }
 
@@ -48,12 +174,19 @@ impl ServerHandler for RoostTools {
             .with_instructions(INSTRUCTIONS)
     }
 
+    /// Machine callers see only the tools open to them.
     async fn list_tools(
         &self,
         _request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
-        Ok(ListToolsResult::with_all_items(self.tools.as_ref().clone()))
+        let tools = match caller_of(&context) {
+            Caller::Local => self.tools.as_ref().clone(),
+            Caller::Machine { .. } => {
+                self.tools.iter().filter(|t| self.peer_tools.contains(t.name.as_ref())).cloned().collect()
+            }
+        };
+        Ok(ListToolsResult::with_all_items(tools))
     }
 
     fn get_tool(&self, name: &str) -> Option<Tool> {
@@ -63,17 +196,13 @@ impl ServerHandler for RoostTools {
     async fn call_tool(
         &self,
         request: CallToolRequestParams,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         let Some(action) = Action::parse(&request.name) else {
             return Err(ErrorData::invalid_params(format!("unknown tool {:?}", request.name), None));
         };
         let args = request.arguments.unwrap_or_default();
-        let store = self.store.clone();
-        let outcome = tokio::task::spawn_blocking(move || execute(&store, action, args))
-            .await
-            .map_err(|e| ErrorData::internal_error(format!("tool task failed: {e}"), None))?;
-        Ok(match outcome {
+        Ok(match self.run(caller_of(&context), action, args).await {
             Ok(value) => CallToolResult::structured(value),
             Err(message) => {
                 tracing::debug!(tool = %request.name, %message, "tool refused");
@@ -143,6 +272,9 @@ pub fn execute(store: &Store, action: Action, mut args: Map<String, Value>) -> R
             Ok(json!({"count": hits.len(), "results": hits}))
         }
         Action::MemoryStats => store.memory_stats().map_err(err),
+        Action::SearchAll | Action::ListInstances => {
+            Err(format!("{} spans instances: call it through the MCP server", action.tool_name()))
+        }
         Action::ListSyncConflicts => {
             let include_resolved = match args.remove("include_resolved") {
                 None | Some(Value::Null) => false,

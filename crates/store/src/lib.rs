@@ -162,7 +162,7 @@ fn claim_instance(conn: &mut Connection, origin: &str) -> Result<()> {
 }
 
 /// Now as the RFC 3339 UTC text stored in every timestamp column.
-pub(crate) fn now_text() -> String {
+pub fn now_text() -> String {
     let now = time::OffsetDateTime::now_utc();
     let format =
         time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");

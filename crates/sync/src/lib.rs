@@ -306,8 +306,4 @@ async fn dial(shared: &Arc<Shared>, peer: &InstanceEntry, addr: EndpointAddr) ->
     session::run(shared.clone(), conn, send, recv, Some(&peer.id)).await
 }
 
-pub(crate) fn now_text() -> String {
-    let format =
-        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
-    time::OffsetDateTime::now_utc().format(&format).unwrap_or_default()
-}
+pub(crate) use roost_store::now_text;

@@ -5,7 +5,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rmcp::ServiceExt;
 use rmcp::model::{CallToolRequestParams, ClientConfig};
@@ -133,5 +133,59 @@ pub async fn refused(client: &Client, tool: &str, args: Value) -> String {
     match call(client, tool, args.clone()).await {
         Ok(v) => panic!("{tool}({args}) should have failed, returned {v}"),
         Err(message) => message,
+    }
+}
+
+/// The passphrase test identities are exported with.
+pub const PASS: &str = "correct horse battery";
+
+pub fn stdout(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn success(out: std::process::Output) -> String {
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    stdout(&out)
+}
+
+pub fn json_of(out: std::process::Output) -> Value {
+    serde_json::from_str(&success(out)).expect("JSON output")
+}
+
+/// Homes sharing one identity: the first is created, the others import it.
+pub fn homes(root: &Path, names: &[&str]) -> Vec<PathBuf> {
+    let homes: Vec<PathBuf> = names.iter().map(|n| root.join(n)).collect();
+    success(roost(&homes[0], &["init", "--name", names[0]]));
+    let file = root.join("identity.txt");
+    let mut export = Command::new(roost_bin());
+    export.arg("--home").arg(&homes[0]).args(["identity", "export", "--out"]).arg(&file);
+    success(with_pass(&mut export));
+    for (home, name) in homes.iter().zip(names).skip(1) {
+        success(roost(home, &["init", "--name", name]));
+        let mut import = Command::new(roost_bin());
+        import.arg("--home").arg(home).args(["identity", "import"]).arg(&file).arg("--force");
+        success(with_pass(&mut import));
+    }
+    homes
+}
+
+pub fn with_pass(command: &mut Command) -> std::process::Output {
+    command.env("ROOST_PASSPHRASE", PASS).output().unwrap()
+}
+
+/// `home` registers the machine served at `peer`; they connect from there.
+pub fn link(home: &Path, peer: &Served) {
+    success(roost(home, &["instance", "register", &format!("http://{}", peer.addr)]));
+}
+
+/// How long the multi-process tests wait for anything to propagate.
+pub const WAIT: Duration = Duration::from_secs(60);
+
+/// Polls `done` until it holds, for at most [`WAIT`].
+pub fn until(what: &str, mut done: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        assert!(started.elapsed() < WAIT, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
     }
 }

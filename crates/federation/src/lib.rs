@@ -1,0 +1,374 @@
+//! Federation: this instance calling the MCP tools of the user's other
+//! instances.
+//!
+//! - [`Federation::forward`] runs one tool on a named instance and labels the
+//!   result with where it ran;
+//! - [`Federation::search_all`] searches this instance and every other one in
+//!   parallel, each bounded by its timeout, and merges the answers
+//!   ([`search`]);
+//! - [`Federation::overview`] lists every instance with its sync state and the
+//!   cached summaries a background task keeps ([`summaries`]).
+//!
+//! Calls go over each instance's `/mcp` with rmcp's Streamable HTTP client
+//! ([`client`]), authenticated by single-use machine tokens. Whether a call
+//! is allowed is the callee's decision (its `[federation] peer_tools`).
+
+pub mod client;
+pub mod search;
+pub mod summaries;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+
+use roost_instance::{FederationConfig, Instance};
+use roost_mcp::{Action, Pending, Remote};
+use roost_store::{InstanceEntry, Store, StoreError};
+use roost_sync::{PeerStatus, SyncService};
+
+use client::{CallError, Connections};
+use search::{Answer, InstanceRef, Merged, Outcome};
+use summaries::{Freshness, InstanceCache, Summary};
+
+/// Longest wait on the local database from a federation task.
+const DB_WAIT: Duration = Duration::from_secs(5);
+/// How often the refresher looks for summaries that are due.
+const REFRESH_TICK: Duration = Duration::from_secs(1);
+/// Results a search of all instances returns when the caller names no limit.
+const DEFAULT_LIMIT: u64 = 20;
+
+/// This instance's view of the others. Cheap to clone.
+#[derive(Clone)]
+pub struct Federation {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    me: InstanceRef,
+    store: Arc<Store>,
+    sync: Option<Arc<SyncService>>,
+    config: FederationConfig,
+    connections: Connections,
+    caches: Mutex<HashMap<String, InstanceCache>>,
+}
+
+/// One instance as `roost_list_instances` and the Nest show it.
+#[derive(Debug, Clone, Serialize)]
+pub struct InstanceOverview {
+    pub id: String,
+    pub name: String,
+    pub role: String,
+    /// Whether it is the instance answering.
+    pub this: bool,
+    /// active or revoked, from the registry.
+    pub status: String,
+    pub gateway_url: Option<String>,
+    /// Fingerprint of its machine key.
+    pub fingerprint: String,
+    /// Replication with it (absent for this instance).
+    pub sync: Option<PeerStatus>,
+    /// Open conflicts in which one of the two versions is its.
+    pub open_conflicts: usize,
+    pub summary: Freshness<Summary>,
+    pub health: Freshness<Value>,
+}
+
+impl Federation {
+    pub fn new(instance: &Instance, store: Arc<Store>, sync: Option<Arc<SyncService>>) -> Federation {
+        Federation {
+            inner: Arc::new(Inner {
+                me: InstanceRef { id: instance.id.clone(), name: instance.config.name.clone() },
+                store,
+                sync,
+                config: instance.config.federation.clone(),
+                connections: Connections::new(&instance.id, instance.machine_key.clone()),
+                caches: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// Keeps the summaries of the other instances fresh until the returned
+    /// task is aborted.
+    pub fn start_refreshing(&self) -> tokio::task::JoinHandle<()> {
+        let federation = self.clone();
+        tokio::spawn(async move {
+            loop {
+                federation.refresh_due().await;
+                tokio::time::sleep(REFRESH_TICK).await;
+            }
+        })
+    }
+
+    /// Runs `tool` with `args` on `instance` (name or id).
+    pub async fn forward(&self, instance: &str, tool: &str, args: Map<String, Value>) -> Result<Value, String> {
+        let entries = self.registry().await?;
+        let target = resolve(&entries, instance)?;
+        let url = reachable(target).map_err(|why| format!("cannot call {}: {why}", target.name))?;
+        let limit = Duration::from_millis(self.inner.config.call_timeout_ms);
+        match self.inner.connections.call(&target.id, url, tool, args, limit).await {
+            Ok(result) => Ok(json!({"instance": {"id": target.id, "name": target.name}, "result": result})),
+            Err(CallError::TimedOut) => Err(format!("{} did not answer within {limit:?}", target.name)),
+            Err(e) => Err(format!("{}: {e}", target.name)),
+        }
+    }
+
+    /// Searches this instance and every other reachable one in parallel.
+    pub async fn search_all(&self, args: Map<String, Value>) -> Result<Merged, String> {
+        let limit = match args.get("limit") {
+            None | Some(Value::Null) => DEFAULT_LIMIT,
+            Some(v) => v.as_u64().filter(|n| (1..=500).contains(n)).ok_or("argument `limit` must be 1 to 500")?,
+        };
+        let mut args = args;
+        args.insert("limit".into(), Value::from(limit));
+        let entries = self.registry().await?;
+        let timeout = Duration::from_millis(self.inner.config.search_timeout_ms);
+        let local = {
+            let store = self.inner.store.clone();
+            let args = args.clone();
+            let me = self.inner.me.clone();
+            async move {
+                let started = Instant::now();
+                let run = tokio::task::spawn_blocking(move || roost_mcp::execute(&store, Action::SearchMemories, args));
+                let outcome = match tokio::time::timeout(DB_WAIT, run).await {
+                    Ok(Ok(Ok(found))) => Ok(hits_of(found)),
+                    Ok(Ok(Err(refused))) => Err(refused),
+                    Ok(Err(e)) => Err(format!("search task failed: {e}")),
+                    Err(_) => Err(format!("the local database did not answer within {DB_WAIT:?}")),
+                };
+                (me, outcome, started.elapsed())
+            }
+        };
+        let remotes = entries.iter().filter(|e| e.id != self.inner.me.id).map(|entry| {
+            let args = args.clone();
+            let instance = InstanceRef { id: entry.id.clone(), name: entry.name.clone() };
+            async move {
+                let url = match reachable(entry) {
+                    Ok(url) => url,
+                    Err(why) => return Answer { instance, outcome: Outcome::Skipped(why), elapsed_ms: 0.0 },
+                };
+                let started = Instant::now();
+                let outcome =
+                    match self.inner.connections.call(&entry.id, url, "roost_search_memories", args, timeout).await {
+                        Ok(found) => Outcome::Answered(hits_of(found)),
+                        Err(CallError::TimedOut) => Outcome::TimedOut,
+                        Err(CallError::Unreachable(why)) => Outcome::Unreachable(why),
+                        Err(CallError::Refused(why)) => Outcome::Refused(why),
+                    };
+                Answer { instance, outcome, elapsed_ms: millis(started.elapsed()) }
+            }
+        });
+        let ((me, local, local_time), remote) = tokio::join!(local, futures::future::join_all(remotes));
+        // A query this instance rejects is the caller's mistake, not an outage.
+        let local = local?;
+        let mut answers =
+            vec![Answer { instance: me, outcome: Outcome::Answered(local), elapsed_ms: millis(local_time) }];
+        answers.extend(remote);
+        Ok(search::merge(answers, limit as usize))
+    }
+
+    /// Every registered instance, this one first, with what is known of it.
+    pub async fn overview(&self) -> Result<Vec<InstanceOverview>, String> {
+        let me = self.inner.me.id.clone();
+        let (entries, conflicts, own) = blocking(&self.inner.store, move |s| {
+            let conflicts = s.conflicts(false, 10_000)?;
+            let own = own_summary(s)?;
+            Ok((s.instances()?, conflicts, own))
+        })
+        .await?;
+        let peers: Vec<PeerStatus> = match &self.inner.sync {
+            Some(sync) => sync.status().map_err(|e| e.to_string())?,
+            None => Vec::new(),
+        };
+        let now = Instant::now();
+        let caches = self.inner.caches.lock().expect("summary cache poisoned").clone();
+        let (summary_every, health_every) = self.intervals();
+        let mut rows: Vec<InstanceOverview> = entries
+            .into_iter()
+            .map(|e| {
+                let this = e.id == me;
+                let cache = caches.get(&e.id).cloned().unwrap_or_default();
+                let (summary, health) = if this {
+                    (Freshness::current(own.clone()), Freshness::current(json!({"status": "ok"})))
+                } else {
+                    (cache.summary.show(now, summary_every), cache.health.show(now, health_every))
+                };
+                InstanceOverview {
+                    open_conflicts: conflicts
+                        .iter()
+                        .filter(|c| c.winner.origin == e.id || c.loser.origin == e.id)
+                        .count(),
+                    sync: peers.iter().find(|p| p.id == e.id).cloned(),
+                    fingerprint: roost_instance::parse_key_hex(&e.signing_key)
+                        .map(|k| roost_instance::key_fingerprint(&k))
+                        .unwrap_or_default(),
+                    this,
+                    id: e.id,
+                    name: e.name,
+                    role: e.role,
+                    status: e.status,
+                    gateway_url: e.gateway_url,
+                    summary,
+                    health,
+                }
+            })
+            .collect();
+        rows.sort_by_key(|r| !r.this);
+        Ok(rows)
+    }
+
+    fn intervals(&self) -> (Duration, Duration) {
+        let c = &self.inner.config;
+        (Duration::from_secs(c.summary_interval_secs.max(1)), Duration::from_secs(c.health_interval_secs.max(1)))
+    }
+
+    async fn registry(&self) -> Result<Vec<InstanceEntry>, String> {
+        blocking(&self.inner.store, |s| s.instances()).await
+    }
+
+    /// Starts the refreshes that are due, each in its own task.
+    async fn refresh_due(&self) {
+        let entries = match self.registry().await {
+            Ok(entries) => entries,
+            Err(e) => return tracing::warn!(error = %e, "cannot read the registry to refresh summaries"),
+        };
+        let now = Instant::now();
+        let (summary_every, health_every) = self.intervals();
+        let mut caches = self.inner.caches.lock().expect("summary cache poisoned");
+        for entry in entries.into_iter().filter(|e| e.id != self.inner.me.id) {
+            let Ok(url) = reachable(&entry).map(str::to_string) else { continue };
+            let cache = caches.entry(entry.id.clone()).or_default();
+            if cache.summary.due(now, summary_every) {
+                cache.summary.begin(now);
+                let federation = self.clone();
+                let (id, url) = (entry.id.clone(), url.clone());
+                tokio::spawn(async move {
+                    let outcome = federation.fetch_summary(&id, &url).await;
+                    federation.settle(&id, |c| c.summary.finish(Instant::now(), roost_store::now_text(), outcome));
+                });
+            }
+            if cache.health.due(now, health_every) {
+                cache.health.begin(now);
+                let federation = self.clone();
+                let id = entry.id.clone();
+                tokio::spawn(async move {
+                    let outcome = federation.fetch_health(&url).await;
+                    federation.settle(&id, |c| c.health.finish(Instant::now(), roost_store::now_text(), outcome));
+                });
+            }
+        }
+    }
+
+    fn settle(&self, id: &str, update: impl FnOnce(&mut InstanceCache)) {
+        update(self.inner.caches.lock().expect("summary cache poisoned").entry(id.to_string()).or_default());
+    }
+
+    async fn fetch_summary(&self, id: &str, url: &str) -> Result<Summary, String> {
+        let limit = Duration::from_millis(self.inner.config.call_timeout_ms);
+        let connections = &self.inner.connections;
+        let stats = connections.call(id, url, "roost_memory_stats", Map::new(), limit);
+        let mut list = Map::new();
+        list.insert("limit".into(), Value::from(500));
+        let projects = connections.call(id, url, "roost_list_projects", list, limit);
+        let (stats, projects) = tokio::join!(stats, projects);
+        Ok(Summary::from_answers(&stats.map_err(|e| e.to_string())?, &projects.map_err(|e| e.to_string())?))
+    }
+
+    async fn fetch_health(&self, url: &str) -> Result<Value, String> {
+        let limit = Duration::from_millis(self.inner.config.call_timeout_ms);
+        let request = self.inner.connections.http().get(format!("{}/health", url.trim_end_matches('/'))).send();
+        let response = tokio::time::timeout(limit, request)
+            .await
+            .map_err(|_| format!("no answer within {limit:?}"))?
+            .map_err(|e| format!("unreachable: {e}"))?;
+        let status = response.status();
+        let body: Value = tokio::time::timeout(limit, response.json())
+            .await
+            .map_err(|_| format!("no answer within {limit:?}"))?
+            .map_err(|e| format!("unreadable health: {e}"))?;
+        if status.is_success() { Ok(body) } else { Err(format!("health answered {status}: {body}")) }
+    }
+}
+
+impl Remote for Federation {
+    fn forward(&self, instance: String, tool: String, args: Map<String, Value>) -> Pending<Result<Value, String>> {
+        let federation = self.clone();
+        Box::pin(async move { federation.forward(&instance, &tool, args).await })
+    }
+
+    fn search_all(&self, args: Map<String, Value>) -> Pending<Result<Value, String>> {
+        let federation = self.clone();
+        Box::pin(async move { Ok(json!(federation.search_all(args).await?)) })
+    }
+
+    fn list_instances(&self) -> Pending<Result<Value, String>> {
+        let federation = self.clone();
+        Box::pin(async move {
+            let instances = federation.overview().await?;
+            Ok(json!({"count": instances.len(), "instances": instances}))
+        })
+    }
+}
+
+/// The registry entry `name` (an id, or a name, case-insensitive) refers to.
+fn resolve<'a>(entries: &'a [InstanceEntry], name: &str) -> Result<&'a InstanceEntry, String> {
+    let name = name.trim();
+    if let Some(entry) = entries.iter().find(|e| e.id == name) {
+        return Ok(entry);
+    }
+    let named: Vec<&InstanceEntry> = entries.iter().filter(|e| e.name.eq_ignore_ascii_case(name)).collect();
+    match named.as_slice() {
+        [one] => Ok(one),
+        [] => Err(format!("no instance named {name:?}; roost_list_instances shows the names and ids")),
+        many => Err(format!(
+            "{} instances are named {name:?}; give one of their ids: {}",
+            many.len(),
+            many.iter().map(|e| e.id.as_str()).collect::<Vec<_>>().join(", ")
+        )),
+    }
+}
+
+/// The gateway URL of an instance that may be called, or why it may not.
+fn reachable(entry: &InstanceEntry) -> Result<&str, String> {
+    if entry.status == "revoked" {
+        return Err("revoked".into());
+    }
+    entry.gateway_url.as_deref().ok_or_else(|| "no gateway address known (`roost instance register URL`)".into())
+}
+
+/// The hits of a `roost_search_memories` answer, best first.
+fn hits_of(answer: Value) -> Vec<Value> {
+    match answer {
+        Value::Object(mut map) => match map.remove("results") {
+            Some(Value::Array(hits)) => hits,
+            _ => Vec::new(),
+        },
+        _ => Vec::new(),
+    }
+}
+
+fn own_summary(store: &Store) -> Result<Summary, StoreError> {
+    let stats = store.memory_stats()?;
+    let query = roost_store::ListQuery { limit: 500, ..Default::default() };
+    let projects = store.list(roost_core::Table::Projects, &query)?;
+    Ok(Summary::from_answers(&stats, &json!({"items": projects})))
+}
+
+fn millis(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e5).round() / 100.0
+}
+
+/// Runs a blocking store call off the async threads, bounded by [`DB_WAIT`].
+async fn blocking<T: Send + 'static>(
+    store: &Arc<Store>,
+    f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, String> {
+    let store = store.clone();
+    match tokio::time::timeout(DB_WAIT, tokio::task::spawn_blocking(move || f(&store))).await {
+        Ok(Ok(result)) => result.map_err(|e| e.to_string()),
+        Ok(Err(e)) => Err(format!("database task failed: {e}")),
+        Err(_) => Err(format!("the database did not answer within {DB_WAIT:?}")),
+    }
+}
