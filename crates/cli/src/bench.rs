@@ -49,6 +49,17 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 500)]
         writes: usize,
     },
+    /// Federation: roost_search_all across three gateways with their own memories.
+    Federation {
+        /// Memories on each instance.
+        #[arg(long, default_value_t = 10_000)]
+        memories: usize,
+        /// Searches timed per run.
+        #[arg(long, default_value_t = 300)]
+        searches: usize,
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
     /// Mint and verify machine tokens (signature, expiry and replay checks).
     Tokens {
         /// Tokens per run.
@@ -76,6 +87,9 @@ pub fn run(command: BenchCommand) -> anyhow::Result<()> {
         }
         BenchCommand::Tokens { count, runs } => return tokens(count, runs),
         BenchCommand::Sync { entries, runs, writes } => return crate::bench_sync::run(entries, runs, writes),
+        BenchCommand::Federation { memories, searches, runs } => {
+            return crate::bench_federation::run(memories, searches, runs);
+        }
     };
     if cfg!(debug_assertions) {
         eprintln!(
@@ -320,7 +334,7 @@ impl Words {
 
     /// One or two words drawn uniformly from the vocabulary: a mix of common
     /// and rare terms, as an agent's queries are.
-    fn query(&mut self) -> String {
+    pub(crate) fn query(&mut self) -> String {
         let words = 1 + self.below(2);
         let picks: Vec<usize> = (0..words).map(|_| self.below(self.vocabulary.len())).collect();
         picks.iter().map(|&i| self.vocabulary[i].as_str()).collect::<Vec<_>>().join(" ")

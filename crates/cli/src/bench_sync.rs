@@ -141,7 +141,8 @@ fn raw_baseline(path: &Path, log: &[SignedEntry]) -> anyhow::Result<f64> {
     Ok(log.len() as f64 / started.elapsed().as_secs_f64())
 }
 
-fn roost(home: &Path, args: &[&str]) -> anyhow::Result<()> {
+/// Runs this `roost` binary on `home` (identity commands get a passphrase).
+pub(crate) fn roost(home: &Path, args: &[&str]) -> anyhow::Result<()> {
     let out = Command::new(std::env::current_exe()?)
         .arg("--home")
         .arg(home)
@@ -152,18 +153,28 @@ fn roost(home: &Path, args: &[&str]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Instance homes under `root`, one per name, sharing the first one's identity.
+pub(crate) fn same_identity(root: &Path, names: &[&str]) -> anyhow::Result<Vec<PathBuf>> {
+    let homes: Vec<PathBuf> = names.iter().map(|n| root.join(n)).collect();
+    let file = root.join("identity.txt");
+    let file = file.to_str().context("path")?;
+    roost(&homes[0], &["init", "--name", names[0]])?;
+    roost(&homes[0], &["identity", "export", "--out", file])?;
+    for (home, name) in homes.iter().zip(names).skip(1) {
+        roost(home, &["init", "--name", name])?;
+        roost(home, &["identity", "import", file, "--force"])?;
+    }
+    Ok(homes)
+}
+
 /// Catch-up seconds and peak RSS (MiB) of a fresh receiver, then write
 /// propagation latencies, between two real gateways.
 fn process_run(n: usize, writes: usize) -> anyhow::Result<(f64, f64, Vec<Duration>)> {
     let dir = tempfile::tempdir()?;
-    let (a, b): (PathBuf, PathBuf) = (dir.path().join("a"), dir.path().join("b"));
-    roost(&a, &["init", "--name", "a"])?;
-    let file = dir.path().join("identity.txt");
-    roost(&a, &["identity", "export", "--out", file.to_str().context("path")?])?;
-    roost(&b, &["init", "--name", "b"])?;
-    roost(&b, &["identity", "import", file.to_str().context("path")?, "--force"])?;
+    let homes = same_identity(dir.path(), &["a", "b"])?;
+    let (a, b) = (&homes[0], &homes[1]);
     {
-        let store = Instance::open(&a)?.open_store()?;
+        let store = Instance::open(a)?.open_store()?;
         let mut words = Words::new(7);
         for _ in 0..n {
             store.write(Mutation::Create {
@@ -172,12 +183,12 @@ fn process_run(n: usize, writes: usize) -> anyhow::Result<(f64, f64, Vec<Duratio
             })?;
         }
     }
-    let served_a = ServedProcess::start(&a)?;
-    let served_b = ServedProcess::start(&b)?;
-    let reader = Instance::open(&b)?.open_store()?;
-    let origin = Instance::open(&a)?.id;
+    let served_a = ServedProcess::start(a)?;
+    let served_b = ServedProcess::start(b)?;
+    let reader = Instance::open(b)?.open_store()?;
+    let origin = Instance::open(a)?.id;
     let started = Instant::now();
-    roost(&b, &["instance", "register", &format!("http://{}", served_a.addr)])?;
+    roost(b, &["instance", "register", &format!("http://{}", served_a.addr)])?;
     while reader.heads()?.get(&origin).copied().unwrap_or(0) < n as u64 {
         anyhow::ensure!(started.elapsed() < Duration::from_secs(600), "catch-up did not finish in 10 minutes");
         std::thread::sleep(Duration::from_millis(10));
