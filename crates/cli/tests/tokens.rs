@@ -95,10 +95,11 @@ async fn every_bad_token_is_refused_and_a_good_one_admitted_once() {
     assert_eq!(api(None).await.unwrap().status(), 401);
     assert_eq!(api(Some(token(&b, &a.id, now, 300))).await.unwrap().status(), 200);
 
-    // After revocation, B's freshly signed tokens are refused.
+    // After revocation, B's freshly signed tokens are refused: B is known,
+    // and forbidden.
     let revoked = common::roost(&home_a, &["instance", "revoke", &b.id]);
     assert!(revoked.status.success());
     let (status, body) = call(&served.addr, Some(&token(&b, &a.id, now, 300))).await;
-    assert_eq!(status, 401);
+    assert_eq!(status, 403);
     assert!(body.contains("revoked"), "{body}");
 }
