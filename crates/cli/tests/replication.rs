@@ -124,15 +124,20 @@ fn a_new_machine_gets_the_whole_history_even_when_killed_midway() {
     }
     let a = Served::start(&h[0]);
     let late = Served::start(&h[1]);
+    let reader = Instance::open(&h[1]).unwrap().open_store().unwrap();
+    let received = || -> u64 { reader.heads().unwrap().values().sum() };
     link(&h[1], &a);
-    let heads = |home: &Path| -> u64 {
-        let store = Instance::open(home).unwrap().open_store().unwrap();
-        store.heads().unwrap().values().sum()
-    };
-    until("the catch-up is under way", || heads(&h[1]) > 0);
+    // Watch closely (a whole catch-up takes few transactions), freeze the
+    // machine at its first applied batch, then kill it there.
+    let started = std::time::Instant::now();
+    while received() == 0 {
+        assert!(started.elapsed() < common::WAIT, "the catch-up never started");
+        std::thread::yield_now();
+    }
+    common::signal(&late.child, "STOP");
+    let midway = received();
     common::signal(&late.child, "KILL");
     drop(late);
-    let midway = heads(&h[1]);
     assert!(midway < HISTORY as u64, "killed before the end ({midway} of {HISTORY})");
 
     let late = Served::start(&h[1]);

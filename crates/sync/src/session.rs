@@ -31,6 +31,10 @@ const POLL: Duration = Duration::from_millis(250);
 const WINDOW: u64 = 16 * MAX_BATCH as u64;
 /// Bytes of rows per batch, so batches of large rows stay small.
 const BATCH_BYTES: usize = 4 << 20;
+/// Messages the receiver reads ahead of applying.
+const READ_AHEAD: usize = 8;
+/// Most entries the receiver applies in one transaction.
+const APPLY_MAX: usize = 8 * MAX_BATCH;
 
 const CLOSE_REFUSED: u32 = 403;
 
@@ -284,6 +288,9 @@ async fn sender(
     }
 }
 
+/// Reads messages ahead of the applier, so the network and decoding overlap
+/// with applying, and applies runs of entry batches that have arrived
+/// together in one transaction.
 async fn receiver(
     shared: &Arc<Shared>,
     peer: &str,
@@ -292,44 +299,77 @@ async fn receiver(
     acked: Arc<Notify>,
     control: mpsc::Sender<Message>,
 ) -> Result<(), SyncError> {
-    let store = &shared.store;
-    let mut inbox = Inbox::default();
-    loop {
-        match frame::read(recv, IDLE_WAIT).await? {
-            Message::Entries(batch) => {
-                let mut applied = apply_holding(store, batch, &mut inbox).await?;
-                // Entries held back may be ready now; retry while that helps.
-                while applied && !inbox.is_empty() {
-                    applied = apply_holding(store, inbox.drain(), &mut inbox).await?;
-                }
-                let heads = blocking(store, |s| s.heads()).await?;
-                let peer_heads = view.lock().expect("view poisoned").heads().clone();
-                shared.update(peer, |l| {
-                    l.behind = behind(&heads, &peer_heads);
-                    l.last_sync = Some(now_text());
-                });
-                if control.send(Message::Heads(heads)).await.is_err() {
-                    return Ok(());
-                }
+    let (arrived, mut incoming) = mpsc::channel(READ_AHEAD);
+    let reader = async move {
+        loop {
+            let message = frame::read(recv, IDLE_WAIT).await?;
+            if arrived.send(message).await.is_err() {
+                return Ok(());
             }
-            Message::Heads(heads) => {
-                let ours = blocking(store, |s| s.heads()).await?;
-                view.lock().expect("view poisoned").reported(&heads);
-                shared.update(peer, |l| {
-                    l.behind = behind(&ours, &heads);
-                    l.ahead = behind(&heads, &ours);
-                    l.last_sync = Some(now_text());
-                });
-                acked.notify_one();
-            }
-            Message::Certificates(certificates) => {
-                let (instance, store) = (shared.instance.clone(), store.clone());
-                tokio::task::spawn_blocking(move || learn(&instance, &store, &certificates))
-                    .await
-                    .map_err(|e| SyncError::Stream(e.to_string()))?;
-            }
-            Message::Hello { .. } => return Err(SyncError::Protocol("a second hello".into())),
         }
+    };
+    let store = &shared.store;
+    let handler = async move {
+        let mut inbox = Inbox::default();
+        let mut next: Option<Message> = None;
+        loop {
+            let message = match next.take() {
+                Some(message) => message,
+                None => match incoming.recv().await {
+                    Some(message) => message,
+                    None => return Ok(()),
+                },
+            };
+            match message {
+                Message::Entries(mut batch) => {
+                    while batch.len() < APPLY_MAX {
+                        match incoming.try_recv() {
+                            Ok(Message::Entries(more)) => batch.extend(more),
+                            Ok(other) => {
+                                next = Some(other);
+                                break;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    let mut applied = apply_holding(store, batch, &mut inbox).await?;
+                    // Entries held back may be ready now; retry while that helps.
+                    while applied && !inbox.is_empty() {
+                        applied = apply_holding(store, inbox.drain(), &mut inbox).await?;
+                    }
+                    let heads = blocking(store, |s| s.heads()).await?;
+                    let peer_heads = view.lock().expect("view poisoned").heads().clone();
+                    shared.update(peer, |l| {
+                        l.behind = behind(&heads, &peer_heads);
+                        l.last_sync = Some(now_text());
+                    });
+                    if control.send(Message::Heads(heads)).await.is_err() {
+                        return Ok(());
+                    }
+                }
+                Message::Heads(heads) => {
+                    let ours = blocking(store, |s| s.heads()).await?;
+                    view.lock().expect("view poisoned").reported(&heads);
+                    shared.update(peer, |l| {
+                        l.behind = behind(&ours, &heads);
+                        l.ahead = behind(&heads, &ours);
+                        l.last_sync = Some(now_text());
+                    });
+                    acked.notify_one();
+                }
+                Message::Certificates(certificates) => {
+                    let (instance, store) = (shared.instance.clone(), store.clone());
+                    tokio::task::spawn_blocking(move || learn(&instance, &store, &certificates))
+                        .await
+                        .map_err(|e| SyncError::Stream(e.to_string()))?;
+                }
+                Message::Hello { .. } => return Err(SyncError::Protocol("a second hello".into())),
+            }
+        }
+    };
+    tokio::select! {
+        r = reader => r,
+        r = handler => r,
     }
 }
 
