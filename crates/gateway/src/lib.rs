@@ -6,7 +6,9 @@
 //! - `/mcp`: the MCP tools over Streamable HTTP;
 //! - `/api/v1/...`: a small JSON API (instance info, certificate, memory
 //!   search and get, sync status and conflicts) and the pairing endpoints a
-//!   joining machine talks to.
+//!   joining machine talks to;
+//! - `/nest/...`: the Nest, a dashboard for a browser, behind its own
+//!   password login ([`nest`]).
 //!
 //! `/mcp` and the store-reading API admit loopback callers that name a
 //! loopback host without a token (configurable), and anyone else only with a
@@ -17,6 +19,7 @@
 
 mod api;
 mod auth;
+pub mod nest;
 mod pair;
 mod sync_api;
 
@@ -63,6 +66,7 @@ pub(crate) struct AppState {
     pub tokens: Mutex<TokenVerifier>,
     pub pairing: pair::Sessions,
     pub sync: Option<Arc<SyncService>>,
+    pub nest: nest::NestState,
 }
 
 impl AppState {
@@ -100,12 +104,13 @@ impl Gateway {
             loopback_without_token: self.loopback_without_token,
             pairing: pair::Sessions::default(),
             sync: self.sync,
+            nest: nest::NestState::default(),
         });
         let protected = api::protected_routes(state.clone())
             .merge(sync_api::routes(state.clone()))
             .nest_service("/mcp", mcp)
             .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_token));
-        api::public_routes(state.clone()).merge(pair::routes(state)).merge(protected)
+        api::public_routes(state.clone()).merge(pair::routes(state.clone())).merge(nest::routes(state)).merge(protected)
     }
 
     /// Serves on `listener` until `shutdown` resolves, then drains for at most

@@ -10,7 +10,8 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use roost_store::{Keep, Mutation};
+use roost_store::{Conflict, Keep, Mutation};
+use roost_sync::PeerStatus;
 
 use crate::AppState;
 use crate::api::{ApiError, with_store};
@@ -26,13 +27,32 @@ pub(crate) fn routes(state: Arc<AppState>) -> Router {
 
 /// Per-peer state and lag, as `/health` and `roost sync status` show it.
 pub(crate) fn peers(state: &AppState) -> Value {
-    match &state.sync {
-        Some(sync) => match sync.status() {
-            Ok(peers) => json!(peers),
-            Err(e) => json!({"error": e.to_string()}),
-        },
-        None => json!([]),
+    match peer_statuses(state) {
+        Ok(peers) => json!(peers),
+        Err(e) => json!({"error": e}),
     }
+}
+
+/// What the replication service knows of each peer; none when it is not running.
+pub(crate) fn peer_statuses(state: &AppState) -> Result<Vec<PeerStatus>, String> {
+    match &state.sync {
+        Some(sync) => sync.status().map_err(|e| e.to_string()),
+        None => Ok(Vec::new()),
+    }
+}
+
+/// Resolves a conflict through the store's write door (so it replicates);
+/// returns the row written and the conflict as it is now.
+pub(crate) async fn resolve_conflict(
+    state: &AppState,
+    id: String,
+    keep: Keep,
+) -> Result<(Map<String, Value>, Conflict), ApiError> {
+    with_store(state, move |s| {
+        let row = s.write(Mutation::Resolve { conflict: id.clone(), keep })?;
+        Ok((row, s.conflict(&id)?))
+    })
+    .await
 }
 
 async fn status(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
@@ -74,10 +94,6 @@ async fn resolve(
     Json(body): Json<ResolveBody>,
 ) -> Result<Json<Value>, ApiError> {
     let keep = Keep::parse(&body.keep, body.fields).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?;
-    let (row, conflict) = with_store(&state, move |s| {
-        let row = s.write(Mutation::Resolve { conflict: id.clone(), keep })?;
-        Ok((row, s.conflict(&id)?))
-    })
-    .await?;
+    let (row, conflict) = resolve_conflict(&state, id, keep).await?;
     Ok(Json(json!({"conflict": conflict, "row": row})))
 }

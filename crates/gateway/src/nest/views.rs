@@ -1,0 +1,343 @@
+//! What the Nest's pages show, gathered from the store and the replication
+//! service. Each view is built in one function, so that other sources (the
+//! per-instance summaries, federated search) are wired in one place.
+
+use std::collections::BTreeSet;
+
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+use roost_core::Table;
+use roost_store::{Conflict, ConflictVersion, InstanceEntry, SearchQuery};
+
+use crate::AppState;
+use crate::api::{ApiError, with_store};
+use crate::sync_api::peer_statuses;
+
+/// How an instance looks from here, as a status dot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reachability {
+    /// This machine itself, or a peer connected and caught up.
+    Connected,
+    Syncing,
+    Unreachable,
+    Unknown,
+    Revoked,
+}
+
+impl Reachability {
+    fn of_peer_state(state: &str) -> Reachability {
+        match state {
+            "online" => Reachability::Connected,
+            "syncing" => Reachability::Syncing,
+            "offline" => Reachability::Unreachable,
+            "revoked" => Reachability::Revoked,
+            _ => Reachability::Unknown,
+        }
+    }
+
+    /// The word used in `data-status` and CSS classes.
+    pub fn key(self) -> &'static str {
+        match self {
+            Reachability::Connected => "connected",
+            Reachability::Syncing => "syncing",
+            Reachability::Unreachable => "unreachable",
+            Reachability::Unknown => "unknown",
+            Reachability::Revoked => "revoked",
+        }
+    }
+}
+
+/// One row of the instances panel.
+pub struct InstanceRow {
+    pub name: String,
+    pub short_id: String,
+    pub this_machine: bool,
+    pub status: Reachability,
+    pub last_sync: Option<String>,
+    pub behind: u64,
+    pub conflicts: u64,
+    pub role: String,
+    /// The first 16 hex digits of SHA-256 over the machine's signing key, as `roost whoami` shows it.
+    pub fingerprint: String,
+    pub last_error: Option<String>,
+    /// From the instance's cached summary, when one is known.
+    pub memories: Option<u64>,
+    pub projects: Option<u64>,
+    pub summary_age: Option<String>,
+    pub summary_stale: bool,
+}
+
+/// This machine and every registered instance, with what sync knows of each.
+pub(crate) async fn instance_rows(state: &AppState) -> Result<Vec<InstanceRow>, ApiError> {
+    let (entries, open) = with_store(state, |s| Ok((s.instances()?, s.conflicts(false, 1000)?))).await?;
+    let peers = peer_statuses(state).map_err(|e| ApiError(axum::http::StatusCode::SERVICE_UNAVAILABLE, e))?;
+    let me = &state.instance.id;
+    let mut rows: Vec<InstanceRow> = entries
+        .iter()
+        .map(|entry| {
+            let this_machine = &entry.id == me;
+            let peer = peers.iter().find(|p| p.id == entry.id);
+            let status = match (this_machine, peer) {
+                (true, _) => Reachability::Connected,
+                (false, Some(peer)) => Reachability::of_peer_state(peer.state),
+                (false, None) if entry.status == "revoked" => Reachability::Revoked,
+                (false, None) => Reachability::Unknown,
+            };
+            InstanceRow {
+                name: entry.name.clone(),
+                short_id: entry.id.chars().take(8).collect(),
+                this_machine,
+                status,
+                last_sync: peer.and_then(|p| p.last_sync.as_deref()).or(entry.last_seen.as_deref()).map(ago),
+                behind: peer.map_or(0, |p| p.behind),
+                conflicts: open.iter().filter(|c| involves(c, &entry.id)).count() as u64,
+                role: entry.role.clone(),
+                fingerprint: fingerprint(entry),
+                last_error: peer.and_then(|p| p.last_error.clone()),
+                memories: None,
+                projects: None,
+                summary_age: None,
+                summary_stale: false,
+            }
+        })
+        .collect();
+    rows.sort_by_key(|row| !row.this_machine);
+    Ok(rows)
+}
+
+fn involves(conflict: &Conflict, instance: &str) -> bool {
+    conflict.winner.origin == instance || conflict.loser.origin == instance
+}
+
+fn fingerprint(entry: &InstanceEntry) -> String {
+    match roost_instance::parse_key_hex(&entry.signing_key) {
+        Some(key) => Sha256::digest(key).iter().take(8).map(|b| format!("{b:02x}")).collect(),
+        None => "?".into(),
+    }
+}
+
+/// A stored timestamp as "N s/min/h/d ago"; the text itself if it does not parse.
+pub(crate) fn ago(stamp: &str) -> String {
+    let Ok(then) = time::OffsetDateTime::parse(stamp, &time::format_description::well_known::Rfc3339) else {
+        return stamp.to_string();
+    };
+    let seconds = (time::OffsetDateTime::now_utc() - then).whole_seconds().max(0);
+    match seconds {
+        0..60 => format!("{seconds} s ago"),
+        60..3600 => format!("{} min ago", seconds / 60),
+        3600..86400 => format!("{} h ago", seconds / 3600),
+        _ => format!("{} d ago", seconds / 86400),
+    }
+}
+
+/// One field of a conflict, as both versions have it.
+pub struct FieldPair {
+    pub name: String,
+    pub local: String,
+    pub remote: String,
+    pub differs: bool,
+    /// What the merge form starts from: the shown version's value.
+    pub shown: String,
+}
+
+/// One version's header: which machine wrote it and whether it is the one shown.
+pub struct VersionLabel {
+    pub origin: String,
+    pub shown: bool,
+    pub op: String,
+}
+
+/// A conflict laid out side by side: this machine's version and the other.
+pub struct ConflictView {
+    pub id: String,
+    pub short_id: String,
+    pub table: String,
+    pub row_id: String,
+    pub created: String,
+    pub local: VersionLabel,
+    pub remote: VersionLabel,
+    pub fields: Vec<FieldPair>,
+    pub differing: Vec<String>,
+}
+
+/// Fields every version carries that say nothing about the content.
+const STAMPS: [&str; 5] = ["id", "origin", "lamport", "updated_at", "created_at"];
+
+impl ConflictView {
+    pub(crate) fn of(conflict: &Conflict, names: &[InstanceEntry]) -> ConflictView {
+        let name_of =
+            |origin: &str| names.iter().find(|e| e.id == origin).map_or(origin.to_string(), |e| e.name.clone());
+        let label = |v: &ConflictVersion| VersionLabel {
+            origin: name_of(&v.origin),
+            shown: std::ptr::eq(v, &conflict.winner),
+            op: v.op.clone(),
+        };
+        let (local, remote) = (conflict.local_version(), conflict.remote_version());
+        let empty = Map::new();
+        let fields_of = |v: &ConflictVersion| v.row.as_object().unwrap_or(&empty).clone();
+        let (l, r, shown) = (fields_of(local), fields_of(remote), fields_of(&conflict.winner));
+        let names: BTreeSet<&String> = l.keys().chain(r.keys()).filter(|k| !STAMPS.contains(&k.as_str())).collect();
+        let fields = names
+            .into_iter()
+            .map(|name| FieldPair {
+                name: name.clone(),
+                local: display(l.get(name)),
+                remote: display(r.get(name)),
+                differs: conflict.differing.contains(name),
+                shown: display(shown.get(name)),
+            })
+            .collect();
+        ConflictView {
+            id: conflict.id.clone(),
+            short_id: conflict.id.chars().take(12).collect(),
+            table: conflict.table.clone(),
+            row_id: conflict.row_id.clone(),
+            created: ago(&conflict.created_at),
+            local: label(local),
+            remote: label(remote),
+            fields,
+            differing: conflict.differing.clone(),
+        }
+    }
+}
+
+/// A field value as text: strings as they are, nothing as empty, the rest as JSON.
+pub(crate) fn display(value: Option<&Value>) -> String {
+    match value {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+    }
+}
+
+/// Turns the merge form's text back into field values, typed like the shown
+/// version's: text stays text, empty clears, anything else is read as JSON.
+pub(crate) fn merge_fields(conflict: &Conflict, edited: Vec<(String, String)>) -> Result<Map<String, Value>, String> {
+    let shown = conflict.winner.row.as_object();
+    let mut fields = Map::new();
+    for (name, text) in edited {
+        if !conflict.differing.contains(&name) {
+            return Err(format!("{name} is not one of the fields in conflict"));
+        }
+        let value = match shown.and_then(|row| row.get(&name)) {
+            _ if text.is_empty() => Value::Null,
+            Some(Value::String(_)) | Some(Value::Null) | None => Value::String(text),
+            Some(_) => serde_json::from_str(&text).map_err(|e| format!("{name}: {e}"))?,
+        };
+        fields.insert(name, value);
+    }
+    Ok(fields)
+}
+
+/// A search hit, with the instances known to hold it.
+pub struct MemoryResult {
+    pub id: String,
+    /// The snippet in pieces, each marked whether it matched the query.
+    pub snippet: Vec<(String, bool)>,
+    pub category: String,
+    pub importance: String,
+    pub score: String,
+    pub holders: Vec<String>,
+}
+
+/// How one instance took part in a search.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SearchOutcome {
+    Answered,
+    TimedOut,
+    Unreachable,
+    Skipped,
+}
+
+impl SearchOutcome {
+    pub fn label(self) -> &'static str {
+        match self {
+            SearchOutcome::Answered => "answered",
+            SearchOutcome::TimedOut => "timed out",
+            SearchOutcome::Unreachable => "unreachable",
+            SearchOutcome::Skipped => "skipped",
+        }
+    }
+}
+
+pub struct InstanceReport {
+    pub name: String,
+    pub outcome: SearchOutcome,
+}
+
+pub struct MemorySearch {
+    pub results: Vec<MemoryResult>,
+    pub reports: Vec<InstanceReport>,
+    /// Which instances the search covered, in words.
+    pub searched: String,
+}
+
+/// Searches memories on this instance. With `all`, the other instances are
+/// reported as skipped until federated search answers for them here.
+pub(crate) async fn search_memories(state: &AppState, query: String, all: bool) -> Result<MemorySearch, ApiError> {
+    let search = SearchQuery { query, category: None, min_importance: None, project: None, tag: None, limit: 50 };
+    let (hits, instances) = with_store(state, move |s| Ok((s.search_memories(&search)?, s.instances()?))).await?;
+    let me = state.instance.config.name.clone();
+    let results = hits
+        .into_iter()
+        .map(|hit| MemoryResult {
+            id: display(hit.memory.get("id")),
+            snippet: marked_pieces(&hit.snippet),
+            category: display(hit.memory.get("category")),
+            importance: display(hit.memory.get("importance")),
+            score: format!("{:.2}", hit.score),
+            holders: vec![me.clone()],
+        })
+        .collect();
+    let others = instances.into_iter().filter(|e| all && e.id != state.instance.id && e.status != "revoked");
+    let reports = std::iter::once(InstanceReport { name: me, outcome: SearchOutcome::Answered })
+        .chain(others.map(|e| InstanceReport { name: e.name, outcome: SearchOutcome::Skipped }))
+        .collect();
+    Ok(MemorySearch { results, reports, searched: "this instance".into() })
+}
+
+/// Splits a search snippet, whose matches are in [brackets], into pieces.
+fn marked_pieces(snippet: &str) -> Vec<(String, bool)> {
+    let mut pieces = Vec::new();
+    let mut rest = snippet;
+    while let Some(open) = rest.find('[') {
+        let Some(close) = rest[open..].find(']').map(|i| open + i) else { break };
+        if open > 0 {
+            pieces.push((rest[..open].to_string(), false));
+        }
+        pieces.push((rest[open + 1..close].to_string(), true));
+        rest = &rest[close + 1..];
+    }
+    if !rest.is_empty() {
+        pieces.push((rest.to_string(), false));
+    }
+    pieces
+}
+
+/// One memory's fields, in a stable order with the content first.
+pub(crate) async fn memory_fields(state: &AppState, id: String) -> Result<Vec<(String, String)>, ApiError> {
+    let row = with_store(state, move |s| s.get(Table::Memories, &id)).await?;
+    let mut fields: Vec<(String, String)> = row.iter().map(|(k, v)| (k.clone(), display(Some(v)))).collect();
+    fields.sort_by_key(|(name, _)| (name != "content", name.clone()));
+    Ok(fields)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snippets_split_on_brackets() {
+        let pieces = marked_pieces("a [walrus] and [two]");
+        let want = [("a ", false), ("walrus", true), (" and ", false), ("two", true)];
+        assert_eq!(pieces, want.map(|(t, m)| (t.to_string(), m)));
+        assert_eq!(marked_pieces("no [close"), vec![("no [close".to_string(), false)]);
+    }
+
+    #[test]
+    fn timestamps_read_as_ages() {
+        assert_eq!(ago("not a time"), "not a time");
+        assert!(ago("2020-01-01T00:00:00.000Z").ends_with("d ago"));
+    }
+}
