@@ -2,86 +2,14 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
 
-use common::{Served, roost, roost_bin};
+use common::{Served, add, conflicts, content, edit, homes, json_of, link, roost, succeeded, sync_wait, until};
 use roost_core::Table;
 use roost_instance::Instance;
 use roost_store::Mutation;
 use serde_json::{Value, json};
-
-const PASS: &str = "correct horse battery";
-const WAIT: Duration = Duration::from_secs(60);
-
-fn stdout(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn ok(out: std::process::Output) -> String {
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    stdout(&out)
-}
-
-fn json_of(out: std::process::Output) -> Value {
-    serde_json::from_str(&ok(out)).expect("JSON output")
-}
-
-/// Homes sharing one identity: the first is created, the others import it.
-fn homes(root: &Path, names: &[&str]) -> Vec<PathBuf> {
-    let homes: Vec<PathBuf> = names.iter().map(|n| root.join(n)).collect();
-    ok(roost(&homes[0], &["init", "--name", names[0]]));
-    let file = root.join("identity.txt");
-    let mut export = Command::new(roost_bin());
-    export.arg("--home").arg(&homes[0]).args(["identity", "export", "--out"]).arg(&file);
-    ok(with_pass(&mut export));
-    for (home, name) in homes.iter().zip(names).skip(1) {
-        ok(roost(home, &["init", "--name", name]));
-        let mut import = Command::new(roost_bin());
-        import.arg("--home").arg(home).args(["identity", "import"]).arg(&file).arg("--force");
-        ok(with_pass(&mut import));
-    }
-    homes
-}
-
-fn with_pass(command: &mut Command) -> std::process::Output {
-    command.env("ROOST_PASSPHRASE", PASS).output().unwrap()
-}
-
-/// `home` registers the machine served at `peer`; they connect from there.
-fn link(home: &Path, peer: &Served) {
-    ok(roost(home, &["instance", "register", &format!("http://{}", peer.addr)]));
-}
-
-fn add(home: &Path, content: &str) -> String {
-    json_of(roost(home, &["memory", "add", content, "--json"]))["id"].as_str().unwrap().to_string()
-}
-
-fn edit(home: &Path, id: &str, content: &str) {
-    ok(roost(home, &["memory", "update", id, "--content", content]));
-}
-
-fn content(home: &Path, id: &str) -> Option<String> {
-    let out = roost(home, &["memory", "get", id, "--json"]);
-    out.status.success().then(|| json_of(out)["content"].as_str().unwrap().to_string())
-}
-
-fn until(what: &str, mut done: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !done() {
-        assert!(started.elapsed() < WAIT, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn sync_wait(home: &Path) {
-    ok(roost(home, &["sync", "wait", "--timeout", "60"]));
-}
-
-fn conflicts(home: &Path) -> Vec<Value> {
-    json_of(roost(home, &["conflicts", "list", "--json"])).as_array().unwrap().clone()
-}
 
 #[test]
 fn writes_flow_both_ways_and_through_a_middle_machine() {
@@ -105,7 +33,8 @@ fn writes_flow_both_ways_and_through_a_middle_machine() {
     let states: Vec<&str> = status["peers"].as_array().unwrap().iter().map(|p| p["state"].as_str().unwrap()).collect();
     assert!(states.iter().all(|s| ["online", "syncing"].contains(s)), "{status}");
     let health: Value =
-        serde_json::from_str(&ok(Command::new("curl").args(["-s", &b.url("/health")]).output().unwrap())).unwrap();
+        serde_json::from_str(&succeeded(Command::new("curl").args(["-s", &b.url("/health")]).output().unwrap()))
+            .unwrap();
     assert!(health["sync"]["peers"].as_array().is_some_and(|p| p.len() == 2), "{health}");
 
     // A causal chain of edits across machines raises no conflict.
@@ -151,7 +80,7 @@ fn concurrent_edits_while_apart_converge_with_one_conflict_each_and_resolution_r
     // Resolve on B by keeping the version that lost; A closes it too.
     let side = if cb[0]["loser"]["local"] == true { "local" } else { "remote" };
     let conflict = cb[0]["id"].as_str().unwrap().to_string();
-    ok(roost(&h[1], &["conflicts", "resolve", &conflict, "--keep", side]));
+    succeeded(roost(&h[1], &["conflicts", "resolve", &conflict, "--keep", side]));
     until("the resolution reaches a", || conflicts(&h[0]).is_empty() && content(&h[0], &id) == Some(loser.clone()));
     assert!(conflicts(&h[1]).is_empty());
     let shown = json_of(roost(&h[0], &["conflicts", "show", &conflict, "--json"]));
@@ -203,7 +132,7 @@ fn a_machine_of_another_identity_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let h = homes(dir.path(), &["a"]);
     let stranger_home = dir.path().join("stranger");
-    ok(roost(&stranger_home, &["init", "--name", "stranger"]));
+    succeeded(roost(&stranger_home, &["init", "--name", "stranger"]));
     let a = Served::start(&h[0]);
     // The stranger's registry names A by hand (the CLI would refuse).
     {
