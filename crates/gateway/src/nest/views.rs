@@ -86,7 +86,7 @@ pub(crate) async fn instance_rows(state: &AppState) -> Result<Vec<InstanceRow>, 
             };
             InstanceRow {
                 name: entry.name.clone(),
-                short_id: entry.id.chars().take(8).collect(),
+                short_id: short_id(&entry.id),
                 this_machine,
                 status,
                 last_sync: peer.and_then(|p| p.last_sync.as_deref()).or(entry.last_seen.as_deref()).map(ago),
@@ -104,6 +104,13 @@ pub(crate) async fn instance_rows(state: &AppState) -> Result<Vec<InstanceRow>, 
         .collect();
     rows.sort_by_key(|row| !row.this_machine);
     Ok(rows)
+}
+
+/// The last 8 characters of an id: ids are UUIDv7, whose first digits are a
+/// timestamp shared by ids made around the same time.
+pub(crate) fn short_id(id: &str) -> String {
+    let tail: String = id.chars().rev().take(8).collect::<Vec<_>>().into_iter().rev().collect();
+    format!("…{tail}")
 }
 
 fn involves(conflict: &Conflict, instance: &str) -> bool {
@@ -124,7 +131,8 @@ pub(crate) fn ago(stamp: &str) -> String {
     };
     let seconds = (time::OffsetDateTime::now_utc() - then).whole_seconds().max(0);
     match seconds {
-        0..60 => format!("{seconds} s ago"),
+        0..5 => "just now".into(),
+        5..60 => format!("{seconds} s ago"),
         60..3600 => format!("{} min ago", seconds / 60),
         3600..86400 => format!("{} h ago", seconds / 3600),
         _ => format!("{} d ago", seconds / 86400),
@@ -154,6 +162,7 @@ pub struct ConflictView {
     pub short_id: String,
     pub table: String,
     pub row_id: String,
+    pub short_row_id: String,
     pub created: String,
     pub local: VersionLabel,
     pub remote: VersionLabel,
@@ -180,6 +189,7 @@ impl ConflictView {
         let names: BTreeSet<&String> = l.keys().chain(r.keys()).filter(|k| !STAMPS.contains(&k.as_str())).collect();
         let fields = names
             .into_iter()
+            .filter(|name| !(display(l.get(*name)).is_empty() && display(r.get(*name)).is_empty()))
             .map(|name| FieldPair {
                 name: name.clone(),
                 local: display(l.get(name)),
@@ -190,9 +200,10 @@ impl ConflictView {
             .collect();
         ConflictView {
             id: conflict.id.clone(),
-            short_id: conflict.id.chars().take(12).collect(),
+            short_id: conflict.id.chars().take(8).collect(),
             table: conflict.table.clone(),
             row_id: conflict.row_id.clone(),
+            short_row_id: short_id(&conflict.row_id),
             created: ago(&conflict.created_at),
             local: label(local),
             remote: label(remote),
@@ -286,7 +297,7 @@ pub(crate) async fn search_memories(state: &AppState, query: String, all: bool) 
             snippet: marked_pieces(&hit.snippet),
             category: display(hit.memory.get("category")),
             importance: display(hit.memory.get("importance")),
-            score: format!("{:.2}", hit.score),
+            score: score_text(hit.score),
             holders: vec![me.clone()],
         })
         .collect();
@@ -295,6 +306,11 @@ pub(crate) async fn search_memories(state: &AppState, query: String, all: bool) 
         .chain(others.map(|e| InstanceReport { name: e.name, outcome: SearchOutcome::Skipped }))
         .collect();
     Ok(MemorySearch { results, reports, searched: "this instance".into() })
+}
+
+/// A relevance score in three significant digits: bm25 gives tiny numbers on small stores.
+fn score_text(score: f64) -> String {
+    if score.abs() >= 0.01 || score == 0.0 { format!("{score:.2}") } else { format!("{score:.2e}") }
 }
 
 /// Splits a search snippet, whose matches are in [brackets], into pieces.
@@ -333,6 +349,12 @@ mod tests {
         let want = [("a ", false), ("walrus", true), (" and ", false), ("two", true)];
         assert_eq!(pieces, want.map(|(t, m)| (t.to_string(), m)));
         assert_eq!(marked_pieces("no [close"), vec![("no [close".to_string(), false)]);
+    }
+
+    #[test]
+    fn short_ids_keep_the_random_end() {
+        assert_eq!(short_id("01a208e2-efa6-7214-8bd5-453da16fb005"), "…a16fb005");
+        assert_eq!(short_id("abc"), "…abc");
     }
 
     #[test]
