@@ -357,6 +357,31 @@ mod tests {
         assert_eq!(short_id("abc"), "…abc");
     }
 
+    fn version(origin: &str, row: Value) -> ConflictVersion {
+        ConflictVersion { origin: origin.into(), seq: 1, lamport: 1, op: "update".into(), row, local: false }
+    }
+
+    #[test]
+    fn merged_fields_keep_the_shown_types() {
+        let conflict = Conflict {
+            id: "c1".into(),
+            table: "memories".into(),
+            row_id: "r1".into(),
+            winner: version("a", serde_json::json!({"content": "x", "importance": 5, "tags": ["t"]})),
+            loser: version("b", serde_json::json!({"content": "y", "importance": 7, "tags": []})),
+            resolved: false,
+            resolution: None,
+            resolved_at: None,
+            created_at: "2026-01-01T00:00:00.000Z".into(),
+            differing: vec!["content".into(), "importance".into(), "tags".into()],
+        };
+        let edited = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let fields = merge_fields(&conflict, edited(&[("content", "both"), ("importance", "6"), ("tags", "[]")]));
+        assert_eq!(Value::Object(fields.unwrap()), serde_json::json!({"content": "both", "importance": 6, "tags": []}));
+        assert!(merge_fields(&conflict, edited(&[("importance", "six")])).unwrap_err().starts_with("importance"));
+        assert!(merge_fields(&conflict, edited(&[("category", "x")])).is_err(), "only fields in conflict");
+    }
+
     #[test]
     fn timestamps_read_as_ages() {
         assert_eq!(ago("not a time"), "not a time");
