@@ -76,7 +76,7 @@ async fn health(State(state): State<Arc<AppState>>) -> Response {
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_seconds": state.started.elapsed().as_secs(),
         "database": database,
-        "sync": {"peers": crate::sync_api::peers(&state)},
+        "sync": {"peers": crate::sync_api::peers(&state).await},
     });
     (status, Json(body)).into_response()
 }

@@ -26,19 +26,20 @@ pub(crate) fn routes(state: Arc<AppState>) -> Router {
 }
 
 /// Per-peer state and lag, as `/health` and `roost sync status` show it.
-pub(crate) fn peers(state: &AppState) -> Value {
-    match peer_statuses(state) {
+pub(crate) async fn peers(state: &AppState) -> Value {
+    match peer_statuses(state).await {
         Ok(peers) => json!(peers),
-        Err(e) => json!({"error": e}),
+        Err(ApiError(_, e)) => json!({"error": e}),
     }
 }
 
-/// What the replication service knows of each peer; none when it is not running.
-pub(crate) fn peer_statuses(state: &AppState) -> Result<Vec<PeerStatus>, String> {
-    match &state.sync {
-        Some(sync) => sync.status().map_err(|e| e.to_string()),
-        None => Ok(Vec::new()),
-    }
+/// What the replication service knows of each peer (it reads the registry,
+/// so the wait is bounded like any store call); none when it is not running.
+pub(crate) async fn peer_statuses(state: &AppState) -> Result<Vec<PeerStatus>, ApiError> {
+    let Some(sync) = state.sync.clone() else { return Ok(Vec::new()) };
+    with_store(state, move |_| Ok(sync.status()))
+        .await?
+        .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))
 }
 
 /// Resolves a conflict through the store's write door (so it replicates);
@@ -62,7 +63,7 @@ async fn status(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiEr
         "running": state.sync.is_some(),
         "heads": heads,
         "open_conflicts": open,
-        "peers": peers(&state),
+        "peers": peers(&state).await,
     })))
 }
 

@@ -71,7 +71,7 @@ pub struct InstanceRow {
 /// This machine and every registered instance, with what sync knows of each.
 pub(crate) async fn instance_rows(state: &AppState) -> Result<Vec<InstanceRow>, ApiError> {
     let (entries, open) = with_store(state, |s| Ok((s.instances()?, s.conflicts(false, 1000)?))).await?;
-    let peers = peer_statuses(state).map_err(|e| ApiError(axum::http::StatusCode::SERVICE_UNAVAILABLE, e))?;
+    let peers = peer_statuses(state).await?;
     let me = &state.instance.id;
     let mut rows: Vec<InstanceRow> = entries
         .iter()
