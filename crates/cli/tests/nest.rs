@@ -1,7 +1,8 @@
 //! The Nest in a real headless Chromium, driven over WebDriver, against three
 //! real `roost serve` processes sharing one identity: login, the instances
 //! panel going red for a stopped machine, resolving a conflict that then
-//! closes on the other machine, memory search, CSRF and the login limit.
+//! closes on the other machine, a merge typed into the form, memory search,
+//! CSRF and the login limit.
 //! Screenshots of every page land in `target/nest-screenshots/`.
 
 mod common;
@@ -15,7 +16,7 @@ use std::time::{Duration, Instant};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 
-use common::{Served, add, conflicts, content, edit, homes, link, roost, succeeded, sync_wait, until};
+use common::{Served, add, conflicts, content, edit, homes, link, roost, succeeded, until};
 
 const PASSWORD: &str = "nest password 1";
 const WAIT: Duration = Duration::from_secs(30);
@@ -207,8 +208,7 @@ async fn the_nest_in_a_real_browser() {
     screenshot(browser, "07-instances-phone.png").await;
     browser.set_window_size(1280, 900).await.unwrap();
 
-    // A conflict: B stops, both edit the same memory, B comes back.
-    sync_wait(&h[1]);
+    // A conflict: B (which holds the memory) stops, both edit it, B comes back.
     b.stop();
     edit(&h[0], &walrus, "The walrus colony meets at the northern beach at dawn, on Sundays");
     edit(&h[1], &walrus, "The walrus colony moved to the southern cove");
@@ -252,10 +252,31 @@ async fn the_nest_in_a_real_browser() {
     eventually("the resolution reaches b", || async { open_conflicts_on(&http, &b).await == 0 }).await;
     until("b keeps its version", || content(&h[1], &walrus).as_deref() == Some(kept));
 
+    // A second conflict on the same memory (B holds the resolution, so both
+    // edits follow it), resolved with a merge typed into the form.
+    b.stop();
+    edit(&h[0], &walrus, "The colony meets at dawn");
+    edit(&h[1], &walrus, "The colony meets at dusk");
+    let b = Served::start(&h[1]);
+    until("a second conflict on each", || conflicts(&h[0]).len() == 1 && conflicts(&h[1]).len() == 1);
+    let second = conflicts(&h[0])[0]["id"].as_str().unwrap().to_string();
+    browser.goto(&a.url(&format!("/nest/conflicts/{second}"))).await.unwrap();
+    browser.find(Locator::Css("details.merge summary")).await.unwrap().click().await.unwrap();
+    let merged = "The colony meets at dawn, and again at dusk";
+    let field = browser.find(Locator::Css("#field-content")).await.unwrap();
+    field.clear().await.unwrap();
+    field.send_keys(merged).await.unwrap();
+    browser.find(Locator::Css("#merge")).await.unwrap().click().await.unwrap();
+    eventually("back on the list after the merge", || path_is(browser, "/nest/conflicts")).await;
+    assert!(text_of(browser, ".flash").await.contains("saved the merged version"));
+    assert_eq!(content(&h[0], &walrus).as_deref(), Some(merged));
+    eventually("the merge reaches b", || async { open_conflicts_on(&http, &b).await == 0 }).await;
+    until("b has the merged text", || content(&h[1], &walrus).as_deref() == Some(merged));
+
     // Memory search finds the memory.
     browser.goto(&a.url("/nest/memories")).await.unwrap();
     let search = browser.find(Locator::Css("input[name=q]")).await.unwrap();
-    search.send_keys("walrus").await.unwrap();
+    search.send_keys("colony").await.unwrap();
     browser.find(Locator::Css("form.search button")).await.unwrap().click().await.unwrap();
     let hit = format!(r#"li.result[data-memory="{walrus}"]"#);
     eventually("the search result", || async { browser.find(Locator::Css(&hit)).await.is_ok() }).await;
