@@ -1,6 +1,5 @@
 //! `roost whoami`, `roost identity export|import` and `roost leave`.
 
-use std::io::{BufRead, IsTerminal};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
@@ -11,6 +10,8 @@ use roost_identity::export::{self, MIN_PASSPHRASE};
 use roost_identity::seal::KdfParams;
 use roost_identity::{Role, hex};
 use roost_instance::{Instance, InstanceError};
+
+use crate::prompt;
 
 #[derive(Subcommand)]
 pub enum IdentityCommand {
@@ -36,22 +37,9 @@ pub enum IdentityCommand {
     Unprotect,
 }
 
-/// Reads a passphrase: `ROOST_PASSPHRASE`, else a hidden prompt on a
-/// terminal, else one line of standard input.
+/// Reads a passphrase from `ROOST_PASSPHRASE` or the person, asking twice when `confirm`.
 fn passphrase(prompt: &str, confirm: bool) -> anyhow::Result<String> {
-    if let Ok(p) = std::env::var("ROOST_PASSPHRASE") {
-        return Ok(p);
-    }
-    if std::io::stdin().is_terminal() {
-        let first = rpassword::prompt_password(prompt)?;
-        if confirm && rpassword::prompt_password("Repeat passphrase: ")? != first {
-            bail!("the passphrases differ; nothing was written");
-        }
-        return Ok(first);
-    }
-    let mut line = String::new();
-    std::io::stdin().lock().read_line(&mut line)?;
-    Ok(line.trim_end_matches(['\r', '\n']).to_string())
+    prompt::secret("ROOST_PASSPHRASE", prompt, confirm.then_some("Repeat passphrase: "))
 }
 
 pub fn whoami(instance: &Instance, as_json: bool) -> anyhow::Result<()> {

@@ -12,7 +12,9 @@ mod http;
 mod identity;
 mod machines;
 mod memory;
+mod nest;
 mod pair;
+mod prompt;
 mod serve;
 mod status;
 mod sync;
@@ -114,6 +116,9 @@ enum Command {
     /// Sync conflicts: concurrent edits of one row on two machines.
     #[command(subcommand)]
     Conflicts(conflicts::ConflictsCommand),
+    /// The Nest, the gateway's dashboard at /nest: set its password.
+    #[command(subcommand)]
+    Nest(nest::NestCommand),
     /// Measure performance (release builds).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -165,6 +170,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Leave { force } => identity::leave(&home, force),
         Command::Sync(command) => sync::run(&Instance::open(&home)?, command),
         Command::Conflicts(command) => conflicts::run(&Instance::open(&home)?, command),
+        Command::Nest(command) => nest::run(&home, command),
         Command::Bench(command) => bench::run(command),
     }
 }

@@ -8,17 +8,9 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{Client, Served, call, connect_http, homes, json_of, link, roost, signal, success, until};
+use common::{Client, Served, call, configure, connect_http, homes, json_of, link, roost, signal, succeeded, until};
 use roost_instance::Instance;
 use serde_json::{Value, json};
-
-/// Sets `key = value` in the config.toml of `home`, where the key is.
-fn configure(home: &Path, key: &str, value: &str) {
-    let config = home.join("config.toml");
-    let text = std::fs::read_to_string(&config).unwrap();
-    let line = text.lines().find(|l| l.starts_with(&format!("{key} ="))).unwrap_or_else(|| panic!("{key} in {text}"));
-    std::fs::write(&config, text.replace(line, &format!("{key} = {value}"))).unwrap();
-}
 
 /// Three machines of one identity, every one registered with the others,
 /// configured by `setup` before they start.
@@ -69,7 +61,7 @@ async fn search_all_forwarding_and_summaries_across_three_machines() {
     });
     let only_c = add(&h[2], "the zebra key is under the mat", true);
     let shared = add(&h[0], "the shared umbrella is blue", false);
-    success(roost(&h[2], &["memory", "add", "second umbrella note, kept on c", "--local"]));
+    succeeded(roost(&h[2], &["memory", "add", "second umbrella note, kept on c", "--local"]));
     for home in &h[1..] {
         until("the shared memory on every machine", || roost(home, &["memory", "get", &shared]).status.success());
     }
@@ -116,7 +108,7 @@ async fn search_all_forwarding_and_summaries_across_three_machines() {
     assert!(relayed.contains("forwarding onward is refused"), "{relayed}");
 
     // Summaries: C's projects and counts, fresh, then stale once C is gone.
-    success(roost(&h[2], &["memory", "add", "a fact for the summary", "--category", "fact", "--local"]));
+    succeeded(roost(&h[2], &["memory", "add", "a fact for the summary", "--category", "fact", "--local"]));
     let summary_of_c = |listing: &Value| -> Value {
         listing["instances"].as_array().unwrap().iter().find(|i| i["name"] == "c").unwrap()["summary"].clone()
     };

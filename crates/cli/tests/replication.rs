@@ -2,35 +2,13 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::Command;
 
-use common::{Served, homes, json_of, link, roost, success, until};
+use common::{Served, add, conflicts, content, edit, homes, json_of, link, roost, succeeded, sync_wait, until};
 use roost_core::Table;
 use roost_instance::Instance;
 use roost_store::Mutation;
 use serde_json::{Value, json};
-
-fn add(home: &Path, content: &str) -> String {
-    json_of(roost(home, &["memory", "add", content, "--json"]))["id"].as_str().unwrap().to_string()
-}
-
-fn edit(home: &Path, id: &str, content: &str) {
-    success(roost(home, &["memory", "update", id, "--content", content]));
-}
-
-fn content(home: &Path, id: &str) -> Option<String> {
-    let out = roost(home, &["memory", "get", id, "--json"]);
-    out.status.success().then(|| json_of(out)["content"].as_str().unwrap().to_string())
-}
-
-fn sync_wait(home: &Path) {
-    success(roost(home, &["sync", "wait", "--timeout", "60"]));
-}
-
-fn conflicts(home: &Path) -> Vec<Value> {
-    json_of(roost(home, &["conflicts", "list", "--json"])).as_array().unwrap().clone()
-}
 
 #[test]
 fn writes_flow_both_ways_and_through_a_middle_machine() {
@@ -54,7 +32,8 @@ fn writes_flow_both_ways_and_through_a_middle_machine() {
     let states: Vec<&str> = status["peers"].as_array().unwrap().iter().map(|p| p["state"].as_str().unwrap()).collect();
     assert!(states.iter().all(|s| ["online", "syncing"].contains(s)), "{status}");
     let health: Value =
-        serde_json::from_str(&success(Command::new("curl").args(["-s", &b.url("/health")]).output().unwrap())).unwrap();
+        serde_json::from_str(&succeeded(Command::new("curl").args(["-s", &b.url("/health")]).output().unwrap()))
+            .unwrap();
     assert!(health["sync"]["peers"].as_array().is_some_and(|p| p.len() == 2), "{health}");
 
     // A causal chain of edits across machines raises no conflict.
@@ -100,7 +79,7 @@ fn concurrent_edits_while_apart_converge_with_one_conflict_each_and_resolution_r
     // Resolve on B by keeping the version that lost; A closes it too.
     let side = if cb[0]["loser"]["local"] == true { "local" } else { "remote" };
     let conflict = cb[0]["id"].as_str().unwrap().to_string();
-    success(roost(&h[1], &["conflicts", "resolve", &conflict, "--keep", side]));
+    succeeded(roost(&h[1], &["conflicts", "resolve", &conflict, "--keep", side]));
     until("the resolution reaches a", || conflicts(&h[0]).is_empty() && content(&h[0], &id) == Some(loser.clone()));
     assert!(conflicts(&h[1]).is_empty());
     let shown = json_of(roost(&h[0], &["conflicts", "show", &conflict, "--json"]));
@@ -157,7 +136,7 @@ fn a_machine_of_another_identity_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let h = homes(dir.path(), &["a"]);
     let stranger_home = dir.path().join("stranger");
-    success(roost(&stranger_home, &["init", "--name", "stranger"]));
+    succeeded(roost(&stranger_home, &["init", "--name", "stranger"]));
     let a = Served::start(&h[0]);
     // The stranger's registry names A by hand (the CLI would refuse).
     {

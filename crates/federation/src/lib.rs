@@ -66,6 +66,8 @@ pub struct InstanceOverview {
     /// active or revoked, from the registry.
     pub status: String,
     pub gateway_url: Option<String>,
+    /// When this machine last had a session with it.
+    pub last_seen: Option<String>,
     /// Fingerprint of its machine key.
     pub fingerprint: String,
     /// Replication with it (absent for this instance).
@@ -172,16 +174,17 @@ impl Federation {
     /// Every registered instance, this one first, with what is known of it.
     pub async fn overview(&self) -> Result<Vec<InstanceOverview>, String> {
         let me = self.inner.me.id.clone();
-        let (entries, conflicts, own) = blocking(&self.inner.store, move |s| {
-            let conflicts = s.conflicts(false, 10_000)?;
-            let own = own_summary(s)?;
-            Ok((s.instances()?, conflicts, own))
+        let sync = self.inner.sync.clone();
+        let (entries, conflicts, own, peers) = blocking(&self.inner.store, move |s| {
+            let conflicts = s.conflicts(false, 10_000).map_err(|e| e.to_string())?;
+            let own = own_summary(s).map_err(|e| e.to_string())?;
+            let peers = match &sync {
+                Some(sync) => sync.status().map_err(|e| e.to_string())?,
+                None => Vec::new(),
+            };
+            Ok::<_, String>((s.instances().map_err(|e| e.to_string())?, conflicts, own, peers))
         })
         .await?;
-        let peers: Vec<PeerStatus> = match &self.inner.sync {
-            Some(sync) => sync.status().map_err(|e| e.to_string())?,
-            None => Vec::new(),
-        };
         let now = Instant::now();
         let caches = self.inner.caches.lock().expect("summary cache poisoned").clone();
         let (summary_every, health_every) = self.intervals();
@@ -210,6 +213,7 @@ impl Federation {
                     role: e.role,
                     status: e.status,
                     gateway_url: e.gateway_url,
+                    last_seen: e.last_seen,
                     summary,
                     health,
                 }
@@ -361,9 +365,9 @@ fn millis(d: Duration) -> f64 {
 }
 
 /// Runs a blocking store call off the async threads, bounded by [`DB_WAIT`].
-async fn blocking<T: Send + 'static>(
+async fn blocking<T: Send + 'static, E: std::fmt::Display + Send + 'static>(
     store: &Arc<Store>,
-    f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+    f: impl FnOnce(&Store) -> Result<T, E> + Send + 'static,
 ) -> Result<T, String> {
     let store = store.clone();
     match tokio::time::timeout(DB_WAIT, tokio::task::spawn_blocking(move || f(&store))).await {

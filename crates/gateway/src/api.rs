@@ -77,7 +77,7 @@ async fn health(State(state): State<Arc<AppState>>) -> Response {
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_seconds": state.started.elapsed().as_secs(),
         "database": database,
-        "sync": {"peers": crate::sync_api::peers(&state)},
+        "sync": {"peers": crate::sync_api::peers(&state).await},
     });
     (status, Json(body)).into_response()
 }
@@ -136,9 +136,6 @@ async fn memory(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> R
 /// Every registered instance with its sync state and cached summaries, as
 /// `roost_list_instances` shows them.
 async fn instances(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
-    let federation = state.federation.as_ref().ok_or_else(|| {
-        ApiError(StatusCode::SERVICE_UNAVAILABLE, "this gateway does not reach other instances".into())
-    })?;
-    let instances = federation.overview().await.map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e))?;
+    let instances = state.federation.overview().await.map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e))?;
     Ok(Json(json!({"count": instances.len(), "instances": instances})))
 }

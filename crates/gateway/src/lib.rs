@@ -6,7 +6,9 @@
 //! - `/mcp`: the MCP tools over Streamable HTTP;
 //! - `/api/v1/...`: a small JSON API (instance info, certificate, memory
 //!   search and get, the instances with their cached summaries, sync status
-//!   and conflicts) and the pairing endpoints a joining machine talks to.
+//!   and conflicts) and the pairing endpoints a joining machine talks to;
+//! - `/nest/...`: the Nest, a dashboard for a browser, behind its own
+//!   password login ([`nest`]).
 //!
 //! `/mcp` and the store-reading API admit loopback callers that name a
 //! loopback host without a token (configurable), and anyone else only with a
@@ -17,6 +19,7 @@
 
 mod api;
 mod auth;
+pub mod nest;
 mod pair;
 mod sync_api;
 
@@ -67,7 +70,8 @@ pub(crate) struct AppState {
     pub tokens: Mutex<TokenVerifier>,
     pub pairing: pair::Sessions,
     pub sync: Option<Arc<SyncService>>,
-    pub federation: Option<Federation>,
+    pub federation: Federation,
+    pub nest: nest::NestState,
 }
 
 impl AppState {
@@ -95,10 +99,12 @@ impl Gateway {
 
     /// The axum router, with `cancel` ending the MCP sessions.
     pub fn router(self, cancel: CancellationToken) -> Router {
-        let mut tools = RoostTools::new(self.store.clone(), &self.instance.config.federation.peer_tools);
-        if let Some(federation) = &self.federation {
-            tools = tools.with_remote(Arc::new(federation.clone()));
-        }
+        // Without a refreshing federation from `roost serve`, one that
+        // answers calls but keeps no summaries.
+        let federation =
+            self.federation.unwrap_or_else(|| Federation::new(&self.instance, self.store.clone(), self.sync.clone()));
+        let tools = RoostTools::new(self.store.clone(), &self.instance.config.federation.peer_tools)
+            .with_remote(Arc::new(federation.clone()));
         let mut config = StreamableHttpServerConfig::default().with_cancellation_token(cancel);
         config = if self.allowed_hosts.is_empty() {
             config.disable_allowed_hosts()
@@ -115,13 +121,14 @@ impl Gateway {
             loopback_without_token: self.loopback_without_token,
             pairing: pair::Sessions::default(),
             sync: self.sync,
-            federation: self.federation,
+            federation,
+            nest: nest::NestState::default(),
         });
         let protected = api::protected_routes(state.clone())
             .merge(sync_api::routes(state.clone()))
             .nest_service("/mcp", mcp)
             .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_token));
-        api::public_routes(state.clone()).merge(pair::routes(state)).merge(protected)
+        api::public_routes(state.clone()).merge(pair::routes(state.clone())).merge(nest::routes(state)).merge(protected)
     }
 
     /// Serves on `listener` until `shutdown` resolves, then drains for at most

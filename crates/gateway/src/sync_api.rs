@@ -10,7 +10,8 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use roost_store::{Keep, Mutation};
+use roost_store::{Conflict, Keep, Mutation};
+use roost_sync::PeerStatus;
 
 use crate::AppState;
 use crate::api::{ApiError, with_store};
@@ -25,14 +26,34 @@ pub(crate) fn routes(state: Arc<AppState>) -> Router {
 }
 
 /// Per-peer state and lag, as `/health` and `roost sync status` show it.
-pub(crate) fn peers(state: &AppState) -> Value {
-    match &state.sync {
-        Some(sync) => match sync.status() {
-            Ok(peers) => json!(peers),
-            Err(e) => json!({"error": e.to_string()}),
-        },
-        None => json!([]),
+pub(crate) async fn peers(state: &AppState) -> Value {
+    match peer_statuses(state).await {
+        Ok(peers) => json!(peers),
+        Err(ApiError(_, e)) => json!({"error": e}),
     }
+}
+
+/// What the replication service knows of each peer (it reads the registry,
+/// so the wait is bounded like any store call); none when it is not running.
+pub(crate) async fn peer_statuses(state: &AppState) -> Result<Vec<PeerStatus>, ApiError> {
+    let Some(sync) = state.sync.clone() else { return Ok(Vec::new()) };
+    with_store(state, move |_| Ok(sync.status()))
+        .await?
+        .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))
+}
+
+/// Resolves a conflict through the store's write door (so it replicates);
+/// returns the row written and the conflict as it is now.
+pub(crate) async fn resolve_conflict(
+    state: &AppState,
+    id: String,
+    keep: Keep,
+) -> Result<(Map<String, Value>, Conflict), ApiError> {
+    with_store(state, move |s| {
+        let row = s.write(Mutation::Resolve { conflict: id.clone(), keep })?;
+        Ok((row, s.conflict(&id)?))
+    })
+    .await
 }
 
 async fn status(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
@@ -42,7 +63,7 @@ async fn status(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiEr
         "running": state.sync.is_some(),
         "heads": heads,
         "open_conflicts": open,
-        "peers": peers(&state),
+        "peers": peers(&state).await,
     })))
 }
 
@@ -74,10 +95,6 @@ async fn resolve(
     Json(body): Json<ResolveBody>,
 ) -> Result<Json<Value>, ApiError> {
     let keep = Keep::parse(&body.keep, body.fields).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?;
-    let (row, conflict) = with_store(&state, move |s| {
-        let row = s.write(Mutation::Resolve { conflict: id.clone(), keep })?;
-        Ok((row, s.conflict(&id)?))
-    })
-    .await?;
+    let (row, conflict) = resolve_conflict(&state, id, keep).await?;
     Ok(Json(json!({"conflict": conflict, "row": row})))
 }

@@ -26,7 +26,7 @@ use thiserror::Error;
 use roost_core::ValidationError;
 
 pub use apply::Verdict;
-pub use conflicts::{Conflict, Keep};
+pub use conflicts::{Conflict, ConflictVersion, Keep};
 pub use door::Mutation;
 pub use log::StoredChange;
 pub use query::{ListQuery, SearchHit, SearchQuery, Sort};

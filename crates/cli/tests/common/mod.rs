@@ -136,56 +136,83 @@ pub async fn refused(client: &Client, tool: &str, args: Value) -> String {
     }
 }
 
-/// The passphrase test identities are exported with.
-pub const PASS: &str = "correct horse battery";
+// Chains of machines sharing one identity, driven through the CLI.
 
-pub fn stdout(out: &std::process::Output) -> String {
+const PASS: &str = "correct horse battery";
+pub const WAIT: Duration = Duration::from_secs(60);
+
+fn stdout(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-pub fn success(out: std::process::Output) -> String {
+pub fn succeeded(out: std::process::Output) -> String {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     stdout(&out)
 }
 
 pub fn json_of(out: std::process::Output) -> Value {
-    serde_json::from_str(&success(out)).expect("JSON output")
+    serde_json::from_str(&succeeded(out)).expect("JSON output")
 }
 
 /// Homes sharing one identity: the first is created, the others import it.
 pub fn homes(root: &Path, names: &[&str]) -> Vec<PathBuf> {
     let homes: Vec<PathBuf> = names.iter().map(|n| root.join(n)).collect();
-    success(roost(&homes[0], &["init", "--name", names[0]]));
+    succeeded(roost(&homes[0], &["init", "--name", names[0]]));
     let file = root.join("identity.txt");
     let mut export = Command::new(roost_bin());
     export.arg("--home").arg(&homes[0]).args(["identity", "export", "--out"]).arg(&file);
-    success(with_pass(&mut export));
+    succeeded(with_pass(&mut export));
     for (home, name) in homes.iter().zip(names).skip(1) {
-        success(roost(home, &["init", "--name", name]));
+        succeeded(roost(home, &["init", "--name", name]));
         let mut import = Command::new(roost_bin());
         import.arg("--home").arg(home).args(["identity", "import"]).arg(&file).arg("--force");
-        success(with_pass(&mut import));
+        succeeded(with_pass(&mut import));
     }
     homes
 }
 
-pub fn with_pass(command: &mut Command) -> std::process::Output {
+fn with_pass(command: &mut Command) -> std::process::Output {
     command.env("ROOST_PASSPHRASE", PASS).output().unwrap()
 }
 
 /// `home` registers the machine served at `peer`; they connect from there.
 pub fn link(home: &Path, peer: &Served) {
-    success(roost(home, &["instance", "register", &format!("http://{}", peer.addr)]));
+    succeeded(roost(home, &["instance", "register", &format!("http://{}", peer.addr)]));
 }
 
-/// How long the multi-process tests wait for anything to propagate.
-pub const WAIT: Duration = Duration::from_secs(60);
+pub fn add(home: &Path, content: &str) -> String {
+    json_of(roost(home, &["memory", "add", content, "--json"]))["id"].as_str().unwrap().to_string()
+}
 
-/// Polls `done` until it holds, for at most [`WAIT`].
+pub fn edit(home: &Path, id: &str, content: &str) {
+    succeeded(roost(home, &["memory", "update", id, "--content", content]));
+}
+
+pub fn content(home: &Path, id: &str) -> Option<String> {
+    let out = roost(home, &["memory", "get", id, "--json"]);
+    out.status.success().then(|| json_of(out)["content"].as_str().unwrap().to_string())
+}
+
 pub fn until(what: &str, mut done: impl FnMut() -> bool) {
     let started = Instant::now();
     while !done() {
         assert!(started.elapsed() < WAIT, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+pub fn sync_wait(home: &Path) {
+    succeeded(roost(home, &["sync", "wait", "--timeout", "60"]));
+}
+
+pub fn conflicts(home: &Path) -> Vec<Value> {
+    json_of(roost(home, &["conflicts", "list", "--json"])).as_array().unwrap().clone()
+}
+
+/// Sets `key = value` in the config.toml of `home`, where the key is.
+pub fn configure(home: &Path, key: &str, value: &str) {
+    let config = home.join("config.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let line = text.lines().find(|l| l.starts_with(&format!("{key} ="))).unwrap_or_else(|| panic!("{key} in {text}"));
+    std::fs::write(&config, text.replace(line, &format!("{key} = {value}"))).unwrap();
 }

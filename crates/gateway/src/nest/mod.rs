@@ -1,0 +1,105 @@
+//! The Nest: a small server-rendered dashboard under `/nest`, for a person
+//! with a browser rather than a machine with a token. It shows the chain's
+//! instances and their sync state, resolves conflicts and searches memories.
+//!
+//! It sits outside the token-protected routes and has its own login: one
+//! password ([`password`]), in-memory sessions with a CSRF token each
+//! ([`session`]), and a per-address limit on failed logins ([`throttle`]).
+//! Pages are askama templates; the one stylesheet and one script are
+//! embedded and served from `/nest/static`, and every response forbids
+//! anything but same-origin content.
+
+mod assets;
+mod login;
+mod pages;
+pub mod password;
+mod session;
+mod templates;
+mod throttle;
+pub mod views;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::http::header::{CACHE_CONTROL, CONTENT_SECURITY_POLICY, REFERRER_POLICY, X_CONTENT_TYPE_OPTIONS};
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+
+pub use password::{MIN_PASSWORD, PASSWORD_FILE, set_password};
+
+use crate::AppState;
+use crate::api::ApiError;
+use session::{Sessions, Visitor};
+use templates::{Chrome, ErrorPage, page};
+use throttle::Throttle;
+
+/// The Nest's in-memory state: sessions and failed-login counts.
+#[derive(Default)]
+pub(crate) struct NestState {
+    sessions: Sessions,
+    throttle: Throttle,
+}
+
+pub(crate) fn routes(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/nest", get(pages::instances))
+        .route("/nest/panel", get(pages::panel))
+        .route("/nest/login", get(login::form).post(login::submit))
+        .route("/nest/logout", post(login::logout))
+        .route("/nest/conflicts", get(pages::conflicts))
+        .route("/nest/conflicts/{id}", get(pages::conflict))
+        .route("/nest/conflicts/{id}/resolve", post(pages::resolve))
+        .route("/nest/memories", get(pages::memories))
+        .route("/nest/memories/{id}", get(pages::memory))
+        .route("/nest/static/{file}", get(assets::file))
+        .layer(axum::middleware::map_response(protective_headers))
+        .with_state(state)
+}
+
+/// Same-origin content only, no framing, no sniffing; pages are not cached.
+async fn protective_headers(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_SECURITY_POLICY, HeaderValue::from_static("default-src 'self'; frame-ancestors 'none'"));
+    headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(REFERRER_POLICY, HeaderValue::from_static("same-origin"));
+    headers.entry(CACHE_CONTROL).or_insert(HeaderValue::from_static("no-store"));
+    response
+}
+
+/// The page frame for a signed-in visitor, with any flash message left for them.
+fn chrome(state: &AppState, visitor: &Visitor, active: &'static str) -> Chrome {
+    Chrome {
+        instance_name: state.instance.config.name.clone(),
+        csrf: Some(visitor.csrf.clone()),
+        active,
+        flash: state.nest.sessions.take_flash(&visitor.id),
+    }
+}
+
+fn chrome_for_login(state: &AppState) -> Chrome {
+    Chrome { instance_name: state.instance.config.name.clone(), csrf: None, active: "login", flash: None }
+}
+
+/// The answer to a form without the right CSRF token: nothing was done.
+fn forbidden() -> Response {
+    let message = "This form is missing its security token, or the token does not match your session, \
+                   so nothing was done. Reload the page and try again.";
+    PageError(StatusCode::FORBIDDEN, message.into()).into_response()
+}
+
+/// A page that could not be shown: a status and one line saying why.
+pub(crate) struct PageError(StatusCode, String);
+
+impl From<ApiError> for PageError {
+    fn from(e: ApiError) -> Self {
+        PageError(e.0, e.1)
+    }
+}
+
+impl IntoResponse for PageError {
+    fn into_response(self) -> Response {
+        let chrome = Chrome { instance_name: String::new(), csrf: None, active: "error", flash: None };
+        page(self.0, &ErrorPage { chrome, status: self.0.as_u16(), message: self.1 })
+    }
+}

@@ -1,0 +1,90 @@
+//! The Nest's pages as askama templates (HTML auto-escaped). Every page
+//! extends `nest/base.html`, which takes its header from [`Chrome`].
+
+use askama::Template;
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Response};
+
+use super::views::{ConflictView, InstanceRow, MemorySearch};
+
+/// What the page frame shows: the instance, the signed-in nav, a flash.
+pub(crate) struct Chrome {
+    pub instance_name: String,
+    /// The session's CSRF token, for the logout form; none before login.
+    pub csrf: Option<String>,
+    pub active: &'static str,
+    pub flash: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "nest/login.html")]
+pub(crate) struct LoginPage {
+    pub chrome: Chrome,
+    pub csrf: String,
+    pub password_set: bool,
+    pub error: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "nest/instances.html")]
+pub(crate) struct InstancesPage {
+    pub chrome: Chrome,
+    pub rows: Vec<InstanceRow>,
+}
+
+/// The instances table alone, swapped in by the refresh script.
+#[derive(Template)]
+#[template(path = "nest/panel.html")]
+pub(crate) struct PanelFragment {
+    pub rows: Vec<InstanceRow>,
+}
+
+#[derive(Template)]
+#[template(path = "nest/conflicts.html")]
+pub(crate) struct ConflictsPage {
+    pub chrome: Chrome,
+    pub conflicts: Vec<ConflictView>,
+}
+
+#[derive(Template)]
+#[template(path = "nest/conflict.html")]
+pub(crate) struct ConflictPage {
+    pub chrome: Chrome,
+    pub conflict: ConflictView,
+}
+
+#[derive(Template)]
+#[template(path = "nest/memories.html")]
+pub(crate) struct MemoriesPage {
+    pub chrome: Chrome,
+    pub query: String,
+    pub all: bool,
+    pub search: Option<MemorySearch>,
+}
+
+#[derive(Template)]
+#[template(path = "nest/memory.html")]
+pub(crate) struct MemoryPage {
+    pub chrome: Chrome,
+    pub id: String,
+    /// The instance it was read from, when not this one.
+    pub on: Option<String>,
+    pub fields: Vec<(String, String)>,
+}
+
+#[derive(Template)]
+#[template(path = "nest/error.html")]
+pub(crate) struct ErrorPage {
+    pub chrome: Chrome,
+    pub status: u16,
+    pub message: String,
+}
+
+/// Renders a page with `status`; a template that fails to render is a 500
+/// with the reason.
+pub(crate) fn page(status: StatusCode, template: &impl Template) -> Response {
+    match template.render() {
+        Ok(html) => (status, Html(html)).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("cannot render the page: {e}")).into_response(),
+    }
+}
