@@ -70,7 +70,8 @@ pub async fn stdio(instance: Instance) -> anyhow::Result<()> {
     let store = Arc::new(instance.open_store()?);
     let federation = Federation::new(&instance, store.clone(), None);
     let refreshing = federation.start_refreshing();
-    let tools = RoostTools::new(store, &instance.config.federation.peer_tools).with_remote(Arc::new(federation));
+    let config = &instance.config;
+    let tools = RoostTools::new(store, &config.name, &config.federation.peer_tools).with_remote(Arc::new(federation));
     let service = tools.serve(rmcp::transport::stdio()).await.context("starting the MCP session on stdio")?;
     let ended = service.waiting().await.context("MCP session on stdio");
     refreshing.abort();

@@ -23,6 +23,7 @@ use sse_stream::Sse;
 use tokio::sync::Mutex;
 
 use roost_identity::Token;
+use roost_mcp::Action;
 
 /// How long a minted token lives: one request needs seconds at most.
 const TOKEN_LIFETIME: i64 = 60;
@@ -187,7 +188,9 @@ impl Connections {
 
     /// Calls `tool` on the instance `id` served at `gateway_url`, within
     /// `limit` in all (connecting included). A kept session that fails is
-    /// dropped and the call tried once more on a new one.
+    /// dropped; a read-only tool is then tried once more on a new session. A
+    /// write is not: the failed attempt may have run before its answer was
+    /// lost, and running it twice would write twice.
     pub async fn call(
         &self,
         id: &str,
@@ -199,7 +202,7 @@ impl Connections {
         let attempt = async {
             let (session, reused) = self.session(id, gateway_url).await?;
             match call_once(&session, tool, args.clone()).await {
-                Err(CallError::Unreachable(why)) if reused => {
+                Err(CallError::Unreachable(why)) if reused && Action::parse(tool).is_some_and(Action::read_only) => {
                     tracing::debug!(instance = %id, %why, "kept session failed; opening a new one");
                     self.forget(id, &session).await;
                     let (session, _) = self.session(id, gateway_url).await?;

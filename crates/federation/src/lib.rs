@@ -108,6 +108,9 @@ impl Federation {
     pub async fn forward(&self, instance: &str, tool: &str, args: Map<String, Value>) -> Result<Value, String> {
         let entries = self.registry().await?;
         let target = resolve(&entries, instance)?;
+        if target.id == self.inner.me.id {
+            return Err(format!("{} is this instance; run the tool without `instance`", target.name));
+        }
         let url = reachable(target).map_err(|why| format!("cannot call {}: {why}", target.name))?;
         let limit = Duration::from_millis(self.inner.config.call_timeout_ms);
         match self.inner.connections.call(&target.id, url, tool, args, limit).await {

@@ -53,7 +53,8 @@ pub struct Hit {
     pub score: f64,
     pub memory: Value,
     pub snippet: Value,
-    /// The instances whose answer held this memory, best rank first.
+    /// The instances whose answer held this memory; the one where it ranked
+    /// best comes first.
     pub holders: Vec<InstanceRef>,
 }
 
@@ -81,6 +82,9 @@ pub struct Merged {
     pub answered: Vec<String>,
     pub timed_out: Vec<String>,
     pub unreachable: Vec<String>,
+    /// Instances that answered with an error (e.g. the tool is not open to
+    /// this machine there).
+    pub refused: Vec<String>,
     pub skipped: Vec<String>,
 }
 
@@ -138,7 +142,8 @@ pub fn merge(answers: Vec<Answer>, limit: usize) -> Merged {
         count: results.len(),
         answered: names("answered"),
         timed_out: names("timed_out"),
-        unreachable: [names("unreachable"), names("refused")].concat(),
+        unreachable: names("unreachable"),
+        refused: names("refused"),
         skipped: names("skipped"),
         results,
         instances: reports,

@@ -9,6 +9,9 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+/// How soon a failed refresh is tried again (unless the interval is shorter).
+pub const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(30);
+
 /// One cached value and how fresh it is.
 #[derive(Debug, Clone)]
 pub struct Cached<T> {
@@ -53,9 +56,11 @@ impl<T> Freshness<T> {
 }
 
 impl<T: Clone> Cached<T> {
-    /// Whether a refresh should start now.
+    /// Whether a refresh should start now: once per interval, or sooner
+    /// (after [`RETRY_AFTER_FAILURE`]) while the last one failed.
     pub fn due(&self, now: Instant, interval: Duration) -> bool {
-        !self.in_flight && self.last_attempt.is_none_or(|at| now.duration_since(at) >= interval)
+        let wait = if self.last_error.is_some() { interval.min(RETRY_AFTER_FAILURE) } else { interval };
+        !self.in_flight && self.last_attempt.is_none_or(|at| now.duration_since(at) >= wait)
     }
 
     pub fn begin(&mut self, now: Instant) {
@@ -154,5 +159,7 @@ mod tests {
         let shown = cache.show(start + HOUR, HOUR);
         assert_eq!((shown.value, shown.stale), (Some(7), true), "the old value stays, marked stale");
         assert_eq!(shown.fetched_at.as_deref(), Some("t0"));
+        assert!(!cache.due(start + HOUR + Duration::from_secs(29), HOUR));
+        assert!(cache.due(start + HOUR + RETRY_AFTER_FAILURE, HOUR), "a failure is retried sooner");
     }
 }

@@ -46,10 +46,12 @@ pub(crate) async fn require_token(
         tracing::warn!(%peer, "refused call: no token and not a loopback caller naming a loopback host");
         return unauthorized("a machine token is required (Authorization: Bearer rt1...)");
     };
-    let Some(token) = value.strip_prefix("Bearer ") else {
+    // The scheme name is case-insensitive (RFC 9110).
+    let (scheme, token) = value.split_at(value.find(' ').unwrap_or(value.len()));
+    if !scheme.eq_ignore_ascii_case("bearer") {
         tracing::warn!(%peer, "refused call: Authorization is not a bearer token");
         return unauthorized("Authorization must be a bearer token");
-    };
+    }
     match verify(&state, token.trim().to_string()).await {
         Ok(issuer) => {
             tracing::debug!(%peer, %issuer, "token accepted");
@@ -91,12 +93,15 @@ async fn verify(state: &Arc<AppState>, token: String) -> Result<String, (StatusC
     })
     .await
     .map_err(|e| (e.0, format!("cannot check the registry: {}", e.1)))?;
-    let lookup = |_: &str| match &entry {
-        None => Issuer::Unknown,
-        Some(e) if e.status == "revoked" => Issuer::Revoked,
-        Some(e) => roost_instance::parse_key_hex(&e.signing_key)
-            .and_then(|k| ed25519_dalek::VerifyingKey::from_bytes(&k).ok())
-            .map_or(Issuer::Unknown, Issuer::Active),
+    let lookup = |_: &str| {
+        let Some(e) = &entry else { return Issuer::Unknown };
+        let key = roost_instance::parse_key_hex(&e.signing_key)
+            .and_then(|k| ed25519_dalek::VerifyingKey::from_bytes(&k).ok());
+        match key {
+            None => Issuer::Unknown,
+            Some(key) if e.status == "revoked" => Issuer::Revoked(key),
+            Some(key) => Issuer::Active(key),
+        }
     };
     let now = roost_instance::unix_now();
     let verdict = state.tokens.lock().expect("token verifier poisoned").verify(&token, now, lookup);

@@ -103,7 +103,8 @@ impl Gateway {
         // answers calls but keeps no summaries.
         let federation =
             self.federation.unwrap_or_else(|| Federation::new(&self.instance, self.store.clone(), self.sync.clone()));
-        let tools = RoostTools::new(self.store.clone(), &self.instance.config.federation.peer_tools)
+        let config = &self.instance.config;
+        let tools = RoostTools::new(self.store.clone(), &config.name, &config.federation.peer_tools)
             .with_remote(Arc::new(federation.clone()));
         let mut config = StreamableHttpServerConfig::default().with_cancellation_token(cancel);
         config = if self.allowed_hosts.is_empty() {

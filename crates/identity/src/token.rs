@@ -56,10 +56,12 @@ pub enum TokenError {
     Replayed,
 }
 
-/// What the verifier knows of an issuer, from the registry.
+/// What the verifier knows of an issuer, from the registry. A revoked
+/// issuer keeps its key, so only a validly signed token learns of the
+/// revocation.
 pub enum Issuer {
     Unknown,
-    Revoked,
+    Revoked(VerifyingKey),
     Active(VerifyingKey),
 }
 
@@ -137,14 +139,17 @@ impl TokenVerifier {
         if now >= token.expires_at {
             return Err(TokenError::Expired);
         }
-        let key = match lookup(&token.issuer) {
+        let (key, revoked) = match lookup(&token.issuer) {
             Issuer::Unknown => return Err(TokenError::UnknownIssuer(token.issuer)),
-            Issuer::Revoked => return Err(TokenError::RevokedIssuer(token.issuer)),
-            Issuer::Active(key) => key,
+            Issuer::Revoked(key) => (key, true),
+            Issuer::Active(key) => (key, false),
         };
         let body = token.body().map_err(|e| TokenError::Malformed(e.to_string()))?;
         key.verify(&[DOMAIN, &body].concat(), &Signature::from_bytes(&signature))
             .map_err(|_| TokenError::BadSignature)?;
+        if revoked {
+            return Err(TokenError::RevokedIssuer(token.issuer));
+        }
         if now > self.pruned_at {
             // A nonce may be forgotten once its token has expired: the expiry
             // check above refuses that token anyway.
@@ -217,7 +222,9 @@ mod tests {
         assert_eq!(check(&forged, NOW), Err(TokenError::BadSignature));
         let mut v = TokenVerifier::new(AUDIENCE);
         assert!(matches!(v.verify(&sign(token(1)), NOW, |_| Issuer::Unknown), Err(TokenError::UnknownIssuer(_))));
-        assert!(matches!(v.verify(&sign(token(1)), NOW, |_| Issuer::Revoked), Err(TokenError::RevokedIssuer(_))));
+        let revoked = |_: &str| Issuer::Revoked(key().verifying_key());
+        assert!(matches!(v.verify(&sign(token(1)), NOW, revoked), Err(TokenError::RevokedIssuer(_))));
+        assert_eq!(v.verify(&forged, NOW, revoked), Err(TokenError::BadSignature), "revocation is not told to forgers");
         assert!(matches!(check("Bearer nonsense", NOW), Err(TokenError::Malformed(_))));
         assert!(matches!(check("rt1.AAAA", NOW), Err(TokenError::Malformed(_))));
     }

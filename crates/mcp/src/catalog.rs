@@ -70,7 +70,8 @@ impl Action {
         Action::all().into_iter().find(|a| a.tool_name() == name)
     }
 
-    fn read_only(self) -> bool {
+    /// Whether the tool only reads (so running it twice is harmless).
+    pub fn read_only(self) -> bool {
         matches!(
             self,
             Action::Get(_)

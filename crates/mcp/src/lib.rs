@@ -65,18 +65,21 @@ pub struct RoostTools {
     store: Arc<Store>,
     tools: Arc<Vec<Tool>>,
     remote: Option<Arc<dyn Remote>>,
+    /// This instance's name, which the `instance` argument may use.
+    name: Arc<str>,
     /// Tools other machines may call here.
     peer_tools: Arc<BTreeSet<String>>,
 }
 
 impl RoostTools {
-    /// A server that reaches no other instance, and opens the given tools
-    /// to machine callers.
-    pub fn new(store: Arc<Store>, peer_tools: &[String]) -> RoostTools {
+    /// The server of the instance named `name`, reaching no other instance,
+    /// opening `peer_tools` to machine callers.
+    pub fn new(store: Arc<Store>, name: &str, peer_tools: &[String]) -> RoostTools {
         RoostTools {
             store,
             tools: Arc::new(Action::all().into_iter().map(Action::tool).collect()),
             remote: None,
+            name: name.into(),
             peer_tools: Arc::new(peer_tools.iter().cloned().collect()),
         }
     }
@@ -91,14 +94,11 @@ impl RoostTools {
         self.remote.as_ref().ok_or_else(|| "this server cannot reach other instances".to_string())
     }
 
-    /// Whether `name` (an instance name or id) is this instance.
-    fn is_this_instance(&self, name: &str) -> Result<bool, String> {
-        let me = self.store.origin();
-        if name == me {
-            return Ok(true);
-        }
-        let entry = self.store.instance_by_id(me).map_err(|e| e.to_string())?;
-        Ok(entry.name.eq_ignore_ascii_case(name.trim()))
+    /// Whether `name` (an instance name or id) is this instance; compared as
+    /// `roost_federation` resolves names (trimmed, names case-insensitive).
+    fn is_this_instance(&self, name: &str) -> bool {
+        let name = name.trim();
+        name == self.store.origin() || self.name.eq_ignore_ascii_case(name)
     }
 
     /// Refuses what a machine caller may not do here: tools outside the
@@ -109,7 +109,7 @@ impl RoostTools {
             return Err(format!("{tool} spans instances; another instance may not relay it through this one"));
         }
         if let Some(target) = args.get(INSTANCE_ARG).and_then(Value::as_str)
-            && !self.is_this_instance(target)?
+            && !self.is_this_instance(target)
         {
             return Err(format!(
                 "forwarding onward is refused: a call from another instance cannot be relayed to {target:?}"
@@ -137,7 +137,7 @@ impl RoostTools {
             Some(_) => return Err(format!("{} does not take `{INSTANCE_ARG}`", action.tool_name())),
         };
         match target {
-            Some(target) if !self.is_this_instance(&target)? => {
+            Some(target) if !self.is_this_instance(&target) => {
                 return self.remote()?.forward(target, action.tool_name(), args).await;
             }
             _ => {}
@@ -182,9 +182,15 @@ impl ServerHandler for RoostTools {
     ) -> Result<ListToolsResult, ErrorData> {
         let tools = match caller_of(&context) {
             Caller::Local => self.tools.as_ref().clone(),
-            Caller::Machine { .. } => {
-                self.tools.iter().filter(|t| self.peer_tools.contains(t.name.as_ref())).cloned().collect()
-            }
+            Caller::Machine { .. } => self
+                .tools
+                .iter()
+                .filter(|t| {
+                    self.peer_tools.contains(t.name.as_ref())
+                        && Action::parse(&t.name).is_some_and(Action::runs_on_one_instance)
+                })
+                .cloned()
+                .collect(),
         };
         Ok(ListToolsResult::with_all_items(tools))
     }

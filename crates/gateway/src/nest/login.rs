@@ -57,6 +57,10 @@ fn login_page(state: &AppState, status: StatusCode, error: Option<String>) -> Re
     response
 }
 
+/// What a visitor is told when the password cannot be checked; the details
+/// (a file path, say) go to the log only.
+const CHECK_FAILED: &str = "The password could not be checked; the server log says why.";
+
 #[derive(Deserialize)]
 pub(crate) struct LoginForm {
     #[serde(default)]
@@ -75,17 +79,25 @@ pub(crate) async fn submit(
     if expected.is_empty() || !same_secret(&login.csrf, &expected) {
         return forbidden();
     }
-    if let Some(wait) = state.nest.throttle.wait(peer.ip()) {
-        let seconds = wait.as_secs();
-        let error = format!("Too many failed attempts; try again in {seconds} s.");
-        let mut response = login_page(&state, StatusCode::TOO_MANY_REQUESTS, Some(error));
-        response.headers_mut().insert(RETRY_AFTER, seconds.into());
-        return response;
-    }
+    let attempt = match state.nest.throttle.attempt(peer.ip()) {
+        Ok(attempt) => attempt,
+        Err(wait) => {
+            let seconds = wait.as_secs();
+            let error = format!("Too many failed attempts; try again in {seconds} s.");
+            let mut response = login_page(&state, StatusCode::TOO_MANY_REQUESTS, Some(error));
+            response.headers_mut().insert(RETRY_AFTER, seconds.into());
+            return response;
+        }
+    };
     let home = state.instance.home.clone();
+    // Each check holds Argon2's memory; a few at a time, whatever arrives.
+    let Ok(_permit) = state.nest.checks.acquire().await else {
+        return login_page(&state, StatusCode::SERVICE_UNAVAILABLE, Some("The server is shutting down.".into()));
+    };
     let verdict = tokio::task::spawn_blocking(move || password::check(&home, &login.password)).await;
     match verdict {
         Ok(Ok(Verdict::Right)) => {
+            state.nest.throttle.forgive(peer.ip(), attempt);
             let id = state.nest.sessions.start();
             tracing::info!(%peer, "Nest login");
             let mut response = (StatusCode::SEE_OTHER, [(LOCATION, "/nest")]).into_response();
@@ -99,14 +111,20 @@ pub(crate) async fn submit(
             response
         }
         Ok(Ok(Verdict::Wrong)) => {
-            state.nest.throttle.failed(peer.ip());
             tracing::warn!(%peer, "Nest login refused: wrong password");
             login_page(&state, StatusCode::UNAUTHORIZED, Some("Wrong password.".into()))
         }
-        Ok(Ok(Verdict::NotSet)) => login_page(&state, StatusCode::CONFLICT, None),
-        Ok(Err(reason)) => login_page(&state, StatusCode::INTERNAL_SERVER_ERROR, Some(reason)),
+        Ok(Ok(Verdict::NotSet)) => {
+            state.nest.throttle.forgive(peer.ip(), attempt);
+            login_page(&state, StatusCode::CONFLICT, None)
+        }
+        Ok(Err(reason)) => {
+            tracing::error!(%reason, "cannot check the Nest password");
+            login_page(&state, StatusCode::INTERNAL_SERVER_ERROR, Some(CHECK_FAILED.into()))
+        }
         Err(join) => {
-            login_page(&state, StatusCode::INTERNAL_SERVER_ERROR, Some(format!("password check failed: {join}")))
+            tracing::error!(error = %join, "the Nest password check failed");
+            login_page(&state, StatusCode::INTERNAL_SERVER_ERROR, Some(CHECK_FAILED.into()))
         }
     }
 }

@@ -34,11 +34,25 @@ use session::{Sessions, Visitor};
 use templates::{Chrome, ErrorPage, page};
 use throttle::Throttle;
 
-/// The Nest's in-memory state: sessions and failed-login counts.
-#[derive(Default)]
+/// The Nest's in-memory state: sessions, failed-login counts, and the
+/// password checks allowed to run at once.
 pub(crate) struct NestState {
     sessions: Sessions,
     throttle: Throttle,
+    checks: tokio::sync::Semaphore,
+}
+
+/// Password checks running at once; each holds Argon2's memory (~19 MiB).
+const CONCURRENT_CHECKS: usize = 2;
+
+impl Default for NestState {
+    fn default() -> Self {
+        NestState {
+            sessions: Sessions::default(),
+            throttle: Throttle::default(),
+            checks: tokio::sync::Semaphore::new(CONCURRENT_CHECKS),
+        }
+    }
 }
 
 pub(crate) fn routes(state: Arc<AppState>) -> Router {
@@ -60,7 +74,10 @@ pub(crate) fn routes(state: Arc<AppState>) -> Router {
 /// Same-origin content only, no framing, no sniffing; pages are not cached.
 async fn protective_headers(mut response: Response) -> Response {
     let headers = response.headers_mut();
-    headers.insert(CONTENT_SECURITY_POLICY, HeaderValue::from_static("default-src 'self'; frame-ancestors 'none'"));
+    headers.insert(
+        CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"),
+    );
     headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     headers.insert(REFERRER_POLICY, HeaderValue::from_static("same-origin"));
     headers.entry(CACHE_CONTROL).or_insert(HeaderValue::from_static("no-store"));

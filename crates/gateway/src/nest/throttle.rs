@@ -19,25 +19,31 @@ impl Throttle {
         self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// How long `ip` must wait before trying again, if it is blocked now.
-    pub(crate) fn wait(&self, ip: IpAddr) -> Option<Duration> {
-        let now = Instant::now();
-        let mut failures = self.failures();
-        let recent = failures.get_mut(&ip)?;
-        while recent.front().is_some_and(|t| now.duration_since(*t) >= WINDOW) {
-            recent.pop_front();
-        }
-        if recent.len() < MAX_FAILURES {
-            return None;
-        }
-        recent.front().map(|oldest| WINDOW.saturating_sub(now.duration_since(*oldest)).max(Duration::from_secs(1)))
-    }
-
-    pub(crate) fn failed(&self, ip: IpAddr) {
+    /// Counts an attempt from `ip` before it is checked (so attempts made in
+    /// parallel are all counted), or says how long `ip` must wait. The
+    /// returned stamp lets a successful attempt be forgiven.
+    pub(crate) fn attempt(&self, ip: IpAddr) -> Result<Instant, Duration> {
         let now = Instant::now();
         let mut failures = self.failures();
         failures.retain(|_, times| times.back().is_some_and(|t| now.duration_since(*t) < WINDOW));
-        failures.entry(ip).or_default().push_back(now);
+        let recent = failures.entry(ip).or_default();
+        while recent.front().is_some_and(|t| now.duration_since(*t) >= WINDOW) {
+            recent.pop_front();
+        }
+        if let Some(oldest) = recent.front()
+            && recent.len() >= MAX_FAILURES
+        {
+            return Err(WINDOW.saturating_sub(now.duration_since(*oldest)).max(Duration::from_secs(1)));
+        }
+        recent.push_back(now);
+        Ok(now)
+    }
+
+    /// Takes back the attempt stamped `at`: it was the right password.
+    pub(crate) fn forgive(&self, ip: IpAddr, at: Instant) {
+        if let Some(recent) = self.failures().get_mut(&ip) {
+            recent.retain(|t| *t != at);
+        }
     }
 }
 
@@ -49,12 +55,13 @@ mod tests {
     fn blocks_after_the_allowed_failures() {
         let throttle = Throttle::default();
         let (ip, other): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        let right = throttle.attempt(ip).expect("first attempt");
+        throttle.forgive(ip, right);
         for _ in 0..MAX_FAILURES {
-            assert_eq!(throttle.wait(ip), None);
-            throttle.failed(ip);
+            throttle.attempt(ip).expect("allowed");
         }
-        let wait = throttle.wait(ip).expect("blocked");
+        let wait = throttle.attempt(ip).expect_err("blocked");
         assert!(wait <= WINDOW && wait >= Duration::from_secs(1), "{wait:?}");
-        assert_eq!(throttle.wait(other), None, "other addresses are not affected");
+        assert!(throttle.attempt(other).is_ok(), "other addresses are not affected");
     }
 }

@@ -244,6 +244,8 @@ pub enum SearchOutcome {
     Answered,
     TimedOut,
     Unreachable,
+    /// It answered with an error (say, the search is not open to this machine there).
+    Refused,
     Skipped,
 }
 
@@ -253,6 +255,7 @@ impl SearchOutcome {
             SearchOutcome::Answered => "answered",
             SearchOutcome::TimedOut => "timed out",
             SearchOutcome::Unreachable => "unreachable",
+            SearchOutcome::Refused => "refused",
             SearchOutcome::Skipped => "skipped",
         }
     }
@@ -302,6 +305,7 @@ pub(crate) async fn search_memories(state: &AppState, query: String, all: bool) 
                     "answered" => SearchOutcome::Answered,
                     "timed_out" => SearchOutcome::TimedOut,
                     "skipped" => SearchOutcome::Skipped,
+                    "refused" => SearchOutcome::Refused,
                     _ => SearchOutcome::Unreachable,
                 },
                 name: r.instance.name,

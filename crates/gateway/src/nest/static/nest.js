@@ -6,7 +6,7 @@
   function refresh(element) {
     fetch(element.dataset.refresh, { credentials: "same-origin", headers: { Accept: "text/html" } })
       .then(function (response) {
-        if (response.redirected || response.status === 401) {
+        if (response.redirected) {
           window.location.assign("/nest/login");
           return null;
         }
