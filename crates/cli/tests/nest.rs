@@ -117,8 +117,13 @@ async fn screenshot(browser: &Client, name: &str) {
     std::fs::write(screenshots_dir().join(name), png).unwrap();
 }
 
+/// The text of the first element matching `css`; empty while there is none
+/// (a page may still be loading when `eventually` asks).
 async fn text_of(browser: &Client, css: &str) -> String {
-    browser.find(Locator::Css(css)).await.unwrap_or_else(|e| panic!("no {css}: {e}")).text().await.unwrap()
+    match browser.find(Locator::Css(css)).await {
+        Ok(element) => element.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    }
 }
 
 /// The status dot of one row of the instances panel, as its data attribute says.
