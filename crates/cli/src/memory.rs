@@ -260,7 +260,7 @@ fn search_all(instance: &Instance, store: Store, args: Map<String, Value>, json:
     }
     for report in &merged.instances {
         let detail = report.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default();
-        eprintln!("{}: {} in {:.1} ms{detail}", report.instance.name, report.outcome.replace('_', " "), report.ms);
+        eprintln!("{}: {} in {:.1} ms{detail}", report.instance.name, report.outcome.label(), report.ms);
     }
     eprintln!("{} result(s)", merged.count);
     Ok(())

@@ -58,13 +58,38 @@ pub struct Hit {
     pub holders: Vec<InstanceRef>,
 }
 
+/// How one instance's part of a search ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Answered,
+    TimedOut,
+    Unreachable,
+    /// It answered with an error (say, the search is not open to this
+    /// machine there).
+    Refused,
+    Skipped,
+}
+
+impl Status {
+    /// In words, for people.
+    pub fn label(self) -> &'static str {
+        match self {
+            Status::Answered => "answered",
+            Status::TimedOut => "timed out",
+            Status::Unreachable => "unreachable",
+            Status::Refused => "refused",
+            Status::Skipped => "skipped",
+        }
+    }
+}
+
 /// How one instance fared, for the report.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     #[serde(flatten)]
     pub instance: InstanceRef,
-    /// answered, timed_out, unreachable, refused or skipped.
-    pub outcome: &'static str,
+    pub outcome: Status,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub results: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -94,11 +119,11 @@ pub fn merge(answers: Vec<Answer>, limit: usize) -> Merged {
     let mut reports = Vec::with_capacity(answers.len());
     for answer in answers {
         let (outcome, results, reason) = match &answer.outcome {
-            Outcome::Answered(hits) => ("answered", Some(hits.len()), None),
-            Outcome::TimedOut => ("timed_out", None, None),
-            Outcome::Unreachable(why) => ("unreachable", None, Some(why.clone())),
-            Outcome::Refused(why) => ("refused", None, Some(why.clone())),
-            Outcome::Skipped(why) => ("skipped", None, Some(why.clone())),
+            Outcome::Answered(hits) => (Status::Answered, Some(hits.len()), None),
+            Outcome::TimedOut => (Status::TimedOut, None, None),
+            Outcome::Unreachable(why) => (Status::Unreachable, None, Some(why.clone())),
+            Outcome::Refused(why) => (Status::Refused, None, Some(why.clone())),
+            Outcome::Skipped(why) => (Status::Skipped, None, Some(why.clone())),
         };
         reports.push(Report { instance: answer.instance.clone(), outcome, results, reason, ms: answer.elapsed_ms });
         let Outcome::Answered(hits) = answer.outcome else { continue };
@@ -135,16 +160,16 @@ pub fn merge(answers: Vec<Answer>, limit: usize) -> Merged {
         b.score.total_cmp(&a.score).then_with(|| importance(b).cmp(&importance(a))).then_with(|| a.id.cmp(&b.id))
     });
     results.truncate(limit);
-    let names = |outcome: &str| -> Vec<String> {
+    let names = |outcome: Status| -> Vec<String> {
         reports.iter().filter(|r| r.outcome == outcome).map(|r| r.instance.name.clone()).collect()
     };
     Merged {
         count: results.len(),
-        answered: names("answered"),
-        timed_out: names("timed_out"),
-        unreachable: names("unreachable"),
-        refused: names("refused"),
-        skipped: names("skipped"),
+        answered: names(Status::Answered),
+        timed_out: names(Status::TimedOut),
+        unreachable: names(Status::Unreachable),
+        refused: names(Status::Refused),
+        skipped: names(Status::Skipped),
         results,
         instances: reports,
     }

@@ -8,6 +8,7 @@ use axum::http::StatusCode;
 use serde_json::{Map, Value};
 
 use roost_core::Table;
+use roost_federation::search::Status;
 use roost_store::{Conflict, ConflictVersion, InstanceEntry, SearchQuery};
 
 use crate::AppState;
@@ -238,32 +239,9 @@ pub struct MemoryResult {
     pub elsewhere: Option<String>,
 }
 
-/// How one instance took part in a search.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SearchOutcome {
-    Answered,
-    TimedOut,
-    Unreachable,
-    /// It answered with an error (say, the search is not open to this machine there).
-    Refused,
-    Skipped,
-}
-
-impl SearchOutcome {
-    pub fn label(self) -> &'static str {
-        match self {
-            SearchOutcome::Answered => "answered",
-            SearchOutcome::TimedOut => "timed out",
-            SearchOutcome::Unreachable => "unreachable",
-            SearchOutcome::Refused => "refused",
-            SearchOutcome::Skipped => "skipped",
-        }
-    }
-}
-
 pub struct InstanceReport {
     pub name: String,
-    pub outcome: SearchOutcome,
+    pub outcome: Status,
 }
 
 pub struct MemorySearch {
@@ -276,61 +254,49 @@ pub struct MemorySearch {
 /// Searches memories on this instance or, with `all`, on every instance
 /// through the federation's search of all instances.
 pub(crate) async fn search_memories(state: &AppState, query: String, all: bool) -> Result<MemorySearch, ApiError> {
-    if all {
-        let mut args = Map::new();
-        args.insert("query".into(), Value::String(query));
-        args.insert("limit".into(), Value::from(50));
-        let merged = state.federation.search_all(args).await.map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?;
-        let results = merged
-            .results
-            .into_iter()
-            .map(|hit| MemoryResult {
-                id: hit.id,
-                snippet: marked_pieces(hit.snippet.as_str().unwrap_or_default()),
-                category: display(hit.memory.get("category")),
-                importance: display(hit.memory.get("importance")),
-                score: score_text(hit.score),
-                elsewhere: match hit.holders.iter().any(|h| h.id == state.instance.id) {
-                    true => None,
-                    false => hit.holders.first().map(|h| h.name.clone()),
-                },
-                holders: hit.holders.into_iter().map(|h| h.name).collect(),
-            })
-            .collect();
-        let reports: Vec<InstanceReport> = merged
-            .instances
-            .into_iter()
-            .map(|r| InstanceReport {
-                outcome: match r.outcome {
-                    "answered" => SearchOutcome::Answered,
-                    "timed_out" => SearchOutcome::TimedOut,
-                    "skipped" => SearchOutcome::Skipped,
-                    "refused" => SearchOutcome::Refused,
-                    _ => SearchOutcome::Unreachable,
-                },
-                name: r.instance.name,
-            })
-            .collect();
-        let searched = format!("{} instances", reports.len());
-        return Ok(MemorySearch { results, reports, searched });
-    }
-    let search = SearchQuery { query, category: None, min_importance: None, project: None, tag: None, limit: 50 };
-    let hits = with_store(state, move |s| s.search_memories(&search)).await?;
     let me = state.instance.config.name.clone();
-    let results = hits
+    if !all {
+        let search = SearchQuery { query, category: None, min_importance: None, project: None, tag: None, limit: 50 };
+        let hits = with_store(state, move |s| s.search_memories(&search)).await?;
+        let results = hits
+            .into_iter()
+            .map(|hit| MemoryResult::of(&Value::Object(hit.memory), &hit.snippet, hit.score, vec![me.clone()], None))
+            .collect();
+        let reports = vec![InstanceReport { name: me, outcome: Status::Answered }];
+        return Ok(MemorySearch { results, reports, searched: "this instance".into() });
+    }
+    let mut args = Map::new();
+    args.insert("query".into(), Value::String(query));
+    args.insert("limit".into(), Value::from(50));
+    let merged = state.federation.search_all(args).await.map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?;
+    let results = merged
+        .results
         .into_iter()
-        .map(|hit| MemoryResult {
-            id: display(hit.memory.get("id")),
-            snippet: marked_pieces(&hit.snippet),
-            category: display(hit.memory.get("category")),
-            importance: display(hit.memory.get("importance")),
-            score: score_text(hit.score),
-            holders: vec![me.clone()],
-            elsewhere: None,
+        .map(|hit| {
+            let held_here = hit.holders.iter().any(|h| h.id == state.instance.id);
+            let elsewhere = if held_here { None } else { hit.holders.first().map(|h| h.name.clone()) };
+            let holders = hit.holders.into_iter().map(|h| h.name).collect();
+            MemoryResult::of(&hit.memory, hit.snippet.as_str().unwrap_or_default(), hit.score, holders, elsewhere)
         })
         .collect();
-    let reports = vec![InstanceReport { name: me, outcome: SearchOutcome::Answered }];
-    Ok(MemorySearch { results, reports, searched: "this instance".into() })
+    let reports: Vec<InstanceReport> =
+        merged.instances.into_iter().map(|r| InstanceReport { name: r.instance.name, outcome: r.outcome }).collect();
+    let searched = format!("{} instances", reports.len());
+    Ok(MemorySearch { results, reports, searched })
+}
+
+impl MemoryResult {
+    fn of(memory: &Value, snippet: &str, score: f64, holders: Vec<String>, elsewhere: Option<String>) -> MemoryResult {
+        MemoryResult {
+            id: display(memory.get("id")),
+            snippet: marked_pieces(snippet),
+            category: display(memory.get("category")),
+            importance: display(memory.get("importance")),
+            score: score_text(score),
+            holders,
+            elsewhere,
+        }
+    }
 }
 
 /// A relevance score in three significant digits: bm25 gives tiny numbers on small stores.
