@@ -1,0 +1,44 @@
+//! The awake role as a plain state machine: at most one machine of a chain
+//! acts as the agent, under a lease that a majority of the chain's voters
+//! grant.
+//!
+//! The algorithm is **PaxosLease** (Trencseni, Gazsó, Reinhardt, 2010): a
+//! proposer asks every voter to promise a ballot, and once a majority has
+//! promised with no open lease held by someone else, asks them to accept it
+//! for a time-to-live. Voters keep no shared clock: each times the lease it
+//! accepted on its own clock from when the request arrived, and the holder
+//! times its own from when it sent the request, shortened by a drift bound, so
+//! the holder's lease ends before any voter's. Two additions to the paper:
+//!
+//! * the ballot's round is the **epoch**, a fencing token: a voter promises a
+//!   round only if it is strictly greater than every round it has promised
+//!   (a voter keeps that durably), so two grants never share an epoch, and a
+//!   later grant always has a greater one;
+//! * renewals re-propose the same ballot, so a tenure keeps its epoch, and a
+//!   voter holding an open lease refuses other proposers' prepares outright,
+//!   so standbys probing for the role never disturb a live holder.
+//!
+//! Everything here is handed `now` (time since an arbitrary origin, on this
+//! machine's clock) and returns [`Action`]s; the shell (`roost-awake`) sends
+//! the messages, keeps [`Durable`] state on disk, and reads the clock. The
+//! deterministic simulator drives the same [`Node`] under faults.
+//!
+//! The grant can also come from outside: with [`Grantor::External`] the shell
+//! asks an etcd server instead of voters, and this core still times the
+//! tenure, tracks claims, and runs the handoff.
+
+mod acceptor;
+mod ballot;
+mod message;
+mod node;
+mod tenure;
+
+pub use acceptor::{Acceptor, Durable};
+pub use ballot::{Ballot, NodeId};
+pub use message::{Envelope, Message, Refusal};
+pub use node::{Action, Config, Grantor, Input, Node, Status};
+pub use tenure::Tenure;
+
+/// The lease protocol's version. Machines on another version are not
+/// eligible to take the role and say so in their status.
+pub const PROTOCOL_VERSION: u16 = 1;

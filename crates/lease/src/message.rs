@@ -1,0 +1,277 @@
+//! What lease nodes say to each other, and its binary encoding.
+//!
+//! Every message travels in an [`Envelope`] naming the sender's protocol
+//! version and roster (a digest of its voter list): a voter grants nothing to
+//! a proposer that counts a different set of voters, because majorities of
+//! two different sets need not overlap.
+
+use std::time::Duration;
+
+use roost_core::protocol::Heads;
+use roost_core::wire::{Reader, WireError, Writer};
+
+use crate::ballot::{Ballot, NodeId};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message {
+    /// Phase 1: promise to accept nothing below `ballot`. `force` asks a voter
+    /// to promise even over an open lease (`roost wakeup --force`).
+    Prepare {
+        req: u64,
+        ballot: Ballot,
+        force: bool,
+    },
+    Promise {
+        req: u64,
+        ballot: Ballot,
+    },
+    /// Phase 2, and every renewal: hold `ballot`'s lease for `ttl`.
+    Propose {
+        req: u64,
+        ballot: Ballot,
+        ttl: Duration,
+    },
+    Accepted {
+        req: u64,
+        ballot: Ballot,
+    },
+    Reject {
+        req: u64,
+        why: Refusal,
+    },
+    /// The holder lets go; `successor` (a handoff's target) alone may prepare
+    /// for one TTL.
+    Release {
+        req: u64,
+        ballot: Ballot,
+        successor: Option<NodeId>,
+    },
+    Released {
+        req: u64,
+        ballot: Ballot,
+    },
+    /// Sent to every peer each renewal period: the round this node claims to
+    /// hold (if awake) and whether it could take the role.
+    Heartbeat {
+        claim: Option<u64>,
+        eligible: bool,
+    },
+    /// The receiver speaks another protocol version or counts other voters.
+    Incompatible {
+        version: u16,
+        roster: u64,
+    },
+    /// A standby asks the holder of `epoch` to hand the role over.
+    HandoffAsk {
+        epoch: u64,
+    },
+    /// The holder has stopped taking new work; its log head is `head`.
+    HandoffBegin {
+        epoch: u64,
+        head: Heads,
+    },
+    /// The target holds `head`, checked against its own log.
+    HandoffAck {
+        epoch: u64,
+        head: Heads,
+    },
+    /// The holder has released `epoch`: the target may take the next.
+    HandoffYield {
+        epoch: u64,
+    },
+    HandoffAbort {
+        epoch: u64,
+        reason: String,
+    },
+}
+
+/// Why a voter said no.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// It has promised this ballot, whose round is at least the one asked for.
+    Promised(Ballot),
+    /// Someone else holds an open lease there for `remaining`.
+    Open { holder: Ballot, remaining: Duration },
+    /// The lease was handed to `successor`, who alone may take it for now.
+    Reserved { successor: NodeId },
+}
+
+/// A message with the sender's version and roster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope {
+    pub version: u16,
+    pub roster: u64,
+    /// `None` when the version is not this one: the body is not understood.
+    pub message: Option<Message>,
+}
+
+const MAGIC: &[u8] = b"RLS";
+
+impl Envelope {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::default();
+        w.bytes(MAGIC).bytes(&self.version.to_be_bytes()).i64(self.roster as i64);
+        if let Some(message) = &self.message {
+            message.write(&mut w);
+        }
+        w.0
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Envelope, WireError> {
+        let mut r = Reader::new(bytes, "lease message");
+        if r.take(MAGIC.len())? != MAGIC {
+            return Err(WireError("lease message: unknown format".into()));
+        }
+        let version = u16::from_be_bytes(r.array()?);
+        let roster = r.i64()? as u64;
+        if version != crate::PROTOCOL_VERSION {
+            return Ok(Envelope { version, roster, message: None });
+        }
+        let message = Message::read(&mut r)?;
+        r.finish()?;
+        Ok(Envelope { version, roster, message: Some(message) })
+    }
+}
+
+fn write_ballot(w: &mut Writer, b: &Ballot) {
+    w.i64(b.round as i64).str(&b.node);
+}
+
+fn read_ballot(r: &mut Reader) -> Result<Ballot, WireError> {
+    Ok(Ballot { round: r.i64()? as u64, node: r.str()? })
+}
+
+fn write_heads(w: &mut Writer, heads: &Heads) {
+    w.i64(heads.len() as i64);
+    for (origin, seq) in heads {
+        w.str(origin).i64(*seq as i64);
+    }
+}
+
+fn read_heads(r: &mut Reader) -> Result<Heads, WireError> {
+    let count = r.i64()?;
+    if !(0..=1024).contains(&count) {
+        return Err(WireError("lease message: too many heads".into()));
+    }
+    (0..count).map(|_| Ok((r.str()?, r.i64()? as u64))).collect()
+}
+
+fn millis(d: Duration) -> i64 {
+    d.as_millis().min(i64::MAX as u128) as i64
+}
+
+fn from_millis(n: i64) -> Duration {
+    Duration::from_millis(n.max(0) as u64)
+}
+
+impl Message {
+    fn write(&self, w: &mut Writer) {
+        match self {
+            Message::Prepare { req, ballot, force } => {
+                w.u8(1).i64(*req as i64);
+                write_ballot(w, ballot);
+                w.u8(*force as u8);
+            }
+            Message::Promise { req, ballot } => {
+                w.u8(2).i64(*req as i64);
+                write_ballot(w, ballot);
+            }
+            Message::Propose { req, ballot, ttl } => {
+                w.u8(3).i64(*req as i64);
+                write_ballot(w, ballot);
+                w.i64(millis(*ttl));
+            }
+            Message::Accepted { req, ballot } => {
+                w.u8(4).i64(*req as i64);
+                write_ballot(w, ballot);
+            }
+            Message::Reject { req, why } => {
+                w.u8(5).i64(*req as i64);
+                match why {
+                    Refusal::Promised(b) => {
+                        w.u8(1);
+                        write_ballot(w, b);
+                    }
+                    Refusal::Open { holder, remaining } => {
+                        w.u8(2);
+                        write_ballot(w, holder);
+                        w.i64(millis(*remaining));
+                    }
+                    Refusal::Reserved { successor } => {
+                        w.u8(3).str(successor);
+                    }
+                }
+            }
+            Message::Release { req, ballot, successor } => {
+                w.u8(6).i64(*req as i64);
+                write_ballot(w, ballot);
+                w.str(successor.as_deref().unwrap_or(""));
+            }
+            Message::Released { req, ballot } => {
+                w.u8(7).i64(*req as i64);
+                write_ballot(w, ballot);
+            }
+            Message::Heartbeat { claim, eligible } => {
+                w.u8(8).i64(claim.map_or(-1, |c| c as i64)).u8(*eligible as u8);
+            }
+            Message::Incompatible { version, roster } => {
+                w.u8(9).i64(i64::from(*version)).i64(*roster as i64);
+            }
+            Message::HandoffAsk { epoch } => {
+                w.u8(10).i64(*epoch as i64);
+            }
+            Message::HandoffBegin { epoch, head } => {
+                w.u8(11).i64(*epoch as i64);
+                write_heads(w, head);
+            }
+            Message::HandoffAck { epoch, head } => {
+                w.u8(12).i64(*epoch as i64);
+                write_heads(w, head);
+            }
+            Message::HandoffYield { epoch } => {
+                w.u8(13).i64(*epoch as i64);
+            }
+            Message::HandoffAbort { epoch, reason } => {
+                w.u8(14).i64(*epoch as i64).str(&reason.chars().take(200).collect::<String>());
+            }
+        }
+    }
+
+    fn read(r: &mut Reader) -> Result<Message, WireError> {
+        let tag = r.u8()?;
+        let req_or_epoch = r.i64()?;
+        let n = req_or_epoch as u64;
+        Ok(match tag {
+            1 => Message::Prepare { req: n, ballot: read_ballot(r)?, force: r.u8()? == 1 },
+            2 => Message::Promise { req: n, ballot: read_ballot(r)? },
+            3 => Message::Propose { req: n, ballot: read_ballot(r)?, ttl: from_millis(r.i64()?) },
+            4 => Message::Accepted { req: n, ballot: read_ballot(r)? },
+            5 => {
+                let why = match r.u8()? {
+                    1 => Refusal::Promised(read_ballot(r)?),
+                    2 => Refusal::Open { holder: read_ballot(r)?, remaining: from_millis(r.i64()?) },
+                    3 => Refusal::Reserved { successor: r.str()? },
+                    _ => return Err(WireError("lease message: unknown refusal".into())),
+                };
+                Message::Reject { req: n, why }
+            }
+            6 => {
+                let ballot = read_ballot(r)?;
+                let successor = Some(r.str()?).filter(|s| !s.is_empty());
+                Message::Release { req: n, ballot, successor }
+            }
+            7 => Message::Released { req: n, ballot: read_ballot(r)? },
+            8 => Message::Heartbeat { claim: u64::try_from(req_or_epoch).ok(), eligible: r.u8()? == 1 },
+            9 => Message::Incompatible {
+                version: u16::try_from(n).map_err(|_| WireError("lease message: bad version".into()))?,
+                roster: r.i64()? as u64,
+            },
+            10 => Message::HandoffAsk { epoch: n },
+            11 => Message::HandoffBegin { epoch: n, head: read_heads(r)? },
+            12 => Message::HandoffAck { epoch: n, head: read_heads(r)? },
+            13 => Message::HandoffYield { epoch: n },
+            14 => Message::HandoffAbort { epoch: n, reason: r.str()? },
+            _ => return Err(WireError("lease message: unknown kind".into())),
+        })
+    }
+}

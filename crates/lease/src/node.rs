@@ -1,0 +1,1063 @@
+//! One machine's part in the lease: voter, proposer, holder, and both ends
+//! of a handoff, as one state machine.
+//!
+//! The shell feeds [`Input`]s with the current time and carries out the
+//! returned [`Action`]s in order (a [`Action::Persist`] before any send that
+//! follows it). Messages a node sends itself are handled inside
+//! [`Node::handle`], so its own vote counts like any other.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::Duration;
+
+use roost_core::protocol::Heads;
+
+use crate::acceptor::{Acceptor, Durable};
+use crate::ballot::{Ballot, NodeId};
+use crate::message::{Envelope, Message, Refusal};
+use crate::tenure::Tenure;
+
+/// Where grants come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Grantor {
+    /// A majority of `voters` (PaxosLease).
+    Quorum,
+    /// Something linearizable outside, such as etcd: the shell performs the
+    /// [`Action::ExternalAcquire`]-style actions and reports back.
+    External,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub me: NodeId,
+    /// Every machine that votes, this one included if it votes.
+    pub voters: Vec<NodeId>,
+    /// A witness votes but never takes the role.
+    pub witness: bool,
+    pub tenure: Tenure,
+    pub grantor: Grantor,
+    /// How long a standby waits for its log to catch up before taking a free
+    /// lease anyway.
+    pub catch_up_limit: Duration,
+    /// How long each stage of a handoff may take before it is abandoned.
+    pub handoff_timeout: Duration,
+    /// Seeds the jitter that keeps competing proposers apart.
+    pub seed: u64,
+}
+
+impl Config {
+    pub fn new(me: &str, voters: Vec<NodeId>, tenure: Tenure) -> Config {
+        Config {
+            me: me.to_string(),
+            voters,
+            witness: false,
+            tenure,
+            grantor: Grantor::Quorum,
+            catch_up_limit: Duration::from_millis(500),
+            handoff_timeout: Duration::from_secs(2),
+            seed: 1,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    /// Time passed; due timers fire.
+    Tick,
+    Received {
+        from: NodeId,
+        envelope: Envelope,
+    },
+    /// `roost wakeup`: take the role, by handoff if someone holds it.
+    Wakeup {
+        force: bool,
+    },
+    /// `roost leave`: hand the role off (if held) and stop taking it.
+    Leave,
+    /// Whether this machine's log holds everything its reachable peers hold.
+    LogCaughtUp(bool),
+    /// The holder's log head, asked for by [`Action::NeedHead`].
+    Head(Heads),
+    /// The handoff target's log now covers `head`.
+    CaughtUp {
+        epoch: u64,
+        head: Heads,
+    },
+    ExternalGranted {
+        req: u64,
+        epoch: u64,
+        sent_at: Duration,
+    },
+    ExternalHeld {
+        req: u64,
+        holder: NodeId,
+        epoch: u64,
+    },
+    ExternalFailed {
+        req: u64,
+    },
+    ExternalRenewed {
+        req: u64,
+        sent_at: Duration,
+    },
+    ExternalLost {
+        req: u64,
+    },
+    ExternalReleased {
+        epoch: u64,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    Send {
+        to: NodeId,
+        envelope: Envelope,
+    },
+    /// Store the voter state before sending anything after this action.
+    Persist(Durable),
+    /// Start acting as the agent, stamping effects with `epoch`.
+    Awake {
+        epoch: u64,
+    },
+    /// Stop acting now.
+    Asleep {
+        epoch: u64,
+        reason: String,
+    },
+    /// The holder stops taking new work (a handoff began)…
+    Pause {
+        epoch: u64,
+    },
+    /// …and takes it again (the handoff was abandoned).
+    Resume {
+        epoch: u64,
+    },
+    /// Report the log head with [`Input::Head`].
+    NeedHead,
+    /// Catch the log up to `head`, then report [`Input::CaughtUp`].
+    CatchUp {
+        epoch: u64,
+        head: Heads,
+    },
+    /// A wakeup, leave or handoff finished: this or `holder` now holds `epoch`.
+    HandoffDone {
+        holder: NodeId,
+        epoch: u64,
+    },
+    HandoffFailed {
+        reason: String,
+    },
+    ExternalAcquire {
+        req: u64,
+    },
+    ExternalRenew {
+        req: u64,
+        epoch: u64,
+    },
+    ExternalRelease {
+        epoch: u64,
+    },
+}
+
+/// What a node believes, for `/health` and `roost status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    /// awake, standby, acquiring, handing-off, or witness.
+    pub role: &'static str,
+    pub holder: Option<NodeId>,
+    pub epoch: Option<u64>,
+    /// Machines (this one included) heard claiming the role within a TTL.
+    pub claims_seen: usize,
+    pub voters: usize,
+    /// Voters (this one included) heard from within a TTL.
+    pub voters_heard: usize,
+    /// Whether a failover could happen now, and if not, why.
+    pub failover: String,
+    /// Why this machine cannot take the role, if it cannot.
+    pub not_eligible: Option<String>,
+    /// How long the held lease has left.
+    pub lease_left: Option<Duration>,
+}
+
+#[derive(Debug, Clone)]
+struct Peer {
+    heard: Duration,
+    claim: Option<u64>,
+    eligible: bool,
+}
+
+#[derive(Debug, Clone)]
+enum Phase {
+    Preparing { promises: BTreeSet<NodeId> },
+    Proposing { sent_at: Duration, accepted: BTreeSet<NodeId> },
+}
+
+#[derive(Debug, Clone)]
+struct Attempt {
+    ballot: Ballot,
+    req: u64,
+    phase: Phase,
+    refused: BTreeSet<NodeId>,
+    /// Longest open lease reported by a refusing voter.
+    wait: Duration,
+    started: Duration,
+    force: bool,
+}
+
+#[derive(Debug, Clone)]
+struct Renewal {
+    req: u64,
+    sent_at: Duration,
+    accepted: BTreeSet<NodeId>,
+}
+
+#[derive(Debug, Clone)]
+struct Outgoing {
+    target: NodeId,
+    deadline: Duration,
+    head: Option<Heads>,
+    leaving: bool,
+}
+
+#[derive(Debug, Clone)]
+struct Holding {
+    ballot: Ballot,
+    valid_until: Duration,
+    /// Taken with `--force`: renewals count this voter alone until a majority
+    /// answers again.
+    forced: bool,
+    last_renewal: Duration,
+    renewals: Vec<Renewal>,
+    outgoing: Option<Outgoing>,
+}
+
+#[derive(Debug, Clone)]
+enum Role {
+    Standby,
+    Acquiring(Attempt),
+    Awake(Holding),
+}
+
+/// The holder's side after the ack: released, waiting for voters to confirm.
+#[derive(Debug, Clone)]
+struct Yielding {
+    target: NodeId,
+    ballot: Ballot,
+    req: u64,
+    released: BTreeSet<NodeId>,
+    deadline: Duration,
+    leaving: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    Asked,
+    CatchingUp,
+    Acked,
+}
+
+/// The target's side of a handoff.
+#[derive(Debug, Clone)]
+struct Incoming {
+    holder: NodeId,
+    epoch: u64,
+    stage: Stage,
+    deadline: Duration,
+}
+
+pub struct Node {
+    config: Config,
+    roster: u64,
+    acceptor: Acceptor,
+    role: Role,
+    peers: BTreeMap<NodeId, Peer>,
+    /// Peers that speak another version or count other voters.
+    incompatible: BTreeMap<NodeId, (u16, u64)>,
+    max_round: u64,
+    next_req: u64,
+    rng: u64,
+    next_attempt: Duration,
+    last_heartbeat: Option<Duration>,
+    free_since: Option<Duration>,
+    log_caught_up: bool,
+    left: bool,
+    incoming: Option<Incoming>,
+    yielding: Option<Yielding>,
+    /// A wakeup waiting for this node to become awake, until the deadline.
+    wakeup: Option<Duration>,
+    loopback: VecDeque<(NodeId, Message)>,
+    actions: Vec<Action>,
+}
+
+/// FNV-1a over the sorted voter ids: equal rosters, equal digests.
+fn roster_digest(voters: &[NodeId]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in voters.iter().flat_map(|v| v.bytes().chain([0])) {
+        hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+    }
+    hash
+}
+
+impl Node {
+    /// A node starting (or restarting) at `now` with the voter state it kept.
+    pub fn new(mut config: Config, durable: Durable, now: Duration) -> Node {
+        config.voters.sort();
+        config.voters.dedup();
+        let max_round = durable.promised.as_ref().map_or(0, |b| b.round);
+        Node {
+            roster: roster_digest(&config.voters),
+            rng: config.seed | 1,
+            acceptor: Acceptor::restore(durable, now),
+            config,
+            role: Role::Standby,
+            peers: BTreeMap::new(),
+            incompatible: BTreeMap::new(),
+            max_round,
+            next_req: 1,
+            next_attempt: now,
+            last_heartbeat: None,
+            free_since: None,
+            log_caught_up: false,
+            left: false,
+            incoming: None,
+            yielding: None,
+            wakeup: None,
+            loopback: VecDeque::new(),
+            actions: Vec::new(),
+        }
+    }
+
+    pub fn me(&self) -> &str {
+        &self.config.me
+    }
+
+    /// The epoch this node acts under, if it is awake.
+    pub fn acting_epoch(&self) -> Option<u64> {
+        match &self.role {
+            Role::Awake(h) => Some(h.ballot.round),
+            _ => None,
+        }
+    }
+
+    /// The epoch this node may act under at `now`: awake, and its lease
+    /// confirmed long enough ago to still hold everywhere.
+    pub fn may_act(&self, now: Duration) -> Option<u64> {
+        match &self.role {
+            Role::Awake(h) if now < h.valid_until => Some(h.ballot.round),
+            _ => None,
+        }
+    }
+
+    /// The highest round this node has seen promised or granted.
+    pub fn max_round(&self) -> u64 {
+        self.max_round
+    }
+
+    pub fn durable(&self) -> &Durable {
+        self.acceptor.durable()
+    }
+
+    /// Handles one input at `now` and returns what to do, in order.
+    pub fn handle(&mut self, input: Input, now: Duration) -> Vec<Action> {
+        match input {
+            Input::Tick => self.tick(now),
+            Input::Received { from, envelope } => self.receive(from, envelope, now),
+            Input::Wakeup { force } => self.wakeup(force, now),
+            Input::Leave => self.leave(now),
+            Input::LogCaughtUp(done) => self.log_caught_up = done,
+            Input::Head(head) => self.head(head),
+            Input::CaughtUp { epoch, head } => self.caught_up(epoch, head),
+            Input::ExternalGranted { req, epoch, sent_at } => self.external_granted(req, epoch, sent_at, now),
+            Input::ExternalHeld { req, holder, epoch } => self.external_held(req, holder, epoch, now),
+            Input::ExternalFailed { req } => {
+                if matches!(&self.role, Role::Acquiring(a) if a.req == req) {
+                    self.abandon(Duration::ZERO, now);
+                }
+            }
+            Input::ExternalRenewed { req, sent_at } => self.external_renewed(req, sent_at),
+            Input::ExternalLost { req } => {
+                if matches!(&self.role, Role::Awake(h) if h.renewals.iter().any(|r| r.req == req)) {
+                    self.sleep("the lease server says the lease is gone", now);
+                }
+            }
+            Input::ExternalReleased { epoch } => {
+                if self.yielding.as_ref().is_some_and(|y| y.ballot.round == epoch) {
+                    self.finish_yield();
+                }
+            }
+        }
+        while let Some((from, message)) = self.loopback.pop_front() {
+            self.on_message(&from, message, now);
+        }
+        std::mem::take(&mut self.actions)
+    }
+
+    fn majority(&self) -> usize {
+        self.config.voters.len() / 2 + 1
+    }
+
+    fn is_voter(&self, node: &str) -> bool {
+        self.config.voters.iter().any(|v| v == node)
+    }
+
+    fn jitter(&mut self, max: Duration) -> Duration {
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        Duration::from_micros(self.rng % (max.as_micros() as u64).max(1))
+    }
+
+    fn fresh_req(&mut self) -> u64 {
+        self.next_req += 1;
+        self.next_req
+    }
+
+    fn send(&mut self, to: &str, message: Message) {
+        if to == self.config.me {
+            self.loopback.push_back((to.to_string(), message));
+        } else {
+            let envelope = Envelope { version: crate::PROTOCOL_VERSION, roster: self.roster, message: Some(message) };
+            self.actions.push(Action::Send { to: to.to_string(), envelope });
+        }
+    }
+
+    fn broadcast(&mut self, message: Message) {
+        for voter in self.config.voters.clone() {
+            self.send(&voter, message.clone());
+        }
+    }
+
+    fn peers(&self) -> Vec<NodeId> {
+        self.config.voters.iter().filter(|v| **v != self.config.me).cloned().collect()
+    }
+
+    fn eligible(&self) -> bool {
+        !self.config.witness && !self.left
+    }
+
+    // Timers.
+
+    fn tick(&mut self, now: Duration) {
+        if self.last_heartbeat.is_none_or(|at| now >= at + self.config.tenure.renew_every()) {
+            self.announce(now);
+        }
+        self.holder_timers(now);
+        self.handoff_timers(now);
+        if let Role::Acquiring(attempt) = &self.role
+            && now >= attempt.started + self.config.tenure.ttl / 2
+        {
+            self.abandon(Duration::ZERO, now);
+        }
+        if matches!(self.role, Role::Standby) && self.eligible() && self.incoming.is_none() && self.yielding.is_none() {
+            // A pending wakeup tries whatever this node believes: the voters decide.
+            if self.wakeup.is_none() && self.believed_holder(now).is_some() {
+                self.free_since = None;
+            } else {
+                let free_since = *self.free_since.get_or_insert(now);
+                let log_ready = self.log_caught_up || now >= free_since + self.config.catch_up_limit;
+                if log_ready && now >= self.next_attempt {
+                    self.attempt(false, now);
+                }
+            }
+        }
+    }
+
+    fn holder_timers(&mut self, now: Duration) {
+        let Role::Awake(holding) = &mut self.role else { return };
+        if now >= holding.valid_until {
+            return self.sleep("its renewal was not confirmed in time", now);
+        }
+        if now < holding.last_renewal + self.config.tenure.renew_every() {
+            return;
+        }
+        holding.last_renewal = now;
+        let ballot = holding.ballot.clone();
+        let req = self.fresh_req();
+        let Role::Awake(holding) = &mut self.role else { unreachable!() };
+        holding.renewals.push(Renewal { req, sent_at: now, accepted: BTreeSet::new() });
+        if holding.renewals.len() > 3 {
+            holding.renewals.remove(0);
+        }
+        match self.config.grantor {
+            Grantor::Quorum => self.broadcast(Message::Propose { req, ballot, ttl: self.config.tenure.ttl }),
+            Grantor::External => self.actions.push(Action::ExternalRenew { req, epoch: ballot.round }),
+        }
+    }
+
+    fn handoff_timers(&mut self, now: Duration) {
+        if let Role::Awake(holding) = &mut self.role
+            && let Some(outgoing) = holding.outgoing.take_if(|o| now >= o.deadline)
+        {
+            let epoch = holding.ballot.round;
+            let reason = format!("{} did not acknowledge the handoff in time", outgoing.target);
+            self.send(&outgoing.target.clone(), Message::HandoffAbort { epoch, reason: reason.clone() });
+            self.actions.push(Action::Resume { epoch });
+            self.actions.push(Action::HandoffFailed { reason });
+        }
+        if self.yielding.as_ref().is_some_and(|y| now >= y.deadline) {
+            // Voters were slow to confirm the release; the target takes the
+            // lease once their copies of it run out.
+            self.finish_yield();
+        }
+        if let Some(incoming) = self.incoming.take_if(|i| now >= i.deadline) {
+            let stage = match incoming.stage {
+                Stage::Asked => "for the holder to begin",
+                Stage::CatchingUp => "for this machine's log to catch up",
+                Stage::Acked => "for the holder to yield",
+            };
+            let reason = format!("the handoff timed out waiting {stage}");
+            self.send(&incoming.holder, Message::HandoffAbort { epoch: incoming.epoch, reason: reason.clone() });
+            self.wakeup = None;
+            self.actions.push(Action::HandoffFailed { reason });
+        }
+        if self.wakeup.is_some_and(|deadline| now >= deadline) {
+            self.wakeup = None;
+            let reason = if self.config.voters.len() < 3 && self.voters_heard(now) < self.majority() {
+                "no majority of voters is reachable (a chain of two voters needs both; add a witness or use --force)"
+            } else {
+                "no majority of voters granted the lease in time"
+            };
+            self.actions.push(Action::HandoffFailed { reason: reason.into() });
+        }
+    }
+
+    // Acquiring.
+
+    fn attempt(&mut self, force: bool, now: Duration) {
+        let req = self.fresh_req();
+        let round = self.max_round.max(self.acceptor.durable().promised.as_ref().map_or(0, |b| b.round)) + 1;
+        let ballot = Ballot::new(round, &self.config.me);
+        self.role = Role::Acquiring(Attempt {
+            ballot: ballot.clone(),
+            req,
+            phase: Phase::Preparing { promises: BTreeSet::new() },
+            refused: BTreeSet::new(),
+            wait: Duration::ZERO,
+            started: now,
+            force,
+        });
+        match self.config.grantor {
+            Grantor::Quorum => self.broadcast(Message::Prepare { req, ballot, force }),
+            Grantor::External => self.actions.push(Action::ExternalAcquire { req }),
+        }
+    }
+
+    /// Gives up the current attempt and waits `wait` plus jitter.
+    fn abandon(&mut self, wait: Duration, now: Duration) {
+        self.role = Role::Standby;
+        let jitter_max = if self.wakeup.is_some() { Duration::from_millis(10) } else { Duration::from_millis(150) };
+        self.next_attempt = now + wait + self.jitter(jitter_max);
+    }
+
+    fn on_promise(&mut self, from: &str, req: u64, now: Duration) {
+        let majority = self.majority();
+        let Role::Acquiring(attempt) = &mut self.role else { return };
+        let needed = if attempt.force { 1 } else { majority };
+        let Phase::Preparing { promises } = &mut attempt.phase else { return };
+        if attempt.req != req {
+            return;
+        }
+        promises.insert(from.to_string());
+        if promises.len() < needed || (attempt.force && !promises.contains(&self.config.me)) {
+            return;
+        }
+        attempt.phase = Phase::Proposing { sent_at: now, accepted: BTreeSet::new() };
+        let ballot = attempt.ballot.clone();
+        let ttl = self.config.tenure.ttl;
+        if attempt.force {
+            let me = self.config.me.clone();
+            self.send(&me, Message::Propose { req, ballot: ballot.clone(), ttl });
+            for peer in self.peers() {
+                self.send(&peer, Message::Propose { req, ballot: ballot.clone(), ttl });
+            }
+        } else {
+            self.broadcast(Message::Propose { req, ballot, ttl });
+        }
+    }
+
+    fn on_accepted(&mut self, from: &str, req: u64, ballot: &Ballot, now: Duration) {
+        let valid_for = self.config.tenure.valid_for();
+        let majority = self.majority();
+        match &mut self.role {
+            Role::Acquiring(attempt) if attempt.req == req && attempt.ballot == *ballot => {
+                let needed = if attempt.force { 1 } else { majority };
+                let Phase::Proposing { sent_at, accepted } = &mut attempt.phase else { return };
+                accepted.insert(from.to_string());
+                if accepted.len() < needed || (attempt.force && !accepted.contains(&self.config.me)) {
+                    return;
+                }
+                let holding = Holding {
+                    ballot: ballot.clone(),
+                    valid_until: *sent_at + valid_for,
+                    forced: attempt.force,
+                    last_renewal: *sent_at,
+                    renewals: Vec::new(),
+                    outgoing: None,
+                };
+                self.become_awake(holding, now);
+            }
+            Role::Awake(holding) if holding.ballot == *ballot => {
+                let needed = if holding.forced { 1 } else { majority };
+                let Some(at) = holding.renewals.iter().position(|r| r.req == req) else { return };
+                holding.renewals[at].accepted.insert(from.to_string());
+                let count = holding.renewals[at].accepted.len();
+                if count >= needed {
+                    holding.valid_until = holding.valid_until.max(holding.renewals[at].sent_at + valid_for);
+                    holding.forced &= count < majority;
+                    holding.renewals.drain(..=at);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn become_awake(&mut self, holding: Holding, now: Duration) {
+        let epoch = holding.ballot.round;
+        debug_assert!(epoch >= self.max_round, "a grant never goes back in epoch");
+        self.max_round = epoch;
+        self.role = Role::Awake(holding);
+        self.free_since = None;
+        self.actions.push(Action::Awake { epoch });
+        if self.wakeup.take().is_some() {
+            self.actions.push(Action::HandoffDone { holder: self.config.me.clone(), epoch });
+        }
+        self.announce(now);
+    }
+
+    /// Heartbeats every peer now, so a change of role is known at once.
+    fn announce(&mut self, now: Duration) {
+        self.last_heartbeat = Some(now);
+        let heartbeat = Message::Heartbeat { claim: self.acting_epoch(), eligible: self.eligible() };
+        for peer in self.peers() {
+            self.send(&peer, heartbeat.clone());
+        }
+    }
+
+    fn on_reject(&mut self, from: &str, req: u64, why: Refusal, now: Duration) {
+        let seen = match &why {
+            Refusal::Promised(b) | Refusal::Open { holder: b, .. } => b.round,
+            Refusal::Reserved { .. } => 0,
+        };
+        self.max_round = self.max_round.max(seen);
+        let voters = self.config.voters.len();
+        let majority = self.majority();
+        match &mut self.role {
+            Role::Acquiring(attempt) if attempt.req == req => {
+                attempt.refused.insert(from.to_string());
+                match &why {
+                    Refusal::Open { remaining, .. } => attempt.wait = attempt.wait.max(*remaining),
+                    Refusal::Reserved { .. } => attempt.wait = attempt.wait.max(self.config.tenure.renew_every()),
+                    Refusal::Promised(_) => {}
+                }
+                let needed = if attempt.force { 1 } else { majority };
+                let refused_me = attempt.force && from == self.config.me;
+                if refused_me || voters - attempt.refused.len() < needed {
+                    let wait = attempt.wait;
+                    self.abandon(wait, now);
+                }
+            }
+            Role::Awake(holding) if holding.renewals.iter().any(|r| r.req == req) => {
+                if let Refusal::Promised(b) = &why
+                    && *b > holding.ballot
+                {
+                    let reason = format!("{from} promised a later epoch ({})", b.round);
+                    self.sleep(&reason, now);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn sleep(&mut self, reason: &str, now: Duration) {
+        let Role::Awake(holding) = std::mem::replace(&mut self.role, Role::Standby) else { return };
+        self.actions.push(Action::Asleep { epoch: holding.ballot.round, reason: reason.to_string() });
+        if holding.outgoing.is_some() {
+            self.actions.push(Action::HandoffFailed { reason: format!("the lease was lost: {reason}") });
+        }
+        self.next_attempt = now + self.jitter(Duration::from_millis(150));
+        self.announce(now);
+    }
+
+    // External grants (etcd).
+
+    fn external_granted(&mut self, req: u64, epoch: u64, sent_at: Duration, now: Duration) {
+        let Role::Acquiring(attempt) = &self.role else { return };
+        if attempt.req != req {
+            return;
+        }
+        if epoch <= self.max_round {
+            // A grant must come with a greater epoch than any seen.
+            return self.abandon(Duration::ZERO, now);
+        }
+        let holding = Holding {
+            ballot: Ballot::new(epoch, &self.config.me),
+            valid_until: sent_at + self.config.tenure.valid_for(),
+            forced: false,
+            last_renewal: sent_at,
+            renewals: Vec::new(),
+            outgoing: None,
+        };
+        self.become_awake(holding, now);
+    }
+
+    fn external_held(&mut self, req: u64, holder: NodeId, epoch: u64, now: Duration) {
+        self.max_round = self.max_round.max(epoch);
+        if matches!(&self.role, Role::Acquiring(a) if a.req == req) {
+            if holder == self.config.me {
+                return self.abandon(Duration::ZERO, now);
+            }
+            self.abandon(self.config.tenure.renew_every(), now);
+        }
+    }
+
+    fn external_renewed(&mut self, req: u64, sent_at: Duration) {
+        let valid_for = self.config.tenure.valid_for();
+        if let Role::Awake(holding) = &mut self.role
+            && let Some(at) = holding.renewals.iter().position(|r| r.req == req)
+        {
+            holding.valid_until = holding.valid_until.max(sent_at + valid_for);
+            holding.renewals.drain(..=at);
+        }
+    }
+
+    // Messages.
+
+    fn receive(&mut self, from: NodeId, envelope: Envelope, now: Duration) {
+        if from == self.config.me {
+            return;
+        }
+        let Some(message) = envelope.message.filter(|_| envelope.roster == self.roster) else {
+            // Say so once per disagreement, so two such peers do not echo forever.
+            if self.incompatible.insert(from.clone(), (envelope.version, envelope.roster)).is_none() {
+                self.send(&from, Message::Incompatible { version: crate::PROTOCOL_VERSION, roster: self.roster });
+            }
+            return;
+        };
+        self.incompatible.remove(&from);
+        self.on_message(&from, message, now);
+    }
+
+    fn on_message(&mut self, from: &str, message: Message, now: Duration) {
+        if self.is_voter(&self.config.me)
+            && let Some((answer, changed)) = self.acceptor.handle(from, &message, now)
+        {
+            if changed {
+                self.actions.push(Action::Persist(self.acceptor.durable().clone()));
+            }
+            if let Some(promised) = &self.acceptor.durable().promised {
+                self.max_round = self.max_round.max(promised.round);
+            }
+            self.send(from, answer);
+            return;
+        }
+        match message {
+            Message::Promise { req, .. } => self.on_promise(from, req, now),
+            Message::Accepted { req, ballot } => self.on_accepted(from, req, &ballot, now),
+            Message::Reject { req, why } => self.on_reject(from, req, why, now),
+            Message::Released { req, .. } => self.on_released(from, req),
+            Message::Heartbeat { claim, eligible } => self.on_heartbeat(from, claim, eligible, now),
+            Message::Incompatible { version, roster } => {
+                self.incompatible.insert(from.to_string(), (version, roster));
+            }
+            Message::HandoffAsk { epoch } => self.on_handoff_ask(from, epoch, now),
+            Message::HandoffBegin { epoch, head } => self.on_handoff_begin(from, epoch, head, now),
+            Message::HandoffAck { epoch, head } => self.on_handoff_ack(from, epoch, head, now),
+            Message::HandoffYield { epoch } => self.on_handoff_yield(from, epoch, now),
+            Message::HandoffAbort { epoch, reason } => self.on_handoff_abort(from, epoch, reason),
+            Message::Prepare { .. } | Message::Propose { .. } | Message::Release { .. } => {}
+        }
+    }
+
+    fn on_heartbeat(&mut self, from: &str, claim: Option<u64>, eligible: bool, now: Duration) {
+        self.peers.insert(from.to_string(), Peer { heard: now, claim, eligible });
+        let Some(claimed) = claim else { return };
+        self.max_round = self.max_round.max(claimed);
+        let Role::Awake(holding) = &self.role else { return };
+        let mine = holding.ballot.round;
+        if claimed > mine {
+            self.sleep(&format!("{from} holds a later epoch ({claimed})"), now);
+        } else if claimed == mine {
+            // Two claims at one epoch: never wait it out, move past it.
+            self.sleep(&format!("{from} claims the same epoch ({claimed})"), now);
+            self.attempt(false, now);
+        }
+        // A lower claim is stale: it never demotes a live holder.
+    }
+
+    // Handoff: the holder's side.
+
+    fn on_handoff_ask(&mut self, from: &str, epoch: u64, now: Duration) {
+        let refuse = match &self.role {
+            Role::Awake(h) if h.ballot.round != epoch => Some(format!("this machine holds epoch {}", h.ballot.round)),
+            Role::Awake(h) if h.outgoing.is_some() => Some("a handoff is already under way".to_string()),
+            Role::Awake(_) if self.peers.get(from).is_some_and(|p| !p.eligible) => {
+                Some(format!("{from} is not eligible to take the role"))
+            }
+            Role::Awake(_) => None,
+            _ => Some("this machine is not awake".to_string()),
+        };
+        match refuse {
+            Some(reason) => self.send(from, Message::HandoffAbort { epoch, reason }),
+            None => self.begin_outgoing(from, false, now),
+        }
+    }
+
+    fn begin_outgoing(&mut self, target: &str, leaving: bool, now: Duration) {
+        let deadline = now + self.config.handoff_timeout;
+        let Role::Awake(holding) = &mut self.role else { return };
+        holding.outgoing = Some(Outgoing { target: target.to_string(), deadline, head: None, leaving });
+        self.actions.push(Action::Pause { epoch: holding.ballot.round });
+        self.actions.push(Action::NeedHead);
+    }
+
+    fn head(&mut self, head: Heads) {
+        let Role::Awake(holding) = &mut self.role else { return };
+        let epoch = holding.ballot.round;
+        let Some(outgoing) = holding.outgoing.as_mut().filter(|o| o.head.is_none()) else { return };
+        outgoing.head = Some(head.clone());
+        let target = outgoing.target.clone();
+        self.send(&target, Message::HandoffBegin { epoch, head });
+    }
+
+    fn on_handoff_ack(&mut self, from: &str, epoch: u64, head: Heads, now: Duration) {
+        let Role::Awake(holding) = &mut self.role else { return };
+        let Some(outgoing) = holding.outgoing.take_if(|o| o.target == from) else { return };
+        let mine = holding.ballot.round;
+        if epoch != mine || outgoing.head.as_ref() != Some(&head) {
+            let reason = "the target acknowledged a different epoch or log head".to_string();
+            self.send(from, Message::HandoffAbort { epoch: mine, reason: reason.clone() });
+            self.actions.push(Action::Resume { epoch: mine });
+            if outgoing.leaving {
+                self.actions.push(Action::HandoffFailed { reason });
+            }
+            return;
+        }
+        let ballot = holding.ballot.clone();
+        self.actions.push(Action::Asleep { epoch: mine, reason: format!("handed over to {from}") });
+        self.role = Role::Standby;
+        self.announce(now);
+        let req = self.fresh_req();
+        self.yielding = Some(Yielding {
+            target: from.to_string(),
+            ballot: ballot.clone(),
+            req,
+            released: BTreeSet::new(),
+            deadline: now + self.config.handoff_timeout,
+            leaving: outgoing.leaving,
+        });
+        self.left |= outgoing.leaving;
+        match self.config.grantor {
+            Grantor::Quorum => self.broadcast(Message::Release { req, ballot, successor: Some(from.to_string()) }),
+            Grantor::External => self.actions.push(Action::ExternalRelease { epoch: mine }),
+        }
+    }
+
+    fn on_released(&mut self, from: &str, req: u64) {
+        let majority = self.majority();
+        let Some(yielding) = self.yielding.as_mut().filter(|y| y.req == req) else { return };
+        yielding.released.insert(from.to_string());
+        if yielding.released.len() >= majority {
+            self.finish_yield();
+        }
+    }
+
+    fn finish_yield(&mut self) {
+        let Some(yielding) = self.yielding.take() else { return };
+        let epoch = yielding.ballot.round;
+        self.send(&yielding.target, Message::HandoffYield { epoch });
+        if yielding.leaving {
+            self.actions.push(Action::HandoffDone { holder: yielding.target, epoch });
+        }
+    }
+
+    // Handoff: the target's side.
+
+    fn wakeup(&mut self, force: bool, now: Duration) {
+        if self.config.witness {
+            return self.actions.push(Action::HandoffFailed { reason: "a witness never takes the role".into() });
+        }
+        self.left = false;
+        if let Some(epoch) = self.acting_epoch() {
+            return self.actions.push(Action::HandoffDone { holder: self.config.me.clone(), epoch });
+        }
+        self.wakeup = Some(now + self.config.handoff_timeout * 2);
+        match self.believed_holder(now) {
+            Some((holder, epoch)) if !force && holder != self.config.me => {
+                self.incoming = Some(Incoming {
+                    holder: holder.clone(),
+                    epoch,
+                    stage: Stage::Asked,
+                    deadline: now + self.config.handoff_timeout,
+                });
+                self.send(&holder, Message::HandoffAsk { epoch });
+            }
+            _ => self.attempt(force, now),
+        }
+    }
+
+    fn leave(&mut self, now: Duration) {
+        let Role::Awake(_) = &self.role else {
+            self.left = true;
+            return self.actions.push(Action::HandoffDone {
+                holder: self.believed_holder(now).map(|(h, _)| h).unwrap_or_default(),
+                epoch: self.max_round,
+            });
+        };
+        let ttl = self.config.tenure.ttl;
+        let target = self
+            .peers
+            .iter()
+            .filter(|(id, p)| p.eligible && now < p.heard + ttl && !self.incompatible.contains_key(*id))
+            .max_by_key(|(_, p)| p.heard)
+            .map(|(id, _)| id.clone());
+        match target {
+            Some(target) => self.begin_outgoing(&target, true, now),
+            None => self.actions.push(Action::HandoffFailed {
+                reason: "no eligible standby is reachable to take the role; this machine stays awake".into(),
+            }),
+        }
+    }
+
+    fn on_handoff_begin(&mut self, from: &str, epoch: u64, head: Heads, now: Duration) {
+        let expected = match &self.incoming {
+            Some(i) => i.holder == from && i.epoch == epoch && i.stage == Stage::Asked,
+            // Unasked: the holder is leaving and chose this machine.
+            None => matches!(self.role, Role::Standby) && self.eligible() && self.yielding.is_none(),
+        };
+        if !expected {
+            let reason = "this machine is not waiting for that handoff".to_string();
+            return self.send(from, Message::HandoffAbort { epoch, reason });
+        }
+        self.max_round = self.max_round.max(epoch);
+        self.incoming = Some(Incoming {
+            holder: from.to_string(),
+            epoch,
+            stage: Stage::CatchingUp,
+            deadline: now + self.config.handoff_timeout,
+        });
+        self.actions.push(Action::CatchUp { epoch, head });
+    }
+
+    fn caught_up(&mut self, epoch: u64, head: Heads) {
+        let Some(incoming) = self.incoming.as_mut().filter(|i| i.epoch == epoch && i.stage == Stage::CatchingUp) else {
+            return;
+        };
+        incoming.stage = Stage::Acked;
+        let holder = incoming.holder.clone();
+        self.send(&holder, Message::HandoffAck { epoch, head });
+    }
+
+    fn on_handoff_yield(&mut self, from: &str, epoch: u64, now: Duration) {
+        if !self.incoming.as_ref().is_some_and(|i| i.holder == from && i.epoch == epoch && i.stage == Stage::Acked) {
+            return;
+        }
+        self.incoming = None;
+        self.max_round = self.max_round.max(epoch);
+        self.wakeup.get_or_insert(now + self.config.handoff_timeout);
+        self.attempt(false, now);
+    }
+
+    fn on_handoff_abort(&mut self, from: &str, epoch: u64, reason: String) {
+        if let Role::Awake(holding) = &mut self.role
+            && let Some(outgoing) = holding.outgoing.take_if(|o| o.target == from)
+        {
+            self.actions.push(Action::Resume { epoch: holding.ballot.round });
+            if outgoing.leaving {
+                self.actions.push(Action::HandoffFailed { reason: format!("{from} refused: {reason}") });
+            }
+        }
+        if self.incoming.take_if(|i| i.holder == from && i.epoch == epoch).is_some() {
+            self.wakeup = None;
+            self.actions.push(Action::HandoffFailed { reason: format!("{from} refused: {reason}") });
+        }
+    }
+
+    // What this node believes.
+
+    /// The holder as far as this node knows: itself, the freshest claim heard
+    /// within a TTL, or the open lease its own voter holds.
+    pub fn believed_holder(&self, now: Duration) -> Option<(NodeId, u64)> {
+        if let Some(epoch) = self.acting_epoch() {
+            return Some((self.config.me.clone(), epoch));
+        }
+        let ttl = self.config.tenure.ttl;
+        let claimed = self
+            .peers
+            .iter()
+            .filter(|(_, p)| now < p.heard + ttl)
+            .filter_map(|(id, p)| p.claim.map(|c| (id.clone(), c)))
+            .max_by_key(|(_, c)| *c);
+        let open =
+            self.acceptor.open(now).filter(|(b, _)| b.node != self.config.me).map(|(b, _)| (b.node.clone(), b.round));
+        [claimed, open].into_iter().flatten().max_by_key(|(_, round)| *round)
+    }
+
+    fn voters_heard(&self, now: Duration) -> usize {
+        let ttl = self.config.tenure.ttl;
+        self.config
+            .voters
+            .iter()
+            .filter(|v| **v == self.config.me || self.peers.get(*v).is_some_and(|p| now < p.heard + ttl))
+            .count()
+    }
+
+    pub fn status(&self, now: Duration) -> Status {
+        let ttl = self.config.tenure.ttl;
+        let holder = self.believed_holder(now);
+        let claims_seen = usize::from(self.acting_epoch().is_some())
+            + self.peers.values().filter(|p| now < p.heard + ttl && p.claim.is_some()).count();
+        let role = match &self.role {
+            _ if self.config.witness => "witness",
+            Role::Awake(h) if h.outgoing.is_some() => "handing-off",
+            Role::Awake(_) => "awake",
+            Role::Acquiring(_) => "acquiring",
+            Role::Standby => "standby",
+        };
+        let voters = self.config.voters.len();
+        let heard = self.voters_heard(now);
+        let majority = self.majority();
+        let failover = if self.config.grantor == Grantor::External {
+            "automatic: the lease server decides".to_string()
+        } else if voters < 3 {
+            format!(
+                "none: {voters} voter(s), and a majority needs all of them; run `roost witness` on a third device, \
+                 or take the role with `roost wakeup --force` only when the other machine is really down"
+            )
+        } else if heard < majority {
+            format!("not now: {heard} of {voters} voters reachable, {majority} needed")
+        } else {
+            format!("automatic: {heard} of {voters} voters reachable")
+        };
+        let not_eligible = if self.config.witness {
+            Some("this machine is a witness: it votes and never takes the role".to_string())
+        } else if self.left {
+            Some("this machine left the role; `roost wakeup` makes it eligible again".to_string())
+        } else if let Some((id, (version, roster))) = self.incompatible.iter().next() {
+            Some(if *version != crate::PROTOCOL_VERSION {
+                format!(
+                    "{id} speaks lease protocol {version} and this machine {}; upgrade both to the same version",
+                    crate::PROTOCOL_VERSION
+                )
+            } else {
+                format!("{id} counts other voters (roster {roster:x}); register the same machines on both")
+            })
+        } else {
+            None
+        };
+        let lease_left = match &self.role {
+            Role::Awake(h) => Some(h.valid_until.saturating_sub(now)),
+            _ => None,
+        };
+        Status {
+            role,
+            holder: holder.as_ref().map(|(h, _)| h.clone()),
+            epoch: holder.map(|(_, e)| e),
+            claims_seen,
+            voters,
+            voters_heard: heard,
+            failover,
+            not_eligible,
+            lease_left,
+        }
+    }
+}

@@ -1,0 +1,180 @@
+//! A few walks through the lease with instant, lossless delivery. The
+//! simulator (crates/sim) runs the same nodes under faults.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use roost_lease::{Action, Config, Durable, Input, Node, Tenure};
+
+struct Net {
+    nodes: Vec<Node>,
+    down: Vec<bool>,
+    now: Duration,
+    log: Vec<(usize, Action)>,
+    /// Whether a handoff target reports its log caught up at once.
+    catch_up: bool,
+}
+
+impl Net {
+    fn new(names: &[&str], witness: Option<usize>) -> Net {
+        let voters: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let nodes = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                let mut config = Config::new(n, voters.clone(), Tenure::new(Duration::from_secs(3)));
+                config.witness = witness == Some(i);
+                config.seed = i as u64 + 7;
+                Node::new(config, Durable::default(), Duration::ZERO)
+            })
+            .collect();
+        Net { nodes, down: vec![false; names.len()], now: Duration::ZERO, log: Vec::new(), catch_up: true }
+    }
+
+    fn index(&self, id: &str) -> usize {
+        self.nodes.iter().position(|n| n.me() == id).unwrap()
+    }
+
+    fn input(&mut self, at: usize, input: Input) {
+        let mut queue = VecDeque::from([(at, input)]);
+        while let Some((i, input)) = queue.pop_front() {
+            if self.down[i] {
+                continue;
+            }
+            for action in self.nodes[i].handle(input, self.now) {
+                match &action {
+                    Action::Send { to, envelope } => {
+                        let to = self.index(to);
+                        let from = self.nodes[i].me().to_string();
+                        queue.push_back((to, Input::Received { from, envelope: envelope.clone() }));
+                    }
+                    Action::NeedHead => queue.push_back((i, Input::Head([("a".to_string(), 3)].into()))),
+                    Action::CatchUp { epoch, head } if self.catch_up => {
+                        queue.push_back((i, Input::CaughtUp { epoch: *epoch, head: head.clone() }))
+                    }
+                    _ => {}
+                }
+                self.log.push((i, action));
+            }
+        }
+    }
+
+    fn run(&mut self, for_: Duration) {
+        let end = self.now + for_;
+        while self.now < end {
+            self.now += Duration::from_millis(10);
+            for i in 0..self.nodes.len() {
+                self.input(i, Input::Tick);
+                self.input(i, Input::LogCaughtUp(true));
+            }
+            let acting: Vec<usize> = (0..self.nodes.len()).filter(|i| self.acting(*i).is_some()).collect();
+            assert!(acting.len() <= 1, "two holders at {:?}: {acting:?}", self.now);
+        }
+    }
+
+    fn acting(&self, i: usize) -> Option<u64> {
+        (!self.down[i]).then(|| self.nodes[i].may_act(self.now)).flatten()
+    }
+
+    fn holder(&self) -> Option<usize> {
+        (0..self.nodes.len()).find(|i| self.acting(*i).is_some())
+    }
+}
+
+#[test]
+fn one_machine_takes_the_role_and_keeps_its_epoch_while_renewing() {
+    let mut net = Net::new(&["a", "b", "c"], None);
+    net.run(Duration::from_secs(2));
+    let holder = net.holder().expect("someone is awake");
+    let epoch = net.acting(holder).unwrap();
+    net.run(Duration::from_secs(20));
+    assert_eq!(net.holder(), Some(holder));
+    assert_eq!(net.acting(holder), Some(epoch), "renewals keep the epoch");
+    let status = net.nodes[(holder + 1) % 3].status(net.now);
+    assert_eq!(status.holder.as_deref(), Some(net.nodes[holder].me()));
+    assert_eq!(status.claims_seen, 1);
+    assert!(status.failover.starts_with("automatic"), "{}", status.failover);
+}
+
+#[test]
+fn when_the_holder_dies_another_takes_over_within_ttl_plus_a_second() {
+    let mut net = Net::new(&["a", "b", "c"], None);
+    net.run(Duration::from_secs(2));
+    let old = net.holder().unwrap();
+    let old_epoch = net.acting(old).unwrap();
+    net.down[old] = true;
+    let died = net.now;
+    while net.holder().is_none() {
+        net.run(Duration::from_millis(10));
+        assert!(net.now - died < Duration::from_secs(4), "no failover within TTL + 1 s");
+    }
+    let new = net.holder().unwrap();
+    assert_ne!(new, old);
+    assert!(net.acting(new).unwrap() > old_epoch);
+}
+
+#[test]
+fn a_witness_votes_but_never_holds() {
+    let mut net = Net::new(&["a", "b", "w"], Some(2));
+    for _ in 0..5 {
+        net.run(Duration::from_secs(2));
+        let holder = net.holder().expect("a holder");
+        assert_ne!(holder, 2);
+        net.down[holder] = true;
+        net.run(Duration::from_secs(5));
+        assert_eq!(net.holder(), Some(1 - holder), "the other machine took over with the witness's vote");
+        net.down[holder] = false;
+    }
+    assert_eq!(net.nodes[2].status(net.now).role, "witness");
+}
+
+#[test]
+fn two_voters_never_fail_over_on_their_own_but_force_takes_the_role() {
+    let mut net = Net::new(&["a", "b"], None);
+    net.run(Duration::from_secs(2));
+    let old = net.holder().unwrap();
+    let other = 1 - old;
+    net.down[old] = true;
+    net.run(Duration::from_secs(10));
+    assert_eq!(net.holder(), None, "no majority, no failover");
+    assert!(net.nodes[other].status(net.now).failover.starts_with("none"));
+    net.input(other, Input::Wakeup { force: true });
+    net.run(Duration::from_millis(100));
+    assert_eq!(net.holder(), Some(other));
+}
+
+#[test]
+fn wakeup_hands_the_role_over_with_the_next_epoch_and_no_overlap() {
+    let mut net = Net::new(&["a", "b", "c"], None);
+    net.run(Duration::from_secs(2));
+    for _ in 0..10 {
+        let old = net.holder().unwrap();
+        let epoch = net.acting(old).unwrap();
+        let target = (old + 1) % 3;
+        net.log.clear();
+        net.input(target, Input::Wakeup { force: false });
+        net.run(Duration::from_millis(100));
+        assert_eq!(net.holder(), Some(target), "{:?}", net.log);
+        assert_eq!(net.acting(target), Some(epoch + 1));
+        assert!(net.log.iter().any(|(i, a)| *i == target && matches!(a, Action::HandoffDone { .. })));
+        let asleep = net.log.iter().position(|(i, a)| *i == old && matches!(a, Action::Asleep { .. })).unwrap();
+        let awake = net.log.iter().position(|(i, a)| *i == target && matches!(a, Action::Awake { .. })).unwrap();
+        assert!(asleep < awake, "the old holder stopped before the new one started");
+    }
+}
+
+#[test]
+fn a_handoff_whose_ack_never_comes_leaves_the_holder_awake() {
+    let mut net = Net::new(&["a", "b", "c"], None);
+    net.run(Duration::from_secs(2));
+    let old = net.holder().unwrap();
+    let target = (old + 1) % 3;
+    // The target never catches up, so never acknowledges.
+    net.catch_up = false;
+    net.input(target, Input::Wakeup { force: false });
+    assert!(net.log.iter().any(|(i, a)| *i == old && matches!(a, Action::Pause { .. })));
+    net.run(Duration::from_secs(3));
+    assert_eq!(net.holder(), Some(old));
+    assert!(net.log.iter().any(|(i, a)| *i == old && matches!(a, Action::Resume { .. })));
+    assert!(net.log.iter().any(|(i, a)| *i == target && matches!(a, Action::HandoffFailed { .. })));
+}
