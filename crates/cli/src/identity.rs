@@ -156,6 +156,7 @@ pub fn leave(home: &Path, force: bool) -> anyhow::Result<()> {
     if instance.certificate.claims.role == Role::Home && other_homes == 0 && !force {
         bail!("this is the chain's last home machine; leaving would leave no home (pass --force to leave anyway)");
     }
+    crate::lease::hand_off_before_leaving(&instance)?;
     store.revoke_instance(&instance.id)?;
     instance.write_registry_file(&store)?;
     instance.forget_seed()?;

@@ -10,6 +10,7 @@ mod bench_sync;
 mod conflicts;
 mod http;
 mod identity;
+mod lease;
 mod machines;
 mod memory;
 mod nest;
@@ -53,6 +54,22 @@ enum Command {
         /// Name for the instance if this run creates it [default: the host name]
         #[arg(long)]
         name: Option<String>,
+    },
+    /// Run a witness: a lease voter that holds no data and never becomes awake, so two machines can fail over.
+    Witness {
+        /// Address to listen on [default: from config.toml, else 127.0.0.1:7151]
+        #[arg(long, value_name = "ADDR")]
+        bind: Option<String>,
+        /// Name for the instance if this run creates it [default: the host name]
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Make this machine the awake one: the holder hands the role over (or it is taken when nobody holds it).
+    Wakeup {
+        /// Take the role with this machine's vote alone. Only when the other machines are really down:
+        /// if the holder is alive but unreachable, two machines act until they meet again.
+        #[arg(long)]
+        force: bool,
     },
     /// Serve MCP over stdin/stdout, for clients that launch their servers.
     Mcp,
@@ -99,7 +116,7 @@ enum Command {
     /// Register or revoke machines.
     #[command(subcommand)]
     Instance(machines::InstanceCommand),
-    /// Leave the chain: revoke this machine's certificate here and forget the seed.
+    /// Leave the chain: hand the awake role off (if held here), revoke this machine's certificate here and forget the seed.
     Leave {
         /// Leave even if this is the chain's last home machine.
         #[arg(long)]
@@ -151,6 +168,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let instance = Instance::open_or_init(&home, &name.unwrap_or_else(roost_instance::default_name))?;
             runtime()?.block_on(serve::serve(instance, bind))
         }
+        Command::Witness { bind, name } => {
+            init_logging("info");
+            let instance = Instance::open_or_init(&home, &name.unwrap_or_else(roost_instance::default_name))?;
+            runtime()?.block_on(serve::witness(instance, bind))
+        }
+        Command::Wakeup { force } => lease::wakeup(&Instance::open(&home)?, force),
         Command::Mcp => {
             init_logging("warn");
             let instance = Instance::open_or_init(&home, &roost_instance::default_name())?;

@@ -38,9 +38,12 @@ pub fn status(instance: &Instance, as_json: bool) -> anyhow::Result<()> {
     println!("clock      lamport {}, {} change records", lamport.0, changes);
     let contents: Vec<String> = counts.iter().map(|(k, v)| format!("{v} {k}")).collect();
     println!("contents   {}", contents.join(", "));
-    match gateway {
+    match &gateway {
         Some(h) => println!("gateway    running at http://{bind}, up {}s", h["uptime_seconds"]),
         None => println!("gateway    not answering at http://{bind} (start it with `roost serve`)"),
+    }
+    if let Some(lease) = gateway.as_ref().map(|h| &h["lease"]).filter(|l| l.is_object()) {
+        print_lease(lease);
     }
     Ok(())
 }
@@ -48,4 +51,22 @@ pub fn status(instance: &Instance, as_json: bool) -> anyhow::Result<()> {
 /// GET /health on the configured address, or None when nothing answers in time.
 fn probe(bind: &str) -> Option<Value> {
     crate::http::get(&format!("http://{}/health", bind.replace("0.0.0.0", "127.0.0.1")), PROBE_WAIT).ok()
+}
+
+/// The lease as this machine sees it: role, holder, epoch, claims, failover.
+fn print_lease(lease: &Value) {
+    let holder = lease["holder"]["name"].as_str().unwrap_or("nobody");
+    let epoch = lease["epoch"].as_u64().map_or("-".to_string(), |e| e.to_string());
+    println!("awake      {} here; holder {holder} at epoch {epoch}", lease["role"].as_str().unwrap_or("?"));
+    println!(
+        "           {} machine(s) claim the role; {} of {} voters heard",
+        lease["claims_seen"], lease["voters_heard"], lease["voters"]
+    );
+    println!("failover   {}", lease["failover"].as_str().unwrap_or("?"));
+    if let Some(why) = lease["not_eligible"].as_str() {
+        println!("eligible   no: {why}");
+    }
+    if lease["ok"] == json!(false) {
+        println!("lease loop stalled for {} ms", lease["loop_lag_ms"]);
+    }
 }

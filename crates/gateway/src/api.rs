@@ -66,10 +66,15 @@ pub(crate) async fn with_store<T: Send + 'static>(
 
 async fn health(State(state): State<Arc<AppState>>) -> Response {
     let database = with_store(&state, |s| s.ping()).await;
-    let (status, database) = match database {
+    let (mut status, database) = match database {
         Ok(()) => (StatusCode::OK, json!({"ok": true})),
         Err(ApiError(_, error)) => (StatusCode::SERVICE_UNAVAILABLE, json!({"ok": false, "error": error})),
     };
+    let lease = crate::lease_api::health(&state);
+    if lease["ok"] == json!(false) {
+        // The lease loop has stopped turning: not healthy, whatever else answers.
+        status = StatusCode::SERVICE_UNAVAILABLE;
+    }
     let body = json!({
         "status": if status == StatusCode::OK { "ok" } else { "degraded" },
         "instance_id": state.instance.id,
@@ -78,6 +83,7 @@ async fn health(State(state): State<Arc<AppState>>) -> Response {
         "uptime_seconds": state.started.elapsed().as_secs(),
         "database": database,
         "sync": {"peers": crate::sync_api::peers(&state).await},
+        "lease": lease,
     });
     (status, Json(body)).into_response()
 }

@@ -7,6 +7,8 @@
 //! - `/api/v1/...`: a small JSON API (instance info, certificate, memory
 //!   search and get, the instances with their cached summaries, sync status
 //!   and conflicts) and the pairing endpoints a joining machine talks to;
+//! - `/api/v1/lease`: the awake role as this machine sees it, and the
+//!   wakeup and leave commands (from this machine only);
 //! - `/nest/...`: the Nest, a dashboard for a browser, behind its own
 //!   password login ([`nest`]).
 //!
@@ -19,6 +21,7 @@
 
 mod api;
 mod auth;
+mod lease_api;
 pub mod nest;
 mod pair;
 mod sync_api;
@@ -59,6 +62,8 @@ pub struct Gateway {
     pub sync: Option<Arc<SyncService>>,
     /// Calls to the other instances, when this gateway makes them.
     pub federation: Option<Federation>,
+    /// The awake role's lease, when it runs.
+    pub awake: Option<Arc<roost_awake::AwakeService>>,
 }
 
 /// Shared by every request handler.
@@ -72,6 +77,7 @@ pub(crate) struct AppState {
     pub sync: Option<Arc<SyncService>>,
     pub federation: Federation,
     pub nest: nest::NestState,
+    pub awake: Option<Arc<roost_awake::AwakeService>>,
 }
 
 impl AppState {
@@ -94,6 +100,7 @@ impl Gateway {
             loopback_without_token,
             sync: None,
             federation: None,
+            awake: None,
         }
     }
 
@@ -124,9 +131,11 @@ impl Gateway {
             sync: self.sync,
             federation,
             nest: nest::NestState::default(),
+            awake: self.awake,
         });
         let protected = api::protected_routes(state.clone())
             .merge(sync_api::routes(state.clone()))
+            .merge(lease_api::routes(state.clone()))
             .nest_service("/mcp", mcp)
             .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_token));
         api::public_routes(state.clone()).merge(pair::routes(state.clone())).merge(nest::routes(state)).merge(protected)

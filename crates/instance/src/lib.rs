@@ -70,6 +70,39 @@ pub struct Config {
     pub gateway: GatewayConfig,
     #[serde(default)]
     pub federation: FederationConfig,
+    #[serde(default)]
+    pub lease: LeaseConfig,
+}
+
+/// `[lease]`: the awake role, held by one machine at a time.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LeaseConfig {
+    /// The lease's time-to-live, in milliseconds. A dead holder is replaced
+    /// within about this long plus a second.
+    #[serde(default = "default_lease_ttl")]
+    pub ttl_ms: u64,
+    /// Who grants the lease: `quorum` (a majority of the chain's machines and
+    /// witnesses) or `etcd`.
+    #[serde(default = "default_lease_backend")]
+    pub backend: String,
+    /// etcd client URLs, tried in order, for `backend = "etcd"`.
+    #[serde(default)]
+    pub etcd_endpoints: Vec<String>,
+}
+
+impl Default for LeaseConfig {
+    fn default() -> Self {
+        LeaseConfig { ttl_ms: default_lease_ttl(), backend: default_lease_backend(), etcd_endpoints: Vec::new() }
+    }
+}
+
+fn default_lease_ttl() -> u64 {
+    3000
+}
+
+fn default_lease_backend() -> String {
+    "quorum".into()
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -219,8 +252,12 @@ impl Instance {
             files::write_new_or_keep(&home.join(key), hex(&rand::random::<[u8; 32]>()).as_bytes())?;
         }
         files::write_new_or_keep(&home.join("instance-id"), new_instance_id().as_bytes())?;
-        let config =
-            Config { name: name.to_string(), gateway: GatewayConfig::default(), federation: Default::default() };
+        let config = Config {
+            name: name.to_string(),
+            gateway: GatewayConfig::default(),
+            federation: Default::default(),
+            lease: Default::default(),
+        };
         identity::create_identity(home, &config)?;
         let text = toml::to_string(&config).expect("config serialises");
         match files::write_new(&home.join("config.toml"), text.as_bytes()) {

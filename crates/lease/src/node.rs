@@ -327,6 +327,19 @@ impl Node {
         }
     }
 
+    /// Changes the voter list (a machine was registered or revoked). Votes
+    /// already counted stay counted; a voter that counts another list refuses
+    /// this node until both agree.
+    pub fn set_voters(&mut self, mut voters: Vec<NodeId>) {
+        voters.sort();
+        voters.dedup();
+        if voters != self.config.voters {
+            self.roster = roster_digest(&voters);
+            self.config.voters = voters;
+            self.incompatible.clear();
+        }
+    }
+
     pub fn me(&self) -> &str {
         &self.config.me
     }

@@ -22,7 +22,7 @@ use iroh::endpoint::{Connection, VarInt, presets};
 use iroh::{Endpoint, EndpointAddr, PublicKey, RelayMode, SecretKey};
 use serde::Serialize;
 use thiserror::Error;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use roost_instance::Instance;
@@ -96,6 +96,8 @@ pub(crate) struct Shared {
     sessions: Mutex<HashMap<String, Active>>,
     next_token: AtomicU64,
     pub stop: CancellationToken,
+    /// Where connections of the protocol sharing the endpoint go.
+    other: Option<mpsc::Sender<Connection>>,
 }
 
 /// The running replication service of one instance.
@@ -106,21 +108,21 @@ pub struct SyncService {
 impl SyncService {
     /// Binds the endpoint on `bind` (UDP) and starts accepting and dialing.
     pub async fn start(instance: Arc<Instance>, store: Arc<Store>, bind: SocketAddr) -> Result<SyncService, SyncError> {
-        let secret = SecretKey::from_bytes(&instance.machine_key.to_bytes());
-        let bind_error = |reason: String| SyncError::Bind { addr: bind, reason };
-        let endpoint = Endpoint::builder(presets::Minimal)
-            .secret_key(secret)
-            .relay_mode(RelayMode::Disabled)
-            .clear_address_lookup()
-            .clear_ip_transports()
-            .bind_addr(bind)
-            .map_err(|e| bind_error(e.to_string()))?
-            .alpns(vec![ALPN.to_vec()])
-            .bind();
-        let endpoint = tokio::time::timeout(DIAL_WAIT, endpoint)
-            .await
-            .map_err(|_| bind_error("timed out".into()))?
-            .map_err(|e| bind_error(e.to_string()))?;
+        SyncService::start_sharing(instance, store, bind, None).await
+    }
+
+    /// Like [`SyncService::start`], and hands connections made with `other`'s
+    /// ALPN to its channel, so another protocol shares the endpoint (and the
+    /// UDP port peers know).
+    pub async fn start_sharing(
+        instance: Arc<Instance>,
+        store: Arc<Store>,
+        bind: SocketAddr,
+        other: Option<(&[u8], mpsc::Sender<Connection>)>,
+    ) -> Result<SyncService, SyncError> {
+        let mut alpns = vec![ALPN.to_vec()];
+        alpns.extend(other.as_ref().map(|(alpn, _)| alpn.to_vec()));
+        let endpoint = bind_endpoint(&instance, bind, alpns).await?;
         let (log_grew, _) = watch::channel(0u64);
         let shared = Arc::new(Shared {
             instance,
@@ -131,6 +133,7 @@ impl SyncService {
             sessions: Mutex::new(HashMap::new()),
             next_token: AtomicU64::new(1),
             stop: CancellationToken::new(),
+            other: other.map(|(_, sender)| sender),
         });
         let hook = shared.log_grew.clone();
         store.set_commit_hook(Box::new(move || {
@@ -139,6 +142,11 @@ impl SyncService {
         tokio::spawn(accept_loop(shared.clone()));
         tokio::spawn(dial_loop(shared.clone()));
         Ok(SyncService { shared })
+    }
+
+    /// The endpoint, for a protocol sharing it to dial with.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.shared.endpoint
     }
 
     /// The UDP addresses the endpoint is bound to.
@@ -233,6 +241,12 @@ async fn accept_loop(shared: Arc<Shared>) {
                 Err(e) => return tracing::debug!(error = %e, "sync connection not accepted"),
             };
             match connection {
+                Ok(Ok(conn)) if conn.alpn() != ALPN => match &shared.other {
+                    Some(other) => {
+                        let _ = other.send(conn).await;
+                    }
+                    None => conn.close(VarInt::from_u32(0), b"unknown protocol"),
+                },
                 Ok(Ok(conn)) => {
                     let accepted = tokio::time::timeout(session::HELLO_WAIT, conn.accept_bi()).await;
                     match accepted {
@@ -288,8 +302,28 @@ async fn dial_loop(shared: Arc<Shared>) {
     }
 }
 
+/// Binds an iroh endpoint with this machine's key on `bind` (UDP), direct
+/// addresses only, speaking `alpns`.
+pub async fn bind_endpoint(instance: &Instance, bind: SocketAddr, alpns: Vec<Vec<u8>>) -> Result<Endpoint, SyncError> {
+    let secret = SecretKey::from_bytes(&instance.machine_key.to_bytes());
+    let bind_error = |reason: String| SyncError::Bind { addr: bind, reason };
+    let endpoint = Endpoint::builder(presets::Minimal)
+        .secret_key(secret)
+        .relay_mode(RelayMode::Disabled)
+        .clear_address_lookup()
+        .clear_ip_transports()
+        .bind_addr(bind)
+        .map_err(|e| bind_error(e.to_string()))?
+        .alpns(alpns)
+        .bind();
+    tokio::time::timeout(DIAL_WAIT, endpoint)
+        .await
+        .map_err(|_| bind_error("timed out".into()))?
+        .map_err(|e| bind_error(e.to_string()))
+}
+
 /// The peer's endpoint id and direct address: its gateway's host and port.
-fn dial_address(peer: &InstanceEntry) -> Option<EndpointAddr> {
+pub fn dial_address(peer: &InstanceEntry) -> Option<EndpointAddr> {
     let key = PublicKey::from_bytes(&roost_core::hex::decode_array(&peer.signing_key)?).ok()?;
     let url = peer.gateway_url.as_deref()?;
     let host_port = url.split("://").nth(1).unwrap_or(url).split('/').next()?;

@@ -1,0 +1,459 @@
+//! The awake role on a real machine: the thin shell around `roost-lease`.
+//!
+//! One task, the driver, owns the lease [`Node`]. It feeds it ticks every
+//! [`TICK`], lease messages from peers (QUIC datagrams, [`link`]), commands
+//! (`roost wakeup`, `roost leave`) and facts about the local log, each with
+//! the time from [`clock`], and performs the actions the node returns: it
+//! sends messages, stores the voter state before sending anything after it
+//! ([`state`]), records role changes, and answers the commands. Every wait it
+//! makes on the disk or the database is bounded, and the status it publishes
+//! carries the age of its last turn, so `/health` shows a stalled loop.
+
+mod clock;
+mod link;
+mod state;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use iroh::Endpoint;
+use serde_json::{Value, json};
+use thiserror::Error;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use roost_core::protocol::Heads;
+use roost_instance::Instance;
+use roost_lease::{Action, Config, Envelope, Input, Node, NodeId, Tenure};
+use roost_store::{InstanceEntry, Store};
+use roost_sync::SyncService;
+
+pub use iroh::endpoint::Connection;
+pub use link::ALPN;
+
+/// How often the node's timers are checked.
+pub const TICK: Duration = Duration::from_millis(20);
+/// The longest any one disk or database wait of the loop may take.
+const IO_WAIT: Duration = Duration::from_secs(1);
+/// How often the voter list is re-read from the registry.
+const ROSTER_EVERY: Duration = Duration::from_secs(1);
+/// How often replication is asked whether this machine is caught up.
+const CAUGHT_UP_EVERY: Duration = Duration::from_millis(200);
+/// A loop that has not turned for this long is reported stalled.
+const STALLED: Duration = Duration::from_secs(2);
+
+#[derive(Debug, Error)]
+pub enum AwakeError {
+    #[error("[lease] ttl_ms = {0} is too short; use at least 300 (the default is 3000)")]
+    TtlTooShort(u64),
+    #[error("[lease] backend = {0:?} is not known; use \"quorum\" or \"etcd\"")]
+    UnknownBackend(String),
+    #[error("lease state: {0}")]
+    State(String),
+    #[error(transparent)]
+    Sync(#[from] roost_sync::SyncError),
+}
+
+/// Whether this machine may take the role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// A full machine: votes, and may become awake.
+    Machine,
+    /// `roost witness`: votes, holds no data, never awake.
+    Witness,
+}
+
+enum Command {
+    Wakeup { force: bool, reply: oneshot::Sender<Result<String, String>> },
+    Leave { reply: oneshot::Sender<Result<String, String>> },
+}
+
+/// What the driver last published.
+struct Snapshot {
+    status: Value,
+    turned_at: Duration,
+}
+
+struct Shared {
+    commands: mpsc::Sender<Command>,
+    snapshot: Mutex<Snapshot>,
+}
+
+/// The running lease of one machine.
+pub struct AwakeService {
+    shared: Arc<Shared>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// An endpoint of its own for a machine that runs no replication (a
+/// witness), accepting lease connections.
+pub async fn own_endpoint(
+    instance: &Instance,
+    bind: SocketAddr,
+) -> Result<(Endpoint, mpsc::Receiver<Connection>), AwakeError> {
+    let endpoint = roost_sync::bind_endpoint(instance, bind, vec![ALPN.to_vec()]).await?;
+    let (sender, accepted) = mpsc::channel(16);
+    let accepting = endpoint.clone();
+    tokio::spawn(async move {
+        while let Some(incoming) = accepting.accept().await {
+            let sender = sender.clone();
+            tokio::spawn(async move {
+                let Ok(accepting) = incoming.accept() else { return };
+                if let Ok(Ok(conn)) = tokio::time::timeout(Duration::from_secs(5), accepting).await {
+                    let _ = sender.send(conn).await;
+                }
+            });
+        }
+    });
+    Ok((endpoint, accepted))
+}
+
+impl AwakeService {
+    /// Starts the lease on `endpoint`, reading peers' connections from
+    /// `accepted`. `sync`, when given, tells whether the log is caught up.
+    pub fn start(
+        instance: Arc<Instance>,
+        store: Arc<Store>,
+        sync: Option<Arc<SyncService>>,
+        endpoint: Endpoint,
+        mut accepted: mpsc::Receiver<Connection>,
+        part: Part,
+    ) -> Result<AwakeService, AwakeError> {
+        let settings = &instance.config.lease;
+        if settings.ttl_ms < 300 {
+            return Err(AwakeError::TtlTooShort(settings.ttl_ms));
+        }
+        if settings.backend != "quorum" {
+            return Err(AwakeError::UnknownBackend(settings.backend.clone()));
+        }
+        let durable = state::load(&instance.home).map_err(AwakeError::State)?;
+        let now = clock::now();
+        let mut config =
+            Config::new(&instance.id, vec![instance.id.clone()], Tenure::new(Duration::from_millis(settings.ttl_ms)));
+        config.witness = part == Part::Witness;
+        config.seed = now.as_nanos() as u64 ^ instance.id.bytes().fold(0u64, |h, b| h.rotate_left(5) ^ u64::from(b));
+        let node = Node::new(config, durable, now);
+
+        let (inbox_sender, inbox) = mpsc::channel(256);
+        let links = link::Links::new(endpoint, inbox_sender);
+        let (commands_sender, commands) = mpsc::channel(4);
+        let (internal_sender, internal) = mpsc::channel(64);
+        let (roster_sender, roster) = mpsc::channel(1);
+        let shared = Arc::new(Shared {
+            commands: commands_sender,
+            snapshot: Mutex::new(Snapshot { status: json!({"role": "starting"}), turned_at: now }),
+        });
+        let mut tasks = Vec::new();
+        let accepting = links.clone();
+        tasks.push(tokio::spawn(async move {
+            while let Some(conn) = accepted.recv().await {
+                accepting.accepted(conn);
+            }
+        }));
+        tasks.push(tokio::spawn(watch_roster(store.clone(), roster_sender)));
+        if let Some(sync) = sync {
+            tasks.push(tokio::spawn(watch_caught_up(sync, internal_sender.clone())));
+        }
+        let driver = Driver {
+            me: instance.id.clone(),
+            home: instance.home.clone(),
+            store,
+            node,
+            links,
+            names: HashMap::from([(instance.id.clone(), instance.config.name.clone())]),
+            internal: internal_sender,
+            events: state::Events::open(&instance.home),
+            pending: None,
+            lease_end: None,
+            shared: shared.clone(),
+            part,
+            ttl: Duration::from_millis(settings.ttl_ms),
+        };
+        tasks.push(tokio::spawn(driver.run(inbox, commands, internal, roster)));
+        Ok(AwakeService { shared, tasks })
+    }
+
+    /// What this machine believes about the role, with the loop's progress.
+    pub fn status(&self) -> Value {
+        let snapshot = self.shared.snapshot.lock().expect("lease snapshot poisoned");
+        let mut status = snapshot.status.clone();
+        let lag = clock::now().saturating_sub(snapshot.turned_at);
+        status["loop_lag_ms"] = json!(lag.as_millis() as u64);
+        status["ok"] = json!(lag < STALLED);
+        status
+    }
+
+    /// Takes the role here: by handoff from the holder, or by a fresh grant
+    /// when nobody holds it. `force` takes it with this machine's vote alone.
+    pub async fn wakeup(&self, force: bool) -> Result<String, String> {
+        self.command(|reply| Command::Wakeup { force, reply }).await
+    }
+
+    /// Hands the role to a standby (when held here) and stops taking it.
+    pub async fn leave(&self) -> Result<String, String> {
+        self.command(|reply| Command::Leave { reply }).await
+    }
+
+    async fn command(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<String, String>>) -> Command,
+    ) -> Result<String, String> {
+        let (reply, answer) = oneshot::channel();
+        self.shared.commands.send(make(reply)).await.map_err(|_| "the lease loop has stopped".to_string())?;
+        match tokio::time::timeout(Duration::from_secs(10), answer).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err("the lease loop dropped the request".into()),
+            Err(_) => Err("no answer from the lease loop within 10 s".into()),
+        }
+    }
+
+    /// Stops the loop. A held lease is not released: the others take over
+    /// when it runs out (`roost leave` first hands it off without a gap).
+    pub fn shutdown(&self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+impl Drop for AwakeService {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Reads the registry: every machine not revoked votes.
+async fn watch_roster(store: Arc<Store>, roster: mpsc::Sender<Vec<InstanceEntry>>) {
+    loop {
+        let store = store.clone();
+        let read = tokio::task::spawn_blocking(move || store.instances());
+        match tokio::time::timeout(IO_WAIT, read).await {
+            Ok(Ok(Ok(entries))) => {
+                let voters = entries.into_iter().filter(|e| e.status != "revoked").collect();
+                if roster.send(voters).await.is_err() {
+                    return;
+                }
+            }
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "cannot read the registry for the lease"),
+            _ => tracing::warn!("reading the registry for the lease took longer than {IO_WAIT:?}"),
+        }
+        tokio::time::sleep(ROSTER_EVERY).await;
+    }
+}
+
+/// Tells the node whether replication has caught up with reachable peers.
+async fn watch_caught_up(sync: Arc<SyncService>, internal: mpsc::Sender<Input>) {
+    loop {
+        let sync = sync.clone();
+        let status = tokio::task::spawn_blocking(move || sync.status());
+        let caught_up = match tokio::time::timeout(IO_WAIT, status).await {
+            Ok(Ok(Ok(peers))) => peers.iter().all(|p| p.state != "syncing" || p.behind == 0),
+            _ => false,
+        };
+        if internal.send(Input::LogCaughtUp(caught_up)).await.is_err() {
+            return;
+        }
+        tokio::time::sleep(CAUGHT_UP_EVERY).await;
+    }
+}
+
+struct Driver {
+    me: NodeId,
+    home: std::path::PathBuf,
+    store: Arc<Store>,
+    node: Node,
+    links: Arc<link::Links>,
+    names: HashMap<NodeId, String>,
+    internal: mpsc::Sender<Input>,
+    events: state::Events,
+    pending: Option<oneshot::Sender<Result<String, String>>>,
+    /// When the held lease runs out, as last published.
+    lease_end: Option<Duration>,
+    shared: Arc<Shared>,
+    part: Part,
+    ttl: Duration,
+}
+
+impl Driver {
+    async fn run(
+        mut self,
+        mut inbox: mpsc::Receiver<(NodeId, Bytes)>,
+        mut commands: mpsc::Receiver<Command>,
+        mut internal: mpsc::Receiver<Input>,
+        mut roster: mpsc::Receiver<Vec<InstanceEntry>>,
+    ) {
+        // Until the registry is read, this node would count itself the only
+        // voter and grant itself the lease.
+        match roster.recv().await {
+            Some(voters) => self.set_roster(voters),
+            None => return,
+        }
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            let input = tokio::select! {
+                _ = tick.tick() => Input::Tick,
+                Some((from, bytes)) = inbox.recv() => match Envelope::decode(&bytes) {
+                    Ok(envelope) => Input::Received { from, envelope },
+                    Err(e) => {
+                        tracing::debug!(error = %e, "undecodable lease message");
+                        continue;
+                    }
+                },
+                Some(command) = commands.recv() => match self.admit(command) {
+                    Some(input) => input,
+                    None => continue,
+                },
+                Some(input) = internal.recv() => input,
+                Some(voters) = roster.recv() => {
+                    self.set_roster(voters);
+                    continue;
+                }
+                else => return,
+            };
+            let now = clock::now();
+            let actions = self.node.handle(input, now);
+            self.perform(actions, now).await;
+            self.publish(clock::now());
+        }
+    }
+
+    fn admit(&mut self, command: Command) -> Option<Input> {
+        let (input, reply) = match command {
+            Command::Wakeup { force, reply } => (Input::Wakeup { force }, reply),
+            Command::Leave { reply } => (Input::Leave, reply),
+        };
+        if self.pending.is_some() {
+            let _ = reply.send(Err("another wakeup or leave is under way".into()));
+            return None;
+        }
+        self.pending = Some(reply);
+        Some(input)
+    }
+
+    fn set_roster(&mut self, entries: Vec<InstanceEntry>) {
+        let peers: Vec<InstanceEntry> = entries.iter().filter(|e| e.id != self.me).cloned().collect();
+        self.links.set_peers(&peers);
+        for entry in &entries {
+            self.names.insert(entry.id.clone(), entry.name.clone());
+        }
+        let mut voters: Vec<NodeId> = entries.into_iter().map(|e| e.id).collect();
+        voters.push(self.me.clone());
+        self.node.set_voters(voters);
+    }
+
+    fn name(&self, id: &str) -> String {
+        self.names.get(id).cloned().unwrap_or_else(|| id.to_string())
+    }
+
+    async fn perform(&mut self, actions: Vec<Action>, now: Duration) {
+        let mut sending = true;
+        for action in actions {
+            match action {
+                Action::Send { to, envelope } => {
+                    if sending {
+                        self.links.send(&to, envelope.encode());
+                    }
+                }
+                Action::Persist(durable) => {
+                    let home = self.home.clone();
+                    let write = tokio::task::spawn_blocking(move || state::save(&home, &durable));
+                    let saved = matches!(tokio::time::timeout(IO_WAIT, write).await, Ok(Ok(Ok(()))));
+                    if !saved {
+                        // A promise not on disk must not leave this machine.
+                        tracing::error!("cannot store the lease votes within {IO_WAIT:?}; withholding this answer");
+                        sending = false;
+                    }
+                }
+                Action::Awake { epoch } => {
+                    self.events.record(json!({"event": "awake", "epoch": epoch, "node": self.me}), now);
+                }
+                Action::Asleep { epoch, reason } => {
+                    // It stopped acting when its lease ran out, if that came first.
+                    let until = self.lease_end.map_or(now, |end| end.min(now));
+                    let event = json!({"event": "asleep", "epoch": epoch, "node": self.me, "reason": reason,
+                                       "until_ns": until.as_nanos() as u64});
+                    self.events.record(event, now);
+                }
+                Action::Pause { epoch } => {
+                    self.events.record(json!({"event": "pause", "epoch": epoch, "node": self.me}), now);
+                }
+                Action::Resume { epoch } => {
+                    self.events.record(json!({"event": "resume", "epoch": epoch, "node": self.me}), now);
+                }
+                Action::NeedHead => {
+                    let (store, internal) = (self.store.clone(), self.internal.clone());
+                    tokio::spawn(async move {
+                        let heads = tokio::task::spawn_blocking(move || store.heads());
+                        if let Ok(Ok(Ok(heads))) = tokio::time::timeout(IO_WAIT, heads).await {
+                            let _ = internal.send(Input::Head(heads)).await;
+                        }
+                    });
+                }
+                Action::CatchUp { epoch, head } => {
+                    let deadline = now + Duration::from_millis(1500);
+                    tokio::spawn(catch_up(self.store.clone(), self.internal.clone(), epoch, head, deadline));
+                }
+                Action::HandoffDone { holder, epoch } => {
+                    let message = if holder.is_empty() {
+                        "this machine will not take the role until `roost wakeup`".to_string()
+                    } else {
+                        format!("{} is awake at epoch {epoch}", self.name(&holder))
+                    };
+                    if let Some(reply) = self.pending.take() {
+                        let _ = reply.send(Ok(message));
+                    }
+                }
+                Action::HandoffFailed { reason } => {
+                    self.events.record(json!({"event": "handoff-failed", "node": self.me, "reason": reason}), now);
+                    if let Some(reply) = self.pending.take() {
+                        let _ = reply.send(Err(reason));
+                    }
+                }
+                Action::ExternalAcquire { .. } | Action::ExternalRenew { .. } | Action::ExternalRelease { .. } => {
+                    unreachable!("the quorum grantor asks nothing outside")
+                }
+            }
+        }
+    }
+
+    fn publish(&mut self, now: Duration) {
+        let status = self.node.status(now);
+        self.lease_end = status.lease_left.map(|left| now + left);
+        let holder = status.holder.as_ref().map(|id| json!({"id": id, "name": self.name(id)}));
+        let value = json!({
+            "backend": "quorum",
+            "part": match self.part { Part::Machine => "machine", Part::Witness => "witness" },
+            "role": status.role,
+            "holder": holder,
+            "epoch": status.epoch,
+            "claims_seen": status.claims_seen,
+            "voters": status.voters,
+            "voters_heard": status.voters_heard,
+            "failover": status.failover,
+            "not_eligible": status.not_eligible,
+            "lease_left_ms": status.lease_left.map(|d| d.as_millis() as u64),
+            "ttl_ms": self.ttl.as_millis() as u64,
+            "protocol": roost_lease::PROTOCOL_VERSION,
+        });
+        *self.shared.snapshot.lock().expect("lease snapshot poisoned") = Snapshot { status: value, turned_at: now };
+    }
+}
+
+/// Waits (bounded) until this machine's log covers `head`, then says so.
+async fn catch_up(store: Arc<Store>, internal: mpsc::Sender<Input>, epoch: u64, head: Heads, deadline: Duration) {
+    while clock::now() < deadline {
+        let store = store.clone();
+        let heads = tokio::task::spawn_blocking(move || store.heads());
+        if let Ok(Ok(Ok(ours))) = tokio::time::timeout(IO_WAIT, heads).await
+            && head.iter().all(|(origin, seq)| ours.get(origin).is_some_and(|have| have >= seq))
+        {
+            let _ = internal.send(Input::CaughtUp { epoch, head }).await;
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}

@@ -1,0 +1,139 @@
+//! Lease messages between machines: QUIC datagrams over iroh.
+//!
+//! Datagrams suit the lease: every message is small and self-contained, and a
+//! lost one is covered by the next renewal or retry, so nothing waits on
+//! retransmission. Each machine dials every peer and reads from every
+//! connection, dialed or accepted; a peer is known by its key, which the
+//! QUIC handshake proves.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use iroh::Endpoint;
+use iroh::endpoint::{Connection, VarInt};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use roost_lease::NodeId;
+use roost_store::InstanceEntry;
+
+/// The ALPN of the lease protocol.
+pub const ALPN: &[u8] = b"roost/lease/1";
+
+const DIAL_WAIT: Duration = Duration::from_secs(1);
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// Messages waiting for a connection; more are dropped (the protocol retries).
+const QUEUE: usize = 64;
+
+struct PeerLink {
+    address: String,
+    queue: mpsc::Sender<Bytes>,
+    task: JoinHandle<()>,
+}
+
+pub(crate) struct Links {
+    endpoint: Endpoint,
+    inbox: mpsc::Sender<(NodeId, Bytes)>,
+    peers: Mutex<HashMap<NodeId, PeerLink>>,
+    /// Signing key (hex) → instance id, for accepted connections.
+    keys: Mutex<HashMap<String, NodeId>>,
+}
+
+impl Links {
+    pub fn new(endpoint: Endpoint, inbox: mpsc::Sender<(NodeId, Bytes)>) -> Arc<Links> {
+        Arc::new(Links { endpoint, inbox, peers: Mutex::default(), keys: Mutex::default() })
+    }
+
+    /// Keeps a link to each of `peers` (this machine excluded by the caller)
+    /// and drops links to machines no longer among them.
+    pub fn set_peers(self: &Arc<Links>, peers: &[InstanceEntry]) {
+        *self.keys.lock().expect("keys poisoned") =
+            peers.iter().map(|p| (p.signing_key.clone(), p.id.clone())).collect();
+        let mut links = self.peers.lock().expect("links poisoned");
+        links.retain(|id, link| {
+            let keep = peers.iter().any(|p| &p.id == id && p.gateway_url.as_deref() == Some(link.address.as_str()));
+            if !keep {
+                link.task.abort();
+            }
+            keep
+        });
+        for peer in peers {
+            let Some(address) = peer.gateway_url.clone() else { continue };
+            if links.contains_key(&peer.id) {
+                continue;
+            }
+            let (queue, outgoing) = mpsc::channel(QUEUE);
+            let task = tokio::spawn(self.clone().keep_link(peer.clone(), outgoing));
+            links.insert(peer.id.clone(), PeerLink { address, queue, task });
+        }
+    }
+
+    /// Queues `bytes` for `to`; dropped when its queue is full.
+    pub fn send(&self, to: &str, bytes: Vec<u8>) {
+        if let Some(link) = self.peers.lock().expect("links poisoned").get(to) {
+            let _ = link.queue.try_send(Bytes::from(bytes));
+        }
+    }
+
+    /// Reads from a connection a peer dialed, once it is known to be one.
+    pub fn accepted(self: &Arc<Links>, conn: Connection) {
+        let key = roost_core::hex::encode(conn.remote_id().as_bytes());
+        let peer = self.keys.lock().expect("keys poisoned").get(&key).cloned();
+        match peer {
+            Some(peer) => {
+                tokio::spawn(self.clone().read(peer, conn));
+            }
+            None => conn.close(VarInt::from_u32(403), b"not a machine of this chain"),
+        }
+    }
+
+    async fn keep_link(self: Arc<Links>, peer: InstanceEntry, mut outgoing: mpsc::Receiver<Bytes>) {
+        let mut backoff = BACKOFF_MIN;
+        loop {
+            let conn = match self.dial(&peer).await {
+                Some(conn) => conn,
+                None => {
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                    continue;
+                }
+            };
+            backoff = BACKOFF_MIN;
+            let reader = tokio::spawn(self.clone().read(peer.id.clone(), conn.clone()));
+            while let Some(bytes) = outgoing.recv().await {
+                if let Err(e) = conn.send_datagram(bytes) {
+                    tracing::debug!(peer = %peer.name, error = %e, "lease link lost");
+                    break;
+                }
+                if reader.is_finished() {
+                    break;
+                }
+            }
+            reader.abort();
+            conn.close(VarInt::from_u32(0), b"");
+        }
+    }
+
+    async fn dial(&self, peer: &InstanceEntry) -> Option<Connection> {
+        let address = roost_sync::dial_address(peer)?;
+        match tokio::time::timeout(DIAL_WAIT, self.endpoint.connect(address, ALPN)).await {
+            Ok(Ok(conn)) => Some(conn),
+            Ok(Err(e)) => {
+                tracing::debug!(peer = %peer.name, error = %e, "lease dial failed");
+                None
+            }
+            Err(_) => None,
+        }
+    }
+
+    async fn read(self: Arc<Links>, peer: NodeId, conn: Connection) {
+        while let Ok(bytes) = conn.read_datagram().await {
+            if self.inbox.send((peer.clone(), bytes)).await.is_err() {
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,105 @@
+//! What the lease keeps on disk: the voter's promises, and a log of every
+//! change of role.
+//!
+//! The voter state (`lease.json`) is written to a temporary file, synced and
+//! renamed before any message that depends on it is sent; it changes only on
+//! a new ballot, never on a renewal. The event log (`lease-events.jsonl`)
+//! records each acquire and release with the CLOCK_BOOTTIME reading, so the
+//! logs of several processes on one machine can be checked for overlap.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use roost_lease::{Ballot, Durable};
+
+#[derive(Serialize, Deserialize)]
+struct StoredBallot {
+    round: u64,
+    node: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Stored {
+    promised: Option<StoredBallot>,
+    accepted: Option<(StoredBallot, u64)>,
+}
+
+fn stored(b: &Ballot) -> StoredBallot {
+    StoredBallot { round: b.round, node: b.node.clone() }
+}
+
+fn ballot(b: StoredBallot) -> Ballot {
+    Ballot { round: b.round, node: b.node }
+}
+
+pub(crate) fn state_path(home: &Path) -> PathBuf {
+    home.join("lease.json")
+}
+
+/// The voter state, or the empty state when none was ever written.
+pub(crate) fn load(home: &Path) -> Result<Durable, String> {
+    let path = state_path(home);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Durable::default()),
+        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+    };
+    let stored: Stored = serde_json::from_str(&text).map_err(|e| {
+        format!(
+            "{} is damaged ({e}); it holds this machine's lease votes, so it is not reset silently: \
+             stop every machine of the chain, delete it, and start them again",
+            path.display()
+        )
+    })?;
+    Ok(Durable {
+        promised: stored.promised.map(ballot),
+        accepted: stored.accepted.map(|(b, ttl)| (ballot(b), Duration::from_millis(ttl))),
+    })
+}
+
+/// Writes the voter state durably (temporary file, fsync, rename).
+pub(crate) fn save(home: &Path, durable: &Durable) -> std::io::Result<()> {
+    let stored = Stored {
+        promised: durable.promised.as_ref().map(stored),
+        accepted: durable.accepted.as_ref().map(|(b, ttl)| (stored(b), ttl.as_millis() as u64)),
+    };
+    let path = state_path(home);
+    let temporary = path.with_extension("json.tmp");
+    let mut file = File::create(&temporary)?;
+    file.write_all(&serde_json::to_vec(&stored).expect("voter state serialises"))?;
+    file.sync_all()?;
+    std::fs::rename(&temporary, &path)?;
+    File::open(home)?.sync_all()
+}
+
+/// Appends role changes to `lease-events.jsonl`.
+pub(crate) struct Events {
+    file: Option<File>,
+}
+
+impl Events {
+    pub fn open(home: &Path) -> Events {
+        let file = OpenOptions::new().create(true).append(true).open(home.join("lease-events.jsonl"));
+        if let Err(e) = &file {
+            tracing::warn!(error = %e, "cannot open the lease event log; role changes are only traced");
+        }
+        Events { file: file.ok() }
+    }
+
+    pub fn record(&mut self, mut event: Value, at: Duration) {
+        event["at_ns"] = Value::from(at.as_nanos() as u64);
+        tracing::info!(%event, "lease");
+        if let Some(file) = &mut self.file {
+            let mut line = event.to_string();
+            line.push('\n');
+            if let Err(e) = file.write_all(line.as_bytes()) {
+                tracing::warn!(error = %e, "cannot append to the lease event log");
+            }
+        }
+    }
+}

@@ -1,0 +1,80 @@
+//! The awake role's API: what this machine believes about the lease, and the
+//! commands `roost wakeup` and `roost leave` send to their own machine.
+//!
+//! The commands move the agent between machines, so only a caller on this
+//! machine may send them; another machine's token is refused.
+
+use std::sync::Arc;
+
+use axum::extract::{Extension, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use roost_mcp::Caller;
+
+use crate::AppState;
+use crate::api::ApiError;
+
+pub(crate) fn routes(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/api/v1/lease", get(status))
+        .route("/api/v1/lease/wakeup", post(wakeup))
+        .route("/api/v1/lease/leave", post(leave))
+        .with_state(state)
+}
+
+/// The lease part of `/health`: none when the lease does not run here.
+pub(crate) fn health(state: &AppState) -> Value {
+    state.awake.as_ref().map_or(Value::Null, |awake| awake.status())
+}
+
+async fn status(State(state): State<Arc<AppState>>) -> Json<Value> {
+    Json(health(&state))
+}
+
+#[derive(Deserialize, Default)]
+struct WakeupRequest {
+    #[serde(default)]
+    force: bool,
+}
+
+fn local_only(caller: &Caller) -> Result<(), ApiError> {
+    match caller {
+        Caller::Local => Ok(()),
+        Caller::Machine { .. } => {
+            Err(ApiError(StatusCode::FORBIDDEN, "only this machine's own user may move the awake role".into()))
+        }
+    }
+}
+
+fn awake(state: &AppState) -> Result<&roost_awake::AwakeService, ApiError> {
+    state
+        .awake
+        .as_deref()
+        .ok_or_else(|| ApiError(StatusCode::SERVICE_UNAVAILABLE, "the lease does not run in this process".into()))
+}
+
+fn answer(result: Result<String, String>) -> Result<Json<Value>, ApiError> {
+    result.map(|message| Json(json!({"ok": true, "message": message}))).map_err(|e| ApiError(StatusCode::CONFLICT, e))
+}
+
+async fn wakeup(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    body: Option<Json<WakeupRequest>>,
+) -> Result<Json<Value>, ApiError> {
+    local_only(&caller)?;
+    let force = body.map(|Json(b)| b.force).unwrap_or_default();
+    answer(awake(&state)?.wakeup(force).await)
+}
+
+async fn leave(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Json<Value>, ApiError> {
+    local_only(&caller)?;
+    answer(awake(&state)?.leave().await)
+}
