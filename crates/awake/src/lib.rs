@@ -9,7 +9,8 @@
 //! makes on the disk or the database is bounded, and the status it publishes
 //! carries the age of its last turn, so `/health` shows a stalled loop.
 
-mod clock;
+pub mod clock;
+pub mod events;
 mod link;
 mod state;
 

@@ -2,9 +2,11 @@
 //!
 //! Datagrams suit the lease: every message is small and self-contained, and a
 //! lost one is covered by the next renewal or retry, so nothing waits on
-//! retransmission. Each machine dials every peer and reads from every
-//! connection, dialed or accepted; a peer is known by its key, which the
-//! QUIC handshake proves.
+//! retransmission. One connection per peer carries both directions: the one
+//! this machine dialed or the one the peer dialed, whichever is newest and
+//! alive, so a machine others cannot dial (its port was taken) still takes
+//! part through its own dials. A peer is known by its key, which the QUIC
+//! handshake proves.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -40,11 +42,19 @@ pub(crate) struct Links {
     peers: Mutex<HashMap<NodeId, PeerLink>>,
     /// Signing key (hex) → instance id, for accepted connections.
     keys: Mutex<HashMap<String, NodeId>>,
+    /// The newest connection with each peer, whoever dialed it.
+    connections: Mutex<HashMap<NodeId, Connection>>,
 }
 
 impl Links {
     pub fn new(endpoint: Endpoint, inbox: mpsc::Sender<(NodeId, Bytes)>) -> Arc<Links> {
-        Arc::new(Links { endpoint, inbox, peers: Mutex::default(), keys: Mutex::default() })
+        Arc::new(Links {
+            endpoint,
+            inbox,
+            peers: Mutex::default(),
+            keys: Mutex::default(),
+            connections: Mutex::default(),
+        })
     }
 
     /// Keeps a link to each of `peers` (this machine excluded by the caller)
@@ -66,7 +76,7 @@ impl Links {
                 continue;
             }
             let (queue, outgoing) = mpsc::channel(QUEUE);
-            let task = tokio::spawn(self.clone().keep_link(peer.clone(), outgoing));
+            let task = tokio::spawn(self.clone().send_loop(peer.clone(), outgoing));
             links.insert(peer.id.clone(), PeerLink { address, queue, task });
         }
     }
@@ -78,42 +88,53 @@ impl Links {
         }
     }
 
-    /// Reads from a connection a peer dialed, once it is known to be one.
+    /// Takes a connection a peer dialed, once it is known to be one.
     pub fn accepted(self: &Arc<Links>, conn: Connection) {
         let key = roost_core::hex::encode(conn.remote_id().as_bytes());
         let peer = self.keys.lock().expect("keys poisoned").get(&key).cloned();
         match peer {
-            Some(peer) => {
-                tokio::spawn(self.clone().read(peer, conn));
-            }
+            Some(peer) => self.adopt(peer, conn),
             None => conn.close(VarInt::from_u32(403), b"not a machine of this chain"),
         }
     }
 
-    async fn keep_link(self: Arc<Links>, peer: InstanceEntry, mut outgoing: mpsc::Receiver<Bytes>) {
+    /// Sends over `conn` from now on, and reads from it until it closes.
+    fn adopt(self: &Arc<Links>, peer: NodeId, conn: Connection) {
+        self.connections.lock().expect("connections poisoned").insert(peer.clone(), conn.clone());
+        tokio::spawn(self.clone().read(peer, conn));
+    }
+
+    fn live(&self, peer: &str) -> Option<Connection> {
+        let connections = self.connections.lock().expect("connections poisoned");
+        connections.get(peer).filter(|c| c.close_reason().is_none()).cloned()
+    }
+
+    /// Sends each queued message over the live connection, dialing when
+    /// there is none (at most once per backoff; messages meanwhile are
+    /// dropped, the protocol repeats what matters).
+    async fn send_loop(self: Arc<Links>, peer: InstanceEntry, mut outgoing: mpsc::Receiver<Bytes>) {
         let mut backoff = BACKOFF_MIN;
-        loop {
-            let conn = match self.dial(&peer).await {
+        let mut next_dial = tokio::time::Instant::now();
+        while let Some(bytes) = outgoing.recv().await {
+            let conn = match self.live(&peer.id) {
                 Some(conn) => conn,
-                None => {
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(BACKOFF_MAX);
-                    continue;
-                }
+                None if tokio::time::Instant::now() < next_dial => continue,
+                None => match self.dial(&peer).await {
+                    Some(conn) => {
+                        backoff = BACKOFF_MIN;
+                        self.adopt(peer.id.clone(), conn.clone());
+                        conn
+                    }
+                    None => {
+                        next_dial = tokio::time::Instant::now() + backoff;
+                        backoff = (backoff * 2).min(BACKOFF_MAX);
+                        continue;
+                    }
+                },
             };
-            backoff = BACKOFF_MIN;
-            let reader = tokio::spawn(self.clone().read(peer.id.clone(), conn.clone()));
-            while let Some(bytes) = outgoing.recv().await {
-                if let Err(e) = conn.send_datagram(bytes) {
-                    tracing::debug!(peer = %peer.name, error = %e, "lease link lost");
-                    break;
-                }
-                if reader.is_finished() {
-                    break;
-                }
+            if let Err(e) = conn.send_datagram(bytes) {
+                tracing::debug!(peer = %peer.name, error = %e, "lease link lost");
             }
-            reader.abort();
-            conn.close(VarInt::from_u32(0), b"");
         }
     }
 

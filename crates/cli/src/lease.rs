@@ -1,7 +1,7 @@
 //! `roost wakeup` and the handoff before `roost leave`: commands sent to this
 //! machine's own running gateway, which owns the lease.
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use serde_json::{Value, json};
 
 use roost_instance::Instance;
@@ -19,8 +19,7 @@ pub fn wakeup(instance: &Instance, force: bool) -> anyhow::Result<()> {
         );
     }
     let url = local_url(instance, "/api/v1/lease/wakeup");
-    let answer = crate::http::post(&url, &json!({"force": force}))
-        .with_context(|| "is `roost serve` running for this home?".to_string())?;
+    let answer = crate::http::post(&url, &json!({"force": force}))?;
     println!("{}", message(&answer));
     Ok(())
 }

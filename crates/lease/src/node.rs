@@ -285,6 +285,8 @@ pub struct Node {
     yielding: Option<Yielding>,
     /// A wakeup waiting for this node to become awake, until the deadline.
     wakeup: Option<Duration>,
+    /// Why the last machine asked for a handoff said no, for the report.
+    last_refusal: Option<String>,
     loopback: VecDeque<(NodeId, Message)>,
     actions: Vec<Action>,
 }
@@ -322,6 +324,7 @@ impl Node {
             incoming: None,
             yielding: None,
             wakeup: None,
+            last_refusal: None,
             loopback: VecDeque::new(),
             actions: Vec::new(),
         }
@@ -468,7 +471,7 @@ impl Node {
             } else {
                 let free_since = *self.free_since.get_or_insert(now);
                 let log_ready = self.log_caught_up || now >= free_since + self.config.catch_up_limit;
-                if log_ready && now >= self.next_attempt {
+                if log_ready && now >= self.next_attempt.max(free_since + self.precedence()) {
                     self.attempt(false, now);
                 }
             }
@@ -525,12 +528,15 @@ impl Node {
         }
         if self.wakeup.is_some_and(|deadline| now >= deadline) {
             self.wakeup = None;
-            let reason = if self.config.voters.len() < 3 && self.voters_heard(now) < self.majority() {
+            let reason = if let Some(refusal) = self.last_refusal.take() {
+                refusal
+            } else if self.config.voters.len() < 3 && self.voters_heard(now) < self.majority() {
                 "no majority of voters is reachable (a chain of two voters needs both; add a witness or use --force)"
+                    .into()
             } else {
-                "no majority of voters granted the lease in time"
+                "no majority of voters granted the lease in time".into()
             };
-            self.actions.push(Action::HandoffFailed { reason: reason.into() });
+            self.actions.push(Action::HandoffFailed { reason });
         }
     }
 
@@ -555,11 +561,24 @@ impl Node {
         }
     }
 
-    /// Gives up the current attempt and waits `wait` plus jitter.
+    /// Gives up the current attempt and waits `wait` plus jitter (and, when
+    /// no wakeup presses, this node's precedence, so rivals do not collide
+    /// again).
     fn abandon(&mut self, wait: Duration, now: Duration) {
         self.role = Role::Standby;
-        let jitter_max = if self.wakeup.is_some() { Duration::from_millis(10) } else { Duration::from_millis(150) };
-        self.next_attempt = now + wait + self.jitter(jitter_max);
+        let pause = match self.wakeup {
+            Some(_) => self.jitter(Duration::from_millis(10)),
+            None => self.precedence() + self.jitter(Duration::from_millis(100)),
+        };
+        self.next_attempt = now + wait + pause;
+    }
+
+    /// How long this node lets the ones before it (by id) try first for a
+    /// free lease: standbys that all saw the holder go would otherwise
+    /// split the votes and retry together.
+    fn precedence(&self) -> Duration {
+        let rank = self.config.voters.iter().position(|v| *v == self.config.me).unwrap_or(0);
+        Duration::from_millis(40) * rank as u32
     }
 
     fn on_promise(&mut self, from: &str, req: u64, now: Duration) {
@@ -626,8 +645,9 @@ impl Node {
 
     fn become_awake(&mut self, holding: Holding, now: Duration) {
         let epoch = holding.ballot.round;
-        debug_assert!(epoch >= self.max_round, "a grant never goes back in epoch");
-        self.max_round = epoch;
+        // A higher round may have been promised meanwhile to a proposer that
+        // then found this lease open: it is granted only after this one ends.
+        self.max_round = self.max_round.max(epoch);
         self.role = Role::Awake(holding);
         self.free_since = None;
         self.actions.push(Action::Awake { epoch });
@@ -664,7 +684,17 @@ impl Node {
                 }
                 let needed = if attempt.force { 1 } else { majority };
                 let refused_me = attempt.force && from == self.config.me;
-                if refused_me || voters - attempt.refused.len() < needed {
+                // A wakeup that finds a live holder asks it for a handoff.
+                let holder = match &why {
+                    Refusal::Open { holder, .. } if !attempt.force && holder.node != self.config.me => {
+                        self.wakeup.is_some().then(|| holder.clone())
+                    }
+                    _ => None,
+                };
+                if let Some(holder) = holder {
+                    self.role = Role::Standby;
+                    self.ask_for_handoff(&holder.node, holder.round, now);
+                } else if refused_me || voters - attempt.refused.len() < needed {
                     let wait = attempt.wait;
                     self.abandon(wait, now);
                 }
@@ -776,7 +806,7 @@ impl Node {
             Message::HandoffBegin { epoch, head } => self.on_handoff_begin(from, epoch, head, now),
             Message::HandoffAck { epoch, head } => self.on_handoff_ack(from, epoch, head, now),
             Message::HandoffYield { epoch } => self.on_handoff_yield(from, epoch, now),
-            Message::HandoffAbort { epoch, reason } => self.on_handoff_abort(from, epoch, reason),
+            Message::HandoffAbort { epoch, reason } => self.on_handoff_abort(from, epoch, reason, now),
             Message::Prepare { .. } | Message::Propose { .. } | Message::Release { .. } => {}
         }
     }
@@ -890,22 +920,21 @@ impl Node {
             return self.actions.push(Action::HandoffFailed { reason: "a witness never takes the role".into() });
         }
         self.left = false;
+        self.last_refusal = None;
         if let Some(epoch) = self.acting_epoch() {
             return self.actions.push(Action::HandoffDone { holder: self.config.me.clone(), epoch });
         }
         self.wakeup = Some(now + self.config.handoff_timeout * 2);
         match self.believed_holder(now) {
-            Some((holder, epoch)) if !force && holder != self.config.me => {
-                self.incoming = Some(Incoming {
-                    holder: holder.clone(),
-                    epoch,
-                    stage: Stage::Asked,
-                    deadline: now + self.config.handoff_timeout,
-                });
-                self.send(&holder, Message::HandoffAsk { epoch });
-            }
+            Some((holder, epoch)) if !force && holder != self.config.me => self.ask_for_handoff(&holder, epoch, now),
             _ => self.attempt(force, now),
         }
+    }
+
+    fn ask_for_handoff(&mut self, holder: &str, epoch: u64, now: Duration) {
+        let deadline = now + self.config.handoff_timeout;
+        self.incoming = Some(Incoming { holder: holder.to_string(), epoch, stage: Stage::Asked, deadline });
+        self.send(holder, Message::HandoffAsk { epoch });
     }
 
     fn leave(&mut self, now: Duration) {
@@ -935,13 +964,14 @@ impl Node {
         let expected = match &self.incoming {
             Some(i) => i.holder == from && i.epoch == epoch && i.stage == Stage::Asked,
             // Unasked: the holder is leaving and chose this machine.
-            None => matches!(self.role, Role::Standby) && self.eligible() && self.yielding.is_none(),
+            None => !matches!(self.role, Role::Awake(_)) && self.eligible() && self.yielding.is_none(),
         };
         if !expected {
             let reason = "this machine is not waiting for that handoff".to_string();
             return self.send(from, Message::HandoffAbort { epoch, reason });
         }
         self.max_round = self.max_round.max(epoch);
+        self.role = Role::Standby;
         self.incoming = Some(Incoming {
             holder: from.to_string(),
             epoch,
@@ -970,7 +1000,7 @@ impl Node {
         self.attempt(false, now);
     }
 
-    fn on_handoff_abort(&mut self, from: &str, epoch: u64, reason: String) {
+    fn on_handoff_abort(&mut self, from: &str, epoch: u64, reason: String, now: Duration) {
         if let Role::Awake(holding) = &mut self.role
             && let Some(outgoing) = holding.outgoing.take_if(|o| o.target == from)
         {
@@ -979,9 +1009,16 @@ impl Node {
                 self.actions.push(Action::HandoffFailed { reason: format!("{from} refused: {reason}") });
             }
         }
-        if self.incoming.take_if(|i| i.holder == from && i.epoch == epoch).is_some() {
+        let Some(incoming) = self.incoming.take_if(|i| i.holder == from && i.epoch == epoch) else { return };
+        let reason = format!("{from} refused: {reason}");
+        if incoming.stage == Stage::Asked && self.wakeup.is_some_and(|deadline| now < deadline) {
+            // Asked a machine that no longer holds the role: try for the
+            // lease, which either is free or names the real holder.
+            self.last_refusal = Some(reason);
+            self.attempt(false, now);
+        } else {
             self.wakeup = None;
-            self.actions.push(Action::HandoffFailed { reason: format!("{from} refused: {reason}") });
+            self.actions.push(Action::HandoffFailed { reason });
         }
     }
 

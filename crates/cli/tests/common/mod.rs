@@ -33,10 +33,15 @@ pub struct Served {
 
 impl Served {
     pub fn start(home: &Path) -> Served {
+        Served::run(home, "serve")
+    }
+
+    /// Starts `roost COMMAND` (`serve` or `witness`) on a free loopback port.
+    pub fn run(home: &Path, command: &str) -> Served {
         let mut child = Command::new(roost_bin())
-            .args(["serve", "--bind", "127.0.0.1:0", "--name", "test", "--home"])
+            .args([command, "--bind", "127.0.0.1:0", "--name", "test", "--home"])
             .arg(home)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", std::env::var("ROOST_TEST_LOG").unwrap_or_else(|_| "warn".into()))
             .stdout(Stdio::piped())
             .spawn()
             .expect("spawning roost serve");
@@ -49,6 +54,18 @@ impl Served {
             .unwrap_or_else(|| panic!("unexpected first line from roost serve: {line:?}"))
             .to_string();
         Served { child, addr, home: home.to_path_buf() }
+    }
+
+    /// GET `path` on this gateway and parse the JSON body (plain HTTP/1.0,
+    /// bounded), or None when it does not answer.
+    pub fn get(&self, path: &str) -> Option<Value> {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(&self.addr).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
+        write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response).ok()?;
+        serde_json::from_str(response.split("\r\n\r\n").nth(1)?).ok()
     }
 
     pub fn url(&self, path: &str) -> String {

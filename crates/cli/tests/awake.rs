@@ -1,0 +1,256 @@
+//! The awake role between real `roost serve` (and `roost witness`) processes
+//! on loopback: failover after kill -9, a holder paused past its lease,
+//! planned handoffs back and forth, a witness, a chain of two, and leaving.
+//!
+//! Every process logs its role changes with CLOCK_BOOTTIME readings, which
+//! all processes of one machine share; the tests check those logs for any
+//! moment with two machines awake.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::{Served, configure, homes, link, roost, signal, succeeded, until};
+use roost_awake::clock;
+use roost_awake::events::{self, Term};
+use serde_json::Value;
+
+/// The lease TTL the tests run with (the default is 3 s).
+const TTL: Duration = Duration::from_secs(2);
+
+/// A chain of `names`; the ones in `witnesses` run `roost witness`.
+fn chain(root: &Path, names: &[&str], witnesses: &[&str]) -> (Vec<PathBuf>, Vec<Served>) {
+    let h = homes(root, names);
+    for home in &h {
+        configure(home, "ttl_ms", &TTL.as_millis().to_string());
+    }
+    let served: Vec<Served> = h
+        .iter()
+        .zip(names)
+        .map(|(home, name)| Served::run(home, if witnesses.contains(name) { "witness" } else { "serve" }))
+        .collect();
+    for (i, home) in h.iter().enumerate() {
+        for (j, peer) in served.iter().enumerate() {
+            if i != j {
+                link(home, peer);
+            }
+        }
+    }
+    let n = names.len();
+    until("every machine counts and hears every voter", || {
+        served.iter().all(|s| {
+            let l = lease(s);
+            l["voters"] == n && l["voters_heard"] == n
+        })
+    });
+    (h, served)
+}
+
+fn lease(s: &Served) -> Value {
+    s.get("/health").map(|h| h["lease"].clone()).unwrap_or(Value::Null)
+}
+
+fn role(s: &Served) -> String {
+    lease(s)["role"].as_str().unwrap_or("unreachable").to_string()
+}
+
+/// The one machine awake, once every running machine names it holder.
+fn settled(served: &[&Served]) -> usize {
+    let started = std::time::Instant::now();
+    loop {
+        let leases: Vec<Value> = served.iter().map(|s| lease(s)).collect();
+        let awake: Vec<usize> = (0..served.len()).filter(|i| leases[*i]["role"] == "awake").collect();
+        let named: Vec<&Value> = leases.iter().map(|l| &l["holder"]["id"]).collect();
+        if awake.len() == 1
+            && named.iter().all(|n| *n == named[awake[0]])
+            && leases.iter().all(|l| l["claims_seen"] == 1)
+        {
+            return awake[0];
+        }
+        assert!(started.elapsed() < common::WAIT, "no agreed holder: {leases:#?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn all(served: &[Served]) -> Vec<&Served> {
+    served.iter().collect()
+}
+
+fn terms(homes: &[PathBuf], ended: Option<Duration>) -> Vec<Term> {
+    homes.iter().flat_map(|h| events::terms(&events::read(h).unwrap(), ended)).collect()
+}
+
+/// No two machines awake at once since `since`: the moment the chain was
+/// formed. Before every machine is registered everywhere, each counts only
+/// the voters it knows, and one that knows no others is a chain of one.
+fn assert_no_overlap(homes: &[PathBuf], since: Duration, ended: Option<Duration>) {
+    let terms: Vec<Term> =
+        terms(homes, ended).into_iter().filter(|t| t.until.is_none_or(|until| until > since)).collect();
+    assert!(!terms.is_empty());
+    if let Some((a, b)) = events::overlap(&terms) {
+        panic!("two machines awake at once: {a:?} and {b:?}");
+    }
+}
+
+/// When `home` last became awake, on the shared clock.
+fn awake_at(home: &Path, epoch: u64) -> Duration {
+    let events = events::read(home).unwrap();
+    events.iter().find(|e| e.event == "awake" && e.epoch == Some(epoch)).map(|e| e.at).unwrap()
+}
+
+fn wakeup(home: &Path, force: bool) -> std::process::Output {
+    let mut args = vec!["wakeup"];
+    if force {
+        args.push("--force");
+    }
+    roost(home, &args)
+}
+
+#[test]
+fn the_role_survives_kill_nine_a_long_pause_and_fifty_handoffs_without_two_awake() {
+    let root = tempfile::tempdir().unwrap();
+    let (h, mut served) = chain(root.path(), &["a", "b", "c"], &[]);
+    let first = settled(&all(&served));
+    let formed = clock::now();
+    let status = lease(&served[first]);
+    assert_eq!(status["voters"], 3);
+    assert!(status["failover"].as_str().unwrap().starts_with("automatic"), "{status}");
+
+    // Planned handoffs, back and forth between the other two machines.
+    let (x, y) = ((first + 1) % 3, (first + 2) % 3);
+    let mut epoch = status["epoch"].as_u64().unwrap();
+    for i in 0..50 {
+        let target = if i % 2 == 0 { x } else { y };
+        let said = succeeded(wakeup(&h[target], false));
+        assert!(said.contains("is awake at epoch"), "{said}");
+        let now = lease(&served[target]);
+        assert_eq!(now["role"], "awake", "handoff {i}: {now}");
+        let next = now["epoch"].as_u64().unwrap();
+        assert!(next > epoch, "handoff {i}: epoch {next} after {epoch}");
+        epoch = next;
+    }
+    let events = events::read(&h[x]).unwrap();
+    assert!(events.iter().filter(|e| e.event == "awake" && e.at > formed).count() >= 25);
+    assert!(events.iter().any(|e| e.event == "pause"), "the holder stopped taking work before yielding");
+    assert_no_overlap(&h, formed, None);
+
+    // kill -9 the holder: another machine is awake within TTL + 1 s.
+    let holder = settled(&all(&served));
+    let old_epoch = lease(&served[holder])["epoch"].as_u64().unwrap();
+    let killed_at = clock::now();
+    let _ = served[holder].child.kill();
+    let _ = served[holder].child.wait();
+    let rest: Vec<&Served> = served.iter().enumerate().filter(|(i, _)| *i != holder).map(|(_, s)| s).collect();
+    let next = settled(&rest);
+    let next_index = served.iter().position(|s| std::ptr::eq(s, rest[next])).unwrap();
+    let next_epoch = lease(&served[next_index])["epoch"].as_u64().unwrap();
+    assert!(next_epoch > old_epoch);
+    let failover = awake_at(&h[next_index], next_epoch) - killed_at;
+    assert!(failover < TTL + Duration::from_secs(1), "failover took {failover:?}");
+    assert_no_overlap(&h, formed, Some(killed_at));
+
+    // The killed machine comes back as a standby and learns the holder.
+    served[holder] = Served::start(&h[holder]);
+    let back = settled(&all(&served));
+    assert_eq!(back, next_index, "a restarted machine does not take the role from a live holder");
+
+    // SIGSTOP the holder for 3 × TTL: another takes over; after SIGCONT the
+    // old one does not act, and learns the new epoch.
+    let paused = back;
+    let paused_epoch = lease(&served[paused])["epoch"].as_u64().unwrap();
+    signal(&served[paused].child, "STOP");
+    std::thread::sleep(TTL * 3);
+    let others: Vec<&Served> = served.iter().enumerate().filter(|(i, _)| *i != paused).map(|(_, s)| s).collect();
+    let taker = served.iter().position(|s| std::ptr::eq(s, others[settled(&others)])).unwrap();
+    let taker_epoch = lease(&served[taker])["epoch"].as_u64().unwrap();
+    assert!(taker_epoch > paused_epoch);
+    signal(&served[paused].child, "CONT");
+    until("the resumed machine learns the new holder", || {
+        let l = lease(&served[paused]);
+        l["role"] == "standby" && l["epoch"].as_u64() == Some(taker_epoch)
+    });
+    let resumed = events::read(&h[paused]).unwrap();
+    let asleep = resumed.iter().rfind(|e| e.event == "asleep" && e.epoch == Some(paused_epoch)).unwrap();
+    assert!(
+        asleep.until.unwrap() <= awake_at(&h[taker], taker_epoch),
+        "the paused holder's authority ended before the new one began: {asleep:?}"
+    );
+    assert_eq!(settled(&all(&served)), taker);
+    assert_no_overlap(&h, formed, Some(killed_at));
+}
+
+#[test]
+fn two_machines_and_a_witness_fail_over_and_the_witness_never_holds() {
+    let root = tempfile::tempdir().unwrap();
+    let (h, mut served) = chain(root.path(), &["a", "b", "w"], &["w"]);
+    let holder = settled(&[&served[0], &served[1], &served[2]]);
+    let formed = clock::now();
+    assert_ne!(holder, 2);
+    let witness = lease(&served[2]);
+    assert_eq!(witness["role"], "witness", "{witness}");
+    assert_eq!(witness["part"], "witness");
+    assert!(witness["not_eligible"].as_str().unwrap().contains("witness"));
+    assert!(wakeup(&h[2], false).stderr.ends_with(b"a witness never takes the role\n"));
+
+    let killed_at = clock::now();
+    let _ = served[holder].child.kill();
+    let _ = served[holder].child.wait();
+    let other = 1 - holder;
+    until("the other machine takes over with the witness's vote", || role(&served[other]) == "awake");
+    let epoch = lease(&served[other])["epoch"].as_u64().unwrap();
+    let failover = awake_at(&h[other], epoch) - killed_at;
+    assert!(failover < TTL + Duration::from_secs(1), "failover took {failover:?}");
+    assert!(events::read(&h[2]).unwrap().iter().all(|e| e.event != "awake"));
+    served[holder] = Served::start(&h[holder]);
+    assert_eq!(settled(&[&served[0], &served[1], &served[2]]), other);
+    assert_no_overlap(&h, formed, Some(killed_at));
+}
+
+#[test]
+fn two_voters_never_fail_over_alone_and_force_takes_the_role_with_a_warning() {
+    let root = tempfile::tempdir().unwrap();
+    let (h, mut served) = chain(root.path(), &["a", "b"], &[]);
+    let holder = settled(&[&served[0], &served[1]]);
+    let other = 1 - holder;
+    let failover = lease(&served[other])["failover"].as_str().unwrap().to_string();
+    assert!(failover.starts_with("none: 2 voter(s)") && failover.contains("roost witness"), "{failover}");
+
+    let _ = served[holder].child.kill();
+    let _ = served[holder].child.wait();
+    std::thread::sleep(TTL * 4);
+    assert_ne!(role(&served[other]), "awake", "no majority, no failover");
+    let refused = wakeup(&h[other], false);
+    assert!(!refused.status.success());
+    let why = String::from_utf8_lossy(&refused.stderr);
+    assert!(why.contains("no majority") && why.contains("--force"), "{why}");
+
+    let forced = wakeup(&h[other], true);
+    let warning = String::from_utf8_lossy(&forced.stderr);
+    assert!(forced.status.success(), "{warning}");
+    assert!(warning.contains("warning: --force") && warning.contains("two machines act"), "{warning}");
+    assert_eq!(role(&served[other]), "awake");
+    let forced_epoch = lease(&served[other])["epoch"].as_u64().unwrap();
+
+    // The old holder comes back: it learns the later epoch and stays standby.
+    served[holder] = Served::start(&h[holder]);
+    assert_eq!(settled(&[&served[0], &served[1]]), other);
+    assert!(lease(&served[other])["epoch"].as_u64().unwrap() >= forced_epoch);
+}
+
+#[test]
+fn leaving_the_chain_hands_the_role_off_first() {
+    let root = tempfile::tempdir().unwrap();
+    let (h, served) = chain(root.path(), &["a", "b", "c"], &[]);
+    let holder = settled(&[&served[0], &served[1], &served[2]]);
+    let formed = clock::now();
+    let said = succeeded(roost(&h[holder], &["leave", "--force"]));
+    assert!(said.contains("handed the awake role off"), "{said}");
+    let others: Vec<&Served> = served.iter().enumerate().filter(|(i, _)| *i != holder).map(|(_, s)| s).collect();
+    let next = settled(&others);
+    assert_eq!(role(others[next]), "awake");
+    assert_ne!(role(&served[holder]), "awake");
+    let not_eligible = lease(&served[holder])["not_eligible"].as_str().unwrap_or_default().to_string();
+    assert!(not_eligible.contains("left the role"), "{not_eligible}");
+    assert_no_overlap(&h, formed, None);
+}
