@@ -60,6 +60,18 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 3)]
         runs: usize,
     },
+    /// The awake role: unplanned failover after kill -9, and the pause of a planned handoff.
+    Failover {
+        /// Holders killed (each restarted before the next).
+        #[arg(long, default_value_t = 20)]
+        kills: usize,
+        /// Planned handoffs (`roost wakeup`).
+        #[arg(long, default_value_t = 50)]
+        handoffs: usize,
+        /// The lease TTL, in milliseconds.
+        #[arg(long, default_value_t = 3000)]
+        ttl_ms: u64,
+    },
     /// Mint and verify machine tokens (signature, expiry and replay checks).
     Tokens {
         /// Tokens per run.
@@ -87,6 +99,7 @@ pub fn run(command: BenchCommand) -> anyhow::Result<()> {
         }
         BenchCommand::Tokens { count, runs } => return tokens(count, runs),
         BenchCommand::Sync { entries, runs, writes } => return crate::bench_sync::run(entries, runs, writes),
+        BenchCommand::Failover { kills, handoffs, ttl_ms } => return crate::bench_failover::run(kills, handoffs, ttl_ms),
         BenchCommand::Federation { memories, searches, runs } => {
             return crate::bench_federation::run(memories, searches, runs);
         }
@@ -241,8 +254,14 @@ pub(crate) struct ServedProcess {
 
 impl ServedProcess {
     pub(crate) fn start(home: &std::path::Path) -> anyhow::Result<ServedProcess> {
+        ServedProcess::start_at(home, "127.0.0.1:0")
+    }
+
+    /// `roost serve` on `bind` (a restarted machine keeps its address, which
+    /// the others have registered).
+    pub(crate) fn start_at(home: &std::path::Path, bind: &str) -> anyhow::Result<ServedProcess> {
         let mut child = Command::new(std::env::current_exe()?)
-            .args(["serve", "--bind", "127.0.0.1:0", "--home"])
+            .args(["serve", "--bind", bind, "--home"])
             .arg(home)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())

@@ -5,6 +5,7 @@
 //! and so through the store's one write door, exactly as an MCP tool call does.
 
 mod bench;
+mod bench_failover;
 mod bench_federation;
 mod bench_sync;
 mod conflicts;

@@ -1,0 +1,191 @@
+//! `roost bench failover`: the awake role between three real `roost serve`
+//! processes. Measures the unplanned failover (kill -9 the holder, until
+//! another machine is awake) and the pause of a planned handoff (from the
+//! holder's "pause" to the target's "awake"), both from the processes' own
+//! role-change logs on the shared CLOCK_BOOTTIME, and checks those logs for
+//! any moment with two machines awake.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde_json::{Value, json};
+
+use roost_awake::{clock, events};
+
+use crate::bench::{ServedProcess, percentile_ms};
+use crate::bench_sync::{roost, same_identity};
+
+/// The issue's targets: failover within TTL + 1 s, handoff pause under 300 ms.
+const FAILOVER_SLACK: Duration = Duration::from_secs(1);
+const PAUSE_TARGET: Duration = Duration::from_millis(300);
+const WAIT: Duration = Duration::from_secs(30);
+
+struct Machine {
+    home: PathBuf,
+    addr: String,
+    process: Option<ServedProcess>,
+}
+
+impl Machine {
+    fn lease(&self) -> Value {
+        let url = format!("http://{}/health", self.addr);
+        crate::http::get(&url, Duration::from_secs(2)).map(|h| h["lease"].clone()).unwrap_or(Value::Null)
+    }
+}
+
+pub fn run(kills: usize, handoffs: usize, ttl_ms: u64) -> anyhow::Result<()> {
+    if cfg!(debug_assertions) {
+        eprintln!("roost: warning: this is a debug build; benchmark a release build (cargo run --release -- bench failover)");
+    }
+    let ttl = Duration::from_millis(ttl_ms);
+    let dir = tempfile::tempdir()?;
+    let homes = same_identity(dir.path(), &["a", "b", "c"])?;
+    for home in &homes {
+        let config = home.join("config.toml");
+        let text = std::fs::read_to_string(&config)?;
+        std::fs::write(&config, text.replace("ttl_ms = 3000", &format!("ttl_ms = {ttl_ms}")))?;
+    }
+    let mut machines: Vec<Machine> = homes
+        .iter()
+        .map(|home| {
+            let process = ServedProcess::start(home)?;
+            Ok(Machine { home: home.clone(), addr: process.addr.clone(), process: Some(process) })
+        })
+        .collect::<anyhow::Result<_>>()?;
+    for (i, machine) in machines.iter().enumerate() {
+        for (j, peer) in machines.iter().enumerate() {
+            if i != j {
+                roost(&machine.home, &["instance", "register", &format!("http://{}", peer.addr)])?;
+            }
+        }
+    }
+    settle(&machines)?;
+    let formed = clock::now();
+
+    let mut pauses = Vec::with_capacity(handoffs);
+    for i in 0..handoffs {
+        let holder = settle(&machines)?;
+        let before = machines[holder].lease()["epoch"].as_u64().context("the holder reports its epoch")?;
+        let target = (holder + 1 + i % 2) % machines.len();
+        let url = format!("http://{}/api/v1/lease/wakeup", machines[target].addr);
+        crate::http::post(&url, &json!({})).with_context(|| format!("handoff {i}"))?;
+        let epoch = machines[target].lease()["epoch"].as_u64().context("the target reports its epoch")?;
+        let paused = last_event(&machines[holder].home, "pause", before)?;
+        let awake = event_at(&machines[target].home, "awake", epoch)?;
+        pauses.push(awake.saturating_sub(paused));
+        if awake.saturating_sub(paused) > PAUSE_TARGET {
+            for m in &machines {
+                for e in events::read(&m.home)?.iter().filter(|e| e.at + Duration::from_secs(4) > awake) {
+                    eprintln!("SLOW {:?}", e);
+                }
+            }
+        }
+    }
+
+    let mut failovers = Vec::with_capacity(kills);
+    let mut killed = Vec::new();
+    for k in 0..kills {
+        let holder = settle(&machines)?;
+        // Kill at a different point of the renewal cycle each time.
+        std::thread::sleep(ttl / 3 * (k % 3) as u32 / 2);
+        let killed_at = clock::now();
+        drop(machines[holder].process.take());
+        killed.push((machines[holder].home.clone(), killed_at));
+        let started = Instant::now();
+        let (next, epoch) = loop {
+            let awake = machines
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i != holder)
+                .find_map(|(i, m)| {
+                    let lease = m.lease();
+                    (lease["role"] == "awake").then(|| lease["epoch"].as_u64().map(|e| (i, e))).flatten()
+                });
+            if let Some(found) = awake {
+                break found;
+            }
+            if started.elapsed() > WAIT {
+                bail!("no failover within {WAIT:?} after kill {k}");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        failovers.push(event_at(&machines[next].home, "awake", epoch)?.saturating_sub(killed_at));
+        let machine = &mut machines[holder];
+        machine.process = Some(ServedProcess::start_at(&machine.home, &machine.addr)?);
+        eprintln!("kill {}/{kills}: failover {:.0} ms", k + 1, failovers.last().unwrap().as_secs_f64() * 1000.0);
+    }
+
+    let mut terms: Vec<events::Term> = Vec::new();
+    for machine in &machines {
+        let log = events::read(&machine.home)?;
+        // A killed process never logs its end: close each term at its kill.
+        let mut machine_terms = events::terms(&log, None);
+        for term in machine_terms.iter_mut().filter(|t| t.until.is_none()) {
+            term.until = killed
+                .iter()
+                .filter(|(home, at)| home == &machine.home && *at >= term.from)
+                .map(|(_, at)| *at)
+                .min();
+        }
+        terms.extend(machine_terms.into_iter().filter(|t| t.until.is_none_or(|u| u > formed)));
+    }
+    let overlap = events::overlap(&terms);
+
+    let (failover_p50, failover_max) = (percentile_ms(&mut failovers, 0.5), percentile_ms(&mut failovers, 1.0));
+    let (pause_p50, pause_max) = (percentile_ms(&mut pauses, 0.5), percentile_ms(&mut pauses, 1.0));
+    let failover_target = (ttl + FAILOVER_SLACK).as_secs_f64() * 1000.0;
+    let pause_target = PAUSE_TARGET.as_secs_f64() * 1000.0;
+    println!("lease TTL {ttl_ms} ms, 3 machines on loopback");
+    println!(
+        "unplanned failover over {kills} kills: median {failover_p50:.0} ms, max {failover_max:.0} ms \
+         (target < {failover_target:.0} ms: median at {:.2}, max at {:.2} of it)",
+        failover_p50 / failover_target,
+        failover_max / failover_target
+    );
+    println!(
+        "planned handoff pause over {handoffs} handoffs: median {pause_p50:.1} ms, max {pause_max:.1} ms \
+         (target < {pause_target:.0} ms: median at {:.3} of it)",
+        pause_p50 / pause_target
+    );
+    match overlap {
+        None => println!("two machines awake at once: never ({} terms checked)", terms.len()),
+        Some((a, b)) => bail!("two machines were awake at once: {a:?} and {b:?}"),
+    }
+    Ok(())
+}
+
+/// Waits until exactly one machine is awake and every one names it; returns it.
+fn settle(machines: &[Machine]) -> anyhow::Result<usize> {
+    let started = Instant::now();
+    loop {
+        let leases: Vec<Value> = machines.iter().map(Machine::lease).collect();
+        let awake: Vec<usize> = (0..leases.len()).filter(|i| leases[*i]["role"] == "awake").collect();
+        let agreed = awake.len() == 1
+            && leases.iter().all(|l| l["holder"]["id"] == leases[awake[0]]["holder"]["id"] && l["voters_heard"] == 3);
+        if agreed {
+            return Ok(awake[0]);
+        }
+        if started.elapsed() > WAIT {
+            bail!("the machines did not agree on one holder within {WAIT:?}: {leases:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn last_event(home: &Path, kind: &str, epoch: u64) -> anyhow::Result<Duration> {
+    let log = events::read(home)?;
+    log.iter()
+        .rev()
+        .find(|e| e.event == kind && e.epoch == Some(epoch))
+        .map(|e| e.at)
+        .with_context(|| format!("no {kind} event at epoch {epoch}"))
+}
+
+fn event_at(home: &Path, kind: &str, epoch: u64) -> anyhow::Result<Duration> {
+    let log = events::read(home)?;
+    log.iter()
+        .find(|e| e.event == kind && e.epoch == Some(epoch))
+        .map(|e| e.at)
+        .with_context(|| format!("no {kind} event at epoch {epoch}"))
+}
