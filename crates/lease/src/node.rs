@@ -613,8 +613,10 @@ impl Node {
 
     fn become_awake(&mut self, holding: Holding, now: Duration) {
         let epoch = holding.ballot.round;
-        debug_assert!(epoch >= self.max_round, "a grant never goes back in epoch");
-        self.max_round = epoch;
+        // `max_round` also counts rounds merely promised: a voter outside the
+        // accepting majority may have promised a higher round to a proposer
+        // that never got a majority. The grant stands; the round stays known.
+        self.max_round = self.max_round.max(epoch);
         self.role = Role::Awake(holding);
         self.free_since = None;
         self.actions.push(Action::Awake { epoch });

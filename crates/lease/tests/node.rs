@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use roost_lease::{Action, Config, Durable, Input, Node, Tenure};
+use roost_lease::{Action, Ballot, Config, Durable, Envelope, Input, Message, Node, Refusal, Tenure};
 
 struct Net {
     nodes: Vec<Node>,
@@ -177,4 +177,39 @@ fn a_handoff_whose_ack_never_comes_leaves_the_holder_awake() {
     assert_eq!(net.holder(), Some(old));
     assert!(net.log.iter().any(|(i, a)| *i == old && matches!(a, Action::Resume { .. })));
     assert!(net.log.iter().any(|(i, a)| *i == target && matches!(a, Action::HandoffFailed { .. })));
+}
+
+#[test]
+fn a_grant_stands_when_a_voter_outside_the_majority_promised_a_higher_round() {
+    let voters: Vec<String> = ["a", "b", "c", "d", "e"].iter().map(|v| v.to_string()).collect();
+    let mut c =
+        Node::new(Config::new("c", voters, Tenure::new(Duration::from_secs(3))), Durable::default(), Duration::ZERO);
+    let now = Duration::from_millis(600);
+    let sent = |actions: &[Action]| -> Vec<(String, Envelope)> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Send { to, envelope } => Some((to.clone(), envelope.clone())),
+                _ => None,
+            })
+            .collect()
+    };
+    c.handle(Input::LogCaughtUp(true), now);
+    let prepares = sent(&c.handle(Input::Tick, now));
+    let (_, prepare) = prepares
+        .iter()
+        .find(|(to, e)| to == "a" && matches!(e.message, Some(Message::Prepare { .. })))
+        .expect("c prepares");
+    let Some(Message::Prepare { req, ballot, .. }) = prepare.message.clone() else { unreachable!() };
+    let answer = |message: Message| Envelope { message: Some(message), ..prepare.clone() };
+    let from = |who: &str, message: Message| Input::Received { from: who.to_string(), envelope: answer(message) };
+    // b promised round 9 to d, which never gets a majority; a and e promise c's round.
+    c.handle(from("b", Message::Reject { req, why: Refusal::Promised(Ballot::new(9, "d")) }), now);
+    c.handle(from("a", Message::Promise { req, ballot: ballot.clone() }), now);
+    c.handle(from("e", Message::Promise { req, ballot: ballot.clone() }), now);
+    c.handle(from("a", Message::Accepted { req, ballot: ballot.clone() }), now);
+    let actions = c.handle(from("e", Message::Accepted { req, ballot: ballot.clone() }), now);
+    assert!(actions.contains(&Action::Awake { epoch: ballot.round }), "{actions:?}");
+    assert_eq!(c.may_act(now), Some(ballot.round));
+    assert_eq!(c.max_round(), 9, "the higher promised round stays known");
 }
