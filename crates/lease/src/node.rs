@@ -586,6 +586,12 @@ impl Node {
                 if accepted.len() < needed || (attempt.force && !accepted.contains(&self.config.me)) {
                     return;
                 }
+                if now >= *sent_at + valid_for {
+                    // The answers came after the lease they confirm ran out
+                    // here (a process pause, a slow network): a later epoch
+                    // may have been granted since. No grant; try afresh.
+                    return self.abandon(Duration::ZERO, now);
+                }
                 let holding = Holding {
                     ballot: ballot.clone(),
                     valid_until: *sent_at + valid_for,

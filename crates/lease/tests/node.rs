@@ -213,3 +213,35 @@ fn a_grant_stands_when_a_voter_outside_the_majority_promised_a_higher_round() {
     assert_eq!(c.may_act(now), Some(ballot.round));
     assert_eq!(c.max_round(), 9, "the higher promised round stays known");
 }
+
+#[test]
+fn a_majority_that_answers_after_the_lease_ran_out_grants_nothing() {
+    let voters: Vec<String> = ["a", "b", "c"].iter().map(|v| v.to_string()).collect();
+    let tenure = Tenure::new(Duration::from_secs(3));
+    let mut c = Node::new(Config::new("c", voters, tenure), Durable::default(), Duration::ZERO);
+    let start = Duration::from_millis(600);
+    c.handle(Input::LogCaughtUp(true), start);
+    let actions = c.handle(Input::Tick, start);
+    let prepare = actions
+        .iter()
+        .find_map(|a| match a {
+            Action::Send { to, envelope } if to == "a" && matches!(envelope.message, Some(Message::Prepare { .. })) => {
+                Some(envelope.clone())
+            }
+            _ => None,
+        })
+        .expect("c prepares");
+    let Some(Message::Prepare { req, ballot, .. }) = prepare.message.clone() else { unreachable!() };
+    let from_a = |message: Message| Input::Received {
+        from: "a".to_string(),
+        envelope: Envelope { message: Some(message), ..prepare.clone() },
+    };
+    c.handle(from_a(Message::Promise { req, ballot: ballot.clone() }), start);
+    // c proposed at `start`, then its process stopped; a's acceptance is read
+    // only once the lease it confirms has run out on c's clock.
+    let late = start + tenure.valid_for();
+    let actions = c.handle(from_a(Message::Accepted { req, ballot: ballot.clone() }), late);
+    assert!(!actions.iter().any(|a| matches!(a, Action::Awake { .. })), "{actions:?}");
+    assert_eq!(c.may_act(late), None);
+    assert_eq!(c.status(late).role, "standby");
+}
