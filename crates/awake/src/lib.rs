@@ -172,6 +172,7 @@ impl AwakeService {
             shared: shared.clone(),
             part,
             ttl: Duration::from_millis(settings.ttl_ms),
+            retired: false,
         };
         tasks.push(tokio::spawn(driver.run(inbox, commands, internal, roster)));
         Ok(AwakeService { shared, tasks })
@@ -226,15 +227,14 @@ impl Drop for AwakeService {
     }
 }
 
-/// Reads the registry: every machine not revoked votes.
+/// Reads the registry (every machine not revoked votes) once a second.
 async fn watch_roster(store: Arc<Store>, roster: mpsc::Sender<Vec<InstanceEntry>>) {
     loop {
         let store = store.clone();
         let read = tokio::task::spawn_blocking(move || store.instances());
         match tokio::time::timeout(IO_WAIT, read).await {
             Ok(Ok(Ok(entries))) => {
-                let voters = entries.into_iter().filter(|e| e.status != "revoked").collect();
-                if roster.send(voters).await.is_err() {
+                if roster.send(entries).await.is_err() {
                     return;
                 }
             }
@@ -276,6 +276,8 @@ struct Driver {
     shared: Arc<Shared>,
     part: Part,
     ttl: Duration,
+    /// This machine was revoked here: it no longer takes the role.
+    retired: bool,
 }
 
 impl Driver {
@@ -289,7 +291,11 @@ impl Driver {
         // Until the registry is read, this node would count itself the only
         // voter and grant itself the lease.
         match roster.recv().await {
-            Some(voters) => self.set_roster(voters),
+            Some(voters) => {
+                let now = clock::now();
+                let actions = self.set_roster(voters, now);
+                self.perform(actions, now).await;
+            }
             None => return,
         }
         let mut tick = tokio::time::interval(TICK);
@@ -310,7 +316,9 @@ impl Driver {
                 },
                 Some(input) = internal.recv() => input,
                 Some(voters) = roster.recv() => {
-                    self.set_roster(voters);
+                    let now = clock::now();
+                    let actions = self.set_roster(voters, now);
+                    self.perform(actions, now).await;
                     continue;
                 }
                 else => return,
@@ -335,7 +343,17 @@ impl Driver {
         Some(input)
     }
 
-    fn set_roster(&mut self, entries: Vec<InstanceEntry>) {
+    /// Takes the registry's machines as the voters; what the node must do
+    /// when this machine itself was revoked.
+    fn set_roster(&mut self, entries: Vec<InstanceEntry>, now: Duration) -> Vec<Action> {
+        // This machine left the chain (`roost leave` revoked it here): it
+        // hands the role off if it holds it, and never takes it again.
+        let mut actions = Vec::new();
+        if !self.retired && entries.iter().any(|e| e.id == self.me && e.status == "revoked") {
+            self.retired = true;
+            actions = self.node.handle(Input::Leave, now);
+        }
+        let entries: Vec<InstanceEntry> = entries.into_iter().filter(|e| e.status != "revoked").collect();
         let peers: Vec<InstanceEntry> = entries.iter().filter(|e| e.id != self.me).cloned().collect();
         self.links.set_peers(&peers);
         for entry in &entries {
@@ -344,6 +362,7 @@ impl Driver {
         let mut voters: Vec<NodeId> = entries.into_iter().map(|e| e.id).collect();
         voters.push(self.me.clone());
         self.node.set_voters(voters);
+        actions
     }
 
     fn name(&self, id: &str) -> String {

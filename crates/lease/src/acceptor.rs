@@ -25,13 +25,16 @@ pub struct Acceptor {
     open_until: Option<Duration>,
     /// After a handoff, only this node may prepare until the time given.
     reserved: Option<(NodeId, Duration)>,
+    /// The TTL of the last lease accepted here.
+    last_ttl: Duration,
 }
 
 impl Acceptor {
     /// A voter resuming from `durable` at `now`.
     pub fn restore(durable: Durable, now: Duration) -> Acceptor {
         let open_until = durable.accepted.as_ref().map(|(_, ttl)| now + *ttl);
-        Acceptor { durable, open_until, reserved: None }
+        let last_ttl = durable.accepted.as_ref().map_or(crate::Tenure::DEFAULT_TTL, |(_, ttl)| *ttl);
+        Acceptor { durable, open_until, reserved: None, last_ttl }
     }
 
     pub fn durable(&self) -> &Durable {
@@ -95,16 +98,24 @@ impl Acceptor {
                 self.durable.promised = Some(ballot.clone());
                 self.durable.accepted = accepted;
                 self.open_until = Some(now + *ttl);
+                self.last_ttl = *ttl;
                 Some((Message::Accepted { req, ballot: ballot.clone() }, changed))
             }
             Message::Release { req, ballot, successor } if ballot.node == from => {
                 let mut changed = false;
-                if let Some((held, ttl)) = self.durable.accepted.clone().filter(|(held, _)| held == ballot) {
-                    debug_assert_eq!(&held, ballot);
+                // The successor alone may prepare for one TTL of the lease.
+                let reservation = self.durable.accepted.as_ref().map_or(self.last_ttl, |(_, ttl)| *ttl);
+                if self.durable.accepted.as_ref().is_some_and(|(held, _)| held == ballot) {
                     self.durable.accepted = None;
                     self.open_until = None;
-                    self.reserved = successor.clone().map(|s| (s, now + ttl));
                     changed = true;
+                }
+                // Holding the lease for the successor only refuses others,
+                // which is always safe; it is honoured from the latest
+                // proposer this voter knows even where its lease never
+                // arrived, so no third machine slips in during a handoff.
+                if self.promised_round().is_none_or(|round| round <= ballot.round) {
+                    self.reserved = successor.clone().map(|s| (s, now + reservation));
                 }
                 Some((Message::Released { req: *req, ballot: ballot.clone() }, changed))
             }

@@ -618,6 +618,12 @@ impl Node {
                 if accepted.len() < needed || (attempt.force && !accepted.contains(&self.config.me)) {
                     return;
                 }
+                if now >= *sent_at + valid_for {
+                    // The answers came after the lease they confirm ran out
+                    // here (a process pause, a slow network): a later epoch
+                    // may have been granted since. No grant; try afresh.
+                    return self.abandon(Duration::ZERO, now);
+                }
                 let holding = Holding {
                     ballot: ballot.clone(),
                     valid_until: *sent_at + valid_for,
@@ -645,8 +651,9 @@ impl Node {
 
     fn become_awake(&mut self, holding: Holding, now: Duration) {
         let epoch = holding.ballot.round;
-        // A higher round may have been promised meanwhile to a proposer that
-        // then found this lease open: it is granted only after this one ends.
+        // `max_round` also counts rounds merely promised: a voter outside the
+        // accepting majority may have promised a higher round to a proposer
+        // that never got a majority. The grant stands; the round stays known.
         self.max_round = self.max_round.max(epoch);
         self.role = Role::Awake(holding);
         self.free_since = None;
@@ -728,8 +735,9 @@ impl Node {
         if attempt.req != req {
             return;
         }
-        if epoch <= self.max_round {
-            // A grant must come with a greater epoch than any seen.
+        // A grant must come with a greater epoch than any seen, and while
+        // the lease it grants can still be trusted here.
+        if epoch <= self.max_round || now >= sent_at + self.config.tenure.valid_for() {
             return self.abandon(Duration::ZERO, now);
         }
         let holding = Holding {

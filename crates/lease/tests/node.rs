@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use roost_lease::{Action, Config, Durable, Input, Node, Tenure};
+use roost_lease::{Action, Ballot, Config, Durable, Envelope, Input, Message, Node, Refusal, Tenure};
 
 struct Net {
     nodes: Vec<Node>,
@@ -177,4 +177,95 @@ fn a_handoff_whose_ack_never_comes_leaves_the_holder_awake() {
     assert_eq!(net.holder(), Some(old));
     assert!(net.log.iter().any(|(i, a)| *i == old && matches!(a, Action::Resume { .. })));
     assert!(net.log.iter().any(|(i, a)| *i == target && matches!(a, Action::HandoffFailed { .. })));
+}
+
+#[test]
+fn a_grant_stands_when_a_voter_outside_the_majority_promised_a_higher_round() {
+    let voters: Vec<String> = ["a", "b", "c", "d", "e"].iter().map(|v| v.to_string()).collect();
+    let mut c =
+        Node::new(Config::new("c", voters, Tenure::new(Duration::from_secs(3))), Durable::default(), Duration::ZERO);
+    let now = Duration::from_millis(600);
+    let sent = |actions: &[Action]| -> Vec<(String, Envelope)> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Send { to, envelope } => Some((to.clone(), envelope.clone())),
+                _ => None,
+            })
+            .collect()
+    };
+    c.handle(Input::LogCaughtUp(true), now);
+    // c waits its precedence (80 ms, third by id) after seeing the lease free.
+    c.handle(Input::Tick, now - Duration::from_millis(200));
+    let prepares = sent(&c.handle(Input::Tick, now));
+    let (_, prepare) = prepares
+        .iter()
+        .find(|(to, e)| to == "a" && matches!(e.message, Some(Message::Prepare { .. })))
+        .expect("c prepares");
+    let Some(Message::Prepare { req, ballot, .. }) = prepare.message.clone() else { unreachable!() };
+    let answer = |message: Message| Envelope { message: Some(message), ..prepare.clone() };
+    let from = |who: &str, message: Message| Input::Received { from: who.to_string(), envelope: answer(message) };
+    // b promised round 9 to d, which never gets a majority; a and e promise c's round.
+    c.handle(from("b", Message::Reject { req, why: Refusal::Promised(Ballot::new(9, "d")) }), now);
+    c.handle(from("a", Message::Promise { req, ballot: ballot.clone() }), now);
+    c.handle(from("e", Message::Promise { req, ballot: ballot.clone() }), now);
+    c.handle(from("a", Message::Accepted { req, ballot: ballot.clone() }), now);
+    let actions = c.handle(from("e", Message::Accepted { req, ballot: ballot.clone() }), now);
+    assert!(actions.contains(&Action::Awake { epoch: ballot.round }), "{actions:?}");
+    assert_eq!(c.may_act(now), Some(ballot.round));
+    assert_eq!(c.max_round(), 9, "the higher promised round stays known");
+}
+
+#[test]
+fn a_majority_that_answers_after_the_lease_ran_out_grants_nothing() {
+    let voters: Vec<String> = ["a", "b", "c"].iter().map(|v| v.to_string()).collect();
+    let tenure = Tenure::new(Duration::from_secs(3));
+    let mut c = Node::new(Config::new("c", voters, tenure), Durable::default(), Duration::ZERO);
+    let start = Duration::from_millis(600);
+    c.handle(Input::LogCaughtUp(true), start);
+    c.handle(Input::Tick, start - Duration::from_millis(200));
+    let actions = c.handle(Input::Tick, start);
+    let prepare = actions
+        .iter()
+        .find_map(|a| match a {
+            Action::Send { to, envelope } if to == "a" && matches!(envelope.message, Some(Message::Prepare { .. })) => {
+                Some(envelope.clone())
+            }
+            _ => None,
+        })
+        .expect("c prepares");
+    let Some(Message::Prepare { req, ballot, .. }) = prepare.message.clone() else { unreachable!() };
+    let from_a = |message: Message| Input::Received {
+        from: "a".to_string(),
+        envelope: Envelope { message: Some(message), ..prepare.clone() },
+    };
+    c.handle(from_a(Message::Promise { req, ballot: ballot.clone() }), start);
+    // c proposed at `start`, then its process stopped; a's acceptance is read
+    // only once the lease it confirms has run out on c's clock.
+    let late = start + tenure.valid_for();
+    let actions = c.handle(from_a(Message::Accepted { req, ballot: ballot.clone() }), late);
+    assert!(!actions.iter().any(|a| matches!(a, Action::Awake { .. })), "{actions:?}");
+    assert_eq!(c.may_act(late), None);
+    assert_eq!(c.status(late).role, "standby");
+}
+
+#[test]
+fn a_machine_on_another_protocol_version_gets_no_votes_and_is_told_why() {
+    let mut net = Net::new(&["a", "b", "c"], None);
+    net.run(Duration::from_secs(2));
+    let holder = net.holder().unwrap();
+    let standby = (holder + 1) % 3;
+    // A newer machine asks the standby to promise; the body is not understood.
+    let foreign = roost_lease::Envelope { version: roost_lease::PROTOCOL_VERSION + 1, roster: 0, message: None };
+    let actions = net.nodes[standby].handle(Input::Received { from: "z".into(), envelope: foreign }, net.now);
+    let told = actions.iter().any(|a| {
+        matches!(a, Action::Send { to, envelope } if to == "z"
+            && matches!(envelope.message, Some(roost_lease::Message::Incompatible { version, .. }) if version == roost_lease::PROTOCOL_VERSION))
+    });
+    assert!(told, "{actions:?}");
+    // And the standby learns the other side's version is not its own.
+    let status = net.nodes[standby].status(net.now);
+    let why = status.not_eligible.expect("a version mismatch is reported");
+    assert!(why.contains("speaks lease protocol 2"), "{why}");
+    assert_eq!(net.holder(), Some(holder), "the live holder is untouched");
 }

@@ -1,0 +1,909 @@
+//! The world: an event loop in true time, and around each node the shell a
+//! real machine would run. The shell carries out a node's actions in order —
+//! persisting voter state exactly at `Action::Persist`, sending, answering
+//! `NeedHead`, reporting catch-up and `LogCaughtUp` — runs the agent (effects
+//! only while `may_act`, none between `Pause` and `Resume`), the replica and
+//! the timers, and suffers the faults the chaos draws.
+//!
+//! A run: machines start within the first two seconds; until the heal,
+//! clients write and faults come; at the heal every partition, loss and
+//! pause ends and every crashed machine restarts (delay spikes stopped
+//! [`SPIKE_MAX`] earlier, so what is in flight then is normally delayed);
+//! the agent keeps working until the liveness deadline; then everything is
+//! quiet for ten seconds (`QUIET`) and the replicas must have converged.
+
+use std::cmp::Ordering;
+use std::collections::{BinaryHeap, VecDeque};
+use std::panic::{self, AssertUnwindSafe};
+use std::time::Duration;
+
+use roost_core::protocol::{self, Heads};
+use roost_lease::{Action, Config, Durable, Envelope, Input, Node, Tenure};
+
+use crate::check::{Checker, Invariant, Violation};
+use crate::clock::Clock;
+use crate::net::{Net, SPIKE_MAX};
+use crate::replica::Replica;
+use crate::rng::Rng;
+use crate::scenario::{MS, SEC, Scenario};
+use crate::trace::Trace;
+use crate::{Bug, Failure, Summary};
+
+/// Writes one readable line to the trace: `note!(world, machine, "format", args…)`.
+macro_rules! note {
+    ($world:expr, $who:expr, $($arg:tt)*) => {
+        $world.trace.note($world.now, $world.names.get($who).map_or("sim", String::as_str), format_args!($($arg)*))
+    };
+}
+
+/// Quiet time after the liveness deadline before convergence is checked.
+const QUIET: u64 = 10 * SEC;
+/// How soon a forced wakeup must give a holder, with the other machine dead.
+const FORCE_BOUND: u64 = SEC;
+
+#[derive(Debug, Clone)]
+enum Payload {
+    Lease(Vec<u8>),
+    Sync(Vec<u8>),
+}
+
+/// What happens at one instant of true time. Timers carry the life of the
+/// machine that set them, so a restart silences the timers of the life before.
+#[derive(Debug)]
+enum Event {
+    /// A machine's first start.
+    Start(usize),
+    Tick(usize, u64),
+    /// Anti-entropy: send peers heads and what they lack.
+    Sync(usize, u64),
+    /// The agent's turn to make an effect, if the machine may act.
+    Agent(usize, u64),
+    Deliver {
+        from: usize,
+        to: usize,
+        payload: Payload,
+    },
+    /// An effect reaches the sink.
+    Effect(usize),
+    /// Draw the next fault.
+    Chaos,
+    ClientWrite,
+    Uncut(u64),
+    Lossless(u64),
+    Calm(u64),
+    Restart(usize, u64),
+    Resume(usize, u64),
+    SpikesOff,
+    /// Crash one of two voters for good (force scenarios).
+    Bury,
+    Heal,
+    /// `wakeup --force` on the survivor (force scenarios).
+    Force,
+    /// Invariant 3: a holder by now.
+    Deadline,
+    /// Invariant 4: converged by now.
+    Finish,
+}
+
+struct Scheduled {
+    at: u64,
+    seq: u64,
+    event: Event,
+}
+
+impl PartialEq for Scheduled {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+
+impl Eq for Scheduled {}
+
+impl PartialOrd for Scheduled {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Scheduled {
+    /// Reversed, so the heap pops the earliest event (ties in scheduling order).
+    fn cmp(&self, other: &Self) -> Ordering {
+        (other.at, other.seq).cmp(&(self.at, self.seq))
+    }
+}
+
+struct Machine {
+    config: Config,
+    clock: Clock,
+    /// `None` while crashed (or not started yet).
+    node: Option<Node>,
+    /// The voter state as the shell last persisted it.
+    disk: Durable,
+    /// `None` for a witness, which keeps no data.
+    replica: Option<Replica>,
+    /// `Some(keep)` while the process is paused; `keep` says whether messages
+    /// arriving meanwhile wait in socket buffers (read at resume) or are lost.
+    paused: Option<bool>,
+    held: Vec<(usize, Payload)>,
+    /// Counts starts and crashes, so timers of an earlier life are ignored.
+    life: u64,
+    /// Crash before this action of the next step that returns any.
+    crash_after: Option<usize>,
+    /// The shell remembers `roost leave` and repeats it after a restart.
+    left: bool,
+    /// Between `Action::Pause` and `Action::Resume`: no new agent work.
+    agent_paused: bool,
+    /// A handoff catch-up to report once the log covers the head.
+    catch_up: Option<(u64, Heads)>,
+    caught_up: Option<bool>,
+    /// Crashed for good (force scenarios).
+    dead: bool,
+}
+
+impl Machine {
+    fn running(&self) -> bool {
+        self.node.is_some() && self.paused.is_none()
+    }
+}
+
+pub struct World {
+    seed: u64,
+    bug: Option<Bug>,
+    scenario: Scenario,
+    names: Vec<String>,
+    rng: Rng,
+    now: u64,
+    seq: u64,
+    queue: BinaryHeap<Scheduled>,
+    machines: Vec<Machine>,
+    net: Net,
+    /// The highest epoch the effect sink has accepted.
+    sink: Option<u64>,
+    checker: Checker,
+    trace: Trace,
+    next_id: u64,
+    /// From when a holder is promised, within `bound`.
+    live_from: Option<u64>,
+    bound: u64,
+    /// When a wakeup or leave was last asked for.
+    handoff_asked: Option<u64>,
+    holder_after: Option<u64>,
+    agent_until: u64,
+    end: u64,
+    steps: u64,
+    refused: u64,
+    handoffs_done: u64,
+    handoffs_failed: u64,
+}
+
+impl World {
+    pub fn new(seed: u64, bug: Option<Bug>) -> World {
+        let mut rng = Rng::new(seed);
+        let scenario = Scenario::draw(&mut rng, bug);
+        let names = scenario.names.clone();
+        let machines = (0..names.len())
+            .map(|i| {
+                let mut config = Config::new(&names[i], names.clone(), scenario.tenure);
+                config.witness = scenario.witness == Some(i);
+                config.handoff_timeout = scenario.handoff_timeout;
+                Machine {
+                    replica: (!config.witness).then(|| Replica::new(&names[i])),
+                    config,
+                    clock: scenario.clocks[i],
+                    node: None,
+                    disk: Durable::default(),
+                    paused: None,
+                    held: Vec::new(),
+                    life: 0,
+                    crash_after: None,
+                    left: false,
+                    agent_paused: false,
+                    catch_up: None,
+                    caught_up: None,
+                    dead: false,
+                }
+            })
+            .collect();
+        let net = Net::new(names.len(), scenario.latency, scenario.dup_ppm, scenario.spike_ppm);
+        let heal = scenario.heal_at;
+        let mut world = World {
+            seed,
+            bug,
+            names,
+            rng,
+            now: 0,
+            seq: 0,
+            queue: BinaryHeap::new(),
+            machines,
+            net,
+            sink: None,
+            checker: Checker::default(),
+            trace: Trace::default(),
+            next_id: 0,
+            live_from: None,
+            bound: 0,
+            handoff_asked: None,
+            holder_after: None,
+            agent_until: 0,
+            end: 0,
+            steps: 0,
+            refused: 0,
+            handoffs_done: 0,
+            handoffs_failed: 0,
+            scenario,
+        };
+        for i in 0..world.machines.len() {
+            let at = world.rng.below(2 * SEC);
+            world.schedule_at(at, Event::Start(i));
+        }
+        world.schedule_at(SEC, Event::Chaos);
+        world.schedule_at(SEC, Event::ClientWrite);
+        world.schedule_at(heal - SPIKE_MAX, Event::SpikesOff);
+        world.schedule_at(heal, Event::Heal);
+        if world.scenario.force {
+            let bury = heal - world.rng.between(0, 8 * SEC);
+            let force = heal + world.rng.between(0, SEC);
+            world.schedule_at(bury, Event::Bury);
+            world.schedule_at(force, Event::Force);
+            (world.live_from, world.bound) = (Some(force), FORCE_BOUND);
+            world.schedule_at(force + FORCE_BOUND, Event::Deadline);
+        }
+        // The run's end is fixed now; the liveness deadline is set at the
+        // heal, when it is known whether a handoff was under way.
+        world.agent_until = heal + SEC + world.liveness_bound(true);
+        world.end = world.agent_until + QUIET;
+        world.schedule_at(world.end, Event::Finish);
+        world
+    }
+
+    /// How long after the heal a holder must exist (invariant 3):
+    ///
+    /// * `TTL / (1 − ε)`: the longest a voter may still refuse others for a
+    ///   lease it holds — a voter restarting at the heal reopens its last
+    ///   accepted lease for a full TTL of its own clock, a paused one reads
+    ///   stale renewals when it resumes, and a standby believes a claim it
+    ///   heard for a TTL;
+    /// * `catch_up_limit`: a standby whose log is behind waits this long
+    ///   before taking a free lease;
+    /// * 1 s: ticks, jitter (≤ 150 ms), a few round trips at ≤ 40 ms, and a
+    ///   collision with another proposer or two;
+    /// * and, when a wakeup or leave was asked within `2 × handoff_timeout`
+    ///   before the heal, those two handoff stages, during which the target
+    ///   waits for the holder and voters keep the lease for the target.
+    fn liveness_bound(&self, handoff: bool) -> u64 {
+        let ttl = self.scenario.tenure.ttl.as_nanos() as u64;
+        let epsilon = u64::from(Tenure::DEFAULT_DRIFT_PPM);
+        let lease = ttl * 1_000_000 / (1_000_000 - epsilon);
+        let catch_up = self.machines[0].config.catch_up_limit.as_nanos() as u64;
+        let handoffs = if handoff { 2 * self.scenario.handoff_timeout.as_nanos() as u64 } else { 0 };
+        lease + catch_up + SEC + handoffs
+    }
+
+    pub fn run(mut self) -> Result<Summary, Box<Failure>> {
+        while let Some(Scheduled { at, event, .. }) = self.queue.pop() {
+            self.now = at;
+            self.steps += 1;
+            let step = panic::catch_unwind(AssertUnwindSafe(|| self.step(event).and_then(|()| self.check())));
+            let result = step.unwrap_or_else(|panic| {
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                Err(Violation { invariant: Invariant::NoPanic, detail: format!("panicked: {message}") })
+            });
+            if let Err(violation) = result {
+                return Err(Box::new(self.failure(violation)));
+            }
+            if at >= self.end {
+                break;
+            }
+        }
+        Ok(Summary {
+            seed: self.seed,
+            trace: self.trace.hash(),
+            steps: self.steps,
+            grants: self.checker.grants,
+            writes: self.checker.writes(),
+            effects_accepted: self.checker.accepted,
+            effects_refused: self.refused,
+            handoffs_done: self.handoffs_done,
+            handoffs_failed: self.handoffs_failed,
+            live: self.live_from.is_some(),
+            holder_after: self.holder_after.map(Duration::from_nanos),
+            bound: Duration::from_nanos(self.bound),
+        })
+    }
+
+    fn failure(&self, violation: Violation) -> Failure {
+        Failure {
+            seed: self.seed,
+            bug: self.bug,
+            invariant: violation.invariant,
+            detail: violation.detail,
+            at: Duration::from_nanos(self.now),
+            scenario: self.scenario.describe(),
+            trace: self.trace.hash(),
+            recent: self.trace.recent(),
+        }
+    }
+
+    fn schedule_at(&mut self, at: u64, event: Event) {
+        self.seq += 1;
+        self.queue.push(Scheduled { at, seq: self.seq, event });
+    }
+
+    fn schedule(&mut self, after: u64, event: Event) {
+        self.schedule_at(self.now + after, event);
+    }
+
+    fn local(&self, n: usize) -> Duration {
+        self.machines[n].clock.read(self.now)
+    }
+
+    /// Every live machine that may act now, with its epoch.
+    fn holders(&self) -> Vec<(usize, u64)> {
+        let now = self.now;
+        self.machines
+            .iter()
+            .enumerate()
+            .filter_map(|(i, m)| m.node.as_ref()?.may_act(m.clock.read(now)).map(|e| (i, e)))
+            .collect()
+    }
+
+    /// Invariant 1 after every step; notes the first holder after the heal.
+    fn check(&mut self) -> Result<(), Violation> {
+        let holders = self.holders();
+        self.checker.one_holder(&holders, &self.names)?;
+        if let Some(from) = self.live_from
+            && self.now >= from
+            && self.holder_after.is_none()
+            && !holders.is_empty()
+        {
+            self.holder_after = Some(self.now - from);
+        }
+        Ok(())
+    }
+
+    fn step(&mut self, event: Event) -> Result<(), Violation> {
+        match event {
+            Event::Start(n) => self.start(n),
+            Event::Tick(n, life) => {
+                if self.timer(n, life, Event::Tick(n, life), (5 * MS, 25 * MS)) {
+                    self.input(n, Input::Tick)?;
+                }
+                Ok(())
+            }
+            Event::Sync(n, life) => {
+                if self.timer(n, life, Event::Sync(n, life), (100 * MS, 250 * MS)) {
+                    self.sync(n)?;
+                }
+                Ok(())
+            }
+            Event::Agent(n, life) => {
+                if self.timer(n, life, Event::Agent(n, life), (50 * MS, 300 * MS)) {
+                    self.agent(n);
+                }
+                Ok(())
+            }
+            Event::Deliver { from, to, payload } => self.deliver(from, to, payload),
+            Event::Effect(id) => self.sink(id),
+            Event::Chaos => {
+                if self.now + SEC < self.scenario.heal_at {
+                    self.chaos()?;
+                    let gap = self.rng.between(self.scenario.fault_gap.0, self.scenario.fault_gap.1);
+                    self.schedule(gap, Event::Chaos);
+                }
+                Ok(())
+            }
+            Event::ClientWrite => {
+                if self.now < self.scenario.heal_at {
+                    self.client_write();
+                    let gap = self.rng.between(self.scenario.write_gap.0, self.scenario.write_gap.1);
+                    self.schedule(gap, Event::ClientWrite);
+                }
+                Ok(())
+            }
+            Event::Uncut(id) => {
+                self.net.uncut(id);
+                note!(self, usize::MAX, "cut {id} heals");
+                Ok(())
+            }
+            Event::Lossless(id) => {
+                self.net.lossless(id);
+                Ok(())
+            }
+            Event::Calm(id) => {
+                self.net.calm(id);
+                Ok(())
+            }
+            Event::Restart(n, life) => {
+                if self.machines[n].life == life {
+                    self.start(n)?;
+                }
+                Ok(())
+            }
+            Event::Resume(n, life) => {
+                if self.machines[n].life == life && self.machines[n].paused.is_some() {
+                    self.resume(n)?;
+                }
+                Ok(())
+            }
+            Event::SpikesOff => {
+                self.net.spike_ppm = 0;
+                Ok(())
+            }
+            Event::Bury => {
+                let holder = self.holders().first().map(|(n, _)| *n);
+                let n = holder.unwrap_or_else(|| self.rng.below(2) as usize);
+                note!(self, n, "crashes for good");
+                self.crash(n, false);
+                self.machines[n].dead = true;
+                Ok(())
+            }
+            Event::Heal => self.heal(),
+            Event::Force => {
+                let n = self.machines.iter().position(|m| !m.dead).expect("one machine survives");
+                note!(self, n, "wakeup --force");
+                self.machines[n].left = false;
+                self.input(n, Input::Wakeup { force: true })
+            }
+            Event::Deadline => match self.holder_after {
+                Some(_) => Ok(()),
+                None => Err(Violation {
+                    invariant: Invariant::Liveness,
+                    detail: format!(
+                        "no holder {:.3}s after the {}",
+                        self.bound as f64 / SEC as f64,
+                        if self.scenario.force { "forced wakeup" } else { "heal" }
+                    ),
+                }),
+            },
+            Event::Finish => {
+                let live: Vec<&Machine> = self.machines.iter().filter(|m| !m.dead).collect();
+                let replicas: Vec<(&str, &Replica)> =
+                    live.iter().filter_map(|m| Some((m.config.me.as_str(), m.replica.as_ref()?))).collect();
+                let origins: Vec<&str> = replicas.iter().map(|(name, _)| *name).collect();
+                self.checker.convergence(&replicas, &origins, live.len() == self.machines.len())
+            }
+        }
+    }
+
+    /// Whether a machine's timer of life `life` fires now; reschedules it
+    /// while that life lasts. A paused process's timers do nothing.
+    fn timer(&mut self, n: usize, life: u64, again: Event, gap: (u64, u64)) -> bool {
+        let m = &self.machines[n];
+        if m.life != life || m.node.is_none() {
+            return false;
+        }
+        let paused = m.paused.is_some();
+        let gap = self.rng.between(gap.0, gap.1);
+        self.schedule(gap, again);
+        if paused {
+            self.trace.quiet(self.now, n, &[]);
+        }
+        !paused
+    }
+
+    fn start(&mut self, n: usize) -> Result<(), Violation> {
+        let now = self.local(n);
+        let forget = self.bug == Some(Bug::ForgetVotes);
+        let seed = self.rng.next_u64();
+        let m = &mut self.machines[n];
+        if m.node.is_some() || m.dead {
+            return Ok(());
+        }
+        m.life += 1;
+        m.config.seed = seed;
+        let durable = if forget { Durable::default() } else { m.disk.clone() };
+        m.node = Some(Node::new(m.config.clone(), durable, now));
+        let (life, replica, left) = (m.life, m.replica.is_some(), m.left);
+        note!(self, n, "starts (local clock {:.3}s)", now.as_secs_f64());
+        let tick = self.rng.below(25 * MS);
+        self.schedule(tick, Event::Tick(n, life));
+        if replica {
+            let (sync, agent) = (self.rng.below(250 * MS), self.rng.below(300 * MS));
+            self.schedule(sync, Event::Sync(n, life));
+            self.schedule(agent, Event::Agent(n, life));
+        }
+        if left { self.input(n, Input::Leave) } else { Ok(()) }
+    }
+
+    /// Volatile state is lost; what the shell persisted stays. A crash that
+    /// is not for good restarts after a while, sometimes as a reboot (the
+    /// monotonic clock starts from a new origin).
+    fn crash(&mut self, n: usize, restart: bool) {
+        let m = &mut self.machines[n];
+        m.node = None;
+        m.life += 1;
+        m.paused = None;
+        m.held.clear();
+        m.crash_after = None;
+        m.agent_paused = false;
+        m.catch_up = None;
+        m.caught_up = None;
+        if let Some(replica) = &mut m.replica {
+            replica.crash();
+        }
+        let life = m.life;
+        if restart {
+            if self.rng.chance(500_000) {
+                self.machines[n].clock.origin = self.rng.between(60 * SEC, 600 * SEC);
+            }
+            let down = self.rng.between(200 * MS, 10 * SEC);
+            self.schedule(down, Event::Restart(n, life));
+        }
+    }
+
+    fn resume(&mut self, n: usize) -> Result<(), Violation> {
+        let m = &mut self.machines[n];
+        m.paused = None;
+        let held = std::mem::take(&mut m.held);
+        note!(self, n, "resumes; reads {} buffered messages", held.len());
+        for (from, payload) in held {
+            if !self.machines[n].running() {
+                break;
+            }
+            self.receive(from, n, payload)?;
+        }
+        Ok(())
+    }
+
+    fn heal(&mut self) -> Result<(), Violation> {
+        if self.scenario.live() {
+            let window = 2 * self.scenario.handoff_timeout.as_nanos() as u64;
+            let handoff = self.handoff_asked.is_some_and(|at| at + window >= self.now);
+            (self.live_from, self.bound) = (Some(self.now), self.liveness_bound(handoff));
+            self.schedule(self.bound, Event::Deadline);
+        }
+        self.net.heal();
+        note!(self, usize::MAX, "heal: no cuts, no loss, no pauses, every crashed machine restarts");
+        for n in 0..self.machines.len() {
+            self.machines[n].crash_after = None;
+            if self.machines[n].paused.is_some() {
+                self.resume(n)?;
+            }
+            if self.machines[n].node.is_none() {
+                self.start(n)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Feeds one input and carries out the actions, and those of the inputs
+    /// they lead to, in order.
+    fn input(&mut self, n: usize, first: Input) -> Result<(), Violation> {
+        let mut queue = VecDeque::from([first]);
+        while let Some(input) = queue.pop_front() {
+            let now = self.local(n);
+            let m = &mut self.machines[n];
+            let Some(node) = m.node.as_mut() else { return Ok(()) };
+            let actions = node.handle(input, now);
+            if actions.is_empty() {
+                self.trace.quiet(self.now, n, &[]);
+                continue;
+            }
+            let crash_at = m.crash_after.take();
+            let count = actions.len();
+            for (i, action) in actions.into_iter().enumerate() {
+                if crash_at == Some(i) {
+                    note!(self, n, "crashes after {i} of {count} actions");
+                    self.crash(n, true);
+                    return Ok(());
+                }
+                self.act(n, action, &mut queue)?;
+            }
+            if crash_at.is_some() {
+                note!(self, n, "crashes after all {count} actions");
+                self.crash(n, true);
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    fn act(&mut self, n: usize, action: Action, queue: &mut VecDeque<Input>) -> Result<(), Violation> {
+        match action {
+            Action::Send { to, envelope } => {
+                let message = envelope.message.as_ref().expect("a node sends messages of its own version");
+                note!(self, n, "→ {to} {message:?}");
+                let to = self.names.iter().position(|name| *name == to).expect("nodes send to voters");
+                self.transmit(n, to, Payload::Lease(envelope.encode()));
+            }
+            Action::Persist(durable) => {
+                note!(self, n, "persists {durable:?}");
+                self.machines[n].disk = durable;
+            }
+            Action::Awake { epoch } => {
+                note!(self, n, "AWAKE epoch {epoch}");
+                self.machines[n].agent_paused = false;
+                self.checker.grant(n, epoch, &self.names)?;
+            }
+            Action::Asleep { epoch, reason } => {
+                note!(self, n, "ASLEEP epoch {epoch}: {reason}");
+                self.machines[n].agent_paused = false;
+            }
+            Action::Pause { epoch } => {
+                note!(self, n, "pauses the agent (epoch {epoch})");
+                self.machines[n].agent_paused = true;
+            }
+            Action::Resume { epoch } => {
+                note!(self, n, "resumes the agent (epoch {epoch})");
+                self.machines[n].agent_paused = false;
+            }
+            Action::NeedHead => {
+                let replica = self.machines[n].replica.as_ref().expect("only a holder hands off, and it keeps data");
+                queue.push_back(Input::Head(replica.heads().clone()));
+            }
+            Action::CatchUp { epoch, head } => {
+                if self.rng.chance(self.scenario.stall_ppm) {
+                    note!(self, n, "catch-up to {head:?} stalls");
+                    return Ok(());
+                }
+                note!(self, n, "catches up to {head:?}");
+                let m = &mut self.machines[n];
+                if m.replica.as_ref().expect("a handoff target keeps data").covers(&head) {
+                    queue.push_back(Input::CaughtUp { epoch, head });
+                } else {
+                    m.catch_up = Some((epoch, head));
+                }
+            }
+            Action::HandoffDone { holder, epoch } => {
+                self.handoffs_done += 1;
+                note!(self, n, "handoff done: {holder} holds epoch {epoch}");
+            }
+            Action::HandoffFailed { reason } => {
+                self.handoffs_failed += 1;
+                note!(self, n, "handoff failed: {reason}");
+            }
+            Action::ExternalAcquire { .. } | Action::ExternalRenew { .. } | Action::ExternalRelease { .. } => {
+                unreachable!("the simulator runs quorum grants only")
+            }
+        }
+        Ok(())
+    }
+
+    fn transmit(&mut self, from: usize, to: usize, payload: Payload) {
+        if !self.net.open(from, to) {
+            return;
+        }
+        for delay in self.net.fate(&mut self.rng, true) {
+            self.schedule(delay, Event::Deliver { from, to, payload: payload.clone() });
+        }
+    }
+
+    fn deliver(&mut self, from: usize, to: usize, payload: Payload) -> Result<(), Violation> {
+        let m = &mut self.machines[to];
+        if !self.net.open(from, to) || m.node.is_none() {
+            return Ok(());
+        }
+        match m.paused {
+            Some(true) => m.held.push((from, payload)),
+            Some(false) => {}
+            None => self.receive(from, to, payload)?,
+        }
+        Ok(())
+    }
+
+    fn receive(&mut self, from: usize, to: usize, payload: Payload) -> Result<(), Violation> {
+        match payload {
+            Payload::Lease(bytes) => {
+                let envelope = Envelope::decode(&bytes).expect("lease messages decode");
+                let message = envelope.message.as_ref().expect("every node speaks one version");
+                note!(self, to, "← {} {message:?}", self.names[from]);
+                self.input(to, Input::Received { from: self.names[from].clone(), envelope })
+            }
+            Payload::Sync(bytes) => {
+                self.trace.quiet(self.now, to, &bytes);
+                let message = protocol::Message::decode(&bytes).expect("sync messages decode");
+                let now = self.local(to);
+                let peer = self.names[from].clone();
+                self.machines[to].replica.as_mut().expect("only replicas sync").receive(&peer, message, now);
+                self.replica_moved(to)
+            }
+        }
+    }
+
+    /// Anti-entropy: heads and missing entries to every peer that keeps data.
+    fn sync(&mut self, n: usize) -> Result<(), Violation> {
+        let now = self.local(n);
+        for peer in 0..self.machines.len() {
+            if peer == n || self.machines[peer].replica.is_none() {
+                continue;
+            }
+            let name = self.names[peer].clone();
+            let replica = self.machines[n].replica.as_mut().expect("only replicas sync");
+            for message in replica.outgoing(&name, now) {
+                self.transmit(n, peer, Payload::Sync(message.encode()));
+            }
+        }
+        self.replica_moved(n)
+    }
+
+    /// Tells the node what its log now covers: a pending handoff catch-up,
+    /// and whether it holds everything its peers hold.
+    fn replica_moved(&mut self, n: usize) -> Result<(), Violation> {
+        let now = self.local(n);
+        let m = &mut self.machines[n];
+        let Some(replica) = m.replica.as_ref() else { return Ok(()) };
+        let ready = m.catch_up.take_if(|(_, head)| replica.covers(head));
+        let done = replica.caught_up(now);
+        let changed = m.caught_up != Some(done);
+        m.caught_up = Some(done);
+        if let Some((epoch, head)) = ready {
+            self.input(n, Input::CaughtUp { epoch, head })?;
+        }
+        if changed { self.input(n, Input::LogCaughtUp(done)) } else { Ok(()) }
+    }
+
+    /// The agent: one effect, if this machine may act and is not handing off.
+    fn agent(&mut self, n: usize) {
+        let m = &self.machines[n];
+        if m.agent_paused || self.now >= self.agent_until {
+            return;
+        }
+        let Some(epoch) = m.node.as_ref().and_then(|node| node.may_act(m.clock.read(self.now))) else { return };
+        let holders = self.holders();
+        let id = self.checker.issue(n, epoch, &holders);
+        let replica = self.machines[n].replica.as_mut().expect("a holder keeps data");
+        let (origin, seq, hash) = replica.write(&format!("agent-{}", id % 3), &format!("effect {id} epoch {epoch}"));
+        self.checker.acked(origin, seq, hash);
+        note!(self, n, "effect {id} under epoch {epoch}");
+        for delay in self.net.fate(&mut self.rng, false) {
+            self.schedule(delay, Event::Effect(id));
+        }
+    }
+
+    /// An effect reaches the sink, which refuses an epoch below the highest
+    /// it has accepted.
+    fn sink(&mut self, id: usize) -> Result<(), Violation> {
+        let epoch = self.checker.epoch_of(id);
+        let accepted = self.bug == Some(Bug::StaleSink) || self.sink.is_none_or(|highest| epoch >= highest);
+        let verdict = if accepted { "accepts" } else { "refuses" };
+        note!(self, usize::MAX, "sink {verdict} effect {id} (epoch {epoch})");
+        if !accepted {
+            self.refused += 1;
+            return Ok(());
+        }
+        self.sink = Some(self.sink.map_or(epoch, |highest| highest.max(epoch)));
+        self.checker.accept(id, &self.names)
+    }
+
+    fn client_write(&mut self) {
+        let n = self.rng.below(self.machines.len() as u64) as usize;
+        let key = format!("k{}", self.rng.below(4));
+        let value = self.rng.below(1000).to_string();
+        let m = &mut self.machines[n];
+        let Some(replica) = m.replica.as_mut().filter(|_| m.node.is_some() && m.paused.is_none()) else { return };
+        let (origin, seq, hash) = replica.write(&key, &value);
+        self.checker.acked(origin, seq, hash);
+        note!(self, n, "client writes {key} = {value} (seq {seq})");
+    }
+
+    fn fresh_id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    /// Draws and applies one fault.
+    fn chaos(&mut self) -> Result<(), Violation> {
+        let size = self.machines.len();
+        let alive: Vec<usize> = (0..size).filter(|i| !self.machines[*i].dead).collect();
+        let running: Vec<usize> = alive.iter().copied().filter(|i| self.machines[*i].running()).collect();
+        let lasting = self.rng.between(SEC, 15 * SEC);
+        let ttl = self.scenario.tenure.ttl.as_nanos() as u64;
+        // The holder is the one to hurt: pausing or isolating it is what
+        // tests the lease's timing, so those faults often pick it.
+        let holder = self.holders().first().map(|(n, _)| *n).filter(|_| self.rng.chance(700_000));
+        match self.rng.weighted(&[15, 10, 10, 15, 20, 8, 7, 15, 8]) {
+            0 => {
+                let side: Vec<bool> = match holder {
+                    Some(h) => (0..size).map(|i| i == h).collect(),
+                    None => (0..size).map(|_| self.rng.chance(500_000)).collect(),
+                };
+                let links: Vec<(usize, usize)> = (0..size)
+                    .flat_map(|a| (0..size).map(move |b| (a, b)))
+                    .filter(|(a, b)| side[*a] != side[*b])
+                    .collect();
+                let id = self.fresh_id();
+                note!(self, usize::MAX, "cut {id}: split {side:?} for {:.1}s", lasting as f64 / 1e9);
+                self.net.cut(id, links);
+                self.schedule(lasting, Event::Uncut(id));
+            }
+            1 => {
+                let (a, b) = (self.rng.pick(&alive), self.rng.pick(&alive));
+                if a != b {
+                    let id = self.fresh_id();
+                    note!(
+                        self,
+                        usize::MAX,
+                        "cut {id}: {} → {} one way for {:.1}s",
+                        self.names[a],
+                        self.names[b],
+                        lasting as f64 / 1e9
+                    );
+                    self.net.cut(id, vec![(a, b)]);
+                    self.schedule(lasting, Event::Uncut(id));
+                }
+            }
+            2 => {
+                let (a, c) = (self.rng.pick(&alive), self.rng.pick(&alive));
+                if a != c && alive.len() >= 3 {
+                    let id = self.fresh_id();
+                    note!(
+                        self,
+                        usize::MAX,
+                        "cut {id}: bridge, {} and {} apart for {:.1}s",
+                        self.names[a],
+                        self.names[c],
+                        lasting as f64 / 1e9
+                    );
+                    self.net.cut(id, vec![(a, c), (c, a)]);
+                    self.schedule(lasting, Event::Uncut(id));
+                }
+            }
+            3 => {
+                if let Some(&n) = running.get(self.rng.below(running.len().max(1) as u64) as usize) {
+                    if self.rng.chance(300_000) {
+                        let after = self.rng.below(4) as usize;
+                        note!(self, n, "will crash in the middle of its next step");
+                        self.machines[n].crash_after = Some(after);
+                    } else {
+                        note!(self, n, "crashes");
+                        self.crash(n, true);
+                    }
+                }
+            }
+            4 => {
+                let any = running.get(self.rng.below(running.len().max(1) as u64) as usize).copied();
+                if let Some(n) = holder.filter(|h| running.contains(h)).or(any) {
+                    let pause = ttl * self.rng.between(300, 3000) / 1000;
+                    let keep = self.rng.chance(500_000);
+                    let life = self.machines[n].life;
+                    self.machines[n].paused = Some(keep);
+                    let what = if keep { "buffering" } else { "dropping" };
+                    note!(self, n, "paused for {:.2}s, {what} messages", pause as f64 / 1e9);
+                    self.schedule(pause, Event::Resume(n, life));
+                }
+            }
+            5 => {
+                let id = self.fresh_id();
+                let ppm = self.rng.pick(&[50_000, 200_000, 500_000]);
+                note!(self, usize::MAX, "loss {ppm} ppm for {:.1}s", lasting as f64 / 1e9);
+                self.net.lossy(id, ppm);
+                self.schedule(lasting, Event::Lossless(id));
+            }
+            6 => {
+                let id = self.fresh_id();
+                let max = self.rng.between(100 * MS, 800 * MS);
+                note!(self, usize::MAX, "delays up to {}ms for {:.1}s", max / MS, lasting as f64 / 1e9);
+                self.net.storm(id, max);
+                self.schedule(lasting, Event::Calm(id));
+            }
+            7 => {
+                if let Some(&n) = running.get(self.rng.below(running.len().max(1) as u64) as usize) {
+                    note!(self, n, "wakeup");
+                    self.handoff_asked = Some(self.now);
+                    self.machines[n].left = false;
+                    self.input(n, Input::Wakeup { force: false })?;
+                }
+            }
+            _ => {
+                let candidates: Vec<usize> =
+                    running.iter().copied().filter(|i| self.machines[*i].replica.is_some()).collect();
+                let staying =
+                    alive.iter().filter(|i| self.machines[**i].replica.is_some() && !self.machines[**i].left).count();
+                if let Some(&n) = candidates.get(self.rng.below(candidates.len().max(1) as u64) as usize)
+                    && !self.machines[n].left
+                    && staying >= 2
+                {
+                    note!(self, n, "leave");
+                    self.handoff_asked = Some(self.now);
+                    self.machines[n].left = true;
+                    self.input(n, Input::Leave)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
