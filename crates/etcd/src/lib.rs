@@ -27,6 +27,8 @@
 
 mod error;
 mod gateway;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 use std::time::Duration;
 
