@@ -87,8 +87,9 @@ impl EtcdLease {
     /// key does not exist. The grant's epoch is that txn's revision. When the
     /// key exists, the new lease is revoked and the answer is who holds it.
     ///
-    /// Safe to repeat: a txn sent twice (its first answer lost) finds the key
-    /// attached to its own lease and answers with that grant.
+    /// The txn is safe to send again after its answer was lost (as moving to
+    /// the next endpoint does): finding the key attached to its own lease,
+    /// it answers with that grant.
     pub async fn acquire(&self, holder: &str, ttl: Duration) -> Result<Acquire, EtcdError> {
         let seconds = (ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0)).max(1);
         let lease: LeaseGrant =
