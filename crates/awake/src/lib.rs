@@ -28,7 +28,7 @@ use tokio::task::JoinHandle;
 
 use roost_core::protocol::Heads;
 use roost_instance::Instance;
-use roost_lease::{Action, Config, Envelope, Input, Node, NodeId, Tenure};
+use roost_lease::{Action, Config, Envelope, Grantor, Input, Node, NodeId, Tenure};
 use roost_store::{InstanceEntry, Store};
 use roost_sync::SyncService;
 
@@ -52,6 +52,10 @@ pub enum AwakeError {
     TtlTooShort(u64),
     #[error("[lease] backend = {0:?} is not known; use \"quorum\" or \"etcd\"")]
     UnknownBackend(String),
+    #[error("[lease] backend = \"etcd\" needs etcd_endpoints, e.g. [\"http://127.0.0.1:2379\"]")]
+    NoEtcdEndpoints,
+    #[error("[lease] etcd: {0}")]
+    Etcd(String),
     #[error("lease state: {0}")]
     State(String),
     #[error(transparent)]
@@ -127,14 +131,25 @@ impl AwakeService {
         if settings.ttl_ms < 300 {
             return Err(AwakeError::TtlTooShort(settings.ttl_ms));
         }
-        if settings.backend != "quorum" {
-            return Err(AwakeError::UnknownBackend(settings.backend.clone()));
-        }
+        let etcd = match settings.backend.as_str() {
+            "quorum" => None,
+            "etcd" if settings.etcd_endpoints.is_empty() => return Err(AwakeError::NoEtcdEndpoints),
+            "etcd" => {
+                let key = format!("/roost/{}/awake", instance.roost_id());
+                let client = roost_etcd::EtcdLease::new(settings.etcd_endpoints.clone(), key, IO_WAIT)
+                    .map_err(|e| AwakeError::Etcd(e.to_string()))?;
+                Some(Arc::new(client))
+            }
+            other => return Err(AwakeError::UnknownBackend(other.to_string())),
+        };
         let durable = state::load(&instance.home).map_err(AwakeError::State)?;
         let now = clock::now();
         let mut config =
             Config::new(&instance.id, vec![instance.id.clone()], Tenure::new(Duration::from_millis(settings.ttl_ms)));
         config.witness = part == Part::Witness;
+        if etcd.is_some() {
+            config.grantor = Grantor::External;
+        }
         config.seed = now.as_nanos() as u64 ^ instance.id.bytes().fold(0u64, |h, b| h.rotate_left(5) ^ u64::from(b));
         let node = Node::new(config, durable, now);
 
@@ -173,6 +188,8 @@ impl AwakeService {
             part,
             ttl: Duration::from_millis(settings.ttl_ms),
             retired: false,
+            etcd,
+            grants: Arc::default(),
         };
         tasks.push(tokio::spawn(driver.run(inbox, commands, internal, roster)));
         Ok(AwakeService { shared, tasks })
@@ -278,6 +295,10 @@ struct Driver {
     ttl: Duration,
     /// This machine was revoked here: it no longer takes the role.
     retired: bool,
+    /// The etcd server that grants the lease, with `Grantor::External`.
+    etcd: Option<Arc<roost_etcd::EtcdLease>>,
+    /// etcd's grants by epoch, for renewing and releasing them.
+    grants: Arc<Mutex<HashMap<u64, roost_etcd::Grant>>>,
 }
 
 impl Driver {
@@ -433,11 +454,65 @@ impl Driver {
                         let _ = reply.send(Err(reason));
                     }
                 }
-                Action::ExternalAcquire { .. } | Action::ExternalRenew { .. } | Action::ExternalRelease { .. } => {
-                    unreachable!("the quorum grantor asks nothing outside")
-                }
+                Action::ExternalAcquire { req } => self.etcd_acquire(req),
+                Action::ExternalRenew { req, epoch } => self.etcd_renew(req, epoch),
+                Action::ExternalRelease { epoch } => self.etcd_release(epoch),
             }
         }
+    }
+
+    fn etcd(&self) -> Arc<roost_etcd::EtcdLease> {
+        self.etcd.clone().expect("external grants come only with an etcd backend")
+    }
+
+    /// Asks etcd for the lease; the answer is timed from when it was asked.
+    fn etcd_acquire(&self, req: u64) {
+        let (etcd, grants, internal, me, ttl) =
+            (self.etcd(), self.grants.clone(), self.internal.clone(), self.me.clone(), self.ttl);
+        tokio::spawn(async move {
+            let sent_at = clock::now();
+            let input = match etcd.acquire(&me, ttl).await {
+                Ok(roost_etcd::Acquire::Granted(grant)) => {
+                    let epoch = grant.epoch;
+                    grants.lock().expect("etcd grants poisoned").insert(epoch, grant);
+                    Input::ExternalGranted { req, epoch, sent_at }
+                }
+                Ok(roost_etcd::Acquire::Held { holder, epoch }) => Input::ExternalHeld { req, holder, epoch },
+                Err(e) => {
+                    tracing::warn!(error = %e, "etcd did not grant the lease");
+                    Input::ExternalFailed { req }
+                }
+            };
+            let _ = internal.send(input).await;
+        });
+    }
+
+    fn etcd_renew(&self, req: u64, epoch: u64) {
+        let Some(grant) = self.grants.lock().expect("etcd grants poisoned").get(&epoch).cloned() else { return };
+        let (etcd, internal) = (self.etcd(), self.internal.clone());
+        tokio::spawn(async move {
+            let sent_at = clock::now();
+            let input = match etcd.renew(&grant).await {
+                Ok(true) => Input::ExternalRenewed { req, sent_at },
+                Ok(false) => Input::ExternalLost { req },
+                // Unconfirmed: the holder stops when its lease runs out.
+                Err(e) => return tracing::warn!(error = %e, "etcd did not renew the lease"),
+            };
+            let _ = internal.send(input).await;
+        });
+    }
+
+    fn etcd_release(&self, epoch: u64) {
+        let grant = self.grants.lock().expect("etcd grants poisoned").remove(&epoch);
+        let (etcd, internal) = (self.etcd(), self.internal.clone());
+        tokio::spawn(async move {
+            if let Some(grant) = grant
+                && let Err(e) = etcd.release(&grant).await
+            {
+                tracing::warn!(error = %e, "etcd did not release the lease; it ends at its TTL");
+            }
+            let _ = internal.send(Input::ExternalReleased { epoch }).await;
+        });
     }
 
     fn publish(&mut self, now: Duration) {
@@ -445,7 +520,7 @@ impl Driver {
         self.lease_end = status.lease_left.map(|left| now + left);
         let holder = status.holder.as_ref().map(|id| json!({"id": id, "name": self.name(id)}));
         let value = json!({
-            "backend": "quorum",
+            "backend": if self.etcd.is_some() { "etcd" } else { "quorum" },
             "part": match self.part { Part::Machine => "machine", Part::Witness => "witness" },
             "role": status.role,
             "holder": holder,

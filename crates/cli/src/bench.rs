@@ -71,6 +71,9 @@ pub enum BenchCommand {
         /// The lease TTL, in milliseconds.
         #[arg(long, default_value_t = 3000)]
         ttl_ms: u64,
+        /// Hold the lease in this etcd server (client URL) instead of by the machines' votes.
+        #[arg(long, value_name = "URL")]
+        etcd: Option<String>,
     },
     /// Mint and verify machine tokens (signature, expiry and replay checks).
     Tokens {
@@ -99,7 +102,9 @@ pub fn run(command: BenchCommand) -> anyhow::Result<()> {
         }
         BenchCommand::Tokens { count, runs } => return tokens(count, runs),
         BenchCommand::Sync { entries, runs, writes } => return crate::bench_sync::run(entries, runs, writes),
-        BenchCommand::Failover { kills, handoffs, ttl_ms } => return crate::bench_failover::run(kills, handoffs, ttl_ms),
+        BenchCommand::Failover { kills, handoffs, ttl_ms, etcd } => {
+            return crate::bench_failover::run(kills, handoffs, ttl_ms, etcd.as_deref());
+        }
         BenchCommand::Federation { memories, searches, runs } => {
             return crate::bench_federation::run(memories, searches, runs);
         }

@@ -1,6 +1,7 @@
 //! The awake role between real `roost serve` (and `roost witness`) processes
 //! on loopback: failover after kill -9, a holder paused past its lease,
-//! planned handoffs back and forth, a witness, a chain of two, and leaving.
+//! planned handoffs back and forth, a witness, a chain of two, and leaving;
+//! the first of these again with the lease held in a real etcd server.
 //!
 //! Every process logs its role changes with CLOCK_BOOTTIME readings, which
 //! all processes of one machine share; the tests check those logs for any
@@ -19,11 +20,16 @@ use serde_json::Value;
 /// The lease TTL the tests run with (the default is 3 s).
 const TTL: Duration = Duration::from_secs(2);
 
-/// A chain of `names`; the ones in `witnesses` run `roost witness`.
-fn chain(root: &Path, names: &[&str], witnesses: &[&str]) -> (Vec<PathBuf>, Vec<Served>) {
+/// A chain of `names`; the ones in `witnesses` run `roost witness`. With
+/// `etcd`, the lease is held in that etcd server instead of by the voters.
+fn chain(root: &Path, names: &[&str], witnesses: &[&str], etcd: Option<&str>) -> (Vec<PathBuf>, Vec<Served>) {
     let h = homes(root, names);
     for home in &h {
         configure(home, "ttl_ms", &TTL.as_millis().to_string());
+        if let Some(url) = etcd {
+            configure(home, "backend", "\"etcd\"");
+            configure(home, "etcd_endpoints", &format!("[\"{url}\"]"));
+        }
     }
     let served: Vec<Served> = h
         .iter()
@@ -109,8 +115,19 @@ fn wakeup(home: &Path, force: bool) -> std::process::Output {
 
 #[test]
 fn the_role_survives_kill_nine_a_long_pause_and_fifty_handoffs_without_two_awake() {
+    survives_kill_pause_and_handoffs(None);
+}
+
+#[test]
+fn with_etcd_the_role_survives_kill_nine_a_long_pause_and_fifty_handoffs_without_two_awake() {
+    let etcd = roost_etcd::testing::EtcdServer::start();
+    survives_kill_pause_and_handoffs(Some(&etcd.client_url()));
+}
+
+fn survives_kill_pause_and_handoffs(etcd: Option<&str>) {
     let root = tempfile::tempdir().unwrap();
-    let (h, mut served) = chain(root.path(), &["a", "b", "c"], &[]);
+    let (h, mut served) = chain(root.path(), &["a", "b", "c"], &[], etcd);
+    assert_eq!(lease(&served[0])["backend"], if etcd.is_some() { "etcd" } else { "quorum" });
     let first = settled(&all(&served));
     let formed = clock::now();
     let status = lease(&served[first]);
@@ -183,7 +200,7 @@ fn the_role_survives_kill_nine_a_long_pause_and_fifty_handoffs_without_two_awake
 #[test]
 fn two_machines_and_a_witness_fail_over_and_the_witness_never_holds() {
     let root = tempfile::tempdir().unwrap();
-    let (h, mut served) = chain(root.path(), &["a", "b", "w"], &["w"]);
+    let (h, mut served) = chain(root.path(), &["a", "b", "w"], &["w"], None);
     let holder = settled(&[&served[0], &served[1], &served[2]]);
     let formed = clock::now();
     assert_ne!(holder, 2);
@@ -210,7 +227,7 @@ fn two_machines_and_a_witness_fail_over_and_the_witness_never_holds() {
 #[test]
 fn two_voters_never_fail_over_alone_and_force_takes_the_role_with_a_warning() {
     let root = tempfile::tempdir().unwrap();
-    let (h, mut served) = chain(root.path(), &["a", "b"], &[]);
+    let (h, mut served) = chain(root.path(), &["a", "b"], &[], None);
     let holder = settled(&[&served[0], &served[1]]);
     let other = 1 - holder;
     let failover = lease(&served[other])["failover"].as_str().unwrap().to_string();
@@ -241,7 +258,7 @@ fn two_voters_never_fail_over_alone_and_force_takes_the_role_with_a_warning() {
 #[test]
 fn leaving_the_chain_hands_the_role_off_first() {
     let root = tempfile::tempdir().unwrap();
-    let (h, served) = chain(root.path(), &["a", "b", "c"], &[]);
+    let (h, served) = chain(root.path(), &["a", "b", "c"], &[], None);
     let holder = settled(&[&served[0], &served[1], &served[2]]);
     let formed = clock::now();
     let said = succeeded(roost(&h[holder], &["leave", "--force"]));
