@@ -287,6 +287,8 @@ pub struct Node {
     wakeup: Option<Duration>,
     /// Why the last machine asked for a handoff said no, for the report.
     last_refusal: Option<String>,
+    /// The holder (and epoch) that last refused this wakeup.
+    refused_by: Option<Ballot>,
     loopback: VecDeque<(NodeId, Message)>,
     actions: Vec<Action>,
 }
@@ -325,6 +327,7 @@ impl Node {
             yielding: None,
             wakeup: None,
             last_refusal: None,
+            refused_by: None,
             loopback: VecDeque::new(),
             actions: Vec::new(),
         }
@@ -693,9 +696,11 @@ impl Node {
                 let refused_me = attempt.force && from == self.config.me;
                 // A wakeup that finds a live holder asks it for a handoff.
                 let holder = match &why {
-                    Refusal::Open { holder, .. } if !attempt.force && holder.node != self.config.me => {
-                        self.wakeup.is_some().then(|| holder.clone())
-                    }
+                    Refusal::Open { holder, .. } if !attempt.force && holder.node != self.config.me => self
+                        .wakeup
+                        .is_some()
+                        .then(|| holder.clone())
+                        .filter(|h| self.refused_by.as_ref() != Some(h)),
                     _ => None,
                 };
                 if let Some(holder) = holder {
@@ -929,6 +934,7 @@ impl Node {
         }
         self.left = false;
         self.last_refusal = None;
+        self.refused_by = None;
         if let Some(epoch) = self.acting_epoch() {
             return self.actions.push(Action::HandoffDone { holder: self.config.me.clone(), epoch });
         }
@@ -1021,9 +1027,11 @@ impl Node {
         let reason = format!("{from} refused: {reason}");
         if incoming.stage == Stage::Asked && self.wakeup.is_some_and(|deadline| now < deadline) {
             // Asked a machine that no longer holds the role: try for the
-            // lease, which either is free or names the real holder.
+            // lease at the next tick; it is either free or names the real
+            // holder (never this one again, so the two cannot ping-pong).
             self.last_refusal = Some(reason);
-            self.attempt(false, now);
+            self.refused_by = Some(Ballot::new(epoch, from));
+            self.next_attempt = now + self.jitter(Duration::from_millis(20));
         } else {
             self.wakeup = None;
             self.actions.push(Action::HandoffFailed { reason });
