@@ -20,7 +20,7 @@ use rusqlite::{OptionalExtension, Transaction, TransactionBehavior};
 use serde_json::{Map, Value};
 
 use roost_core::protocol::SignedEntry;
-use roost_core::sync::{Outcome, RowState, Version, covers, ready, resolve};
+use roost_core::sync::{Outcome, RowState, Version, ready, resolve, supersedes};
 use roost_core::validate::Fields;
 use roost_core::{Entry, Lamport, RowId, Table};
 
@@ -216,8 +216,14 @@ fn current(tx: &Transaction, table: Table, id: &RowId) -> Result<Option<RowState
     let Some((origin, lamport, version_seq, vv)) = found else { return Ok(None) };
     let version_seq = version_seq.unwrap_or(0) as u64;
     let own_vector = version_vector(tx, &origin, version_seq)?;
-    let version =
-        Version { origin, seq: version_seq, lamport: Lamport(lamport as u64), vector: own_vector, row: String::new() };
+    let version = Version {
+        origin,
+        seq: version_seq,
+        lamport: Lamport(lamport as u64),
+        vector: own_vector,
+        epoch: None,
+        row: String::new(),
+    };
     Ok(Some(RowState { version, vector: parse_vector(&vv)? }))
 }
 
@@ -238,10 +244,13 @@ fn apply_version(tx: &Transaction, entry: &Entry, row: &Map<String, Value>) -> R
         seq: entry.seq,
         lamport: entry.lamport,
         vector: entry.vector.clone(),
+        epoch: None,
         row: String::new(),
     };
     let current = current(tx, entry.table, &entry.row_id)?;
     match resolve(current.as_ref(), &incoming) {
+        // In the log already; a fenced version supersedes nothing either.
+        Outcome::Fenced => return Ok(()),
         Outcome::Known => {}
         Outcome::Replace(state) => write_incoming(tx, entry, row, &state.vector, current.is_some())?,
         Outcome::Conflict { state, loser } => {
@@ -254,7 +263,7 @@ fn apply_version(tx: &Transaction, entry: &Entry, row: &Map<String, Value>) -> R
             record_conflict(tx, entry.table, &entry.row_id, &state.version, &loser)?;
         }
     }
-    supersede(tx, entry.table, &entry.row_id, &entry.origin, entry.seq, &entry.vector)
+    supersede(tx, entry.table, &entry.row_id, &incoming)
 }
 
 fn write_incoming(
@@ -326,31 +335,32 @@ fn record_conflict(tx: &Transaction, table: Table, row_id: &RowId, winner: &Vers
     Ok(())
 }
 
-/// Resolves the row's open conflicts whose losing version the version
-/// `(origin, seq)` with `vector` has seen: that write was made knowing it.
-pub(crate) fn supersede(
-    tx: &Transaction,
-    table: Table,
-    row_id: &RowId,
-    origin: &str,
-    seq: u64,
-    vector: &roost_core::sync::VersionVector,
-) -> Result<()> {
-    let open: Vec<(String, String, i64, String)> = tx
+/// Resolves the row's open conflicts that `by`, a version just written or
+/// applied (not fenced), supersedes by the rule of `roost_core::sync`.
+pub(crate) fn supersede(tx: &Transaction, table: Table, row_id: &RowId, by: &Version) -> Result<()> {
+    let open: Vec<(String, String, i64, i64, String)> = tx
         .prepare_cached(
-            "SELECT id, loser_origin, loser_seq, loser_vector FROM sync_conflicts
+            "SELECT id, loser_origin, loser_seq, loser_lamport, loser_vector FROM sync_conflicts
              WHERE table_name = ?1 AND row_id = ?2 AND resolved = 0",
         )?
-        .query_map([table.name(), row_id.as_str()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+        .query_map([table.name(), row_id.as_str()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))?
         .collect::<Result<_, _>>()?;
-    for (id, loser_origin, loser_seq, loser_vector) in open {
-        if (loser_origin.as_str(), loser_seq as u64) != (origin, seq) && covers(vector, &parse_vector(&loser_vector)?) {
+    for (id, origin, seq, lamport, vector) in open {
+        let loser = Version {
+            origin,
+            seq: seq as u64,
+            lamport: Lamport(lamport as u64),
+            vector: parse_vector(&vector)?,
+            epoch: None,
+            row: String::new(),
+        };
+        if supersedes(by, &loser) {
             tx.prepare_cached(
                 "UPDATE sync_conflicts SET resolved = 1, resolution = ?2, resolved_at = ?3 WHERE id = ?1",
             )?
             .execute(rusqlite::params![
                 id,
-                format!("superseded by entry {seq} of {origin}"),
+                format!("superseded by entry {} of {}", by.seq, by.origin),
                 now_text()
             ])?;
         }

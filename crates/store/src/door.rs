@@ -11,7 +11,7 @@ use rusqlite::{OptionalExtension, Transaction, TransactionBehavior, params_from_
 use serde_json::{Map, Value};
 
 use ed25519_dalek::{Signer, SigningKey};
-use roost_core::sync::{VersionVector, next_vector};
+use roost_core::sync::{Version, VersionVector, next_vector};
 use roost_core::validate::{self, Fields};
 use roost_core::{Entry, FieldKind, GENESIS, Lamport, Op, RowId, Table};
 
@@ -374,7 +374,15 @@ fn finish(
     };
     let signature = author.key.sign(&entry.hash()).to_bytes();
     insert_change(tx, &entry, &signature, now)?;
-    supersede(tx, table, id, &entry.origin, entry.seq, &entry.vector)?;
+    let version = Version {
+        origin: entry.origin,
+        seq: entry.seq,
+        lamport: entry.lamport,
+        vector: entry.vector,
+        epoch: None,
+        row: String::new(),
+    };
+    supersede(tx, table, id, &version)?;
     Ok(written)
 }
 
