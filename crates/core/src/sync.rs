@@ -17,11 +17,12 @@
 //! - an open conflict is superseded once a version whose own vector covers
 //!   the loser's is applied (a resolution is such a write).
 //!
-//! A version may carry the lease **epoch** it was written under (agent-owned
-//! rows, written only by the machine holding the lease). Versions that both
-//! carry one are ranked by epoch before anything else, so a machine that
-//! wrongly believes it still holds the lease cannot overwrite what the real
-//! holder wrote, however its entries are delayed:
+//! A version may carry the lease **epoch** it was written under (rows of
+//! [`crate::Table::agent_owned`] tables, written only by the machine holding
+//! the lease). Versions that both carry one are ranked by epoch before
+//! anything else, so a machine that wrongly believes it still holds the lease
+//! cannot overwrite what the real holder wrote, however its entries are
+//! delayed:
 //! - an incoming version from a higher epoch than the row's replaces it
 //!   outright: no conflict, and every open conflict of the row is superseded
 //!   (all its losers are from lower epochs);
