@@ -21,5 +21,5 @@ pub mod wire;
 pub use change::{Entry, GENESIS, Op};
 pub use clock::Lamport;
 pub use id::RowId;
-pub use schema::{Field, FieldKind, Table};
+pub use schema::{EPOCH, Field, FieldKind, Table};
 pub use validate::{Fields, ValidationError};

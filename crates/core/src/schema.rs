@@ -17,6 +17,7 @@ pub enum Table {
     BlogPosts,
     Contacts,
     Settings,
+    AgentState,
 }
 
 /// What values a field holds and how they are checked.
@@ -201,8 +202,21 @@ const SETTING_FIELDS: &[Field] = &[
     LOCAL,
 ];
 
+/// The field of an agent-owned row that holds the lease epoch it was written
+/// under (see [`Table::agent_owned`]).
+pub const EPOCH: &str = "epoch";
+
+const AGENT_STATE_FIELDS: &[Field] = &[
+    Field::new("key", FieldKind::Line(200), "What the awake machine keeps under this name.")
+        .required()
+        .unique()
+        .immutable(),
+    Field::new("value", FieldKind::Text, "The state itself (any text; JSON welcome).").required(),
+    Field::new(EPOCH, FieldKind::Int { min: 1, max: i64::MAX }, "Lease epoch of the write.").required(),
+];
+
 impl Table {
-    pub const ALL: [Table; 7] = [
+    pub const ALL: [Table; 8] = [
         Table::Memories,
         Table::Projects,
         Table::Sources,
@@ -210,6 +224,7 @@ impl Table {
         Table::BlogPosts,
         Table::Contacts,
         Table::Settings,
+        Table::AgentState,
     ];
 
     /// The SQL table name.
@@ -222,6 +237,7 @@ impl Table {
             Table::BlogPosts => "blog_posts",
             Table::Contacts => "contacts",
             Table::Settings => "settings",
+            Table::AgentState => "agent_state",
         }
     }
 
@@ -235,6 +251,7 @@ impl Table {
             Table::BlogPosts => "blog_post",
             Table::Contacts => "contact",
             Table::Settings => "setting",
+            Table::AgentState => "agent_state",
         }
     }
 
@@ -251,6 +268,7 @@ impl Table {
             Table::BlogPosts => BLOG_POST_FIELDS,
             Table::Contacts => CONTACT_FIELDS,
             Table::Settings => SETTING_FIELDS,
+            Table::AgentState => AGENT_STATE_FIELDS,
         }
     }
 
@@ -266,7 +284,18 @@ impl Table {
     /// Whether a row's id is derived from its natural key, so that the same
     /// key created on two instances is the same row.
     pub fn id_from_key(self) -> bool {
-        matches!(self, Table::Settings)
+        matches!(self, Table::Settings | Table::AgentState)
+    }
+
+    /// Whether the table holds state of the awake role: written only by the
+    /// machine holding the lease, each write stamped with its epoch
+    /// ([`EPOCH`]) and refused below the highest epoch seen, never by people
+    /// or their tools (no MCP tool or CLI command is generated for it).
+    /// Replication ranks its versions by epoch first (`crate::sync`), so a
+    /// machine that wrongly believes it still holds the lease cannot
+    /// overwrite the real holder's writes.
+    pub fn agent_owned(self) -> bool {
+        matches!(self, Table::AgentState)
     }
 
     /// One-sentence description of what a row is, for tool descriptions.
@@ -279,6 +308,7 @@ impl Table {
             Table::BlogPosts => "a blog post: a markdown article with a slug, draft or published",
             Table::Contacts => "a contact: a person or organisation with how to reach them",
             Table::Settings => "a setting: a key and value, either shared by all instances or local to this one",
+            Table::AgentState => "agent state: a key and value kept by the machine holding the lease, with its epoch",
         }
     }
 }
@@ -297,6 +327,13 @@ mod tests {
             assert_eq!(names.len(), table.fields().len(), "{} has a duplicate field", table.name());
             assert!(table.fields().iter().any(|f| f.required), "{} needs a required field", table.name());
             assert!(table.fields().iter().filter(|f| f.unique).count() <= 1);
+            if table.agent_owned() {
+                let epoch = table.field(EPOCH).expect("agent-owned tables carry an epoch");
+                assert!(epoch.required && matches!(epoch.kind, FieldKind::Int { min: 1, .. }));
+                assert!(table.natural_key().is_some_and(|k| k.immutable), "agent state is found by its key");
+                assert!(table.id_from_key(), "one key is one row everywhere, so its versions meet the fence");
+                assert!(table.field("local").is_none(), "agent state replicates");
+            }
         }
     }
 }

@@ -142,7 +142,13 @@ pub fn normalise(field: &Field, value: &Value) -> Result<Value, ValidationError>
         }
         FieldKind::Int { min, max } => {
             let n = match value {
-                Value::Number(n) => n.as_i64().or_else(|| n.as_f64().filter(|f| f.fract() == 0.0).map(|f| f as i64)),
+                // A whole float is accepted only within i64's range: the cast
+                // saturates, and would turn 1e30 into i64::MAX.
+                Value::Number(n) => n.as_i64().or_else(|| {
+                    n.as_f64()
+                        .filter(|f| f.fract() == 0.0 && (i64::MIN as f64..i64::MAX as f64).contains(f))
+                        .map(|f| f as i64)
+                }),
                 Value::String(s) => s.trim().parse::<i64>().ok(),
                 _ => None,
             };
@@ -333,6 +339,11 @@ mod tests {
         assert!(err.to_string().contains("cannot be changed"));
         assert!(validate_patch(Table::Notes, &Map::new()).is_err());
         assert!(validate_patch(Table::Notes, &obj(json!({"body": null}))).is_err());
+        let epoch = |e: Value| validate_create(Table::AgentState, &obj(json!({"key": "k", "value": "v", "epoch": e})));
+        assert_eq!(epoch(json!(3.0)).unwrap()["epoch"], json!(3));
+        for beyond in [json!(u64::MAX), json!(1e30), json!(0)] {
+            assert_eq!(epoch(beyond).unwrap_err().field.as_deref(), Some("epoch"), "out of range, not saturated");
+        }
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use proptest::prelude::*;
 use roost_core::Lamport;
-use roost_core::sync::{Outcome, RowState, Version, covers, next_vector, ready, resolve};
+use roost_core::sync::{Outcome, RowState, Version, covers, next_vector, ready, resolve, supersedes};
 
 type EntryId = (String, u64);
 
@@ -44,7 +44,8 @@ impl Replica {
         let seq = self.heads.get(&self.id).copied().unwrap_or(0) + 1;
         self.lamport = self.lamport.tick();
         let vector = next_vector(self.rows.get(&row).map(|v| &v.vector), &self.id, seq);
-        let version = Version { origin: self.id.clone(), seq, lamport: self.lamport, vector, row: data.to_string() };
+        let version =
+            Version { origin: self.id.clone(), seq, lamport: self.lamport, vector, epoch: None, row: data.to_string() };
         self.apply(Shipped { row, version });
     }
 
@@ -67,6 +68,7 @@ impl Replica {
         self.lamport = self.lamport.max(v.lamport);
         match resolve(self.rows.get(&entry.row), v) {
             Outcome::Known => panic!("a new entry cannot already be known"),
+            Outcome::Fenced => panic!("rows without epochs are never fenced"),
             Outcome::Replace(state) => {
                 self.rows.insert(entry.row, state);
             }
@@ -78,9 +80,7 @@ impl Replica {
         let superseded: Vec<EntryId> = self
             .open
             .iter()
-            .filter(|(id, loser)| {
-                **id != entry.id() && covers(&v.vector, &loser.vector) && self.row_of(id) == Some(entry.row)
-            })
+            .filter(|(id, loser)| supersedes(v, loser) && self.row_of(id) == Some(entry.row))
             .map(|(id, _)| id.clone())
             .collect();
         for id in superseded {

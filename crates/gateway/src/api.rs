@@ -43,7 +43,9 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         let status = match e {
             StoreError::NotFound { .. } => StatusCode::NOT_FOUND,
-            StoreError::Invalid(_) | StoreError::BadQuery(_) | StoreError::Duplicate(_) => StatusCode::BAD_REQUEST,
+            StoreError::Invalid(_) | StoreError::BadQuery(_) | StoreError::Duplicate(_) | StoreError::AgentOwned(_) => {
+                StatusCode::BAD_REQUEST
+            }
             StoreError::Busy => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };

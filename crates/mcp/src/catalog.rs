@@ -37,7 +37,9 @@ impl Action {
             Action::ListSyncConflicts,
             Action::ResolveSyncConflict,
         ];
-        for table in Table::ALL {
+        // Agent-owned state is the awake machine's, written through its own
+        // fenced door: no tool reads or writes it.
+        for table in Table::ALL.into_iter().filter(|t| !t.agent_owned()) {
             all.extend([
                 Action::Create(table),
                 Action::Get(table),
@@ -279,5 +281,6 @@ mod tests {
         assert_eq!(names.len(), all.len());
         assert!(names.contains(&"roost_list_blog_posts".to_string()));
         assert!(names.contains(&"roost_delete_memory".to_string()));
+        assert!(!names.iter().any(|n| n.contains("agent")), "agent state has no tools");
     }
 }

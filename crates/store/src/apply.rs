@@ -20,11 +20,12 @@ use rusqlite::{OptionalExtension, Transaction, TransactionBehavior};
 use serde_json::{Map, Value};
 
 use roost_core::protocol::SignedEntry;
-use roost_core::sync::{Outcome, RowState, Version, covers, ready, resolve};
+use roost_core::sync::{Outcome, RowState, Version, ready, resolve, supersedes};
 use roost_core::validate::Fields;
-use roost_core::{Entry, Lamport, RowId, Table};
+use roost_core::{EPOCH, Entry, Lamport, RowId, Table};
 
 use crate::door::{NewRow, insert_change, insert_row, log_head, overwrite_row, parse_vector, vector_text};
+use crate::fence::{self, epoch_of};
 use crate::{Result, Store, now_text};
 
 /// What became of one received entry.
@@ -204,20 +205,34 @@ fn row_of(entry: &Entry) -> Result<Map<String, Value>, &'static str> {
     if row.get("local") == Some(&Value::Bool(true)) {
         return Err("an instance-local row never leaves its instance");
     }
+    if entry.table.agent_owned() && row.get(EPOCH).and_then(Value::as_i64).is_none_or(|e| e < 1) {
+        return Err("agent state without a lease epoch");
+    }
     Ok(row)
 }
 
 /// The row's current version and absorbed vector, if the row exists.
 fn current(tx: &Transaction, table: Table, id: &RowId) -> Result<Option<RowState>> {
-    let found: Option<(String, i64, Option<i64>, String)> = tx
-        .prepare_cached(&format!("SELECT origin, lamport, version_seq, vv FROM {} WHERE id = ?1", table.name()))?
-        .query_row([id.as_str()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+    let epoch = if table.agent_owned() { EPOCH } else { "NULL" };
+    let found = tx
+        .prepare_cached(&format!(
+            "SELECT origin, lamport, version_seq, vv, {epoch} FROM {} WHERE id = ?1",
+            table.name()
+        ))?
+        .query_row([id.as_str()], |r| {
+            let version = Version {
+                origin: r.get(0)?,
+                seq: r.get::<_, Option<i64>>(2)?.unwrap_or(0) as u64,
+                lamport: Lamport(r.get::<_, i64>(1)? as u64),
+                vector: Default::default(),
+                epoch: r.get::<_, Option<i64>>(4)?.map(|e| e as u64),
+                row: String::new(),
+            };
+            Ok((version, r.get::<_, String>(3)?))
+        })
         .optional()?;
-    let Some((origin, lamport, version_seq, vv)) = found else { return Ok(None) };
-    let version_seq = version_seq.unwrap_or(0) as u64;
-    let own_vector = version_vector(tx, &origin, version_seq)?;
-    let version =
-        Version { origin, seq: version_seq, lamport: Lamport(lamport as u64), vector: own_vector, row: String::new() };
+    let Some((mut version, vv)) = found else { return Ok(None) };
+    version.vector = version_vector(tx, &version.origin, version.seq)?;
     Ok(Some(RowState { version, vector: parse_vector(&vv)? }))
 }
 
@@ -238,10 +253,19 @@ fn apply_version(tx: &Transaction, entry: &Entry, row: &Map<String, Value>) -> R
         seq: entry.seq,
         lamport: entry.lamport,
         vector: entry.vector.clone(),
+        epoch: epoch_of(entry.table, row),
         row: String::new(),
     };
+    if let Some(epoch) = incoming.epoch {
+        fence::raise(tx, epoch)?;
+    }
     let current = current(tx, entry.table, &entry.row_id)?;
     match resolve(current.as_ref(), &incoming) {
+        // In the log already; a fenced version supersedes nothing either.
+        Outcome::Fenced => {
+            tracing::info!(origin = %entry.origin, seq = entry.seq, row = %entry.row_id, "fenced an entry of a past epoch");
+            return fence::count_fenced(tx);
+        }
         Outcome::Known => {}
         Outcome::Replace(state) => write_incoming(tx, entry, row, &state.vector, current.is_some())?,
         Outcome::Conflict { state, loser } => {
@@ -254,7 +278,7 @@ fn apply_version(tx: &Transaction, entry: &Entry, row: &Map<String, Value>) -> R
             record_conflict(tx, entry.table, &entry.row_id, &state.version, &loser)?;
         }
     }
-    supersede(tx, entry.table, &entry.row_id, &entry.origin, entry.seq, &entry.vector)
+    supersede(tx, entry.table, &entry.row_id, &incoming)
 }
 
 fn write_incoming(
@@ -326,31 +350,36 @@ fn record_conflict(tx: &Transaction, table: Table, row_id: &RowId, winner: &Vers
     Ok(())
 }
 
-/// Resolves the row's open conflicts whose losing version the version
-/// `(origin, seq)` with `vector` has seen: that write was made knowing it.
-pub(crate) fn supersede(
-    tx: &Transaction,
-    table: Table,
-    row_id: &RowId,
-    origin: &str,
-    seq: u64,
-    vector: &roost_core::sync::VersionVector,
-) -> Result<()> {
-    let open: Vec<(String, String, i64, String)> = tx
+/// Resolves the row's open conflicts that `by`, a version just written or
+/// applied (not fenced), supersedes by the rule of `roost_core::sync`.
+pub(crate) fn supersede(tx: &Transaction, table: Table, row_id: &RowId, by: &Version) -> Result<()> {
+    let open: Vec<(String, String, i64, i64, String, String)> = tx
         .prepare_cached(
-            "SELECT id, loser_origin, loser_seq, loser_vector FROM sync_conflicts
+            "SELECT id, loser_origin, loser_seq, loser_lamport, loser_vector, loser_row FROM sync_conflicts
              WHERE table_name = ?1 AND row_id = ?2 AND resolved = 0",
         )?
-        .query_map([table.name(), row_id.as_str()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+        .query_map([table.name(), row_id.as_str()], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+        })?
         .collect::<Result<_, _>>()?;
-    for (id, loser_origin, loser_seq, loser_vector) in open {
-        if (loser_origin.as_str(), loser_seq as u64) != (origin, seq) && covers(vector, &parse_vector(&loser_vector)?) {
+    for (id, origin, seq, lamport, vector, row) in open {
+        let epoch =
+            if table.agent_owned() { epoch_of(table, &serde_json::from_str(&row).unwrap_or_default()) } else { None };
+        let loser = Version {
+            origin,
+            seq: seq as u64,
+            lamport: Lamport(lamport as u64),
+            vector: parse_vector(&vector)?,
+            epoch,
+            row: String::new(),
+        };
+        if supersedes(by, &loser) {
             tx.prepare_cached(
                 "UPDATE sync_conflicts SET resolved = 1, resolution = ?2, resolved_at = ?3 WHERE id = ?1",
             )?
             .execute(rusqlite::params![
                 id,
-                format!("superseded by entry {seq} of {origin}"),
+                format!("superseded by entry {} of {}", by.seq, by.origin),
                 now_text()
             ])?;
         }

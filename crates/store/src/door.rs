@@ -5,19 +5,22 @@
 //! validates it with `roost-core`, writes the row, advances the persisted
 //! Lamport clock and appends one signed log entry. Either all of that commits
 //! or none of it does. Deletes write tombstones, never remove rows. Rows
-//! marked `local` get no log entry: the log is what replicates.
+//! marked `local` get no log entry: the log is what replicates. Agent-owned
+//! state has its own mutation, which checks the lease epoch against the
+//! fence (see [`crate::fence`]); the generic ones refuse it.
 
 use rusqlite::{OptionalExtension, Transaction, TransactionBehavior, params_from_iter};
 use serde_json::{Map, Value};
 
 use ed25519_dalek::{Signer, SigningKey};
-use roost_core::sync::{VersionVector, next_vector};
+use roost_core::sync::{Version, VersionVector, next_vector};
 use roost_core::validate::{self, Fields};
-use roost_core::{Entry, FieldKind, GENESIS, Lamport, Op, RowId, Table};
+use roost_core::{EPOCH, Entry, FieldKind, GENESIS, Lamport, Op, RowId, Table};
 
 use crate::apply::supersede;
 use crate::conflicts::{Keep, find_conflict};
 use crate::connection::DoorConnection;
+use crate::fence::{self, AgentState};
 use crate::row::{select_list, to_sql};
 use crate::{Result, Store, StoreError, now_text, now_unix_ms, row};
 
@@ -51,12 +54,26 @@ pub enum Mutation {
         conflict: String,
         keep: Keep,
     },
+    /// Creates or updates the agent state under `key`, written under lease
+    /// `epoch`; refused with [`StoreError::StaleEpoch`] when `epoch` is below
+    /// the highest this instance has seen.
+    AgentState {
+        key: String,
+        value: String,
+        epoch: u64,
+    },
 }
 
 impl Store {
     /// Applies `mutation` and returns the row as written (for a delete, the
     /// tombstone). An update that changes nothing writes nothing.
     pub fn write(&self, mutation: Mutation) -> Result<Map<String, Value>> {
+        if let Mutation::Create { table, .. } | Mutation::Update { table, .. } | Mutation::Delete { table, .. } =
+            &mutation
+            && table.agent_owned()
+        {
+            return Err(StoreError::AgentOwned(table.name()));
+        }
         let mut writer = self.writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let written = writer.with_door_open(|conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -65,6 +82,7 @@ impl Store {
                 Mutation::Update { table, key, patch } => update(&tx, &self.author, table, &key, &patch)?,
                 Mutation::Delete { table, key } => delete(&tx, &self.author, table, &key)?,
                 Mutation::Resolve { conflict, keep } => resolve_conflict(&tx, &self.author, &conflict, keep)?,
+                Mutation::AgentState { key, value, epoch } => agent_state(&tx, &self.author, &key, &value, epoch)?,
             };
             tx.commit()?;
             Ok(row)
@@ -74,6 +92,13 @@ impl Store {
             self.committed();
         }
         written
+    }
+
+    /// Writes `value` under `key` as the holder of lease `epoch`: the
+    /// [`Mutation::AgentState`] write, read back as agent state.
+    pub fn write_agent_state(&self, key: &str, value: &str, epoch: u64) -> Result<AgentState> {
+        let row = self.write(Mutation::AgentState { key: key.to_string(), value: value.to_string(), epoch })?;
+        AgentState::from_row(row)
     }
 }
 
@@ -164,6 +189,12 @@ fn resolve_conflict(tx: &Transaction, author: &Author, key: &str, keep: Keep) ->
         )));
     }
     let table = Table::parse(&conflict.table).expect("conflicts name known tables");
+    if table.agent_owned() {
+        // Only two machines granted the same epoch make such a conflict; the
+        // holder's next write, which has seen both versions, or any write of
+        // a later epoch closes it.
+        return Err(StoreError::AgentOwned(table.name()));
+    }
     let id = RowId::parse(&conflict.row_id).expect("conflicts name canonical row ids");
     let (kept, resolution) = match &keep {
         Keep::Local => (conflict.local_version().row.clone(), "kept the local version".to_string()),
@@ -190,6 +221,55 @@ fn resolve_conflict(tx: &Transaction, author: &Author, key: &str, keep: Keep) ->
     tx.prepare_cached("UPDATE sync_conflicts SET resolved = 1, resolution = ?2, resolved_at = ?3 WHERE id = ?1")?
         .execute(rusqlite::params![conflict.id, resolution, now])?;
     Ok(written)
+}
+
+/// Creates or updates `key`'s agent state under lease `epoch`, unless the
+/// fence has seen a higher epoch: then another machine holds the lease, and
+/// this one must not write over it.
+fn agent_state(tx: &Transaction, author: &Author, key: &str, value: &str, epoch: u64) -> Result<Map<String, Value>> {
+    let table = Table::AgentState;
+    let input = Map::from_iter([
+        ("key".to_string(), Value::from(key)),
+        ("value".to_string(), Value::from(value)),
+        (EPOCH.to_string(), Value::from(epoch)),
+    ]);
+    let fields = validate::validate_create(table, &input)?;
+    let highest = fence::highest(tx)?;
+    if epoch < highest {
+        return Err(StoreError::StaleEpoch { given: epoch, highest });
+    }
+    fence::raise(tx, epoch)?;
+    let id = fence::agent_state_id(key);
+    let now = now_text();
+    let previous = tx
+        .prepare_cached("SELECT vv FROM agent_state WHERE id = ?1")?
+        .query_row([id.as_str()], |r| r.get::<_, String>(0))
+        .optional()?;
+    let Some(previous) = previous else {
+        let stamp = Stamp::next(tx, author, false, None)?;
+        let row = NewRow {
+            id: &id,
+            origin: &author.origin,
+            lamport: stamp.lamport,
+            created_at: &now,
+            updated_at: &now,
+            deleted_at: None,
+            vector: stamp.vector_text(),
+            version_seq: stamp.log.as_ref().map(|l| l.seq),
+        };
+        insert_row(tx, table, &row, &fields)?;
+        return finish(tx, author, table, Op::Insert, &id, &stamp, &now);
+    };
+    let sql = format!("SELECT {} FROM {} t WHERE t.id = ?1", select_list(table, "t"), table.name());
+    let current = tx.prepare_cached(&sql)?.query_row([id.as_str()], |r| row::row_json(table, r, 0))?;
+    let stored = fence::epoch_of(table, &current).unwrap_or(0);
+    assert!(stored <= highest, "the fence is at or above every epoch this instance holds");
+    if current.get("deleted_at").is_none() && table.fields().iter().all(|f| current.get(f.name) == fields.get(f.name)) {
+        return Ok(current);
+    }
+    let stamp = Stamp::next(tx, author, false, Some(&previous))?;
+    write_row(tx, table, &id, &fields, &author.origin, &stamp, &now, None, None)?;
+    finish(tx, author, table, Op::Update, &id, &stamp, &now)
 }
 
 fn is_local(fields: &Fields) -> bool {
@@ -374,7 +454,15 @@ fn finish(
     };
     let signature = author.key.sign(&entry.hash()).to_bytes();
     insert_change(tx, &entry, &signature, now)?;
-    supersede(tx, table, id, &entry.origin, entry.seq, &entry.vector)?;
+    let version = Version {
+        origin: entry.origin,
+        seq: entry.seq,
+        lamport: entry.lamport,
+        vector: entry.vector,
+        epoch: fence::epoch_of(table, &written),
+        row: String::new(),
+    };
+    supersede(tx, table, id, &version)?;
     Ok(written)
 }
 

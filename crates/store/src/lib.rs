@@ -11,6 +11,7 @@ mod apply;
 pub mod conflicts;
 mod connection;
 pub mod door;
+mod fence;
 mod log;
 mod migrations;
 pub mod query;
@@ -28,6 +29,7 @@ use roost_core::ValidationError;
 pub use apply::Verdict;
 pub use conflicts::{Conflict, ConflictVersion, Keep};
 pub use door::Mutation;
+pub use fence::AgentState;
 pub use log::StoredChange;
 pub use query::{ListQuery, SearchHit, SearchQuery, Sort};
 pub use registry::InstanceEntry;
@@ -51,6 +53,10 @@ pub enum StoreError {
     WrongInstance { found: String, expected: String },
     #[error("database schema version {found} is newer than this roost understands ({known}); upgrade roost")]
     TooNew { found: usize, known: usize },
+    #[error("{0} is written only by the machine holding the lease, each write under its epoch")]
+    AgentOwned(&'static str),
+    #[error("epoch {given} is stale: this instance has seen epoch {highest}, a later grant of the lease")]
+    StaleEpoch { given: u64, highest: u64 },
     #[error("database schema lacks column {0}")]
     SchemaMismatch(String),
     #[error("database error: {0}")]

@@ -95,17 +95,25 @@ END;
 const GUARDED_TABLES: [&str; 8] =
     ["memories", "projects", "sources", "notes", "blog_posts", "contacts", "settings", "changes"];
 
+/// The synced tables `v1` created, which `v4` extends; later tables come
+/// with their own step, complete.
+const V1_SYNCED_TABLES: [&str; 7] = ["memories", "projects", "sources", "notes", "blog_posts", "contacts", "settings"];
+
 fn v1(tx: &Transaction) -> rusqlite::Result<()> {
     tx.execute_batch(&V1_TABLES.replace("@SYSTEM", SYSTEM_COLUMNS))?;
-    for table in GUARDED_TABLES {
-        for op in ["INSERT", "UPDATE", "DELETE"] {
-            tx.execute_batch(&format!(
-                "CREATE TRIGGER {table}_door_{op} BEFORE {op} ON {table} WHEN roost_write_door() = 0 BEGIN
-                     SELECT RAISE(ABORT, 'synced tables are written only through the write door');
-                 END;",
-                op = op.to_lowercase()
-            ))?;
-        }
+    GUARDED_TABLES.into_iter().try_for_each(|table| guard(tx, table, "synced tables are"))
+}
+
+/// Creates `table`'s guard triggers; the refusal reads "`what` written only
+/// through the write door".
+fn guard(tx: &Transaction, table: &str, what: &str) -> rusqlite::Result<()> {
+    for op in ["INSERT", "UPDATE", "DELETE"] {
+        tx.execute_batch(&format!(
+            "CREATE TRIGGER {table}_door_{op} BEFORE {op} ON {table} WHEN roost_write_door() = 0 BEGIN
+                 SELECT RAISE(ABORT, '{what} written only through the write door');
+             END;",
+            op = op.to_lowercase()
+        ))?;
     }
     Ok(())
 }
@@ -153,13 +161,12 @@ fn v3(tx: &Transaction) -> rusqlite::Result<()> {
 /// in the new entry format at the next open, and entries of local settings,
 /// which never belonged in it, are dropped. Runs with the door open.
 fn v4(tx: &Transaction) -> rusqlite::Result<()> {
-    for table in Table::ALL {
-        let name = table.name();
+    for name in V1_SYNCED_TABLES {
         tx.execute_batch(&format!(
             "ALTER TABLE {name} ADD COLUMN vv TEXT NOT NULL DEFAULT '{{}}';
              ALTER TABLE {name} ADD COLUMN version_seq INTEGER;"
         ))?;
-        if table != Table::Settings {
+        if name != "settings" {
             tx.execute_batch(&format!("ALTER TABLE {name} ADD COLUMN local INTEGER;"))?;
         }
     }
@@ -192,8 +199,31 @@ fn v4(tx: &Transaction) -> rusqlite::Result<()> {
     )
 }
 
+/// Agent-owned state: `agent_state` rows, written only by the machine
+/// holding the lease, each stamped with its epoch (no `local` column: agent
+/// state always replicates); and `epoch_fence`, this instance's own record of
+/// the highest epoch it has seen (the door refuses a write below it) and of
+/// how many received entries were fenced. Both are guarded like the synced
+/// tables, so only the store's code moves the fence.
+fn v5(tx: &Transaction) -> rusqlite::Result<()> {
+    tx.execute_batch(&format!(
+        "CREATE TABLE agent_state ({SYSTEM_COLUMNS},
+            key TEXT, value TEXT, epoch INTEGER,
+            vv TEXT NOT NULL DEFAULT '{{}}', version_seq INTEGER);
+         CREATE INDEX agent_state_key ON agent_state (key);
+         CREATE TABLE epoch_fence (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            highest INTEGER NOT NULL CHECK (highest >= 0),
+            fenced INTEGER NOT NULL
+         );
+         INSERT INTO epoch_fence (id, highest, fenced) VALUES (1, 0, 0);"
+    ))?;
+    guard(tx, "agent_state", "synced tables are")?;
+    guard(tx, "epoch_fence", "the epoch fence is")
+}
+
 type Migration = fn(&Transaction) -> rusqlite::Result<()>;
-const MIGRATIONS: &[Migration] = &[v1, v2, v3, v4];
+const MIGRATIONS: &[Migration] = &[v1, v2, v3, v4, v5];
 
 /// Brings the database up to the newest schema, each step in one transaction.
 pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {

@@ -199,3 +199,84 @@ fn a_column_filter_in_a_search_is_a_query_error_not_a_crash() {
         store.search_memories(&SearchQuery { query: "nosuchcolumn:heron".into(), ..Default::default() }).unwrap_err();
     assert!(matches!(err, StoreError::BadQuery(_)), "{err}");
 }
+
+#[test]
+fn agent_state_is_written_under_the_highest_epoch_seen_only() {
+    let (_dir, store) = open();
+    assert_eq!(store.highest_epoch().unwrap(), 0);
+    assert_eq!(store.agent_state("task").unwrap(), None);
+    let first = store.write_agent_state("task", "index the inbox", 2).unwrap();
+    assert_eq!((first.key.as_str(), first.value.as_str(), first.epoch), ("task", "index the inbox", 2));
+    assert_eq!(first.origin, "instance-a");
+    assert_eq!(store.highest_epoch().unwrap(), 2, "a door write raises the fence");
+
+    let head = store.changes_since(0, 100).unwrap().len();
+    let err = store.write_agent_state("task", "overwrite it", 1).unwrap_err();
+    assert!(matches!(err, StoreError::StaleEpoch { given: 1, highest: 2 }), "{err}");
+    assert!(!err.to_string().contains('\n') && err.to_string().contains("epoch 1 is stale"), "{err}");
+    let err = store.write_agent_state("other", "new key, old epoch", 1).unwrap_err();
+    assert!(matches!(err, StoreError::StaleEpoch { .. }), "the fence is per store, not per key: {err}");
+    assert_eq!(store.changes_since(0, 100).unwrap().len(), head, "a refused write appends nothing");
+    assert_eq!(store.agent_state("task").unwrap(), Some(first.clone()), "and changes nothing");
+    assert_eq!(store.agent_state("other").unwrap(), None);
+
+    // The holder of the current epoch writes on; an unchanged write is no write.
+    let second = store.write_agent_state(" task ", "index the archive", 2).unwrap();
+    assert_eq!((second.id.as_str(), second.value.as_str()), (first.id.as_str(), "index the archive"));
+    store.write_agent_state("task", "index the archive", 2).unwrap();
+    let changes = store.changes_since(0, 100).unwrap();
+    assert_eq!(changes.len(), head + 1);
+    assert_eq!(changes.last().unwrap().entry.op, Op::Update);
+    assert_eq!(changes.last().unwrap().row["epoch"], json!(2), "the epoch travels inside the signed row");
+
+    // The lease tells the store of a newer grant before this machine writes.
+    assert_eq!(store.observe_epoch(5).unwrap(), 5);
+    assert_eq!(store.observe_epoch(3).unwrap(), 5, "observing never lowers the fence");
+    let err = store.write_agent_state("task", "late", 4).unwrap_err();
+    assert!(matches!(err, StoreError::StaleEpoch { given: 4, highest: 5 }), "{err}");
+    assert_eq!(store.write_agent_state("task", "index the archive", 5).unwrap().epoch, 5, "a new epoch is a write");
+    assert_eq!(store.changes_since(0, 100).unwrap().len(), head + 2);
+
+    for bad in [0, u64::MAX] {
+        let err = store.observe_epoch(bad).unwrap_err();
+        assert!(matches!(&err, StoreError::Invalid(e) if e.field.as_deref() == Some("epoch")), "{err}");
+        let err = store.write_agent_state("task", "x", bad).unwrap_err();
+        assert!(matches!(&err, StoreError::Invalid(e) if e.field.as_deref() == Some("epoch")), "{err}");
+    }
+}
+
+#[test]
+fn the_fence_survives_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("roost.db");
+    Store::open(&path, "instance-a", key()).unwrap().observe_epoch(7).unwrap();
+    let store = Store::open(&path, "instance-a", key()).unwrap();
+    assert_eq!(store.highest_epoch().unwrap(), 7);
+    assert!(matches!(store.write_agent_state("k", "v", 6), Err(StoreError::StaleEpoch { .. })));
+}
+
+#[test]
+fn agent_state_is_written_only_through_its_fenced_door() {
+    let (dir, store) = open();
+    store.write_agent_state("task", "v", 1).unwrap();
+    let refused = [
+        Mutation::Create { table: Table::AgentState, fields: obj(json!({"key": "k", "value": "v", "epoch": 9})) },
+        Mutation::Update { table: Table::AgentState, key: "task".into(), patch: obj(json!({"value": "w"})) },
+        Mutation::Delete { table: Table::AgentState, key: "task".into() },
+    ];
+    for mutation in refused {
+        let err = store.write(mutation).unwrap_err();
+        assert!(matches!(err, StoreError::AgentOwned("agent_state")), "{err}");
+    }
+    assert_eq!(store.changes_since(0, 10).unwrap().len(), 1);
+    assert_eq!(store.agent_state("task").unwrap().unwrap().value, "v");
+
+    let raw = rusqlite::Connection::open(dir.path().join("roost.db")).unwrap();
+    raw.create_scalar_function("roost_write_door", 0, rusqlite::functions::FunctionFlags::SQLITE_UTF8, |_| Ok(0i64))
+        .unwrap();
+    for sql in ["UPDATE agent_state SET epoch = 99", "UPDATE epoch_fence SET highest = 0"] {
+        let err = raw.execute(sql, []).unwrap_err();
+        assert!(err.to_string().contains("only through the write door"), "{sql}: {err}");
+    }
+    assert_eq!(store.highest_epoch().unwrap(), 1);
+}

@@ -4,7 +4,7 @@
 use ed25519_dalek::SigningKey;
 use roost_core::Table;
 use roost_core::protocol::SignedEntry;
-use roost_store::{InstanceEntry, Keep, Mutation, Store, Verdict};
+use roost_store::{InstanceEntry, Keep, Mutation, Store, StoreError, Verdict};
 use serde_json::{Map, Value, json};
 
 struct Node {
@@ -195,4 +195,113 @@ fn entries_after_revocation_are_refused() {
     let verdicts = ship(&mut n, 0, 1);
     assert_eq!(verdicts[0], Verdict::Duplicate);
     assert!(matches!(&verdicts[1], Verdict::Refused(why) if why.contains("revoked")));
+}
+
+fn agent_state(store: &Store) -> (String, u64, String) {
+    let state = store.agent_state("task").unwrap().expect("the row replicated");
+    (state.value, state.epoch, state.origin)
+}
+
+#[test]
+fn a_stale_holders_entry_is_logged_but_fenced_and_the_heads_still_advance() {
+    let mut n = nodes();
+    // A holds epoch 1 and is paused; B is granted epoch 2 and writes.
+    n[0].store.write_agent_state("task", "from the paused holder", 1).unwrap();
+    n[1].store.observe_epoch(2).unwrap();
+    n[1].store.write_agent_state("task", "from the new holder", 2).unwrap();
+    ship(&mut n, 1, 2);
+    assert_eq!(agent_state(&n[2].store), ("from the new holder".into(), 2, IDS[1].into()));
+
+    // A's entry arrives late at C: in the log, changing nothing.
+    assert_eq!(ship(&mut n, 0, 2), vec![Verdict::Applied]);
+    let c = &n[2].store;
+    assert_eq!(agent_state(c), ("from the new holder".into(), 2, IDS[1].into()));
+    let heads: Vec<(String, u64)> = c.heads().unwrap().into_iter().collect();
+    assert_eq!(heads, vec![(IDS[0].to_string(), 1), (IDS[1].to_string(), 1)], "A's head advanced");
+    assert_eq!(c.fenced_entries().unwrap(), 1);
+    assert_eq!(c.open_conflicts().unwrap(), 0, "a fenced entry is no conflict");
+    assert_eq!(c.highest_epoch().unwrap(), 2);
+    assert!(ship(&mut n, 0, 2).iter().all(|v| *v == Verdict::Duplicate), "and it is never applied twice");
+
+    // A, waking up, hears of epoch 2 through replication and is fenced at its door.
+    ship(&mut n, 1, 0);
+    assert_eq!(n[0].store.highest_epoch().unwrap(), 2, "an applied entry raises the fence");
+    assert_eq!(agent_state(&n[0].store), ("from the new holder".into(), 2, IDS[1].into()));
+    let err = n[0].store.write_agent_state("task", "still mine", 1).unwrap_err();
+    assert!(matches!(err, StoreError::StaleEpoch { given: 1, highest: 2 }), "{err}");
+}
+
+#[test]
+fn agent_state_converges_whichever_way_entries_are_exchanged() {
+    let mut n = nodes();
+    // Epoch 1 on A, seen by B; then A, paused, writes twice more at epoch 1
+    // while B, granted epoch 2, writes twice without hearing of them.
+    n[0].store.write_agent_state("task", "a1", 1).unwrap();
+    ship(&mut n, 0, 1);
+    n[1].store.observe_epoch(2).unwrap();
+    n[1].store.write_agent_state("task", "b1", 2).unwrap();
+    n[0].store.write_agent_state("task", "a2", 1).unwrap();
+    n[1].store.write_agent_state("task", "b2", 2).unwrap();
+    n[0].store.write_agent_state("task", "a3", 1).unwrap();
+
+    // A receives B's log, B receives A's: opposite orders of the same entries.
+    ship(&mut n, 1, 0);
+    ship(&mut n, 0, 1);
+    // C hears A's stale writes before B's, entry by entry.
+    for from in [0, 1] {
+        let entries: Vec<SignedEntry> =
+            n[from].store.entries_after(0, 100).unwrap().into_iter().map(|(_, e)| e).collect();
+        for entry in entries {
+            n[2].store.apply(&[entry]).unwrap();
+        }
+    }
+    let expected = ("b2".to_string(), 2, IDS[1].to_string());
+    for node in &n {
+        assert_eq!(agent_state(&node.store), expected);
+        assert_eq!(node.store.heads().unwrap(), n[0].store.heads().unwrap(), "every log holds every entry");
+        assert_eq!(node.store.open_conflicts().unwrap(), 0);
+        assert_eq!(node.store.highest_epoch().unwrap(), 2);
+    }
+    let row = |i: usize| n[i].store.get(Table::AgentState, "task").unwrap();
+    assert_eq!(row(0), row(1));
+    assert_eq!(row(1), row(2));
+    assert_eq!(n[2].store.fenced_entries().unwrap(), 0, "C met every stale entry before the new epoch");
+    assert_eq!(n[1].store.fenced_entries().unwrap(), 2, "B fenced a2 and a3");
+}
+
+#[test]
+fn one_epoch_granted_twice_conflicts_until_a_later_epoch_supersedes_it() {
+    let mut n = nodes();
+    n[0].store.write_agent_state("task", "a", 1).unwrap();
+    n[1].store.write_agent_state("task", "b", 1).unwrap();
+    ship(&mut n, 0, 1);
+    ship(&mut n, 1, 0);
+    for node in &n[..2] {
+        assert_eq!(node.store.open_conflicts().unwrap(), 1, "equal epochs keep the causal rules");
+    }
+    assert_eq!(agent_state(&n[0].store), agent_state(&n[1].store));
+    let conflict = n[0].store.conflicts(false, 10).unwrap().remove(0);
+    let err = n[0].store.write(Mutation::Resolve { conflict: conflict.id, keep: Keep::Local }).unwrap_err();
+    assert!(matches!(err, StoreError::AgentOwned(_)), "{err}");
+
+    // C, granted epoch 2, never saw either version; its write closes the conflict anyway.
+    n[2].store.write_agent_state("task", "c", 2).unwrap();
+    ship(&mut n, 2, 0);
+    assert_eq!(agent_state(&n[0].store), ("c".into(), 2, IDS[2].into()));
+    assert_eq!(n[0].store.open_conflicts().unwrap(), 0);
+}
+
+#[test]
+fn agent_state_without_an_epoch_is_refused() {
+    use ed25519_dalek::Signer;
+    let n = nodes();
+    n[0].store.write_agent_state("task", "v", 1).unwrap();
+    let mut entries: Vec<SignedEntry> = n[0].store.entries_after(0, 10).unwrap().into_iter().map(|(_, e)| e).collect();
+    let mut row: Map<String, Value> = serde_json::from_str(&entries[0].entry.row).unwrap();
+    row.remove("epoch");
+    entries[0].entry.row = Value::Object(row).to_string();
+    entries[0].signature = key(0).sign(&entries[0].entry.hash()).to_bytes();
+    let verdicts = n[1].store.apply(&entries).unwrap();
+    assert!(matches!(&verdicts[0], Verdict::Refused(why) if why.contains("without a lease epoch")), "{verdicts:?}");
+    assert_eq!(n[1].store.agent_state("task").unwrap(), None);
 }

@@ -1,0 +1,124 @@
+//! The epoch fence: agent-owned state is written only under the highest lease
+//! epoch this instance has seen.
+//!
+//! Each grant of the lease has an epoch greater than every earlier grant. The
+//! machine that holds it stamps every write of agent state with that epoch
+//! ([`Store::write_agent_state`]), and the door refuses a stamp below the
+//! highest epoch recorded here, so a machine that wrongly believes it is
+//! still awake (paused, partitioned) is stopped as soon as it has heard of a
+//! newer grant — by the lease ([`Store::observe_epoch`]) or by an entry of the
+//! newer holder. Whatever it wrote before hearing of one is fenced where it
+//! arrives: replication ranks agent-state versions by epoch first
+//! (`roost_core::sync`), so its writes never replace the real holder's,
+//! whatever the timing. Correctness rests on the epochs, never on clocks.
+//!
+//! `epoch_fence` is local bookkeeping, not synced: the highest epoch seen and
+//! how many received entries were fenced.
+
+use rusqlite::{Connection, Transaction, TransactionBehavior};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use roost_core::{EPOCH, RowId, Table, validate};
+
+use crate::door::find_live;
+use crate::{Result, Store, StoreError};
+
+/// One key of agent state as this instance holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct AgentState {
+    pub id: String,
+    pub key: String,
+    pub value: String,
+    /// The lease epoch it was written under.
+    pub epoch: u64,
+    /// The machine that wrote it.
+    pub origin: String,
+    pub updated_at: String,
+}
+
+impl AgentState {
+    pub(crate) fn from_row(row: Map<String, Value>) -> Result<AgentState> {
+        let id = row.get("id").and_then(Value::as_str).unwrap_or_default().to_string();
+        serde_json::from_value(Value::Object(row))
+            .map_err(|e| StoreError::SchemaMismatch(format!("agent_state row {id}: {e}")))
+    }
+}
+
+impl Store {
+    /// Raises the fence to `epoch` (a no-op when it is not higher) and returns
+    /// the highest epoch seen. The lease calls this whenever it learns of a
+    /// grant, so that a write under any earlier epoch is refused from then on.
+    pub fn observe_epoch(&self, epoch: u64) -> Result<u64> {
+        checked(epoch)?;
+        let mut writer = self.writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        writer.with_door_open(|conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            raise(&tx, epoch)?;
+            let highest = highest(&tx)?;
+            tx.commit()?;
+            Ok(highest)
+        })
+    }
+
+    /// The highest lease epoch this instance has seen (0 for none): from its
+    /// own writes, applied entries and [`Store::observe_epoch`].
+    pub fn highest_epoch(&self) -> Result<u64> {
+        self.read(highest)
+    }
+
+    /// How many received agent-state entries were fenced: logged, but from a
+    /// lower epoch than the row they met, so they changed nothing.
+    pub fn fenced_entries(&self) -> Result<u64> {
+        self.read(
+            |c| Ok(c.query_row("SELECT fenced FROM epoch_fence WHERE id = 1", [], |r| r.get::<_, i64>(0))? as u64),
+        )
+    }
+
+    /// The agent state under `key`, if any.
+    pub fn agent_state(&self, key: &str) -> Result<Option<AgentState>> {
+        let id = agent_state_id(key);
+        self.read(|c| match find_live(c, Table::AgentState, id.as_str()) {
+            Ok((_, row)) => AgentState::from_row(row).map(Some),
+            Err(StoreError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        })
+    }
+}
+
+/// The row id of `key`'s agent state: named from the key, so the same key is
+/// the same row on every machine and its versions meet the fence.
+pub(crate) fn agent_state_id(key: &str) -> RowId {
+    RowId::named(Table::AgentState.name(), key.trim())
+}
+
+/// The epoch a row of `table` carries: `Some` for agent-owned tables only.
+pub(crate) fn epoch_of(table: Table, row: &Map<String, Value>) -> Option<u64> {
+    if table.agent_owned() { row.get(EPOCH).and_then(Value::as_u64) } else { None }
+}
+
+/// Refuses an epoch outside the `epoch` field's range (1 to `i64::MAX`, what
+/// SQLite stores), with the field's own message.
+fn checked(epoch: u64) -> Result<()> {
+    let field = Table::AgentState.field(EPOCH).expect("agent state has an epoch field");
+    validate::normalise(field, &Value::from(epoch))?;
+    Ok(())
+}
+
+pub(crate) fn highest(conn: &Connection) -> Result<u64> {
+    Ok(conn.prepare_cached("SELECT highest FROM epoch_fence WHERE id = 1")?.query_row([], |r| r.get::<_, i64>(0))?
+        as u64)
+}
+
+/// Raises the highest epoch seen to `epoch`, already checked to be in range.
+pub(crate) fn raise(tx: &Transaction, epoch: u64) -> Result<()> {
+    let epoch = i64::try_from(epoch).expect("epochs are checked against the field's range first");
+    tx.prepare_cached("UPDATE epoch_fence SET highest = max(highest, ?1) WHERE id = 1")?.execute([epoch])?;
+    Ok(())
+}
+
+/// Counts one received entry fenced.
+pub(crate) fn count_fenced(tx: &Transaction) -> Result<()> {
+    tx.prepare_cached("UPDATE epoch_fence SET fenced = fenced + 1 WHERE id = 1")?.execute([])?;
+    Ok(())
+}
