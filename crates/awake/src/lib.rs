@@ -43,6 +43,8 @@ const IO_WAIT: Duration = Duration::from_secs(1);
 const ROSTER_EVERY: Duration = Duration::from_secs(1);
 /// How often replication is asked whether this machine is caught up.
 const CAUGHT_UP_EVERY: Duration = Duration::from_millis(200);
+/// The agent-state key of the record each new holder writes.
+pub const AWAKE_KEY: &str = "awake";
 /// A loop that has not turned for this long is reported stalled.
 const STALLED: Duration = Duration::from_secs(2);
 
@@ -190,6 +192,7 @@ impl AwakeService {
             retired: false,
             etcd,
             grants: Arc::default(),
+            fenced_to: 0,
         };
         tasks.push(tokio::spawn(driver.run(inbox, commands, internal, roster)));
         Ok(AwakeService { shared, tasks })
@@ -288,7 +291,7 @@ struct Driver {
     internal: mpsc::Sender<Input>,
     events: state::Events,
     pending: Option<oneshot::Sender<Result<String, String>>>,
-    /// When the held lease runs out, as last published.
+    /// When the held lease runs out (or ran out), as last published.
     lease_end: Option<Duration>,
     shared: Arc<Shared>,
     part: Part,
@@ -299,6 +302,8 @@ struct Driver {
     etcd: Option<Arc<roost_etcd::EtcdLease>>,
     /// etcd's grants by epoch, for renewing and releasing them.
     grants: Arc<Mutex<HashMap<u64, roost_etcd::Grant>>>,
+    /// The highest epoch handed to the store's fence.
+    fenced_to: u64,
 }
 
 impl Driver {
@@ -411,6 +416,7 @@ impl Driver {
                 }
                 Action::Awake { epoch } => {
                     self.events.record(json!({"event": "awake", "epoch": epoch, "node": self.me}), now);
+                    self.record_awake(epoch);
                 }
                 Action::Asleep { epoch, reason } => {
                     // It stopped acting when its lease ran out, if that came first.
@@ -459,6 +465,37 @@ impl Driver {
                 Action::ExternalRelease { epoch } => self.etcd_release(epoch),
             }
         }
+    }
+
+    /// The awake role's first effect: the `awake` record of agent state,
+    /// written through the write door stamped with the epoch, so the
+    /// replicated log refuses it from any machine holding an older grant.
+    fn record_awake(&self, epoch: u64) {
+        let store = self.store.clone();
+        let value = json!({"holder": self.me, "name": self.name(&self.me), "epoch": epoch}).to_string();
+        tokio::spawn(async move {
+            let write = tokio::task::spawn_blocking(move || store.write_agent_state(AWAKE_KEY, &value, epoch));
+            match tokio::time::timeout(IO_WAIT, write).await {
+                Ok(Ok(Ok(_))) => {}
+                Ok(Ok(Err(e))) => tracing::warn!(error = %e, "the awake record was refused"),
+                _ => tracing::warn!("writing the awake record took longer than {IO_WAIT:?}"),
+            }
+        });
+    }
+
+    /// Raises the log's epoch fence to the highest epoch the lease has seen.
+    fn fence_to(&mut self, epoch: u64) {
+        if epoch <= self.fenced_to {
+            return;
+        }
+        self.fenced_to = epoch;
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            let observe = tokio::task::spawn_blocking(move || store.observe_epoch(epoch));
+            if !matches!(tokio::time::timeout(IO_WAIT, observe).await, Ok(Ok(Ok(_)))) {
+                tracing::warn!(epoch, "could not raise the epoch fence");
+            }
+        });
     }
 
     fn etcd(&self) -> Arc<roost_etcd::EtcdLease> {
@@ -516,8 +553,9 @@ impl Driver {
     }
 
     fn publish(&mut self, now: Duration) {
+        self.fence_to(self.node.max_round());
+        self.lease_end = self.node.lease_end();
         let status = self.node.status(now);
-        self.lease_end = status.lease_left.map(|left| now + left);
         let holder = status.holder.as_ref().map(|id| json!({"id": id, "name": self.name(id)}));
         let value = json!({
             "backend": if self.etcd.is_some() { "etcd" } else { "quorum" },

@@ -36,7 +36,9 @@ impl Machine {
 
 pub fn run(kills: usize, handoffs: usize, ttl_ms: u64, etcd: Option<&str>) -> anyhow::Result<()> {
     if cfg!(debug_assertions) {
-        eprintln!("roost: warning: this is a debug build; benchmark a release build (cargo run --release -- bench failover)");
+        eprintln!(
+            "roost: warning: this is a debug build; benchmark a release build (cargo run --release -- bench failover)"
+        );
     }
     let ttl = Duration::from_millis(ttl_ms);
     let dir = tempfile::tempdir()?;
@@ -80,7 +82,6 @@ pub fn run(kills: usize, handoffs: usize, ttl_ms: u64, etcd: Option<&str>) -> an
         let paused = last_event(&machines[holder].home, "pause", before)?;
         let awake = event_at(&machines[target].home, "awake", epoch)?;
         pauses.push(awake.saturating_sub(paused));
-
     }
 
     let mut failovers = Vec::with_capacity(kills);
@@ -94,14 +95,10 @@ pub fn run(kills: usize, handoffs: usize, ttl_ms: u64, etcd: Option<&str>) -> an
         killed.push((machines[holder].home.clone(), killed_at));
         let started = Instant::now();
         let (next, epoch) = loop {
-            let awake = machines
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| *i != holder)
-                .find_map(|(i, m)| {
-                    let lease = m.lease();
-                    (lease["role"] == "awake").then(|| lease["epoch"].as_u64().map(|e| (i, e))).flatten()
-                });
+            let awake = machines.iter().enumerate().filter(|(i, _)| *i != holder).find_map(|(i, m)| {
+                let lease = m.lease();
+                (lease["role"] == "awake").then(|| lease["epoch"].as_u64().map(|e| (i, e))).flatten()
+            });
             if let Some(found) = awake {
                 break found;
             }
@@ -122,11 +119,8 @@ pub fn run(kills: usize, handoffs: usize, ttl_ms: u64, etcd: Option<&str>) -> an
         // A killed process never logs its end: close each term at its kill.
         let mut machine_terms = events::terms(&log, None);
         for term in machine_terms.iter_mut().filter(|t| t.until.is_none()) {
-            term.until = killed
-                .iter()
-                .filter(|(home, at)| home == &machine.home && *at >= term.from)
-                .map(|(_, at)| *at)
-                .min();
+            term.until =
+                killed.iter().filter(|(home, at)| home == &machine.home && *at >= term.from).map(|(_, at)| *at).min();
         }
         terms.extend(machine_terms.into_iter().filter(|t| t.until.is_none_or(|u| u > formed)));
     }

@@ -17,6 +17,14 @@ use roost_awake::clock;
 use roost_awake::events::{self, Term};
 use serde_json::Value;
 
+/// One chain at a time: each test times failovers against the TTL, and
+/// several chains of debug builds sharing two cores would measure the load.
+static ONE_CHAIN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_chain() -> std::sync::MutexGuard<'static, ()> {
+    ONE_CHAIN.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// The lease TTL the tests run with (the default is 3 s).
 const TTL: Duration = Duration::from_secs(2);
 
@@ -125,6 +133,7 @@ fn with_etcd_the_role_survives_kill_nine_a_long_pause_and_fifty_handoffs_without
 }
 
 fn survives_kill_pause_and_handoffs(etcd: Option<&str>) {
+    let _one = one_chain();
     let root = tempfile::tempdir().unwrap();
     let (h, mut served) = chain(root.path(), &["a", "b", "c"], &[], etcd);
     assert_eq!(lease(&served[0])["backend"], if etcd.is_some() { "etcd" } else { "quorum" });
@@ -195,10 +204,23 @@ fn survives_kill_pause_and_handoffs(etcd: Option<&str>) {
     );
     assert_eq!(settled(&all(&served)), taker);
     assert_no_overlap(&h, formed, Some(killed_at));
+
+    // The new holder's record, stamped with its epoch, reaches every
+    // machine's log, and every fence (the paused machine's too) is at least
+    // that epoch: a write stamped with the old epoch would be refused.
+    until("every machine holds the new holder's record behind its fence", || {
+        served.iter().all(|s| {
+            let lease = s.get("/api/v1/lease").unwrap_or_default();
+            lease["record"]["epoch"].as_u64() == Some(taker_epoch)
+                && lease["record"]["holder"]["holder"] == lease["holder"]["id"]
+                && lease["fence"].as_u64().is_some_and(|f| f >= taker_epoch)
+        })
+    });
 }
 
 #[test]
 fn two_machines_and_a_witness_fail_over_and_the_witness_never_holds() {
+    let _one = one_chain();
     let root = tempfile::tempdir().unwrap();
     let (h, mut served) = chain(root.path(), &["a", "b", "w"], &["w"], None);
     let holder = settled(&[&served[0], &served[1], &served[2]]);
@@ -226,6 +248,7 @@ fn two_machines_and_a_witness_fail_over_and_the_witness_never_holds() {
 
 #[test]
 fn two_voters_never_fail_over_alone_and_force_takes_the_role_with_a_warning() {
+    let _one = one_chain();
     let root = tempfile::tempdir().unwrap();
     let (h, mut served) = chain(root.path(), &["a", "b"], &[], None);
     let holder = settled(&[&served[0], &served[1]]);
@@ -257,6 +280,7 @@ fn two_voters_never_fail_over_alone_and_force_takes_the_role_with_a_warning() {
 
 #[test]
 fn leaving_the_chain_hands_the_role_off_first() {
+    let _one = one_chain();
     let root = tempfile::tempdir().unwrap();
     let (h, served) = chain(root.path(), &["a", "b", "c"], &[], None);
     let holder = settled(&[&served[0], &served[1], &served[2]]);

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use roost_mcp::Caller;
 
 use crate::AppState;
-use crate::api::ApiError;
+use crate::api::{ApiError, with_store};
 
 pub(crate) fn routes(state: Arc<AppState>) -> Router {
     Router::new()
@@ -31,8 +31,18 @@ pub(crate) fn health(state: &AppState) -> Value {
     state.awake.as_ref().map_or(Value::Null, |awake| awake.status())
 }
 
-async fn status(State(state): State<Arc<AppState>>) -> Json<Value> {
-    Json(health(&state))
+/// `/health`'s view, plus what the replicated log holds: the last holder's
+/// `awake` record and this machine's epoch fence.
+async fn status(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
+    let (record, fence) =
+        with_store(&state, |s| Ok((s.agent_state(roost_awake::AWAKE_KEY)?, s.highest_epoch()?))).await?;
+    let mut lease = health(&state);
+    if lease.is_object() {
+        let record = record.map(|r| json!({"epoch": r.epoch, "holder": serde_json::from_str::<Value>(&r.value).ok()}));
+        lease["record"] = record.unwrap_or(Value::Null);
+        lease["fence"] = json!(fence);
+    }
+    Ok(Json(lease))
 }
 
 #[derive(Deserialize, Default)]

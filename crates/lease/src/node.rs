@@ -367,6 +367,15 @@ impl Node {
         }
     }
 
+    /// When this node's lease ends (or ended) on its clock, while it holds
+    /// the role: past this it may not act, even before it notices.
+    pub fn lease_end(&self) -> Option<Duration> {
+        match &self.role {
+            Role::Awake(h) => Some(h.valid_until),
+            _ => None,
+        }
+    }
+
     /// The highest round this node has seen promised or granted.
     pub fn max_round(&self) -> u64 {
         self.max_round
@@ -536,6 +545,8 @@ impl Node {
             } else if self.config.voters.len() < 3 && self.voters_heard(now) < self.majority() {
                 "no majority of voters is reachable (a chain of two voters needs both; add a witness or use --force)"
                     .into()
+            } else if self.config.grantor == Grantor::External {
+                "the lease server did not grant the lease in time".into()
             } else {
                 "no majority of voters granted the lease in time".into()
             };
@@ -696,11 +707,9 @@ impl Node {
                 let refused_me = attempt.force && from == self.config.me;
                 // A wakeup that finds a live holder asks it for a handoff.
                 let holder = match &why {
-                    Refusal::Open { holder, .. } if !attempt.force && holder.node != self.config.me => self
-                        .wakeup
-                        .is_some()
-                        .then(|| holder.clone())
-                        .filter(|h| self.refused_by.as_ref() != Some(h)),
+                    Refusal::Open { holder, .. } if !attempt.force && holder.node != self.config.me => {
+                        self.wakeup.is_some().then(|| holder.clone()).filter(|h| self.refused_by.as_ref() != Some(h))
+                    }
                     _ => None,
                 };
                 if let Some(holder) = holder {
@@ -761,6 +770,12 @@ impl Node {
         if matches!(&self.role, Role::Acquiring(a) if a.req == req) {
             if holder == self.config.me {
                 return self.abandon(Duration::ZERO, now);
+            }
+            let held = Ballot::new(epoch, &holder);
+            if self.wakeup.is_some() && self.refused_by.as_ref() != Some(&held) {
+                // A wakeup that finds a live holder asks it for a handoff.
+                self.role = Role::Standby;
+                return self.ask_for_handoff(&holder, epoch, now);
             }
             self.abandon(self.config.tenure.renew_every(), now);
         }

@@ -244,9 +244,11 @@ impl Store {
             lamport: e.lamport,
             vector: e.vector.clone(),
             row: e.row.clone(),
+            // Client writes carry no lease epoch; agent effects go to the sink.
+            epoch: None,
         };
         match resolve(self.rows.get(&e.row_id), &version) {
-            Outcome::Known => {}
+            Outcome::Known | Outcome::Fenced => {}
             Outcome::Replace(state) => {
                 self.rows.insert(e.row_id.clone(), state);
             }
