@@ -1,7 +1,8 @@
 //! Roost's HTTP gateway (`roost serve`).
 //!
 //! Routes:
-//! - `GET /health`: instance id, name, version, uptime, and whether the
+//! - `GET /health`: instance id, name, version, uptime, the lease as this
+//!   machine sees it (503 when its loop stalls), and whether the
 //!   database answers (503 when it does not);
 //! - `/mcp`: the MCP tools over Streamable HTTP;
 //! - `/api/v1/...`: a small JSON API (instance info, certificate, memory
