@@ -416,7 +416,12 @@ impl Driver {
                 }
                 Action::Awake { epoch } => {
                     self.events.record(json!({"event": "awake", "epoch": epoch, "node": self.me}), now);
-                    self.record_awake(epoch);
+                    // A machine that knows no other voters is a chain of one
+                    // only in its own eyes (its registry may be incomplete):
+                    // it writes nothing that would meet another's at one epoch.
+                    if self.node.status(now).voters > 1 {
+                        self.record_awake(epoch);
+                    }
                 }
                 Action::Asleep { epoch, reason } => {
                     // It stopped acting when its lease ran out, if that came first.
