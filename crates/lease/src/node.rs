@@ -777,7 +777,9 @@ impl Node {
                 self.role = Role::Standby;
                 return self.ask_for_handoff(&holder, epoch, now);
             }
-            self.abandon(self.config.tenure.renew_every(), now);
+            // The server does not say how long the lease has left: ask
+            // again soon, so a lapse is noticed within a tenth of the TTL.
+            self.abandon(self.config.tenure.ttl / 10, now);
         }
     }
 
