@@ -419,7 +419,7 @@ impl Driver {
                     // A machine that knows no other voters is a chain of one
                     // only in its own eyes (its registry may be incomplete):
                     // it writes nothing that would meet another's at one epoch.
-                    if self.node.status(now).voters > 1 {
+                    if self.node.voters() > 1 {
                         self.record_awake(epoch);
                     }
                 }

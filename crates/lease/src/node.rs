@@ -346,6 +346,11 @@ impl Node {
         }
     }
 
+    /// How many machines vote, this one included if it votes.
+    pub fn voters(&self) -> usize {
+        self.config.voters.len()
+    }
+
     pub fn me(&self) -> &str {
         &self.config.me
     }

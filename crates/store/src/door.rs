@@ -118,28 +118,46 @@ fn create(tx: &Transaction, author: &Author, table: Table, input: &Map<String, V
         ),
         _ => RowId::v7(now_unix_ms(), rand::random()),
     };
-    let previous = tx
-        .prepare_cached(&format!("SELECT vv FROM {} WHERE id = ?1", table.name()))?
-        .query_row([id.as_str()], |r| r.get::<_, String>(0))
-        .optional()?;
+    let previous = stored_vector(tx, table, &id)?;
     let stamp = Stamp::next(tx, author, local, previous.as_deref())?;
     if previous.is_some() {
         // A name-based id whose row was deleted: the new row takes its place.
         write_row(tx, table, &id, &fields, &author.origin, &stamp, &now, None, Some(&now))?;
     } else {
-        let row = NewRow {
-            id: &id,
-            origin: &author.origin,
-            lamport: stamp.lamport,
-            created_at: &now,
-            updated_at: &now,
-            deleted_at: None,
-            vector: stamp.vector_text(),
-            version_seq: stamp.log.as_ref().map(|l| l.seq),
-        };
-        insert_row(tx, table, &row, &fields)?;
+        insert_fresh(tx, author, table, &id, &fields, &stamp, &now)?;
     }
     finish(tx, author, table, Op::Insert, &id, &stamp, &now)
+}
+
+/// The stored version vector of row `id`, if the row exists.
+fn stored_vector(tx: &Transaction, table: Table, id: &RowId) -> Result<Option<String>> {
+    Ok(tx
+        .prepare_cached(&format!("SELECT vv FROM {} WHERE id = ?1", table.name()))?
+        .query_row([id.as_str()], |r| r.get::<_, String>(0))
+        .optional()?)
+}
+
+/// Inserts a row that never existed here, stamped by `stamp`.
+fn insert_fresh(
+    tx: &Transaction,
+    author: &Author,
+    table: Table,
+    id: &RowId,
+    fields: &Fields,
+    stamp: &Stamp,
+    now: &str,
+) -> Result<()> {
+    let row = NewRow {
+        id,
+        origin: &author.origin,
+        lamport: stamp.lamport,
+        created_at: now,
+        updated_at: now,
+        deleted_at: None,
+        vector: stamp.vector_text(),
+        version_seq: stamp.log.as_ref().map(|l| l.seq),
+    };
+    insert_row(tx, table, &row, fields)
 }
 
 fn update(
@@ -241,23 +259,9 @@ fn agent_state(tx: &Transaction, author: &Author, key: &str, value: &str, epoch:
     fence::raise(tx, epoch)?;
     let id = fence::agent_state_id(key);
     let now = now_text();
-    let previous = tx
-        .prepare_cached("SELECT vv FROM agent_state WHERE id = ?1")?
-        .query_row([id.as_str()], |r| r.get::<_, String>(0))
-        .optional()?;
-    let Some(previous) = previous else {
+    let Some(previous) = stored_vector(tx, table, &id)? else {
         let stamp = Stamp::next(tx, author, false, None)?;
-        let row = NewRow {
-            id: &id,
-            origin: &author.origin,
-            lamport: stamp.lamport,
-            created_at: &now,
-            updated_at: &now,
-            deleted_at: None,
-            vector: stamp.vector_text(),
-            version_seq: stamp.log.as_ref().map(|l| l.seq),
-        };
-        insert_row(tx, table, &row, &fields)?;
+        insert_fresh(tx, author, table, &id, &fields, &stamp, &now)?;
         return finish(tx, author, table, Op::Insert, &id, &stamp, &now);
     };
     let sql = format!("SELECT {} FROM {} t WHERE t.id = ?1", select_list(table, "t"), table.name());
