@@ -31,6 +31,9 @@ impl Writer {
         self.0.extend_from_slice(&v.to_be_bytes());
         self
     }
+    pub fn bool(&mut self, v: bool) -> &mut Self {
+        self.u8(u8::from(v))
+    }
     pub fn bytes(&mut self, v: &[u8]) -> &mut Self {
         self.0.extend_from_slice(v);
         self
@@ -82,6 +85,15 @@ impl<'a> Reader<'a> {
 
     pub fn i64(&mut self) -> Result<i64, WireError> {
         Ok(i64::from_be_bytes(self.array()?))
+    }
+
+    /// 0 or 1; any other byte is malformed, so a flag has one encoding.
+    pub fn bool(&mut self) -> Result<bool, WireError> {
+        match self.u8()? {
+            0 => Ok(false),
+            1 => Ok(true),
+            _ => Err(self.malformed("a flag is neither 0 nor 1")),
+        }
     }
 
     pub fn str(&mut self) -> Result<String, WireError> {

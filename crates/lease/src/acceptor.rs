@@ -9,13 +9,15 @@ use std::time::Duration;
 
 use crate::ballot::{Ballot, NodeId};
 use crate::message::{Message, Refusal};
+use crate::view::View;
 
-/// What a voter keeps on disk: the highest ballot it promised, and the lease
-/// it last accepted with its TTL.
+/// What a voter keeps on disk: the highest ballot it promised, the lease it
+/// last accepted with its TTL, and the view of voters it holds.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Durable {
     pub promised: Option<Ballot>,
     pub accepted: Option<(Ballot, Duration)>,
+    pub view: Option<View>,
 }
 
 #[derive(Debug, Clone)]
@@ -46,6 +48,16 @@ impl Acceptor {
         let until = self.open_until?;
         let (ballot, _) = self.durable.accepted.as_ref()?;
         (now < until).then(|| (ballot, until - now))
+    }
+
+    /// Takes `view` if it is newer than the one held; true if it was taken
+    /// (and must be stored before anything else is sent).
+    pub fn adopt(&mut self, view: View) -> bool {
+        if self.durable.view.as_ref().is_some_and(|held| held.id >= view.id) {
+            return false;
+        }
+        self.durable.view = Some(view);
+        true
     }
 
     fn promised_round(&self) -> Option<u64> {

@@ -16,7 +16,10 @@
 //!   later grant always has a greater one;
 //! * renewals re-propose the same ballot, so a tenure keeps its epoch, and a
 //!   voter holding an open lease refuses other proposers' prepares outright,
-//!   so standbys probing for the role never disturb a live holder.
+//!   so standbys probing for the role never disturb a live holder;
+//! * the voters are not fixed: they are a [`View`] that the holder changes one
+//!   voter at a time as machines join and leave (the `view` module argues why any two
+//!   majorities that can grant a lease still overlap).
 //!
 //! Everything here is handed `now` (time since an arbitrary origin, on this
 //! machine's clock) and returns [`Action`]s; the shell (`roost-awake`) sends
@@ -32,13 +35,15 @@ mod ballot;
 mod message;
 mod node;
 mod tenure;
+mod view;
 
 pub use acceptor::{Acceptor, Durable};
 pub use ballot::{Ballot, NodeId};
-pub use message::{Envelope, Message, Refusal};
-pub use node::{Action, Config, Grantor, Input, Node, Status};
+pub use message::{Envelope, MAX_VOTERS, Message, Refusal};
+pub use node::{Action, Config, Grantor, Input, Node, PeerSeen, Status};
 pub use tenure::Tenure;
+pub use view::{View, ViewId};
 
 /// The lease protocol's version. Machines on another version are not
 /// eligible to take the role and say so in their status.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;

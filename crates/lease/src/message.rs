@@ -1,9 +1,9 @@
 //! What lease nodes say to each other, and its binary encoding.
 //!
 //! Every message travels in an [`Envelope`] naming the sender's protocol
-//! version and roster (a digest of its voter list): a voter grants nothing to
-//! a proposer that counts a different set of voters, because majorities of
-//! two different sets need not overlap.
+//! version and the view of voters it holds: a voter grants nothing to a
+//! proposer holding another view, and whichever of the two is behind is sent
+//! the newer one ([`Message::View`]).
 
 use std::time::Duration;
 
@@ -11,6 +11,7 @@ use roost_core::protocol::Heads;
 use roost_core::wire::{Reader, WireError, Writer};
 
 use crate::ballot::{Ballot, NodeId};
+use crate::view::{View, ViewId};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Message {
@@ -51,15 +52,18 @@ pub enum Message {
         ballot: Ballot,
     },
     /// Sent to every peer each renewal period: the round this node claims to
-    /// hold (if awake) and whether it could take the role.
+    /// hold (if awake), whether it could take the role, whether it is a
+    /// witness, and whether it is leaving the chain (the holder then removes
+    /// it from the voters).
     Heartbeat {
         claim: Option<u64>,
         eligible: bool,
+        witness: bool,
+        leaving: bool,
     },
-    /// The receiver speaks another protocol version or counts other voters.
+    /// The receiver speaks another protocol version.
     Incompatible {
         version: u16,
-        roster: u64,
     },
     /// A standby asks the holder of `epoch` to hand the role over.
     HandoffAsk {
@@ -83,6 +87,25 @@ pub enum Message {
         epoch: u64,
         reason: String,
     },
+    /// The sender's view of the voters, sent to a machine holding an older one.
+    View(View),
+}
+
+impl Message {
+    /// Whether this is part of granting, renewing or releasing a lease: such
+    /// messages count only between machines holding the same view.
+    pub fn is_vote(&self) -> bool {
+        matches!(
+            self,
+            Message::Prepare { .. }
+                | Message::Promise { .. }
+                | Message::Propose { .. }
+                | Message::Accepted { .. }
+                | Message::Reject { .. }
+                | Message::Release { .. }
+                | Message::Released { .. }
+        )
+    }
 }
 
 /// Why a voter said no.
@@ -96,41 +119,74 @@ pub enum Refusal {
     Reserved { successor: NodeId },
 }
 
-/// A message with the sender's version and roster.
+/// A message with the sender's protocol version and view.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Envelope {
     pub version: u16,
-    pub roster: u64,
-    /// `None` when the version is not this one: the body is not understood.
+    /// The view the sender holds; `None` before it was admitted as a voter.
+    pub view: Option<ViewId>,
+    /// `None` when the version is not this one: the rest is not understood.
     pub message: Option<Message>,
 }
 
 const MAGIC: &[u8] = b"RLS";
+/// The longest reason a handoff refusal carries, in characters.
+const MAX_REASON: usize = 200;
+/// The most voters a view may name (a datagram must hold it).
+pub const MAX_VOTERS: usize = 16;
 
 impl Envelope {
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer::default();
-        w.bytes(MAGIC).bytes(&self.version.to_be_bytes()).i64(self.roster as i64);
+        w.bytes(MAGIC).bytes(&self.version.to_be_bytes());
         if let Some(message) = &self.message {
+            w.bool(self.view.is_some());
+            if let Some(view) = &self.view {
+                write_view_id(&mut w, view);
+            }
             message.write(&mut w);
         }
         w.0
     }
 
+    /// Strict: one encoding per envelope, no trailing bytes. An envelope of
+    /// another protocol version decodes to its version alone.
     pub fn decode(bytes: &[u8]) -> Result<Envelope, WireError> {
         let mut r = Reader::new(bytes, "lease message");
         if r.take(MAGIC.len())? != MAGIC {
             return Err(WireError("lease message: unknown format".into()));
         }
         let version = u16::from_be_bytes(r.array()?);
-        let roster = r.i64()? as u64;
         if version != crate::PROTOCOL_VERSION {
-            return Ok(Envelope { version, roster, message: None });
+            return Ok(Envelope { version, view: None, message: None });
         }
+        let view = if r.bool()? { Some(read_view_id(&mut r)?) } else { None };
         let message = Message::read(&mut r)?;
         r.finish()?;
-        Ok(Envelope { version, roster, message: Some(message) })
+        Ok(Envelope { version, view, message: Some(message) })
     }
+}
+
+fn write_view_id(w: &mut Writer, id: &ViewId) {
+    w.i64(id.epoch as i64).i64(id.seq as i64).i64(id.digest as i64);
+}
+
+fn read_view_id(r: &mut Reader) -> Result<ViewId, WireError> {
+    Ok(ViewId { epoch: r.i64()? as u64, seq: r.i64()? as u64, digest: r.i64()? as u64 })
+}
+
+fn read_view(r: &mut Reader) -> Result<View, WireError> {
+    let id = read_view_id(r)?;
+    let count = r.u8()? as usize;
+    if count == 0 || count > MAX_VOTERS {
+        return Err(WireError(format!("lease message: a view names 1 to {MAX_VOTERS} voters")));
+    }
+    let voters: Vec<NodeId> = (0..count).map(|_| r.str()).collect::<Result<_, _>>()?;
+    let view = View::new(id.epoch, id.seq, voters.clone());
+    if view.voters != voters || view.id != id {
+        return Err(WireError("lease message: a view's voters are not sorted, unique and its own".into()));
+    }
+    Ok(view)
 }
 
 fn write_ballot(w: &mut Writer, b: &Ballot) {
@@ -153,15 +209,23 @@ fn read_heads(r: &mut Reader) -> Result<Heads, WireError> {
     if !(0..=1024).contains(&count) {
         return Err(WireError("lease message: too many heads".into()));
     }
-    (0..count).map(|_| Ok((r.str()?, r.i64()? as u64))).collect()
+    let mut heads = Heads::new();
+    for _ in 0..count {
+        let (origin, seq) = (r.str()?, r.i64()? as u64);
+        if heads.last_key_value().is_some_and(|(last, _)| *last >= origin) {
+            return Err(WireError("lease message: heads out of order".into()));
+        }
+        heads.insert(origin, seq);
+    }
+    Ok(heads)
 }
 
 fn millis(d: Duration) -> i64 {
     d.as_millis().min(i64::MAX as u128) as i64
 }
 
-fn from_millis(n: i64) -> Duration {
-    Duration::from_millis(n.max(0) as u64)
+fn from_millis(n: i64) -> Result<Duration, WireError> {
+    u64::try_from(n).map(Duration::from_millis).map_err(|_| WireError("lease message: a negative duration".into()))
 }
 
 impl Message {
@@ -170,7 +234,7 @@ impl Message {
             Message::Prepare { req, ballot, force } => {
                 w.u8(1).i64(*req as i64);
                 write_ballot(w, ballot);
-                w.u8(*force as u8);
+                w.bool(*force);
             }
             Message::Promise { req, ballot } => {
                 w.u8(2).i64(*req as i64);
@@ -211,11 +275,11 @@ impl Message {
                 w.u8(7).i64(*req as i64);
                 write_ballot(w, ballot);
             }
-            Message::Heartbeat { claim, eligible } => {
-                w.u8(8).i64(claim.map_or(-1, |c| c as i64)).u8(*eligible as u8);
+            Message::Heartbeat { claim, eligible, witness, leaving } => {
+                w.u8(8).i64(claim.map_or(-1, |c| c as i64)).bool(*eligible).bool(*witness).bool(*leaving);
             }
-            Message::Incompatible { version, roster } => {
-                w.u8(9).i64(i64::from(*version)).i64(*roster as i64);
+            Message::Incompatible { version } => {
+                w.u8(9).i64(i64::from(*version));
             }
             Message::HandoffAsk { epoch } => {
                 w.u8(10).i64(*epoch as i64);
@@ -232,7 +296,15 @@ impl Message {
                 w.u8(13).i64(*epoch as i64);
             }
             Message::HandoffAbort { epoch, reason } => {
-                w.u8(14).i64(*epoch as i64).str(&reason.chars().take(200).collect::<String>());
+                w.u8(14).i64(*epoch as i64).str(&reason.chars().take(MAX_REASON).collect::<String>());
+            }
+            Message::View(view) => {
+                w.u8(15).i64(0);
+                write_view_id(w, &view.id);
+                w.u8(view.voters.len() as u8);
+                for voter in &view.voters {
+                    w.str(voter);
+                }
             }
         }
     }
@@ -242,14 +314,14 @@ impl Message {
         let req_or_epoch = r.i64()?;
         let n = req_or_epoch as u64;
         Ok(match tag {
-            1 => Message::Prepare { req: n, ballot: read_ballot(r)?, force: r.u8()? == 1 },
+            1 => Message::Prepare { req: n, ballot: read_ballot(r)?, force: r.bool()? },
             2 => Message::Promise { req: n, ballot: read_ballot(r)? },
-            3 => Message::Propose { req: n, ballot: read_ballot(r)?, ttl: from_millis(r.i64()?) },
+            3 => Message::Propose { req: n, ballot: read_ballot(r)?, ttl: from_millis(r.i64()?)? },
             4 => Message::Accepted { req: n, ballot: read_ballot(r)? },
             5 => {
                 let why = match r.u8()? {
                     1 => Refusal::Promised(read_ballot(r)?),
-                    2 => Refusal::Open { holder: read_ballot(r)?, remaining: from_millis(r.i64()?) },
+                    2 => Refusal::Open { holder: read_ballot(r)?, remaining: from_millis(r.i64()?)? },
                     3 => Refusal::Reserved { successor: r.str()? },
                     _ => return Err(WireError("lease message: unknown refusal".into())),
                 };
@@ -261,16 +333,27 @@ impl Message {
                 Message::Release { req: n, ballot, successor }
             }
             7 => Message::Released { req: n, ballot: read_ballot(r)? },
-            8 => Message::Heartbeat { claim: u64::try_from(req_or_epoch).ok(), eligible: r.u8()? == 1 },
+            8 if req_or_epoch >= -1 => Message::Heartbeat {
+                claim: u64::try_from(req_or_epoch).ok(),
+                eligible: r.bool()?,
+                witness: r.bool()?,
+                leaving: r.bool()?,
+            },
             9 => Message::Incompatible {
                 version: u16::try_from(n).map_err(|_| WireError("lease message: bad version".into()))?,
-                roster: r.i64()? as u64,
             },
             10 => Message::HandoffAsk { epoch: n },
             11 => Message::HandoffBegin { epoch: n, head: read_heads(r)? },
             12 => Message::HandoffAck { epoch: n, head: read_heads(r)? },
             13 => Message::HandoffYield { epoch: n },
-            14 => Message::HandoffAbort { epoch: n, reason: r.str()? },
+            14 => {
+                let reason = r.str()?;
+                if reason.chars().count() > MAX_REASON {
+                    return Err(WireError("lease message: reason too long".into()));
+                }
+                Message::HandoffAbort { epoch: n, reason }
+            }
+            15 if n == 0 => Message::View(read_view(r)?),
             _ => return Err(WireError("lease message: unknown kind".into())),
         })
     }

@@ -15,6 +15,7 @@ use crate::acceptor::{Acceptor, Durable};
 use crate::ballot::{Ballot, NodeId};
 use crate::message::{Envelope, Message, Refusal};
 use crate::tenure::Tenure;
+use crate::view::{View, ViewId};
 
 /// Where grants come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,8 +30,6 @@ pub enum Grantor {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub me: NodeId,
-    /// Every machine that votes, this one included if it votes.
-    pub voters: Vec<NodeId>,
     /// A witness votes but never takes the role.
     pub witness: bool,
     pub tenure: Tenure,
@@ -45,10 +44,9 @@ pub struct Config {
 }
 
 impl Config {
-    pub fn new(me: &str, voters: Vec<NodeId>, tenure: Tenure) -> Config {
+    pub fn new(me: &str, tenure: Tenure) -> Config {
         Config {
             me: me.to_string(),
-            voters,
             witness: false,
             tenure,
             grantor: Grantor::Quorum,
@@ -73,6 +71,16 @@ pub enum Input {
     },
     /// `roost leave`: hand the role off (if held) and stop taking it.
     Leave,
+    /// The machine is shutting down: a holder stops acting and releases its
+    /// lease, so another machine takes it at once rather than after the TTL.
+    Stop,
+    /// The machines of the chain as this machine's registry knows them: the
+    /// holder adds `active` machines it hears to the voters, one at a time,
+    /// and removes `revoked` ones.
+    Members {
+        active: Vec<NodeId>,
+        revoked: Vec<NodeId>,
+    },
     /// Whether this machine's log holds everything its reachable peers hold.
     LogCaughtUp(bool),
     /// The holder's log head, asked for by [`Action::NeedHead`].
@@ -169,6 +177,11 @@ pub struct Status {
     /// Machines (this one included) heard claiming the role within a TTL.
     pub claims_seen: usize,
     pub voters: usize,
+    /// The view this node holds, and its voters.
+    pub view: Option<ViewId>,
+    pub voter_ids: Vec<NodeId>,
+    /// Every machine heard from, with what it last said of itself.
+    pub peers: Vec<PeerSeen>,
     /// Voters (this one included) heard from within a TTL.
     pub voters_heard: usize,
     /// Whether a failover could happen now, and if not, why.
@@ -184,6 +197,19 @@ struct Peer {
     heard: Duration,
     claim: Option<u64>,
     eligible: bool,
+    witness: bool,
+    leaving: bool,
+}
+
+/// A machine this node has heard from, as its status shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerSeen {
+    pub id: NodeId,
+    pub witness: bool,
+    pub eligible: bool,
+    pub leaving: bool,
+    /// Heard within a TTL.
+    pub live: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -229,6 +255,10 @@ struct Holding {
     last_renewal: Duration,
     renewals: Vec<Renewal>,
     outgoing: Option<Outgoing>,
+    /// The view a majority of which accepted the latest grant or renewal:
+    /// the lease is held by that majority until it runs out. The voters
+    /// change only from such a view, so the next view's majorities meet it.
+    backed_by: Option<ViewId>,
 }
 
 #[derive(Debug, Clone)]
@@ -267,12 +297,18 @@ struct Incoming {
 
 pub struct Node {
     config: Config,
-    roster: u64,
     acceptor: Acceptor,
     role: Role,
     peers: BTreeMap<NodeId, Peer>,
-    /// Peers that speak another version or count other voters.
-    incompatible: BTreeMap<NodeId, (u16, u64)>,
+    /// Peers that speak another protocol version, and which.
+    incompatible: BTreeMap<NodeId, u16>,
+    /// The registry's machines not revoked, and those revoked.
+    active: BTreeSet<NodeId>,
+    revoked: BTreeSet<NodeId>,
+    /// The view each peer last said it holds.
+    views_heard: BTreeMap<NodeId, Option<ViewId>>,
+    /// When each peer was last sent this node's view, and which.
+    views_told: BTreeMap<NodeId, (ViewId, Duration)>,
     max_round: u64,
     next_req: u64,
     rng: u64,
@@ -281,6 +317,8 @@ pub struct Node {
     free_since: Option<Duration>,
     log_caught_up: bool,
     left: bool,
+    /// A leave waiting for the holder to remove this machine, until then.
+    leaving: Option<Duration>,
     incoming: Option<Incoming>,
     yielding: Option<Yielding>,
     /// A wakeup waiting for this node to become awake, until the deadline.
@@ -293,29 +331,25 @@ pub struct Node {
     actions: Vec<Action>,
 }
 
-/// FNV-1a over the sorted voter ids: equal rosters, equal digests.
-fn roster_digest(voters: &[NodeId]) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in voters.iter().flat_map(|v| v.bytes().chain([0])) {
-        hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
-    }
-    hash
-}
-
 impl Node {
-    /// A node starting (or restarting) at `now` with the voter state it kept.
-    pub fn new(mut config: Config, durable: Durable, now: Duration) -> Node {
-        config.voters.sort();
-        config.voters.dedup();
-        let max_round = durable.promised.as_ref().map_or(0, |b| b.round);
+    /// A node starting (or restarting) at `now` with the voter state it kept
+    /// (a chain's founder starts from [`View::genesis`], a machine that
+    /// joined from no view at all).
+    pub fn new(config: Config, durable: Durable, now: Duration) -> Node {
+        let promised = durable.promised.as_ref().map_or(0, |b| b.round);
+        let max_round = promised.max(durable.view.as_ref().map_or(0, |v| v.id.epoch));
+        let active = durable.view.iter().flat_map(|v| v.voters.iter().cloned()).collect();
         Node {
-            roster: roster_digest(&config.voters),
             rng: config.seed | 1,
             acceptor: Acceptor::restore(durable, now),
             config,
             role: Role::Standby,
             peers: BTreeMap::new(),
             incompatible: BTreeMap::new(),
+            active,
+            revoked: BTreeSet::new(),
+            views_heard: BTreeMap::new(),
+            views_told: BTreeMap::new(),
             max_round,
             next_req: 1,
             next_attempt: now,
@@ -323,6 +357,7 @@ impl Node {
             free_since: None,
             log_caught_up: false,
             left: false,
+            leaving: None,
             incoming: None,
             yielding: None,
             wakeup: None,
@@ -333,22 +368,30 @@ impl Node {
         }
     }
 
-    /// Changes the voter list (a machine was registered or revoked). Votes
-    /// already counted stay counted; a voter that counts another list refuses
-    /// this node until both agree.
-    pub fn set_voters(&mut self, mut voters: Vec<NodeId>) {
-        voters.sort();
-        voters.dedup();
-        if voters != self.config.voters {
-            self.roster = roster_digest(&voters);
-            self.config.voters = voters;
-            self.incompatible.clear();
+    /// The view of voters this node holds.
+    pub fn view(&self) -> Option<&View> {
+        self.acceptor.durable().view.as_ref()
+    }
+
+    fn view_id(&self) -> Option<ViewId> {
+        self.view().map(|v| v.id)
+    }
+
+    /// The voters of the view; with a lease server granting, whose voters do
+    /// not matter, the machines of the registry.
+    fn voter_list(&self) -> Vec<NodeId> {
+        match self.config.grantor {
+            Grantor::Quorum => self.view().map(|v| v.voters.clone()).unwrap_or_default(),
+            Grantor::External => {
+                let members: BTreeSet<&NodeId> = self.active.iter().chain([&self.config.me]).collect();
+                members.into_iter().cloned().collect()
+            }
         }
     }
 
     /// How many machines vote, this one included if it votes.
     pub fn voters(&self) -> usize {
-        self.config.voters.len()
+        self.voter_list().len()
     }
 
     pub fn me(&self) -> &str {
@@ -397,6 +440,11 @@ impl Node {
             Input::Received { from, envelope } => self.receive(from, envelope, now),
             Input::Wakeup { force } => self.wakeup(force, now),
             Input::Leave => self.leave(now),
+            Input::Stop => self.stop(now),
+            Input::Members { active, revoked } => {
+                self.active = active.into_iter().collect();
+                self.revoked = revoked.into_iter().collect();
+            }
             Input::LogCaughtUp(done) => self.log_caught_up = done,
             Input::Head(head) => self.head(head),
             Input::CaughtUp { epoch, head } => self.caught_up(epoch, head),
@@ -415,7 +463,7 @@ impl Node {
             }
             Input::ExternalReleased { epoch } => {
                 if self.yielding.as_ref().is_some_and(|y| y.ballot.round == epoch) {
-                    self.finish_yield();
+                    self.finish_yield(now);
                 }
             }
         }
@@ -425,12 +473,16 @@ impl Node {
         std::mem::take(&mut self.actions)
     }
 
+    /// A majority of the view; with no view, more than there are voters.
     fn majority(&self) -> usize {
-        self.config.voters.len() / 2 + 1
+        self.view().map_or(usize::MAX, View::majority)
     }
 
     fn is_voter(&self, node: &str) -> bool {
-        self.config.voters.iter().any(|v| v == node)
+        match self.config.grantor {
+            Grantor::Quorum => self.view().is_some_and(|v| v.contains(node)),
+            Grantor::External => node == self.config.me || self.active.contains(node),
+        }
     }
 
     fn jitter(&mut self, max: Duration) -> Duration {
@@ -449,23 +501,26 @@ impl Node {
         if to == self.config.me {
             self.loopback.push_back((to.to_string(), message));
         } else {
-            let envelope = Envelope { version: crate::PROTOCOL_VERSION, roster: self.roster, message: Some(message) };
+            let envelope = Envelope { version: crate::PROTOCOL_VERSION, view: self.view_id(), message: Some(message) };
             self.actions.push(Action::Send { to: to.to_string(), envelope });
         }
     }
 
     fn broadcast(&mut self, message: Message) {
-        for voter in self.config.voters.clone() {
+        for voter in self.voter_list() {
             self.send(&voter, message.clone());
         }
     }
 
+    /// Every other machine this node knows: the voters and the registry's.
     fn peers(&self) -> Vec<NodeId> {
-        self.config.voters.iter().filter(|v| **v != self.config.me).cloned().collect()
+        let voters = self.voter_list();
+        let known: BTreeSet<&NodeId> = voters.iter().chain(&self.active).collect();
+        known.into_iter().filter(|v| **v != self.config.me).cloned().collect()
     }
 
     fn eligible(&self) -> bool {
-        !self.config.witness && !self.left
+        !self.config.witness && !self.left && self.is_voter(&self.config.me)
     }
 
     // Timers.
@@ -475,7 +530,9 @@ impl Node {
             self.announce(now);
         }
         self.holder_timers(now);
+        self.manage_view(now);
         self.handoff_timers(now);
+        self.leaving_timers(now);
         if let Role::Acquiring(attempt) = &self.role
             && now >= attempt.started + self.config.tenure.ttl / 2
         {
@@ -530,7 +587,7 @@ impl Node {
         if self.yielding.as_ref().is_some_and(|y| now >= y.deadline) {
             // Voters were slow to confirm the release; the target takes the
             // lease once their copies of it run out.
-            self.finish_yield();
+            self.finish_yield(now);
         }
         if let Some(incoming) = self.incoming.take_if(|i| now >= i.deadline) {
             let stage = match incoming.stage {
@@ -547,7 +604,7 @@ impl Node {
             self.wakeup = None;
             let reason = if let Some(refusal) = self.last_refusal.take() {
                 refusal
-            } else if self.config.voters.len() < 3 && self.voters_heard(now) < self.majority() {
+            } else if self.voters() < 3 && self.voters_heard(now) < self.majority() {
                 "no majority of voters is reachable (a chain of two voters needs both; add a witness or use --force)"
                     .into()
             } else if self.config.grantor == Grantor::External {
@@ -596,7 +653,7 @@ impl Node {
     /// free lease: standbys that all saw the holder go would otherwise
     /// split the votes and retry together.
     fn precedence(&self) -> Duration {
-        let rank = self.config.voters.iter().position(|v| *v == self.config.me).unwrap_or(0);
+        let rank = self.view().and_then(|v| v.voters.iter().position(|v| *v == self.config.me)).unwrap_or(0);
         Duration::from_millis(40) * rank as u32
     }
 
@@ -629,6 +686,7 @@ impl Node {
     fn on_accepted(&mut self, from: &str, req: u64, ballot: &Ballot, now: Duration) {
         let valid_for = self.config.tenure.valid_for();
         let majority = self.majority();
+        let view = self.view_id();
         match &mut self.role {
             Role::Acquiring(attempt) if attempt.req == req && attempt.ballot == *ballot => {
                 let needed = if attempt.force { 1 } else { majority };
@@ -650,6 +708,7 @@ impl Node {
                     last_renewal: *sent_at,
                     renewals: Vec::new(),
                     outgoing: None,
+                    backed_by: (accepted.len() >= majority).then_some(view).flatten(),
                 };
                 self.become_awake(holding, now);
             }
@@ -661,6 +720,9 @@ impl Node {
                 if count >= needed {
                     holding.valid_until = holding.valid_until.max(holding.renewals[at].sent_at + valid_for);
                     holding.forced &= count < majority;
+                    if count >= majority {
+                        holding.backed_by = view;
+                    }
                     holding.renewals.drain(..=at);
                 }
             }
@@ -686,7 +748,12 @@ impl Node {
     /// Heartbeats every peer now, so a change of role is known at once.
     fn announce(&mut self, now: Duration) {
         self.last_heartbeat = Some(now);
-        let heartbeat = Message::Heartbeat { claim: self.acting_epoch(), eligible: self.eligible() };
+        let heartbeat = Message::Heartbeat {
+            claim: self.acting_epoch(),
+            eligible: self.eligible(),
+            witness: self.config.witness,
+            leaving: self.left,
+        };
         for peer in self.peers() {
             self.send(&peer, heartbeat.clone());
         }
@@ -698,7 +765,7 @@ impl Node {
             Refusal::Reserved { .. } => 0,
         };
         self.max_round = self.max_round.max(seen);
-        let voters = self.config.voters.len();
+        let voters = self.voters();
         let majority = self.majority();
         match &mut self.role {
             Role::Acquiring(attempt) if attempt.req == req => {
@@ -737,6 +804,20 @@ impl Node {
         }
     }
 
+    fn stop(&mut self, now: Duration) {
+        self.left = true;
+        let Role::Awake(holding) = &self.role else { return };
+        let ballot = holding.ballot.clone();
+        self.sleep("this machine is stopping", now);
+        match self.config.grantor {
+            Grantor::Quorum => {
+                let req = self.fresh_req();
+                self.broadcast(Message::Release { req, ballot, successor: None });
+            }
+            Grantor::External => self.actions.push(Action::ExternalRelease { epoch: ballot.round }),
+        }
+    }
+
     fn sleep(&mut self, reason: &str, now: Duration) {
         let Role::Awake(holding) = std::mem::replace(&mut self.role, Role::Standby) else { return };
         self.actions.push(Action::Asleep { epoch: holding.ballot.round, reason: reason.to_string() });
@@ -766,6 +847,7 @@ impl Node {
             last_renewal: sent_at,
             renewals: Vec::new(),
             outgoing: None,
+            backed_by: None,
         };
         self.become_awake(holding, now);
     }
@@ -804,19 +886,34 @@ impl Node {
         if from == self.config.me {
             return;
         }
-        let Some(message) = envelope.message.filter(|_| envelope.roster == self.roster) else {
+        let Some(message) = envelope.message else {
             // Say so once per disagreement, so two such peers do not echo forever.
-            if self.incompatible.insert(from.clone(), (envelope.version, envelope.roster)).is_none() {
-                self.send(&from, Message::Incompatible { version: crate::PROTOCOL_VERSION, roster: self.roster });
+            if self.incompatible.insert(from.clone(), envelope.version).is_none() {
+                self.send(&from, Message::Incompatible { version: crate::PROTOCOL_VERSION });
             }
             return;
         };
         self.incompatible.remove(&from);
+        self.views_heard.insert(from.clone(), envelope.view);
+        let mine = self.view_id();
+        if envelope.view != mine {
+            if envelope.view < mine {
+                self.tell_view(&from, now);
+            }
+            // Votes count only between holders of one view; the one behind
+            // catches up from the other's view first.
+            if message.is_vote() {
+                return;
+            }
+        } else if message.is_vote() && !self.is_voter(&from) {
+            return;
+        }
         self.on_message(&from, message, now);
     }
 
     fn on_message(&mut self, from: &str, message: Message, now: Duration) {
-        if self.is_voter(&self.config.me)
+        if message.is_vote()
+            && self.is_voter(&self.config.me)
             && let Some((answer, changed)) = self.acceptor.handle(from, &message, now)
         {
             if changed {
@@ -832,11 +929,15 @@ impl Node {
             Message::Promise { req, .. } => self.on_promise(from, req, now),
             Message::Accepted { req, ballot } => self.on_accepted(from, req, &ballot, now),
             Message::Reject { req, why } => self.on_reject(from, req, why, now),
-            Message::Released { req, .. } => self.on_released(from, req),
-            Message::Heartbeat { claim, eligible } => self.on_heartbeat(from, claim, eligible, now),
-            Message::Incompatible { version, roster } => {
-                self.incompatible.insert(from.to_string(), (version, roster));
+            Message::Released { req, .. } => self.on_released(from, req, now),
+            Message::Heartbeat { claim, eligible, witness, leaving } => {
+                let peer = Peer { heard: now, claim, eligible, witness, leaving };
+                self.on_heartbeat(from, peer, now)
             }
+            Message::Incompatible { version } => {
+                self.incompatible.insert(from.to_string(), version);
+            }
+            Message::View(view) => self.on_view(view, now),
             Message::HandoffAsk { epoch } => self.on_handoff_ask(from, epoch, now),
             Message::HandoffBegin { epoch, head } => self.on_handoff_begin(from, epoch, head, now),
             Message::HandoffAck { epoch, head } => self.on_handoff_ack(from, epoch, head, now),
@@ -846,8 +947,109 @@ impl Node {
         }
     }
 
-    fn on_heartbeat(&mut self, from: &str, claim: Option<u64>, eligible: bool, now: Duration) {
-        self.peers.insert(from.to_string(), Peer { heard: now, claim, eligible });
+    // Views.
+
+    /// Sends this node's view to `to`, which holds an older one (at most once
+    /// a renewal period per view, so two nodes do not echo).
+    fn tell_view(&mut self, to: &str, now: Duration) {
+        let Some(view) = self.view().cloned() else { return };
+        let again = self.config.tenure.renew_every();
+        if self.views_told.get(to).is_some_and(|(told, at)| *told == view.id && now < *at + again) {
+            return;
+        }
+        self.views_told.insert(to.to_string(), (view.id, now));
+        self.send(to, Message::View(view));
+    }
+
+    /// Takes a newer view: stored before anything else is sent. Whatever
+    /// was being counted under the old one no longer counts.
+    fn adopt(&mut self, view: View, now: Duration) {
+        let (epoch, admitted) = (view.id.epoch, view.contains(&self.config.me));
+        if !self.acceptor.adopt(view) {
+            return;
+        }
+        self.max_round = self.max_round.max(epoch);
+        self.actions.push(Action::Persist(self.acceptor.durable().clone()));
+        match &mut self.role {
+            Role::Awake(holding) if holding.ballot.round >= epoch && admitted => holding.renewals.clear(),
+            Role::Awake(_) => self.sleep(&format!("a holder of a later epoch ({epoch}) changed the voters"), now),
+            Role::Acquiring(_) => self.abandon(Duration::ZERO, now),
+            Role::Standby => {}
+        }
+        if let Some(yielding) = &mut self.yielding {
+            yielding.released.clear();
+        }
+    }
+
+    fn on_view(&mut self, view: View, now: Duration) {
+        if Some(view.id) > self.view_id() {
+            self.adopt(view, now);
+        }
+    }
+
+    /// Whether a majority of `view` holds it (or a later one).
+    fn committed(&self, view: &View) -> bool {
+        let holding = |v: &NodeId| *v == self.config.me || self.views_heard.get(v).is_some_and(|h| *h >= Some(view.id));
+        view.voters.iter().filter(|v| holding(v)).count() >= view.majority()
+    }
+
+    /// The holder's part in changing the voters: first its view re-issued
+    /// under its own epoch; once a majority holds that, one change at a time,
+    /// each once the last is held by a majority.
+    fn manage_view(&mut self, now: Duration) {
+        let Role::Awake(holding) = &self.role else { return };
+        if self.config.grantor == Grantor::External {
+            return;
+        }
+        let epoch = holding.ballot.round;
+        let Some(view) = self.view().cloned() else { return };
+        if view.id.epoch < epoch {
+            return self.issue(view.next(epoch, view.voters.clone()), now);
+        }
+        let backed = matches!(&self.role, Role::Awake(h) if h.backed_by == Some(view.id));
+        if !self.committed(&view) || !backed {
+            for peer in self.peers() {
+                if self.views_heard.get(&peer).is_none_or(|held| *held < Some(view.id)) {
+                    self.tell_view(&peer, now);
+                }
+            }
+            return;
+        }
+        if let Some(voters) = self.next_voters(&view, now) {
+            self.issue(view.next(epoch, voters), now);
+        }
+    }
+
+    fn issue(&mut self, view: View, now: Duration) {
+        self.adopt(view, now);
+        for peer in self.peers() {
+            self.tell_view(&peer, now);
+        }
+    }
+
+    /// The voters one change away from `view` towards the registry: a
+    /// revoked or leaving voter removed, else a machine of the registry this
+    /// node hears, that speaks its protocol and is not leaving, added.
+    fn next_voters(&self, view: &View, now: Duration) -> Option<Vec<NodeId>> {
+        let ttl = self.config.tenure.ttl;
+        let leaving = |id: &NodeId| self.peers.get(id).is_some_and(|p| p.leaving && now < p.heard + ttl);
+        let gone = view.voters.iter().find(|v| **v != self.config.me && (self.revoked.contains(*v) || leaving(v)));
+        if let Some(gone) = gone {
+            return Some(view.voters.iter().filter(|v| *v != gone).cloned().collect());
+        }
+        if view.voters.len() >= crate::message::MAX_VOTERS {
+            return None;
+        }
+        let heard = |id: &NodeId| self.peers.get(id).is_some_and(|p| now < p.heard + ttl && !p.leaving);
+        let new = self.active.iter().find(|id| {
+            !view.contains(id) && !self.revoked.contains(*id) && heard(id) && !self.incompatible.contains_key(*id)
+        })?;
+        Some(view.voters.iter().chain([new]).cloned().collect())
+    }
+
+    fn on_heartbeat(&mut self, from: &str, peer: Peer, now: Duration) {
+        let claim = peer.claim;
+        self.peers.insert(from.to_string(), peer);
         let Some(claimed) = claim else { return };
         self.max_round = self.max_round.max(claimed);
         let Role::Awake(holding) = &self.role else { return };
@@ -930,21 +1132,54 @@ impl Node {
         }
     }
 
-    fn on_released(&mut self, from: &str, req: u64) {
+    fn on_released(&mut self, from: &str, req: u64, now: Duration) {
         let majority = self.majority();
         let Some(yielding) = self.yielding.as_mut().filter(|y| y.req == req) else { return };
         yielding.released.insert(from.to_string());
         if yielding.released.len() >= majority {
-            self.finish_yield();
+            self.finish_yield(now);
         }
     }
 
-    fn finish_yield(&mut self) {
+    fn finish_yield(&mut self, now: Duration) {
         let Some(yielding) = self.yielding.take() else { return };
         let epoch = yielding.ballot.round;
         self.send(&yielding.target, Message::HandoffYield { epoch });
         if yielding.leaving {
-            self.actions.push(Action::HandoffDone { holder: yielding.target, epoch });
+            self.start_leaving(now);
+        }
+    }
+
+    /// `roost leave` once this machine holds no lease: it stops taking the
+    /// role and says so, and the leave is done once the holder has removed
+    /// it from the voters. With nobody to remove it in time it stays a
+    /// voter, eligible again, so the chain is never left without one.
+    fn start_leaving(&mut self, now: Duration) {
+        self.left = true;
+        self.announce(now);
+        if self.config.grantor == Grantor::External || !self.is_voter(&self.config.me) {
+            return self.finish_leaving(now);
+        }
+        self.leaving = Some(now + self.config.handoff_timeout * 2);
+    }
+
+    fn finish_leaving(&mut self, now: Duration) {
+        self.leaving = None;
+        let holder = self.believed_holder(now).map(|(h, _)| h).unwrap_or_default();
+        self.actions.push(Action::HandoffDone { holder, epoch: self.max_round });
+    }
+
+    fn leaving_timers(&mut self, now: Duration) {
+        let Some(deadline) = self.leaving else { return };
+        if !self.is_voter(&self.config.me) {
+            self.finish_leaving(now);
+        } else if now >= deadline {
+            self.leaving = None;
+            self.left = false;
+            self.announce(now);
+            let reason = "no awake machine removed this one from the voters in time, so it stays one \
+                          (run `roost status` on another machine; a chain needs an awake machine to let one go)";
+            self.actions.push(Action::HandoffFailed { reason: reason.into() });
         }
     }
 
@@ -955,16 +1190,41 @@ impl Node {
             return self.actions.push(Action::HandoffFailed { reason: "a witness never takes the role".into() });
         }
         self.left = false;
+        self.leaving = None;
         self.last_refusal = None;
         self.refused_by = None;
         if let Some(epoch) = self.acting_epoch() {
             return self.actions.push(Action::HandoffDone { holder: self.config.me.clone(), epoch });
+        }
+        if force {
+            self.force_view(now);
+        } else if !self.is_voter(&self.config.me) {
+            let reason = "this machine is not a voter yet: the awake machine admits it once it hears it \
+                          (or take the role with --force when the others are really down)";
+            return self.actions.push(Action::HandoffFailed { reason: reason.into() });
         }
         self.wakeup = Some(now + self.config.handoff_timeout * 2);
         match self.believed_holder(now) {
             Some((holder, epoch)) if !force && holder != self.config.me => self.ask_for_handoff(&holder, epoch, now),
             _ => self.attempt(force, now),
         }
+    }
+
+    /// `wakeup --force` declares the machines it cannot hear gone: the voters
+    /// become this machine and those it hears, in a view newer than any it
+    /// knows, which the others adopt when they hear of it.
+    fn force_view(&mut self, now: Duration) {
+        let ttl = self.config.tenure.ttl;
+        let heard = self.peers.iter().filter(|(id, p)| {
+            now < p.heard + ttl && !p.leaving && !self.revoked.contains(*id) && self.active.contains(*id)
+        });
+        let voters: Vec<NodeId> = [self.config.me.clone()]
+            .into_iter()
+            .chain(heard.map(|(id, _)| id.clone()))
+            .take(crate::message::MAX_VOTERS)
+            .collect();
+        let epoch = self.max_round.max(self.acceptor.durable().promised.as_ref().map_or(0, |b| b.round)) + 1;
+        self.adopt(View::new(epoch, 1, voters), now);
     }
 
     fn ask_for_handoff(&mut self, holder: &str, epoch: u64, now: Duration) {
@@ -975,11 +1235,7 @@ impl Node {
 
     fn leave(&mut self, now: Duration) {
         let Role::Awake(_) = &self.role else {
-            self.left = true;
-            return self.actions.push(Action::HandoffDone {
-                holder: self.believed_holder(now).map(|(h, _)| h).unwrap_or_default(),
-                epoch: self.max_round,
-            });
+            return self.start_leaving(now);
         };
         let ttl = self.config.tenure.ttl;
         let target = self
@@ -1082,8 +1338,7 @@ impl Node {
 
     fn voters_heard(&self, now: Duration) -> usize {
         let ttl = self.config.tenure.ttl;
-        self.config
-            .voters
+        self.voter_list()
             .iter()
             .filter(|v| **v == self.config.me || self.peers.get(*v).is_some_and(|p| now < p.heard + ttl))
             .count()
@@ -1101,11 +1356,13 @@ impl Node {
             Role::Acquiring(_) => "acquiring",
             Role::Standby => "standby",
         };
-        let voters = self.config.voters.len();
+        let voters = self.voters();
         let heard = self.voters_heard(now);
         let majority = self.majority();
         let failover = if self.config.grantor == Grantor::External {
             "automatic: the lease server decides".to_string()
+        } else if voters == 0 {
+            "none yet: this machine holds no view of the voters; the awake machine sends it once it hears it".into()
         } else if voters < 3 {
             format!(
                 "none: {voters} voter(s), and a majority needs all of them; run `roost witness` on a third device, \
@@ -1120,15 +1377,13 @@ impl Node {
             Some("this machine is a witness: it votes and never takes the role".to_string())
         } else if self.left {
             Some("this machine left the role; `roost wakeup` makes it eligible again".to_string())
-        } else if let Some((id, (version, roster))) = self.incompatible.iter().next() {
-            Some(if *version != crate::PROTOCOL_VERSION {
-                format!(
-                    "{id} speaks lease protocol {version} and this machine {}; upgrade both to the same version",
-                    crate::PROTOCOL_VERSION
-                )
-            } else {
-                format!("{id} counts other voters (roster {roster:x}); register the same machines on both")
-            })
+        } else if let Some((id, version)) = self.incompatible.iter().next() {
+            Some(format!(
+                "{id} speaks lease protocol {version} and this machine {}; upgrade both to the same version",
+                crate::PROTOCOL_VERSION
+            ))
+        } else if !self.is_voter(&self.config.me) && self.config.grantor == Grantor::Quorum {
+            Some("not a voter yet: the awake machine admits this machine once it hears it".to_string())
         } else {
             None
         };
@@ -1142,6 +1397,19 @@ impl Node {
             epoch: holder.map(|(_, e)| e),
             claims_seen,
             voters,
+            view: self.view_id(),
+            voter_ids: self.voter_list(),
+            peers: self
+                .peers
+                .iter()
+                .map(|(id, p)| PeerSeen {
+                    id: id.clone(),
+                    witness: p.witness,
+                    eligible: p.eligible,
+                    leaving: p.leaving,
+                    live: now < p.heard + ttl,
+                })
+                .collect(),
             voters_heard: heard,
             failover,
             not_eligible,

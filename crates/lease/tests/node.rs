@@ -4,7 +4,11 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use roost_lease::{Action, Ballot, Config, Durable, Envelope, Input, Message, Node, Refusal, Tenure};
+use roost_lease::{Action, Ballot, Config, Durable, Envelope, Input, Message, Node, Refusal, Tenure, View};
+
+fn node(config: Config, view: Option<View>) -> Node {
+    Node::new(config, Durable { view, ..Durable::default() }, Duration::ZERO)
+}
 
 struct Net {
     nodes: Vec<Node>,
@@ -22,13 +26,23 @@ impl Net {
             .iter()
             .enumerate()
             .map(|(i, n)| {
-                let mut config = Config::new(n, voters.clone(), Tenure::new(Duration::from_secs(3)));
+                let mut config = Config::new(n, Tenure::new(Duration::from_secs(3)));
                 config.witness = witness == Some(i);
                 config.seed = i as u64 + 7;
-                Node::new(config, Durable::default(), Duration::ZERO)
+                node(config, Some(View::new(0, 1, voters.clone())))
             })
             .collect();
-        Net { nodes, down: vec![false; names.len()], now: Duration::ZERO, log: Vec::new(), catch_up: true }
+        let mut net =
+            Net { nodes, down: vec![false; names.len()], now: Duration::ZERO, log: Vec::new(), catch_up: true };
+        net.members(&voters, &[]);
+        net
+    }
+
+    /// Tells every node the registry holds `active` and `revoked`.
+    fn members(&mut self, active: &[String], revoked: &[String]) {
+        for i in 0..self.nodes.len() {
+            self.input(i, Input::Members { active: active.to_vec(), revoked: revoked.to_vec() });
+        }
     }
 
     fn index(&self, id: &str) -> usize {
@@ -182,8 +196,7 @@ fn a_handoff_whose_ack_never_comes_leaves_the_holder_awake() {
 #[test]
 fn a_grant_stands_when_a_voter_outside_the_majority_promised_a_higher_round() {
     let voters: Vec<String> = ["a", "b", "c", "d", "e"].iter().map(|v| v.to_string()).collect();
-    let mut c =
-        Node::new(Config::new("c", voters, Tenure::new(Duration::from_secs(3))), Durable::default(), Duration::ZERO);
+    let mut c = node(Config::new("c", Tenure::new(Duration::from_secs(3))), Some(View::new(0, 1, voters)));
     let now = Duration::from_millis(600);
     let sent = |actions: &[Action]| -> Vec<(String, Envelope)> {
         actions
@@ -220,7 +233,7 @@ fn a_grant_stands_when_a_voter_outside_the_majority_promised_a_higher_round() {
 fn a_majority_that_answers_after_the_lease_ran_out_grants_nothing() {
     let voters: Vec<String> = ["a", "b", "c"].iter().map(|v| v.to_string()).collect();
     let tenure = Tenure::new(Duration::from_secs(3));
-    let mut c = Node::new(Config::new("c", voters, tenure), Durable::default(), Duration::ZERO);
+    let mut c = node(Config::new("c", tenure), Some(View::new(0, 1, voters)));
     let start = Duration::from_millis(600);
     c.handle(Input::LogCaughtUp(true), start);
     c.handle(Input::Tick, start - Duration::from_millis(200));
@@ -256,7 +269,7 @@ fn a_machine_on_another_protocol_version_gets_no_votes_and_is_told_why() {
     let holder = net.holder().unwrap();
     let standby = (holder + 1) % 3;
     // A newer machine asks the standby to promise; the body is not understood.
-    let foreign = roost_lease::Envelope { version: roost_lease::PROTOCOL_VERSION + 1, roster: 0, message: None };
+    let foreign = roost_lease::Envelope { version: roost_lease::PROTOCOL_VERSION + 1, view: None, message: None };
     let actions = net.nodes[standby].handle(Input::Received { from: "z".into(), envelope: foreign }, net.now);
     let told = actions.iter().any(|a| {
         matches!(a, Action::Send { to, envelope } if to == "z"
@@ -266,6 +279,103 @@ fn a_machine_on_another_protocol_version_gets_no_votes_and_is_told_why() {
     // And the standby learns the other side's version is not its own.
     let status = net.nodes[standby].status(net.now);
     let why = status.not_eligible.expect("a version mismatch is reported");
-    assert!(why.contains("speaks lease protocol 2"), "{why}");
+    assert!(why.contains(&format!("speaks lease protocol {}", roost_lease::PROTOCOL_VERSION + 1)), "{why}");
     assert_eq!(net.holder(), Some(holder), "the live holder is untouched");
+}
+
+fn names(list: &[&str]) -> Vec<String> {
+    list.iter().map(|n| n.to_string()).collect()
+}
+
+/// A chain founded by `a`, whose other machines joined and hold no view yet.
+fn founded_by_a(others: &[&str]) -> Net {
+    let mut net = Net::new(&["a"], None);
+    for (i, name) in others.iter().enumerate() {
+        let mut config = Config::new(name, Tenure::new(Duration::from_secs(3)));
+        config.seed = i as u64 + 100;
+        net.nodes.push(node(config, None));
+        net.down.push(false);
+    }
+    net.nodes[0] = node(Config::new("a", Tenure::new(Duration::from_secs(3))), Some(View::genesis("a")));
+    net
+}
+
+fn views(net: &Net) -> Vec<Vec<String>> {
+    net.nodes.iter().map(|n| n.view().map(|v| v.voters.clone()).unwrap_or_default()).collect()
+}
+
+#[test]
+fn a_founder_admits_joiners_one_at_a_time_and_never_two_act() {
+    let mut net = founded_by_a(&["b", "c"]);
+    net.members(&names(&["a"]), &[]);
+    net.run(Duration::from_secs(2));
+    assert_eq!(net.holder(), Some(0), "the founder is a chain of one");
+    // b and c joined: the registry knows them, and they hear the holder.
+    net.members(&names(&["a", "b", "c"]), &[]);
+    net.run(Duration::from_secs(10));
+    assert_eq!(views(&net), vec![names(&["a", "b", "c"]); 3], "every machine holds the view of all three");
+    let view = net.nodes[0].view().unwrap().id;
+    assert!(view.seq >= 4, "genesis, the holder's own, then one view per joiner: {view}");
+    // With three voters the chain fails over.
+    let holder = net.holder().unwrap();
+    net.down[holder] = true;
+    net.run(Duration::from_secs(5));
+    assert!(net.holder().is_some_and(|h| h != holder), "another machine took over");
+}
+
+#[test]
+fn a_machine_that_joined_is_never_awake_as_a_chain_of_one() {
+    let mut net = founded_by_a(&["b"]);
+    net.members(&names(&["a", "b"]), &[]);
+    net.down[0] = true;
+    net.input(1, Input::Wakeup { force: false });
+    net.run(Duration::from_secs(30));
+    assert_eq!(net.holder(), None);
+    let status = net.nodes[1].status(net.now);
+    assert_eq!(status.voters, 0);
+    assert!(status.not_eligible.unwrap().contains("not a voter yet"));
+    assert!(
+        net.log
+            .iter()
+            .any(|(i, a)| *i == 1 && matches!(a, Action::HandoffFailed { reason } if reason.contains("not a voter")))
+    );
+}
+
+#[test]
+fn leaving_and_revoked_voters_are_removed_one_at_a_time() {
+    let mut net = Net::new(&["a", "b", "c", "d"], None);
+    net.run(Duration::from_secs(2));
+    let holder = net.holder().unwrap();
+    let others: Vec<usize> = (0..4).filter(|i| *i != holder).collect();
+    net.input(others[0], Input::Leave);
+    let revoked = net.nodes[others[1]].me().to_string();
+    let all: Vec<String> = net.nodes.iter().map(|n| n.me().to_string()).collect();
+    let active: Vec<String> = all.iter().filter(|n| **n != revoked).cloned().collect();
+    net.members(&active, std::slice::from_ref(&revoked));
+    net.run(Duration::from_secs(10));
+    let view = net.nodes[holder].view().unwrap().voters.clone();
+    let left = net.nodes[others[0]].me().to_string();
+    assert!(!view.contains(&left) && !view.contains(&revoked), "{view:?}");
+    assert_eq!(view.len(), 2);
+    assert_eq!(net.holder(), Some(holder), "the holder kept the role through both changes");
+}
+
+#[test]
+fn force_makes_the_machines_it_hears_the_voters_and_the_others_rejoin_later() {
+    let mut net = Net::new(&["a", "b"], None);
+    net.run(Duration::from_secs(2));
+    let old = net.holder().unwrap();
+    let other = 1 - old;
+    net.down[old] = true;
+    net.run(Duration::from_secs(5));
+    net.input(other, Input::Wakeup { force: true });
+    net.run(Duration::from_secs(1));
+    assert_eq!(net.holder(), Some(other));
+    assert_eq!(net.nodes[other].view().unwrap().voters, vec![net.nodes[other].me().to_string()]);
+    // The other machine comes back: it adopts the newer view, stays asleep,
+    // and is admitted again.
+    net.down[old] = false;
+    net.run(Duration::from_secs(10));
+    assert_eq!(net.holder(), Some(other));
+    assert_eq!(views(&net), vec![names(&["a", "b"]); 2]);
 }

@@ -197,7 +197,7 @@ impl Replica {
                 }
                 self.apply_ready();
             }
-            Message::Hello { .. } | Message::Certificates(_) => {
+            Message::Hello { .. } | Message::Machines(_) => {
                 unreachable!("the simulator sends heads and entries only")
             }
         }

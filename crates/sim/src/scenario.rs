@@ -40,6 +40,16 @@ pub struct Scenario {
     /// Chance that a handoff target's log never reports caught up, so the
     /// handoff times out.
     pub stall_ppm: u32,
+    /// The machines (the first ones) whose chain already holds them all as
+    /// voters when the run starts; one alone is a founder in its genesis view.
+    pub founders: usize,
+    /// The others join by pairing, each through a machine already in the
+    /// chain, at a true time before the heal: (joiner, through, at). Some come
+    /// close together, through different machines.
+    pub joins: Vec<(usize, usize, u64)>,
+    /// Whether one machine may be revoked (on one machine, the news then
+    /// spreading with the registry), cutting it off from whoever knows.
+    pub revocation: bool,
 }
 
 impl Scenario {
@@ -80,6 +90,20 @@ impl Scenario {
                 (low, rng.between(low + MS, 40 * MS))
             }
         };
+        let heal_at = rng.between(45 * SEC, 120 * SEC);
+        // Half the chains form while the run goes: a founder or a few
+        // machines first, the rest joining (two voters forcing keep theirs).
+        let founders =
+            if force || rng.chance(500_000) { names.len() } else { 1 + rng.below(names.len() as u64 - 1) as usize };
+        let mut at = rng.between(SEC, 10 * SEC);
+        let joins = (founders..names.len())
+            .map(|joiner| {
+                let through = rng.below(joiner as u64) as usize;
+                at += if rng.chance(400_000) { rng.below(100 * MS) } else { rng.between(SEC, 12 * SEC) };
+                (joiner, through, at.min(heal_at - 5 * SEC))
+            })
+            .collect();
+        let revocation = names.len() >= 4 && rng.chance(300_000);
         let fault_gap = match rng.below(3) {
             0 => (5 * SEC, 15 * SEC),
             1 => (2 * SEC, 6 * SEC),
@@ -91,7 +115,7 @@ impl Scenario {
             tenure,
             handoff_timeout: Duration::from_secs(rng.pick(&[1, 2, 2])),
             clocks,
-            heal_at: rng.between(45 * SEC, 120 * SEC),
+            heal_at,
             force,
             latency: (low, high),
             dup_ppm: rng.pick(&[0, 10_000, 50_000]),
@@ -105,6 +129,9 @@ impl Scenario {
             },
             stall_ppm: rng.pick(&[0, 200_000, 600_000]),
             retry_ppm: rng.pick(&[0, 20_000, 100_000]),
+            founders,
+            joins,
+            revocation,
         }
     }
 
@@ -125,6 +152,22 @@ impl Scenario {
         }
         if self.force {
             s.push_str(", one crashes for good and the other forces");
+        }
+        if self.founders < self.voters() {
+            write!(s, "; founded by {}", self.names[..self.founders].join(", ")).unwrap();
+            for (joiner, through, at) in &self.joins {
+                write!(
+                    s,
+                    ", {} joins through {} at {:.2} s",
+                    self.names[*joiner],
+                    self.names[*through],
+                    *at as f64 / SEC as f64
+                )
+                .unwrap();
+            }
+        }
+        if self.revocation {
+            s.push_str("; one machine may be revoked");
         }
         write!(
             s,

@@ -13,12 +13,12 @@
 //! quiet for ten seconds (`QUIET`) and the replicas must have converged.
 
 use std::cmp::Ordering;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::{BTreeSet, BinaryHeap, VecDeque};
 use std::panic::{self, AssertUnwindSafe};
 use std::time::Duration;
 
 use roost_core::protocol::{self, Heads};
-use roost_lease::{Action, Config, Durable, Envelope, Input, Node, Tenure};
+use roost_lease::{Action, Config, Durable, Envelope, Input, Node, Tenure, View};
 
 use crate::check::{Checker, Invariant, Violation};
 use crate::clock::Clock;
@@ -44,7 +44,27 @@ const FORCE_BOUND: u64 = SEC;
 #[derive(Debug, Clone)]
 enum Payload {
     Lease(Vec<u8>),
-    Sync(Vec<u8>),
+    /// Replication also carries the sender's registry (certificates travel
+    /// in every hello), so joins and revocations spread with it.
+    Sync(Vec<u8>, Registry),
+}
+
+/// The machines one machine's registry holds: those it knows, and which of
+/// them are revoked.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Registry {
+    known: BTreeSet<usize>,
+    revoked: BTreeSet<usize>,
+}
+
+impl Registry {
+    /// Takes in what `other` knows; true if anything was new.
+    fn merge(&mut self, other: &Registry) -> bool {
+        let before = (self.known.len(), self.revoked.len());
+        self.known.extend(&other.known);
+        self.revoked.extend(&other.revoked);
+        before != (self.known.len(), self.revoked.len())
+    }
 }
 
 /// What happens at one instant of true time. Timers carry the life of the
@@ -76,6 +96,11 @@ enum Event {
     SpikesOff,
     /// Crash one of two voters for good (force scenarios).
     Bury,
+    /// A machine joins the chain by pairing through another.
+    Join {
+        joiner: usize,
+        through: usize,
+    },
     Heal,
     /// `wakeup --force` on the survivor (force scenarios).
     Force,
@@ -129,8 +154,11 @@ struct Machine {
     life: u64,
     /// Crash before this action of the next step that returns any.
     crash_after: Option<usize>,
-    /// The shell remembers `roost leave` and repeats it after a restart.
+    /// The shell remembers a `roost leave` that completed and repeats it
+    /// after a restart.
     left: bool,
+    /// A `roost leave` waiting for its answer.
+    leaving: bool,
     /// Between `Action::Pause` and `Action::Resume`: no new agent work.
     agent_paused: bool,
     /// A handoff catch-up to report once the log covers the head.
@@ -138,6 +166,8 @@ struct Machine {
     caught_up: Option<bool>,
     /// Crashed for good (force scenarios).
     dead: bool,
+    /// Part of the chain: a founder, or joined by now.
+    joined: bool,
 }
 
 impl Machine {
@@ -174,6 +204,10 @@ pub struct World {
     refused: u64,
     handoffs_done: u64,
     handoffs_failed: u64,
+    registries: Vec<Registry>,
+    /// A machine was revoked: the chain may have too few voters left for the
+    /// liveness promise.
+    revoked_any: bool,
 }
 
 impl World {
@@ -181,9 +215,11 @@ impl World {
         let mut rng = Rng::new(seed);
         let scenario = Scenario::draw(&mut rng, bug);
         let names = scenario.names.clone();
+        let founders = scenario.founders;
+        let founding = View::new(0, 1, names[..founders].to_vec());
         let machines = (0..names.len())
             .map(|i| {
-                let mut config = Config::new(&names[i], names.clone(), scenario.tenure);
+                let mut config = Config::new(&names[i], scenario.tenure);
                 config.witness = scenario.witness == Some(i);
                 config.handoff_timeout = scenario.handoff_timeout;
                 Machine {
@@ -191,16 +227,18 @@ impl World {
                     config,
                     clock: scenario.clocks[i],
                     node: None,
-                    disk: Durable::default(),
+                    disk: Durable { view: (i < founders).then(|| founding.clone()), ..Durable::default() },
                     paused: None,
                     held: Vec::new(),
                     life: 0,
                     crash_after: None,
                     left: false,
+                    leaving: false,
                     agent_paused: false,
                     catch_up: None,
                     caught_up: None,
                     dead: false,
+                    joined: i < founders,
                 }
             })
             .collect();
@@ -230,11 +268,21 @@ impl World {
             refused: 0,
             handoffs_done: 0,
             handoffs_failed: 0,
+            registries: (0..scenario.names.len())
+                .map(|i| Registry {
+                    known: if i < founders { (0..founders).collect() } else { BTreeSet::from([i]) },
+                    revoked: BTreeSet::new(),
+                })
+                .collect(),
+            revoked_any: false,
             scenario,
         };
-        for i in 0..world.machines.len() {
+        for i in 0..founders {
             let at = world.rng.below(2 * SEC);
             world.schedule_at(at, Event::Start(i));
+        }
+        for (joiner, through, at) in world.scenario.joins.clone() {
+            world.schedule_at(at, Event::Join { joiner, through });
         }
         world.schedule_at(SEC, Event::Chaos);
         world.schedule_at(SEC, Event::ClientWrite);
@@ -442,10 +490,12 @@ impl World {
                 Ok(())
             }
             Event::Heal => self.heal(),
+            Event::Join { joiner, through } => self.join(joiner, through),
             Event::Force => {
                 let n = self.machines.iter().position(|m| !m.dead).expect("one machine survives");
                 note!(self, n, "wakeup --force");
                 self.machines[n].left = false;
+                self.machines[n].leaving = false;
                 self.input(n, Input::Wakeup { force: true })
             }
             Event::Deadline => match self.holder_after {
@@ -495,10 +545,11 @@ impl World {
         }
         m.life += 1;
         m.config.seed = seed;
-        let durable = if forget { Durable::default() } else { m.disk.clone() };
+        let durable = if forget { Durable { view: m.disk.view.clone(), ..Durable::default() } } else { m.disk.clone() };
         m.node = Some(Node::new(m.config.clone(), durable, now));
         let (life, replica, left) = (m.life, m.replica.is_some(), m.left);
         note!(self, n, "starts (local clock {:.3}s)", now.as_secs_f64());
+        self.members(n)?;
         let tick = self.rng.below(25 * MS);
         self.schedule(tick, Event::Tick(n, life));
         if replica {
@@ -519,6 +570,7 @@ impl World {
         m.paused = None;
         m.held.clear();
         m.crash_after = None;
+        m.leaving = false;
         m.agent_paused = false;
         m.catch_up = None;
         m.caught_up = None;
@@ -550,7 +602,7 @@ impl World {
     }
 
     fn heal(&mut self) -> Result<(), Violation> {
-        if self.scenario.live() {
+        if self.scenario.live() && !self.revoked_any {
             let window = 2 * self.scenario.handoff_timeout.as_nanos() as u64;
             let handoff = self.handoff_asked.is_some_and(|at| at + window >= self.now);
             (self.live_from, self.bound) = (Some(self.now), self.liveness_bound(handoff));
@@ -563,7 +615,7 @@ impl World {
             if self.machines[n].paused.is_some() {
                 self.resume(n)?;
             }
-            if self.machines[n].node.is_none() {
+            if self.machines[n].node.is_none() && self.machines[n].joined {
                 self.start(n)?;
             }
         }
@@ -649,10 +701,13 @@ impl World {
                 }
             }
             Action::HandoffDone { holder, epoch } => {
+                let m = &mut self.machines[n];
+                m.left |= std::mem::take(&mut m.leaving);
                 self.handoffs_done += 1;
                 note!(self, n, "handoff done: {holder} holds epoch {epoch}");
             }
             Action::HandoffFailed { reason } => {
+                self.machines[n].leaving = false;
                 self.handoffs_failed += 1;
                 note!(self, n, "handoff failed: {reason}");
             }
@@ -673,6 +728,9 @@ impl World {
     }
 
     fn deliver(&mut self, from: usize, to: usize, payload: Payload) -> Result<(), Violation> {
+        if matches!(payload, Payload::Lease(_)) && self.refuses(to, from) {
+            return Ok(());
+        }
         let m = &mut self.machines[to];
         if !self.net.open(from, to) || m.node.is_none() {
             return Ok(());
@@ -685,6 +743,33 @@ impl World {
         Ok(())
     }
 
+    /// Whether lease messages between `a` and `b` are refused: one of them
+    /// knows the other revoked (its link layer no longer talks to it).
+    fn refuses(&self, a: usize, b: usize) -> bool {
+        self.registries[a].revoked.contains(&b) || self.registries[b].revoked.contains(&a)
+    }
+
+    /// Tells machine `n`'s node what its registry holds.
+    fn members(&mut self, n: usize) -> Result<(), Violation> {
+        let registry = &self.registries[n];
+        let active = registry.known.difference(&registry.revoked).map(|i| self.names[*i].clone()).collect();
+        let revoked = registry.revoked.iter().map(|i| self.names[*i].clone()).collect();
+        self.input(n, Input::Members { active, revoked })
+    }
+
+    /// `roost join` through `through`: each registry then holds the other,
+    /// and the joiner starts with no view of the voters.
+    fn join(&mut self, joiner: usize, through: usize) -> Result<(), Violation> {
+        note!(self, joiner, "joins through {}", self.names[through]);
+        let mut registry = self.registries[through].clone();
+        registry.known.insert(joiner);
+        self.registries[through] = registry.clone();
+        self.registries[joiner] = registry;
+        self.machines[joiner].joined = true;
+        self.members(through)?;
+        self.start(joiner)
+    }
+
     fn receive(&mut self, from: usize, to: usize, payload: Payload) -> Result<(), Violation> {
         match payload {
             Payload::Lease(bytes) => {
@@ -693,8 +778,12 @@ impl World {
                 note!(self, to, "← {} {message:?}", self.names[from]);
                 self.input(to, Input::Received { from: self.names[from].clone(), envelope })
             }
-            Payload::Sync(bytes) => {
+            Payload::Sync(bytes, registry) => {
                 self.trace.quiet(self.now, to, &bytes);
+                if self.registries[to].merge(&registry) {
+                    note!(self, to, "registry now {:?}", self.registries[to]);
+                    self.members(to)?;
+                }
                 let message = protocol::Message::decode(&bytes).expect("sync messages decode");
                 let now = self.local(to);
                 let peer = self.names[from].clone();
@@ -713,8 +802,9 @@ impl World {
             }
             let name = self.names[peer].clone();
             let replica = self.machines[n].replica.as_mut().expect("only replicas sync");
+            let registry = self.registries[n].clone();
             for message in replica.outgoing(&name, now) {
-                self.transmit(n, peer, Payload::Sync(message.encode()));
+                self.transmit(n, peer, Payload::Sync(message.encode(), registry.clone()));
             }
         }
         self.replica_moved(n)
@@ -795,7 +885,8 @@ impl World {
         // The holder is the one to hurt: pausing or isolating it is what
         // tests the lease's timing, so those faults often pick it.
         let holder = self.holders().first().map(|(n, _)| *n).filter(|_| self.rng.chance(700_000));
-        match self.rng.weighted(&[15, 10, 10, 15, 20, 8, 7, 15, 8]) {
+        let revoke = if self.scenario.revocation && !self.revoked_any { 6 } else { 0 };
+        match self.rng.weighted(&[15, 10, 10, 15, 20, 8, 7, 15, 8, revoke]) {
             0 => {
                 let side: Vec<bool> = match holder {
                     Some(h) => (0..size).map(|i| i == h).collect(),
@@ -885,7 +976,19 @@ impl World {
                     note!(self, n, "wakeup");
                     self.handoff_asked = Some(self.now);
                     self.machines[n].left = false;
+                    self.machines[n].leaving = false;
                     self.input(n, Input::Wakeup { force: false })?;
+                }
+            }
+            9 => {
+                // `roost instance revoke` typed on one machine of the chain.
+                let joined: Vec<usize> = alive.iter().copied().filter(|i| self.machines[*i].joined).collect();
+                let (target, typed_on) = (self.rng.pick(&joined), self.rng.pick(&joined));
+                if target != typed_on {
+                    note!(self, typed_on, "revokes {}", self.names[target]);
+                    self.revoked_any = true;
+                    self.registries[typed_on].revoked.insert(target);
+                    self.members(typed_on)?;
                 }
             }
             _ => {
@@ -893,13 +996,17 @@ impl World {
                     running.iter().copied().filter(|i| self.machines[*i].replica.is_some()).collect();
                 let staying =
                     alive.iter().filter(|i| self.machines[**i].replica.is_some() && !self.machines[**i].left).count();
+                // Two voters forcing keep both: a machine outside the voters
+                // never hears the epochs the other is granted alone.
                 if let Some(&n) = candidates.get(self.rng.below(candidates.len().max(1) as u64) as usize)
                     && !self.machines[n].left
+                    && !self.machines[n].leaving
+                    && !self.scenario.force
                     && staying >= 2
                 {
                     note!(self, n, "leave");
                     self.handoff_asked = Some(self.now);
-                    self.machines[n].left = true;
+                    self.machines[n].leaving = true;
                     self.input(n, Input::Leave)?;
                 }
             }
