@@ -14,7 +14,8 @@ use roost_core::wire::{Reader, Writer};
 const MAGIC: &[u8; 4] = b"RCRT";
 const VERSION: u8 = 1;
 const DOMAIN: &[u8] = b"roost/machine-certificate/v1\0";
-const MAX_URLS: usize = 8;
+/// The most gateway URLs a certificate names.
+pub const MAX_URLS: usize = 8;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {

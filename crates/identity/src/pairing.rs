@@ -285,16 +285,29 @@ pub struct JoinRequest {
     pub signing_key: String,
     /// Hex X25519 public key.
     pub x25519_key: String,
-    pub gateway_url: Option<String>,
+    /// The gateway URLs the joiner advertises.
+    pub addresses: Vec<String>,
 }
 
-/// What the chain answers, sealed: the seed and both certificates.
+/// A machine of the chain as the grant names it: its certificate and where
+/// it can be reached.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct KnownMachine {
+    pub certificate: String,
+    pub addresses: Vec<String>,
+}
+
+/// What the chain answers, sealed: the seed, both certificates, and every
+/// machine of the chain the admitting one knows, so the joiner knows them
+/// all at once.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct JoinGrant {
     /// Hex master seed.
     pub seed: String,
     /// The joiner's new certificate.
     pub certificate: String,
-    /// The certificate of the machine that let it in.
-    pub chain_certificate: String,
+    /// The machine that let it in.
+    pub chain: KnownMachine,
+    /// The other machines it knows.
+    pub machines: Vec<KnownMachine>,
 }

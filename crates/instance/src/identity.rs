@@ -15,6 +15,8 @@ use crate::{Config, Instance, InstanceError, Result, files, unhex};
 const KEK: &str = "keys/seed.kek";
 const SEALED_SEED: &str = "keys/seed.sealed";
 const CERTIFICATE: &str = "certificate";
+/// Holds the Roost ID of the chain this machine created, if it created one.
+const FOUNDER: &str = "founder";
 
 /// On first creation: a new chain whose only machine is this one, a home.
 /// Keeps whatever an interrupted earlier creation already wrote.
@@ -36,6 +38,8 @@ pub(crate) fn create_identity(home: &Path, config: &Config) -> Result<()> {
             issued_at: unix_now(),
         };
         let cert = Certificate::issue(machine, &seed.identity_key())?;
+        let chain = RoostId::of(&seed.identity_key().verifying_key()).to_string();
+        files::write_new_or_keep(&home.join(FOUNDER), chain.as_bytes())?;
         files::write_new_or_keep(&home.join(CERTIFICATE), cert.to_text().as_bytes())?;
     }
     Ok(())
@@ -100,6 +104,12 @@ impl Instance {
             .expect("read_certificate checked the identity key")
     }
 
+    /// Whether this machine created the chain it belongs to: its founder is
+    /// the chain's first voter; every other machine is admitted by the holder.
+    pub fn founded_chain(&self) -> bool {
+        std::fs::read_to_string(self.home.join(FOUNDER)).is_ok_and(|id| id.trim() == self.roost_id().to_string())
+    }
+
     /// The chain's identity public key.
     pub fn identity_key(&self) -> ed25519_dalek::VerifyingKey {
         ed25519_dalek::VerifyingKey::from_bytes(&self.certificate.identity_key)
@@ -149,6 +159,56 @@ impl Instance {
         self.seed = Some(seed);
         self.certificate = certificate;
         Ok(())
+    }
+
+    /// Joins the chain of `seed` (pairing or import): takes its identity and
+    /// `certificate` (or a fresh self-issued one in `role`), forgets the
+    /// machines of any other chain and the old chain's lease epochs, and
+    /// registers itself and the `known` machines of the new chain with
+    /// where they can be reached.
+    pub fn adopt_chain(
+        &mut self,
+        store: &roost_store::Store,
+        seed: MasterSeed,
+        certificate: Option<Certificate>,
+        role: Role,
+        known: &[(Certificate, Vec<String>)],
+    ) -> Result<()> {
+        self.adopt_identity(seed, certificate, role)?;
+        let identity = self.identity_key();
+        let ours = |text: &str| Certificate::from_text(text).is_ok_and(|c| c.verify(&identity).is_ok());
+        store.forget_instances(|e| ours(&e.certificate))?;
+        store.reset_epoch_fence_for_new_chain()?;
+        self.register_self(store)?;
+        for (cert, addresses) in known {
+            if cert.claims.instance_id != self.id {
+                self.register(store, cert, addresses)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Renames this machine: the config and a new certificate with the new
+    /// name (the others take it, newer than the one they hold, the next time
+    /// they hear from this machine). Needs the seed.
+    pub fn rename(&mut self, store: &roost_store::Store, name: &str) -> Result<()> {
+        let name = name.trim();
+        if name.is_empty() || name.len() > 64 || name.chars().any(char::is_control) {
+            return Err(InstanceError::BadName);
+        }
+        let old = std::mem::replace(&mut self.config.name, name.to_string());
+        let certificate = match self.certify(self.own_claims(self.certificate.claims.role)) {
+            Ok(certificate) => certificate,
+            Err(e) => {
+                self.config.name = old;
+                return Err(e);
+            }
+        };
+        let text = toml::to_string(&self.config).expect("config serialises");
+        files::replace(&self.home.join("config.toml"), text.as_bytes())?;
+        files::replace(&self.home.join(CERTIFICATE), certificate.to_text().as_bytes())?;
+        self.certificate = certificate;
+        self.register_self(store)
     }
 
     /// Re-seals the seed at rest: with a passphrase (Argon2id), or with the
@@ -225,6 +285,36 @@ impl Instance {
 }
 
 const GATEWAY_ADDR: &str = "gateway.addr";
+const SERVING: &str = "serve.lock";
+
+/// The gateway's Unix socket in the home, where the CLI reaches its own
+/// gateway whatever address it listens on.
+pub const SOCKET: &str = "roost.sock";
+
+/// Held by a running `roost serve` or `roost witness` for its whole life,
+/// so two never share a home; released when dropped (or the process ends).
+pub struct ServingLock {
+    _file: std::fs::File,
+}
+
+impl Instance {
+    /// Takes the home for a long-running process, or says which process
+    /// holds it.
+    pub fn lock_serving(&self) -> Result<ServingLock> {
+        use std::io::Write;
+        let path = self.home.join(SERVING);
+        let io = |source| InstanceError::Io { path: path.clone(), source };
+        let mut file =
+            std::fs::OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&path).map_err(io)?;
+        if let Err(std::fs::TryLockError::WouldBlock) = file.try_lock() {
+            let pid = std::fs::read_to_string(&path).unwrap_or_default().trim().to_string();
+            return Err(InstanceError::AlreadyServing { pid, address: self.gateway_addr() });
+        }
+        file.set_len(0).map_err(io)?;
+        write!(file, "{}", std::process::id()).map_err(io)?;
+        Ok(ServingLock { _file: file })
+    }
+}
 
 impl Instance {
     /// Records where the running gateway listens, for `pair` and `status`.
@@ -235,6 +325,19 @@ impl Instance {
     /// Forgets the running gateway's address (on shutdown).
     pub fn clear_gateway_addr(&self) {
         let _ = std::fs::remove_file(self.home.join(GATEWAY_ADDR));
+    }
+
+    /// The URLs other machines reach this one at: those configured, else
+    /// those of the running gateway's address (or the configured bind).
+    pub fn advertised_urls(&self) -> Vec<String> {
+        let gateway = &self.config.gateway;
+        match self.gateway_addr().parse::<std::net::SocketAddr>() {
+            Ok(bound) => crate::addresses::advertised(&gateway.advertise, bound),
+            Err(_) if !gateway.advertise.is_empty() => {
+                gateway.advertise.iter().map(|u| crate::addresses::normalise(u)).collect()
+            }
+            Err(_) => vec![crate::addresses::normalise(&self.gateway_addr())],
+        }
     }
 
     /// Where this instance's gateway is: the running one's address if one

@@ -18,6 +18,7 @@
 //! instance. Nothing here reaches outside `<home>`, so two instances in two
 //! directories never touch each other's files.
 
+pub mod addresses;
 mod files;
 mod identity;
 mod registry;
@@ -33,10 +34,12 @@ use thiserror::Error;
 use roost_store::Store;
 
 pub use files::{replace, write_new};
-pub use identity::{SEED_PASSPHRASE_VAR, parse_key_hex, unix_now};
+pub use identity::{SEED_PASSPHRASE_VAR, SOCKET, ServingLock, parse_key_hex, unix_now};
 
 /// The gateway address used when neither config nor flag names one.
 pub const DEFAULT_BIND: &str = "127.0.0.1:7151";
+/// The gateway's port when nothing else says.
+pub const DEFAULT_PORT: u16 = 7151;
 
 #[derive(Debug, Error)]
 pub enum InstanceError {
@@ -50,6 +53,10 @@ pub enum InstanceError {
     Corrupt { path: PathBuf, reason: String },
     #[error("instance name must be 1 to 64 bytes (UTF-8) without control characters")]
     BadName,
+    #[error(
+        "another roost process (pid {pid}) already serves this home at {address}; stop it first, or use another --home"
+    )]
+    AlreadyServing { pid: String, address: String },
     #[error(transparent)]
     Store(#[from] roost_store::StoreError),
     #[error(transparent)]
@@ -64,6 +71,7 @@ pub type Result<T, E = InstanceError> = std::result::Result<T, E>;
 
 /// `config.toml`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
 pub struct Config {
     pub name: String,
     #[serde(default)]
@@ -106,6 +114,7 @@ fn default_lease_backend() -> String {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
 pub struct GatewayConfig {
     /// Address `roost serve` listens on.
     #[serde(default = "default_bind")]
@@ -114,11 +123,15 @@ pub struct GatewayConfig {
     /// without a machine token. Remote callers always need one.
     #[serde(default = "yes")]
     pub loopback_without_token: bool,
+    /// URLs the other machines reach this one at. Empty: worked out from the
+    /// bind address (see `addresses`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub advertise: Vec<String>,
 }
 
 impl Default for GatewayConfig {
     fn default() -> Self {
-        GatewayConfig { bind: default_bind(), loopback_without_token: true }
+        GatewayConfig { bind: default_bind(), loopback_without_token: true, advertise: Vec::new() }
     }
 }
 
@@ -216,8 +229,11 @@ impl Instance {
             return Err(InstanceError::Missing(home.to_path_buf()));
         }
         let text = files::read(&config_path)?;
-        let config: Config = toml::from_str(&text)
-            .map_err(|e| InstanceError::Corrupt { path: config_path.clone(), reason: e.message().to_string() })?;
+        let config: Config = toml::from_str(&text).map_err(|e| {
+            let line = e.span().map(|span| text[..span.start].lines().count().max(1));
+            let at = line.map(|n| format!(" (line {n})")).unwrap_or_default();
+            InstanceError::Corrupt { path: config_path.clone(), reason: format!("{}{at}", e.message()) }
+        })?;
         let id = read_id(home)?;
         let machine_key = SigningKey::from_bytes(&read_secret(&home.join("keys/machine.key"))?);
         let x25519_key = x25519_dalek::StaticSecret::from(read_secret(&home.join("keys/machine.x25519"))?);
@@ -311,12 +327,11 @@ pub fn default_home() -> PathBuf {
 
 /// A name for a new instance when none is given: the host's name.
 pub fn default_name() -> String {
-    std::fs::read_to_string("/etc/hostname")
-        .ok()
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "roost".to_string())
+    addresses::host_name().filter(|n| n.len() <= 64).unwrap_or_else(|| "roost".to_string())
 }
+
+/// The Roost version this binary is, as machines tell each other.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 fn new_instance_id() -> String {
     let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);

@@ -2,23 +2,25 @@
 //! mirror that the CLI can read before the database opens.
 
 use roost_identity::{Certificate, hex};
-use roost_store::{InstanceEntry, Store};
+use roost_store::{InstanceEntry, Standing, Store, registry::merge_addresses};
 
 use crate::{Instance, Result, files};
 
-/// A registry entry describing the machine `cert` certifies.
-pub(crate) fn entry_for(cert: &Certificate, gateway_url: Option<String>, status: &str) -> InstanceEntry {
+/// A registry entry describing the machine `cert` certifies, reachable at
+/// `addresses` and then at the URLs its certificate names.
+pub(crate) fn entry_for(cert: &Certificate, addresses: &[String]) -> InstanceEntry {
     let claims = &cert.claims;
     InstanceEntry {
         id: claims.instance_id.clone(),
         name: claims.name.clone(),
         role: claims.role.as_str().to_string(),
-        gateway_url: gateway_url.or_else(|| claims.gateway_urls.first().cloned()),
+        addresses: merge_addresses(addresses, &claims.gateway_urls),
         certificate: cert.to_text(),
         signing_key: hex(&claims.signing_key),
         encryption_key: hex(&claims.x25519_key),
+        version: None,
         last_seen: None,
-        status: status.to_string(),
+        status: Standing::Active,
         created_at: String::new(),
     }
 }
@@ -26,14 +28,17 @@ pub(crate) fn entry_for(cert: &Certificate, gateway_url: Option<String>, status:
 impl Instance {
     /// Records this machine in its own registry, then rewrites `instances.json`.
     pub fn register_self(&self, store: &Store) -> Result<()> {
-        store.register_instance(&entry_for(&self.certificate, None, "online"))?;
+        let addresses = self.advertised_urls();
+        store.register_instance(&entry_for(&self.certificate, &addresses))?;
+        store.note_self_report(&self.id, &addresses, crate::VERSION)?;
         self.write_registry_file(store)
     }
 
-    /// Adds or refreshes a machine, then rewrites `instances.json`.
-    pub fn register(&self, store: &Store, cert: &Certificate, gateway_url: Option<String>) -> Result<()> {
+    /// Adds or refreshes a machine certified by this chain, reachable at
+    /// `addresses` first, then rewrites `instances.json`.
+    pub fn register(&self, store: &Store, cert: &Certificate, addresses: &[String]) -> Result<()> {
         cert.verify(&self.identity_key())?;
-        store.register_instance(&entry_for(cert, gateway_url, "unknown"))?;
+        store.register_instance(&entry_for(cert, addresses))?;
         self.write_registry_file(store)
     }
 

@@ -70,7 +70,7 @@ fn a_new_instance_is_the_home_of_a_new_chain() {
     assert_eq!(registry[0].id, a.id);
     assert_eq!(registry, a.open_store().unwrap().instances().unwrap(), "instances.json mirrors the database");
     // b cannot be registered in a's chain: its certificate is from another identity.
-    let err = a.register(&a.open_store().unwrap(), &b.certificate, None).unwrap_err();
+    let err = a.register(&a.open_store().unwrap(), &b.certificate, &[]).unwrap_err();
     assert!(err.to_string().contains("another identity"), "{err}");
     let mode = std::os::unix::fs::PermissionsExt::mode(
         &std::fs::metadata(a.home.join("keys/seed.sealed")).unwrap().permissions(),
@@ -88,7 +88,7 @@ fn adopting_an_identity_moves_the_machine_into_that_chain() {
     assert_eq!(reopened.roost_id(), a.roost_id());
     assert!(reopened.certificate_valid());
     assert_eq!(reopened.certificate.claims.role, roost_identity::Role::Satellite);
-    a.register(&a.open_store().unwrap(), &reopened.certificate, Some("http://127.0.0.1:1".into())).unwrap();
+    a.register(&a.open_store().unwrap(), &reopened.certificate, &["http://127.0.0.1:1".into()]).unwrap();
     assert_eq!(a.read_registry_file().unwrap().len(), 2);
 }
 
@@ -104,8 +104,8 @@ fn a_tampered_certificate_is_refused() {
     promoted.claims.role = roost_identity::Role::Home;
     let store = a.open_store().unwrap();
     for tampered in [renamed, promoted] {
-        let err = a.register(&store, &tampered, None).unwrap_err();
+        let err = a.register(&store, &tampered, &[]).unwrap_err();
         assert!(err.to_string().contains("signature does not verify"), "{err}");
     }
-    a.register(&store, &genuine, None).unwrap();
+    a.register(&store, &genuine, &[]).unwrap();
 }

@@ -69,14 +69,14 @@ impl Context {
         if let Some(key) = self.keys.get(origin) {
             return Ok(key.clone());
         }
-        let found: Option<(String, String, Option<i64>)> = tx
+        let found: Option<(String, crate::Standing, Option<i64>)> = tx
             .prepare_cached("SELECT signing_key, status, revoked_after FROM instances WHERE id = ?1")?
             .query_row([origin], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
             .optional()?;
         let key = found.and_then(|(hex, status, revoked_after)| {
             let bytes: [u8; 32] = roost_core::hex::decode_array(&hex)?;
             let key = VerifyingKey::from_bytes(&bytes).ok()?;
-            let revoked_after = (status == "revoked").then(|| revoked_after.unwrap_or(0) as u64);
+            let revoked_after = (status == crate::Standing::Revoked).then(|| revoked_after.unwrap_or(0) as u64);
             Some(OriginKey { key, revoked_after })
         });
         self.keys.insert(origin.to_string(), key.clone());

@@ -132,7 +132,7 @@ pub(crate) fn find_conflict(conn: &rusqlite::Connection, me: &str, key: &str) ->
     match found.len() {
         1 => Ok(found.into_iter().next().expect("one")),
         0 => Err(not_found()),
-        _ => Err(StoreError::Duplicate(format!("several conflicts start with {key:?}; give more of the id"))),
+        _ => Err(StoreError::Ambiguous(format!("several conflicts start with {key:?}; give more of the id"))),
     }
 }
 

@@ -61,6 +61,16 @@ impl Store {
         })
     }
 
+    /// Starts the fence afresh: this machine joined another chain, whose
+    /// epochs have nothing to do with the old one's. The only way down.
+    pub fn reset_epoch_fence_for_new_chain(&self) -> Result<()> {
+        let mut writer = self.writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        writer.with_door_open(|conn| {
+            conn.execute("UPDATE epoch_fence SET highest = 0, fenced = 0 WHERE id = 1", [])?;
+            Ok(())
+        })
+    }
+
     /// The highest lease epoch this instance has seen (0 for none): from its
     /// own writes, applied entries and [`Store::observe_epoch`].
     pub fn highest_epoch(&self) -> Result<u64> {

@@ -32,7 +32,7 @@ pub use door::Mutation;
 pub use fence::AgentState;
 pub use log::StoredChange;
 pub use query::{ListQuery, SearchHit, SearchQuery, Sort};
-pub use registry::InstanceEntry;
+pub use registry::{InstanceEntry, Standing};
 
 use connection::DoorConnection;
 
@@ -45,6 +45,10 @@ pub enum StoreError {
     NotFound { what: &'static str, key: String },
     #[error("{0}")]
     Duplicate(String),
+    #[error("{0}")]
+    Ambiguous(String),
+    #[error("machine {name} ({id}) is revoked; revocation is permanent")]
+    Revoked { name: String, id: String },
     #[error("invalid search query ({0}); use plain words, \"exact phrases\" in double quotes, OR, NOT, and prefix*")]
     BadQuery(String),
     #[error("database is busy: another Roost process held the write lock too long; try again")]
@@ -86,7 +90,7 @@ pub struct Store {
     author: door::Author,
     writer: Mutex<DoorConnection>,
     readers: Mutex<Vec<Connection>>,
-    on_commit: std::sync::OnceLock<Box<dyn Fn() + Send + Sync>>,
+    on_commit: std::sync::RwLock<Option<Box<dyn Fn() + Send + Sync>>>,
 }
 
 impl Store {
@@ -104,7 +108,7 @@ impl Store {
             author,
             writer: Mutex::new(writer),
             readers: Mutex::new(Vec::new()),
-            on_commit: std::sync::OnceLock::new(),
+            on_commit: std::sync::RwLock::new(None),
         })
     }
 
@@ -124,14 +128,14 @@ impl Store {
     }
 
     /// Sets what runs after every commit that may have grown the log (a
-    /// write or an applied batch): replication uses it to send at once.
-    /// Only the first hook set counts.
+    /// write or an applied batch): replication uses it to send at once. A
+    /// later hook replaces the earlier one (replication restarted).
     pub fn set_commit_hook(&self, hook: Box<dyn Fn() + Send + Sync>) {
-        let _ = self.on_commit.set(hook);
+        *self.on_commit.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(hook);
     }
 
     pub(crate) fn committed(&self) {
-        if let Some(hook) = self.on_commit.get() {
+        if let Some(hook) = &*self.on_commit.read().unwrap_or_else(std::sync::PoisonError::into_inner) {
             hook();
         }
     }

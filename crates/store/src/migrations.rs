@@ -222,8 +222,39 @@ fn v5(tx: &Transaction) -> rusqlite::Result<()> {
     guard(tx, "epoch_fence", "the epoch fence is")
 }
 
+/// The registry keeps every address a machine can be reached at (a JSON
+/// list, freshest first) and the Roost version it runs; its status says only
+/// whether it is revoked, since whether it answers is known live, never
+/// from a stored word that a crash would leave behind.
+fn v6(tx: &Transaction) -> rusqlite::Result<()> {
+    tx.execute_batch(
+        "CREATE TABLE instances_v6 (
+            id TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            role TEXT NOT NULL CHECK (role IN ('home', 'satellite')),
+            addresses TEXT NOT NULL DEFAULT '[]',
+            certificate TEXT NOT NULL,
+            signing_key TEXT NOT NULL,
+            encryption_key TEXT NOT NULL,
+            version TEXT,
+            last_seen TEXT,
+            status TEXT NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'revoked')),
+            revoked_after INTEGER,
+            created_at TEXT NOT NULL
+         );
+         INSERT INTO instances_v6 (id, name, role, addresses, certificate, signing_key, encryption_key,
+                                   last_seen, status, revoked_after, created_at)
+            SELECT id, name, role, CASE WHEN gateway_url IS NULL THEN '[]' ELSE json_array(gateway_url) END,
+                   certificate, signing_key, encryption_key, last_seen,
+                   CASE WHEN status = 'revoked' THEN 'revoked' ELSE 'active' END, revoked_after, created_at
+            FROM instances;
+         DROP TABLE instances;
+         ALTER TABLE instances_v6 RENAME TO instances;",
+    )
+}
+
 type Migration = fn(&Transaction) -> rusqlite::Result<()>;
-const MIGRATIONS: &[Migration] = &[v1, v2, v3, v4, v5];
+const MIGRATIONS: &[Migration] = &[v1, v2, v3, v4, v5, v6];
 
 /// Brings the database up to the newest schema, each step in one transaction.
 pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {

@@ -1,12 +1,52 @@
 //! The instance registry: the machines of this chain this instance knows.
 //!
 //! Entries are keyed by instance id. Revocation is sticky: once an entry is
-//! revoked, nothing in this module brings it back.
+//! revoked, nothing in this module brings it back. Each entry keeps the
+//! addresses the machine can be reached at, freshest first: what the machine
+//! says of itself replaces the list, what others say of it is added.
 
 use rusqlite::OptionalExtension;
+use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
 use serde::{Deserialize, Serialize};
 
 use crate::{Result, Store, StoreError, now_text};
+
+/// The most addresses kept per machine.
+pub const MAX_ADDRESSES: usize = 8;
+
+/// Whether a machine still belongs to the chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Standing {
+    Active,
+    /// Revoked for good: it may no longer call, vote, or send entries.
+    Revoked,
+}
+
+impl Standing {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Standing::Active => "active",
+            Standing::Revoked => "revoked",
+        }
+    }
+}
+
+impl ToSql for Standing {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::from(self.as_str()))
+    }
+}
+
+impl FromSql for Standing {
+    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
+        match value.as_str()? {
+            "active" => Ok(Standing::Active),
+            "revoked" => Ok(Standing::Revoked),
+            other => Err(FromSqlError::Other(format!("unknown standing {other:?}").into())),
+        }
+    }
+}
 
 /// One registered machine.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -14,65 +54,92 @@ pub struct InstanceEntry {
     pub id: String,
     pub name: String,
     pub role: String,
-    pub gateway_url: Option<String>,
+    /// Gateway URLs it can be reached at, freshest first.
+    pub addresses: Vec<String>,
     /// The machine certificate, in its text form.
     pub certificate: String,
     /// Hex Ed25519 public key.
     pub signing_key: String,
     /// Hex X25519 public key.
     pub encryption_key: String,
+    /// The Roost version it last said it runs.
+    pub version: Option<String>,
+    /// When a session with it last started or ended.
     pub last_seen: Option<String>,
-    pub status: String,
+    pub status: Standing,
     pub created_at: String,
 }
 
+impl InstanceEntry {
+    pub fn is_revoked(&self) -> bool {
+        self.status == Standing::Revoked
+    }
+}
+
 const COLUMNS: &str =
-    "id, name, role, gateway_url, certificate, signing_key, encryption_key, last_seen, status, created_at";
+    "id, name, role, addresses, certificate, signing_key, encryption_key, version, last_seen, status, created_at";
 
 fn entry(r: &rusqlite::Row) -> rusqlite::Result<InstanceEntry> {
+    let addresses: String = r.get(3)?;
     Ok(InstanceEntry {
         id: r.get(0)?,
         name: r.get(1)?,
         role: r.get(2)?,
-        gateway_url: r.get(3)?,
+        addresses: serde_json::from_str(&addresses).unwrap_or_default(),
         certificate: r.get(4)?,
         signing_key: r.get(5)?,
         encryption_key: r.get(6)?,
-        last_seen: r.get(7)?,
-        status: r.get(8)?,
-        created_at: r.get(9)?,
+        version: r.get(7)?,
+        last_seen: r.get(8)?,
+        status: r.get(9)?,
+        created_at: r.get(10)?,
     })
 }
 
+/// `first` then those of `rest` not already in it, at most [`MAX_ADDRESSES`].
+pub fn merge_addresses(first: &[String], rest: &[String]) -> Vec<String> {
+    let mut merged: Vec<String> = Vec::new();
+    for address in first.iter().chain(rest) {
+        if !merged.contains(address) && merged.len() < MAX_ADDRESSES {
+            merged.push(address.clone());
+        }
+    }
+    merged
+}
+
+fn addresses_json(addresses: &[String]) -> String {
+    serde_json::to_string(addresses).expect("strings serialise")
+}
+
 impl Store {
-    /// Adds a machine or refreshes what is known of it (name, role, URL,
-    /// certificate, keys). Refuses a revoked machine.
+    /// Adds a machine or refreshes what is known of it (name, role,
+    /// certificate, keys); `e.addresses` go before those already known.
+    /// Refuses a revoked machine.
     pub fn register_instance(&self, e: &InstanceEntry) -> Result<()> {
         let mut writer = self.writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let tx = writer.raw_mut().transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let status: Option<String> =
-            tx.query_row("SELECT status FROM instances WHERE id = ?1", [&e.id], |r| r.get(0)).optional()?;
-        if status.as_deref() == Some("revoked") {
-            return Err(StoreError::Duplicate(format!(
-                "instance {} ({}) is revoked; revocation is permanent",
-                e.name, e.id
-            )));
+        let known: Option<(Standing, String)> = tx
+            .query_row("SELECT status, addresses FROM instances WHERE id = ?1", [&e.id], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        if let Some((Standing::Revoked, _)) = known {
+            return Err(StoreError::Revoked { name: e.name.clone(), id: e.id.clone() });
         }
+        let before: Vec<String> =
+            known.and_then(|(_, addresses)| serde_json::from_str(&addresses).ok()).unwrap_or_default();
         tx.execute(
-            "INSERT INTO instances (id, name, role, gateway_url, certificate, signing_key, encryption_key, status, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+            "INSERT INTO instances (id, name, role, addresses, certificate, signing_key, encryption_key, status, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'active', ?8)
              ON CONFLICT (id) DO UPDATE SET name = excluded.name, role = excluded.role,
-                 gateway_url = coalesce(excluded.gateway_url, gateway_url), certificate = excluded.certificate,
+                 addresses = excluded.addresses, certificate = excluded.certificate,
                  signing_key = excluded.signing_key, encryption_key = excluded.encryption_key",
             rusqlite::params![
                 e.id,
                 e.name,
                 e.role,
-                e.gateway_url,
+                addresses_json(&merge_addresses(&e.addresses, &before)),
                 e.certificate,
                 e.signing_key,
                 e.encryption_key,
-                e.status,
                 now_text()
             ],
         )?;
@@ -98,17 +165,24 @@ impl Store {
         })
     }
 
-    /// One machine by id, or by name when exactly one machine has it.
+    /// One machine by id, by name when exactly one machine has it, or by a
+    /// name with the short id suffix listings show for shared names
+    /// (`vm#1a2b3c`).
     pub fn instance(&self, key: &str) -> Result<InstanceEntry> {
         let key = key.trim();
         if let Ok(found) = self.instance_by_id(key) {
             return Ok(found);
         }
-        let named: Vec<InstanceEntry> = self.instances()?.into_iter().filter(|e| e.name == key).collect();
+        let (name, suffix) = key.rsplit_once('#').map_or((key, None), |(n, s)| (n, Some(s)));
+        let named: Vec<InstanceEntry> = self
+            .instances()?
+            .into_iter()
+            .filter(|e| e.name == name && suffix.is_none_or(|s| e.id.ends_with(s)))
+            .collect();
         match named.len() {
             1 => Ok(named.into_iter().next().expect("one entry")),
             0 => Err(StoreError::NotFound { what: "instance", key: key.to_string() }),
-            n => Err(StoreError::Duplicate(format!("{n} machines are named {key:?}; use the id"))),
+            n => Err(StoreError::Ambiguous(format!("{n} machines are named {key:?}; use the id"))),
         }
     }
 
@@ -127,13 +201,85 @@ impl Store {
         self.instance(&target.id)
     }
 
-    /// Records that a machine answered just now.
-    pub fn mark_seen(&self, id: &str, status: &str) -> Result<()> {
+    /// Records that a session with a machine started or ended just now.
+    pub fn mark_seen(&self, id: &str) -> Result<()> {
         let mut writer = self.writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        writer.raw_mut().execute(
-            "UPDATE instances SET last_seen = ?2, status = ?3 WHERE id = ?1 AND status != 'revoked'",
-            rusqlite::params![id, now_text(), status],
-        )?;
+        writer
+            .raw_mut()
+            .execute("UPDATE instances SET last_seen = ?2 WHERE id = ?1", rusqlite::params![id, now_text()])?;
         Ok(())
+    }
+
+    /// What a machine said of itself: where it can be reached (replacing
+    /// what was known) and the Roost version it runs. True if its addresses
+    /// changed.
+    pub fn note_self_report(&self, id: &str, addresses: &[String], version: &str) -> Result<bool> {
+        let changed = self.replace_addresses(id, addresses)?;
+        let mut writer = self.writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        writer.raw_mut().execute("UPDATE instances SET version = ?2 WHERE id = ?1", rusqlite::params![id, version])?;
+        Ok(changed)
+    }
+
+    /// Where a machine says it can be reached now, replacing what was known.
+    /// True if that changed anything.
+    pub fn replace_addresses(&self, id: &str, addresses: &[String]) -> Result<bool> {
+        let addresses = addresses_json(&merge_addresses(addresses, &[]));
+        let mut writer = self.writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let changed = writer.raw_mut().execute(
+            "UPDATE instances SET addresses = ?2 WHERE id = ?1 AND addresses != ?2",
+            rusqlite::params![id, addresses],
+        )?;
+        Ok(changed > 0)
+    }
+
+    /// Addresses another machine gave for `id`, added after those known.
+    /// True if any was new.
+    pub fn add_addresses(&self, id: &str, addresses: &[String]) -> Result<bool> {
+        let mut writer = self.writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let tx = writer.raw_mut().transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let Some(known) = tx
+            .query_row("SELECT addresses FROM instances WHERE id = ?1", [id], |r| r.get::<_, String>(0))
+            .optional()?
+        else {
+            return Ok(false);
+        };
+        let known: Vec<String> = serde_json::from_str(&known).unwrap_or_default();
+        let merged = merge_addresses(&known, addresses);
+        if merged == known {
+            return Ok(false);
+        }
+        tx.execute(
+            "UPDATE instances SET addresses = ?2 WHERE id = ?1",
+            rusqlite::params![id, addresses_json(&merged)],
+        )?;
+        tx.commit()?;
+        Ok(true)
+    }
+
+    /// Forgets machines of another chain (after this one joined a new
+    /// chain); `keep` says which entries belong to the new one.
+    pub fn forget_instances(&self, mut keep: impl FnMut(&InstanceEntry) -> bool) -> Result<usize> {
+        let gone: Vec<String> = self.instances()?.into_iter().filter(|e| !keep(e)).map(|e| e.id).collect();
+        let mut writer = self.writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for id in &gone {
+            writer.raw_mut().execute("DELETE FROM instances WHERE id = ?1", [id])?;
+        }
+        Ok(gone.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn list(items: &[&str]) -> Vec<String> {
+        items.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn merged_addresses_keep_order_drop_repeats_and_stop_at_the_cap() {
+        assert_eq!(merge_addresses(&list(&["a", "b"]), &list(&["b", "c"])), list(&["a", "b", "c"]));
+        let many: Vec<String> = (0..20).map(|i| format!("u{i}")).collect();
+        assert_eq!(merge_addresses(&many, &[]).len(), MAX_ADDRESSES);
     }
 }

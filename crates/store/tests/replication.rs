@@ -4,7 +4,7 @@
 use ed25519_dalek::SigningKey;
 use roost_core::Table;
 use roost_core::protocol::SignedEntry;
-use roost_store::{InstanceEntry, Keep, Mutation, Store, StoreError, Verdict};
+use roost_store::{InstanceEntry, Keep, Mutation, Standing, Store, StoreError, Verdict};
 use serde_json::{Map, Value, json};
 
 struct Node {
@@ -34,12 +34,13 @@ fn nodes() -> Vec<Node> {
                         id: id.to_string(),
                         name: format!("node-{j}"),
                         role: "home".into(),
-                        gateway_url: None,
+                        addresses: Vec::new(),
                         certificate: "test".into(),
                         signing_key: roost_core::hex::encode(key(j).verifying_key().as_bytes()),
                         encryption_key: "00".repeat(32),
+                        version: None,
                         last_seen: None,
-                        status: "unknown".into(),
+                        status: Standing::Active,
                         created_at: "2026-01-01T00:00:00.000Z".into(),
                     })
                     .unwrap();
