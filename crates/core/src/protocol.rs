@@ -1,7 +1,8 @@
 //! The replication protocol between two instances, without any I/O.
 //!
 //! A session is one stream each way. Each side first sends [`Message::Hello`]
-//! (protocol version, the certificates it knows, its per-origin log heads),
+//! (protocol version, its Roost version, the machines it knows with their
+//! certificates and addresses, its per-origin log heads),
 //! then [`Message::Entries`] the peer lacks, in its own log order (which is
 //! causal: it applied every entry only after what the entry depends on), and
 //! [`Message::Heads`] whenever its heads move, which doubles as the
@@ -14,15 +15,27 @@ use crate::Entry;
 use crate::wire::{Reader, WireError, Writer};
 
 /// Bumped on any incompatible change to these messages or to [`Entry`].
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// Origin instance id → sequence number of the latest entry held.
 pub type Heads = BTreeMap<String, u64>;
 
 /// Most entries one [`Message::Entries`] carries.
 pub const MAX_BATCH: usize = 1024;
-/// Most certificates one [`Message::Hello`] carries.
-const MAX_CERTIFICATES: usize = 1024;
+/// Most machines one [`Message::Hello`] or [`Message::Machines`] carries.
+const MAX_MACHINES: usize = 1024;
+/// Most addresses given for one machine, and the longest.
+pub const MAX_ADDRESSES: usize = 8;
+const MAX_ADDRESS_LEN: usize = 512;
+
+/// A machine of the chain as one side tells the other: its certificate (text
+/// form) and the gateway URLs it can be reached at, freshest first. The
+/// addresses are hints: a dial proves the key, whatever address it used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Machine {
+    pub certificate: String,
+    pub addresses: Vec<String>,
+}
 
 /// An entry and its origin's Ed25519 signature over [`Entry::hash`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,35 +48,38 @@ pub struct SignedEntry {
 pub enum Message {
     Hello {
         version: u16,
-        /// Certificates in text form; the sender's own comes first.
-        certificates: Vec<String>,
+        /// The sender's Roost version, for people to read.
+        software: String,
+        /// The machines the sender knows; itself first, with the addresses
+        /// it can be reached at now.
+        machines: Vec<Machine>,
         heads: Heads,
     },
     Entries(Vec<SignedEntry>),
     Heads(Heads),
-    /// Certificates of origins whose entries follow and that the hello did
-    /// not name (machines that joined since): the receiver needs them to
-    /// verify those entries.
-    Certificates(Vec<String>),
+    /// Machines the hello did not name or whose addresses changed since
+    /// (joins spread this way), and origins of entries that follow: the
+    /// receiver needs their certificates to verify those entries.
+    Machines(Vec<Machine>),
 }
 
 const HELLO: u8 = 1;
 const ENTRIES: u8 = 2;
 const HEADS: u8 = 3;
-const CERTIFICATES: u8 = 4;
+const MACHINES: u8 = 5;
 
 impl Message {
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer::default();
         match self {
-            Message::Hello { version, certificates, heads } => {
-                w.u8(HELLO).bytes(&version.to_be_bytes());
-                write_certificates(&mut w, certificates);
+            Message::Hello { version, software, machines, heads } => {
+                w.u8(HELLO).bytes(&version.to_be_bytes()).str(software);
+                write_machines(&mut w, machines);
                 write_heads(&mut w, heads);
             }
-            Message::Certificates(certificates) => {
-                w.u8(CERTIFICATES);
-                write_certificates(&mut w, certificates);
+            Message::Machines(machines) => {
+                w.u8(MACHINES);
+                write_machines(&mut w, machines);
             }
             Message::Entries(entries) => {
                 w.u8(ENTRIES).bytes(&(entries.len() as u32).to_be_bytes());
@@ -86,10 +102,11 @@ impl Message {
         let message = match r.u8()? {
             HELLO => {
                 let version = u16::from_be_bytes(r.array()?);
-                let certificates = read_certificates(&mut r)?;
-                Message::Hello { version, certificates, heads: read_heads(&mut r)? }
+                let software = r.str()?;
+                let machines = read_machines(&mut r)?;
+                Message::Hello { version, software, machines, heads: read_heads(&mut r)? }
             }
-            CERTIFICATES => Message::Certificates(read_certificates(&mut r)?),
+            MACHINES => Message::Machines(read_machines(&mut r)?),
             ENTRIES => {
                 let count = u32::from_be_bytes(r.array()?) as usize;
                 if count > MAX_BATCH {
@@ -110,19 +127,45 @@ impl Message {
     }
 }
 
-fn write_certificates(w: &mut Writer, certificates: &[String]) {
-    w.bytes(&(certificates.len() as u32).to_be_bytes());
-    for c in certificates {
-        w.blob(c.as_bytes());
+/// Writes machines, keeping at most [`MAX_ADDRESSES`] addresses of at most
+/// 512 bytes each, so what is written always decodes.
+fn write_machines(w: &mut Writer, machines: &[Machine]) {
+    w.bytes(&(machines.len() as u32).to_be_bytes());
+    for m in machines {
+        w.blob(m.certificate.as_bytes());
+        let addresses: Vec<&String> =
+            m.addresses.iter().filter(|a| a.len() <= MAX_ADDRESS_LEN).take(MAX_ADDRESSES).collect();
+        w.u8(addresses.len() as u8);
+        for a in addresses {
+            w.str(a);
+        }
     }
 }
 
-fn read_certificates(r: &mut Reader) -> Result<Vec<String>, WireError> {
+fn read_machines(r: &mut Reader) -> Result<Vec<Machine>, WireError> {
     let count = u32::from_be_bytes(r.array()?) as usize;
-    if count > MAX_CERTIFICATES {
-        return Err(WireError("sync message: too many certificates".into()));
+    if count > MAX_MACHINES {
+        return Err(WireError("sync message: too many machines".into()));
     }
-    (0..count).map(|_| r.long_str()).collect()
+    (0..count)
+        .map(|_| {
+            let certificate = r.long_str()?;
+            let n = r.u8()? as usize;
+            if n > MAX_ADDRESSES {
+                return Err(WireError("sync message: too many addresses".into()));
+            }
+            let addresses = (0..n)
+                .map(|_| {
+                    let a = r.str()?;
+                    if a.len() > MAX_ADDRESS_LEN {
+                        return Err(WireError("sync message: address too long".into()));
+                    }
+                    Ok(a)
+                })
+                .collect::<Result<_, _>>()?;
+            Ok(Machine { certificate, addresses })
+        })
+        .collect()
 }
 
 fn write_heads(w: &mut Writer, heads: &Heads) {
@@ -134,7 +177,7 @@ fn write_heads(w: &mut Writer, heads: &Heads) {
 
 fn read_heads(r: &mut Reader) -> Result<Heads, WireError> {
     let count = u32::from_be_bytes(r.array()?) as usize;
-    if count > MAX_CERTIFICATES {
+    if count > MAX_MACHINES {
         return Err(WireError("sync message: too many heads".into()));
     }
     let mut heads = Heads::new();
@@ -257,10 +300,18 @@ mod tests {
     fn messages_round_trip_and_refuse_trailing_bytes() {
         let heads: Heads = [("a".to_string(), 3), ("b".to_string(), 9)].into();
         let messages = [
-            Message::Hello { version: PROTOCOL_VERSION, certificates: vec!["cert".into()], heads: heads.clone() },
+            Message::Hello {
+                version: PROTOCOL_VERSION,
+                software: "0.1.0".into(),
+                machines: vec![Machine { certificate: "cert".into(), addresses: vec!["http://home.lan:7151".into()] }],
+                heads: heads.clone(),
+            },
             Message::Entries(vec![signed(1), signed(2)]),
             Message::Heads(heads),
-            Message::Certificates(vec!["a".into(), "b".into()]),
+            Message::Machines(vec![
+                Machine { certificate: "a".into(), addresses: vec![] },
+                Machine { certificate: "b".into(), addresses: vec!["x".into(), "y".into()] },
+            ]),
         ];
         for m in messages {
             let mut bytes = m.encode();

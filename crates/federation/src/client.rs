@@ -186,26 +186,26 @@ impl Connections {
         &self.http
     }
 
-    /// Calls `tool` on the instance `id` served at `gateway_url`, within
-    /// `limit` in all (connecting included). A kept session that fails is
+    /// Calls `tool` on the instance `id` served at one of `gateway_urls`
+    /// (tried in order), within `limit` in all (connecting included). A kept session that fails is
     /// dropped; a read-only tool is then tried once more on a new session. A
     /// write is not: the failed attempt may have run before its answer was
     /// lost, and running it twice would write twice.
     pub async fn call(
         &self,
         id: &str,
-        gateway_url: &str,
+        gateway_urls: &[String],
         tool: &str,
         args: Map<String, Value>,
         limit: Duration,
     ) -> Result<Value, CallError> {
         let attempt = async {
-            let (session, reused) = self.session(id, gateway_url).await?;
+            let (session, reused) = self.session(id, gateway_urls).await?;
             match call_once(&session, tool, args.clone()).await {
                 Err(CallError::Unreachable(why)) if reused && Action::parse(tool).is_some_and(Action::read_only) => {
                     tracing::debug!(instance = %id, %why, "kept session failed; opening a new one");
                     self.forget(id, &session).await;
-                    let (session, _) = self.session(id, gateway_url).await?;
+                    let (session, _) = self.session(id, gateway_urls).await?;
                     let outcome = call_once(&session, tool, args).await;
                     if matches!(outcome, Err(CallError::Unreachable(_))) {
                         self.forget(id, &session).await;
@@ -222,33 +222,49 @@ impl Connections {
         tokio::time::timeout(limit, attempt).await.unwrap_or(Err(CallError::TimedOut))
     }
 
-    /// The kept session to `id`, or a new one (`true` when kept).
-    async fn session(&self, id: &str, gateway_url: &str) -> Result<(Session, bool), CallError> {
-        let endpoint = format!("{}/mcp", gateway_url.trim_end_matches('/'));
+    /// The kept session to `id`, or a new one at the first of `gateway_urls`
+    /// that answers (`true` when kept).
+    async fn session(&self, id: &str, gateway_urls: &[String]) -> Result<(Session, bool), CallError> {
+        let endpoints: Vec<String> =
+            gateway_urls.iter().map(|url| format!("{}/mcp", url.trim_end_matches('/'))).collect();
         if let Some((url, session)) = self.open.lock().await.get(id)
-            && *url == endpoint
+            && endpoints.contains(url)
             && !session.is_closed()
         {
             return Ok((session.clone(), true));
         }
+        let mut failures = Vec::new();
+        for endpoint in endpoints {
+            match self.open_session(id, &endpoint).await {
+                Ok(session) => {
+                    let kept = self.open.lock().await.insert(id.to_string(), (endpoint, session.clone()));
+                    drop(kept);
+                    return Ok((session, false));
+                }
+                Err(why) => failures.push(why),
+            }
+        }
+        Err(CallError::Unreachable(if failures.is_empty() {
+            "no gateway address known for it".into()
+        } else {
+            failures.join("; ")
+        }))
+    }
+
+    async fn open_session(&self, id: &str, endpoint: &str) -> Result<Session, String> {
         let client = TokenClient {
             http: self.http.clone(),
             issuer: self.issuer.clone(),
             audience: id.to_string(),
             key: self.key.clone(),
         };
-        let transport = StreamableHttpClientTransport::with_client(
-            client,
-            StreamableHttpClientTransportConfig::with_uri(endpoint.as_str()),
-        );
+        let transport =
+            StreamableHttpClientTransport::with_client(client, StreamableHttpClientTransportConfig::with_uri(endpoint));
         let session = ClientConfig::default()
             .serve(transport)
             .await
-            .map_err(|e| CallError::Unreachable(format!("cannot open an MCP session at {endpoint}: {e}")))?;
-        let session = Arc::new(session);
-        let kept = self.open.lock().await.insert(id.to_string(), (endpoint, session.clone()));
-        drop(kept);
-        Ok((session, false))
+            .map_err(|e| format!("cannot open an MCP session at {endpoint}: {e}"))?;
+        Ok(Arc::new(session))
     }
 
     async fn forget(&self, id: &str, failed: &Session) {

@@ -29,6 +29,10 @@ use roost_mcp::{Action, Pending, Remote};
 use roost_store::{InstanceEntry, Store, StoreError};
 use roost_sync::{PeerStatus, SyncService};
 
+/// Where the federation finds the replication service running now (it is
+/// replaced when the machine takes another identity).
+pub type SyncSource = Arc<dyn Fn() -> Option<Arc<SyncService>> + Send + Sync>;
+
 use client::{CallError, Connections};
 use search::{Answer, InstanceRef, Merged, Outcome};
 use summaries::{Freshness, InstanceCache, Summary};
@@ -49,7 +53,7 @@ pub struct Federation {
 struct Inner {
     me: InstanceRef,
     store: Arc<Store>,
-    sync: Option<Arc<SyncService>>,
+    sync: SyncSource,
     config: FederationConfig,
     connections: Connections,
     caches: Mutex<HashMap<String, InstanceCache>>,
@@ -64,8 +68,11 @@ pub struct InstanceOverview {
     /// Whether it is the instance answering.
     pub this: bool,
     /// active or revoked, from the registry.
-    pub status: String,
-    pub gateway_url: Option<String>,
+    pub status: roost_store::Standing,
+    /// Where it can be reached, freshest first.
+    pub addresses: Vec<String>,
+    /// The Roost version it last said it runs.
+    pub version: Option<String>,
     /// When this machine last had a session with it.
     pub last_seen: Option<String>,
     /// Fingerprint of its machine key.
@@ -79,7 +86,7 @@ pub struct InstanceOverview {
 }
 
 impl Federation {
-    pub fn new(instance: &Instance, store: Arc<Store>, sync: Option<Arc<SyncService>>) -> Federation {
+    pub fn new(instance: &Instance, store: Arc<Store>, sync: SyncSource) -> Federation {
         Federation {
             inner: Arc::new(Inner {
                 me: InstanceRef { id: instance.id.clone(), name: instance.config.name.clone() },
@@ -111,9 +118,9 @@ impl Federation {
         if target.id == self.inner.me.id {
             return Err(format!("{} is this instance; run the tool without `instance`", target.name));
         }
-        let url = reachable(target).map_err(|why| format!("cannot call {}: {why}", target.name))?;
+        let urls = reachable(target).map_err(|why| format!("cannot call {}: {why}", target.name))?;
         let limit = Duration::from_millis(self.inner.config.call_timeout_ms);
-        match self.inner.connections.call(&target.id, url, tool, args, limit).await {
+        match self.inner.connections.call(&target.id, urls, tool, args, limit).await {
             Ok(result) => Ok(json!({"instance": {"id": target.id, "name": target.name}, "result": result})),
             Err(CallError::TimedOut) => Err(format!("{} did not answer within {limit:?}", target.name)),
             Err(e) => Err(format!("{}: {e}", target.name)),
@@ -150,13 +157,13 @@ impl Federation {
             let args = args.clone();
             let instance = InstanceRef { id: entry.id.clone(), name: entry.name.clone() };
             async move {
-                let url = match reachable(entry) {
-                    Ok(url) => url,
+                let urls = match reachable(entry) {
+                    Ok(urls) => urls,
                     Err(why) => return Answer { instance, outcome: Outcome::Skipped(why), elapsed_ms: 0.0 },
                 };
                 let started = Instant::now();
                 let outcome =
-                    match self.inner.connections.call(&entry.id, url, "roost_search_memories", args, timeout).await {
+                    match self.inner.connections.call(&entry.id, urls, "roost_search_memories", args, timeout).await {
                         Ok(found) => Outcome::Answered(hits_of(found)),
                         Err(CallError::TimedOut) => Outcome::TimedOut,
                         Err(CallError::Unreachable(why)) => Outcome::Unreachable(why),
@@ -177,7 +184,7 @@ impl Federation {
     /// Every registered instance, this one first, with what is known of it.
     pub async fn overview(&self) -> Result<Vec<InstanceOverview>, String> {
         let me = self.inner.me.id.clone();
-        let sync = self.inner.sync.clone();
+        let sync = (self.inner.sync)();
         let (entries, conflicts, own, peers) = blocking(&self.inner.store, move |s| {
             let conflicts = s.conflicts(false, 10_000).map_err(|e| e.to_string())?;
             let own = own_summary(s).map_err(|e| e.to_string())?;
@@ -215,7 +222,8 @@ impl Federation {
                     name: e.name,
                     role: e.role,
                     status: e.status,
-                    gateway_url: e.gateway_url,
+                    addresses: e.addresses,
+                    version: e.version,
                     last_seen: e.last_seen,
                     summary,
                     health,
@@ -245,14 +253,14 @@ impl Federation {
         let (summary_every, health_every) = self.intervals();
         let mut caches = self.inner.caches.lock().expect("summary cache poisoned");
         for entry in entries.into_iter().filter(|e| e.id != self.inner.me.id) {
-            let Ok(url) = reachable(&entry).map(str::to_string) else { continue };
+            let Ok(urls) = reachable(&entry).map(<[String]>::to_vec) else { continue };
             let cache = caches.entry(entry.id.clone()).or_default();
             if cache.summary.due(now, summary_every) {
                 cache.summary.begin(now);
                 let federation = self.clone();
-                let (id, url) = (entry.id.clone(), url.clone());
+                let (id, urls) = (entry.id.clone(), urls.clone());
                 tokio::spawn(async move {
-                    let outcome = federation.fetch_summary(&id, &url).await;
+                    let outcome = federation.fetch_summary(&id, &urls).await;
                     federation.settle(&id, |c| c.summary.finish(Instant::now(), roost_store::now_text(), outcome));
                 });
             }
@@ -261,7 +269,7 @@ impl Federation {
                 let federation = self.clone();
                 let id = entry.id.clone();
                 tokio::spawn(async move {
-                    let outcome = federation.fetch_health(&url).await;
+                    let outcome = federation.fetch_health(&urls).await;
                     federation.settle(&id, |c| c.health.finish(Instant::now(), roost_store::now_text(), outcome));
                 });
             }
@@ -272,24 +280,34 @@ impl Federation {
         update(self.inner.caches.lock().expect("summary cache poisoned").entry(id.to_string()).or_default());
     }
 
-    async fn fetch_summary(&self, id: &str, url: &str) -> Result<Summary, String> {
+    async fn fetch_summary(&self, id: &str, urls: &[String]) -> Result<Summary, String> {
         let limit = Duration::from_millis(self.inner.config.call_timeout_ms);
         let connections = &self.inner.connections;
-        let stats = connections.call(id, url, "roost_memory_stats", Map::new(), limit);
+        let stats = connections.call(id, urls, "roost_memory_stats", Map::new(), limit);
         let mut list = Map::new();
         list.insert("limit".into(), Value::from(500));
-        let projects = connections.call(id, url, "roost_list_projects", list, limit);
+        let projects = connections.call(id, urls, "roost_list_projects", list, limit);
         let (stats, projects) = tokio::join!(stats, projects);
         Ok(Summary::from_answers(&stats.map_err(|e| e.to_string())?, &projects.map_err(|e| e.to_string())?))
     }
 
-    async fn fetch_health(&self, url: &str) -> Result<Value, String> {
+    /// The health of the machine at the first of `urls` that answers.
+    async fn fetch_health(&self, urls: &[String]) -> Result<Value, String> {
         let limit = Duration::from_millis(self.inner.config.call_timeout_ms);
-        let request = self.inner.connections.http().get(format!("{}/health", url.trim_end_matches('/'))).send();
-        let response = tokio::time::timeout(limit, request)
-            .await
-            .map_err(|_| format!("no answer within {limit:?}"))?
-            .map_err(|e| format!("unreachable: {e}"))?;
+        let mut last = String::from("no gateway address known for it");
+        let mut answered = None;
+        for url in urls {
+            let request = self.inner.connections.http().get(format!("{}/health", url.trim_end_matches('/'))).send();
+            match tokio::time::timeout(limit, request).await {
+                Ok(Ok(response)) => {
+                    answered = Some(response);
+                    break;
+                }
+                Ok(Err(e)) => last = format!("unreachable: {e}"),
+                Err(_) => last = format!("no answer within {limit:?}"),
+            }
+        }
+        let response = answered.ok_or(last)?;
         let status = response.status();
         let body: Value = tokio::time::timeout(limit, response.json())
             .await
@@ -338,11 +356,14 @@ fn resolve<'a>(entries: &'a [InstanceEntry], name: &str) -> Result<&'a InstanceE
 }
 
 /// The gateway URL of an instance that may be called, or why it may not.
-fn reachable(entry: &InstanceEntry) -> Result<&str, String> {
-    if entry.status == "revoked" {
+fn reachable(entry: &InstanceEntry) -> Result<&[String], String> {
+    if entry.is_revoked() {
         return Err("revoked".into());
     }
-    entry.gateway_url.as_deref().ok_or_else(|| "no gateway address known (`roost instance register URL`)".into())
+    if entry.addresses.is_empty() {
+        return Err("no gateway address known for it; it is learned when it connects".into());
+    }
+    Ok(&entry.addresses)
 }
 
 /// The hits of a `roost_search_memories` answer, best first.

@@ -1,14 +1,19 @@
 //! Replication between the machines of one identity, over iroh (QUIC, TLS 1.3).
 //!
 //! The endpoint id is the machine's Ed25519 key. Each machine dials the
-//! others it finds in its registry (the UDP port of the sync endpoint is the
-//! TCP port of the peer's gateway) with capped backoff, and accepts their
-//! dials; a session starts with a hello whose certificate must verify against
-//! this identity and name the key the connection was made with. The protocol
-//! decisions (what to send, pacing, holding entries not yet ready) are in
+//! others it finds in its registry at every address the registry holds for
+//! them ([`address`]: host names resolved at each dial; the UDP port of the
+//! sync endpoint is the TCP port of the peer's gateway) with capped backoff,
+//! and accepts their dials; a session starts with a hello whose certificate
+//! must verify against this identity and name the key the connection was
+//! made with. Hellos and later `Machines` messages carry every machine each
+//! side knows with its addresses, so a machine that joins through one becomes
+//! known to all, and one that moves is found again. The protocol decisions
+//! (what to send, pacing, holding entries not yet ready) are in
 //! `roost_core::protocol`; verification and application are `Store::apply`.
 //! Relays and discovery are off: only direct addresses are used.
 
+pub mod address;
 mod frame;
 mod session;
 
@@ -19,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use iroh::endpoint::{Connection, VarInt, presets};
-use iroh::{Endpoint, EndpointAddr, PublicKey, RelayMode, SecretKey};
+use iroh::{Endpoint, RelayMode, SecretKey};
 use serde::Serialize;
 use thiserror::Error;
 use tokio::sync::{mpsc, watch};
@@ -49,6 +54,8 @@ pub enum SyncError {
     Protocol(String),
     #[error("refused: {0}")]
     Refused(String),
+    #[error("cannot dial: {0}")]
+    NoAddress(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -59,8 +66,15 @@ pub enum SyncError {
 pub struct PeerStatus {
     pub id: String,
     pub name: String,
-    /// online (connected and caught up), syncing, offline, or unknown.
+    /// online (connected and caught up), syncing, offline, no-address (none
+    /// of its addresses can be dialed), unknown (not tried yet), or revoked.
     pub state: &'static str,
+    /// Where the live session reaches it, if one is up.
+    pub address: Option<String>,
+    /// Every address the registry holds for it, freshest first.
+    pub addresses: Vec<String>,
+    /// The Roost version it last said it runs.
+    pub version: Option<String>,
     pub last_sync: Option<String>,
     /// Entries the peer holds that this machine lacks.
     pub behind: u64,
@@ -74,6 +88,10 @@ pub struct PeerStatus {
 struct PeerLive {
     connected: bool,
     attempted: bool,
+    /// The last dial found no address to try.
+    no_address: bool,
+    /// The remote address of the live session.
+    address: Option<String>,
     last_sync: Option<String>,
     behind: u64,
     ahead: u64,
@@ -92,6 +110,9 @@ pub(crate) struct Shared {
     endpoint: Endpoint,
     /// Bumped after every commit that may have grown the log.
     pub log_grew: watch::Sender<u64>,
+    /// Bumped when the registry learned a machine or an address, so every
+    /// session tells its peer.
+    pub registry_grew: watch::Sender<u64>,
     live: Mutex<BTreeMap<String, PeerLive>>,
     sessions: Mutex<HashMap<String, Active>>,
     next_token: AtomicU64,
@@ -123,17 +144,32 @@ impl SyncService {
         let mut alpns = vec![ALPN.to_vec()];
         alpns.extend(other.as_ref().map(|(alpn, _)| alpn.to_vec()));
         let endpoint = bind_endpoint(&instance, bind, alpns).await?;
+        Ok(SyncService::start_on(instance, store, endpoint, other.map(|(_, sender)| sender)))
+    }
+
+    /// Starts on an endpoint bound already (with [`ALPN`], and the ALPN of the
+    /// protocol whose connections go to `other`), which it keeps when it
+    /// stops: a machine that takes another identity restarts replication on
+    /// the same key and port.
+    pub fn start_on(
+        instance: Arc<Instance>,
+        store: Arc<Store>,
+        endpoint: Endpoint,
+        other: Option<mpsc::Sender<Connection>>,
+    ) -> SyncService {
         let (log_grew, _) = watch::channel(0u64);
+        let (registry_grew, _) = watch::channel(0u64);
         let shared = Arc::new(Shared {
             instance,
             store: store.clone(),
             endpoint,
             log_grew,
+            registry_grew,
             live: Mutex::new(BTreeMap::new()),
             sessions: Mutex::new(HashMap::new()),
             next_token: AtomicU64::new(1),
             stop: CancellationToken::new(),
-            other: other.map(|(_, sender)| sender),
+            other,
         });
         let hook = shared.log_grew.clone();
         store.set_commit_hook(Box::new(move || {
@@ -141,7 +177,7 @@ impl SyncService {
         }));
         tokio::spawn(accept_loop(shared.clone()));
         tokio::spawn(dial_loop(shared.clone()));
-        Ok(SyncService { shared })
+        SyncService { shared }
     }
 
     /// The endpoint, for a protocol sharing it to dial with.
@@ -152,6 +188,12 @@ impl SyncService {
     /// The UDP addresses the endpoint is bound to.
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
         self.shared.endpoint.bound_sockets()
+    }
+
+    /// Tells every session the registry changed (a machine joined here), so
+    /// each tells its peer at once.
+    pub fn registry_changed(&self) {
+        self.shared.registry_changed();
     }
 
     /// Every registered peer and what is known of it now.
@@ -166,17 +208,21 @@ impl SyncService {
             .filter(|e| &e.id != me)
             .map(|e| {
                 let l = live.get(&e.id).cloned().unwrap_or_default();
-                let state = match (e.status.as_str(), l.connected, l.attempted || l.last_sync.is_some()) {
-                    ("revoked", ..) => "revoked",
-                    (_, true, _) if l.behind > 0 || l.ahead > 0 => "syncing",
-                    (_, true, _) => "online",
-                    (_, false, true) => "offline",
+                let state = match (e.is_revoked(), l.connected) {
+                    (true, _) => "revoked",
+                    (_, true) if l.behind > 0 || l.ahead > 0 => "syncing",
+                    (_, true) => "online",
+                    _ if l.no_address => "no-address",
+                    _ if l.attempted || l.last_sync.is_some() => "offline",
                     _ => "unknown",
                 };
                 PeerStatus {
                     id: e.id,
                     name: e.name,
                     state,
+                    address: l.address.filter(|_| l.connected),
+                    addresses: e.addresses,
+                    version: e.version,
                     last_sync: l.last_sync.or(e.last_seen),
                     behind: l.behind,
                     ahead: l.ahead,
@@ -186,14 +232,24 @@ impl SyncService {
             .collect())
     }
 
+    /// Ends every session and stops accepting and dialing; the endpoint
+    /// stays open for whatever runs on it next.
+    pub fn stop(&self) {
+        self.shared.stop.cancel();
+    }
+
     /// Closes every session and the endpoint, waiting a bounded time.
     pub async fn shutdown(&self) {
-        self.shared.stop.cancel();
+        self.stop();
         let _ = tokio::time::timeout(Duration::from_secs(3), self.shared.endpoint.close()).await;
     }
 }
 
 impl Shared {
+    fn registry_changed(&self) {
+        self.registry_grew.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
     fn update(&self, peer: &str, f: impl FnOnce(&mut PeerLive)) {
         f(self.live.lock().expect("peer status poisoned").entry(peer.to_string()).or_default());
     }
@@ -272,12 +328,11 @@ async fn dial_loop(shared: Arc<Shared>) {
             _ = shared.stop.cancelled() => return,
             _ = tokio::time::sleep(DIAL_TICK) => {}
         }
-        let Ok(peers) = shared.store.instances() else { continue };
+        let Ok(peers) = session::blocking(&shared.store, |s| s.instances()).await else { continue };
         for peer in peers {
-            if peer.id == shared.instance.id || peer.status == "revoked" || shared.has_session(&peer.id) {
+            if peer.id == shared.instance.id || peer.is_revoked() || shared.has_session(&peer.id) {
                 continue;
             }
-            let Some(addr) = dial_address(&peer) else { continue };
             let now = Instant::now();
             let (when, backoff) = next_try.get(&peer.id).copied().unwrap_or((now, BACKOFF_MIN));
             if now < when || !dialing.lock().expect("dialing poisoned").insert(peer.id.clone()) {
@@ -286,11 +341,13 @@ async fn dial_loop(shared: Arc<Shared>) {
             next_try.insert(peer.id.clone(), (now + backoff, (backoff * 2).min(BACKOFF_MAX)));
             let (shared, dialing) = (shared.clone(), dialing.clone());
             tokio::spawn(async move {
-                let outcome = dial(&shared, &peer, addr).await;
+                let outcome = dial(&shared, &peer).await;
                 if let Err(e) = &outcome {
                     tracing::debug!(peer = %peer.name, error = %e, "sync dial failed");
+                    let no_address = matches!(e, SyncError::NoAddress(_));
                     shared.update(&peer.id, |l| {
                         l.attempted = true;
+                        l.no_address = no_address;
                         l.last_error = Some(e.to_string());
                     });
                 }
@@ -322,16 +379,8 @@ pub async fn bind_endpoint(instance: &Instance, bind: SocketAddr, alpns: Vec<Vec
         .map_err(|e| bind_error(e.to_string()))
 }
 
-/// The peer's endpoint id and direct address: its gateway's host and port.
-pub fn dial_address(peer: &InstanceEntry) -> Option<EndpointAddr> {
-    let key = PublicKey::from_bytes(&roost_core::hex::decode_array(&peer.signing_key)?).ok()?;
-    let url = peer.gateway_url.as_deref()?;
-    let host_port = url.split("://").nth(1).unwrap_or(url).split('/').next()?;
-    let socket: SocketAddr = host_port.parse().ok()?;
-    Some(EndpointAddr::new(key).with_ip_addr(socket))
-}
-
-async fn dial(shared: &Arc<Shared>, peer: &InstanceEntry, addr: EndpointAddr) -> Result<(), SyncError> {
+async fn dial(shared: &Arc<Shared>, peer: &InstanceEntry) -> Result<(), SyncError> {
+    let addr = address::endpoint_addr(peer).await.map_err(|e| SyncError::NoAddress(e.to_string()))?;
     let conn: Connection = tokio::time::timeout(DIAL_WAIT, shared.endpoint.connect(addr, ALPN))
         .await
         .map_err(|_| SyncError::Stream(format!("no answer from {} within {DIAL_WAIT:?}", peer.name)))?

@@ -6,17 +6,21 @@
 //! receiver applies batches through `Store::apply`, holds entries that are
 //! not ready in an [`Inbox`], and answers with its heads.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use iroh::endpoint::{Connection, RecvStream, SendStream, VarInt};
 use tokio::sync::{Notify, mpsc};
 
-use roost_core::protocol::{Heads, Inbox, MAX_BATCH, Message, PROTOCOL_VERSION, PeerView, SignedEntry, behind};
+use roost_core::protocol::{
+    Heads, Inbox, MAX_BATCH, Machine, Message, PROTOCOL_VERSION, PeerView, SignedEntry, behind,
+};
 use roost_identity::Certificate;
 use roost_instance::Instance;
-use roost_store::{Store, StoreError, Verdict};
+use roost_instance::addresses::{host_and_port, is_loopback_url, url_for};
+use roost_store::{InstanceEntry, Store, StoreError, Verdict};
 
 use crate::{Shared, SyncError, frame, now_text};
 
@@ -43,9 +47,16 @@ struct Peer {
     id: String,
     name: String,
     heads: Heads,
+    address: Option<String>,
+    /// The session runs over loopback: the peer is on this host.
+    over_loopback: bool,
 }
 
-async fn blocking<T: Send + 'static>(
+/// What this side has told its peer of each machine: certificate and
+/// addresses, so only news is sent again.
+type Told = HashMap<String, Machine>;
+
+pub(crate) async fn blocking<T: Send + 'static>(
     store: &Arc<Store>,
     f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, SyncError> {
@@ -67,14 +78,13 @@ pub async fn run(
 ) -> Result<(), SyncError> {
     let store = shared.store.clone();
     let heads = blocking(&store, |s| s.heads()).await?;
-    let known: Vec<_> =
-        blocking(&store, |s| s.instances()).await?.into_iter().filter(|e| e.status != "revoked").collect();
-    let announced: HashSet<String> = known.iter().map(|e| e.id.clone()).collect();
-    let certificates = std::iter::once(shared.instance.certificate.to_text())
-        .chain(known.into_iter().map(|e| e.certificate))
-        .take(1024)
-        .collect();
-    let hello = Message::Hello { version: PROTOCOL_VERSION, certificates, heads: heads.clone() };
+    let own =
+        Machine { certificate: shared.instance.certificate.to_text(), addresses: shared.instance.advertised_urls() };
+    let mut told = Told::new();
+    let others = news(&shared, &mut told).await?;
+    let machines = std::iter::once(own).chain(others).collect();
+    let software = roost_instance::VERSION.to_string();
+    let hello = Message::Hello { version: PROTOCOL_VERSION, software, machines, heads: heads.clone() };
     frame::write(&mut send, &hello).await?;
     let hello = frame::read(&mut recv, HELLO_WAIT).await?;
     let peer = match check_hello(&shared, &conn, hello, expected).await {
@@ -95,21 +105,23 @@ pub async fn run(
     shared.update(&peer.id, |l| {
         l.connected = true;
         l.attempted = true;
+        l.no_address = false;
+        l.address = peer.address.clone();
         l.last_error = None;
         l.last_sync = Some(now_text());
         l.behind = behind(&heads, &peer.heads);
         l.ahead = behind(&peer.heads, &heads);
     });
     let (id, name) = (peer.id.clone(), peer.name.clone());
-    let _ = blocking(&store, move |s| s.mark_seen(&id, "online")).await;
+    let _ = blocking(&store, move |s| s.mark_seen(&id)).await;
 
     let view = Arc::new(Mutex::new(PeerView::new(peer.heads)));
     let acked = Arc::new(Notify::new());
     let (control, control_rx) = mpsc::channel(64);
     let outcome = tokio::select! {
         _ = cancel.cancelled() => Ok(()),
-        r = sender(&shared, &peer.id, &mut send, view.clone(), acked.clone(), control_rx, announced) => r,
-        r = receiver(&shared, &peer.id, &mut recv, view, acked, control) => r,
+        r = sender(&shared, &peer.id, &mut send, view.clone(), acked.clone(), control_rx, told) => r,
+        r = receiver(&shared, &peer.id, &mut recv, view, acked, control, peer.over_loopback) => r,
     };
     shared.release(&peer.id, token);
     if let Err(e) = &outcome {
@@ -117,21 +129,38 @@ pub async fn run(
         shared.update(&peer.id, |l| l.last_error = Some(e.to_string()));
     }
     let id = peer.id.clone();
-    let _ = blocking(&store, move |s| s.mark_seen(&id, "offline")).await;
+    let _ = blocking(&store, move |s| s.mark_seen(&id)).await;
     conn.close(VarInt::from_u32(0), b"bye");
     outcome
 }
 
+/// The remote IP of the connection's path in use.
+fn remote_ip(conn: &Connection) -> Option<IpAddr> {
+    let paths = conn.paths();
+    let path = paths.iter().find(|p| p.is_selected()).or_else(|| paths.iter().next())?;
+    match path.remote_addr() {
+        iroh::TransportAddr::Ip(socket) => Some(socket.ip()),
+        _ => None,
+    }
+}
+
+/// The addresses a machine on another host may be trusted to mean: a
+/// loopback URL from across the network names the receiver's own loopback.
+fn usable(addresses: &[String], over_loopback: bool) -> Vec<String> {
+    addresses.iter().filter(|a| over_loopback || !is_loopback_url(a)).cloned().collect()
+}
+
 /// Checks the peer's hello: same protocol, a certificate from this identity
-/// for the key the connection was made with, not revoked. Machines the peer
-/// knows and this one does not are registered from their certificates.
+/// for the key the connection was made with, not revoked. Records where the
+/// peer says it can be reached (and where the connection came from), and
+/// the machines it knows.
 async fn check_hello(
     shared: &Arc<Shared>,
     conn: &Connection,
     hello: Message,
     expected: Option<&str>,
 ) -> Result<Peer, SyncError> {
-    let Message::Hello { version, certificates, heads } = hello else {
+    let Message::Hello { version, software, machines, heads } = hello else {
         return Err(SyncError::Protocol("expected a hello".into()));
     };
     if version != PROTOCOL_VERSION {
@@ -140,8 +169,8 @@ async fn check_hello(
         )));
     }
     let identity = shared.instance.identity_key();
-    let own = certificates.first().ok_or_else(|| SyncError::Protocol("hello without a certificate".into()))?;
-    let cert = Certificate::from_text(own)
+    let own = machines.first().ok_or_else(|| SyncError::Protocol("hello without a certificate".into()))?;
+    let cert = Certificate::from_text(&own.certificate)
         .ok()
         .filter(|c| c.verify(&identity).is_ok())
         .ok_or_else(|| SyncError::Refused("the peer's certificate is not from this identity".into()))?;
@@ -152,64 +181,103 @@ async fn check_hello(
     if id == shared.instance.id || expected.is_some_and(|e| e != id) {
         return Err(SyncError::Refused(format!("the peer is {id}, not the machine dialed")));
     }
+    let ip = remote_ip(conn);
+    let over_loopback = ip.is_some_and(|ip| ip.is_loopback());
+    let mut reported = usable(&own.addresses, over_loopback);
+    // Where it came from, at the port it says its gateway listens on.
+    let observed = ip.zip(reported.first().and_then(|u| host_and_port(u)).map(|(_, port)| port));
+    let address = observed.map(|(ip, port)| url_for(ip, port));
+    if let Some(url) = address.clone().filter(|u| !reported.contains(u)) {
+        reported.push(url);
+    }
     let instance = shared.instance.clone();
     let store = shared.store.clone();
     let peer_id = id.clone();
-    tokio::task::spawn_blocking(move || -> Result<(), SyncError> {
-        match store.instance_by_id(&peer_id) {
-            Ok(entry) if entry.status == "revoked" => {
+    let others: Vec<Machine> = machines[1..].to_vec();
+    let grew = tokio::task::spawn_blocking(move || -> Result<bool, SyncError> {
+        let mut grew = match store.instance_by_id(&peer_id) {
+            Ok(entry) if entry.is_revoked() => {
                 return Err(SyncError::Refused(format!("machine {} is revoked", entry.name)));
             }
-            Ok(_) => {}
+            Ok(entry) => refresh_certificate(&instance, &store, &entry, &cert),
             Err(StoreError::NotFound { .. }) => {
-                instance.register(&store, &cert, None).map_err(|e| SyncError::Refused(e.to_string()))?
+                instance.register(&store, &cert, &reported).map_err(|e| SyncError::Refused(e.to_string()))?;
+                true
             }
             Err(e) => return Err(e.into()),
-        }
-        learn(&instance, &store, &certificates[1..]);
-        Ok(())
+        };
+        grew |= store.note_self_report(&peer_id, &reported, &software)?;
+        grew |= learn(&instance, &store, &others, &peer_id, over_loopback);
+        Ok(grew)
     })
     .await
     .map_err(|e| SyncError::Stream(e.to_string()))??;
+    if grew {
+        shared.registry_changed();
+    }
     let name = shared.store.instance_by_id(&id).map(|e| e.name).unwrap_or_default();
-    Ok(Peer { id, name, heads })
+    Ok(Peer { id, name, heads, address, over_loopback })
 }
 
-/// Registers the machines of these certificates that this one does not know
-/// yet; a certificate that does not verify against the identity is ignored.
-fn learn(instance: &Instance, store: &Store, certificates: &[String]) {
-    for text in certificates {
-        let Ok(cert) = Certificate::from_text(text) else { continue };
-        let unknown = matches!(store.instance_by_id(&cert.claims.instance_id), Err(StoreError::NotFound { .. }));
-        if unknown
-            && cert.claims.instance_id != instance.id
-            && cert.verify(&instance.identity_key()).is_ok()
-            && let Err(e) = instance.register(store, &cert, None)
-        {
-            tracing::warn!(error = %e, "could not register a machine a peer vouched for");
+/// Takes a newer certificate of a known machine (it was renamed); true if
+/// it was taken.
+fn refresh_certificate(instance: &Instance, store: &Store, entry: &InstanceEntry, cert: &Certificate) -> bool {
+    let known = Certificate::from_text(&entry.certificate).ok();
+    let newer = known
+        .is_none_or(|k| k.claims.issued_at < cert.claims.issued_at && k.claims.signing_key == cert.claims.signing_key);
+    newer && instance.register(store, cert, &[]).is_ok()
+}
+
+/// Registers the machines `peer` told of that this one did not know, takes
+/// newer certificates of known ones, and adds the addresses it gave (what
+/// it says of itself replaces what was known of it); a certificate that does
+/// not verify against the identity is ignored. True if the registry learned
+/// anything.
+fn learn(instance: &Instance, store: &Store, machines: &[Machine], peer: &str, over_loopback: bool) -> bool {
+    let mut grew = false;
+    for machine in machines {
+        let Ok(cert) = Certificate::from_text(&machine.certificate) else { continue };
+        let id = &cert.claims.instance_id;
+        if *id == instance.id || cert.verify(&instance.identity_key()).is_err() {
+            continue;
+        }
+        let addresses = usable(&machine.addresses, over_loopback);
+        if id == peer {
+            grew |= store.replace_addresses(id, &addresses).unwrap_or(false);
+            continue;
+        }
+        match store.instance_by_id(id) {
+            Err(StoreError::NotFound { .. }) => match instance.register(store, &cert, &addresses) {
+                Ok(()) => grew = true,
+                Err(e) => tracing::warn!(error = %e, "could not register a machine a peer vouched for"),
+            },
+            Ok(entry) if !entry.is_revoked() => {
+                grew |= refresh_certificate(instance, store, &entry, &cert);
+                grew |= store.add_addresses(id, &addresses).unwrap_or(false);
+            }
+            _ => {}
         }
     }
+    if grew && let Err(e) = instance.write_registry_file(store) {
+        tracing::warn!(error = %e, "could not rewrite instances.json");
+    }
+    grew
 }
 
-/// The certificates of origins in `entries` not yet announced to the peer.
-async fn unannounced(
-    store: &Arc<Store>,
-    entries: &[SignedEntry],
-    announced: &mut HashSet<String>,
-) -> Result<Vec<String>, SyncError> {
-    let new: Vec<String> = entries
-        .iter()
-        .map(|e| e.entry.origin.clone())
-        .filter(|o| !announced.contains(o))
-        .collect::<HashSet<_>>()
-        .into_iter()
-        .collect();
-    if new.is_empty() {
-        return Ok(Vec::new());
+/// The machines (not revoked, not this one) whose certificate or addresses
+/// the peer has not been told yet; marks them told.
+async fn news(shared: &Arc<Shared>, told: &mut Told) -> Result<Vec<Machine>, SyncError> {
+    let me = shared.instance.id.clone();
+    let known = blocking(&shared.store, |s| s.instances()).await?;
+    let mut news = Vec::new();
+    for entry in known.into_iter().filter(|e| !e.is_revoked() && e.id != me) {
+        let machine = Machine { certificate: entry.certificate, addresses: entry.addresses };
+        if told.get(&entry.id) != Some(&machine) {
+            told.insert(entry.id, machine.clone());
+            news.push(machine);
+        }
     }
-    announced.extend(new.iter().cloned());
-    blocking(store, move |s| Ok(new.iter().filter_map(|id| s.instance_by_id(id).ok()).map(|e| e.certificate).collect()))
-        .await
+    Ok(news)
 }
 
 async fn sender(
@@ -219,10 +287,13 @@ async fn sender(
     view: Arc<Mutex<PeerView>>,
     acked: Arc<Notify>,
     mut control: mpsc::Receiver<Message>,
-    mut announced: HashSet<String>,
+    mut told: Told,
 ) -> Result<(), SyncError> {
     let store = &shared.store;
     let mut log_grew = shared.log_grew.subscribe();
+    let mut registry_grew = shared.registry_grew.subscribe();
+    let mut last_news_at = tokio::time::Instant::now();
+    let mut own_addresses = shared.instance.advertised_urls();
     let reported = view.lock().expect("view poisoned").heads().clone();
     let mut cursor = blocking(store, move |s| s.scan_start(&reported)).await?;
     let mut last_heads: Option<Heads> = None;
@@ -256,17 +327,35 @@ async fn sender(
                     }
                 }
                 if !out.is_empty() {
-                    let certificates = unannounced(store, &out, &mut announced).await?;
-                    if !certificates.is_empty() {
-                        frame::write(send, &Message::Certificates(certificates)).await?;
+                    // The peer needs the certificate of every origin to verify its entries.
+                    let me = &shared.instance.id;
+                    let unknown = |o: &String| o != me && o != peer && !told.contains_key(o);
+                    if out.iter().any(|e| unknown(&e.entry.origin)) {
+                        let machines = news(shared, &mut told).await?;
+                        frame::write(send, &Message::Machines(machines)).await?;
                     }
                     frame::write(send, &Message::Entries(out)).await?;
                 }
                 continue;
             }
         }
-        // Idle (or the window is full): tell the peer our heads when they
+        // Idle (or the window is full): tell the peer of machines it has not
+        // heard of here (a join spreads this way), and our heads when they
         // moved, and at least every KEEPALIVE.
+        if registry_grew.has_changed().unwrap_or(false) || last_news_at.elapsed() >= KEEPALIVE {
+            registry_grew.borrow_and_update();
+            last_news_at = tokio::time::Instant::now();
+            let mut machines = news(shared, &mut told).await?;
+            // This machine moved (a new address from DHCP, another network).
+            let addresses = shared.instance.advertised_urls();
+            if addresses != own_addresses {
+                own_addresses = addresses.clone();
+                machines.push(Machine { certificate: shared.instance.certificate.to_text(), addresses });
+            }
+            if !machines.is_empty() {
+                frame::write(send, &Message::Machines(machines)).await?;
+            }
+        }
         let heads = blocking(store, |s| s.heads()).await?;
         if last_heads.as_ref() != Some(&heads) || last_heads_at.elapsed() >= KEEPALIVE {
             let peer_heads = view.lock().expect("view poisoned").heads().clone();
@@ -277,6 +366,7 @@ async fn sender(
         }
         tokio::select! {
             _ = log_grew.changed() => {}
+            _ = registry_grew.changed() => {}
             _ = acked.notified() => {}
             message = control.recv() => {
                 if let Some(message) = message {
@@ -298,6 +388,7 @@ async fn receiver(
     view: Arc<Mutex<PeerView>>,
     acked: Arc<Notify>,
     control: mpsc::Sender<Message>,
+    over_loopback: bool,
 ) -> Result<(), SyncError> {
     let (arrived, mut incoming) = mpsc::channel(READ_AHEAD);
     let reader = async move {
@@ -357,11 +448,15 @@ async fn receiver(
                     });
                     acked.notify_one();
                 }
-                Message::Certificates(certificates) => {
-                    let (instance, store) = (shared.instance.clone(), store.clone());
-                    tokio::task::spawn_blocking(move || learn(&instance, &store, &certificates))
-                        .await
-                        .map_err(|e| SyncError::Stream(e.to_string()))?;
+                Message::Machines(machines) => {
+                    let (instance, store, peer) = (shared.instance.clone(), store.clone(), peer.to_string());
+                    let grew =
+                        tokio::task::spawn_blocking(move || learn(&instance, &store, &machines, &peer, over_loopback))
+                            .await
+                            .map_err(|e| SyncError::Stream(e.to_string()))?;
+                    if grew {
+                        shared.registry_changed();
+                    }
                 }
                 Message::Hello { .. } => return Err(SyncError::Protocol("a second hello".into())),
             }
