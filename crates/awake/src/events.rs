@@ -15,6 +15,8 @@ use serde_json::Value;
 /// One line of `lease-events.jsonl`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
+    /// The Roost ID of the chain the role belonged to.
+    pub chain: Option<String>,
     pub node: String,
     /// awake, asleep, pause, resume, or handoff-failed.
     pub event: String,
@@ -27,6 +29,7 @@ pub struct Event {
 /// One machine's time as the holder.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Term {
+    pub chain: Option<String>,
     pub node: String,
     pub epoch: u64,
     pub from: Duration,
@@ -47,6 +50,7 @@ pub fn read(home: &Path) -> std::io::Result<Vec<Event>> {
         .filter_map(|line| serde_json::from_str::<Value>(line).ok())
         .filter_map(|v| {
             Some(Event {
+                chain: v["chain"].as_str().map(String::from),
                 node: v["node"].as_str()?.to_string(),
                 event: v["event"].as_str()?.to_string(),
                 epoch: v["epoch"].as_u64(),
@@ -65,7 +69,9 @@ pub fn terms(events: &[Event], ended: Option<Duration>) -> Vec<Term> {
     let mut terms: Vec<Term> = Vec::new();
     for e in events {
         match (e.event.as_str(), e.epoch) {
-            ("awake", Some(epoch)) => terms.push(Term { node: e.node.clone(), epoch, from: e.at, until: None }),
+            ("awake", Some(epoch)) => {
+                terms.push(Term { chain: e.chain.clone(), node: e.node.clone(), epoch, from: e.at, until: None })
+            }
             ("asleep", Some(epoch)) => {
                 if let Some(term) = terms.iter_mut().rev().find(|t| t.epoch == epoch && t.until.is_none()) {
                     term.until = Some(e.until.unwrap_or(e.at));
@@ -80,13 +86,14 @@ pub fn terms(events: &[Event], ended: Option<Duration>) -> Vec<Term> {
     terms
 }
 
-/// The first two terms of different machines that overlap in time, if any.
+/// The first two terms of different machines of one chain that overlap in
+/// time, if any.
 pub fn overlap(terms: &[Term]) -> Option<(Term, Term)> {
     let mut sorted = terms.to_vec();
     sorted.sort_by_key(|t| t.from);
     for (i, a) in sorted.iter().enumerate() {
         for b in &sorted[i + 1..] {
-            if a.node != b.node && a.until.is_none_or(|until| b.from < until) {
+            if a.chain == b.chain && a.node != b.node && a.until.is_none_or(|until| b.from < until) {
                 return Some((a.clone(), b.clone()));
             }
         }
@@ -100,6 +107,7 @@ mod tests {
 
     fn event(node: &str, kind: &str, epoch: u64, at: u64, until: Option<u64>) -> Event {
         Event {
+            chain: None,
             node: node.into(),
             event: kind.into(),
             epoch: Some(epoch),

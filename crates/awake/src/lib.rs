@@ -15,7 +15,6 @@ mod link;
 mod state;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -28,7 +27,7 @@ use tokio::task::JoinHandle;
 
 use roost_core::protocol::Heads;
 use roost_instance::Instance;
-use roost_lease::{Action, Config, Envelope, Grantor, Input, Node, NodeId, Tenure};
+use roost_lease::{Action, Config, Envelope, Grantor, Input, Node, NodeId, Tenure, View};
 use roost_store::{InstanceEntry, Store};
 use roost_sync::SyncService;
 
@@ -76,6 +75,7 @@ pub enum Part {
 enum Command {
     Wakeup { force: bool, reply: oneshot::Sender<Result<String, String>> },
     Leave { reply: oneshot::Sender<Result<String, String>> },
+    Stop { done: oneshot::Sender<()> },
 }
 
 /// What the driver last published.
@@ -95,16 +95,12 @@ pub struct AwakeService {
     tasks: Vec<JoinHandle<()>>,
 }
 
-/// An endpoint of its own for a machine that runs no replication (a
-/// witness), accepting lease connections.
-pub async fn own_endpoint(
-    instance: &Instance,
-    bind: SocketAddr,
-) -> Result<(Endpoint, mpsc::Receiver<Connection>), AwakeError> {
-    let endpoint = roost_sync::bind_endpoint(instance, bind, vec![ALPN.to_vec()]).await?;
+/// Accepts lease connections on an endpoint that runs no replication (a
+/// witness's), until the returned task is aborted.
+pub fn accept_lease(endpoint: &Endpoint) -> (JoinHandle<()>, mpsc::Receiver<Connection>) {
     let (sender, accepted) = mpsc::channel(16);
     let accepting = endpoint.clone();
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         while let Some(incoming) = accepting.accept().await {
             let sender = sender.clone();
             tokio::spawn(async move {
@@ -115,7 +111,7 @@ pub async fn own_endpoint(
             });
         }
     });
-    Ok((endpoint, accepted))
+    (task, accepted)
 }
 
 impl AwakeService {
@@ -144,10 +140,15 @@ impl AwakeService {
             }
             other => return Err(AwakeError::UnknownBackend(other.to_string())),
         };
-        let durable = state::load(&instance.home).map_err(AwakeError::State)?;
+        let chain = instance.roost_id().to_string();
+        let mut durable = state::load(&instance.home, &chain).map_err(AwakeError::State)?;
+        // The machine that created the chain starts as its only voter; one
+        // that joined waits for the holder to admit it.
+        if durable.view.is_none() && instance.founded_chain() {
+            durable.view = Some(View::genesis(&instance.id));
+        }
         let now = clock::now();
-        let mut config =
-            Config::new(&instance.id, vec![instance.id.clone()], Tenure::new(Duration::from_millis(settings.ttl_ms)));
+        let mut config = Config::new(&instance.id, Tenure::new(Duration::from_millis(settings.ttl_ms)));
         config.witness = part == Part::Witness;
         if etcd.is_some() {
             config.grantor = Grantor::External;
@@ -178,12 +179,13 @@ impl AwakeService {
         let driver = Driver {
             me: instance.id.clone(),
             home: instance.home.clone(),
+            events: state::Events::open(&instance.home, &chain),
+            chain,
             store,
             node,
             links,
             names: HashMap::from([(instance.id.clone(), instance.config.name.clone())]),
             internal: internal_sender,
-            events: state::Events::open(&instance.home),
             pending: None,
             lease_end: None,
             shared: shared.clone(),
@@ -232,8 +234,18 @@ impl AwakeService {
         }
     }
 
-    /// Stops the loop. A held lease is not released: the others take over
-    /// when it runs out (`roost leave` first hands it off without a gap).
+    /// Stops the loop: a holder stops acting and releases its lease, so a
+    /// standby takes the role at once (bounded; the loop ends regardless).
+    pub async fn stop(&self) {
+        let (done, stopped) = oneshot::channel();
+        if self.shared.commands.send(Command::Stop { done }).await.is_ok() {
+            let _ = tokio::time::timeout(IO_WAIT * 2, stopped).await;
+        }
+        self.shutdown();
+    }
+
+    /// Ends the loop at once, releasing nothing: the others take over when
+    /// the lease runs out.
     pub fn shutdown(&self) {
         for task in &self.tasks {
             task.abort();
@@ -284,6 +296,8 @@ async fn watch_caught_up(sync: Arc<SyncService>, internal: mpsc::Sender<Input>) 
 struct Driver {
     me: NodeId,
     home: std::path::PathBuf,
+    /// The Roost ID the voter state belongs to.
+    chain: String,
     store: Arc<Store>,
     node: Node,
     links: Arc<link::Links>,
@@ -336,9 +350,18 @@ impl Driver {
                         continue;
                     }
                 },
-                Some(command) = commands.recv() => match self.admit(command) {
-                    Some(input) => input,
-                    None => continue,
+                Some(command) = commands.recv() => match command {
+                    Command::Stop { done } => {
+                        let now = clock::now();
+                        let actions = self.node.handle(Input::Stop, now);
+                        self.perform(actions, now).await;
+                        let _ = done.send(());
+                        return;
+                    }
+                    command => match self.admit(command) {
+                        Some(input) => input,
+                        None => continue,
+                    },
                 },
                 Some(input) = internal.recv() => input,
                 Some(voters) = roster.recv() => {
@@ -360,6 +383,7 @@ impl Driver {
         let (input, reply) = match command {
             Command::Wakeup { force, reply } => (Input::Wakeup { force }, reply),
             Command::Leave { reply } => (Input::Leave, reply),
+            Command::Stop { .. } => unreachable!("the loop handles a stop itself"),
         };
         if self.pending.is_some() {
             let _ = reply.send(Err("another wakeup or leave is under way".into()));
@@ -369,25 +393,28 @@ impl Driver {
         Some(input)
     }
 
-    /// Takes the registry's machines as the voters; what the node must do
-    /// when this machine itself was revoked.
+    /// Tells the node the registry's machines (the holder admits those it
+    /// hears as voters and removes revoked ones); what the node must do when
+    /// this machine itself was revoked.
     fn set_roster(&mut self, entries: Vec<InstanceEntry>, now: Duration) -> Vec<Action> {
         // This machine left the chain (`roost leave` revoked it here): it
         // hands the role off if it holds it, and never takes it again.
         let mut actions = Vec::new();
-        if !self.retired && entries.iter().any(|e| e.id == self.me && e.status == "revoked") {
+        if !self.retired && entries.iter().any(|e| e.id == self.me && e.is_revoked()) {
             self.retired = true;
             actions = self.node.handle(Input::Leave, now);
         }
-        let entries: Vec<InstanceEntry> = entries.into_iter().filter(|e| e.status != "revoked").collect();
-        let peers: Vec<InstanceEntry> = entries.iter().filter(|e| e.id != self.me).cloned().collect();
+        let (revoked, active): (Vec<InstanceEntry>, Vec<InstanceEntry>) =
+            entries.into_iter().partition(InstanceEntry::is_revoked);
+        let peers: Vec<InstanceEntry> = active.iter().filter(|e| e.id != self.me).cloned().collect();
         self.links.set_peers(&peers);
-        for entry in &entries {
+        for entry in &active {
             self.names.insert(entry.id.clone(), entry.name.clone());
         }
-        let mut voters: Vec<NodeId> = entries.into_iter().map(|e| e.id).collect();
-        voters.push(self.me.clone());
-        self.node.set_voters(voters);
+        let mut members: Vec<NodeId> = active.into_iter().map(|e| e.id).collect();
+        members.push(self.me.clone());
+        let revoked = revoked.into_iter().map(|e| e.id).collect();
+        actions.extend(self.node.handle(Input::Members { active: members, revoked }, now));
         actions
     }
 
@@ -405,8 +432,8 @@ impl Driver {
                     }
                 }
                 Action::Persist(durable) => {
-                    let home = self.home.clone();
-                    let write = tokio::task::spawn_blocking(move || state::save(&home, &durable));
+                    let (home, chain) = (self.home.clone(), self.chain.clone());
+                    let write = tokio::task::spawn_blocking(move || state::save(&home, &chain, &durable));
                     let saved = matches!(tokio::time::timeout(IO_WAIT, write).await, Ok(Ok(Ok(()))));
                     if !saved {
                         // A promise not on disk must not leave this machine.
@@ -570,6 +597,12 @@ impl Driver {
             "epoch": status.epoch,
             "claims_seen": status.claims_seen,
             "voters": status.voters,
+            "voter_ids": status.voter_ids,
+            "peers": status.peers.iter().map(|p| json!({
+                "id": p.id, "name": self.name(&p.id), "witness": p.witness, "eligible": p.eligible,
+                "leaving": p.leaving, "live": p.live,
+            })).collect::<Vec<_>>(),
+            "view": status.view.map(|v| v.to_string()),
             "voters_heard": status.voters_heard,
             "failover": status.failover,
             "not_eligible": status.not_eligible,

@@ -31,7 +31,7 @@ const BACKOFF_MAX: Duration = Duration::from_secs(1);
 const QUEUE: usize = 64;
 
 struct PeerLink {
-    address: String,
+    addresses: Vec<String>,
     queue: mpsc::Sender<Bytes>,
     task: JoinHandle<()>,
 }
@@ -64,20 +64,19 @@ impl Links {
             peers.iter().map(|p| (p.signing_key.clone(), p.id.clone())).collect();
         let mut links = self.peers.lock().expect("links poisoned");
         links.retain(|id, link| {
-            let keep = peers.iter().any(|p| &p.id == id && p.gateway_url.as_deref() == Some(link.address.as_str()));
+            let keep = peers.iter().any(|p| &p.id == id && p.addresses == link.addresses);
             if !keep {
                 link.task.abort();
             }
             keep
         });
         for peer in peers {
-            let Some(address) = peer.gateway_url.clone() else { continue };
             if links.contains_key(&peer.id) {
                 continue;
             }
             let (queue, outgoing) = mpsc::channel(QUEUE);
             let task = tokio::spawn(self.clone().send_loop(peer.clone(), outgoing));
-            links.insert(peer.id.clone(), PeerLink { address, queue, task });
+            links.insert(peer.id.clone(), PeerLink { addresses: peer.addresses.clone(), queue, task });
         }
     }
 
@@ -139,7 +138,13 @@ impl Links {
     }
 
     async fn dial(&self, peer: &InstanceEntry) -> Option<Connection> {
-        let address = roost_sync::dial_address(peer)?;
+        let address = match roost_sync::address::endpoint_addr(peer).await {
+            Ok(address) => address,
+            Err(e) => {
+                tracing::debug!(peer = %peer.name, error = %e, "lease peer cannot be dialed");
+                return None;
+            }
+        };
         match tokio::time::timeout(DIAL_WAIT, self.endpoint.connect(address, ALPN)).await {
             Ok(Ok(conn)) => Some(conn),
             Ok(Err(e)) => {

@@ -15,7 +15,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use roost_lease::{Ballot, Durable};
+use roost_lease::{Ballot, Durable, View};
 
 #[derive(Serialize, Deserialize)]
 struct StoredBallot {
@@ -24,9 +24,22 @@ struct StoredBallot {
 }
 
 #[derive(Serialize, Deserialize)]
+struct StoredView {
+    epoch: u64,
+    seq: u64,
+    voters: Vec<String>,
+}
+
+#[derive(Serialize, Deserialize)]
 struct Stored {
+    /// The Roost ID of the chain these votes belong to: a machine that joins
+    /// another chain starts its votes afresh.
+    #[serde(default)]
+    chain: Option<String>,
     promised: Option<StoredBallot>,
     accepted: Option<(StoredBallot, u64)>,
+    #[serde(default)]
+    view: Option<StoredView>,
 }
 
 fn stored(b: &Ballot) -> StoredBallot {
@@ -41,8 +54,9 @@ pub(crate) fn state_path(home: &Path) -> PathBuf {
     home.join("lease.json")
 }
 
-/// The voter state, or the empty state when none was ever written.
-pub(crate) fn load(home: &Path) -> Result<Durable, String> {
+/// The voter state kept for `chain`, or the empty state when none was ever
+/// written for it.
+pub(crate) fn load(home: &Path, chain: &str) -> Result<Durable, String> {
     let path = state_path(home);
     let text = match std::fs::read_to_string(&path) {
         Ok(text) => text,
@@ -56,17 +70,23 @@ pub(crate) fn load(home: &Path) -> Result<Durable, String> {
             path.display()
         )
     })?;
+    if stored.chain.as_deref() != Some(chain) {
+        return Ok(Durable::default());
+    }
     Ok(Durable {
         promised: stored.promised.map(ballot),
         accepted: stored.accepted.map(|(b, ttl)| (ballot(b), Duration::from_millis(ttl))),
+        view: stored.view.map(|v| View::new(v.epoch, v.seq, v.voters)),
     })
 }
 
-/// Writes the voter state durably (temporary file, fsync, rename).
-pub(crate) fn save(home: &Path, durable: &Durable) -> std::io::Result<()> {
+/// Writes the voter state of `chain` durably (temporary file, fsync, rename).
+pub(crate) fn save(home: &Path, chain: &str, durable: &Durable) -> std::io::Result<()> {
     let stored = Stored {
+        chain: Some(chain.to_string()),
         promised: durable.promised.as_ref().map(stored),
         accepted: durable.accepted.as_ref().map(|(b, ttl)| (stored(b), ttl.as_millis() as u64)),
+        view: durable.view.as_ref().map(|v| StoredView { epoch: v.id.epoch, seq: v.id.seq, voters: v.voters.clone() }),
     };
     let path = state_path(home);
     let temporary = path.with_extension("json.tmp");
@@ -77,22 +97,25 @@ pub(crate) fn save(home: &Path, durable: &Durable) -> std::io::Result<()> {
     File::open(home)?.sync_all()
 }
 
-/// Appends role changes to `lease-events.jsonl`.
+/// Appends role changes to `lease-events.jsonl`, each naming the chain it
+/// belongs to (a machine that joins another chain starts anew there).
 pub(crate) struct Events {
     file: Option<File>,
+    chain: String,
 }
 
 impl Events {
-    pub fn open(home: &Path) -> Events {
+    pub fn open(home: &Path, chain: &str) -> Events {
         let file = OpenOptions::new().create(true).append(true).open(home.join("lease-events.jsonl"));
         if let Err(e) = &file {
             tracing::warn!(error = %e, "cannot open the lease event log; role changes are only traced");
         }
-        Events { file: file.ok() }
+        Events { file: file.ok(), chain: chain.to_string() }
     }
 
     pub fn record(&mut self, mut event: Value, at: Duration) {
         event["at_ns"] = Value::from(at.as_nanos() as u64);
+        event["chain"] = Value::from(self.chain.as_str());
         tracing::info!(%event, "lease");
         if let Some(file) = &mut self.file {
             let mut line = event.to_string();

@@ -220,7 +220,7 @@ async fn mcp_round_trips(
     let addr = listener.local_addr()?;
     let gateway = Gateway::new(instance, store, addr);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(gateway.serve(listener, async move {
+    let server = tokio::spawn(gateway.serve(listener, None, async move {
         let _ = stopped.await;
     }));
     let client = ClientConfig::default()

@@ -76,8 +76,9 @@ pub fn run(kills: usize, handoffs: usize, ttl_ms: u64, etcd: Option<&str>) -> an
         let holder = settle(&machines)?;
         let before = machines[holder].lease()["epoch"].as_u64().context("the holder reports its epoch")?;
         let target = (holder + 1 + i % 2) % machines.len();
-        let url = format!("http://{}/api/v1/lease/wakeup", machines[target].addr);
-        crate::http::post(&url, &json!({})).with_context(|| format!("handoff {i}"))?;
+        let wakeup = json!({"force": false});
+        crate::http::local(&machines[target].home, "/api/v1/lease/wakeup", Some(&wakeup), crate::http::WAIT)
+            .with_context(|| format!("handoff {i}"))?;
         let epoch = machines[target].lease()["epoch"].as_u64().context("the target reports its epoch")?;
         let paused = last_event(&machines[holder].home, "pause", before)?;
         let awake = event_at(&machines[target].home, "awake", epoch)?;

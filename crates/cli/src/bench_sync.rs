@@ -90,12 +90,13 @@ fn apply_run(n: usize, seed: u64) -> anyhow::Result<(f64, f64)> {
         id: source.origin().to_string(),
         name: "source".into(),
         role: "home".into(),
-        gateway_url: None,
+        addresses: Vec::new(),
         certificate: String::new(),
         signing_key: roost_core::hex::encode(key(1).verifying_key().as_bytes()),
         encryption_key: "00".repeat(32),
+        version: None,
         last_seen: None,
-        status: "unknown".into(),
+        status: roost_store::Standing::Active,
         created_at: String::new(),
     })?;
     let started = Instant::now();

@@ -1,5 +1,7 @@
-//! Bounded HTTP calls from the command line to a gateway.
+//! Bounded HTTP calls from the command line: to this machine's own gateway
+//! over the instance's Unix socket, and to other gateways over TCP.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -8,16 +10,24 @@ use serde_json::Value;
 /// No CLI command waits longer than this on one request.
 pub const WAIT: Duration = Duration::from_secs(10);
 
+/// The file name of the gateway's Unix socket in the instance home.
+pub use roost_instance::SOCKET;
+
+/// This machine's gateway is not running (its socket is absent or refuses).
+#[derive(Debug, thiserror::Error)]
+#[error("roost serve is not running for {0} (start it with `roost serve`)")]
+pub struct NotRunning(pub PathBuf);
+
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")
 }
 
-async fn answer(response: reqwest::Response, url: &str) -> anyhow::Result<Value> {
+async fn answer(response: reqwest::Response, what: &str) -> anyhow::Result<Value> {
     let status = response.status();
-    let body: Value = response.json().await.with_context(|| format!("{url} did not answer with JSON"))?;
+    let body: Value = response.json().await.with_context(|| format!("{what} did not answer with JSON"))?;
     if !status.is_success() {
         let reason = body["error"].as_str().unwrap_or("no reason given");
-        bail!("{url} answered {}: {reason}", status.as_u16());
+        bail!("{what} answered {}: {reason}", status.as_u16());
     }
     Ok(body)
 }
@@ -41,8 +51,36 @@ pub fn post(url: &str, body: &Value) -> anyhow::Result<Value> {
     })
 }
 
+/// A request to this machine's own gateway, over the socket in `home`:
+/// GET when `body` is `None`, else POST it as JSON. [`NotRunning`] when no
+/// gateway listens there.
+pub fn local(home: &Path, path: &str, body: Option<&Value>, wait: Duration) -> anyhow::Result<Value> {
+    let socket = home.join(SOCKET);
+    if !socket.exists() {
+        return Err(NotRunning(home.to_path_buf()).into());
+    }
+    runtime()?.block_on(async {
+        let client = reqwest::Client::builder().unix_socket(socket.as_path()).timeout(wait).build()?;
+        let url = format!("http://localhost{path}");
+        let request = match body {
+            Some(body) => client.post(&url).json(body),
+            None => client.get(&url),
+        };
+        let response = match request.send().await {
+            Ok(response) => response,
+            Err(e) if e.is_connect() => return Err(NotRunning(home.to_path_buf()).into()),
+            Err(e) => return Err(e).with_context(|| format!("this machine's gateway did not answer {path}")),
+        };
+        answer(response, &format!("this machine's gateway ({path})")).await
+    })
+}
+
+/// Whether an error says this machine's gateway is not running.
+pub fn not_running(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<NotRunning>().is_some()
+}
+
 /// The base URL of a gateway as a person may type it.
 pub fn base(url: &str) -> String {
-    let url = url.trim().trim_end_matches('/');
-    if url.starts_with("http://") || url.starts_with("https://") { url.to_string() } else { format!("http://{url}") }
+    roost_instance::addresses::normalise(url)
 }

@@ -134,15 +134,30 @@ pub fn run(home: &Path, command: IdentityCommand) -> anyhow::Result<()> {
                 Some(instance) => instance,
                 None => Instance::init(home, &roost_instance::default_name())?,
             };
-            instance.adopt_identity(seed, None, role)?;
-            instance.register_self(&instance.open_store()?)?;
+            instance.adopt_chain(&instance.open_store()?, seed, None, role, &[])?;
             println!(
                 "this machine is now {} ({}) in chain {}",
                 instance.config.name,
                 role.as_str(),
                 instance.roost_id()
             );
+            restart_on_new_identity(&instance);
             Ok(())
+        }
+    }
+}
+
+/// Tells the running gateway, if any, to take the identity now on disk:
+/// replication and the lease restart on it at once.
+pub fn restart_on_new_identity(instance: &Instance) {
+    match crate::http::local(&instance.home, "/api/v1/local/reload", Some(&serde_json::json!({})), crate::http::WAIT) {
+        Ok(answer) if answer["restarted"] == true => {
+            println!("the running roost serve now replicates and votes as part of this chain")
+        }
+        Ok(_) => {}
+        Err(e) if crate::http::not_running(&e) => println!("the next `roost serve` runs as part of this chain"),
+        Err(e) => {
+            eprintln!("roost: warning: the running roost serve did not take the new identity ({e:#}); restart it")
         }
     }
 }
@@ -151,12 +166,11 @@ pub fn leave(home: &Path, force: bool) -> anyhow::Result<()> {
     let mut instance = Instance::open(home)?;
     let store = instance.open_store()?;
     let machines = store.instances()?;
-    let other_homes =
-        machines.iter().filter(|m| m.id != instance.id && m.role == "home" && m.status != "revoked").count();
+    let other_homes = machines.iter().filter(|m| m.id != instance.id && m.role == "home" && !m.is_revoked()).count();
     if instance.certificate.claims.role == Role::Home && other_homes == 0 && !force {
         bail!("this is the chain's last home machine; leaving would leave no home (pass --force to leave anyway)");
     }
-    crate::lease::hand_off_before_leaving(&instance)?;
+    crate::lease::leave_the_voters(&instance)?;
     store.revoke_instance(&instance.id)?;
     instance.write_registry_file(&store)?;
     instance.forget_seed()?;

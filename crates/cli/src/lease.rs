@@ -6,10 +6,6 @@ use serde_json::{Value, json};
 
 use roost_instance::Instance;
 
-fn local_url(instance: &Instance, path: &str) -> String {
-    format!("http://{}{path}", instance.gateway_addr().replace("0.0.0.0", "127.0.0.1"))
-}
-
 pub fn wakeup(instance: &Instance, force: bool) -> anyhow::Result<()> {
     if force {
         eprintln!(
@@ -18,26 +14,23 @@ pub fn wakeup(instance: &Instance, force: bool) -> anyhow::Result<()> {
              older one's writes from overwriting the newer one's."
         );
     }
-    let url = local_url(instance, "/api/v1/lease/wakeup");
-    let answer = crate::http::post(&url, &json!({"force": force}))?;
+    let answer =
+        crate::http::local(&instance.home, "/api/v1/lease/wakeup", Some(&json!({"force": force})), crate::http::WAIT)?;
     println!("{}", message(&answer));
     Ok(())
 }
 
-/// Hands the role off before this machine leaves the chain. Nothing to do
-/// when the gateway is not running (it holds no lease then).
-pub fn hand_off_before_leaving(instance: &Instance) -> anyhow::Result<()> {
-    let health = local_url(instance, "/health");
-    let Ok(status) = crate::http::get(&health, std::time::Duration::from_millis(1500)) else { return Ok(()) };
-    if status["lease"]["role"] != json!("awake") {
-        return Ok(());
-    }
-    match crate::http::post(&local_url(instance, "/api/v1/lease/leave"), &json!({})) {
+/// Before this machine leaves the chain: hands the awake role off if it
+/// holds it, and waits for the holder to remove it from the voters. Nothing
+/// to do when the gateway is not running.
+pub fn leave_the_voters(instance: &Instance) -> anyhow::Result<()> {
+    match crate::http::local(&instance.home, "/api/v1/lease/leave", Some(&json!({})), crate::http::WAIT) {
         Ok(answer) => {
-            println!("handed the awake role off: {}", message(&answer));
+            println!("left the voters: {}", message(&answer));
             Ok(())
         }
-        Err(e) => bail!("this machine is awake and could not hand the role off ({e:#}); it stays in the chain"),
+        Err(e) if crate::http::not_running(&e) => Ok(()),
+        Err(e) => bail!("{e:#}; this machine stays in the chain"),
     }
 }
 

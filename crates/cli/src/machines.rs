@@ -1,9 +1,11 @@
-//! `roost machines` and `roost instance register|revoke`: the registry.
+//! `roost machines`, `roost rename` and `roost instance register|revoke`:
+//! the machines of the chain.
 
 use std::path::Path;
 
 use anyhow::Context;
 use clap::Subcommand;
+use serde_json::{Value, json};
 
 use roost_identity::Certificate;
 use roost_instance::Instance;
@@ -18,26 +20,66 @@ pub enum InstanceCommand {
     Revoke { id: String },
 }
 
+/// Every machine this one knows: as the running gateway sees them now, or
+/// from the registry alone when it is not running.
 pub fn list(instance: &Instance, as_json: bool) -> anyhow::Result<()> {
-    let store = instance.open_store()?;
-    let machines = store.instances()?;
+    let machines = match http::local(&instance.home, "/api/v1/machines", None, http::WAIT) {
+        Ok(answer) => answer["machines"].as_array().cloned().unwrap_or_default(),
+        Err(e) if http::not_running(&e) => offline_rows(instance)?,
+        Err(e) => return Err(e),
+    };
     if as_json {
         println!("{}", serde_json::to_string_pretty(&machines)?);
         return Ok(());
     }
-    println!("{:<20} {:<10} {:<9} {:<36} {:<30} LAST SEEN", "NAME", "ROLE", "STATUS", "ID", "GATEWAY");
+    let text = |v: &Value| v.as_str().unwrap_or("-").to_string();
+    println!("{:<22} {:<8} {:<11} {:<8} {:<24} {:<36} ADDRESSES", "NAME", "ROLE", "SYNC", "VERSION", "LAST SEEN", "ID");
     for m in &machines {
-        let me = if m.id == instance.id { " (this machine)" } else { "" };
+        let name = if m["this"] == true { format!("{} *", text(&m["name"])) } else { text(&m["name"]) };
+        let addresses: Vec<String> =
+            m["addresses"].as_array().map(|a| a.iter().map(text).collect()).unwrap_or_default();
+        let addresses =
+            if addresses.is_empty() { "none known: it cannot be dialed".into() } else { addresses.join(" ") };
+        let sync = if m["status"] == "revoked" { "revoked".into() } else { text(&m["sync"]) };
         println!(
-            "{:<20} {:<10} {:<9} {:<36} {:<30} {}{me}",
-            m.name,
-            m.role,
-            m.status,
-            m.id,
-            m.gateway_url.as_deref().unwrap_or("-"),
-            m.last_seen.as_deref().unwrap_or("-")
+            "{name:<22} {:<8} {sync:<11} {:<8} {:<24} {:<36} {addresses}",
+            text(&m["role"]),
+            text(&m["version"]),
+            text(&m["last_seen"]),
+            text(&m["id"]),
         );
     }
+    println!("(* this machine)");
+    Ok(())
+}
+
+/// The rows `roost machines` shows when the gateway is not running: what
+/// the registry holds, and nothing live.
+fn offline_rows(instance: &Instance) -> anyhow::Result<Vec<Value>> {
+    let entries = instance.open_store()?.instances()?;
+    let names = roost_gateway::display_names(&entries);
+    Ok(entries
+        .iter()
+        .map(|e| {
+            let this = e.id == instance.id;
+            json!({
+                "id": e.id, "name": names[&e.id], "this": this, "role": "unknown",
+                "addresses": e.addresses, "sync": if this { "this machine" } else { "not running" },
+                "version": e.version, "last_seen": e.last_seen, "status": e.status,
+            })
+        })
+        .collect())
+}
+
+/// `roost rename NAME`: a new certificate naming this machine so, which the
+/// others take the next time they hear from it.
+pub fn rename(home: &Path, name: &str) -> anyhow::Result<()> {
+    let mut instance = Instance::open(home)?;
+    let store = instance.open_store()?;
+    let old = instance.config.name.clone();
+    instance.rename(&store, name)?;
+    println!("renamed {old} to {}", instance.config.name);
+    crate::identity::restart_on_new_identity(&instance);
     Ok(())
 }
 
@@ -52,9 +94,7 @@ pub fn run(home: &Path, command: InstanceCommand) -> anyhow::Result<()> {
             let cert = Certificate::from_text(answer["certificate"].as_str().unwrap_or_default())
                 .with_context(|| format!("{base} sent no valid certificate"))?;
             cert.verify(&instance.identity_key()).with_context(|| format!("refusing {base}"))?;
-            instance.register(&store, &cert, Some(base.clone()))?;
-            store.mark_seen(&cert.claims.instance_id, "online")?;
-            instance.write_registry_file(&store)?;
+            instance.register(&store, &cert, std::slice::from_ref(&base))?;
             println!(
                 "registered {} ({}, {}) at {base}; it answers {}",
                 cert.claims.name,

@@ -108,12 +108,14 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
-    /// List the machines of this chain that this instance knows.
+    /// List the machines of this chain: role, sync state, version, last seen, addresses.
     #[command(visible_alias = "instances")]
     Machines {
         #[arg(long)]
         json: bool,
     },
+    /// Rename this machine (the others learn the new name when they next hear from it).
+    Rename { name: String },
     /// Register or revoke machines.
     #[command(subcommand)]
     Instance(machines::InstanceCommand),
@@ -190,6 +192,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             pair::join(&home, pair::JoinOptions { url, code, name, yes, force })
         }
         Command::Machines { json } => machines::list(&Instance::open(&home)?, json),
+        Command::Rename { name } => machines::rename(&home, &name),
         Command::Instance(command) => machines::run(&home, command),
         Command::Leave { force } => identity::leave(&home, force),
         Command::Sync(command) => sync::run(&Instance::open(&home)?, command),

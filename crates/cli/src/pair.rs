@@ -8,8 +8,9 @@ use anyhow::{Context, bail};
 use base64::Engine;
 use serde_json::json;
 
-use roost_identity::pairing::{self, JoinGrant, JoinRequest, OFFER_LIFETIME, Offer, PairingCode, Side};
+use roost_identity::pairing::{self, JoinGrant, JoinRequest, KnownMachine, OFFER_LIFETIME, Offer, PairingCode, Side};
 use roost_identity::{Certificate, MasterSeed, Role, hex};
+use roost_instance::addresses::is_loopback_url;
 use roost_instance::{Instance, InstanceError, unix_now};
 
 use crate::http;
@@ -41,7 +42,9 @@ pub fn pair(home: &Path, wait: bool) -> anyhow::Result<()> {
         OFFER_LIFETIME / 60,
         pairing::MAX_ATTEMPTS
     );
-    println!("on the new machine run: roost join http://{} --code {}", instance.gateway_addr(), code.display());
+    let url =
+        instance.advertised_urls().into_iter().next().unwrap_or_else(|| format!("http://{}", instance.gateway_addr()));
+    println!("on the new machine run: roost join {url} --code {}", code.display());
     std::io::stdout().flush()?;
     if !wait {
         return Ok(());
@@ -120,7 +123,7 @@ pub fn join(home: &Path, options: JoinOptions) -> anyhow::Result<()> {
         name: instance.config.name.clone(),
         signing_key: hex(&instance.machine_key.verifying_key().to_bytes()),
         x25519_key: hex(&x25519_dalek::PublicKey::from(&instance.x25519_key).to_bytes()),
-        gateway_url: Some(format!("http://{}", instance.config.gateway.bind)),
+        addresses: instance.advertised_urls(),
     };
     let sealed = key.seal(0, &serde_json::to_vec(&request)?);
     let finished = http::post(
@@ -130,7 +133,7 @@ pub fn join(home: &Path, options: JoinOptions) -> anyhow::Result<()> {
     let grant: JoinGrant = serde_json::from_slice(&key.open(0, &unb64(&finished["sealed"], "grant")?)?)
         .context("the chain's answer is not a join grant")?;
     let seed = roost_instance::parse_key_hex(&grant.seed).map(MasterSeed).context("the grant's seed is malformed")?;
-    let chain = Certificate::from_text(&grant.chain_certificate)?;
+    let chain = Certificate::from_text(&grant.chain.certificate)?;
     chain.verify(&seed.identity_key().verifying_key()).context("the chain's own certificate")?;
     let certificate = Certificate::from_text(&grant.certificate)?;
     if certificate.claims.signing_key != instance.machine_key.verifying_key().to_bytes()
@@ -138,11 +141,20 @@ pub fn join(home: &Path, options: JoinOptions) -> anyhow::Result<()> {
     {
         bail!("the chain issued a certificate for another machine; refusing it");
     }
-    instance.adopt_identity(seed, Some(certificate), Role::Satellite)?;
-    instance.register_self(&store)?;
-    instance.register(&store, &chain, Some(base.clone()))?;
-    store.mark_seen(&chain.claims.instance_id, "online")?;
-    instance.write_registry_file(&store)?;
+    // The address typed here reached it; loopback URLs it sent mean this
+    // host only if that address was a loopback one too.
+    let over_loopback = is_loopback_url(&base);
+    let usable = |m: &KnownMachine| -> Vec<String> {
+        m.addresses.iter().filter(|a| over_loopback || !is_loopback_url(a)).cloned().collect()
+    };
+    let mut known = vec![(chain.clone(), [vec![base.clone()], usable(&grant.chain)].concat())];
+    for machine in &grant.machines {
+        if let Ok(cert) = Certificate::from_text(&machine.certificate) {
+            known.push((cert, usable(machine)));
+        }
+    }
+    instance.adopt_chain(&store, seed, Some(certificate), Role::Satellite, &known)?;
     println!("joined chain {} as a satellite; {} is registered at {base}", instance.roost_id(), chain.claims.name);
+    crate::identity::restart_on_new_identity(&instance);
     Ok(())
 }

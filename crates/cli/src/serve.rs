@@ -1,127 +1,116 @@
-//! `roost serve` and `roost mcp`: the long-running processes.
+//! `roost serve`, `roost witness` and `roost mcp`: the long-running processes.
 
 use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use rmcp::ServiceExt;
+use tokio::net::UnixListener;
 
-use std::net::SocketAddr;
-
-use tokio::sync::mpsc;
-
-use roost_awake::{AwakeService, Connection, Part};
+use roost_awake::Part;
 use roost_federation::Federation;
 use roost_gateway::Gateway;
 use roost_instance::Instance;
+use roost_machine::Machine;
 use roost_mcp::RoostTools;
-use roost_store::Store;
-use roost_sync::SyncService;
 
 /// Binding must not hang the boot path.
 const BIND_WAIT: Duration = Duration::from_secs(5);
 
+/// `roost serve`: the gateway, replication and the awake role.
 pub async fn serve(instance: Instance, bind: Option<String>) -> anyhow::Result<()> {
-    let (store, listener, addr, instance) = open_and_bind(instance, bind).await?;
-    let (lease_connections, accepted) = mpsc::channel(16);
-    let sync = Arc::new(start_sync(&instance, &store, addr, lease_connections).await?);
-    let awake = AwakeService::start(
-        instance.clone(),
-        store.clone(),
-        Some(sync.clone()),
-        sync.endpoint().clone(),
-        accepted,
-        Part::Machine,
-    )?;
-    let federation = Federation::new(&instance, store.clone(), Some(sync.clone()));
-    let refreshing = federation.start_refreshing();
-    let mut gateway = Gateway::new(instance.clone(), store, addr);
-    gateway.sync = Some(sync.clone());
-    gateway.federation = Some(federation);
-    gateway.awake = Some(Arc::new(awake));
-    let served = run_gateway(&instance, gateway, listener, "").await;
-    refreshing.abort();
-    sync.shutdown().await;
-    served
+    run(instance, bind, Part::Machine).await
 }
 
 /// `roost witness`: a voter of the lease that holds no data and is never
-/// awake. It serves `/health` and its certificate (so machines can register
-/// it) and answers lease messages on the same port.
+/// awake. It serves `/health` and its certificate and answers lease messages
+/// on the same port.
 pub async fn witness(instance: Instance, bind: Option<String>) -> anyhow::Result<()> {
-    let (store, listener, addr, instance) = open_and_bind(instance, bind).await?;
-    let (endpoint, accepted) = roost_awake::own_endpoint(&instance, addr).await?;
-    let awake = AwakeService::start(instance.clone(), store.clone(), None, endpoint.clone(), accepted, Part::Witness)?;
-    let mut gateway = Gateway::new(instance.clone(), store, addr);
-    gateway.awake = Some(Arc::new(awake));
-    let served = run_gateway(&instance, gateway, listener, "witness ").await;
-    let _ = tokio::time::timeout(Duration::from_secs(3), endpoint.close()).await;
-    served
+    run(instance, bind, Part::Witness).await
 }
 
-async fn open_and_bind(
-    instance: Instance,
-    bind: Option<String>,
-) -> anyhow::Result<(Arc<Store>, tokio::net::TcpListener, SocketAddr, Arc<Instance>)> {
+async fn run(instance: Instance, bind: Option<String>, part: Part) -> anyhow::Result<()> {
+    let _serving = instance.lock_serving()?;
     let store = Arc::new(instance.open_store()?);
     let bind = bind.unwrap_or_else(|| instance.config.gateway.bind.clone());
     let listener = tokio::time::timeout(BIND_WAIT, tokio::net::TcpListener::bind(&bind))
         .await
         .with_context(|| format!("binding {bind} took longer than {BIND_WAIT:?}"))?
-        .with_context(|| {
-            format!("cannot listen on {bind}; is another roost serve running? choose another with --bind")
-        })?;
+        .with_context(|| format!("cannot listen on {bind}; is another program using it? choose another with --bind"))?;
     let addr = listener.local_addr()?;
-    Ok((store, listener, addr, Arc::new(instance)))
+    // Recorded before anything advertises this machine's addresses.
+    instance.record_gateway_addr(&addr.to_string())?;
+    let instance = Arc::new(instance);
+    instance.register_self(&store)?;
+    let machine = Machine::start(instance.clone(), store.clone(), addr, part).await?;
+    let mut gateway = Gateway::new(instance.clone(), store.clone(), addr);
+    let refreshing = (part == Part::Machine).then(|| {
+        let federation = Federation::new(&instance, store, machine.sync_source());
+        gateway.federation = Some(federation.clone());
+        federation.start_refreshing()
+    });
+    gateway.machine = Some(machine.clone());
+    let socket = Socket::bind(&instance.home)?;
+    let what = if part == Part::Witness { "witness " } else { "" };
+    let served = announce_and_serve(&instance, gateway, listener, socket, what).await;
+    if let Some(refreshing) = refreshing {
+        refreshing.abort();
+    }
+    machine.shutdown().await;
+    served
+}
+
+/// The gateway's Unix socket in the home (mode 0600), removed on drop.
+struct Socket {
+    path: PathBuf,
+    listener: Option<UnixListener>,
+}
+
+impl Socket {
+    fn bind(home: &Path) -> anyhow::Result<Socket> {
+        let path = home.join(roost_instance::SOCKET);
+        // Left behind by a process that died: this one holds the home's lock.
+        let _ = std::fs::remove_file(&path);
+        let listener = UnixListener::bind(&path).with_context(|| format!("cannot listen on {}", path.display()))?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("cannot make {} private", path.display()))?;
+        Ok(Socket { path, listener: Some(listener) })
+    }
+}
+
+impl Drop for Socket {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
 }
 
 /// Announces the gateway, serves until SIGINT or SIGTERM, and tidies up.
-async fn run_gateway(
+async fn announce_and_serve(
     instance: &Arc<Instance>,
     gateway: Gateway,
     listener: tokio::net::TcpListener,
+    mut socket: Socket,
     what: &str,
 ) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
-    // Recorded before it is announced, so a command run after the
-    // announcement finds the gateway.
-    instance.record_gateway_addr(&addr.to_string())?;
     // The first line on stdout is the address, for people and for scripts.
     println!("roost: {what}listening on http://{addr} (instance {}, {})", instance.config.name, instance.id);
     std::io::stdout().flush()?;
     tracing::info!(%addr, home = %instance.home.display(), "gateway started");
-    let served = gateway.serve(listener, shutdown_signal()).await;
+    let served = gateway.serve(listener, socket.listener.take(), shutdown_signal()).await;
     instance.clear_gateway_addr();
+    drop(socket);
     served?;
     tracing::info!("gateway stopped");
     Ok(())
 }
 
-/// Replication listens on UDP at the gateway's address and port, which is
-/// where peers look for it (they know the gateway URL from the registry); the
-/// lease shares that endpoint. If the port is taken, it binds another: this
-/// machine still dials its peers, they just cannot dial it.
-async fn start_sync(
-    instance: &Arc<Instance>,
-    store: &Arc<Store>,
-    addr: SocketAddr,
-    lease: mpsc::Sender<Connection>,
-) -> anyhow::Result<SyncService> {
-    let share = || Some((roost_awake::ALPN, lease.clone()));
-    match SyncService::start_sharing(instance.clone(), store.clone(), addr, share()).await {
-        Ok(sync) => Ok(sync),
-        Err(e) => {
-            tracing::warn!(error = %e, "sync endpoint not on the gateway's port; peers cannot dial this machine");
-            Ok(SyncService::start_sharing(instance.clone(), store.clone(), SocketAddr::new(addr.ip(), 0), share())
-                .await?)
-        }
-    }
-}
-
 pub async fn stdio(instance: Instance) -> anyhow::Result<()> {
     let store = Arc::new(instance.open_store()?);
-    let federation = Federation::new(&instance, store.clone(), None);
+    let federation = Federation::new(&instance, store.clone(), Arc::new(|| None));
     let refreshing = federation.start_refreshing();
     let config = &instance.config;
     let tools = RoostTools::new(store, &config.name, &config.federation.peer_tools).with_remote(Arc::new(federation));

@@ -14,7 +14,7 @@ pub fn status(instance: &Instance, as_json: bool) -> anyhow::Result<()> {
     let counts = store.counts()?;
     let (lamport, changes) = store.clock()?;
     let bind = &instance.gateway_addr();
-    let gateway = probe(bind);
+    let gateway = crate::http::local(&instance.home, "/health", None, PROBE_WAIT).ok();
     let report = json!({
         "id": instance.id,
         "name": instance.config.name,
@@ -46,11 +46,6 @@ pub fn status(instance: &Instance, as_json: bool) -> anyhow::Result<()> {
         print_lease(lease);
     }
     Ok(())
-}
-
-/// GET /health on the configured address, or None when nothing answers in time.
-fn probe(bind: &str) -> Option<Value> {
-    crate::http::get(&format!("http://{}/health", bind.replace("0.0.0.0", "127.0.0.1")), PROBE_WAIT).ok()
 }
 
 /// The lease as this machine sees it: role, holder, epoch, claims, failover.

@@ -29,9 +29,8 @@ pub enum SyncCommand {
 const POLL: Duration = Duration::from_millis(200);
 
 fn fetch(instance: &Instance) -> anyhow::Result<Value> {
-    let addr = instance.gateway_addr().replace("0.0.0.0", "127.0.0.1");
-    crate::http::get(&format!("http://{addr}/api/v1/sync/status"), crate::http::WAIT)
-        .map_err(|e| anyhow::anyhow!("{e:#}; replication runs inside `roost serve`, start it first"))
+    crate::http::local(&instance.home, "/api/v1/sync/status", None, crate::http::WAIT)
+        .map_err(|e| anyhow::anyhow!("{e:#}; replication runs inside `roost serve`"))
 }
 
 fn peers(status: &Value) -> Vec<Value> {
@@ -48,8 +47,9 @@ pub fn run(instance: &Instance, command: SyncCommand) -> anyhow::Result<()> {
             }
             println!("open conflicts: {}", status["open_conflicts"]);
             for p in peers(&status) {
+                let at = p["address"].as_str().map(|a| format!("  at {a}")).unwrap_or_default();
                 println!(
-                    "{:<16} {:<8} behind {:>6}  ahead {:>6}  last sync {}{}",
+                    "{:<16} {:<10} behind {:>6}  ahead {:>6}  last sync {}{at}{}",
                     p["name"].as_str().unwrap_or_default(),
                     p["state"].as_str().unwrap_or_default(),
                     p["behind"],

@@ -43,9 +43,12 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         let status = match e {
             StoreError::NotFound { .. } => StatusCode::NOT_FOUND,
-            StoreError::Invalid(_) | StoreError::BadQuery(_) | StoreError::Duplicate(_) | StoreError::AgentOwned(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            StoreError::Invalid(_)
+            | StoreError::BadQuery(_)
+            | StoreError::Duplicate(_)
+            | StoreError::Ambiguous(_)
+            | StoreError::Revoked { .. }
+            | StoreError::AgentOwned(_) => StatusCode::BAD_REQUEST,
             StoreError::Busy => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };

@@ -7,7 +7,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
+use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -28,14 +29,32 @@ fn unauthorized(reason: &str) -> Response {
     refuse(StatusCode::UNAUTHORIZED, reason)
 }
 
+/// Marks a request that came over the instance's Unix socket (mode 0600 in
+/// a home only its owner can enter): this machine's own user. As an
+/// extractor it refuses any other request with 403.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct OverSocket;
+
+impl<S: Send + Sync> FromRequestParts<S> for OverSocket {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        parts.extensions.get::<OverSocket>().copied().ok_or_else(|| {
+            refuse(StatusCode::FORBIDDEN, "only this machine's own user may do this, through `roost` on this machine")
+        })
+    }
+}
+
 /// Admits the request or refuses it, and tells the handlers who called
 /// ([`Caller`] in the request's extensions).
-pub(crate) async fn require_token(
-    State(state): State<Arc<AppState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    mut request: Request,
-    next: Next,
-) -> Response {
+pub(crate) async fn require_token(State(state): State<Arc<AppState>>, mut request: Request, next: Next) -> Response {
+    if request.extensions().get::<OverSocket>().is_some() {
+        request.extensions_mut().insert(Caller::Local);
+        return next.run(request).await;
+    }
+    let Some(&ConnectInfo(peer)) = request.extensions().get::<ConnectInfo<SocketAddr>>() else {
+        return unauthorized("the caller's address is unknown");
+    };
     let bearer = request.headers().get(header::AUTHORIZATION).map(|v| v.to_str().unwrap_or("").to_string());
     let Some(value) = bearer else {
         let host = request.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
@@ -99,7 +118,7 @@ async fn verify(state: &Arc<AppState>, token: String) -> Result<String, (StatusC
             .and_then(|k| ed25519_dalek::VerifyingKey::from_bytes(&k).ok());
         match key {
             None => Issuer::Unknown,
-            Some(key) if e.status == "revoked" => Issuer::Revoked(key),
+            Some(key) if e.is_revoked() => Issuer::Revoked(key),
             Some(key) => Issuer::Active(key),
         }
     };

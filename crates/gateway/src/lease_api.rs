@@ -1,22 +1,22 @@
 //! The awake role's API: what this machine believes about the lease, and the
 //! commands `roost wakeup` and `roost leave` send to their own machine.
 //!
-//! The commands move the agent between machines, so only a caller on this
-//! machine may send them; another machine's token is refused.
+//! The commands move the agent between machines, so only this machine's own
+//! user may send them: they are accepted only on the instance's Unix socket,
+//! which a web page cannot reach.
 
 use std::sync::Arc;
 
-use axum::extract::{Extension, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use roost_mcp::Caller;
-
 use crate::AppState;
 use crate::api::{ApiError, with_store};
+use crate::auth::OverSocket;
 
 pub(crate) fn routes(state: Arc<AppState>) -> Router {
     Router::new()
@@ -28,7 +28,7 @@ pub(crate) fn routes(state: Arc<AppState>) -> Router {
 
 /// The lease part of `/health`: none when the lease does not run here.
 pub(crate) fn health(state: &AppState) -> Value {
-    state.awake.as_ref().map_or(Value::Null, |awake| awake.status())
+    state.awake().map_or(Value::Null, |awake| awake.status())
 }
 
 /// `/health`'s view, plus what the replicated log holds: the last holder's
@@ -51,19 +51,9 @@ struct WakeupRequest {
     force: bool,
 }
 
-fn local_only(caller: &Caller) -> Result<(), ApiError> {
-    match caller {
-        Caller::Local => Ok(()),
-        Caller::Machine { .. } => {
-            Err(ApiError(StatusCode::FORBIDDEN, "only this machine's own user may move the awake role".into()))
-        }
-    }
-}
-
-fn awake(state: &AppState) -> Result<&roost_awake::AwakeService, ApiError> {
+fn awake(state: &AppState) -> Result<Arc<roost_awake::AwakeService>, ApiError> {
     state
-        .awake
-        .as_deref()
+        .awake()
         .ok_or_else(|| ApiError(StatusCode::SERVICE_UNAVAILABLE, "the lease does not run in this process".into()))
 }
 
@@ -73,18 +63,12 @@ fn answer(result: Result<String, String>) -> Result<Json<Value>, ApiError> {
 
 async fn wakeup(
     State(state): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    body: Option<Json<WakeupRequest>>,
+    _: OverSocket,
+    Json(body): Json<WakeupRequest>,
 ) -> Result<Json<Value>, ApiError> {
-    local_only(&caller)?;
-    let force = body.map(|Json(b)| b.force).unwrap_or_default();
-    answer(awake(&state)?.wakeup(force).await)
+    answer(awake(&state)?.wakeup(body.force).await)
 }
 
-async fn leave(
-    State(state): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-) -> Result<Json<Value>, ApiError> {
-    local_only(&caller)?;
+async fn leave(State(state): State<Arc<AppState>>, _: OverSocket) -> Result<Json<Value>, ApiError> {
     answer(awake(&state)?.leave().await)
 }

@@ -15,7 +15,11 @@
 //!
 //! `/mcp` and the store-reading API admit loopback callers that name a
 //! loopback host without a token (configurable), and anyone else only with a
-//! valid machine-to-machine token ([`auth`]).
+//! valid machine-to-machine token ([`auth`]). The same routes are served on
+//! a Unix socket in the instance home (`roost.sock`, mode 0600), where the
+//! CLI reaches its own gateway whatever the bind address; the commands that
+//! change this machine (moving the awake role, reloading its identity) are
+//! accepted only there.
 //!
 //! The gateway holds no logic of its own: requests go to `roost-mcp` and
 //! `roost-store`, and every wait it makes on the database is bounded.
@@ -23,6 +27,8 @@
 mod api;
 mod auth;
 mod lease_api;
+mod machines_api;
+pub use machines_api::display_names;
 pub mod nest;
 mod pair;
 mod sync_api;
@@ -36,7 +42,8 @@ use axum::Router;
 use axum::serve::ListenerExt;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
-use tokio::net::TcpListener;
+use roost_machine::Machine;
+use tokio::net::{TcpListener, UnixListener};
 use tokio_util::sync::CancellationToken;
 
 use roost_federation::Federation;
@@ -59,12 +66,10 @@ pub struct Gateway {
     pub allowed_hosts: Vec<String>,
     /// Whether callers on a loopback address may use `/mcp` without a token.
     pub loopback_without_token: bool,
-    /// The replication service, when it runs.
-    pub sync: Option<Arc<SyncService>>,
+    /// Replication and the awake role, when they run in this process.
+    pub machine: Option<Arc<Machine>>,
     /// Calls to the other instances, when this gateway makes them.
     pub federation: Option<Federation>,
-    /// The awake role's lease, when it runs.
-    pub awake: Option<Arc<roost_awake::AwakeService>>,
 }
 
 /// Shared by every request handler.
@@ -75,13 +80,22 @@ pub(crate) struct AppState {
     pub loopback_without_token: bool,
     pub tokens: Mutex<TokenVerifier>,
     pub pairing: pair::Sessions,
-    pub sync: Option<Arc<SyncService>>,
+    pub machine: Option<Arc<Machine>>,
     pub federation: Federation,
     pub nest: nest::NestState,
-    pub awake: Option<Arc<roost_awake::AwakeService>>,
 }
 
 impl AppState {
+    /// Replication as it runs now, if it runs in this process.
+    pub(crate) fn sync(&self) -> Option<Arc<SyncService>> {
+        self.machine.as_ref().and_then(|m| m.sync())
+    }
+
+    /// The awake role's lease, if it runs in this process.
+    pub(crate) fn awake(&self) -> Option<Arc<roost_awake::AwakeService>> {
+        self.machine.as_ref().map(|m| m.awake())
+    }
+
     /// The instance as it is on disk now: `roost join` or `roost identity
     /// import` may have changed its identity since the gateway started.
     pub(crate) fn current_instance(&self) -> Result<Instance, api::ApiError> {
@@ -94,23 +108,28 @@ impl Gateway {
     /// The gateway of `instance`, to be served on `addr`.
     pub fn new(instance: Arc<Instance>, store: Arc<Store>, addr: SocketAddr) -> Gateway {
         let loopback_without_token = instance.config.gateway.loopback_without_token;
-        Gateway {
-            instance,
-            store,
-            allowed_hosts: allowed_hosts_for(addr),
-            loopback_without_token,
-            sync: None,
-            federation: None,
-            awake: None,
+        let mut allowed_hosts = allowed_hosts_for(addr);
+        if !allowed_hosts.is_empty() {
+            // Whatever names it advertises to the other machines, too.
+            let advertised = roost_instance::addresses::advertised(&instance.config.gateway.advertise, addr);
+            allowed_hosts.extend(
+                advertised.iter().filter_map(|u| roost_instance::addresses::host_and_port(u)).map(|(host, _)| host),
+            );
         }
+        Gateway { instance, store, allowed_hosts, loopback_without_token, machine: None, federation: None }
     }
 
     /// The axum router, with `cancel` ending the MCP sessions.
     pub fn router(self, cancel: CancellationToken) -> Router {
         // Without a refreshing federation from `roost serve`, one that
         // answers calls but keeps no summaries.
-        let federation =
-            self.federation.unwrap_or_else(|| Federation::new(&self.instance, self.store.clone(), self.sync.clone()));
+        let federation = self.federation.unwrap_or_else(|| {
+            let sync: roost_federation::SyncSource = match &self.machine {
+                Some(machine) => machine.sync_source(),
+                None => Arc::new(|| None),
+            };
+            Federation::new(&self.instance, self.store.clone(), sync)
+        });
         let config = &self.instance.config;
         let tools = RoostTools::new(self.store.clone(), &config.name, &config.federation.peer_tools)
             .with_remote(Arc::new(federation.clone()));
@@ -129,29 +148,39 @@ impl Gateway {
             started: Instant::now(),
             loopback_without_token: self.loopback_without_token,
             pairing: pair::Sessions::default(),
-            sync: self.sync,
+            machine: self.machine,
             federation,
             nest: nest::NestState::default(),
-            awake: self.awake,
         });
         let protected = api::protected_routes(state.clone())
             .merge(sync_api::routes(state.clone()))
             .merge(lease_api::routes(state.clone()))
+            .merge(machines_api::routes(state.clone()))
             .nest_service("/mcp", mcp)
             .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_token));
         api::public_routes(state.clone()).merge(pair::routes(state.clone())).merge(nest::routes(state)).merge(protected)
     }
 
-    /// Serves on `listener` until `shutdown` resolves, then drains for at most
-    /// [`SHUTDOWN_GRACE`].
+    /// Serves on `listener` (and on the Unix `socket`, when given) until
+    /// `shutdown` resolves, then drains for at most [`SHUTDOWN_GRACE`].
     pub async fn serve(
         self,
         listener: TcpListener,
+        socket: Option<UnixListener>,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let cancel = CancellationToken::new();
         let router = self.router(cancel.clone());
         let stop = cancel.clone();
+        let local = socket.map(|socket| {
+            let router = router.clone().layer(axum::Extension(auth::OverSocket));
+            let stopped = cancel.clone();
+            tokio::spawn(
+                axum::serve(socket, router.into_make_service())
+                    .with_graceful_shutdown(async move { stopped.cancelled().await })
+                    .into_future(),
+            )
+        });
         // Responses go out in several small writes (an SSE event per
         // message); without TCP_NODELAY each later write waits for the
         // client's delayed ACK, about 40 ms on Linux.
@@ -168,6 +197,9 @@ impl Gateway {
             });
         let server = tokio::spawn(server.into_future());
         cancel.cancelled().await;
+        if let Some(local) = local {
+            let _ = tokio::time::timeout(SHUTDOWN_GRACE, local).await;
+        }
         match tokio::time::timeout(SHUTDOWN_GRACE, server).await {
             Ok(joined) => joined.map_err(std::io::Error::other)?,
             Err(_) => {

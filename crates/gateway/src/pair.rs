@@ -4,13 +4,17 @@
 //! against `start`, which counts the attempt durably before answering with its
 //! own SPAKE2 message and key confirmation. If the joiner's confirmation then
 //! checks out at `finish`, the code is spent, the joiner is certified as a
-//! satellite and registered, and the seed goes back sealed with the session key.
+//! satellite and registered — at the addresses it advertises and the one its
+//! request came from — and the seed goes back sealed with the session key,
+//! with every machine this one knows. Replication then tells every peer of
+//! the new machine at once.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::StatusCode;
 use axum::routing::post;
 use axum::{Json, Router};
@@ -19,9 +23,11 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use roost_identity::cert::MachineClaims;
-use roost_identity::pairing::{self, JoinGrant, JoinRequest, OFFER_LIFETIME, SessionKey, Side};
+use roost_identity::pairing::{self, JoinGrant, JoinRequest, KnownMachine, OFFER_LIFETIME, SessionKey, Side};
 use roost_identity::{Certificate, Role};
+use roost_instance::addresses::{host_and_port, is_loopback_url, url_for};
 use roost_instance::{parse_key_hex, unix_now};
+use roost_store::registry::merge_addresses;
 
 use crate::AppState;
 use crate::api::ApiError;
@@ -103,19 +109,42 @@ struct FinishRequest {
     sealed: String,
 }
 
-async fn finish(State(state): State<Arc<AppState>>, Json(req): Json<FinishRequest>) -> Result<Json<Value>, ApiError> {
+async fn finish(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(from): ConnectInfo<SocketAddr>,
+    Json(req): Json<FinishRequest>,
+) -> Result<Json<Value>, ApiError> {
     let confirmation = b64d(&req.confirmation, "confirmation")?;
     let sealed = b64d(&req.sealed, "sealed")?;
     let worker = state.clone();
-    let grant = tokio::task::spawn_blocking(move || admit(&worker, &req.session, &confirmation, &sealed))
+    let grant = tokio::task::spawn_blocking(move || admit(&worker, &req.session, &confirmation, &sealed, from))
         .await
         .map_err(internal)??;
+    if let Some(sync) = state.sync() {
+        sync.registry_changed();
+    }
     Ok(Json(json!({"sealed": b64e(&grant)})))
+}
+
+/// Where a joiner can be reached: what it advertises (no loopback URL unless
+/// it joined over loopback, from this very host), and the address its
+/// request came from at the port it advertises.
+fn joiner_addresses(advertised: &[String], from: SocketAddr) -> Vec<String> {
+    let over_loopback = from.ip().is_loopback();
+    let usable: Vec<String> = advertised.iter().filter(|u| over_loopback || !is_loopback_url(u)).cloned().collect();
+    let port = advertised.first().and_then(|u| host_and_port(u)).map_or(roost_instance::DEFAULT_PORT, |(_, p)| p);
+    merge_addresses(&usable, &[url_for(from.ip(), port)])
 }
 
 /// Checks the joiner's confirmation, spends the code, certifies and registers
 /// the joiner, and returns the sealed grant.
-fn admit(state: &AppState, session: &str, confirmation: &[u8], sealed: &[u8]) -> Result<Vec<u8>, ApiError> {
+fn admit(
+    state: &AppState,
+    session: &str,
+    confirmation: &[u8],
+    sealed: &[u8],
+    from: SocketAddr,
+) -> Result<Vec<u8>, ApiError> {
     let instance = &state.current_instance()?;
     let mut sessions = state.pairing.0.lock().expect("pairing sessions poisoned");
     let Session { key, deadline, code } = sessions
@@ -148,27 +177,35 @@ fn admit(state: &AppState, session: &str, confirmation: &[u8], sealed: &[u8]) ->
         return Err(ApiError(StatusCode::CONFLICT, format!("an instance with id {joiner_id} is already registered")));
     }
     let bad_key = || ApiError(StatusCode::BAD_REQUEST, "join request: keys must be 64 hex digits".into());
+    let addresses = joiner_addresses(&request.addresses, from);
     let claims = MachineClaims {
         instance_id: joiner_id.clone(),
         name: request.name.clone(),
         role: Role::Satellite,
         signing_key: parse_key_hex(&request.signing_key).ok_or_else(bad_key)?,
         x25519_key: parse_key_hex(&request.x25519_key).ok_or_else(bad_key)?,
-        gateway_urls: request.gateway_url.iter().cloned().collect(),
+        gateway_urls: addresses.iter().take(roost_identity::cert::MAX_URLS).cloned().collect(),
         issued_at: unix_now(),
     };
     let certificate: Certificate =
         instance.certify(claims).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
-    instance.register(&state.store, &certificate, request.gateway_url.clone()).map_err(internal)?;
+    instance.register(&state.store, &certificate, &addresses).map_err(internal)?;
     offer.used = true;
     offer.joined = Some(request.name.clone());
     instance.save_offer(&offer).map_err(internal)?;
     tracing::info!(name = %request.name, id = %joiner_id, "machine joined the chain");
     let seed = instance.seed.as_ref().ok_or_else(|| internal("this machine holds no seed"))?;
+    let known = state.store.instances().map_err(internal)?;
+    let machines = known
+        .into_iter()
+        .filter(|e| !e.is_revoked() && e.id != instance.id && e.id != joiner_id)
+        .map(|e| KnownMachine { certificate: e.certificate, addresses: e.addresses })
+        .collect();
     let grant = JoinGrant {
         seed: roost_identity::hex(&seed.0),
         certificate: certificate.to_text(),
-        chain_certificate: instance.certificate.to_text(),
+        chain: KnownMachine { certificate: instance.certificate.to_text(), addresses: instance.advertised_urls() },
+        machines,
     };
     Ok(key.seal(0, &serde_json::to_vec(&grant).expect("grants serialise")))
 }

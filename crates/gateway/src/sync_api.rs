@@ -36,7 +36,7 @@ pub(crate) async fn peers(state: &AppState) -> Value {
 /// What the replication service knows of each peer (it reads the registry,
 /// so the wait is bounded like any store call); none when it is not running.
 pub(crate) async fn peer_statuses(state: &AppState) -> Result<Vec<PeerStatus>, ApiError> {
-    let Some(sync) = state.sync.clone() else { return Ok(Vec::new()) };
+    let Some(sync) = state.sync() else { return Ok(Vec::new()) };
     with_store(state, move |_| Ok(sync.status()))
         .await?
         .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))
@@ -60,7 +60,7 @@ async fn status(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiEr
     let (heads, open) = with_store(&state, |s| Ok((s.heads()?, s.open_conflicts()?))).await?;
     Ok(Json(json!({
         "instance_id": state.instance.id,
-        "running": state.sync.is_some(),
+        "running": state.sync().is_some(),
         "heads": heads,
         "open_conflicts": open,
         "peers": peers(&state).await,

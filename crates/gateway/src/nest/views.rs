@@ -30,7 +30,7 @@ impl Reachability {
         match state {
             "online" => Reachability::Connected,
             "syncing" => Reachability::Syncing,
-            "offline" => Reachability::Unreachable,
+            "offline" | "no-address" => Reachability::Unreachable,
             "revoked" => Reachability::Revoked,
             _ => Reachability::Unknown,
         }
@@ -78,7 +78,7 @@ pub(crate) async fn instance_rows(state: &AppState) -> Result<Vec<InstanceRow>, 
             let status = match (o.this, &o.sync) {
                 (true, _) => Reachability::Connected,
                 (false, Some(peer)) => Reachability::of_peer_state(peer.state),
-                (false, None) if o.status == "revoked" => Reachability::Revoked,
+                (false, None) if o.status == roost_store::Standing::Revoked => Reachability::Revoked,
                 (false, None) => Reachability::Unknown,
             };
             let summary = o.summary.value.as_ref();

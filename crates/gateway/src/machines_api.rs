@@ -1,0 +1,130 @@
+//! The machines of the chain as this one sees them now (`roost machines`),
+//! and the reload `roost join` and `roost identity import` ask for.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use roost_machine::Reloaded;
+use roost_store::{InstanceEntry, Standing};
+
+use crate::AppState;
+use crate::api::{ApiError, with_store};
+use crate::auth::OverSocket;
+
+pub(crate) fn routes(state: Arc<AppState>) -> Router {
+    Router::new().route("/api/v1/machines", get(machines)).route("/api/v1/local/reload", post(reload)).with_state(state)
+}
+
+/// One row of `roost machines`.
+#[derive(Debug, Serialize)]
+pub(crate) struct MachineRow {
+    pub id: String,
+    /// The name, with the end of the id when another machine shares it.
+    pub name: String,
+    pub this: bool,
+    /// awake, standby, witness, joining (heard, not a voter yet), left, or
+    /// unknown (not heard from).
+    pub role: &'static str,
+    pub addresses: Vec<String>,
+    /// Replication with it now; `this machine` for this one.
+    pub sync: String,
+    pub version: Option<String>,
+    pub last_seen: Option<String>,
+    pub status: Standing,
+}
+
+/// Names made unique: a name two machines share gets the end of each one's
+/// id (`vm#3f9c2a`), which `roost` commands accept wherever a name goes.
+pub fn display_names(entries: &[InstanceEntry]) -> HashMap<String, String> {
+    let mut count: HashMap<&str, usize> = HashMap::new();
+    for e in entries {
+        *count.entry(e.name.as_str()).or_default() += 1;
+    }
+    entries
+        .iter()
+        .map(|e| {
+            let shown = if count[e.name.as_str()] > 1 {
+                format!("{}#{}", e.name, &e.id[e.id.len().saturating_sub(6)..])
+            } else {
+                e.name.clone()
+            };
+            (e.id.clone(), shown)
+        })
+        .collect()
+}
+
+async fn machines(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
+    let entries = with_store(&state, |s| s.instances()).await?;
+    let peers = crate::sync_api::peer_statuses(&state).await.unwrap_or_default();
+    let lease = crate::lease_api::health(&state);
+    let names = display_names(&entries);
+    let me = &state.instance.id;
+    let holder = lease["holder"]["id"].as_str();
+    let voters: Vec<&str> =
+        lease["voter_ids"].as_array().map(|v| v.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+    let heard = |id: &str| lease["peers"].as_array().and_then(|p| p.iter().find(|p| p["id"] == id)).cloned();
+    let rows: Vec<MachineRow> = entries
+        .into_iter()
+        .map(|e| {
+            let this = e.id == *me;
+            let seen = heard(&e.id);
+            let flag = |name: &str| seen.as_ref().is_some_and(|p| p[name] == true);
+            let role = if holder == Some(e.id.as_str()) {
+                "awake"
+            } else if (this && lease["part"] == "witness") || flag("witness") {
+                "witness"
+            } else if flag("leaving") {
+                "left"
+            } else if voters.contains(&e.id.as_str()) {
+                "standby"
+            } else if this || seen.is_some() {
+                "joining"
+            } else {
+                "unknown"
+            };
+            let sync = if this {
+                "this machine".to_string()
+            } else {
+                match peers.iter().find(|p| p.id == e.id) {
+                    Some(p) => p.state.to_string(),
+                    None if e.is_revoked() => "revoked".into(),
+                    None => "not running".into(),
+                }
+            };
+            MachineRow {
+                name: names[&e.id].clone(),
+                this,
+                role,
+                addresses: e.addresses,
+                sync,
+                version: e.version,
+                last_seen: e.last_seen,
+                status: e.status,
+                id: e.id,
+            }
+        })
+        .collect();
+    Ok(Json(json!({"machines": rows})))
+}
+
+/// Restarts replication and the lease on the identity on disk, if it
+/// changed: `roost join` and `roost identity import` call this so the
+/// running gateway takes the new identity at once.
+async fn reload(State(state): State<Arc<AppState>>, _: OverSocket) -> Result<Json<Value>, ApiError> {
+    let machine = state
+        .machine
+        .as_ref()
+        .ok_or_else(|| ApiError(StatusCode::SERVICE_UNAVAILABLE, "replication does not run in this process".into()))?;
+    match machine.reload().await {
+        Ok(Reloaded::Unchanged) => Ok(Json(json!({"restarted": false}))),
+        Ok(Reloaded::Restarted { roost_id }) => Ok(Json(json!({"restarted": true, "roost_id": roost_id}))),
+        Err(e) => Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
+    }
+}

@@ -1,0 +1,187 @@
+//! One running machine: the instance and the services that depend on its
+//! identity — replication and the awake role — started together and, when
+//! the identity changes (`roost join` or `roost identity import` while
+//! `roost serve` runs), stopped together and started again on the new one.
+//!
+//! The QUIC endpoint outlives them: it is keyed by the machine key, which a
+//! new identity does not change, so the UDP port peers know stays bound. The
+//! old services are stopped before the new ones start, so no session, vote or
+//! record is ever made under two identities at once.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+
+use iroh::Endpoint;
+use thiserror::Error;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use roost_awake::{AwakeService, Part};
+use roost_federation::SyncSource;
+use roost_instance::Instance;
+use roost_store::Store;
+use roost_sync::SyncService;
+
+#[derive(Debug, Error)]
+pub enum MachineError {
+    #[error(transparent)]
+    Instance(#[from] roost_instance::InstanceError),
+    #[error(transparent)]
+    Sync(#[from] roost_sync::SyncError),
+    #[error(transparent)]
+    Awake(#[from] roost_awake::AwakeError),
+}
+
+/// What a reload found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reloaded {
+    /// The identity on disk is the one running.
+    Unchanged,
+    /// Replication and the lease run on the identity now on disk.
+    Restarted { roost_id: String },
+}
+
+/// The services of one identity.
+struct Running {
+    instance: Arc<Instance>,
+    sync: Option<Arc<SyncService>>,
+    awake: Arc<AwakeService>,
+    /// A witness's own accepting of lease connections.
+    accepting: Option<JoinHandle<()>>,
+}
+
+pub struct Machine {
+    store: Arc<Store>,
+    endpoint: Endpoint,
+    part: Part,
+    running: RwLock<Running>,
+    /// Serialises reloads.
+    changing: tokio::sync::Mutex<()>,
+}
+
+impl Machine {
+    /// Binds the endpoint at the gateway's address (UDP, the same port) and
+    /// starts replication (for a full machine) and the lease.
+    pub async fn start(
+        instance: Arc<Instance>,
+        store: Arc<Store>,
+        gateway: SocketAddr,
+        part: Part,
+    ) -> Result<Arc<Machine>, MachineError> {
+        let endpoint = bind(&instance, gateway, part).await?;
+        let running = run(instance, &store, &endpoint, part)?;
+        Ok(Arc::new(Machine {
+            store,
+            endpoint,
+            part,
+            running: RwLock::new(running),
+            changing: tokio::sync::Mutex::new(()),
+        }))
+    }
+
+    fn running(&self) -> std::sync::RwLockReadGuard<'_, Running> {
+        self.running.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The instance as the running services know it.
+    pub fn instance(&self) -> Arc<Instance> {
+        self.running().instance.clone()
+    }
+
+    pub fn sync(&self) -> Option<Arc<SyncService>> {
+        self.running().sync.clone()
+    }
+
+    pub fn awake(&self) -> Arc<AwakeService> {
+        self.running().awake.clone()
+    }
+
+    /// Where the federation finds replication, whichever identity runs.
+    pub fn sync_source(self: &Arc<Self>) -> SyncSource {
+        let machine = Arc::downgrade(self);
+        Arc::new(move || machine.upgrade().and_then(|m| m.sync()))
+    }
+
+    /// Reads the identity on disk; if it is not the one running, stops the
+    /// services and starts them again on it.
+    pub async fn reload(&self) -> Result<Reloaded, MachineError> {
+        let _one_at_a_time = self.changing.lock().await;
+        let home = self.instance().home.clone();
+        let fresh = Instance::open(&home)?;
+        let current = self.instance();
+        if fresh.certificate == current.certificate && fresh.roost_id() == current.roost_id() {
+            return Ok(Reloaded::Unchanged);
+        }
+        let roost_id = fresh.roost_id().to_string();
+        tracing::info!(%roost_id, "the identity changed; restarting replication and the lease on it");
+        self.stop_services().await;
+        let running = run(Arc::new(fresh), &self.store, &self.endpoint, self.part)?;
+        *self.running.write().unwrap_or_else(std::sync::PoisonError::into_inner) = running;
+        Ok(Reloaded::Restarted { roost_id })
+    }
+
+    /// Stops the lease first (a holder releases the role), then replication.
+    async fn stop_services(&self) {
+        let (sync, awake, accepting) = {
+            let running = self.running();
+            (running.sync.clone(), running.awake.clone(), running.accepting.as_ref().map(JoinHandle::abort_handle))
+        };
+        awake.stop().await;
+        if let Some(sync) = sync {
+            sync.stop();
+        }
+        if let Some(accepting) = accepting {
+            accepting.abort();
+        }
+    }
+
+    /// Stops everything and closes the endpoint, waiting a bounded time.
+    pub async fn shutdown(&self) {
+        self.stop_services().await;
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(3), self.endpoint.close()).await;
+    }
+}
+
+/// The endpoint on the gateway's port; if that UDP port is taken, another
+/// one: this machine still dials its peers, they just cannot dial it.
+async fn bind(instance: &Instance, gateway: SocketAddr, part: Part) -> Result<Endpoint, MachineError> {
+    let alpns = match part {
+        Part::Machine => vec![roost_sync::ALPN.to_vec(), roost_awake::ALPN.to_vec()],
+        Part::Witness => vec![roost_awake::ALPN.to_vec()],
+    };
+    match roost_sync::bind_endpoint(instance, gateway, alpns.clone()).await {
+        Ok(endpoint) => Ok(endpoint),
+        Err(e) => {
+            tracing::warn!(error = %e, "the endpoint is not on the gateway's port; peers cannot dial this machine");
+            Ok(roost_sync::bind_endpoint(instance, SocketAddr::new(gateway.ip(), 0), alpns).await?)
+        }
+    }
+}
+
+fn run(instance: Arc<Instance>, store: &Arc<Store>, endpoint: &Endpoint, part: Part) -> Result<Running, MachineError> {
+    match part {
+        Part::Machine => {
+            let (lease_connections, accepted) = mpsc::channel(16);
+            let sync = Arc::new(SyncService::start_on(
+                instance.clone(),
+                store.clone(),
+                endpoint.clone(),
+                Some(lease_connections),
+            ));
+            let awake = AwakeService::start(
+                instance.clone(),
+                store.clone(),
+                Some(sync.clone()),
+                endpoint.clone(),
+                accepted,
+                part,
+            )?;
+            Ok(Running { instance, sync: Some(sync), awake: Arc::new(awake), accepting: None })
+        }
+        Part::Witness => {
+            let (accepting, accepted) = roost_awake::accept_lease(endpoint);
+            let awake = AwakeService::start(instance.clone(), store.clone(), None, endpoint.clone(), accepted, part)?;
+            Ok(Running { instance, sync: None, awake: Arc::new(awake), accepting: Some(accepting) })
+        }
+    }
+}
