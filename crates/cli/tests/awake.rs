@@ -286,7 +286,7 @@ fn leaving_the_chain_hands_the_role_off_first() {
     let holder = settled(&[&served[0], &served[1], &served[2]]);
     let formed = clock::now();
     let said = succeeded(roost(&h[holder], &["leave", "--force"]));
-    assert!(said.contains("handed the awake role off"), "{said}");
+    assert!(said.contains("left the voters"), "{said}");
     let others: Vec<&Served> = served.iter().enumerate().filter(|(i, _)| *i != holder).map(|(_, s)| s).collect();
     let next = settled(&others);
     assert_eq!(role(others[next]), "awake");

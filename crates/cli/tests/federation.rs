@@ -102,7 +102,11 @@ async fn search_all_forwarding_and_summaries_across_three_machines() {
 
     // Forwarding onward: a call that reaches C asking to be relayed to B.
     let me = Instance::open(&h[0]).unwrap();
-    let federation = roost_federation::Federation::new(&me, std::sync::Arc::new(me.open_store().unwrap()), None);
+    let federation = roost_federation::Federation::new(
+        &me,
+        std::sync::Arc::new(me.open_store().unwrap()),
+        std::sync::Arc::new(|| None),
+    );
     let args = json!({"query": "umbrella", "instance": "b"}).as_object().cloned().unwrap();
     let relayed = federation.forward("c", "roost_search_memories", args).await.unwrap_err();
     assert!(relayed.contains("forwarding onward is refused"), "{relayed}");

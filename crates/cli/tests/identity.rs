@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::{Served, roost, roost_bin};
+use common::{Served, add, content, roost, roost_bin, until};
 use serde_json::Value;
 
 fn json_of(out: &std::process::Output) -> Value {
@@ -102,12 +102,15 @@ fn pair_and_join_as_a_person_would() {
     let file: Value = serde_json::from_str(&std::fs::read_to_string(home_a.join("instances.json")).unwrap()).unwrap();
     assert_eq!(ids(&file), ids(&machines_a), "instances.json matches the registry");
 
-    // B's running gateway now presents its new certificate, so A can register its address.
-    let registered = roost(&home_a, &["instance", "register", &format!("http://{}", b.addr)]);
-    assert!(registered.status.success(), "{}", stderr(&registered));
-    let machines_a = json_of(&roost(&home_a, &["machines", "--json"]));
+    // A knows where B listens from the join itself, and B's running gateway
+    // took the new identity without a restart: the two replicate.
     let entry_b = machines_a.as_array().unwrap().iter().find(|m| m["id"] == who_b["instance_id"]).unwrap().clone();
-    assert_eq!(entry_b["gateway_url"], Value::String(format!("http://{}", b.addr)));
+    let b_url = Value::String(format!("http://{}", b.addr));
+    assert!(entry_b["addresses"].as_array().unwrap().contains(&b_url), "{entry_b}");
+    let served_cert = b.get("/api/v1/certificate").expect("b answers");
+    assert_eq!(served_cert["roost_id"], who_a["roost_id"], "b's gateway presents the new certificate");
+    let id = add(&home_a, "written on a after the join");
+    until("b has a's memory", || content(&home_b, &id).is_some());
 
     // The code is spent.
     let again = join(&dir.path().join("c"), &a.addr, &code);

@@ -148,7 +148,7 @@ fn a_machine_of_another_identity_is_refused() {
     {
         let a_entry = Instance::open(&h[0]).unwrap().open_store().unwrap().instances().unwrap().remove(0);
         let mut entry = a_entry.clone();
-        entry.gateway_url = Some(format!("http://{}", a.addr));
+        entry.addresses = vec![format!("http://{}", a.addr)];
         Instance::open(&stranger_home).unwrap().open_store().unwrap().register_instance(&entry).unwrap();
     }
     add(&stranger_home, "stranger's secret");

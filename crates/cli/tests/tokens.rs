@@ -50,7 +50,7 @@ async fn every_bad_token_is_refused_and_a_good_one_admitted_once() {
     let stranger = Instance::init(&home_c, "c").unwrap();
     // B is certified into A's chain and registered there.
     let cert = a.certify(b.own_claims(Role::Satellite)).unwrap();
-    a.register(&a.open_store().unwrap(), &cert, None).unwrap();
+    a.register(&a.open_store().unwrap(), &cert, &[]).unwrap();
 
     let served = Served::start(&home_a);
     let now = unix_now();

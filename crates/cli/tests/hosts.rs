@@ -1,0 +1,343 @@
+//! Roost on machines of a private LAN: each machine a network namespace with
+//! its own host name, hosts file and HOME (see common/netns.rs), so the
+//! README's journey runs as a person would type it, machines finding each
+//! other by name. These tests need root; without it they say SKIPPED.
+
+mod common;
+#[path = "common/netns.rs"]
+mod netns;
+
+use std::process::{Child, Output, Stdio};
+use std::sync::mpsc::Receiver;
+use std::time::{Duration, Instant};
+
+use common::{json_of, succeeded};
+use netns::{Host, Lan, listening_addr, root_or_skip, stdout_lines};
+use roost_awake::{clock, events};
+use serde_json::Value;
+
+/// Accepts connections on port 9999 and prints what each one sends.
+const LISTENER: &str = "import socket
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(('0.0.0.0', 9999))
+s.listen()
+while True:
+    c, _ = s.accept()
+    print(c.recv(64).decode(), flush=True)
+    c.close()";
+
+/// Connects to argv[1]:9999 within argv[2] seconds and sends argv[3].
+const CLIENT: &str = "import socket, sys
+socket.create_connection((sys.argv[1], 9999), timeout=float(sys.argv[2])).send(sys.argv[3].encode())";
+
+/// Polls `probe` until it yields a value; panics after `limit`.
+fn eventually<T>(what: &str, limit: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
+    let started = Instant::now();
+    loop {
+        if let Some(value) = probe() {
+            return value;
+        }
+        assert!(started.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn text(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).trim().to_string()
+}
+
+/// The IPv4 address `name` resolves to on `host`, as getaddrinfo gives it.
+fn resolve(host: &Host, name: &str) -> String {
+    let out = succeeded(host.run("getent", &["ahostsv4", name]));
+    out.split_whitespace().next().unwrap_or_else(|| panic!("{name} does not resolve on {}", host.name)).to_string()
+}
+
+/// A [`LISTENER`] on `host`, and what it receives.
+fn listen(host: &Host) -> (Child, Receiver<String>) {
+    let mut child = host.command("python3", &["-c", LISTENER]).stdout(Stdio::piped()).spawn().expect("python3");
+    let received = stdout_lines(&mut child);
+    (child, received)
+}
+
+/// Sends `message` from `from` to port 9999 of `to`, once.
+fn send(from: &Host, to: &str, timeout_seconds: u32, message: &str) -> Output {
+    from.run("python3", &["-c", CLIENT, to, &timeout_seconds.to_string(), message])
+}
+
+/// Sends `message` from `from` to `to` until a listener there takes it.
+fn deliver(from: &Host, to: &str, message: &str, received: &Receiver<String>) {
+    eventually(&format!("{} reaching {to}", from.name), Duration::from_secs(20), || {
+        send(from, to, 2, message).status.success().then_some(())
+    });
+    let got = received.recv_timeout(Duration::from_secs(5)).expect("the listener reporting the message");
+    assert_eq!(got, message, "what {to} received");
+}
+
+#[test]
+fn lan_hosts_reach_each_other_by_name() {
+    if !root_or_skip("lan_hosts_reach_each_other_by_name") {
+        return;
+    }
+    let started = Instant::now();
+    let mut lan = Lan::new(&["home", "laptop", "vps"]);
+
+    for host in lan.hosts() {
+        assert_eq!(text(&host.run("sh", &["-c", "hostname"])), host.hostname, "host name of {}", host.name);
+        assert_eq!(text(&host.run("cat", &["/etc/hostname"])), host.hostname, "/etc/hostname of {}", host.name);
+        assert_eq!(resolve(host, "localhost"), "127.0.0.1");
+    }
+    let (home, laptop, vps) = (lan.host("home"), lan.host("laptop"), lan.host("vps"));
+    assert_eq!(resolve(home, "laptop.lan"), laptop.addr.to_string());
+    assert_eq!(resolve(laptop, "vps"), vps.addr.to_string());
+
+    let (mut home_listener, at_home) = listen(home);
+    deliver(laptop, "home.lan", "from laptop", &at_home);
+
+    let (mut vps_listener, at_vps) = listen(vps);
+    deliver(home, "vps.lan", "before the cut", &at_vps);
+    lan.cut("vps");
+    let attempt = Instant::now();
+    let out = send(home, "vps.lan", 3, "during the cut");
+    assert!(!out.status.success(), "home reached vps through a cut cable");
+    eprintln!(
+        "with vps cut, home's connection failed after {:.1} s: {}",
+        attempt.elapsed().as_secs_f64(),
+        String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or_default()
+    );
+    lan.heal("vps");
+    deliver(home, "vps.lan", "after the heal", &at_vps);
+
+    let old = lan.host("laptop").addr;
+    let new = lan.address(77);
+    lan.readdress("laptop", new);
+    let (home, laptop) = (lan.host("home"), lan.host("laptop"));
+    assert_eq!(laptop.addr, new);
+    let addresses = text(&laptop.run("ip", &["-4", "-o", "addr", "show", "dev", "eth0"]));
+    assert!(addresses.contains(&format!(" {new}/24")), "eth0 of laptop: {addresses}");
+    assert!(!addresses.contains(&format!(" {old}/24")), "eth0 of laptop still has {old}: {addresses}");
+    assert_eq!(resolve(home, "laptop.lan"), new.to_string());
+    assert_eq!(resolve(laptop, "laptop.lan"), new.to_string());
+    let (mut laptop_listener, at_laptop) = listen(laptop);
+    deliver(home, "laptop.lan", "to the new address", &at_laptop);
+
+    let namespaces: Vec<String> = lan.hosts().iter().map(|h| h.namespace.clone()).collect();
+    let mut links: Vec<String> = lan.hosts().iter().map(|h| h.veth.clone()).collect();
+    links.push(lan.bridge().to_string());
+    drop(lan);
+
+    for listener in [&mut home_listener, &mut laptop_listener, &mut vps_listener] {
+        assert!(listener.try_wait().expect("try_wait").is_some(), "a listener outlived its Lan");
+    }
+    let listed = text(&std::process::Command::new("ip").args(["netns", "list"]).output().unwrap());
+    let link_list = text(&std::process::Command::new("ip").args(["-o", "link", "show"]).output().unwrap());
+    for ns in &namespaces {
+        assert!(!listed.lines().any(|l| l.split_whitespace().next() == Some(ns)), "namespace {ns} remains");
+        assert!(!std::path::Path::new("/etc/netns").join(ns).exists(), "/etc/netns/{ns} remains");
+    }
+    for link in &links {
+        let named = |l: &str| l.split(": ").nth(1).is_some_and(|n| n.split('@').next() == Some(link.as_str()));
+        assert!(!link_list.lines().any(named), "link {link} remains");
+    }
+    eprintln!("the Lan self-test took {:.1} s", started.elapsed().as_secs_f64());
+}
+
+// The README's journey.
+
+const MACHINES: [&str; 3] = ["home", "laptop", "vps"];
+
+/// How soon a write on one machine must be readable on the others.
+const REPLICATION: Duration = Duration::from_secs(15);
+
+/// Puts a pairing code on offer on `host` and returns it.
+fn pairing_code(host: &Host) -> String {
+    let out = succeeded(host.roost(&["pair", "--no-wait"]));
+    out.lines()
+        .find_map(|l| l.strip_prefix("pairing code: "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no pairing code in {out:?}"))
+        .to_string()
+}
+
+/// `joiner` joins the chain by `sponsor`'s name, as the README shows.
+fn join(lan: &Lan, joiner: &str, sponsor: &str) {
+    let code = pairing_code(lan.host(sponsor));
+    let url = format!("http://{}:7151", lan.host(sponsor).hostname);
+    succeeded(lan.host(joiner).roost(&["join", &url, "--code", &code, "--yes"]));
+}
+
+/// Stores `content` on `host` (only there with `local`); returns its id.
+fn add(host: &Host, content: &str, local: bool) -> String {
+    let mut args = vec!["memory", "add", content, "--json"];
+    if local {
+        args.push("--local");
+    }
+    json_of(host.roost(&args))["id"].as_str().expect("the new memory's id").to_string()
+}
+
+/// What `roost status --json` says on `host`; the lease is under
+/// `gateway.health.lease` (the gateway's /health).
+fn status(host: &Host) -> Value {
+    json_of(host.roost(&["status", "--json"]))
+}
+
+/// The lease's TTL (the default): a cut-off holder is replaced within this
+/// plus a second.
+const TTL: Duration = Duration::from_secs(3);
+
+/// The instance directory `roost` uses on `host` (`~/.roost`).
+fn instance_home(host: &Host) -> std::path::PathBuf {
+    host.home.join(".roost")
+}
+
+/// Waits until exactly one of `names` is awake and they all agree which;
+/// returns its name.
+fn one_awake(lan: &Lan, names: &[&str], limit: Duration) -> String {
+    eventually("one machine awake, and all agreeing which", limit, || {
+        let leases: Vec<Value> =
+            names.iter().map(|name| status(lan.host(name))["gateway"]["health"]["lease"].clone()).collect();
+        let awake: Vec<usize> = (0..names.len()).filter(|i| leases[*i]["role"] == "awake").collect();
+        let [holder] = awake.as_slice() else { return None };
+        let id = leases[*holder]["holder"]["id"].clone();
+        leases.iter().all(|l| l["holder"]["id"] == id).then(|| names[*holder].to_string())
+    })
+}
+
+/// `roost machines --json` on `host`.
+fn machines(host: &Host) -> Vec<Value> {
+    json_of(host.roost(&["machines", "--json"])).as_array().cloned().unwrap_or_default()
+}
+
+/// Waits until a memory written on `writer` is readable on every other machine.
+fn replicated(lan: &Lan, writer: &str, content: &str, limit: Duration) {
+    let id = add(lan.host(writer), content, false);
+    for reader in MACHINES.into_iter().filter(|r| *r != writer) {
+        let memory = eventually(&format!("{reader} reading what {writer} wrote: {content}"), limit, || {
+            let out = lan.host(reader).roost(&["memory", "get", &id, "--json"]);
+            out.status.success().then(|| json_of(out))
+        });
+        assert_eq!(memory["content"], content, "on {reader}");
+    }
+}
+
+/// Every term of every machine as the holder, and none overlapping.
+fn assert_one_holder_at_a_time(lan: &Lan) -> Vec<events::Term> {
+    let mut terms = Vec::new();
+    for host in lan.hosts() {
+        terms.extend(events::terms(&events::read(&instance_home(host)).unwrap(), None));
+    }
+    if let Some((a, b)) = events::overlap(&terms) {
+        panic!("two machines awake at once: {a:?} and {b:?}");
+    }
+    terms
+}
+
+#[test]
+fn the_pairing_journey_works_across_three_machines() {
+    if !root_or_skip("the_pairing_journey_works_across_three_machines") {
+        return;
+    }
+    let mut lan = Lan::new(&MACHINES);
+    // Started once, before any pairing, and never restarted: joining must
+    // take effect in running gateways.
+    let _gateways: Vec<Child> = MACHINES
+        .iter()
+        .map(|name| {
+            let mut gateway = lan.host(name).spawn_roost(&["serve", "--bind", "0.0.0.0:7151"]);
+            listening_addr(&mut gateway);
+            gateway
+        })
+        .collect();
+    join(&lan, "laptop", "home");
+    join(&lan, "vps", "laptop");
+
+    for writer in MACHINES {
+        replicated(&lan, writer, &format!("written on {writer}"), REPLICATION);
+    }
+
+    for name in MACHINES {
+        add(lan.host(name), &format!("heron seen only on {name}"), true);
+    }
+    for searcher in MACHINES {
+        eventually(&format!("`roost search --all` on {searcher} finding every machine's heron"), REPLICATION, || {
+            let merged = json_of(lan.host(searcher).roost(&["search", "heron", "--all", "--json"]));
+            let found: Vec<&str> =
+                merged["results"].as_array()?.iter().filter_map(|hit| hit["memory"]["content"].as_str()).collect();
+            MACHINES.iter().all(|name| found.contains(&format!("heron seen only on {name}").as_str())).then_some(())
+        });
+    }
+
+    let holder = one_awake(&lan, &MACHINES, Duration::from_secs(30));
+
+    // Every machine lists every machine: by its host name, with the address
+    // others reach it at (never a loopback one), live sync, its version.
+    for host in lan.hosts() {
+        let listed = eventually(&format!("`roost machines` on {} settled", host.name), REPLICATION, || {
+            let listed = machines(host);
+            let others_online = listed.iter().filter(|m| m["this"] == false).all(|m| m["sync"] == "online");
+            // Joiners become voters one at a time, each once the holder hears it.
+            let voters = listed.iter().all(|m| m["role"] == "awake" || m["role"] == "standby");
+            (listed.len() == 3 && others_online && voters).then_some(listed)
+        });
+        for machine in &listed {
+            let name = machine["name"].as_str().unwrap();
+            let peer = lan.hosts().iter().find(|h| h.hostname == name).unwrap_or_else(|| panic!("{name} is a host"));
+            let addresses: Vec<&str> =
+                machine["addresses"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+            assert!(addresses.contains(&format!("http://{}:7151", peer.hostname).as_str()), "{machine}");
+            assert!(addresses.contains(&format!("http://{}:7151", peer.addr).as_str()), "{machine}");
+            assert!(addresses.iter().all(|a| !a.contains("127.0.0.1")), "{machine}");
+            assert_eq!(machine["version"], env!("CARGO_PKG_VERSION"), "{machine}");
+            let role = if peer.name == holder { "awake" } else { "standby" };
+            assert_eq!(machine["role"], role, "{name} as {} sees it", host.name);
+        }
+    }
+
+    // The holder's cable is pulled: the two others elect one within TTL + 1 s,
+    // and the cut-off holder stops acting before the new one starts.
+    let others: Vec<&str> = MACHINES.iter().copied().filter(|m| *m != holder).collect();
+    let cut_at = clock::now();
+    lan.cut(&holder);
+    let next = one_awake(&lan, &others, Duration::from_secs(30));
+    let terms = assert_one_holder_at_a_time(&lan);
+    let next_id = status(lan.host(&next))["id"].as_str().unwrap().to_string();
+    let took = terms.iter().filter(|t| t.node == next_id && t.from > cut_at).map(|t| t.from).min().unwrap();
+    eprintln!("with {holder}'s link cut, {next} was awake {:.0} ms later", (took - cut_at).as_secs_f64() * 1000.0);
+    assert!(took - cut_at <= TTL + Duration::from_secs(1), "failover took {:?}", took - cut_at);
+    let stranded = add(lan.host(&holder), "written on the cut-off machine", false);
+    let outside = add(lan.host(&next), "written while the holder was cut off", false);
+    lan.heal(&holder);
+    assert_eq!(one_awake(&lan, &MACHINES, Duration::from_secs(30)), next, "the healed machine stays standby");
+    for id in [&stranded, &outside] {
+        for reader in MACHINES {
+            eventually(&format!("{reader} holding {id} after the heal"), Duration::from_secs(60), || {
+                lan.host(reader).roost(&["memory", "get", id, "--json"]).status.success().then_some(())
+            });
+        }
+    }
+    assert_one_holder_at_a_time(&lan);
+
+    // The laptop gets another address (a new DHCP lease): the others find it
+    // again, replication and federation both ways.
+    let moved = lan.address(77);
+    lan.readdress("laptop", moved);
+    let new_url = format!("http://{moved}:7151");
+    eventually("home listing the laptop at its new address", Duration::from_secs(60), || {
+        machines(lan.host("home"))
+            .iter()
+            .any(|m| {
+                m["name"] == "laptop.lan"
+                    && m["addresses"].as_array().is_some_and(|a| a.contains(&Value::from(new_url.as_str())))
+            })
+            .then_some(())
+    });
+    replicated(&lan, "home", "written on home after the laptop moved", Duration::from_secs(60));
+    replicated(&lan, "laptop", "written on the laptop after it moved", Duration::from_secs(60));
+    add(lan.host("laptop"), "kingfisher seen only on the moved laptop", true);
+    eventually("home's search of all machines reaching the moved laptop", Duration::from_secs(60), || {
+        let merged = json_of(lan.host("home").roost(&["search", "kingfisher", "--all", "--json"]));
+        (merged["results"].as_array()?.len() == 1).then_some(())
+    });
+    one_awake(&lan, &MACHINES, Duration::from_secs(30));
+    assert_one_holder_at_a_time(&lan);
+}
