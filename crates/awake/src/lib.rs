@@ -95,25 +95,6 @@ pub struct AwakeService {
     tasks: Vec<JoinHandle<()>>,
 }
 
-/// Accepts lease connections on an endpoint that runs no replication (a
-/// witness's), until the returned task is aborted.
-pub fn accept_lease(endpoint: &Endpoint) -> (JoinHandle<()>, mpsc::Receiver<Connection>) {
-    let (sender, accepted) = mpsc::channel(16);
-    let accepting = endpoint.clone();
-    let task = tokio::spawn(async move {
-        while let Some(incoming) = accepting.accept().await {
-            let sender = sender.clone();
-            tokio::spawn(async move {
-                let Ok(accepting) = incoming.accept() else { return };
-                if let Ok(Ok(conn)) = tokio::time::timeout(Duration::from_secs(5), accepting).await {
-                    let _ = sender.send(conn).await;
-                }
-            });
-        }
-    });
-    (task, accepted)
-}
-
 impl AwakeService {
     /// Starts the lease on `endpoint`, reading peers' connections from
     /// `accepted`. `sync`, when given, tells whether the log is caught up.

@@ -12,7 +12,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{Served, configure, homes, link, roost, signal, succeeded, until};
+use common::{Served, configure, roost, signal, succeeded, until};
 use roost_awake::clock;
 use roost_awake::events::{self, Term};
 use serde_json::Value;
@@ -28,29 +28,21 @@ fn one_chain() -> std::sync::MutexGuard<'static, ()> {
 /// The lease TTL the tests run with (the default is 3 s).
 const TTL: Duration = Duration::from_secs(2);
 
-/// A chain of `names`; the ones in `witnesses` run `roost witness`. With
-/// `etcd`, the lease is held in that etcd server instead of by the voters.
+/// A chain of `names`, each joining through the first by pairing; the ones
+/// in `witnesses` run `roost witness`. With `etcd`, the lease is held in that
+/// etcd server instead of by the voters. Returns once every machine counts
+/// and hears every voter.
 fn chain(root: &Path, names: &[&str], witnesses: &[&str], etcd: Option<&str>) -> (Vec<PathBuf>, Vec<Served>) {
-    let h = homes(root, names);
-    for home in &h {
-        configure(home, "ttl_ms", &TTL.as_millis().to_string());
-        if let Some(url) = etcd {
-            configure(home, "backend", "\"etcd\"");
-            configure(home, "etcd_endpoints", &format!("[\"{url}\"]"));
-        }
-    }
-    let served: Vec<Served> = h
-        .iter()
-        .zip(names)
-        .map(|(home, name)| Served::run(home, if witnesses.contains(name) { "witness" } else { "serve" }))
-        .collect();
-    for (i, home) in h.iter().enumerate() {
-        for (j, peer) in served.iter().enumerate() {
-            if i != j {
-                link(home, peer);
+    let setup = |homes: &[PathBuf]| {
+        for home in homes {
+            configure(home, "ttl_ms", &TTL.as_millis().to_string());
+            if let Some(url) = etcd {
+                configure(home, "backend", "\"etcd\"");
+                configure(home, "etcd_endpoints", &format!("[\"{url}\"]"));
             }
         }
-    }
+    };
+    let (h, served) = common::chain_with(root, names, witnesses, setup, |_| 0);
     let n = names.len();
     until("every machine counts and hears every voter", || {
         served.iter().all(|s| {
@@ -95,12 +87,12 @@ fn terms(homes: &[PathBuf], ended: Option<Duration>) -> Vec<Term> {
     homes.iter().flat_map(|h| events::terms(&events::read(h).unwrap(), ended)).collect()
 }
 
-/// No two machines awake at once since `since`: the moment the chain was
-/// formed. Before every machine is registered everywhere, each counts only
-/// the voters it knows, and one that knows no others is a chain of one.
-fn assert_no_overlap(homes: &[PathBuf], since: Duration, ended: Option<Duration>) {
-    let terms: Vec<Term> =
-        terms(homes, ended).into_iter().filter(|t| t.until.is_none_or(|until| until > since)).collect();
+/// No two machines of the chain awake at once, from the moment each machine
+/// started (before joining, each was the only machine of a chain of its own;
+/// those terms belong to other chains). `ended` closes the terms of a
+/// process killed while awake.
+fn assert_no_overlap(homes: &[PathBuf], ended: Option<Duration>) {
+    let terms: Vec<Term> = terms(homes, ended);
     assert!(!terms.is_empty());
     if let Some((a, b)) = events::overlap(&terms) {
         panic!("two machines awake at once: {a:?} and {b:?}");
@@ -159,7 +151,7 @@ fn survives_kill_pause_and_handoffs(etcd: Option<&str>) {
     let events = events::read(&h[x]).unwrap();
     assert!(events.iter().filter(|e| e.event == "awake" && e.at > formed).count() >= 25);
     assert!(events.iter().any(|e| e.event == "pause"), "the holder stopped taking work before yielding");
-    assert_no_overlap(&h, formed, None);
+    assert_no_overlap(&h, None);
 
     // kill -9 the holder: another machine is awake within TTL + 1 s.
     let holder = settled(&all(&served));
@@ -174,7 +166,7 @@ fn survives_kill_pause_and_handoffs(etcd: Option<&str>) {
     assert!(next_epoch > old_epoch);
     let failover = awake_at(&h[next_index], next_epoch) - killed_at;
     assert!(failover < TTL + Duration::from_secs(1), "failover took {failover:?}");
-    assert_no_overlap(&h, formed, Some(killed_at));
+    assert_no_overlap(&h, Some(killed_at));
 
     // The killed machine comes back as a standby and learns the holder.
     served[holder] = Served::start(&h[holder]);
@@ -203,7 +195,7 @@ fn survives_kill_pause_and_handoffs(etcd: Option<&str>) {
         "the paused holder's authority ended before the new one began: {asleep:?}"
     );
     assert_eq!(settled(&all(&served)), taker);
-    assert_no_overlap(&h, formed, Some(killed_at));
+    assert_no_overlap(&h, Some(killed_at));
 
     // The new holder's record, stamped with its epoch, reaches every
     // machine's log, and every fence (the paused machine's too) is at least
@@ -222,28 +214,32 @@ fn survives_kill_pause_and_handoffs(etcd: Option<&str>) {
 fn two_machines_and_a_witness_fail_over_and_the_witness_never_holds() {
     let _one = one_chain();
     let root = tempfile::tempdir().unwrap();
-    let (h, mut served) = chain(root.path(), &["a", "b", "w"], &["w"], None);
+    // The witness joins before b does: it learns of b from a's replication,
+    // as b learns of it.
+    let (h, mut served) = chain(root.path(), &["a", "w", "b"], &["w"], None);
     let holder = settled(&[&served[0], &served[1], &served[2]]);
-    let formed = clock::now();
-    assert_ne!(holder, 2);
-    let witness = lease(&served[2]);
+    assert_ne!(holder, 1);
+    let witness = lease(&served[1]);
     assert_eq!(witness["role"], "witness", "{witness}");
     assert_eq!(witness["part"], "witness");
     assert!(witness["not_eligible"].as_str().unwrap().contains("witness"));
-    assert!(wakeup(&h[2], false).stderr.ends_with(b"a witness never takes the role\n"));
+    assert!(wakeup(&h[1], false).stderr.ends_with(b"a witness never takes the role\n"));
+    let listed = common::json_of(roost(&h[0], &["machines", "--json"]));
+    let w = listed.as_array().unwrap().iter().find(|m| m["name"] == "w").unwrap().clone();
+    assert_eq!((w["role"].as_str(), w["sync"].as_str()), (Some("witness"), Some("online")), "{w}");
 
     let killed_at = clock::now();
     let _ = served[holder].child.kill();
     let _ = served[holder].child.wait();
-    let other = 1 - holder;
+    let other = 2 - holder;
     until("the other machine takes over with the witness's vote", || role(&served[other]) == "awake");
     let epoch = lease(&served[other])["epoch"].as_u64().unwrap();
     let failover = awake_at(&h[other], epoch) - killed_at;
     assert!(failover < TTL + Duration::from_secs(1), "failover took {failover:?}");
-    assert!(events::read(&h[2]).unwrap().iter().all(|e| e.event != "awake"));
+    assert!(events::read(&h[1]).unwrap().iter().all(|e| e.event != "awake"));
     served[holder] = Served::start(&h[holder]);
     assert_eq!(settled(&[&served[0], &served[1], &served[2]]), other);
-    assert_no_overlap(&h, formed, Some(killed_at));
+    assert_no_overlap(&h, Some(killed_at));
 }
 
 #[test]
@@ -284,7 +280,6 @@ fn leaving_the_chain_hands_the_role_off_first() {
     let root = tempfile::tempdir().unwrap();
     let (h, served) = chain(root.path(), &["a", "b", "c"], &[], None);
     let holder = settled(&[&served[0], &served[1], &served[2]]);
-    let formed = clock::now();
     let said = succeeded(roost(&h[holder], &["leave", "--force"]));
     assert!(said.contains("left the voters"), "{said}");
     let others: Vec<&Served> = served.iter().enumerate().filter(|(i, _)| *i != holder).map(|(_, s)| s).collect();
@@ -293,5 +288,5 @@ fn leaving_the_chain_hands_the_role_off_first() {
     assert_ne!(role(&served[holder]), "awake");
     let not_eligible = lease(&served[holder])["not_eligible"].as_str().unwrap_or_default().to_string();
     assert!(not_eligible.contains("left the role"), "{not_eligible}");
-    assert_no_overlap(&h, formed, None);
+    assert_no_overlap(&h, None);
 }

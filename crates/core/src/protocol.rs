@@ -50,6 +50,9 @@ pub enum Message {
         version: u16,
         /// The sender's Roost version, for people to read.
         software: String,
+        /// Whether the sender keeps the log: a witness does not, and is sent
+        /// no entries.
+        keeps_data: bool,
         /// The machines the sender knows; itself first, with the addresses
         /// it can be reached at now.
         machines: Vec<Machine>,
@@ -72,8 +75,8 @@ impl Message {
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer::default();
         match self {
-            Message::Hello { version, software, machines, heads } => {
-                w.u8(HELLO).bytes(&version.to_be_bytes()).str(software);
+            Message::Hello { version, software, keeps_data, machines, heads } => {
+                w.u8(HELLO).bytes(&version.to_be_bytes()).str(software).bool(*keeps_data);
                 write_machines(&mut w, machines);
                 write_heads(&mut w, heads);
             }
@@ -103,8 +106,9 @@ impl Message {
             HELLO => {
                 let version = u16::from_be_bytes(r.array()?);
                 let software = r.str()?;
+                let keeps_data = r.bool()?;
                 let machines = read_machines(&mut r)?;
-                Message::Hello { version, software, machines, heads: read_heads(&mut r)? }
+                Message::Hello { version, software, keeps_data, machines, heads: read_heads(&mut r)? }
             }
             MACHINES => Message::Machines(read_machines(&mut r)?),
             ENTRIES => {
@@ -303,6 +307,7 @@ mod tests {
             Message::Hello {
                 version: PROTOCOL_VERSION,
                 software: "0.1.0".into(),
+                keeps_data: true,
                 machines: vec![Machine { certificate: "cert".into(), addresses: vec!["http://home.lan:7151".into()] }],
                 heads: heads.clone(),
             },

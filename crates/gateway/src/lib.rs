@@ -28,7 +28,6 @@ mod api;
 mod auth;
 mod lease_api;
 mod machines_api;
-pub use machines_api::display_names;
 pub mod nest;
 mod pair;
 mod sync_api;
@@ -88,7 +87,7 @@ pub(crate) struct AppState {
 impl AppState {
     /// Replication as it runs now, if it runs in this process.
     pub(crate) fn sync(&self) -> Option<Arc<SyncService>> {
-        self.machine.as_ref().and_then(|m| m.sync())
+        self.machine.as_ref().map(|m| m.sync())
     }
 
     /// The awake role's lease, if it runs in this process.

@@ -1,7 +1,6 @@
 //! The machines of the chain as this one sees them now (`roost machines`),
 //! and the reload `roost join` and `roost identity import` ask for.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::extract::State;
@@ -12,7 +11,8 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use roost_machine::Reloaded;
-use roost_store::{InstanceEntry, Standing};
+use roost_store::Standing;
+use roost_store::registry::display_names;
 
 use crate::AppState;
 use crate::api::{ApiError, with_store};
@@ -38,26 +38,6 @@ pub(crate) struct MachineRow {
     pub version: Option<String>,
     pub last_seen: Option<String>,
     pub status: Standing,
-}
-
-/// Names made unique: a name two machines share gets the end of each one's
-/// id (`vm#3f9c2a`), which `roost` commands accept wherever a name goes.
-pub fn display_names(entries: &[InstanceEntry]) -> HashMap<String, String> {
-    let mut count: HashMap<&str, usize> = HashMap::new();
-    for e in entries {
-        *count.entry(e.name.as_str()).or_default() += 1;
-    }
-    entries
-        .iter()
-        .map(|e| {
-            let shown = if count[e.name.as_str()] > 1 {
-                format!("{}#{}", e.name, &e.id[e.id.len().saturating_sub(6)..])
-            } else {
-                e.name.clone()
-            };
-            (e.id.clone(), shown)
-        })
-        .collect()
 }
 
 async fn machines(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
@@ -102,7 +82,8 @@ async fn machines(State(state): State<Arc<AppState>>) -> Result<Json<Value>, Api
                 name: names[&e.id].clone(),
                 this,
                 role,
-                addresses: e.addresses,
+                // This machine's own, as it advertises them now.
+                addresses: if this { state.instance.advertised_urls() } else { e.addresses },
                 sync,
                 version: e.version,
                 last_seen: e.last_seen,

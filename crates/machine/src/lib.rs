@@ -14,7 +14,6 @@ use std::sync::{Arc, RwLock};
 use iroh::Endpoint;
 use thiserror::Error;
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 
 use roost_awake::{AwakeService, Part};
 use roost_federation::SyncSource;
@@ -44,10 +43,8 @@ pub enum Reloaded {
 /// The services of one identity.
 struct Running {
     instance: Arc<Instance>,
-    sync: Option<Arc<SyncService>>,
+    sync: Arc<SyncService>,
     awake: Arc<AwakeService>,
-    /// A witness's own accepting of lease connections.
-    accepting: Option<JoinHandle<()>>,
 }
 
 pub struct Machine {
@@ -68,7 +65,7 @@ impl Machine {
         gateway: SocketAddr,
         part: Part,
     ) -> Result<Arc<Machine>, MachineError> {
-        let endpoint = bind(&instance, gateway, part).await?;
+        let endpoint = bind(&instance, gateway).await?;
         let running = run(instance, &store, &endpoint, part)?;
         Ok(Arc::new(Machine {
             store,
@@ -88,7 +85,7 @@ impl Machine {
         self.running().instance.clone()
     }
 
-    pub fn sync(&self) -> Option<Arc<SyncService>> {
+    pub fn sync(&self) -> Arc<SyncService> {
         self.running().sync.clone()
     }
 
@@ -99,7 +96,7 @@ impl Machine {
     /// Where the federation finds replication, whichever identity runs.
     pub fn sync_source(self: &Arc<Self>) -> SyncSource {
         let machine = Arc::downgrade(self);
-        Arc::new(move || machine.upgrade().and_then(|m| m.sync()))
+        Arc::new(move || machine.upgrade().map(|m| m.sync()))
     }
 
     /// Reads the identity on disk; if it is not the one running, stops the
@@ -122,17 +119,12 @@ impl Machine {
 
     /// Stops the lease first (a holder releases the role), then replication.
     async fn stop_services(&self) {
-        let (sync, awake, accepting) = {
+        let (sync, awake) = {
             let running = self.running();
-            (running.sync.clone(), running.awake.clone(), running.accepting.as_ref().map(JoinHandle::abort_handle))
+            (running.sync.clone(), running.awake.clone())
         };
         awake.stop().await;
-        if let Some(sync) = sync {
-            sync.stop();
-        }
-        if let Some(accepting) = accepting {
-            accepting.abort();
-        }
+        sync.stop();
     }
 
     /// Stops everything and closes the endpoint, waiting a bounded time.
@@ -144,11 +136,8 @@ impl Machine {
 
 /// The endpoint on the gateway's port; if that UDP port is taken, another
 /// one: this machine still dials its peers, they just cannot dial it.
-async fn bind(instance: &Instance, gateway: SocketAddr, part: Part) -> Result<Endpoint, MachineError> {
-    let alpns = match part {
-        Part::Machine => vec![roost_sync::ALPN.to_vec(), roost_awake::ALPN.to_vec()],
-        Part::Witness => vec![roost_awake::ALPN.to_vec()],
-    };
+async fn bind(instance: &Instance, gateway: SocketAddr) -> Result<Endpoint, MachineError> {
+    let alpns = vec![roost_sync::ALPN.to_vec(), roost_awake::ALPN.to_vec()];
     match roost_sync::bind_endpoint(instance, gateway, alpns.clone()).await {
         Ok(endpoint) => Ok(endpoint),
         Err(e) => {
@@ -159,29 +148,18 @@ async fn bind(instance: &Instance, gateway: SocketAddr, part: Part) -> Result<En
 }
 
 fn run(instance: Arc<Instance>, store: &Arc<Store>, endpoint: &Endpoint, part: Part) -> Result<Running, MachineError> {
-    match part {
-        Part::Machine => {
-            let (lease_connections, accepted) = mpsc::channel(16);
-            let sync = Arc::new(SyncService::start_on(
-                instance.clone(),
-                store.clone(),
-                endpoint.clone(),
-                Some(lease_connections),
-            ));
-            let awake = AwakeService::start(
-                instance.clone(),
-                store.clone(),
-                Some(sync.clone()),
-                endpoint.clone(),
-                accepted,
-                part,
-            )?;
-            Ok(Running { instance, sync: Some(sync), awake: Arc::new(awake), accepting: None })
-        }
-        Part::Witness => {
-            let (accepting, accepted) = roost_awake::accept_lease(endpoint);
-            let awake = AwakeService::start(instance.clone(), store.clone(), None, endpoint.clone(), accepted, part)?;
-            Ok(Running { instance, sync: None, awake: Arc::new(awake), accepting: Some(accepting) })
-        }
-    }
+    let (lease_connections, accepted) = mpsc::channel(16);
+    // A witness keeps no log, but still learns the chain's machines (and is
+    // known to them) through replication's hellos.
+    let keeps_data = part == Part::Machine;
+    let sync = Arc::new(SyncService::start_on(
+        instance.clone(),
+        store.clone(),
+        endpoint.clone(),
+        Some(lease_connections),
+        keeps_data,
+    ));
+    let caught_up = keeps_data.then(|| sync.clone());
+    let awake = AwakeService::start(instance.clone(), store.clone(), caught_up, endpoint.clone(), accepted, part)?;
+    Ok(Running { instance, sync, awake: Arc::new(awake) })
 }

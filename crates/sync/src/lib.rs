@@ -119,6 +119,8 @@ pub(crate) struct Shared {
     pub stop: CancellationToken,
     /// Where connections of the protocol sharing the endpoint go.
     other: Option<mpsc::Sender<Connection>>,
+    /// Whether this machine keeps the log (a witness does not).
+    pub keeps_data: bool,
 }
 
 /// The running replication service of one instance.
@@ -127,35 +129,17 @@ pub struct SyncService {
 }
 
 impl SyncService {
-    /// Binds the endpoint on `bind` (UDP) and starts accepting and dialing.
-    pub async fn start(instance: Arc<Instance>, store: Arc<Store>, bind: SocketAddr) -> Result<SyncService, SyncError> {
-        SyncService::start_sharing(instance, store, bind, None).await
-    }
-
-    /// Like [`SyncService::start`], and hands connections made with `other`'s
-    /// ALPN to its channel, so another protocol shares the endpoint (and the
-    /// UDP port peers know).
-    pub async fn start_sharing(
-        instance: Arc<Instance>,
-        store: Arc<Store>,
-        bind: SocketAddr,
-        other: Option<(&[u8], mpsc::Sender<Connection>)>,
-    ) -> Result<SyncService, SyncError> {
-        let mut alpns = vec![ALPN.to_vec()];
-        alpns.extend(other.as_ref().map(|(alpn, _)| alpn.to_vec()));
-        let endpoint = bind_endpoint(&instance, bind, alpns).await?;
-        Ok(SyncService::start_on(instance, store, endpoint, other.map(|(_, sender)| sender)))
-    }
-
     /// Starts on an endpoint bound already (with [`ALPN`], and the ALPN of the
     /// protocol whose connections go to `other`), which it keeps when it
     /// stops: a machine that takes another identity restarts replication on
-    /// the same key and port.
+    /// the same key and port. Without `keeps_data` (a witness) it exchanges
+    /// only the machines of the chain, never entries.
     pub fn start_on(
         instance: Arc<Instance>,
         store: Arc<Store>,
         endpoint: Endpoint,
         other: Option<mpsc::Sender<Connection>>,
+        keeps_data: bool,
     ) -> SyncService {
         let (log_grew, _) = watch::channel(0u64);
         let (registry_grew, _) = watch::channel(0u64);
@@ -170,6 +154,7 @@ impl SyncService {
             next_token: AtomicU64::new(1),
             stop: CancellationToken::new(),
             other,
+            keeps_data,
         });
         let hook = shared.log_grew.clone();
         store.set_commit_hook(Box::new(move || {
@@ -200,10 +185,9 @@ impl SyncService {
     pub fn status(&self) -> Result<Vec<PeerStatus>, SyncError> {
         let me = &self.shared.instance.id;
         let live = self.shared.live.lock().expect("peer status poisoned").clone();
-        Ok(self
-            .shared
-            .store
-            .instances()?
+        let entries = self.shared.store.instances()?;
+        let names = roost_store::registry::display_names(&entries);
+        Ok(entries
             .into_iter()
             .filter(|e| &e.id != me)
             .map(|e| {
@@ -217,8 +201,8 @@ impl SyncService {
                     _ => "unknown",
                 };
                 PeerStatus {
+                    name: names[&e.id].clone(),
                     id: e.id,
-                    name: e.name,
                     state,
                     address: l.address.filter(|_| l.connected),
                     addresses: e.addresses,

@@ -50,6 +50,9 @@ struct Peer {
     address: Option<String>,
     /// The session runs over loopback: the peer is on this host.
     over_loopback: bool,
+    /// Both sides keep the log, so entries flow; with a witness, only the
+    /// machines of the chain and heads do.
+    entries: bool,
 }
 
 /// What this side has told its peer of each machine: certificate and
@@ -84,7 +87,13 @@ pub async fn run(
     let others = news(&shared, &mut told).await?;
     let machines = std::iter::once(own).chain(others).collect();
     let software = roost_instance::VERSION.to_string();
-    let hello = Message::Hello { version: PROTOCOL_VERSION, software, machines, heads: heads.clone() };
+    let hello = Message::Hello {
+        version: PROTOCOL_VERSION,
+        software,
+        keeps_data: shared.keeps_data,
+        machines,
+        heads: heads.clone(),
+    };
     frame::write(&mut send, &hello).await?;
     let hello = frame::read(&mut recv, HELLO_WAIT).await?;
     let peer = match check_hello(&shared, &conn, hello, expected).await {
@@ -109,19 +118,19 @@ pub async fn run(
         l.address = peer.address.clone();
         l.last_error = None;
         l.last_sync = Some(now_text());
-        l.behind = behind(&heads, &peer.heads);
-        l.ahead = behind(&peer.heads, &heads);
+        l.behind = if peer.entries { behind(&heads, &peer.heads) } else { 0 };
+        l.ahead = if peer.entries { behind(&peer.heads, &heads) } else { 0 };
     });
     let (id, name) = (peer.id.clone(), peer.name.clone());
     let _ = blocking(&store, move |s| s.mark_seen(&id)).await;
 
-    let view = Arc::new(Mutex::new(PeerView::new(peer.heads)));
+    let view = Arc::new(Mutex::new(PeerView::new(peer.heads.clone())));
     let acked = Arc::new(Notify::new());
     let (control, control_rx) = mpsc::channel(64);
     let outcome = tokio::select! {
         _ = cancel.cancelled() => Ok(()),
-        r = sender(&shared, &peer.id, &mut send, view.clone(), acked.clone(), control_rx, told) => r,
-        r = receiver(&shared, &peer.id, &mut recv, view, acked, control, peer.over_loopback) => r,
+        r = sender(&shared, &peer, &mut send, view.clone(), acked.clone(), control_rx, told) => r,
+        r = receiver(&shared, &peer, &mut recv, view, acked, control) => r,
     };
     shared.release(&peer.id, token);
     if let Err(e) = &outcome {
@@ -160,7 +169,7 @@ async fn check_hello(
     hello: Message,
     expected: Option<&str>,
 ) -> Result<Peer, SyncError> {
-    let Message::Hello { version, software, machines, heads } = hello else {
+    let Message::Hello { version, software, keeps_data, machines, heads } = hello else {
         return Err(SyncError::Protocol("expected a hello".into()));
     };
     if version != PROTOCOL_VERSION {
@@ -216,7 +225,8 @@ async fn check_hello(
         shared.registry_changed();
     }
     let name = shared.store.instance_by_id(&id).map(|e| e.name).unwrap_or_default();
-    Ok(Peer { id, name, heads, address, over_loopback })
+    let entries = keeps_data && shared.keeps_data;
+    Ok(Peer { id, name, heads, address, over_loopback, entries })
 }
 
 /// Takes a newer certificate of a known machine (it was renamed); true if
@@ -282,7 +292,7 @@ async fn news(shared: &Arc<Shared>, told: &mut Told) -> Result<Vec<Machine>, Syn
 
 async fn sender(
     shared: &Arc<Shared>,
-    peer: &str,
+    link: &Peer,
     send: &mut SendStream,
     view: Arc<Mutex<PeerView>>,
     acked: Arc<Notify>,
@@ -290,6 +300,7 @@ async fn sender(
     mut told: Told,
 ) -> Result<(), SyncError> {
     let store = &shared.store;
+    let peer = link.id.as_str();
     let mut log_grew = shared.log_grew.subscribe();
     let mut registry_grew = shared.registry_grew.subscribe();
     let mut last_news_at = tokio::time::Instant::now();
@@ -304,7 +315,7 @@ async fn sender(
         }
         log_grew.borrow_and_update();
         let in_flight = view.lock().expect("view poisoned").in_flight();
-        if in_flight < WINDOW {
+        if link.entries && in_flight < WINDOW {
             let after = cursor;
             let batch = blocking(store, move |s| s.entries_after(after, MAX_BATCH as u32)).await?;
             if let Some((last, _)) = batch.last() {
@@ -359,7 +370,9 @@ async fn sender(
         let heads = blocking(store, |s| s.heads()).await?;
         if last_heads.as_ref() != Some(&heads) || last_heads_at.elapsed() >= KEEPALIVE {
             let peer_heads = view.lock().expect("view poisoned").heads().clone();
-            shared.update(peer, |l| l.ahead = behind(&peer_heads, &heads));
+            if link.entries {
+                shared.update(peer, |l| l.ahead = behind(&peer_heads, &heads));
+            }
             frame::write(send, &Message::Heads(heads.clone())).await?;
             last_heads = Some(heads);
             last_heads_at = tokio::time::Instant::now();
@@ -383,13 +396,13 @@ async fn sender(
 /// together in one transaction.
 async fn receiver(
     shared: &Arc<Shared>,
-    peer: &str,
+    link: &Peer,
     recv: &mut RecvStream,
     view: Arc<Mutex<PeerView>>,
     acked: Arc<Notify>,
     control: mpsc::Sender<Message>,
-    over_loopback: bool,
 ) -> Result<(), SyncError> {
+    let (peer, over_loopback, entries) = (link.id.as_str(), link.over_loopback, link.entries);
     let (arrived, mut incoming) = mpsc::channel(READ_AHEAD);
     let reader = async move {
         loop {
@@ -412,6 +425,9 @@ async fn receiver(
                 },
             };
             match message {
+                Message::Entries(_) if !entries => {
+                    return Err(SyncError::Protocol("entries sent to a machine that keeps no log".into()));
+                }
                 Message::Entries(mut batch) => {
                     while batch.len() < APPLY_MAX {
                         match incoming.try_recv() {
@@ -442,8 +458,10 @@ async fn receiver(
                     let ours = blocking(store, |s| s.heads()).await?;
                     view.lock().expect("view poisoned").reported(&heads);
                     shared.update(peer, |l| {
-                        l.behind = behind(&ours, &heads);
-                        l.ahead = behind(&heads, &ours);
+                        if entries {
+                            l.behind = behind(&ours, &heads);
+                            l.ahead = behind(&heads, &ours);
+                        }
                         l.last_sync = Some(now_text());
                     });
                     acked.notify_one();
