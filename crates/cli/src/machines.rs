@@ -57,7 +57,7 @@ pub fn list(instance: &Instance, as_json: bool) -> anyhow::Result<()> {
 /// the registry holds, and nothing live.
 fn offline_rows(instance: &Instance) -> anyhow::Result<Vec<Value>> {
     let entries = instance.open_store()?.instances()?;
-    let names = roost_gateway::display_names(&entries);
+    let names = roost_store::registry::display_names(&entries);
     Ok(entries
         .iter()
         .map(|e| {

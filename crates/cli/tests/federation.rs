@@ -8,24 +8,14 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{Client, Served, call, configure, connect_http, homes, json_of, link, roost, signal, succeeded, until};
+use common::{Client, Served, call, configure, connect_http, json_of, roost, signal, succeeded, until};
 use roost_instance::Instance;
 use serde_json::{Value, json};
 
-/// Three machines of one identity, every one registered with the others,
+/// Three machines of one chain, b and c joined through a by pairing,
 /// configured by `setup` before they start.
 fn three_machines(root: &Path, setup: impl Fn(&[PathBuf])) -> (Vec<PathBuf>, Vec<Served>) {
-    let h = homes(root, &["a", "b", "c"]);
-    setup(&h);
-    let served: Vec<Served> = h.iter().map(|home| Served::start(home)).collect();
-    for (i, home) in h.iter().enumerate() {
-        for (j, peer) in served.iter().enumerate() {
-            if i != j {
-                link(home, peer);
-            }
-        }
-    }
-    (h, served)
+    common::chain_with(root, &["a", "b", "c"], &[], setup, |_| 0)
 }
 
 fn add(home: &Path, content: &str, local: bool) -> String {

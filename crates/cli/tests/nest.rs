@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 
-use common::{Served, add, configure, conflicts, content, edit, homes, json_of, link, roost, succeeded, until};
+use common::{Served, add, configure, conflicts, content, edit, json_of, roost, succeeded, until};
 
 const PASSWORD: &str = "nest password 1";
 const WAIT: Duration = Duration::from_secs(30);
@@ -170,18 +170,14 @@ async fn the_nest_in_a_real_browser() {
     common::install_tls_provider();
     let driver = Driver::start();
     let dir = tempfile::tempdir().unwrap();
-    let h = homes(dir.path(), &["alpha", "bravo", "charlie"]);
-    // A refreshes its summaries of the others every second.
-    configure(&h[0], "summary_interval_secs", "1");
-    configure(&h[0], "health_interval_secs", "1");
-    let a = Served::start(&h[0]);
-    let b = Served::start(&h[1]);
-    let c = Served::start(&h[2]);
-    // B and C dial A; A knows where their gateways are for federation.
-    link(&h[1], &a);
-    link(&h[2], &a);
-    link(&h[0], &b);
-    link(&h[0], &c);
+    // A refreshes its summaries of the others every second; B and C join
+    // through A, which learns where their gateways are from the joins.
+    let setup = |h: &[std::path::PathBuf]| {
+        configure(&h[0], "summary_interval_secs", "1");
+        configure(&h[0], "health_interval_secs", "1");
+    };
+    let (h, served) = common::chain_with(dir.path(), &["alpha", "bravo", "charlie"], &[], setup, |_| 0);
+    let [a, b, c]: [Served; 3] = served.try_into().unwrap_or_else(|_| unreachable!());
     let penguin = json_of(roost(
         &h[2],
         &["memory", "add", "The penguin colony lives on charlie only", "--local", "--json"],
@@ -316,11 +312,9 @@ async fn the_nest_in_a_real_browser() {
     assert!(text_of(browser, ".searched").await.contains("searched: this instance"));
     screenshot(browser, "06-memories-search.png").await;
 
-    // All instances: C is back; B and C run on new ports, so A registers
-    // them again. C's own memory shows up, readable from here.
+    // All instances: C is back. B and C run on new ports and tell A where
+    // they are when they reconnect. C's own memory shows up, readable here.
     let c = Served::start(&h[2]);
-    link(&h[0], &b);
-    link(&h[0], &c);
     browser.goto(&a.url("/nest/memories?q=colony&all=1")).await.unwrap();
     let from_c = format!(r#"li.result[data-memory="{penguin}"]"#);
     eventually("charlie's memory among the results", || async {

@@ -4,22 +4,20 @@ mod common;
 
 use std::process::Command;
 
-use common::{Served, add, conflicts, content, edit, homes, json_of, link, roost, succeeded, sync_wait, until};
+use common::{
+    Served, add, chain, chain_with, conflicts, content, edit, join, json_of, roost, succeeded, sync_wait, until,
+};
 use roost_core::Table;
 use roost_instance::Instance;
 use roost_store::Mutation;
 use serde_json::{Value, json};
 
 #[test]
-fn writes_flow_both_ways_and_through_a_middle_machine() {
+fn writes_flow_every_way_when_each_machine_joined_through_the_one_before() {
     let dir = tempfile::tempdir().unwrap();
-    let h = homes(dir.path(), &["a", "b", "c"]);
-    let a = Served::start(&h[0]);
-    let b = Served::start(&h[1]);
-    let c = Served::start(&h[2]);
-    // A–B and B–C; C never registers A.
-    link(&h[1], &a);
-    link(&h[2], &b);
+    // B joins through A, C through B: C learns of A from B.
+    let (h, served) = chain_with(dir.path(), &["a", "b", "c"], &[], |_| {}, |i| i - 1);
+    let [a, b, c]: [Served; 3] = served.try_into().unwrap_or_else(|_| unreachable!());
     let from_a = add(&h[0], "written on a");
     let from_b = add(&h[1], "written on b");
     let from_c = add(&h[2], "written on c");
@@ -52,10 +50,8 @@ fn writes_flow_both_ways_and_through_a_middle_machine() {
 #[test]
 fn concurrent_edits_while_apart_converge_with_one_conflict_each_and_resolution_replicates() {
     let dir = tempfile::tempdir().unwrap();
-    let h = homes(dir.path(), &["a", "b"]);
-    let a = Served::start(&h[0]);
-    let b = Served::start(&h[1]);
-    link(&h[1], &a);
+    let (h, served) = chain(dir.path(), &["a", "b"]);
+    let [a, b]: [Served; 2] = served.try_into().unwrap_or_else(|_| unreachable!());
     let id = add(&h[0], "base");
     until("b has the memory", || content(&h[1], &id).is_some());
     sync_wait(&h[1]);
@@ -91,7 +87,10 @@ fn concurrent_edits_while_apart_converge_with_one_conflict_each_and_resolution_r
 fn a_new_machine_gets_the_whole_history_even_when_killed_midway() {
     const HISTORY: usize = 12_000;
     let dir = tempfile::tempdir().unwrap();
-    let h = homes(dir.path(), &["a", "late"]);
+    let h = [dir.path().join("a"), dir.path().join("late")];
+    for (home, name) in h.iter().zip(["a", "late"]) {
+        succeeded(roost(home, &["init", "--name", name]));
+    }
     {
         let store = Instance::open(&h[0]).unwrap().open_store().unwrap();
         for i in 0..HISTORY {
@@ -105,7 +104,7 @@ fn a_new_machine_gets_the_whole_history_even_when_killed_midway() {
     let late = Served::start(&h[1]);
     let reader = Instance::open(&h[1]).unwrap().open_store().unwrap();
     let received = || -> u64 { reader.heads().unwrap().values().sum() };
-    link(&h[1], &a);
+    join(&h[1], &h[0], &a);
     // Watch closely (a whole catch-up takes few transactions), freeze the
     // machine at its first applied batch, then kill it there.
     let started = std::time::Instant::now();
@@ -123,8 +122,11 @@ fn a_new_machine_gets_the_whole_history_even_when_killed_midway() {
     sync_wait(&h[1]);
     let store = Instance::open(&h[1]).unwrap().open_store().unwrap();
     assert_eq!(store.counts().unwrap()["memories"], json!(HISTORY), "every memory, once");
-    let origin_a = Instance::open(&h[0]).unwrap().id;
-    assert_eq!(store.heads().unwrap()[&origin_a], HISTORY as u64);
+    // Everything a wrote, its awake records included (a chain of two needs
+    // both to renew, so a wakes again after the kill).
+    let a_store = Instance::open(&h[0]).unwrap();
+    let origin_a = a_store.id.clone();
+    assert_eq!(store.heads().unwrap()[&origin_a], a_store.open_store().unwrap().heads().unwrap()[&origin_a]);
     // The holders' awake records are in the log too; count the memories'.
     let memory_records = store
         .changes_since(0, 2 * HISTORY as u32)
@@ -140,7 +142,8 @@ fn a_new_machine_gets_the_whole_history_even_when_killed_midway() {
 #[test]
 fn a_machine_of_another_identity_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let h = homes(dir.path(), &["a"]);
+    let h = [dir.path().join("a")];
+    succeeded(roost(&h[0], &["init", "--name", "a"]));
     let stranger_home = dir.path().join("stranger");
     succeeded(roost(&stranger_home, &["init", "--name", "stranger"]));
     let a = Served::start(&h[0]);

@@ -3,8 +3,8 @@
 
 mod common;
 
-use common::Served;
-use roost_identity::{Role, Token};
+use common::{Served, succeeded};
+use roost_identity::Token;
 use roost_instance::{Instance, unix_now};
 
 const INITIALIZE: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"test","version":"1"}}}"#;
@@ -40,19 +40,14 @@ async fn every_bad_token_is_refused_and_a_good_one_admitted_once() {
     let dir = tempfile::tempdir().unwrap();
     let (home_a, home_b, home_c) = (dir.path().join("a"), dir.path().join("b"), dir.path().join("c"));
     let a = Instance::init(&home_a, "a").unwrap();
-    let config = std::fs::read_to_string(home_a.join("config.toml")).unwrap();
-    std::fs::write(
-        home_a.join("config.toml"),
-        config.replace("loopback_without_token = true", "loopback_without_token = false"),
-    )
-    .unwrap();
-    let b = Instance::init(&home_b, "b").unwrap();
+    common::configure(&home_a, "loopback_without_token", "false");
     let stranger = Instance::init(&home_c, "c").unwrap();
-    // B is certified into A's chain and registered there.
-    let cert = a.certify(b.own_claims(Role::Satellite)).unwrap();
-    a.register(&a.open_store().unwrap(), &cert, &[]).unwrap();
-
     let served = Served::start(&home_a);
+    // B joins A's chain by pairing, so A knows it.
+    succeeded(common::roost(&home_b, &["init", "--name", "b"]));
+    common::join(&home_b, &home_a, &served);
+    let b = Instance::open(&home_b).unwrap();
+
     let now = unix_now();
     let (status, body) = call(&served.addr, None).await;
     assert_eq!(status, 401, "no token: {body}");

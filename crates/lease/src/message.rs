@@ -358,3 +358,59 @@ impl Message {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn envelope(message: Message) -> Envelope {
+        let view = Some(View::new(3, 2, vec!["a".into(), "b".into()]).id);
+        Envelope { version: crate::PROTOCOL_VERSION, view, message: Some(message) }
+    }
+
+    #[test]
+    fn every_message_round_trips() {
+        let ballot = Ballot::new(7, "a");
+        let heads: Heads = [("a".to_string(), 4), ("b".to_string(), 9)].into();
+        let messages = [
+            Message::Prepare { req: 1, ballot: ballot.clone(), force: true },
+            Message::Promise { req: 1, ballot: ballot.clone() },
+            Message::Propose { req: 2, ballot: ballot.clone(), ttl: Duration::from_secs(3) },
+            Message::Accepted { req: 2, ballot: ballot.clone() },
+            Message::Reject {
+                req: 3,
+                why: Refusal::Open { holder: ballot.clone(), remaining: Duration::from_millis(9) },
+            },
+            Message::Reject { req: 3, why: Refusal::Reserved { successor: "c".into() } },
+            Message::Release { req: 4, ballot: ballot.clone(), successor: None },
+            Message::Released { req: 4, ballot },
+            Message::Heartbeat { claim: Some(7), eligible: true, witness: false, leaving: true },
+            Message::Heartbeat { claim: None, eligible: false, witness: true, leaving: false },
+            Message::Incompatible { version: 9 },
+            Message::HandoffBegin { epoch: 7, head: heads.clone() },
+            Message::HandoffAck { epoch: 7, head: heads },
+            Message::HandoffAbort { epoch: 7, reason: "no".into() },
+            Message::View(View::new(3, 2, vec!["b".into(), "a".into()])),
+        ];
+        for message in messages {
+            let sent = envelope(message);
+            let bytes = sent.encode();
+            assert_eq!(Envelope::decode(&bytes).unwrap(), sent);
+        }
+        let learner = Envelope { view: None, ..envelope(Message::HandoffYield { epoch: 1 }) };
+        assert_eq!(Envelope::decode(&learner.encode()).unwrap(), learner);
+    }
+
+    #[test]
+    fn flags_and_views_have_one_encoding_only() {
+        let prepare = envelope(Message::Prepare { req: 1, ballot: Ballot::new(1, "a"), force: true });
+        let mut bytes = prepare.encode();
+        *bytes.last_mut().unwrap() = 2;
+        assert!(Envelope::decode(&bytes).is_err(), "a flag of 2 is refused, not read as true");
+        let view = envelope(Message::View(View::new(1, 1, vec!["a".into(), "b".into()])));
+        let bytes = view.encode();
+        let swapped = [&bytes[..bytes.len() - 6], b"\0\x01b\0\x01a"].concat();
+        assert!(Envelope::decode(&swapped).is_err(), "voters out of order are refused");
+        assert!(Envelope::decode(&[bytes.as_slice(), &[0]].concat()).is_err(), "trailing bytes are refused");
+    }
+}

@@ -965,11 +965,17 @@ impl Node {
     /// was being counted under the old one no longer counts.
     fn adopt(&mut self, view: View, now: Duration) {
         let (epoch, admitted) = (view.id.epoch, view.contains(&self.config.me));
+        let was_eligible = self.eligible();
         if !self.acceptor.adopt(view) {
             return;
         }
         self.max_round = self.max_round.max(epoch);
         self.actions.push(Action::Persist(self.acceptor.durable().clone()));
+        if self.eligible() != was_eligible {
+            // Admitted or removed: the others (a holder choosing whom to hand
+            // off to) learn it now, not a renewal period later.
+            self.announce(now);
+        }
         match &mut self.role {
             Role::Awake(holding) if holding.ballot.round >= epoch && admitted => holding.renewals.clear(),
             Role::Awake(_) => self.sleep(&format!("a holder of a later epoch ({epoch}) changed the voters"), now),

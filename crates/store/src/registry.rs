@@ -107,6 +107,27 @@ pub fn merge_addresses(first: &[String], rest: &[String]) -> Vec<String> {
     merged
 }
 
+/// Names made unique, by id: a name two machines share gets the end of
+/// each one's id (`vm#3f9c2a`), which [`Store::instance`] accepts wherever a
+/// name goes.
+pub fn display_names(entries: &[InstanceEntry]) -> std::collections::HashMap<String, String> {
+    let mut count: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for e in entries {
+        *count.entry(e.name.as_str()).or_default() += 1;
+    }
+    entries
+        .iter()
+        .map(|e| {
+            let shown = if count[e.name.as_str()] > 1 {
+                format!("{}#{}", e.name, &e.id[e.id.len().saturating_sub(6)..])
+            } else {
+                e.name.clone()
+            };
+            (e.id.clone(), shown)
+        })
+        .collect()
+}
+
 fn addresses_json(addresses: &[String]) -> String {
     serde_json::to_string(addresses).expect("strings serialise")
 }
@@ -274,6 +295,27 @@ mod tests {
 
     fn list(items: &[&str]) -> Vec<String> {
         items.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn a_shared_name_gets_the_end_of_each_id() {
+        let entry = |id: &str, name: &str| InstanceEntry {
+            id: id.into(),
+            name: name.into(),
+            role: "home".into(),
+            addresses: Vec::new(),
+            certificate: String::new(),
+            signing_key: String::new(),
+            encryption_key: String::new(),
+            version: None,
+            last_seen: None,
+            status: Standing::Active,
+            created_at: String::new(),
+        };
+        let names = display_names(&[entry("0001-aaaaaa", "vm"), entry("0002-bbbbbb", "vm"), entry("0003", "pi")]);
+        assert_eq!(names["0001-aaaaaa"], "vm#aaaaaa");
+        assert_eq!(names["0002-bbbbbb"], "vm#bbbbbb");
+        assert_eq!(names["0003"], "pi");
     }
 
     #[test]

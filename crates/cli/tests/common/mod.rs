@@ -155,7 +155,6 @@ pub async fn refused(client: &Client, tool: &str, args: Value) -> String {
 
 // Chains of machines sharing one identity, driven through the CLI.
 
-const PASS: &str = "correct horse battery";
 pub const WAIT: Duration = Duration::from_secs(60);
 
 fn stdout(out: &std::process::Output) -> String {
@@ -171,30 +170,51 @@ pub fn json_of(out: std::process::Output) -> Value {
     serde_json::from_str(&succeeded(out)).expect("JSON output")
 }
 
-/// Homes sharing one identity: the first is created, the others import it.
-pub fn homes(root: &Path, names: &[&str]) -> Vec<PathBuf> {
+/// A chain formed the way a person forms it: `roost init` on each home,
+/// `setup` (config edits) before anything runs, `roost serve` on each, then
+/// every machine after the first joins by `roost pair` on the machine
+/// `sponsor(i)` names and `roost join` with its code. `witnesses` run
+/// `roost witness` instead of `roost serve`.
+pub fn chain_with(
+    root: &Path,
+    names: &[&str],
+    witnesses: &[&str],
+    setup: impl Fn(&[PathBuf]),
+    sponsor: impl Fn(usize) -> usize,
+) -> (Vec<PathBuf>, Vec<Served>) {
     let homes: Vec<PathBuf> = names.iter().map(|n| root.join(n)).collect();
-    succeeded(roost(&homes[0], &["init", "--name", names[0]]));
-    let file = root.join("identity.txt");
-    let mut export = Command::new(roost_bin());
-    export.arg("--home").arg(&homes[0]).args(["identity", "export", "--out"]).arg(&file);
-    succeeded(with_pass(&mut export));
-    for (home, name) in homes.iter().zip(names).skip(1) {
+    for (home, name) in homes.iter().zip(names) {
         succeeded(roost(home, &["init", "--name", name]));
-        let mut import = Command::new(roost_bin());
-        import.arg("--home").arg(home).args(["identity", "import"]).arg(&file).arg("--force");
-        succeeded(with_pass(&mut import));
     }
-    homes
+    setup(&homes);
+    let served: Vec<Served> = homes
+        .iter()
+        .zip(names)
+        .map(|(home, name)| Served::run(home, if witnesses.contains(name) { "witness" } else { "serve" }))
+        .collect();
+    for i in 1..homes.len() {
+        let by = sponsor(i);
+        join(&homes[i], &homes[by], &served[by]);
+    }
+    (homes, served)
 }
 
-fn with_pass(command: &mut Command) -> std::process::Output {
-    command.env("ROOST_PASSPHRASE", PASS).output().unwrap()
+/// [`chain_with`]: every machine joins through the first, none a witness.
+pub fn chain(root: &Path, names: &[&str]) -> (Vec<PathBuf>, Vec<Served>) {
+    chain_with(root, names, &[], |_| {}, |_| 0)
 }
 
-/// `home` registers the machine served at `peer`; they connect from there.
-pub fn link(home: &Path, peer: &Served) {
-    succeeded(roost(home, &["instance", "register", &format!("http://{}", peer.addr)]));
+/// `roost join` on `home` through the machine at `sponsor`, whose gateway
+/// `served` runs, with a code `roost pair` offers there.
+pub fn join(home: &Path, sponsor: &Path, served: &Served) {
+    let offered = succeeded(roost(sponsor, &["pair", "--no-wait"]));
+    let code = offered
+        .lines()
+        .find_map(|l| l.strip_prefix("pairing code: "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no pairing code in {offered:?}"))
+        .to_string();
+    succeeded(roost(home, &["join", &format!("http://{}", served.addr), "--code", &code, "--yes"]));
 }
 
 pub fn add(home: &Path, content: &str) -> String {
