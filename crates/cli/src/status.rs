@@ -26,6 +26,7 @@ pub fn status(instance: &Instance, as_json: bool) -> anyhow::Result<()> {
         "lamport": lamport.0,
         "change_records": changes,
         "gateway": {"bind": bind, "running": gateway.is_some(), "health": gateway},
+        "addresses": instance.advertised_urls(),
     });
     if as_json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -39,7 +40,10 @@ pub fn status(instance: &Instance, as_json: bool) -> anyhow::Result<()> {
     let contents: Vec<String> = counts.iter().map(|(k, v)| format!("{v} {k}")).collect();
     println!("contents   {}", contents.join(", "));
     match &gateway {
-        Some(h) => println!("gateway    running at http://{bind}, up {}s", h["uptime_seconds"]),
+        Some(h) => {
+            println!("gateway    running at http://{bind}, up {}s", h["uptime_seconds"]);
+            println!("reached at {}", instance.advertised_urls().join(" "));
+        }
         None => println!("gateway    not answering at http://{bind} (start it with `roost serve`)"),
     }
     if let Some(lease) = gateway.as_ref().map(|h| &h["lease"]).filter(|l| l.is_object()) {

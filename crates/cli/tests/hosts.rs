@@ -250,6 +250,23 @@ fn the_pairing_journey_works_across_three_machines() {
         .collect();
     join(&lan, "laptop", "home");
     join(&lan, "vps", "laptop");
+    let joined = Instant::now();
+    eventually("three voters and one of them awake, on every machine", Duration::from_secs(30), || {
+        lan.hosts()
+            .iter()
+            .all(|host| {
+                let roles: Vec<String> =
+                    machines(host).iter().map(|m| m["role"].as_str().unwrap_or_default().to_string()).collect();
+                roles.len() == 3
+                    && roles.iter().filter(|r| *r == "awake").count() == 1
+                    && roles.iter().all(|r| r == "awake" || r == "standby")
+            })
+            .then_some(())
+    });
+    eprintln!(
+        "{:.1} s after the last join, every machine listed three voters, one awake",
+        joined.elapsed().as_secs_f64()
+    );
 
     for writer in MACHINES {
         replicated(&lan, writer, &format!("written on {writer}"), REPLICATION);
