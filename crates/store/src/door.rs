@@ -17,7 +17,7 @@ use roost_core::sync::{Version, VersionVector, next_vector};
 use roost_core::validate::{self, Fields};
 use roost_core::{EPOCH, Entry, FieldKind, GENESIS, Lamport, Op, RowId, Table};
 
-use crate::apply::supersede;
+use crate::apply::settle_conflicts;
 use crate::conflicts::{Keep, find_conflict};
 use crate::connection::DoorConnection;
 use crate::fence::{self, AgentState};
@@ -214,10 +214,20 @@ fn resolve_conflict(tx: &Transaction, author: &Author, key: &str, keep: Keep) ->
         return Err(StoreError::AgentOwned(table.name()));
     }
     let id = RowId::parse(&conflict.row_id).expect("conflicts name canonical row ids");
+    // The winner is the version the row shows now; keeping the loser brings
+    // back the version that lost, and the resolution says which it was.
+    let said = |which: &str, version: &crate::ConflictVersion| {
+        let what = if std::ptr::eq(version, &conflict.winner) {
+            "the version the row shows"
+        } else {
+            "the version that lost, over the one the row showed"
+        };
+        format!("kept the {which} version ({what}: entry {} of {})", version.seq, version.origin)
+    };
     let (kept, resolution) = match &keep {
-        Keep::Local => (conflict.local_version().row.clone(), "kept the local version".to_string()),
-        Keep::Remote => (conflict.remote_version().row.clone(), "kept the remote version".to_string()),
-        Keep::Merge(_) => (conflict.winner.row.clone(), "merged".to_string()),
+        Keep::Local => (conflict.local_version().row.clone(), said("local", conflict.local_version())),
+        Keep::Remote => (conflict.remote_version().row.clone(), said("remote", conflict.remote_version())),
+        Keep::Merge(_) => (conflict.winner.row.clone(), "merged into the version the row shows".to_string()),
     };
     let mut fields: Fields =
         table.fields().iter().map(|f| (f.name, kept.get(f.name).cloned().unwrap_or(Value::Null))).collect();
@@ -466,7 +476,7 @@ fn finish(
         epoch: fence::epoch_of(table, &written),
         row: String::new(),
     };
-    supersede(tx, table, id, &version)?;
+    settle_conflicts(tx, table, id, &version)?;
     Ok(written)
 }
 
