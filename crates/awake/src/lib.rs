@@ -159,9 +159,9 @@ impl AwakeService {
         }
         let driver = Driver {
             me: instance.id.clone(),
-            home: instance.home.clone(),
             events: state::Events::open(&instance.home, &chain),
-            chain,
+            persister: state::Persister::start(&instance.home, &chain),
+            retried_at: now,
             store,
             node,
             links,
@@ -187,7 +187,9 @@ impl AwakeService {
         let mut status = snapshot.status.clone();
         let lag = clock::now().saturating_sub(snapshot.turned_at);
         status["loop_lag_ms"] = json!(lag.as_millis() as u64);
-        status["ok"] = json!(lag < STALLED);
+        // A stalled loop, or votes that cannot be stored: this machine
+        // cannot play its part in the role.
+        status["ok"] = json!(lag < STALLED && status["votes_error"].is_null());
         status
     }
 
@@ -276,9 +278,10 @@ async fn watch_caught_up(sync: Arc<SyncService>, internal: mpsc::Sender<Input>) 
 
 struct Driver {
     me: NodeId,
-    home: std::path::PathBuf,
-    /// The Roost ID the voter state belongs to.
-    chain: String,
+    /// Writes the voter state; nothing is sent while it is behind.
+    persister: state::Persister,
+    /// When a failed write of the voter state was last tried again.
+    retried_at: Duration,
     store: Arc<Store>,
     node: Node,
     links: Arc<link::Links>,
@@ -323,7 +326,10 @@ impl Driver {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             let input = tokio::select! {
-                _ = tick.tick() => Input::Tick,
+                _ = tick.tick() => {
+                    self.retry_persist(clock::now());
+                    Input::Tick
+                }
                 Some((from, bytes)) = inbox.recv() => match Envelope::decode(&bytes) {
                     Ok(envelope) => Input::Received { from, envelope },
                     Err(e) => {
@@ -357,6 +363,15 @@ impl Driver {
             let actions = self.node.handle(input, now);
             self.perform(actions, now).await;
             self.publish(clock::now());
+        }
+    }
+
+    /// After a failed write, this machine sends nothing; the node's state is
+    /// written again, every quarter second, until it is on disk.
+    fn retry_persist(&mut self, now: Duration) {
+        if self.persister.failure().is_some() && now >= self.retried_at + Duration::from_millis(250) {
+            self.retried_at = now;
+            self.persister.write(self.node.durable().clone());
         }
     }
 
@@ -404,22 +419,20 @@ impl Driver {
     }
 
     async fn perform(&mut self, actions: Vec<Action>, now: Duration) {
-        let mut sending = true;
         for action in actions {
             match action {
+                // Nothing leaves while a state it may depend on is not on
+                // disk: not an answer, not a renewal, not a view.
                 Action::Send { to, envelope } => {
-                    if sending {
+                    if self.persister.settled() {
                         self.links.send(&to, envelope.encode());
                     }
                 }
                 Action::Persist(durable) => {
-                    let (home, chain) = (self.home.clone(), self.chain.clone());
-                    let write = tokio::task::spawn_blocking(move || state::save(&home, &chain, &durable));
-                    let saved = matches!(tokio::time::timeout(IO_WAIT, write).await, Ok(Ok(Ok(()))));
-                    if !saved {
-                        // A promise not on disk must not leave this machine.
-                        tracing::error!("cannot store the lease votes within {IO_WAIT:?}; withholding this answer");
-                        sending = false;
+                    let number = self.persister.write(durable);
+                    if !self.persister.wait(number, IO_WAIT).await {
+                        let why = self.persister.failure().unwrap_or_else(|| format!("not done within {IO_WAIT:?}"));
+                        tracing::error!(%why, "cannot store the lease votes; this machine sends nothing until it can");
                     }
                 }
                 Action::Awake { epoch } => {
@@ -590,6 +603,8 @@ impl Driver {
             "lease_left_ms": status.lease_left.map(|d| d.as_millis() as u64),
             "ttl_ms": self.ttl.as_millis() as u64,
             "protocol": roost_lease::PROTOCOL_VERSION,
+            "votes_stored": self.persister.settled(),
+            "votes_error": self.persister.failure(),
         });
         *self.shared.snapshot.lock().expect("lease snapshot poisoned") = Snapshot { status: value, turned_at: now };
     }

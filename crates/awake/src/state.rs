@@ -1,11 +1,12 @@
 //! What the lease keeps on disk: the voter's promises, and a log of every
 //! change of role.
 //!
-//! The voter state (`lease.json`) is written to a temporary file, synced and
-//! renamed before any message that depends on it is sent; it changes only on
-//! a new ballot, never on a renewal. The event log (`lease-events.jsonl`)
-//! records each acquire and release with the CLOCK_BOOTTIME reading, so the
-//! logs of several processes on one machine can be checked for overlap.
+//! The voter state (`lease.json`) is written by one [`Persister`], in order,
+//! one write at a time (a random temporary name, synced, renamed, the
+//! directory synced), before any message that depends on it is sent. The
+//! event log (`lease-events.jsonl`) records each acquire and release with the
+//! CLOCK_BOOTTIME reading, so the logs of several processes on one machine can
+//! be checked for overlap.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -14,6 +15,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use tokio::sync::watch;
 
 use roost_lease::{Ballot, Durable, View};
 
@@ -80,21 +82,77 @@ pub(crate) fn load(home: &Path, chain: &str) -> Result<Durable, String> {
     })
 }
 
-/// Writes the voter state of `chain` durably (temporary file, fsync, rename).
-pub(crate) fn save(home: &Path, chain: &str, durable: &Durable) -> std::io::Result<()> {
+/// The voter state of `chain` as `lease.json` holds it.
+fn encode(chain: &str, durable: &Durable) -> Vec<u8> {
     let stored = Stored {
         chain: Some(chain.to_string()),
         promised: durable.promised.as_ref().map(stored),
         accepted: durable.accepted.as_ref().map(|(b, ttl)| (stored(b), ttl.as_millis() as u64)),
         view: durable.view.as_ref().map(|v| StoredView { epoch: v.id.epoch, seq: v.id.seq, voters: v.voters.clone() }),
     };
-    let path = state_path(home);
-    let temporary = path.with_extension("json.tmp");
-    let mut file = File::create(&temporary)?;
-    file.write_all(&serde_json::to_vec(&stored).expect("voter state serialises"))?;
-    file.sync_all()?;
-    std::fs::rename(&temporary, &path)?;
-    File::open(home)?.sync_all()
+    serde_json::to_vec(&stored).expect("voter state serialises")
+}
+
+/// How far the writes have got: the number of the last state known to be on
+/// disk, and why the last write failed, if it did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Written {
+    pub through: u64,
+    pub failed: Option<String>,
+}
+
+/// The one writer of `lease.json`: a thread that writes the states it is
+/// given in order, one at a time, so a write that stalls delays the next
+/// instead of racing it, and reports how far it has got.
+pub(crate) struct Persister {
+    queue: std::sync::mpsc::Sender<(u64, Durable)>,
+    written: watch::Receiver<Written>,
+    next: u64,
+}
+
+impl Persister {
+    pub fn start(home: &Path, chain: &str) -> Persister {
+        let (queue, requests) = std::sync::mpsc::channel::<(u64, Durable)>();
+        let (report, written) = watch::channel(Written::default());
+        let (path, chain) = (state_path(home), chain.to_string());
+        std::thread::spawn(move || {
+            while let Ok((number, durable)) = requests.recv() {
+                let outcome = roost_instance::replace(&path, &encode(&chain, &durable));
+                report.send_modify(|w| match outcome {
+                    Ok(()) => *w = Written { through: number, failed: None },
+                    Err(e) => w.failed = Some(e.to_string()),
+                });
+            }
+        });
+        Persister { queue, written, next: 0 }
+    }
+
+    /// Queues `durable` for writing; the number it will be known by.
+    pub fn write(&mut self, durable: Durable) -> u64 {
+        self.next += 1;
+        let _ = self.queue.send((self.next, durable));
+        self.next
+    }
+
+    /// Whether every state queued so far is on disk.
+    pub fn settled(&self) -> bool {
+        self.written.borrow().through == self.next
+    }
+
+    /// Waits at most `limit` for state `number` to be on disk; false if it
+    /// is not (the write failed or is still under way).
+    pub async fn wait(&mut self, number: u64, limit: Duration) -> bool {
+        let done = self.written.wait_for(|w| w.through >= number || w.failed.is_some());
+        match tokio::time::timeout(limit, done).await {
+            Ok(Ok(written)) => written.through >= number,
+            _ => false,
+        }
+    }
+
+    /// Why the last write failed, if the disk is behind because of it.
+    pub fn failure(&self) -> Option<String> {
+        self.written.borrow().failed.clone()
+    }
 }
 
 /// Appends role changes to `lease-events.jsonl`, each naming the chain it
