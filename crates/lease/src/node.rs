@@ -319,6 +319,8 @@ pub struct Node {
     left: bool,
     /// A leave waiting for the holder to remove this machine, until then.
     leaving: Option<Duration>,
+    /// The highest epoch this machine has held.
+    held: u64,
     incoming: Option<Incoming>,
     yielding: Option<Yielding>,
     /// A wakeup waiting for this node to become awake, until the deadline.
@@ -358,6 +360,7 @@ impl Node {
             log_caught_up: false,
             left: false,
             leaving: None,
+            held: 0,
             incoming: None,
             yielding: None,
             wakeup: None,
@@ -470,7 +473,19 @@ impl Node {
         while let Some((from, message)) = self.loopback.pop_front() {
             self.on_message(&from, message, now);
         }
+        self.assert_one_role();
         std::mem::take(&mut self.actions)
+    }
+
+    /// One role at a time: a holder is neither yielding its lease nor taking
+    /// one in a handoff, and a machine that may not hold the role holds none.
+    fn assert_one_role(&self) {
+        if let Role::Awake(holding) = &self.role {
+            assert!(self.yielding.is_none(), "a holder is not also yielding a lease");
+            assert!(self.incoming.is_none(), "a holder is not also taking the role in a handoff");
+            assert!(!self.config.witness, "a witness never holds the role");
+            assert!(holding.ballot.node == self.config.me, "a holder holds its own ballot");
+        }
     }
 
     /// A majority of the view; with no view, more than there are voters.
@@ -719,6 +734,7 @@ impl Node {
                 let count = holding.renewals[at].accepted.len();
                 if count >= needed {
                     holding.valid_until = holding.valid_until.max(holding.renewals[at].sent_at + valid_for);
+                    assert!(holding.valid_until <= now + valid_for, "a renewal is counted from when it was sent");
                     holding.forced &= count < majority;
                     if count >= majority {
                         holding.backed_by = view;
@@ -732,6 +748,12 @@ impl Node {
 
     fn become_awake(&mut self, holding: Holding, now: Duration) {
         let epoch = holding.ballot.round;
+        assert!(epoch > self.held, "a grant's epoch ({epoch}) is above every epoch this machine held ({})", self.held);
+        assert!(
+            holding.valid_until <= holding.last_renewal + self.config.tenure.valid_for(),
+            "a lease is trusted no longer than its tenure from when it was asked for"
+        );
+        self.held = epoch;
         // `max_round` also counts rounds merely promised: a voter outside the
         // accepting majority may have promised a higher round to a proposer
         // that never got a majority. The grant stands; the round stays known.
@@ -1195,12 +1217,21 @@ impl Node {
         if self.config.witness {
             return self.actions.push(Action::HandoffFailed { reason: "a witness never takes the role".into() });
         }
+        if self.yielding.is_some() {
+            let reason = "this machine is handing the role to another right now; ask again in a moment";
+            return self.actions.push(Action::HandoffFailed { reason: reason.into() });
+        }
         self.left = false;
         self.leaving = None;
         self.last_refusal = None;
         self.refused_by = None;
         if let Some(epoch) = self.acting_epoch() {
             return self.actions.push(Action::HandoffDone { holder: self.config.me.clone(), epoch });
+        }
+        // A new wakeup replaces one still waiting for a holder's handoff.
+        if let Some(earlier) = self.incoming.take() {
+            let reason = "this machine's wakeup was asked again".to_string();
+            self.send(&earlier.holder, Message::HandoffAbort { epoch: earlier.epoch, reason });
         }
         if force {
             self.force_view(now);
