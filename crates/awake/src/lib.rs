@@ -27,7 +27,7 @@ use tokio::task::JoinHandle;
 
 use roost_core::protocol::Heads;
 use roost_instance::Instance;
-use roost_lease::{Action, Config, Envelope, Grantor, Input, Node, NodeId, Tenure, View};
+use roost_lease::{Action, Config, Effect, Envelope, Grantor, Input, Node, NodeId, Shell, Tenure, View};
 use roost_store::{InstanceEntry, Store};
 use roost_sync::SyncService;
 
@@ -161,9 +161,9 @@ impl AwakeService {
             me: instance.id.clone(),
             events: state::Events::open(&instance.home, &chain),
             persister: state::Persister::start(&instance.home, &chain),
-            retried_at: now,
+            reading_log: false,
             store,
-            node,
+            shell: Shell::new(node),
             links,
             names: HashMap::from([(instance.id.clone(), instance.config.name.clone())]),
             internal: internal_sender,
@@ -261,7 +261,7 @@ async fn watch_roster(store: Arc<Store>, roster: mpsc::Sender<Vec<InstanceEntry>
 }
 
 /// Tells the node whether replication has caught up with reachable peers.
-async fn watch_caught_up(sync: Arc<SyncService>, internal: mpsc::Sender<Input>) {
+async fn watch_caught_up(sync: Arc<SyncService>, internal: mpsc::Sender<Fact>) {
     loop {
         let sync = sync.clone();
         let status = tokio::task::spawn_blocking(move || sync.status());
@@ -269,24 +269,32 @@ async fn watch_caught_up(sync: Arc<SyncService>, internal: mpsc::Sender<Input>) 
             Ok(Ok(Ok(peers))) => peers.iter().all(|p| p.state != "syncing" || p.behind == 0),
             _ => false,
         };
-        if internal.send(Input::LogCaughtUp(caught_up)).await.is_err() {
+        if internal.send(Fact::Input(Input::LogCaughtUp(caught_up))).await.is_err() {
             return;
         }
         tokio::time::sleep(CAUGHT_UP_EVERY).await;
     }
 }
 
+/// What the driver's helper tasks report back.
+enum Fact {
+    /// An input for the node (a grant from etcd, whether the log is caught up).
+    Input(Input),
+    /// The log's heads, which the shell asked for.
+    Log(Heads),
+}
+
 struct Driver {
     me: NodeId,
-    /// Writes the voter state; nothing is sent while it is behind.
+    /// Writes the voter state; the shell holds back what depends on it.
     persister: state::Persister,
-    /// When a failed write of the voter state was last tried again.
-    retried_at: Duration,
+    /// A read of the log's heads is under way.
+    reading_log: bool,
     store: Arc<Store>,
-    node: Node,
+    shell: Shell,
     links: Arc<link::Links>,
     names: HashMap<NodeId, String>,
-    internal: mpsc::Sender<Input>,
+    internal: mpsc::Sender<Fact>,
     events: state::Events,
     pending: Option<oneshot::Sender<Result<String, String>>>,
     /// When the held lease runs out (or ran out), as last published.
@@ -309,7 +317,7 @@ impl Driver {
         mut self,
         mut inbox: mpsc::Receiver<(NodeId, Bytes)>,
         mut commands: mpsc::Receiver<Command>,
-        mut internal: mpsc::Receiver<Input>,
+        mut internal: mpsc::Receiver<Fact>,
         mut roster: mpsc::Receiver<Vec<InstanceEntry>>,
     ) {
         // Until the registry is read, this node would count itself the only
@@ -327,7 +335,11 @@ impl Driver {
         loop {
             let input = tokio::select! {
                 _ = tick.tick() => {
-                    self.retry_persist(clock::now());
+                    // A write that outlasted its wait has ended since.
+                    self.shell.written(self.persister.through(), true, clock::now());
+                    if let Some(write) = self.shell.retry(clock::now()) {
+                        self.perform(vec![write], clock::now()).await;
+                    }
                     Input::Tick
                 }
                 Some((from, bytes)) = inbox.recv() => match Envelope::decode(&bytes) {
@@ -340,8 +352,8 @@ impl Driver {
                 Some(command) = commands.recv() => match command {
                     Command::Stop { done } => {
                         let now = clock::now();
-                        let actions = self.node.handle(Input::Stop, now);
-                        self.perform(actions, now).await;
+                        let effects = self.shell.handle(Input::Stop, now);
+                        self.perform(effects, now).await;
                         let _ = done.send(());
                         return;
                     }
@@ -350,7 +362,19 @@ impl Driver {
                         None => continue,
                     },
                 },
-                Some(input) = internal.recv() => input,
+                Some(fact) = internal.recv() => match fact {
+                    Fact::Input(input) => input,
+                    Fact::Log(heads) => {
+                        self.reading_log = false;
+                        let now = clock::now();
+                        let effects = self.shell.log(&heads, now);
+                        self.perform(effects, now).await;
+                        if self.shell.waiting_for_log() {
+                            self.read_log(Duration::from_millis(5));
+                        }
+                        continue;
+                    }
+                },
                 Some(voters) = roster.recv() => {
                     let now = clock::now();
                     let actions = self.set_roster(voters, now);
@@ -360,19 +384,30 @@ impl Driver {
                 else => return,
             };
             let now = clock::now();
-            let actions = self.node.handle(input, now);
-            self.perform(actions, now).await;
+            let effects = self.shell.handle(input, now);
+            self.perform(effects, now).await;
             self.publish(clock::now());
         }
     }
 
-    /// After a failed write, this machine sends nothing; the node's state is
-    /// written again, every quarter second, until it is on disk.
-    fn retry_persist(&mut self, now: Duration) {
-        if self.persister.failure().is_some() && now >= self.retried_at + Duration::from_millis(250) {
-            self.retried_at = now;
-            self.persister.write(self.node.durable().clone());
+    /// Reads the log's heads for the shell, after `delay`, bounded.
+    fn read_log(&mut self, delay: Duration) {
+        if std::mem::replace(&mut self.reading_log, true) {
+            return;
         }
+        let (store, internal) = (self.store.clone(), self.internal.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let heads = tokio::task::spawn_blocking(move || store.heads());
+            let heads = match tokio::time::timeout(IO_WAIT, heads).await {
+                Ok(Ok(Ok(heads))) => heads,
+                _ => {
+                    tracing::warn!("reading the log's heads took longer than {IO_WAIT:?}");
+                    Heads::new()
+                }
+            };
+            let _ = internal.send(Fact::Log(heads)).await;
+        });
     }
 
     fn admit(&mut self, command: Command) -> Option<Input> {
@@ -392,13 +427,13 @@ impl Driver {
     /// Tells the node the registry's machines (the holder admits those it
     /// hears as voters and removes revoked ones); what the node must do when
     /// this machine itself was revoked.
-    fn set_roster(&mut self, entries: Vec<InstanceEntry>, now: Duration) -> Vec<Action> {
+    fn set_roster(&mut self, entries: Vec<InstanceEntry>, now: Duration) -> Vec<Effect> {
         // This machine left the chain (`roost leave` revoked it here): it
         // hands the role off if it holds it, and never takes it again.
-        let mut actions = Vec::new();
+        let mut effects = Vec::new();
         if !self.retired && entries.iter().any(|e| e.id == self.me && e.is_revoked()) {
             self.retired = true;
-            actions = self.node.handle(Input::Leave, now);
+            effects = self.shell.handle(Input::Leave, now);
         }
         let (revoked, active): (Vec<InstanceEntry>, Vec<InstanceEntry>) =
             entries.into_iter().partition(InstanceEntry::is_revoked);
@@ -410,37 +445,60 @@ impl Driver {
         let mut members: Vec<NodeId> = active.into_iter().map(|e| e.id).collect();
         members.push(self.me.clone());
         let revoked = revoked.into_iter().map(|e| e.id).collect();
-        actions.extend(self.node.handle(Input::Members { active: members, revoked }, now));
-        actions
+        effects.extend(self.shell.handle(Input::Members { active: members, revoked }, now));
+        effects
     }
 
     fn name(&self, id: &str) -> String {
         self.names.get(id).cloned().unwrap_or_else(|| id.to_string())
     }
 
-    async fn perform(&mut self, actions: Vec<Action>, now: Duration) {
-        for action in actions {
-            match action {
+    async fn perform(&mut self, effects: Vec<Effect>, now: Duration) {
+        for effect in effects {
+            let action = match effect {
                 // Nothing leaves while a state it may depend on is not on
                 // disk: not an answer, not a renewal, not a view.
-                Action::Send { to, envelope } => {
-                    if self.persister.settled() {
+                Effect::Send { to, envelope, after } => {
+                    if !self.shell.may_send(after) {
+                        continue;
+                    }
+                    if to == self.me {
+                        // Its own vote, stored: back to the node, in turn.
+                        let vote = Input::Received { from: to, envelope };
+                        if self.internal.try_send(Fact::Input(vote)).is_err() {
+                            tracing::warn!("the lease loop is too busy to count its own vote; the protocol asks again");
+                        }
+                    } else {
                         self.links.send(&to, envelope.encode());
                     }
+                    continue;
                 }
-                Action::Persist(durable) => {
-                    let number = self.persister.write(durable);
-                    if !self.persister.wait(number, IO_WAIT).await {
+                Effect::Write { number, durable } => {
+                    self.persister.write(number, durable);
+                    let stored = self.persister.wait(number, IO_WAIT).await;
+                    if !stored {
                         let why = self.persister.failure().unwrap_or_else(|| format!("not done within {IO_WAIT:?}"));
                         tracing::error!(%why, "cannot store the lease votes; this machine sends nothing until it can");
                     }
+                    // A write still under way is reported when it ends.
+                    if stored || self.persister.failure().is_some() {
+                        self.shell.written(number, stored, clock::now());
+                    }
+                    continue;
                 }
+                Effect::ReadLog => {
+                    self.read_log(Duration::ZERO);
+                    continue;
+                }
+                Effect::Act(action) => action,
+            };
+            match action {
                 Action::Awake { epoch } => {
                     self.events.record(json!({"event": "awake", "epoch": epoch, "node": self.me}), now);
                     // A machine that knows no other voters is a chain of one
                     // only in its own eyes (its registry may be incomplete):
                     // it writes nothing that would meet another's at one epoch.
-                    if self.node.voters() > 1 {
+                    if self.shell.node().voters() > 1 {
                         self.record_awake(epoch);
                     }
                 }
@@ -457,18 +515,8 @@ impl Driver {
                 Action::Resume { epoch } => {
                     self.events.record(json!({"event": "resume", "epoch": epoch, "node": self.me}), now);
                 }
-                Action::NeedHead => {
-                    let (store, internal) = (self.store.clone(), self.internal.clone());
-                    tokio::spawn(async move {
-                        let heads = tokio::task::spawn_blocking(move || store.heads());
-                        if let Ok(Ok(Ok(heads))) = tokio::time::timeout(IO_WAIT, heads).await {
-                            let _ = internal.send(Input::Head(heads)).await;
-                        }
-                    });
-                }
-                Action::CatchUp { epoch, head } => {
-                    let deadline = now + Duration::from_millis(1500);
-                    tokio::spawn(catch_up(self.store.clone(), self.internal.clone(), epoch, head, deadline));
+                Action::Send { .. } | Action::Persist(_) | Action::NeedHead | Action::CatchUp { .. } => {
+                    unreachable!("the shell turns these into effects")
                 }
                 Action::HandoffDone { holder, epoch } => {
                     let message = if holder.is_empty() {
@@ -546,7 +594,7 @@ impl Driver {
                     Input::ExternalFailed { req }
                 }
             };
-            let _ = internal.send(input).await;
+            let _ = internal.send(Fact::Input(input)).await;
         });
     }
 
@@ -561,7 +609,7 @@ impl Driver {
                 // Unconfirmed: the holder stops when its lease runs out.
                 Err(e) => return tracing::warn!(error = %e, "etcd did not renew the lease"),
             };
-            let _ = internal.send(input).await;
+            let _ = internal.send(Fact::Input(input)).await;
         });
     }
 
@@ -574,14 +622,14 @@ impl Driver {
             {
                 tracing::warn!(error = %e, "etcd did not release the lease; it ends at its TTL");
             }
-            let _ = internal.send(Input::ExternalReleased { epoch }).await;
+            let _ = internal.send(Fact::Input(Input::ExternalReleased { epoch })).await;
         });
     }
 
     fn publish(&mut self, now: Duration) {
-        self.fence_to(self.node.max_round());
-        self.lease_end = self.node.lease_end();
-        let status = self.node.status(now);
+        self.fence_to(self.shell.node().max_round());
+        self.lease_end = self.shell.node().lease_end();
+        let status = self.shell.node().status(now);
         let holder = status.holder.as_ref().map(|id| json!({"id": id, "name": self.name(id)}));
         let value = json!({
             "backend": if self.etcd.is_some() { "etcd" } else { "quorum" },
@@ -603,24 +651,9 @@ impl Driver {
             "lease_left_ms": status.lease_left.map(|d| d.as_millis() as u64),
             "ttl_ms": self.ttl.as_millis() as u64,
             "protocol": roost_lease::PROTOCOL_VERSION,
-            "votes_stored": self.persister.settled(),
+            "votes_stored": self.shell.settled(),
             "votes_error": self.persister.failure(),
         });
         *self.shared.snapshot.lock().expect("lease snapshot poisoned") = Snapshot { status: value, turned_at: now };
-    }
-}
-
-/// Waits (bounded) until this machine's log covers `head`, then says so.
-async fn catch_up(store: Arc<Store>, internal: mpsc::Sender<Input>, epoch: u64, head: Heads, deadline: Duration) {
-    while clock::now() < deadline {
-        let store = store.clone();
-        let heads = tokio::task::spawn_blocking(move || store.heads());
-        if let Ok(Ok(Ok(ours))) = tokio::time::timeout(IO_WAIT, heads).await
-            && head.iter().all(|(origin, seq)| ours.get(origin).is_some_and(|have| have >= seq))
-        {
-            let _ = internal.send(Input::CaughtUp { epoch, head }).await;
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }

@@ -107,7 +107,6 @@ pub(crate) struct Written {
 pub(crate) struct Persister {
     queue: std::sync::mpsc::Sender<(u64, Durable)>,
     written: watch::Receiver<Written>,
-    next: u64,
 }
 
 impl Persister {
@@ -124,19 +123,12 @@ impl Persister {
                 });
             }
         });
-        Persister { queue, written, next: 0 }
+        Persister { queue, written }
     }
 
-    /// Queues `durable` for writing; the number it will be known by.
-    pub fn write(&mut self, durable: Durable) -> u64 {
-        self.next += 1;
-        let _ = self.queue.send((self.next, durable));
-        self.next
-    }
-
-    /// Whether every state queued so far is on disk.
-    pub fn settled(&self) -> bool {
-        self.written.borrow().through == self.next
+    /// Queues `durable`, the state numbered `number`, for writing.
+    pub fn write(&mut self, number: u64, durable: Durable) {
+        let _ = self.queue.send((number, durable));
     }
 
     /// Waits at most `limit` for state `number` to be on disk; false if it
@@ -147,6 +139,11 @@ impl Persister {
             Ok(Ok(written)) => written.through >= number,
             _ => false,
         }
+    }
+
+    /// The number of the last state known to be on disk.
+    pub fn through(&self) -> u64 {
+        self.written.borrow().through
     }
 
     /// Why the last write failed, if the disk is behind because of it.

@@ -321,6 +321,9 @@ pub struct Node {
     leaving: Option<Duration>,
     /// The highest epoch this machine has held.
     held: u64,
+    /// This input changed the voter state: answers to this machine go
+    /// through the shell, which holds them until the state is stored.
+    unstored: bool,
     incoming: Option<Incoming>,
     yielding: Option<Yielding>,
     /// A wakeup waiting for this node to become awake, until the deadline.
@@ -361,6 +364,7 @@ impl Node {
             left: false,
             leaving: None,
             held: 0,
+            unstored: false,
             incoming: None,
             yielding: None,
             wakeup: None,
@@ -427,6 +431,12 @@ impl Node {
         }
     }
 
+    /// Whether this node, the target of a handoff at `epoch`, waits for its
+    /// log to catch up with the holder's head.
+    pub fn awaits_log(&self, epoch: u64) -> bool {
+        self.incoming.as_ref().is_some_and(|i| i.epoch == epoch && i.stage == Stage::CatchingUp)
+    }
+
     /// The highest round this node has seen promised or granted.
     pub fn max_round(&self) -> u64 {
         self.max_round
@@ -438,6 +448,7 @@ impl Node {
 
     /// Handles one input at `now` and returns what to do, in order.
     pub fn handle(&mut self, input: Input, now: Duration) -> Vec<Action> {
+        self.unstored = false;
         match input {
             Input::Tick => self.tick(now),
             Input::Received { from, envelope } => self.receive(from, envelope, now),
@@ -513,7 +524,7 @@ impl Node {
     }
 
     fn send(&mut self, to: &str, message: Message) {
-        if to == self.config.me {
+        if to == self.config.me && !self.unstored {
             self.loopback.push_back((to.to_string(), message));
         } else {
             let envelope = Envelope { version: crate::PROTOCOL_VERSION, view: self.view_id(), message: Some(message) };
@@ -906,6 +917,10 @@ impl Node {
 
     fn receive(&mut self, from: NodeId, envelope: Envelope, now: Duration) {
         if from == self.config.me {
+            // This machine's own vote, back from the shell once stored.
+            if let Some(message) = envelope.message.filter(|m| m.is_vote()) {
+                self.on_message(&from, message, now);
+            }
             return;
         }
         let Some(message) = envelope.message else {
@@ -940,6 +955,9 @@ impl Node {
         {
             if changed {
                 self.actions.push(Action::Persist(self.acceptor.durable().clone()));
+                // The answer rests on that state: this machine counts its own
+                // vote only once the shell has stored it, like anyone's.
+                self.unstored = true;
             }
             if let Some(promised) = &self.acceptor.durable().promised {
                 self.max_round = self.max_round.max(promised.round);
