@@ -23,13 +23,13 @@ use iroh::Endpoint;
 use serde_json::{Value, json};
 use thiserror::Error;
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
 
 use roost_core::protocol::Heads;
 use roost_instance::Instance;
 use roost_lease::{Action, Config, Effect, Envelope, Grantor, Input, Node, NodeId, Shell, Tenure, View};
 use roost_store::{InstanceEntry, Store};
-use roost_sync::SyncService;
+use roost_sync::{PeerState, SyncService};
+use roost_tasks::Tasks;
 
 pub use iroh::endpoint::Connection;
 pub use link::ALPN;
@@ -63,6 +63,45 @@ pub enum AwakeError {
     Sync(#[from] roost_sync::SyncError),
 }
 
+/// Where a `wakeup` or `leave` left the role.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Settled {
+    /// `name` holds the role at `epoch`.
+    Awake { name: String, epoch: u64 },
+    /// This machine left and takes the role no more.
+    Retired,
+}
+
+impl std::fmt::Display for Settled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Settled::Awake { name, epoch } => write!(f, "{name} is awake at epoch {epoch}"),
+            Settled::Retired => f.write_str("this machine will not take the role until `roost wakeup`"),
+        }
+    }
+}
+
+/// Why a `wakeup` or `leave` did not happen.
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
+pub enum CommandError {
+    #[error("the lease loop has stopped")]
+    Stopped,
+    #[error("the lease loop dropped the request")]
+    Dropped,
+    #[error("no answer from the lease loop within {0:?}")]
+    NoAnswer(Duration),
+    #[error("another wakeup or leave is under way")]
+    Busy,
+    /// The protocol's own reason (a handoff refused or aborted).
+    #[error("{0}")]
+    Refused(String),
+}
+
+type CommandReply = oneshot::Sender<Result<Settled, CommandError>>;
+
+/// How long a command waits for the lease loop to settle it.
+const COMMAND_WAIT: Duration = Duration::from_secs(10);
+
 /// Whether this machine may take the role.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Part {
@@ -73,8 +112,8 @@ pub enum Part {
 }
 
 enum Command {
-    Wakeup { force: bool, reply: oneshot::Sender<Result<String, String>> },
-    Leave { reply: oneshot::Sender<Result<String, String>> },
+    Wakeup { force: bool, reply: CommandReply },
+    Leave { reply: CommandReply },
     Stop { done: oneshot::Sender<()> },
 }
 
@@ -92,7 +131,8 @@ struct Shared {
 /// The running lease of one machine.
 pub struct AwakeService {
     shared: Arc<Shared>,
-    tasks: Vec<JoinHandle<()>>,
+    /// The driver, its watchers, links and the work they start.
+    tasks: Tasks,
 }
 
 impl AwakeService {
@@ -137,8 +177,9 @@ impl AwakeService {
         config.seed = now.as_nanos() as u64 ^ instance.id.bytes().fold(0u64, |h, b| h.rotate_left(5) ^ u64::from(b));
         let node = Node::new(config, durable, now);
 
+        let tasks = Tasks::new();
         let (inbox_sender, inbox) = mpsc::channel(256);
-        let links = link::Links::new(endpoint, inbox_sender);
+        let links = link::Links::new(endpoint, inbox_sender, tasks.clone());
         let (commands_sender, commands) = mpsc::channel(4);
         let (internal_sender, internal) = mpsc::channel(64);
         let (roster_sender, roster) = mpsc::channel(1);
@@ -146,16 +187,15 @@ impl AwakeService {
             commands: commands_sender,
             snapshot: Mutex::new(Snapshot { status: json!({"role": "starting"}), turned_at: now }),
         });
-        let mut tasks = Vec::new();
         let accepting = links.clone();
-        tasks.push(tokio::spawn(async move {
+        tasks.spawn(async move {
             while let Some(conn) = accepted.recv().await {
                 accepting.accepted(conn);
             }
-        }));
-        tasks.push(tokio::spawn(watch_roster(store.clone(), roster_sender)));
+        });
+        tasks.spawn(watch_roster(store.clone(), roster_sender));
         if let Some(sync) = sync {
-            tasks.push(tokio::spawn(watch_caught_up(sync, internal_sender.clone())));
+            tasks.spawn(watch_caught_up(sync, internal_sender.clone()));
         }
         let driver = Driver {
             me: instance.id.clone(),
@@ -176,8 +216,10 @@ impl AwakeService {
             etcd,
             grants: Arc::default(),
             fenced_to: 0,
+            tasks: tasks.clone(),
+            releases: tasks.child(),
         };
-        tasks.push(tokio::spawn(driver.run(inbox, commands, internal, roster)));
+        tasks.spawn(driver.run(inbox, commands, internal, roster));
         Ok(AwakeService { shared, tasks })
     }
 
@@ -195,44 +237,42 @@ impl AwakeService {
 
     /// Takes the role here: by handoff from the holder, or by a fresh grant
     /// when nobody holds it. `force` takes it with this machine's vote alone.
-    pub async fn wakeup(&self, force: bool) -> Result<String, String> {
+    pub async fn wakeup(&self, force: bool) -> Result<Settled, CommandError> {
         self.command(|reply| Command::Wakeup { force, reply }).await
     }
 
     /// Hands the role to a standby (when held here) and stops taking it.
-    pub async fn leave(&self) -> Result<String, String> {
+    pub async fn leave(&self) -> Result<Settled, CommandError> {
         self.command(|reply| Command::Leave { reply }).await
     }
 
-    async fn command(
-        &self,
-        make: impl FnOnce(oneshot::Sender<Result<String, String>>) -> Command,
-    ) -> Result<String, String> {
+    async fn command(&self, make: impl FnOnce(CommandReply) -> Command) -> Result<Settled, CommandError> {
         let (reply, answer) = oneshot::channel();
-        self.shared.commands.send(make(reply)).await.map_err(|_| "the lease loop has stopped".to_string())?;
-        match tokio::time::timeout(Duration::from_secs(10), answer).await {
+        self.shared.commands.send(make(reply)).await.map_err(|_| CommandError::Stopped)?;
+        match tokio::time::timeout(COMMAND_WAIT, answer).await {
             Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err("the lease loop dropped the request".into()),
-            Err(_) => Err("no answer from the lease loop within 10 s".into()),
+            Ok(Err(_)) => Err(CommandError::Dropped),
+            Err(_) => Err(CommandError::NoAnswer(COMMAND_WAIT)),
         }
     }
 
     /// Stops the loop: a holder stops acting and releases its lease, so a
-    /// standby takes the role at once (bounded; the loop ends regardless).
+    /// standby takes the role at once. Then every task of the lease ends;
+    /// each wait is bounded, and the tasks end regardless.
     pub async fn stop(&self) {
         let (done, stopped) = oneshot::channel();
         if self.shared.commands.send(Command::Stop { done }).await.is_ok() {
             let _ = tokio::time::timeout(IO_WAIT * 2, stopped).await;
         }
-        self.shutdown();
+        if !self.tasks.stop(IO_WAIT * 2).await {
+            tracing::warn!("lease tasks still running {:?} after the stop", IO_WAIT * 2);
+        }
     }
 
     /// Ends the loop at once, releasing nothing: the others take over when
     /// the lease runs out.
     pub fn shutdown(&self) {
-        for task in &self.tasks {
-            task.abort();
-        }
+        self.tasks.cancel();
     }
 }
 
@@ -246,15 +286,14 @@ impl Drop for AwakeService {
 async fn watch_roster(store: Arc<Store>, roster: mpsc::Sender<Vec<InstanceEntry>>) {
     loop {
         let store = store.clone();
-        let read = tokio::task::spawn_blocking(move || store.instances());
-        match tokio::time::timeout(IO_WAIT, read).await {
-            Ok(Ok(Ok(entries))) => {
+        match roost_tasks::blocking("reading the registry for the lease", IO_WAIT, move || store.instances()).await {
+            Ok(Ok(entries)) => {
                 if roster.send(entries).await.is_err() {
                     return;
                 }
             }
-            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "cannot read the registry for the lease"),
-            _ => tracing::warn!("reading the registry for the lease took longer than {IO_WAIT:?}"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot read the registry for the lease"),
+            Err(e) => tracing::warn!(error = %e, "no registry for the lease"),
         }
         tokio::time::sleep(ROSTER_EVERY).await;
     }
@@ -264,9 +303,9 @@ async fn watch_roster(store: Arc<Store>, roster: mpsc::Sender<Vec<InstanceEntry>
 async fn watch_caught_up(sync: Arc<SyncService>, internal: mpsc::Sender<Fact>) {
     loop {
         let sync = sync.clone();
-        let status = tokio::task::spawn_blocking(move || sync.status());
-        let caught_up = match tokio::time::timeout(IO_WAIT, status).await {
-            Ok(Ok(Ok(peers))) => peers.iter().all(|p| p.state != "syncing" || p.behind == 0),
+        let status = roost_tasks::blocking("replication's status", IO_WAIT, move || sync.status()).await;
+        let caught_up = match status {
+            Ok(Ok(peers)) => peers.iter().all(|p| p.state != PeerState::Syncing || p.behind == 0),
             _ => false,
         };
         if internal.send(Fact::Input(Input::LogCaughtUp(caught_up))).await.is_err() {
@@ -296,7 +335,7 @@ struct Driver {
     names: HashMap<NodeId, String>,
     internal: mpsc::Sender<Fact>,
     events: state::Events,
-    pending: Option<oneshot::Sender<Result<String, String>>>,
+    pending: Option<CommandReply>,
     /// When the held lease runs out (or ran out), as last published.
     lease_end: Option<Duration>,
     shared: Arc<Shared>,
@@ -310,6 +349,10 @@ struct Driver {
     grants: Arc<Mutex<HashMap<u64, roost_etcd::Grant>>>,
     /// The highest epoch handed to the store's fence.
     fenced_to: u64,
+    /// Where the driver's own helper work runs (reads, writes, etcd calls).
+    tasks: Tasks,
+    /// etcd releases under way, which a stop waits for.
+    releases: Tasks,
 }
 
 impl Driver {
@@ -354,6 +397,9 @@ impl Driver {
                         let now = clock::now();
                         let effects = self.shell.handle(Input::Stop, now);
                         self.perform(effects, now).await;
+                        // The release reaches the others before the lease's tasks end.
+                        self.links.flushed(IO_WAIT).await;
+                        self.releases.finish(IO_WAIT).await;
                         let _ = done.send(());
                         return;
                     }
@@ -396,13 +442,16 @@ impl Driver {
             return;
         }
         let (store, internal) = (self.store.clone(), self.internal.clone());
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             tokio::time::sleep(delay).await;
-            let heads = tokio::task::spawn_blocking(move || store.heads());
-            let heads = match tokio::time::timeout(IO_WAIT, heads).await {
-                Ok(Ok(Ok(heads))) => heads,
-                _ => {
-                    tracing::warn!("reading the log's heads took longer than {IO_WAIT:?}");
+            let heads = match roost_tasks::blocking("reading the log's heads", IO_WAIT, move || store.heads()).await {
+                Ok(Ok(heads)) => heads,
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "cannot read the log's heads");
+                    Heads::new()
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "no heads for the lease");
                     Heads::new()
                 }
             };
@@ -417,7 +466,7 @@ impl Driver {
             Command::Stop { .. } => unreachable!("the loop handles a stop itself"),
         };
         if self.pending.is_some() {
-            let _ = reply.send(Err("another wakeup or leave is under way".into()));
+            let _ = reply.send(Err(CommandError::Busy));
             return None;
         }
         self.pending = Some(reply);
@@ -519,19 +568,18 @@ impl Driver {
                     unreachable!("the shell turns these into effects")
                 }
                 Action::HandoffDone { holder, epoch } => {
-                    let message = if holder.is_empty() {
-                        "this machine will not take the role until `roost wakeup`".to_string()
-                    } else {
-                        format!("{} is awake at epoch {epoch}", self.name(&holder))
+                    let settled = match holder {
+                        None => Settled::Retired,
+                        Some(holder) => Settled::Awake { name: self.name(&holder), epoch },
                     };
                     if let Some(reply) = self.pending.take() {
-                        let _ = reply.send(Ok(message));
+                        let _ = reply.send(Ok(settled));
                     }
                 }
                 Action::HandoffFailed { reason } => {
                     self.events.record(json!({"event": "handoff-failed", "node": self.me, "reason": reason}), now);
                     if let Some(reply) = self.pending.take() {
-                        let _ = reply.send(Err(reason));
+                        let _ = reply.send(Err(CommandError::Refused(reason)));
                     }
                 }
                 Action::ExternalAcquire { req } => self.etcd_acquire(req),
@@ -547,12 +595,12 @@ impl Driver {
     fn record_awake(&self, epoch: u64) {
         let store = self.store.clone();
         let value = json!({"holder": self.me, "name": self.name(&self.me), "epoch": epoch}).to_string();
-        tokio::spawn(async move {
-            let write = tokio::task::spawn_blocking(move || store.write_agent_state(AWAKE_KEY, &value, epoch));
-            match tokio::time::timeout(IO_WAIT, write).await {
-                Ok(Ok(Ok(_))) => {}
-                Ok(Ok(Err(e))) => tracing::warn!(error = %e, "the awake record was refused"),
-                _ => tracing::warn!("writing the awake record took longer than {IO_WAIT:?}"),
+        self.tasks.spawn(async move {
+            let write = move || store.write_agent_state(AWAKE_KEY, &value, epoch);
+            match roost_tasks::blocking("writing the awake record", IO_WAIT, write).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "the awake record was refused"),
+                Err(e) => tracing::warn!(error = %e, "no awake record"),
             }
         });
     }
@@ -564,9 +612,9 @@ impl Driver {
         }
         self.fenced_to = epoch;
         let store = self.store.clone();
-        tokio::spawn(async move {
-            let observe = tokio::task::spawn_blocking(move || store.observe_epoch(epoch));
-            if !matches!(tokio::time::timeout(IO_WAIT, observe).await, Ok(Ok(Ok(_)))) {
+        self.tasks.spawn(async move {
+            let observe = move || store.observe_epoch(epoch);
+            if !matches!(roost_tasks::blocking("raising the epoch fence", IO_WAIT, observe).await, Ok(Ok(_))) {
                 tracing::warn!(epoch, "could not raise the epoch fence");
             }
         });
@@ -580,7 +628,7 @@ impl Driver {
     fn etcd_acquire(&self, req: u64) {
         let (etcd, grants, internal, me, ttl) =
             (self.etcd(), self.grants.clone(), self.internal.clone(), self.me.clone(), self.ttl);
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             let sent_at = clock::now();
             let input = match etcd.acquire(&me, ttl).await {
                 Ok(roost_etcd::Acquire::Granted(grant)) => {
@@ -601,7 +649,7 @@ impl Driver {
     fn etcd_renew(&self, req: u64, epoch: u64) {
         let Some(grant) = self.grants.lock().expect("etcd grants poisoned").get(&epoch).cloned() else { return };
         let (etcd, internal) = (self.etcd(), self.internal.clone());
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             let sent_at = clock::now();
             let input = match etcd.renew(&grant).await {
                 Ok(true) => Input::ExternalRenewed { req, sent_at },
@@ -616,7 +664,7 @@ impl Driver {
     fn etcd_release(&self, epoch: u64) {
         let grant = self.grants.lock().expect("etcd grants poisoned").remove(&epoch);
         let (etcd, internal) = (self.etcd(), self.internal.clone());
-        tokio::spawn(async move {
+        self.releases.spawn(async move {
             if let Some(grant) = grant
                 && let Err(e) = etcd.release(&grant).await
             {

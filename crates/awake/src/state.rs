@@ -8,7 +8,7 @@
 //! CLOCK_BOOTTIME reading, so the logs of several processes on one machine can
 //! be checked for overlap.
 
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -153,31 +153,38 @@ impl Persister {
 }
 
 /// Appends role changes to `lease-events.jsonl`, each naming the chain it
-/// belongs to (a machine that joins another chain starts anew there).
+/// belongs to (a machine that joins another chain starts anew there). A
+/// thread of its own does the appending, in order, so the lease loop never
+/// waits on the disk for it; it ends when the `Events` is dropped.
 pub(crate) struct Events {
-    file: Option<File>,
+    lines: std::sync::mpsc::Sender<String>,
     chain: String,
 }
 
 impl Events {
     pub fn open(home: &Path, chain: &str) -> Events {
-        let file = OpenOptions::new().create(true).append(true).open(home.join("lease-events.jsonl"));
-        if let Err(e) = &file {
-            tracing::warn!(error = %e, "cannot open the lease event log; role changes are only traced");
-        }
-        Events { file: file.ok(), chain: chain.to_string() }
+        let (lines, appending) = std::sync::mpsc::channel::<String>();
+        let path = home.join("lease-events.jsonl");
+        std::thread::spawn(move || {
+            let mut file = match OpenOptions::new().create(true).append(true).open(&path) {
+                Ok(file) => file,
+                Err(e) => {
+                    return tracing::warn!(error = %e, "cannot open the lease event log; role changes are only traced");
+                }
+            };
+            while let Ok(line) = appending.recv() {
+                if let Err(e) = file.write_all(line.as_bytes()) {
+                    tracing::warn!(error = %e, "cannot append to the lease event log");
+                }
+            }
+        });
+        Events { lines, chain: chain.to_string() }
     }
 
     pub fn record(&mut self, mut event: Value, at: Duration) {
         event["at_ns"] = Value::from(at.as_nanos() as u64);
         event["chain"] = Value::from(self.chain.as_str());
         tracing::info!(%event, "lease");
-        if let Some(file) = &mut self.file {
-            let mut line = event.to_string();
-            line.push('\n');
-            if let Err(e) = file.write_all(line.as_bytes()) {
-                tracing::warn!(error = %e, "cannot append to the lease event log");
-            }
-        }
+        let _ = self.lines.send(format!("{event}\n"));
     }
 }

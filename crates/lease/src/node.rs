@@ -147,9 +147,10 @@ pub enum Action {
         epoch: u64,
         head: Heads,
     },
-    /// A wakeup, leave or handoff finished: this or `holder` now holds `epoch`.
+    /// A wakeup, leave or handoff finished: `holder` (this machine or
+    /// another) holds `epoch`, or no holder is known.
     HandoffDone {
-        holder: NodeId,
+        holder: Option<NodeId>,
         epoch: u64,
     },
     HandoffFailed {
@@ -773,7 +774,7 @@ impl Node {
         self.free_since = None;
         self.actions.push(Action::Awake { epoch });
         if self.wakeup.take().is_some() {
-            self.actions.push(Action::HandoffDone { holder: self.config.me.clone(), epoch });
+            self.actions.push(Action::HandoffDone { holder: Some(self.config.me.clone()), epoch });
         }
         self.announce(now);
     }
@@ -1211,7 +1212,7 @@ impl Node {
 
     fn finish_leaving(&mut self, now: Duration) {
         self.leaving = None;
-        let holder = self.believed_holder(now).map(|(h, _)| h).unwrap_or_default();
+        let holder = self.believed_holder(now).map(|(h, _)| h);
         self.actions.push(Action::HandoffDone { holder, epoch: self.max_round });
     }
 
@@ -1244,7 +1245,7 @@ impl Node {
         self.last_refusal = None;
         self.refused_by = None;
         if let Some(epoch) = self.acting_epoch() {
-            return self.actions.push(Action::HandoffDone { holder: self.config.me.clone(), epoch });
+            return self.actions.push(Action::HandoffDone { holder: Some(self.config.me.clone()), epoch });
         }
         // A new wakeup replaces one still waiting for a holder's handoff.
         if let Some(earlier) = self.incoming.take() {

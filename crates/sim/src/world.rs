@@ -802,6 +802,7 @@ impl World {
                 m.left |= std::mem::take(&mut m.leaving);
                 m.log_stuck = false;
                 self.handoffs_done += 1;
+                let holder = holder.unwrap_or_else(|| "nobody".into());
                 note!(self, n, "handoff done: {holder} holds epoch {epoch}");
             }
             Action::HandoffFailed { reason } => {

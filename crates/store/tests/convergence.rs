@@ -112,7 +112,7 @@ fn patch(data: u8) -> Map<String, Value> {
 /// closed, is a step that did nothing; anything else is a failure.
 fn allowed(outcome: Result<Map<String, Value>, StoreError>) {
     match outcome {
-        Ok(_) | Err(StoreError::NotFound { .. }) | Err(StoreError::Duplicate(_)) => {}
+        Ok(_) | Err(StoreError::NotFound { .. }) | Err(StoreError::AlreadyResolved { .. }) => {}
         Err(e) => panic!("{e}"),
     }
 }
