@@ -114,7 +114,8 @@ pub async fn stdio(instance: Instance) -> anyhow::Result<()> {
     let refreshing = federation.start_refreshing();
     let config = &instance.config;
     let tools = RoostTools::new(store, &config.name, &config.federation.peer_tools).with_remote(Arc::new(federation));
-    let service = tools.serve(rmcp::transport::stdio()).await.context("starting the MCP session on stdio")?;
+    let transport = roost_mcp::stdio::transport(tokio::io::stdin(), tokio::io::stdout());
+    let service = tools.serve(transport).await.context("starting the MCP session on stdio")?;
     let ended = service.waiting().await.context("MCP session on stdio");
     refreshing.abort();
     ended.map(drop)
