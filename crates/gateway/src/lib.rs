@@ -26,6 +26,7 @@
 
 mod api;
 mod auth;
+mod guard;
 mod lease_api;
 mod machines_api;
 pub mod nest;
@@ -63,6 +64,9 @@ pub struct Gateway {
     pub store: Arc<Store>,
     /// `Host` header values `/mcp` accepts; empty accepts any.
     pub allowed_hosts: Vec<String>,
+    /// Host names the Nest answers to, besides any IP address: loopback
+    /// names and the names this machine advertises.
+    pub nest_hosts: Vec<String>,
     /// Whether callers on a loopback address may use `/mcp` without a token.
     pub loopback_without_token: bool,
     /// Replication and the awake role, when they run in this process.
@@ -82,6 +86,7 @@ pub(crate) struct AppState {
     pub machine: Option<Arc<Machine>>,
     pub federation: Federation,
     pub nest: nest::NestState,
+    pub nest_hosts: Vec<String>,
 }
 
 impl AppState {
@@ -107,15 +112,19 @@ impl Gateway {
     /// The gateway of `instance`, to be served on `addr`.
     pub fn new(instance: Arc<Instance>, store: Arc<Store>, addr: SocketAddr) -> Gateway {
         let loopback_without_token = instance.config.gateway.loopback_without_token;
+        // Whatever names it advertises to the other machines, too.
+        let advertised: Vec<String> = roost_instance::addresses::advertised(&instance.config.gateway.advertise, addr)
+            .iter()
+            .filter_map(|u| roost_instance::addresses::host_and_port(u))
+            .map(|(host, _)| host)
+            .collect();
         let mut allowed_hosts = allowed_hosts_for(addr);
         if !allowed_hosts.is_empty() {
-            // Whatever names it advertises to the other machines, too.
-            let advertised = roost_instance::addresses::advertised(&instance.config.gateway.advertise, addr);
-            allowed_hosts.extend(
-                advertised.iter().filter_map(|u| roost_instance::addresses::host_and_port(u)).map(|(host, _)| host),
-            );
+            allowed_hosts.extend(advertised.iter().cloned());
         }
-        Gateway { instance, store, allowed_hosts, loopback_without_token, machine: None, federation: None }
+        let mut nest_hosts: Vec<String> = LOOPBACK_NAMES.map(String::from).to_vec();
+        nest_hosts.extend(advertised);
+        Gateway { instance, store, allowed_hosts, nest_hosts, loopback_without_token, machine: None, federation: None }
     }
 
     /// The axum router, with `cancel` ending the MCP sessions.
@@ -150,6 +159,7 @@ impl Gateway {
             machine: self.machine,
             federation,
             nest: nest::NestState::default(),
+            nest_hosts: self.nest_hosts,
         });
         let protected = api::protected_routes(state.clone())
             .merge(sync_api::routes(state.clone()))
@@ -157,7 +167,11 @@ impl Gateway {
             .merge(machines_api::routes(state.clone()))
             .nest_service("/mcp", mcp)
             .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_token));
-        api::public_routes(state.clone()).merge(pair::routes(state.clone())).merge(nest::routes(state)).merge(protected)
+        api::public_routes(state.clone())
+            .merge(pair::routes(state.clone()))
+            .merge(protected)
+            .layer(axum::middleware::from_fn(guard::api))
+            .merge(nest::routes(state))
     }
 
     /// Serves on `listener` (and on the Unix `socket`, when given) until
@@ -209,13 +223,16 @@ impl Gateway {
     }
 }
 
+/// The names of this machine's loopback interface, as a `Host` gives them.
+const LOOPBACK_NAMES: [&str; 3] = ["localhost", "127.0.0.1", "::1"];
+
 /// The `Host` values to accept for a gateway bound to `addr`: loopback names,
 /// plus the bound address itself; none (accept any) for a wildcard bind.
 pub fn allowed_hosts_for(addr: SocketAddr) -> Vec<String> {
     if addr.ip().is_unspecified() {
         return Vec::new();
     }
-    let mut hosts: Vec<String> = ["localhost", "127.0.0.1", "::1"].map(String::from).to_vec();
+    let mut hosts: Vec<String> = LOOPBACK_NAMES.map(String::from).to_vec();
     let ip = addr.ip().to_string();
     if !hosts.contains(&ip) {
         hosts.push(ip);
