@@ -26,11 +26,14 @@
 
 mod api;
 mod auth;
+pub mod conn;
 mod guard;
 mod lease_api;
 mod machines_api;
+mod mcp_http;
 pub mod nest;
 mod pair;
+pub mod sessions;
 mod sync_api;
 
 use std::future::Future;
@@ -88,6 +91,9 @@ pub(crate) struct AppState {
     pub nest: nest::NestState,
     pub nest_hosts: Vec<String>,
 }
+
+/// The MCP sessions of `/mcp`: rmcp's, held to the caps.
+pub(crate) type Sessions = sessions::CappedSessions<LocalSessionManager>;
 
 impl AppState {
     /// Replication as it runs now, if it runs in this process.
@@ -147,8 +153,17 @@ impl Gateway {
         } else {
             config.with_allowed_hosts(self.allowed_hosts)
         };
-        let mcp: StreamableHttpService<RoostTools, LocalSessionManager> =
-            StreamableHttpService::new(move || Ok(tools.clone()), Default::default(), config);
+        let sessions = Arc::new(Sessions::new(
+            LocalSessionManager::default(),
+            sessions::MAX_SESSIONS,
+            sessions::MAX_SESSIONS_PER_CALLER,
+        ));
+        config = config.with_max_request_body_bytes(mcp_http::MAX_BODY);
+        let mcp: StreamableHttpService<RoostTools, Sessions> =
+            StreamableHttpService::new(move || Ok(tools.clone()), sessions.clone(), config);
+        let mcp = Router::new()
+            .nest_service("/mcp", mcp)
+            .layer(axum::middleware::from_fn_with_state(sessions, mcp_http::edges));
         let state = Arc::new(AppState {
             tokens: Mutex::new(TokenVerifier::new(&self.instance.id)),
             instance: self.instance,
@@ -165,7 +180,7 @@ impl Gateway {
             .merge(sync_api::routes(state.clone()))
             .merge(lease_api::routes(state.clone()))
             .merge(machines_api::routes(state.clone()))
-            .nest_service("/mcp", mcp)
+            .merge(mcp)
             .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_token));
         api::public_routes(state.clone())
             .merge(pair::routes(state.clone()))
@@ -175,7 +190,8 @@ impl Gateway {
     }
 
     /// Serves on `listener` (and on the Unix `socket`, when given) until
-    /// `shutdown` resolves, then drains for at most [`SHUTDOWN_GRACE`].
+    /// `shutdown` resolves, then drains for at most [`SHUTDOWN_GRACE`]. Every
+    /// connection is held to [`conn::Limits`].
     pub async fn serve(
         self,
         listener: TcpListener,
@@ -184,15 +200,12 @@ impl Gateway {
     ) -> std::io::Result<()> {
         let cancel = CancellationToken::new();
         let router = self.router(cancel.clone());
-        let stop = cancel.clone();
+        let limits = conn::Limits::for_tcp();
+        tracing::info!(connections = limits.connections, "connection limit");
         let local = socket.map(|socket| {
             let router = router.clone().layer(axum::Extension(auth::OverSocket));
-            let stopped = cancel.clone();
-            tokio::spawn(
-                axum::serve(socket, router.into_make_service())
-                    .with_graceful_shutdown(async move { stopped.cancelled().await })
-                    .into_future(),
-            )
+            let limits = conn::Limits::with_connections(conn::MAX_SOCKET_CONNECTIONS);
+            tokio::spawn(conn::serve(socket, router, limits, cancel.clone()))
         });
         // Responses go out in several small writes (an SSE event per
         // message); without TCP_NODELAY each later write waits for the
@@ -202,19 +215,18 @@ impl Gateway {
                 tracing::debug!(error = %e, "cannot set TCP_NODELAY on a connection");
             }
         });
-        let server = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                tracing::info!("shutting down");
-                stop.cancel();
-            });
-        let server = tokio::spawn(server.into_future());
-        cancel.cancelled().await;
-        if let Some(local) = local {
-            let _ = tokio::time::timeout(SHUTDOWN_GRACE, local).await;
-        }
-        match tokio::time::timeout(SHUTDOWN_GRACE, server).await {
-            Ok(joined) => joined.map_err(std::io::Error::other)?,
+        let server = tokio::spawn(conn::serve(listener, router, limits, cancel.clone()));
+        shutdown.await;
+        tracing::info!("shutting down");
+        cancel.cancel();
+        let drained = async {
+            if let Some(local) = local {
+                local.await.map_err(std::io::Error::other)?;
+            }
+            server.await.map_err(std::io::Error::other)
+        };
+        match tokio::time::timeout(SHUTDOWN_GRACE, drained).await {
+            Ok(joined) => joined,
             Err(_) => {
                 tracing::warn!("connections still open after {SHUTDOWN_GRACE:?}; closing them");
                 Ok(())
