@@ -30,6 +30,12 @@ pub(crate) fn protected_routes(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
+/// The body of a command that takes no arguments: `{}`. Requiring it makes
+/// the command a JSON request, which no web page can send cross-site.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct NoArguments {}
+
 /// An error answer: a status and a one-line reason as `{"error": ...}`.
 pub(crate) struct ApiError(pub StatusCode, pub String);
 
