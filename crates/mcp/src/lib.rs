@@ -27,6 +27,9 @@ use roost_store::{Keep, ListQuery, Mutation, SearchQuery, Sort, Store};
 
 pub use catalog::Action;
 
+/// How long one tool call on this machine's database may take.
+const TOOL_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 const INSTRUCTIONS: &str = "Roost is the user's long-term memory and notebook, shared by all their machines. \
 Search memories before answering questions about the user's past, preferences or projects, and store new durable \
 facts as they come up (one idea per memory). Projects group memories, notes and sources; blog posts, contacts and \
@@ -148,9 +151,9 @@ impl RoostTools {
             Action::ListInstances => self.remote()?.list_instances().await,
             _ => {
                 let store = self.store.clone();
-                tokio::task::spawn_blocking(move || execute(&store, action, args))
+                roost_tasks::blocking("the tool", TOOL_WAIT, move || execute(&store, action, args))
                     .await
-                    .map_err(|e| format!("tool task failed: {e}"))?
+                    .map_err(|e| e.to_string())?
             }
         }
     }
