@@ -53,14 +53,7 @@ fn serve(dir: &Path, descriptors: Option<u64>) -> (Served, PathBuf) {
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .expect("spawning roost serve");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let addr = line
-        .split("http://")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap_or_else(|| panic!("unexpected first line from roost serve: {line:?}"))
-        .to_string();
+    let addr = common::listening_address(&mut child);
     (Served { child, addr, home }, log)
 }
 

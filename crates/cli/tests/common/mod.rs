@@ -45,14 +45,7 @@ impl Served {
             .stdout(Stdio::piped())
             .spawn()
             .expect("spawning roost serve");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let addr = line
-            .split("http://")
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
-            .unwrap_or_else(|| panic!("unexpected first line from roost serve: {line:?}"))
-            .to_string();
+        let addr = listening_address(&mut child);
         Served { child, addr, home: home.to_path_buf() }
     }
 
@@ -252,4 +245,16 @@ pub fn configure(home: &Path, key: &str, value: &str) {
     let text = std::fs::read_to_string(&config).unwrap();
     let line = text.lines().find(|l| l.starts_with(&format!("{key} ="))).unwrap_or_else(|| panic!("{key} in {text}"));
     std::fs::write(&config, text.replace(line, &format!("{key} = {value}"))).unwrap();
+}
+
+/// The address `roost serve` (or `witness`) announces on its first line
+/// of stdout.
+pub fn listening_address(child: &mut std::process::Child) -> String {
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout is piped")).read_line(&mut line).unwrap();
+    line.split("http://")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("unexpected first line from roost serve: {line:?}"))
+        .to_string()
 }
