@@ -130,7 +130,7 @@ impl Scenario {
             // and take a free lease without waiting for their logs.
             write_gap: match rng.below(3) {
                 0 => (500 * MS, 3 * SEC),
-                _ => (rng.between(20, 100) * MS, rng.between(100, 500) * MS),
+                _ => (rng.between(50, 150) * MS, rng.between(200, 600) * MS),
             },
             stall_ppm: rng.pick(&[0, 200_000, 600_000]),
             retry_ppm: rng.pick(&[0, 20_000, 100_000]),

@@ -475,7 +475,7 @@ impl World {
                 Ok(())
             }
             Event::Agent(n, life) => {
-                if self.timer(n, life, Event::Agent(n, life), (50 * MS, 300 * MS)) {
+                if self.timer(n, life, Event::Agent(n, life), (100 * MS, 500 * MS)) {
                     self.agent(n);
                 }
                 Ok(())
