@@ -193,7 +193,7 @@ impl Instance {
     /// they hear from this machine). Needs the seed.
     pub fn rename(&mut self, store: &roost_store::Store, name: &str) -> Result<()> {
         let name = name.trim();
-        if name.is_empty() || name.len() > 64 || name.chars().any(char::is_control) {
+        if !roost_identity::cert::valid_name(name) {
             return Err(InstanceError::BadName);
         }
         let old = std::mem::replace(&mut self.config.name, name.to_string());

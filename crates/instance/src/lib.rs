@@ -256,7 +256,7 @@ impl Instance {
     pub fn init(home: &Path, name: &str) -> Result<Instance> {
         let name = name.trim();
         // Bytes, not characters: the certificate stores at most 64 bytes.
-        if name.is_empty() || name.len() > 64 || name.chars().any(char::is_control) {
+        if !roost_identity::cert::valid_name(name) {
             return Err(InstanceError::BadName);
         }
         if let Ok(existing) = Instance::open(home) {
