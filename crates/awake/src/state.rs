@@ -6,9 +6,11 @@
 //! a new ballot, never on a renewal. The event log (`lease-events.jsonl`)
 //! records each acquire and release with the CLOCK_BOOTTIME reading, so the
 //! logs of several processes on one machine can be checked for overlap.
+//! Both are created owner-only (0600).
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -90,7 +92,7 @@ pub(crate) fn save(home: &Path, chain: &str, durable: &Durable) -> std::io::Resu
     };
     let path = state_path(home);
     let temporary = path.with_extension("json.tmp");
-    let mut file = File::create(&temporary)?;
+    let mut file = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&temporary)?;
     file.write_all(&serde_json::to_vec(&stored).expect("voter state serialises"))?;
     file.sync_all()?;
     std::fs::rename(&temporary, &path)?;
@@ -106,7 +108,7 @@ pub(crate) struct Events {
 
 impl Events {
     pub fn open(home: &Path, chain: &str) -> Events {
-        let file = OpenOptions::new().create(true).append(true).open(home.join("lease-events.jsonl"));
+        let file = OpenOptions::new().create(true).append(true).mode(0o600).open(home.join("lease-events.jsonl"));
         if let Err(e) = &file {
             tracing::warn!(error = %e, "cannot open the lease event log; role changes are only traced");
         }

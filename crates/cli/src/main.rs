@@ -145,6 +145,9 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Before anything opens a file: whatever this process creates (the
+    // database, its WAL, the lease's files) is its user's alone.
+    roost_instance::private_by_default();
     // TLS for outgoing HTTPS (the sync transport brings rustls without a
     // default provider); ring, as everywhere else in Roost.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -160,6 +163,9 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     let home = cli.home.unwrap_or_else(roost_instance::default_home);
+    if home.exists() {
+        make_private(&home)?;
+    }
     match cli.command {
         Command::Init { name } => {
             let instance = Instance::init(&home, &name.unwrap_or_else(roost_instance::default_name))?;
@@ -200,6 +206,24 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Nest(command) => nest::run(&home, command),
         Command::Bench(command) => bench::run(command),
     }
+}
+
+/// Makes an existing home owner-only, saying in one line what other users
+/// could reach until now.
+fn make_private(home: &std::path::Path) -> anyhow::Result<()> {
+    let changed = roost_instance::make_private(home)?;
+    if !changed.is_empty() {
+        let names: Vec<String> = changed
+            .iter()
+            .map(|p| if p.as_os_str().is_empty() { "the directory itself".into() } else { p.display().to_string() })
+            .collect();
+        eprintln!(
+            "roost: warning: other users could reach {} in {}; made owner-only (directories 0700, files 0600)",
+            names.join(", "),
+            home.display()
+        );
+    }
+    Ok(())
 }
 
 /// A small runtime: Roost's work is I/O-bound and its heavy lifting runs on
