@@ -15,6 +15,7 @@ mod lease;
 mod machines;
 mod memory;
 mod nest;
+mod out;
 mod pair;
 mod prompt;
 mod serve;
@@ -28,6 +29,8 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use roost_instance::Instance;
+
+use crate::out::{note, say};
 
 #[derive(Parser)]
 #[command(name = "roost", version, about = "One person's AI-agent memory, on every machine they own.")]
@@ -154,8 +157,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
+        // The reader of stdout went away (`| head`): it has what it wanted.
+        Err(e) if e.downcast_ref::<out::Closed>().is_some() => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("roost: error: {e:#}");
+            note!("roost: error: {e:#}");
             ExitCode::FAILURE
         }
     }
@@ -169,7 +174,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Init { name } => {
             let instance = Instance::init(&home, &name.unwrap_or_else(roost_instance::default_name))?;
-            println!("created instance {} ({}) at {}", instance.config.name, instance.id, home.display());
+            say!("created instance {} ({}) at {}", instance.config.name, instance.id, home.display())?;
             Ok(())
         }
         Command::Serve { bind, name } => {
@@ -217,7 +222,7 @@ fn make_private(home: &std::path::Path) -> anyhow::Result<()> {
             .iter()
             .map(|p| if p.as_os_str().is_empty() { "the directory itself".into() } else { p.display().to_string() })
             .collect();
-        eprintln!(
+        note!(
             "roost: warning: other users could reach {} in {}; made owner-only (directories 0700, files 0600)",
             names.join(", "),
             home.display()
