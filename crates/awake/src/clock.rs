@@ -8,11 +8,9 @@
 
 use std::time::Duration;
 
+use rustix::time::{ClockId, clock_gettime};
+
 pub fn now() -> Duration {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: `ts` is a valid, writable timespec; CLOCK_BOOTTIME exists on
-    // every Linux this runs on, and the call only writes `ts`.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
-    assert_eq!(rc, 0, "CLOCK_BOOTTIME is readable");
+    let ts = clock_gettime(ClockId::Boottime);
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }

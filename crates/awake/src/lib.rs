@@ -23,13 +23,13 @@ use iroh::Endpoint;
 use serde_json::{Value, json};
 use thiserror::Error;
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
 
 use roost_core::protocol::Heads;
 use roost_instance::Instance;
-use roost_lease::{Action, Config, Envelope, Grantor, Input, Node, NodeId, Tenure, View};
+use roost_lease::{Action, Config, Effect, Envelope, Grantor, Input, Node, NodeId, Shell, Tenure, View};
 use roost_store::{InstanceEntry, Store};
-use roost_sync::SyncService;
+use roost_sync::{PeerState, SyncService};
+use roost_tasks::Tasks;
 
 pub use iroh::endpoint::Connection;
 pub use link::ALPN;
@@ -63,6 +63,45 @@ pub enum AwakeError {
     Sync(#[from] roost_sync::SyncError),
 }
 
+/// Where a `wakeup` or `leave` left the role.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Settled {
+    /// `name` holds the role at `epoch`.
+    Awake { name: String, epoch: u64 },
+    /// This machine left and takes the role no more.
+    Retired,
+}
+
+impl std::fmt::Display for Settled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Settled::Awake { name, epoch } => write!(f, "{name} is awake at epoch {epoch}"),
+            Settled::Retired => f.write_str("this machine will not take the role until `roost wakeup`"),
+        }
+    }
+}
+
+/// Why a `wakeup` or `leave` did not happen.
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
+pub enum CommandError {
+    #[error("the lease loop has stopped")]
+    Stopped,
+    #[error("the lease loop dropped the request")]
+    Dropped,
+    #[error("no answer from the lease loop within {0:?}")]
+    NoAnswer(Duration),
+    #[error("another wakeup or leave is under way")]
+    Busy,
+    /// The protocol's own reason (a handoff refused or aborted).
+    #[error("{0}")]
+    Refused(String),
+}
+
+type CommandReply = oneshot::Sender<Result<Settled, CommandError>>;
+
+/// How long a command waits for the lease loop to settle it.
+const COMMAND_WAIT: Duration = Duration::from_secs(10);
+
 /// Whether this machine may take the role.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Part {
@@ -73,8 +112,8 @@ pub enum Part {
 }
 
 enum Command {
-    Wakeup { force: bool, reply: oneshot::Sender<Result<String, String>> },
-    Leave { reply: oneshot::Sender<Result<String, String>> },
+    Wakeup { force: bool, reply: CommandReply },
+    Leave { reply: CommandReply },
     Stop { done: oneshot::Sender<()> },
 }
 
@@ -92,7 +131,8 @@ struct Shared {
 /// The running lease of one machine.
 pub struct AwakeService {
     shared: Arc<Shared>,
-    tasks: Vec<JoinHandle<()>>,
+    /// The driver, its watchers, links and the work they start.
+    tasks: Tasks,
 }
 
 impl AwakeService {
@@ -137,8 +177,9 @@ impl AwakeService {
         config.seed = now.as_nanos() as u64 ^ instance.id.bytes().fold(0u64, |h, b| h.rotate_left(5) ^ u64::from(b));
         let node = Node::new(config, durable, now);
 
+        let tasks = Tasks::new();
         let (inbox_sender, inbox) = mpsc::channel(256);
-        let links = link::Links::new(endpoint, inbox_sender);
+        let links = link::Links::new(endpoint, inbox_sender, tasks.clone());
         let (commands_sender, commands) = mpsc::channel(4);
         let (internal_sender, internal) = mpsc::channel(64);
         let (roster_sender, roster) = mpsc::channel(1);
@@ -146,24 +187,23 @@ impl AwakeService {
             commands: commands_sender,
             snapshot: Mutex::new(Snapshot { status: json!({"role": "starting"}), turned_at: now }),
         });
-        let mut tasks = Vec::new();
         let accepting = links.clone();
-        tasks.push(tokio::spawn(async move {
+        tasks.spawn(async move {
             while let Some(conn) = accepted.recv().await {
                 accepting.accepted(conn);
             }
-        }));
-        tasks.push(tokio::spawn(watch_roster(store.clone(), roster_sender)));
+        });
+        tasks.spawn(watch_roster(store.clone(), roster_sender));
         if let Some(sync) = sync {
-            tasks.push(tokio::spawn(watch_caught_up(sync, internal_sender.clone())));
+            tasks.spawn(watch_caught_up(sync, internal_sender.clone()));
         }
         let driver = Driver {
             me: instance.id.clone(),
-            home: instance.home.clone(),
             events: state::Events::open(&instance.home, &chain),
-            chain,
+            persister: state::Persister::start(&instance.home, &chain),
+            reading_log: false,
             store,
-            node,
+            shell: Shell::new(node),
             links,
             names: HashMap::from([(instance.id.clone(), instance.config.name.clone())]),
             internal: internal_sender,
@@ -176,8 +216,10 @@ impl AwakeService {
             etcd,
             grants: Arc::default(),
             fenced_to: 0,
+            tasks: tasks.clone(),
+            releases: tasks.child(),
         };
-        tasks.push(tokio::spawn(driver.run(inbox, commands, internal, roster)));
+        tasks.spawn(driver.run(inbox, commands, internal, roster));
         Ok(AwakeService { shared, tasks })
     }
 
@@ -187,50 +229,50 @@ impl AwakeService {
         let mut status = snapshot.status.clone();
         let lag = clock::now().saturating_sub(snapshot.turned_at);
         status["loop_lag_ms"] = json!(lag.as_millis() as u64);
-        status["ok"] = json!(lag < STALLED);
+        // A stalled loop, or votes that cannot be stored: this machine
+        // cannot play its part in the role.
+        status["ok"] = json!(lag < STALLED && status["votes_error"].is_null());
         status
     }
 
     /// Takes the role here: by handoff from the holder, or by a fresh grant
     /// when nobody holds it. `force` takes it with this machine's vote alone.
-    pub async fn wakeup(&self, force: bool) -> Result<String, String> {
+    pub async fn wakeup(&self, force: bool) -> Result<Settled, CommandError> {
         self.command(|reply| Command::Wakeup { force, reply }).await
     }
 
     /// Hands the role to a standby (when held here) and stops taking it.
-    pub async fn leave(&self) -> Result<String, String> {
+    pub async fn leave(&self) -> Result<Settled, CommandError> {
         self.command(|reply| Command::Leave { reply }).await
     }
 
-    async fn command(
-        &self,
-        make: impl FnOnce(oneshot::Sender<Result<String, String>>) -> Command,
-    ) -> Result<String, String> {
+    async fn command(&self, make: impl FnOnce(CommandReply) -> Command) -> Result<Settled, CommandError> {
         let (reply, answer) = oneshot::channel();
-        self.shared.commands.send(make(reply)).await.map_err(|_| "the lease loop has stopped".to_string())?;
-        match tokio::time::timeout(Duration::from_secs(10), answer).await {
+        self.shared.commands.send(make(reply)).await.map_err(|_| CommandError::Stopped)?;
+        match tokio::time::timeout(COMMAND_WAIT, answer).await {
             Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err("the lease loop dropped the request".into()),
-            Err(_) => Err("no answer from the lease loop within 10 s".into()),
+            Ok(Err(_)) => Err(CommandError::Dropped),
+            Err(_) => Err(CommandError::NoAnswer(COMMAND_WAIT)),
         }
     }
 
     /// Stops the loop: a holder stops acting and releases its lease, so a
-    /// standby takes the role at once (bounded; the loop ends regardless).
+    /// standby takes the role at once. Then every task of the lease ends;
+    /// each wait is bounded, and the tasks end regardless.
     pub async fn stop(&self) {
         let (done, stopped) = oneshot::channel();
         if self.shared.commands.send(Command::Stop { done }).await.is_ok() {
             let _ = tokio::time::timeout(IO_WAIT * 2, stopped).await;
         }
-        self.shutdown();
+        if !self.tasks.stop(IO_WAIT * 2).await {
+            tracing::warn!("lease tasks still running {:?} after the stop", IO_WAIT * 2);
+        }
     }
 
     /// Ends the loop at once, releasing nothing: the others take over when
     /// the lease runs out.
     pub fn shutdown(&self) {
-        for task in &self.tasks {
-            task.abort();
-        }
+        self.tasks.cancel();
     }
 }
 
@@ -244,48 +286,56 @@ impl Drop for AwakeService {
 async fn watch_roster(store: Arc<Store>, roster: mpsc::Sender<Vec<InstanceEntry>>) {
     loop {
         let store = store.clone();
-        let read = tokio::task::spawn_blocking(move || store.instances());
-        match tokio::time::timeout(IO_WAIT, read).await {
-            Ok(Ok(Ok(entries))) => {
+        match roost_tasks::blocking("reading the registry for the lease", IO_WAIT, move || store.instances()).await {
+            Ok(Ok(entries)) => {
                 if roster.send(entries).await.is_err() {
                     return;
                 }
             }
-            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "cannot read the registry for the lease"),
-            _ => tracing::warn!("reading the registry for the lease took longer than {IO_WAIT:?}"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot read the registry for the lease"),
+            Err(e) => tracing::warn!(error = %e, "no registry for the lease"),
         }
         tokio::time::sleep(ROSTER_EVERY).await;
     }
 }
 
 /// Tells the node whether replication has caught up with reachable peers.
-async fn watch_caught_up(sync: Arc<SyncService>, internal: mpsc::Sender<Input>) {
+async fn watch_caught_up(sync: Arc<SyncService>, internal: mpsc::Sender<Fact>) {
     loop {
         let sync = sync.clone();
-        let status = tokio::task::spawn_blocking(move || sync.status());
-        let caught_up = match tokio::time::timeout(IO_WAIT, status).await {
-            Ok(Ok(Ok(peers))) => peers.iter().all(|p| p.state != "syncing" || p.behind == 0),
+        let status = roost_tasks::blocking("replication's status", IO_WAIT, move || sync.status()).await;
+        let caught_up = match status {
+            Ok(Ok(peers)) => peers.iter().all(|p| p.state != PeerState::Syncing || p.behind == 0),
             _ => false,
         };
-        if internal.send(Input::LogCaughtUp(caught_up)).await.is_err() {
+        if internal.send(Fact::Input(Input::LogCaughtUp(caught_up))).await.is_err() {
             return;
         }
         tokio::time::sleep(CAUGHT_UP_EVERY).await;
     }
 }
 
+/// What the driver's helper tasks report back.
+enum Fact {
+    /// An input for the node (a grant from etcd, whether the log is caught up).
+    Input(Input),
+    /// The log's heads, which the shell asked for.
+    Log(Heads),
+}
+
 struct Driver {
     me: NodeId,
-    home: std::path::PathBuf,
-    /// The Roost ID the voter state belongs to.
-    chain: String,
+    /// Writes the voter state; the shell holds back what depends on it.
+    persister: state::Persister,
+    /// A read of the log's heads is under way.
+    reading_log: bool,
     store: Arc<Store>,
-    node: Node,
+    shell: Shell,
     links: Arc<link::Links>,
     names: HashMap<NodeId, String>,
-    internal: mpsc::Sender<Input>,
+    internal: mpsc::Sender<Fact>,
     events: state::Events,
-    pending: Option<oneshot::Sender<Result<String, String>>>,
+    pending: Option<CommandReply>,
     /// When the held lease runs out (or ran out), as last published.
     lease_end: Option<Duration>,
     shared: Arc<Shared>,
@@ -299,6 +349,10 @@ struct Driver {
     grants: Arc<Mutex<HashMap<u64, roost_etcd::Grant>>>,
     /// The highest epoch handed to the store's fence.
     fenced_to: u64,
+    /// Where the driver's own helper work runs (reads, writes, etcd calls).
+    tasks: Tasks,
+    /// etcd releases under way, which a stop waits for.
+    releases: Tasks,
 }
 
 impl Driver {
@@ -306,7 +360,7 @@ impl Driver {
         mut self,
         mut inbox: mpsc::Receiver<(NodeId, Bytes)>,
         mut commands: mpsc::Receiver<Command>,
-        mut internal: mpsc::Receiver<Input>,
+        mut internal: mpsc::Receiver<Fact>,
         mut roster: mpsc::Receiver<Vec<InstanceEntry>>,
     ) {
         // Until the registry is read, this node would count itself the only
@@ -323,7 +377,14 @@ impl Driver {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             let input = tokio::select! {
-                _ = tick.tick() => Input::Tick,
+                _ = tick.tick() => {
+                    // A write that outlasted its wait has ended since.
+                    self.shell.written(self.persister.through(), true, clock::now());
+                    if let Some(write) = self.shell.retry(clock::now()) {
+                        self.perform(vec![write], clock::now()).await;
+                    }
+                    Input::Tick
+                }
                 Some((from, bytes)) = inbox.recv() => match Envelope::decode(&bytes) {
                     Ok(envelope) => Input::Received { from, envelope },
                     Err(e) => {
@@ -334,8 +395,11 @@ impl Driver {
                 Some(command) = commands.recv() => match command {
                     Command::Stop { done } => {
                         let now = clock::now();
-                        let actions = self.node.handle(Input::Stop, now);
-                        self.perform(actions, now).await;
+                        let effects = self.shell.handle(Input::Stop, now);
+                        self.perform(effects, now).await;
+                        // The release reaches the others before the lease's tasks end.
+                        self.links.flushed(IO_WAIT).await;
+                        self.releases.finish(IO_WAIT).await;
                         let _ = done.send(());
                         return;
                     }
@@ -344,7 +408,19 @@ impl Driver {
                         None => continue,
                     },
                 },
-                Some(input) = internal.recv() => input,
+                Some(fact) = internal.recv() => match fact {
+                    Fact::Input(input) => input,
+                    Fact::Log(heads) => {
+                        self.reading_log = false;
+                        let now = clock::now();
+                        let effects = self.shell.log(&heads, now);
+                        self.perform(effects, now).await;
+                        if self.shell.waiting_for_log() {
+                            self.read_log(Duration::from_millis(5));
+                        }
+                        continue;
+                    }
+                },
                 Some(voters) = roster.recv() => {
                     let now = clock::now();
                     let actions = self.set_roster(voters, now);
@@ -354,10 +430,33 @@ impl Driver {
                 else => return,
             };
             let now = clock::now();
-            let actions = self.node.handle(input, now);
-            self.perform(actions, now).await;
+            let effects = self.shell.handle(input, now);
+            self.perform(effects, now).await;
             self.publish(clock::now());
         }
+    }
+
+    /// Reads the log's heads for the shell, after `delay`, bounded.
+    fn read_log(&mut self, delay: Duration) {
+        if std::mem::replace(&mut self.reading_log, true) {
+            return;
+        }
+        let (store, internal) = (self.store.clone(), self.internal.clone());
+        self.tasks.spawn(async move {
+            tokio::time::sleep(delay).await;
+            let heads = match roost_tasks::blocking("reading the log's heads", IO_WAIT, move || store.heads()).await {
+                Ok(Ok(heads)) => heads,
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "cannot read the log's heads");
+                    Heads::new()
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "no heads for the lease");
+                    Heads::new()
+                }
+            };
+            let _ = internal.send(Fact::Log(heads)).await;
+        });
     }
 
     fn admit(&mut self, command: Command) -> Option<Input> {
@@ -367,7 +466,7 @@ impl Driver {
             Command::Stop { .. } => unreachable!("the loop handles a stop itself"),
         };
         if self.pending.is_some() {
-            let _ = reply.send(Err("another wakeup or leave is under way".into()));
+            let _ = reply.send(Err(CommandError::Busy));
             return None;
         }
         self.pending = Some(reply);
@@ -377,13 +476,13 @@ impl Driver {
     /// Tells the node the registry's machines (the holder admits those it
     /// hears as voters and removes revoked ones); what the node must do when
     /// this machine itself was revoked.
-    fn set_roster(&mut self, entries: Vec<InstanceEntry>, now: Duration) -> Vec<Action> {
+    fn set_roster(&mut self, entries: Vec<InstanceEntry>, now: Duration) -> Vec<Effect> {
         // This machine left the chain (`roost leave` revoked it here): it
         // hands the role off if it holds it, and never takes it again.
-        let mut actions = Vec::new();
+        let mut effects = Vec::new();
         if !self.retired && entries.iter().any(|e| e.id == self.me && e.is_revoked()) {
             self.retired = true;
-            actions = self.node.handle(Input::Leave, now);
+            effects = self.shell.handle(Input::Leave, now);
         }
         let (revoked, active): (Vec<InstanceEntry>, Vec<InstanceEntry>) =
             entries.into_iter().partition(InstanceEntry::is_revoked);
@@ -395,39 +494,60 @@ impl Driver {
         let mut members: Vec<NodeId> = active.into_iter().map(|e| e.id).collect();
         members.push(self.me.clone());
         let revoked = revoked.into_iter().map(|e| e.id).collect();
-        actions.extend(self.node.handle(Input::Members { active: members, revoked }, now));
-        actions
+        effects.extend(self.shell.handle(Input::Members { active: members, revoked }, now));
+        effects
     }
 
     fn name(&self, id: &str) -> String {
         self.names.get(id).cloned().unwrap_or_else(|| id.to_string())
     }
 
-    async fn perform(&mut self, actions: Vec<Action>, now: Duration) {
-        let mut sending = true;
-        for action in actions {
-            match action {
-                Action::Send { to, envelope } => {
-                    if sending {
+    async fn perform(&mut self, effects: Vec<Effect>, now: Duration) {
+        for effect in effects {
+            let action = match effect {
+                // Nothing leaves while a state it may depend on is not on
+                // disk: not an answer, not a renewal, not a view.
+                Effect::Send { to, envelope, after } => {
+                    if !self.shell.may_send(after) {
+                        continue;
+                    }
+                    if to == self.me {
+                        // Its own vote, stored: back to the node, in turn.
+                        let vote = Input::Received { from: to, envelope };
+                        if self.internal.try_send(Fact::Input(vote)).is_err() {
+                            tracing::warn!("the lease loop is too busy to count its own vote; the protocol asks again");
+                        }
+                    } else {
                         self.links.send(&to, envelope.encode());
                     }
+                    continue;
                 }
-                Action::Persist(durable) => {
-                    let (home, chain) = (self.home.clone(), self.chain.clone());
-                    let write = tokio::task::spawn_blocking(move || state::save(&home, &chain, &durable));
-                    let saved = matches!(tokio::time::timeout(IO_WAIT, write).await, Ok(Ok(Ok(()))));
-                    if !saved {
-                        // A promise not on disk must not leave this machine.
-                        tracing::error!("cannot store the lease votes within {IO_WAIT:?}; withholding this answer");
-                        sending = false;
+                Effect::Write { number, durable } => {
+                    self.persister.write(number, durable);
+                    let stored = self.persister.wait(number, IO_WAIT).await;
+                    if !stored {
+                        let why = self.persister.failure().unwrap_or_else(|| format!("not done within {IO_WAIT:?}"));
+                        tracing::error!(%why, "cannot store the lease votes; this machine sends nothing until it can");
                     }
+                    // A write still under way is reported when it ends.
+                    if stored || self.persister.failure().is_some() {
+                        self.shell.written(number, stored, clock::now());
+                    }
+                    continue;
                 }
+                Effect::ReadLog => {
+                    self.read_log(Duration::ZERO);
+                    continue;
+                }
+                Effect::Act(action) => action,
+            };
+            match action {
                 Action::Awake { epoch } => {
                     self.events.record(json!({"event": "awake", "epoch": epoch, "node": self.me}), now);
                     // A machine that knows no other voters is a chain of one
                     // only in its own eyes (its registry may be incomplete):
                     // it writes nothing that would meet another's at one epoch.
-                    if self.node.voters() > 1 {
+                    if self.shell.node().voters() > 1 {
                         self.record_awake(epoch);
                     }
                 }
@@ -444,33 +564,22 @@ impl Driver {
                 Action::Resume { epoch } => {
                     self.events.record(json!({"event": "resume", "epoch": epoch, "node": self.me}), now);
                 }
-                Action::NeedHead => {
-                    let (store, internal) = (self.store.clone(), self.internal.clone());
-                    tokio::spawn(async move {
-                        let heads = tokio::task::spawn_blocking(move || store.heads());
-                        if let Ok(Ok(Ok(heads))) = tokio::time::timeout(IO_WAIT, heads).await {
-                            let _ = internal.send(Input::Head(heads)).await;
-                        }
-                    });
-                }
-                Action::CatchUp { epoch, head } => {
-                    let deadline = now + Duration::from_millis(1500);
-                    tokio::spawn(catch_up(self.store.clone(), self.internal.clone(), epoch, head, deadline));
+                Action::Send { .. } | Action::Persist(_) | Action::NeedHead | Action::CatchUp { .. } => {
+                    unreachable!("the shell turns these into effects")
                 }
                 Action::HandoffDone { holder, epoch } => {
-                    let message = if holder.is_empty() {
-                        "this machine will not take the role until `roost wakeup`".to_string()
-                    } else {
-                        format!("{} is awake at epoch {epoch}", self.name(&holder))
+                    let settled = match holder {
+                        None => Settled::Retired,
+                        Some(holder) => Settled::Awake { name: self.name(&holder), epoch },
                     };
                     if let Some(reply) = self.pending.take() {
-                        let _ = reply.send(Ok(message));
+                        let _ = reply.send(Ok(settled));
                     }
                 }
                 Action::HandoffFailed { reason } => {
                     self.events.record(json!({"event": "handoff-failed", "node": self.me, "reason": reason}), now);
                     if let Some(reply) = self.pending.take() {
-                        let _ = reply.send(Err(reason));
+                        let _ = reply.send(Err(CommandError::Refused(reason)));
                     }
                 }
                 Action::ExternalAcquire { req } => self.etcd_acquire(req),
@@ -486,12 +595,12 @@ impl Driver {
     fn record_awake(&self, epoch: u64) {
         let store = self.store.clone();
         let value = json!({"holder": self.me, "name": self.name(&self.me), "epoch": epoch}).to_string();
-        tokio::spawn(async move {
-            let write = tokio::task::spawn_blocking(move || store.write_agent_state(AWAKE_KEY, &value, epoch));
-            match tokio::time::timeout(IO_WAIT, write).await {
-                Ok(Ok(Ok(_))) => {}
-                Ok(Ok(Err(e))) => tracing::warn!(error = %e, "the awake record was refused"),
-                _ => tracing::warn!("writing the awake record took longer than {IO_WAIT:?}"),
+        self.tasks.spawn(async move {
+            let write = move || store.write_agent_state(AWAKE_KEY, &value, epoch);
+            match roost_tasks::blocking("writing the awake record", IO_WAIT, write).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "the awake record was refused"),
+                Err(e) => tracing::warn!(error = %e, "no awake record"),
             }
         });
     }
@@ -503,9 +612,9 @@ impl Driver {
         }
         self.fenced_to = epoch;
         let store = self.store.clone();
-        tokio::spawn(async move {
-            let observe = tokio::task::spawn_blocking(move || store.observe_epoch(epoch));
-            if !matches!(tokio::time::timeout(IO_WAIT, observe).await, Ok(Ok(Ok(_)))) {
+        self.tasks.spawn(async move {
+            let observe = move || store.observe_epoch(epoch);
+            if !matches!(roost_tasks::blocking("raising the epoch fence", IO_WAIT, observe).await, Ok(Ok(_))) {
                 tracing::warn!(epoch, "could not raise the epoch fence");
             }
         });
@@ -519,7 +628,7 @@ impl Driver {
     fn etcd_acquire(&self, req: u64) {
         let (etcd, grants, internal, me, ttl) =
             (self.etcd(), self.grants.clone(), self.internal.clone(), self.me.clone(), self.ttl);
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             let sent_at = clock::now();
             let input = match etcd.acquire(&me, ttl).await {
                 Ok(roost_etcd::Acquire::Granted(grant)) => {
@@ -533,14 +642,14 @@ impl Driver {
                     Input::ExternalFailed { req }
                 }
             };
-            let _ = internal.send(input).await;
+            let _ = internal.send(Fact::Input(input)).await;
         });
     }
 
     fn etcd_renew(&self, req: u64, epoch: u64) {
         let Some(grant) = self.grants.lock().expect("etcd grants poisoned").get(&epoch).cloned() else { return };
         let (etcd, internal) = (self.etcd(), self.internal.clone());
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             let sent_at = clock::now();
             let input = match etcd.renew(&grant).await {
                 Ok(true) => Input::ExternalRenewed { req, sent_at },
@@ -548,27 +657,27 @@ impl Driver {
                 // Unconfirmed: the holder stops when its lease runs out.
                 Err(e) => return tracing::warn!(error = %e, "etcd did not renew the lease"),
             };
-            let _ = internal.send(input).await;
+            let _ = internal.send(Fact::Input(input)).await;
         });
     }
 
     fn etcd_release(&self, epoch: u64) {
         let grant = self.grants.lock().expect("etcd grants poisoned").remove(&epoch);
         let (etcd, internal) = (self.etcd(), self.internal.clone());
-        tokio::spawn(async move {
+        self.releases.spawn(async move {
             if let Some(grant) = grant
                 && let Err(e) = etcd.release(&grant).await
             {
                 tracing::warn!(error = %e, "etcd did not release the lease; it ends at its TTL");
             }
-            let _ = internal.send(Input::ExternalReleased { epoch }).await;
+            let _ = internal.send(Fact::Input(Input::ExternalReleased { epoch })).await;
         });
     }
 
     fn publish(&mut self, now: Duration) {
-        self.fence_to(self.node.max_round());
-        self.lease_end = self.node.lease_end();
-        let status = self.node.status(now);
+        self.fence_to(self.shell.node().max_round());
+        self.lease_end = self.shell.node().lease_end();
+        let status = self.shell.node().status(now);
         let holder = status.holder.as_ref().map(|id| json!({"id": id, "name": self.name(id)}));
         let value = json!({
             "backend": if self.etcd.is_some() { "etcd" } else { "quorum" },
@@ -590,22 +699,9 @@ impl Driver {
             "lease_left_ms": status.lease_left.map(|d| d.as_millis() as u64),
             "ttl_ms": self.ttl.as_millis() as u64,
             "protocol": roost_lease::PROTOCOL_VERSION,
+            "votes_stored": self.shell.settled(),
+            "votes_error": self.persister.failure(),
         });
         *self.shared.snapshot.lock().expect("lease snapshot poisoned") = Snapshot { status: value, turned_at: now };
-    }
-}
-
-/// Waits (bounded) until this machine's log covers `head`, then says so.
-async fn catch_up(store: Arc<Store>, internal: mpsc::Sender<Input>, epoch: u64, head: Heads, deadline: Duration) {
-    while clock::now() < deadline {
-        let store = store.clone();
-        let heads = tokio::task::spawn_blocking(move || store.heads());
-        if let Ok(Ok(Ok(ours))) = tokio::time::timeout(IO_WAIT, heads).await
-            && head.iter().all(|(origin, seq)| ours.get(origin).is_some_and(|have| have >= seq))
-        {
-            let _ = internal.send(Input::CaughtUp { epoch, head }).await;
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }

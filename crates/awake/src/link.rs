@@ -16,10 +16,10 @@ use bytes::Bytes;
 use iroh::Endpoint;
 use iroh::endpoint::{Connection, VarInt};
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 
 use roost_lease::NodeId;
 use roost_store::InstanceEntry;
+use roost_tasks::Tasks;
 
 /// The ALPN of the lease protocol.
 pub const ALPN: &[u8] = b"roost/lease/1";
@@ -30,10 +30,10 @@ const BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// Messages waiting for a connection; more are dropped (the protocol retries).
 const QUEUE: usize = 64;
 
+/// A peer's outgoing queue; dropping it ends the peer's send loop.
 struct PeerLink {
     addresses: Vec<String>,
     queue: mpsc::Sender<Bytes>,
-    task: JoinHandle<()>,
 }
 
 pub(crate) struct Links {
@@ -44,16 +44,19 @@ pub(crate) struct Links {
     keys: Mutex<HashMap<String, NodeId>>,
     /// The newest connection with each peer, whoever dialed it.
     connections: Mutex<HashMap<NodeId, Connection>>,
+    /// The send and read loops, stopped with the lease.
+    tasks: Tasks,
 }
 
 impl Links {
-    pub fn new(endpoint: Endpoint, inbox: mpsc::Sender<(NodeId, Bytes)>) -> Arc<Links> {
+    pub fn new(endpoint: Endpoint, inbox: mpsc::Sender<(NodeId, Bytes)>, tasks: Tasks) -> Arc<Links> {
         Arc::new(Links {
             endpoint,
             inbox,
             peers: Mutex::default(),
             keys: Mutex::default(),
             connections: Mutex::default(),
+            tasks,
         })
     }
 
@@ -63,21 +66,28 @@ impl Links {
         *self.keys.lock().expect("keys poisoned") =
             peers.iter().map(|p| (p.signing_key.clone(), p.id.clone())).collect();
         let mut links = self.peers.lock().expect("links poisoned");
-        links.retain(|id, link| {
-            let keep = peers.iter().any(|p| &p.id == id && p.addresses == link.addresses);
-            if !keep {
-                link.task.abort();
-            }
-            keep
-        });
+        links.retain(|id, link| peers.iter().any(|p| &p.id == id && p.addresses == link.addresses));
         for peer in peers {
             if links.contains_key(&peer.id) {
                 continue;
             }
             let (queue, outgoing) = mpsc::channel(QUEUE);
-            let task = tokio::spawn(self.clone().send_loop(peer.clone(), outgoing));
-            links.insert(peer.id.clone(), PeerLink { addresses: peer.addresses.clone(), queue, task });
+            self.tasks.spawn(self.clone().send_loop(peer.clone(), outgoing));
+            links.insert(peer.id.clone(), PeerLink { addresses: peer.addresses.clone(), queue });
         }
+    }
+
+    /// Waits at most `limit` until every queued message has been handed to
+    /// its connection (a release, before the lease stops).
+    pub async fn flushed(&self, limit: Duration) {
+        let deadline = tokio::time::Instant::now() + limit;
+        while tokio::time::Instant::now() < deadline && self.queued() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    fn queued(&self) -> bool {
+        self.peers.lock().expect("links poisoned").values().any(|link| link.queue.capacity() < QUEUE)
     }
 
     /// Queues `bytes` for `to`; dropped when its queue is full.
@@ -100,7 +110,7 @@ impl Links {
     /// Sends over `conn` from now on, and reads from it until it closes.
     fn adopt(self: &Arc<Links>, peer: NodeId, conn: Connection) {
         self.connections.lock().expect("connections poisoned").insert(peer.clone(), conn.clone());
-        tokio::spawn(self.clone().read(peer, conn));
+        self.tasks.spawn(self.clone().read(peer, conn));
     }
 
     fn live(&self, peer: &str) -> Option<Connection> {

@@ -48,17 +48,18 @@ async fn run(instance: Instance, bind: Option<String>, part: Part) -> anyhow::Re
     instance.register_self(&store)?;
     let machine = Machine::start(instance.clone(), store.clone(), addr, part).await?;
     let mut gateway = Gateway::new(instance.clone(), store.clone(), addr);
-    let refreshing = (part == Part::Machine).then(|| {
+    let federation = (part == Part::Machine).then(|| {
         let federation = Federation::new(&instance, store, machine.sync_source());
-        gateway.federation = Some(federation.clone());
-        federation.start_refreshing()
+        federation.start_refreshing();
+        federation
     });
+    gateway.federation = federation.clone();
     gateway.machine = Some(machine.clone());
     let socket = Socket::bind(&instance.home)?;
     let what = if part == Part::Witness { "witness " } else { "" };
     let served = announce_and_serve(&instance, gateway, listener, socket, what).await;
-    if let Some(refreshing) = refreshing {
-        refreshing.abort();
+    if let Some(federation) = federation {
+        federation.stop().await;
     }
     machine.shutdown().await;
     served
@@ -115,12 +116,13 @@ async fn announce_and_serve(
 pub async fn stdio(instance: Instance) -> anyhow::Result<()> {
     let store = Arc::new(instance.open_store()?);
     let federation = Federation::new(&instance, store.clone(), Arc::new(|| None));
-    let refreshing = federation.start_refreshing();
+    federation.start_refreshing();
     let config = &instance.config;
-    let tools = RoostTools::new(store, &config.name, &config.federation.peer_tools).with_remote(Arc::new(federation));
+    let tools =
+        RoostTools::new(store, &config.name, &config.federation.peer_tools).with_remote(Arc::new(federation.clone()));
     let service = tools.serve(rmcp::transport::stdio()).await.context("starting the MCP session on stdio")?;
     let ended = service.waiting().await.context("MCP session on stdio");
-    refreshing.abort();
+    federation.stop().await;
     ended.map(drop)
 }
 

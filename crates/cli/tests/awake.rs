@@ -290,3 +290,114 @@ fn leaving_the_chain_hands_the_role_off_first() {
     assert!(not_eligible.contains("left the role"), "{not_eligible}");
     assert_no_overlap(&h, None);
 }
+
+/// Makes `lease.json` of `home` impossible to write (a directory in its
+/// place), or possible again.
+fn break_votes_file(home: &Path, broken: bool) {
+    let path = home.join("lease.json");
+    if broken {
+        let _ = std::fs::remove_file(&path);
+        std::fs::create_dir_all(path.join("blocked")).unwrap();
+    } else {
+        std::fs::remove_dir_all(&path).unwrap();
+    }
+}
+
+#[test]
+fn votes_that_cannot_be_stored_are_never_sent_and_no_two_machines_are_awake() {
+    let _one = one_chain();
+    let root = tempfile::tempdir().unwrap();
+    let (h, mut served) = chain(root.path(), &["a", "b", "c"], &[], None);
+    let holder = settled(&all(&served));
+    let voter = (holder + 1) % 3;
+    let third = (holder + 2) % 3;
+    break_votes_file(&h[holder], true);
+    break_votes_file(&h[voter], true);
+
+    // A handoff to the third machine needs the votes of the holder or the
+    // voter, which cannot store them, so never send them: it fails. (The
+    // holder may have released the role by then: safe, and nobody can take
+    // it until a majority can store its votes again.)
+    let refused = wakeup(&h[third], false);
+    assert!(!refused.status.success(), "a handoff went through on votes never stored");
+    until("the voter reports its votes cannot be stored", || {
+        let l = lease(&served[voter]);
+        l["votes_stored"] == false && l["votes_error"].is_string() && l["ok"] == false
+    });
+    std::thread::sleep(TTL * 3);
+    assert_ne!(role(&served[third]), "awake", "a majority formed on votes never stored");
+
+    // The old holder dies.
+    let killed_at = clock::now();
+    let _ = served[holder].child.kill();
+    let _ = served[holder].child.wait();
+    std::thread::sleep(TTL * 2);
+    assert_ne!(role(&served[third]), "awake", "a majority formed on votes never stored");
+    assert_ne!(role(&served[voter]), "awake");
+
+    // Its file mended, the voter stores its votes again and the chain has a
+    // holder.
+    break_votes_file(&h[voter], false);
+    until("a holder once the voter's votes are stored", || {
+        role(&served[third]) == "awake" || role(&served[voter]) == "awake"
+    });
+    let state: Value = serde_json::from_str(&std::fs::read_to_string(h[voter].join("lease.json")).unwrap()).unwrap();
+    assert!(state["promised"].is_object(), "{state}");
+    break_votes_file(&h[holder], false);
+    served[holder] = Served::start(&h[holder]);
+    settled(&all(&served));
+    assert_no_overlap(&h, Some(killed_at));
+}
+
+#[test]
+fn a_voter_killed_fifty_times_in_the_middle_of_storing_its_votes_keeps_one_holder() {
+    let _one = one_chain();
+    let root = tempfile::tempdir().unwrap();
+    let (h, mut served) = chain(root.path(), &["a", "b", "c"], &[], None);
+    let mut kills = Vec::new();
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    for round in 0..50 {
+        let holder = settled(&all(&served));
+        // Every handoff has every voter store new promises and a new lease:
+        // the killed machine dies somewhere in the middle of that.
+        let (target, victim) = ((holder + 1) % 3, (holder + 2) % 3);
+        let mut asking = std::process::Command::new(common::roost_bin())
+            .arg("--home")
+            .arg(&h[target])
+            .arg("wakeup")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        std::thread::sleep(Duration::from_millis(rng % 40));
+        let killed_at = clock::now();
+        let _ = served[victim].child.kill();
+        let _ = served[victim].child.wait();
+        kills.push(killed_at);
+        let _ = asking.wait();
+        let text = std::fs::read_to_string(h[victim].join("lease.json")).unwrap_or_default();
+        if !text.is_empty() {
+            let state: Result<Value, _> = serde_json::from_str(&text);
+            assert!(state.is_ok(), "round {round}: the votes file does not parse: {text:?}");
+        }
+        served[victim] = Served::start(&h[victim]);
+    }
+    settled(&all(&served));
+    // A killed machine's term, if it held the role, ends at its kill.
+    let mut terms = Vec::new();
+    for home in &h {
+        let log = events::read(home).unwrap();
+        for mut term in events::terms(&log, None) {
+            if term.until.is_none() {
+                term.until = kills.iter().copied().find(|k| *k > term.from);
+            }
+            terms.push(term);
+        }
+    }
+    if let Some((a, b)) = events::overlap(&terms) {
+        panic!("two machines awake at once: {a:?} and {b:?}");
+    }
+}

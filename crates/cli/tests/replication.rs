@@ -166,3 +166,60 @@ fn a_machine_of_another_identity_is_refused() {
     assert_eq!(listed["count"], 0);
     drop((a, stranger));
 }
+
+/// The field report's four steps between real processes: M written on B
+/// reaches everyone; B's gateway stops and M is edited there (v1); on C, M is
+/// edited (v2) and edited again or deleted (v3), which A receives; B starts
+/// again. Every machine then shows one conflict with the same winner (v3, the
+/// version the row shows) and the same loser (v1).
+fn one_winner_everywhere(delete_last: bool) {
+    let dir = tempfile::tempdir().unwrap();
+    let (h, served) = chain(dir.path(), &["a", "b", "c"]);
+    let [a, b, c]: [Served; 3] = served.try_into().unwrap_or_else(|_| unreachable!());
+    let id = add(&h[1], "m");
+    for home in [&h[0], &h[2]] {
+        until("everyone has m", || content(home, &id).is_some());
+    }
+    sync_wait(&h[1]);
+    b.stop();
+    edit(&h[1], &id, "v1 on b");
+    edit(&h[2], &id, "v2 on c");
+    if delete_last {
+        succeeded(roost(&h[2], &["memory", "rm", &id]));
+        until("a has the delete", || content(&h[0], &id).is_none());
+    } else {
+        edit(&h[2], &id, "v3 on c");
+        until("a has v3", || content(&h[0], &id).as_deref() == Some("v3 on c"));
+    }
+    let b = Served::start(&h[1]);
+    let shown = |home: &std::path::Path| {
+        conflicts(home)
+            .iter()
+            .map(|c| {
+                (c["id"].clone(), c["winner"]["origin"].clone(), c["winner"]["seq"].clone(), c["loser"]["seq"].clone())
+            })
+            .collect::<Vec<_>>()
+    };
+    until("one conflict, the same on every machine", || {
+        let all: Vec<_> = h.iter().map(|home| shown(home)).collect();
+        all[0].len() == 1 && all.iter().all(|s| *s == all[0])
+    });
+    let conflict = conflicts(&h[1]).remove(0);
+    assert_eq!(conflict["loser"]["row"]["content"], "v1 on b");
+    if delete_last {
+        assert_eq!(conflict["winner"]["op"], "delete");
+    } else {
+        assert_eq!(conflict["winner"]["row"]["content"], "v3 on c");
+    }
+    drop((a, b, c));
+}
+
+#[test]
+fn a_later_edit_of_the_winner_is_the_winner_on_every_machine() {
+    one_winner_everywhere(false);
+}
+
+#[test]
+fn a_later_delete_of_the_winner_is_the_winner_on_every_machine() {
+    one_winner_everywhere(true);
+}

@@ -261,6 +261,7 @@ impl Inbox {
             return false;
         }
         self.pending.insert((entry.entry.origin.clone(), entry.entry.seq), entry);
+        assert!(self.pending.len() <= INBOX_CAPACITY, "the inbox never holds more than its capacity");
         true
     }
 

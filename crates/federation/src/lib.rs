@@ -28,6 +28,7 @@ use roost_instance::{FederationConfig, Instance};
 use roost_mcp::{Action, Pending, Remote};
 use roost_store::{InstanceEntry, Store, StoreError};
 use roost_sync::{PeerStatus, SyncService};
+use roost_tasks::Tasks;
 
 /// Where the federation finds the replication service running now (it is
 /// replaced when the machine takes another identity).
@@ -41,6 +42,8 @@ use summaries::{Freshness, InstanceCache, Summary};
 const DB_WAIT: Duration = Duration::from_secs(5);
 /// How often the refresher looks for summaries that are due.
 const REFRESH_TICK: Duration = Duration::from_secs(1);
+/// How long stopping waits for fetches under way.
+const STOP_GRACE: Duration = Duration::from_secs(3);
 /// Results a search of all instances returns when the caller names no limit.
 const DEFAULT_LIMIT: u64 = 20;
 
@@ -57,6 +60,8 @@ struct Inner {
     config: FederationConfig,
     connections: Connections,
     caches: Mutex<HashMap<String, InstanceCache>>,
+    /// The refresher and the fetches it starts.
+    tasks: Tasks,
 }
 
 /// One instance as `roost_list_instances` and the Nest show it.
@@ -95,20 +100,27 @@ impl Federation {
                 config: instance.config.federation.clone(),
                 connections: Connections::new(&instance.id, instance.machine_key.clone()),
                 caches: Mutex::new(HashMap::new()),
+                tasks: Tasks::new(),
             }),
         }
     }
 
-    /// Keeps the summaries of the other instances fresh until the returned
-    /// task is aborted.
-    pub fn start_refreshing(&self) -> tokio::task::JoinHandle<()> {
+    /// Keeps the summaries of the other instances fresh until [`Self::stop`].
+    pub fn start_refreshing(&self) {
         let federation = self.clone();
-        tokio::spawn(async move {
+        self.inner.tasks.spawn(async move {
             loop {
                 federation.refresh_due().await;
                 tokio::time::sleep(REFRESH_TICK).await;
             }
-        })
+        });
+    }
+
+    /// Stops refreshing and every fetch under way, waiting a bounded time.
+    pub async fn stop(&self) {
+        if !self.inner.tasks.stop(STOP_GRACE).await {
+            tracing::warn!("summary fetches still running {STOP_GRACE:?} after the stop");
+        }
     }
 
     /// Runs `tool` with `args` on `instance` (name or id).
@@ -143,12 +155,11 @@ impl Federation {
             let me = self.inner.me.clone();
             async move {
                 let started = Instant::now();
-                let run = tokio::task::spawn_blocking(move || roost_mcp::execute(&store, Action::SearchMemories, args));
-                let outcome = match tokio::time::timeout(DB_WAIT, run).await {
-                    Ok(Ok(Ok(found))) => Ok(hits_of(found)),
-                    Ok(Ok(Err(refused))) => Err(refused),
-                    Ok(Err(e)) => Err(format!("search task failed: {e}")),
-                    Err(_) => Err(format!("the local database did not answer within {DB_WAIT:?}")),
+                let run = move || roost_mcp::execute(&store, Action::SearchMemories, args);
+                let outcome = match roost_tasks::blocking("the local search", DB_WAIT, run).await {
+                    Ok(Ok(found)) => Ok(hits_of(found)),
+                    Ok(Err(refused)) => Err(refused),
+                    Err(e) => Err(e.to_string()),
                 };
                 (me, outcome, started.elapsed())
             }
@@ -259,7 +270,7 @@ impl Federation {
                 cache.summary.begin(now);
                 let federation = self.clone();
                 let (id, urls) = (entry.id.clone(), urls.clone());
-                tokio::spawn(async move {
+                self.inner.tasks.spawn(async move {
                     let outcome = federation.fetch_summary(&id, &urls).await;
                     federation.settle(&id, |c| c.summary.finish(Instant::now(), roost_store::now_text(), outcome));
                 });
@@ -268,7 +279,7 @@ impl Federation {
                 cache.health.begin(now);
                 let federation = self.clone();
                 let id = entry.id.clone();
-                tokio::spawn(async move {
+                self.inner.tasks.spawn(async move {
                     let outcome = federation.fetch_health(&urls).await;
                     federation.settle(&id, |c| c.health.finish(Instant::now(), roost_store::now_text(), outcome));
                 });
@@ -394,9 +405,8 @@ async fn blocking<T: Send + 'static, E: std::fmt::Display + Send + 'static>(
     f: impl FnOnce(&Store) -> Result<T, E> + Send + 'static,
 ) -> Result<T, String> {
     let store = store.clone();
-    match tokio::time::timeout(DB_WAIT, tokio::task::spawn_blocking(move || f(&store))).await {
-        Ok(Ok(result)) => result.map_err(|e| e.to_string()),
-        Ok(Err(e)) => Err(format!("database task failed: {e}")),
-        Err(_) => Err(format!("the database did not answer within {DB_WAIT:?}")),
+    match roost_tasks::blocking("a database call", DB_WAIT, move || f(&store)).await {
+        Ok(result) => result.map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
     }
 }

@@ -46,6 +46,7 @@ impl From<StoreError> for ApiError {
             StoreError::Invalid(_)
             | StoreError::BadQuery(_)
             | StoreError::Duplicate(_)
+            | StoreError::AlreadyResolved { .. }
             | StoreError::Ambiguous(_)
             | StoreError::Revoked { .. }
             | StoreError::AgentOwned(_) => StatusCode::BAD_REQUEST,

@@ -14,6 +14,8 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use roost_awake::{CommandError, Settled};
+
 use crate::AppState;
 use crate::api::{ApiError, with_store};
 use crate::auth::OverSocket;
@@ -57,8 +59,10 @@ fn awake(state: &AppState) -> Result<Arc<roost_awake::AwakeService>, ApiError> {
         .ok_or_else(|| ApiError(StatusCode::SERVICE_UNAVAILABLE, "the lease does not run in this process".into()))
 }
 
-fn answer(result: Result<String, String>) -> Result<Json<Value>, ApiError> {
-    result.map(|message| Json(json!({"ok": true, "message": message}))).map_err(|e| ApiError(StatusCode::CONFLICT, e))
+fn answer(result: Result<Settled, CommandError>) -> Result<Json<Value>, ApiError> {
+    result
+        .map(|settled| Json(json!({"ok": true, "message": settled.to_string()})))
+        .map_err(|e| ApiError(StatusCode::CONFLICT, e.to_string()))
 }
 
 async fn wakeup(

@@ -56,6 +56,7 @@ impl Acceptor {
         if self.durable.view.as_ref().is_some_and(|held| held.id >= view.id) {
             return false;
         }
+        assert!(!view.voters.is_empty(), "a view has voters");
         self.durable.view = Some(view);
         true
     }
@@ -68,6 +69,16 @@ impl Acceptor {
     /// and must be stored before the answer is sent. Messages that are not
     /// requests to a voter, or that carry someone else's ballot, get nothing.
     pub fn handle(&mut self, from: &str, message: &Message, now: Duration) -> Option<(Message, bool)> {
+        let promised = self.promised_round();
+        let answer = self.answer(from, message, now);
+        assert!(self.promised_round() >= promised, "a voter's promise never goes back");
+        if let (Some(promised), Some((accepted, _))) = (&self.durable.promised, &self.durable.accepted) {
+            assert!(accepted <= promised, "a voter accepts no ballot above the one it promised");
+        }
+        answer
+    }
+
+    fn answer(&mut self, from: &str, message: &Message, now: Duration) -> Option<(Message, bool)> {
         match message {
             Message::Prepare { req, ballot, force } if ballot.node == from => {
                 let req = *req;

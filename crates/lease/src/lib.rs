@@ -34,6 +34,7 @@ mod acceptor;
 mod ballot;
 mod message;
 mod node;
+pub mod shell;
 mod tenure;
 mod view;
 
@@ -41,6 +42,7 @@ pub use acceptor::{Acceptor, Durable};
 pub use ballot::{Ballot, NodeId};
 pub use message::{Envelope, MAX_VOTERS, Message, Refusal};
 pub use node::{Action, Config, Grantor, Input, Node, PeerSeen, Status};
+pub use shell::{Effect, Shell};
 pub use tenure::Tenure;
 pub use view::{View, ViewId};
 

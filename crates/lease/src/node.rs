@@ -147,9 +147,10 @@ pub enum Action {
         epoch: u64,
         head: Heads,
     },
-    /// A wakeup, leave or handoff finished: this or `holder` now holds `epoch`.
+    /// A wakeup, leave or handoff finished: `holder` (this machine or
+    /// another) holds `epoch`, or no holder is known.
     HandoffDone {
-        holder: NodeId,
+        holder: Option<NodeId>,
         epoch: u64,
     },
     HandoffFailed {
@@ -319,6 +320,11 @@ pub struct Node {
     left: bool,
     /// A leave waiting for the holder to remove this machine, until then.
     leaving: Option<Duration>,
+    /// The highest epoch this machine has held.
+    held: u64,
+    /// This input changed the voter state: answers to this machine go
+    /// through the shell, which holds them until the state is stored.
+    unstored: bool,
     incoming: Option<Incoming>,
     yielding: Option<Yielding>,
     /// A wakeup waiting for this node to become awake, until the deadline.
@@ -358,6 +364,8 @@ impl Node {
             log_caught_up: false,
             left: false,
             leaving: None,
+            held: 0,
+            unstored: false,
             incoming: None,
             yielding: None,
             wakeup: None,
@@ -424,6 +432,12 @@ impl Node {
         }
     }
 
+    /// Whether this node, the target of a handoff at `epoch`, waits for its
+    /// log to catch up with the holder's head.
+    pub fn awaits_log(&self, epoch: u64) -> bool {
+        self.incoming.as_ref().is_some_and(|i| i.epoch == epoch && i.stage == Stage::CatchingUp)
+    }
+
     /// The highest round this node has seen promised or granted.
     pub fn max_round(&self) -> u64 {
         self.max_round
@@ -435,6 +449,7 @@ impl Node {
 
     /// Handles one input at `now` and returns what to do, in order.
     pub fn handle(&mut self, input: Input, now: Duration) -> Vec<Action> {
+        self.unstored = false;
         match input {
             Input::Tick => self.tick(now),
             Input::Received { from, envelope } => self.receive(from, envelope, now),
@@ -470,7 +485,19 @@ impl Node {
         while let Some((from, message)) = self.loopback.pop_front() {
             self.on_message(&from, message, now);
         }
+        self.assert_one_role();
         std::mem::take(&mut self.actions)
+    }
+
+    /// One role at a time: a holder is neither yielding its lease nor taking
+    /// one in a handoff, and a machine that may not hold the role holds none.
+    fn assert_one_role(&self) {
+        if let Role::Awake(holding) = &self.role {
+            assert!(self.yielding.is_none(), "a holder is not also yielding a lease");
+            assert!(self.incoming.is_none(), "a holder is not also taking the role in a handoff");
+            assert!(!self.config.witness, "a witness never holds the role");
+            assert!(holding.ballot.node == self.config.me, "a holder holds its own ballot");
+        }
     }
 
     /// A majority of the view; with no view, more than there are voters.
@@ -498,7 +525,7 @@ impl Node {
     }
 
     fn send(&mut self, to: &str, message: Message) {
-        if to == self.config.me {
+        if to == self.config.me && !self.unstored {
             self.loopback.push_back((to.to_string(), message));
         } else {
             let envelope = Envelope { version: crate::PROTOCOL_VERSION, view: self.view_id(), message: Some(message) };
@@ -719,6 +746,7 @@ impl Node {
                 let count = holding.renewals[at].accepted.len();
                 if count >= needed {
                     holding.valid_until = holding.valid_until.max(holding.renewals[at].sent_at + valid_for);
+                    assert!(holding.valid_until <= now + valid_for, "a renewal is counted from when it was sent");
                     holding.forced &= count < majority;
                     if count >= majority {
                         holding.backed_by = view;
@@ -732,6 +760,12 @@ impl Node {
 
     fn become_awake(&mut self, holding: Holding, now: Duration) {
         let epoch = holding.ballot.round;
+        assert!(epoch > self.held, "a grant's epoch ({epoch}) is above every epoch this machine held ({})", self.held);
+        assert!(
+            holding.valid_until <= holding.last_renewal + self.config.tenure.valid_for(),
+            "a lease is trusted no longer than its tenure from when it was asked for"
+        );
+        self.held = epoch;
         // `max_round` also counts rounds merely promised: a voter outside the
         // accepting majority may have promised a higher round to a proposer
         // that never got a majority. The grant stands; the round stays known.
@@ -740,7 +774,7 @@ impl Node {
         self.free_since = None;
         self.actions.push(Action::Awake { epoch });
         if self.wakeup.take().is_some() {
-            self.actions.push(Action::HandoffDone { holder: self.config.me.clone(), epoch });
+            self.actions.push(Action::HandoffDone { holder: Some(self.config.me.clone()), epoch });
         }
         self.announce(now);
     }
@@ -884,6 +918,10 @@ impl Node {
 
     fn receive(&mut self, from: NodeId, envelope: Envelope, now: Duration) {
         if from == self.config.me {
+            // This machine's own vote, back from the shell once stored.
+            if let Some(message) = envelope.message.filter(|m| m.is_vote()) {
+                self.on_message(&from, message, now);
+            }
             return;
         }
         let Some(message) = envelope.message else {
@@ -918,6 +956,9 @@ impl Node {
         {
             if changed {
                 self.actions.push(Action::Persist(self.acceptor.durable().clone()));
+                // The answer rests on that state: this machine counts its own
+                // vote only once the shell has stored it, like anyone's.
+                self.unstored = true;
             }
             if let Some(promised) = &self.acceptor.durable().promised {
                 self.max_round = self.max_round.max(promised.round);
@@ -1171,7 +1212,7 @@ impl Node {
 
     fn finish_leaving(&mut self, now: Duration) {
         self.leaving = None;
-        let holder = self.believed_holder(now).map(|(h, _)| h).unwrap_or_default();
+        let holder = self.believed_holder(now).map(|(h, _)| h);
         self.actions.push(Action::HandoffDone { holder, epoch: self.max_round });
     }
 
@@ -1195,12 +1236,21 @@ impl Node {
         if self.config.witness {
             return self.actions.push(Action::HandoffFailed { reason: "a witness never takes the role".into() });
         }
+        if self.yielding.is_some() {
+            let reason = "this machine is handing the role to another right now; ask again in a moment";
+            return self.actions.push(Action::HandoffFailed { reason: reason.into() });
+        }
         self.left = false;
         self.leaving = None;
         self.last_refusal = None;
         self.refused_by = None;
         if let Some(epoch) = self.acting_epoch() {
-            return self.actions.push(Action::HandoffDone { holder: self.config.me.clone(), epoch });
+            return self.actions.push(Action::HandoffDone { holder: Some(self.config.me.clone()), epoch });
+        }
+        // A new wakeup replaces one still waiting for a holder's handoff.
+        if let Some(earlier) = self.incoming.take() {
+            let reason = "this machine's wakeup was asked again".to_string();
+            self.send(&earlier.holder, Message::HandoffAbort { epoch: earlier.epoch, reason });
         }
         if force {
             self.force_view(now);

@@ -6,6 +6,24 @@ use std::time::Duration;
 
 use roost_lease::{Action, Ballot, Config, Durable, Envelope, Input, Message, Node, Refusal, Tenure, View};
 
+/// Handles `input` as a shell whose disk answers at once would: this
+/// machine's own votes, sent to itself once stored, come straight back.
+fn stored(node: &mut Node, input: Input, now: Duration) -> Vec<Action> {
+    let mut all = Vec::new();
+    let mut queue = VecDeque::from([input]);
+    while let Some(input) = queue.pop_front() {
+        for action in node.handle(input, now) {
+            if let Action::Send { to, envelope } = &action
+                && to == node.me()
+            {
+                queue.push_back(Input::Received { from: to.clone(), envelope: envelope.clone() });
+            }
+            all.push(action);
+        }
+    }
+    all
+}
+
 fn node(config: Config, view: Option<View>) -> Node {
     Node::new(config, Durable { view, ..Durable::default() }, Duration::ZERO)
 }
@@ -207,10 +225,10 @@ fn a_grant_stands_when_a_voter_outside_the_majority_promised_a_higher_round() {
             })
             .collect()
     };
-    c.handle(Input::LogCaughtUp(true), now);
+    stored(&mut c, Input::LogCaughtUp(true), now);
     // c waits its precedence (80 ms, third by id) after seeing the lease free.
-    c.handle(Input::Tick, now - Duration::from_millis(200));
-    let prepares = sent(&c.handle(Input::Tick, now));
+    stored(&mut c, Input::Tick, now - Duration::from_millis(200));
+    let prepares = sent(&stored(&mut c, Input::Tick, now));
     let (_, prepare) = prepares
         .iter()
         .find(|(to, e)| to == "a" && matches!(e.message, Some(Message::Prepare { .. })))
@@ -219,11 +237,11 @@ fn a_grant_stands_when_a_voter_outside_the_majority_promised_a_higher_round() {
     let answer = |message: Message| Envelope { message: Some(message), ..prepare.clone() };
     let from = |who: &str, message: Message| Input::Received { from: who.to_string(), envelope: answer(message) };
     // b promised round 9 to d, which never gets a majority; a and e promise c's round.
-    c.handle(from("b", Message::Reject { req, why: Refusal::Promised(Ballot::new(9, "d")) }), now);
-    c.handle(from("a", Message::Promise { req, ballot: ballot.clone() }), now);
-    c.handle(from("e", Message::Promise { req, ballot: ballot.clone() }), now);
-    c.handle(from("a", Message::Accepted { req, ballot: ballot.clone() }), now);
-    let actions = c.handle(from("e", Message::Accepted { req, ballot: ballot.clone() }), now);
+    stored(&mut c, from("b", Message::Reject { req, why: Refusal::Promised(Ballot::new(9, "d")) }), now);
+    stored(&mut c, from("a", Message::Promise { req, ballot: ballot.clone() }), now);
+    stored(&mut c, from("e", Message::Promise { req, ballot: ballot.clone() }), now);
+    stored(&mut c, from("a", Message::Accepted { req, ballot: ballot.clone() }), now);
+    let actions = stored(&mut c, from("e", Message::Accepted { req, ballot: ballot.clone() }), now);
     assert!(actions.contains(&Action::Awake { epoch: ballot.round }), "{actions:?}");
     assert_eq!(c.may_act(now), Some(ballot.round));
     assert_eq!(c.max_round(), 9, "the higher promised round stays known");
@@ -235,9 +253,9 @@ fn a_majority_that_answers_after_the_lease_ran_out_grants_nothing() {
     let tenure = Tenure::new(Duration::from_secs(3));
     let mut c = node(Config::new("c", tenure), Some(View::new(0, 1, voters)));
     let start = Duration::from_millis(600);
-    c.handle(Input::LogCaughtUp(true), start);
-    c.handle(Input::Tick, start - Duration::from_millis(200));
-    let actions = c.handle(Input::Tick, start);
+    stored(&mut c, Input::LogCaughtUp(true), start);
+    stored(&mut c, Input::Tick, start - Duration::from_millis(200));
+    let actions = stored(&mut c, Input::Tick, start);
     let prepare = actions
         .iter()
         .find_map(|a| match a {
@@ -252,11 +270,11 @@ fn a_majority_that_answers_after_the_lease_ran_out_grants_nothing() {
         from: "a".to_string(),
         envelope: Envelope { message: Some(message), ..prepare.clone() },
     };
-    c.handle(from_a(Message::Promise { req, ballot: ballot.clone() }), start);
+    stored(&mut c, from_a(Message::Promise { req, ballot: ballot.clone() }), start);
     // c proposed at `start`, then its process stopped; a's acceptance is read
     // only once the lease it confirms has run out on c's clock.
     let late = start + tenure.valid_for();
-    let actions = c.handle(from_a(Message::Accepted { req, ballot: ballot.clone() }), late);
+    let actions = stored(&mut c, from_a(Message::Accepted { req, ballot: ballot.clone() }), late);
     assert!(!actions.iter().any(|a| matches!(a, Action::Awake { .. })), "{actions:?}");
     assert_eq!(c.may_act(late), None);
     assert_eq!(c.status(late).role, "standby");

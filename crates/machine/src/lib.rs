@@ -124,7 +124,7 @@ impl Machine {
             (running.sync.clone(), running.awake.clone())
         };
         awake.stop().await;
-        sync.stop();
+        sync.stop().await;
     }
 
     /// Stops everything and closes the endpoint, waiting a bounded time.

@@ -50,16 +50,20 @@ pub enum Bug {
     StaleSink,
     /// The shell forgets its voter's promises across a restart.
     ForgetVotes,
+    /// The shell sends what the node says at once, without waiting for the
+    /// voter state it rests on to be on disk.
+    SendBeforePersist,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 3] = [Bug::IgnoreDrift, Bug::StaleSink, Bug::ForgetVotes];
+    pub const ALL: [Bug; 4] = [Bug::IgnoreDrift, Bug::StaleSink, Bug::ForgetVotes, Bug::SendBeforePersist];
 
     pub fn name(self) -> &'static str {
         match self {
             Bug::IgnoreDrift => "ignore-drift",
             Bug::StaleSink => "stale-sink",
             Bug::ForgetVotes => "forget-votes",
+            Bug::SendBeforePersist => "send-before-persist",
         }
     }
 

@@ -50,6 +50,10 @@ pub struct Scenario {
     /// Whether one machine may be revoked (on one machine, the news then
     /// spreading with the registry), cutting it off from whoever knows.
     pub revocation: bool,
+    /// Whether disks fail: writes of the voter state that fail for a while
+    /// (a full or failing disk), and writes that stall until the machine
+    /// crashes, landing or not.
+    pub disk_faults: bool,
 }
 
 impl Scenario {
@@ -104,6 +108,7 @@ impl Scenario {
             })
             .collect();
         let revocation = names.len() >= 4 && rng.chance(300_000);
+        let disk_faults = bug == Some(Bug::SendBeforePersist) || rng.chance(400_000);
         let fault_gap = match rng.below(3) {
             0 => (5 * SEC, 15 * SEC),
             1 => (2 * SEC, 6 * SEC),
@@ -132,6 +137,7 @@ impl Scenario {
             founders,
             joins,
             revocation,
+            disk_faults,
         }
     }
 
@@ -168,6 +174,9 @@ impl Scenario {
         }
         if self.revocation {
             s.push_str("; one machine may be revoked");
+        }
+        if self.disk_faults {
+            s.push_str("; disks fail and writes stall");
         }
         write!(
             s,

@@ -17,8 +17,8 @@ use std::collections::{BTreeSet, BinaryHeap, VecDeque};
 use std::panic::{self, AssertUnwindSafe};
 use std::time::Duration;
 
-use roost_core::protocol::{self, Heads};
-use roost_lease::{Action, Config, Durable, Envelope, Input, Node, Tenure, View};
+use roost_core::protocol;
+use roost_lease::{Action, Config, Durable, Effect, Envelope, Input, Node, Shell, Tenure, View};
 
 use crate::check::{Checker, Invariant, Violation};
 use crate::clock::Clock;
@@ -101,6 +101,14 @@ enum Event {
         joiner: usize,
         through: usize,
     },
+    /// A machine whose write stalled crashes; the state landed or not.
+    CrashMidWrite {
+        machine: usize,
+        life: u64,
+        landed: Option<Durable>,
+    },
+    /// A failing disk works again (for the trace: writes look at the time).
+    DiskMended(usize),
     Heal,
     /// `wakeup --force` on the survivor (force scenarios).
     Force,
@@ -108,6 +116,15 @@ enum Event {
     Deadline,
     /// Invariant 4: converged by now.
     Finish,
+}
+
+/// What the simulated shell does next for a machine.
+enum Todo {
+    Input(Input),
+    /// Show the shell the log.
+    Log,
+    /// Write the node's state again after a failed write, if due.
+    Retry,
 }
 
 struct Scheduled {
@@ -140,10 +157,22 @@ impl Ord for Scheduled {
 struct Machine {
     config: Config,
     clock: Clock,
-    /// `None` while crashed (or not started yet).
-    node: Option<Node>,
-    /// The voter state as the shell last persisted it.
+    /// `None` while crashed (or not started yet): the shipped shell rules
+    /// around the node; the simulator does only their I/O.
+    node: Option<Shell>,
+    /// The voter state on disk: the last write that completed.
     disk: Durable,
+    /// Writes fail (a full or failing disk) until this true time.
+    disk_fails_until: u64,
+    /// The next write stalls, and the machine then crashes before it is
+    /// known to have ended (it may or may not have landed).
+    stall_next_write: bool,
+    /// A write has stalled: the writes after it wait behind it (one writer,
+    /// in order) until the machine crashes.
+    stalled: bool,
+    /// A read of the log never answers (a stuck disk or database), so a
+    /// handoff waiting on it times out.
+    log_stuck: bool,
     /// `None` for a witness, which keeps no data.
     replica: Option<Replica>,
     /// `Some(keep)` while the process is paused; `keep` says whether messages
@@ -161,8 +190,6 @@ struct Machine {
     leaving: bool,
     /// Between `Action::Pause` and `Action::Resume`: no new agent work.
     agent_paused: bool,
-    /// A handoff catch-up to report once the log covers the head.
-    catch_up: Option<(u64, Heads)>,
     caught_up: Option<bool>,
     /// Crashed for good (force scenarios).
     dead: bool,
@@ -228,6 +255,10 @@ impl World {
                     clock: scenario.clocks[i],
                     node: None,
                     disk: Durable { view: (i < founders).then(|| founding.clone()), ..Durable::default() },
+                    disk_fails_until: 0,
+                    stall_next_write: false,
+                    stalled: false,
+                    log_stuck: false,
                     paused: None,
                     held: Vec::new(),
                     life: 0,
@@ -235,7 +266,6 @@ impl World {
                     left: false,
                     leaving: false,
                     agent_paused: false,
-                    catch_up: None,
                     caught_up: None,
                     dead: false,
                     joined: i < founders,
@@ -395,7 +425,7 @@ impl World {
         self.machines
             .iter()
             .enumerate()
-            .filter_map(|(i, m)| m.node.as_ref()?.may_act(m.clock.read(now)).map(|e| (i, e)))
+            .filter_map(|(i, m)| m.node.as_ref()?.node().may_act(m.clock.read(now)).map(|e| (i, e)))
             .collect()
     }
 
@@ -418,8 +448,24 @@ impl World {
             Event::Start(n) => self.start(n),
             Event::Tick(n, life) => {
                 if self.timer(n, life, Event::Tick(n, life), (5 * MS, 25 * MS)) {
+                    self.run_shell(n, Todo::Retry)?;
                     self.input(n, Input::Tick)?;
                 }
+                Ok(())
+            }
+            Event::CrashMidWrite { machine, life, landed } => {
+                let m = &mut self.machines[machine];
+                if m.life == life && m.node.is_some() {
+                    if let Some(durable) = landed {
+                        m.disk = durable;
+                    }
+                    note!(self, machine, "crashes in the middle of a write");
+                    self.crash(machine, true);
+                }
+                Ok(())
+            }
+            Event::DiskMended(n) => {
+                note!(self, n, "its disk works again");
                 Ok(())
             }
             Event::Sync(n, life) => {
@@ -546,7 +592,7 @@ impl World {
         m.life += 1;
         m.config.seed = seed;
         let durable = if forget { Durable { view: m.disk.view.clone(), ..Durable::default() } } else { m.disk.clone() };
-        m.node = Some(Node::new(m.config.clone(), durable, now));
+        m.node = Some(Shell::new(Node::new(m.config.clone(), durable, now)));
         let (life, replica, left) = (m.life, m.replica.is_some(), m.left);
         note!(self, n, "starts (local clock {:.3}s)", now.as_secs_f64());
         self.members(n)?;
@@ -572,7 +618,9 @@ impl World {
         m.crash_after = None;
         m.leaving = false;
         m.agent_paused = false;
-        m.catch_up = None;
+        m.stall_next_write = false;
+        m.stalled = false;
+        m.log_stuck = false;
         m.caught_up = None;
         if let Some(replica) = &mut m.replica {
             replica.crash();
@@ -612,6 +660,8 @@ impl World {
         note!(self, usize::MAX, "heal: no cuts, no loss, no pauses, every crashed machine restarts");
         for n in 0..self.machines.len() {
             self.machines[n].crash_after = None;
+            self.machines[n].disk_fails_until = 0;
+            self.machines[n].stall_next_write = false;
             if self.machines[n].paused.is_some() {
                 self.resume(n)?;
             }
@@ -622,31 +672,45 @@ impl World {
         Ok(())
     }
 
-    /// Feeds one input and carries out the actions, and those of the inputs
-    /// they lead to, in order.
+    /// Feeds one input and carries out the effects, and those of what they
+    /// lead to, in order.
     fn input(&mut self, n: usize, first: Input) -> Result<(), Violation> {
+        self.run_shell(n, Todo::Input(first))
+    }
+
+    fn run_shell(&mut self, n: usize, first: Todo) -> Result<(), Violation> {
         let mut queue = VecDeque::from([first]);
-        while let Some(input) = queue.pop_front() {
+        while let Some(todo) = queue.pop_front() {
             let now = self.local(n);
             let m = &mut self.machines[n];
-            let Some(node) = m.node.as_mut() else { return Ok(()) };
-            let actions = node.handle(input, now);
-            if actions.is_empty() {
+            let Some(shell) = m.node.as_mut() else { return Ok(()) };
+            let effects = match todo {
+                Todo::Input(input) => shell.handle(input, now),
+                Todo::Log => match &m.replica {
+                    Some(replica) if !m.log_stuck => shell.log(replica.heads(), now),
+                    _ => Vec::new(),
+                },
+                Todo::Retry => shell.retry(now).into_iter().collect(),
+            };
+            if effects.is_empty() {
                 self.trace.quiet(self.now, n, &[]);
                 continue;
             }
             let crash_at = m.crash_after.take();
-            let count = actions.len();
-            for (i, action) in actions.into_iter().enumerate() {
+            let count = effects.len();
+            for (i, effect) in effects.into_iter().enumerate() {
                 if crash_at == Some(i) {
-                    note!(self, n, "crashes after {i} of {count} actions");
+                    note!(self, n, "crashes after {i} of {count} effects");
                     self.crash(n, true);
                     return Ok(());
                 }
-                self.act(n, action, &mut queue)?;
+                self.effect(n, effect, &mut queue)?;
+                if self.machines[n].node.is_none() {
+                    return Ok(());
+                }
             }
             if crash_at.is_some() {
-                note!(self, n, "crashes after all {count} actions");
+                note!(self, n, "crashes after all {count} effects");
                 self.crash(n, true);
                 return Ok(());
             }
@@ -654,18 +718,68 @@ impl World {
         Ok(())
     }
 
-    fn act(&mut self, n: usize, action: Action, queue: &mut VecDeque<Input>) -> Result<(), Violation> {
+    /// The I/O of one effect: the disk (with its faults), the network, the
+    /// log, and the rest.
+    fn effect(&mut self, n: usize, effect: Effect, queue: &mut VecDeque<Todo>) -> Result<(), Violation> {
+        match effect {
+            Effect::Write { number, durable } => self.write(n, number, durable),
+            Effect::Send { to, envelope, after } => {
+                let m = &self.machines[n];
+                let allowed = m.node.as_ref().is_some_and(|shell| shell.may_send(after));
+                if allowed || self.bug == Some(Bug::SendBeforePersist) {
+                    let message = envelope.message.as_ref().expect("a node sends messages of its own version");
+                    note!(self, n, "→ {to} {message:?}");
+                    if to == self.names[n] {
+                        // Its own vote, stored: back to the node, in turn.
+                        queue.push_back(Todo::Input(Input::Received { from: to, envelope }));
+                    } else {
+                        let to = self.names.iter().position(|name| *name == to).expect("nodes send to voters");
+                        self.transmit(n, to, Payload::Lease(envelope.encode()));
+                    }
+                }
+            }
+            Effect::ReadLog => {
+                if self.rng.chance(self.scenario.stall_ppm) {
+                    note!(self, n, "its log stops answering");
+                    self.machines[n].log_stuck = true;
+                } else {
+                    queue.push_back(Todo::Log);
+                }
+            }
+            Effect::Act(action) => self.act(n, action)?,
+        }
+        Ok(())
+    }
+
+    /// One write of the voter state, as the disk allows: it lands and is
+    /// confirmed; it fails (the disk is full or failing); or it stalls, and
+    /// the machine crashes before it is known to have ended, with the state
+    /// either written or not (a rename is atomic: never half of it).
+    fn write(&mut self, n: usize, number: u64, durable: Durable) {
+        let now = self.local(n);
+        let m = &mut self.machines[n];
+        let Some(shell) = m.node.as_mut() else { return };
+        if m.stalled {
+            note!(self, n, "a write waits behind the stalled one");
+        } else if std::mem::take(&mut m.stall_next_write) {
+            m.stalled = true;
+            let life = m.life;
+            let landed = self.rng.chance(500_000);
+            let after = self.rng.below(2 * SEC);
+            note!(self, n, "a write stalls; it {} before the crash", if landed { "lands" } else { "does not land" });
+            self.schedule(after, Event::CrashMidWrite { machine: n, life, landed: landed.then_some(durable) });
+        } else if self.now < m.disk_fails_until {
+            note!(self, n, "cannot write its votes");
+            shell.written(number, false, now);
+        } else {
+            note!(self, n, "persists {durable:?}");
+            m.disk = durable;
+            shell.written(number, true, now);
+        }
+    }
+
+    fn act(&mut self, n: usize, action: Action) -> Result<(), Violation> {
         match action {
-            Action::Send { to, envelope } => {
-                let message = envelope.message.as_ref().expect("a node sends messages of its own version");
-                note!(self, n, "→ {to} {message:?}");
-                let to = self.names.iter().position(|name| *name == to).expect("nodes send to voters");
-                self.transmit(n, to, Payload::Lease(envelope.encode()));
-            }
-            Action::Persist(durable) => {
-                note!(self, n, "persists {durable:?}");
-                self.machines[n].disk = durable;
-            }
             Action::Awake { epoch } => {
                 note!(self, n, "AWAKE epoch {epoch}");
                 self.machines[n].agent_paused = false;
@@ -683,33 +797,23 @@ impl World {
                 note!(self, n, "resumes the agent (epoch {epoch})");
                 self.machines[n].agent_paused = false;
             }
-            Action::NeedHead => {
-                let replica = self.machines[n].replica.as_ref().expect("only a holder hands off, and it keeps data");
-                queue.push_back(Input::Head(replica.heads().clone()));
-            }
-            Action::CatchUp { epoch, head } => {
-                if self.rng.chance(self.scenario.stall_ppm) {
-                    note!(self, n, "catch-up to {head:?} stalls");
-                    return Ok(());
-                }
-                note!(self, n, "catches up to {head:?}");
-                let m = &mut self.machines[n];
-                if m.replica.as_ref().expect("a handoff target keeps data").covers(&head) {
-                    queue.push_back(Input::CaughtUp { epoch, head });
-                } else {
-                    m.catch_up = Some((epoch, head));
-                }
-            }
             Action::HandoffDone { holder, epoch } => {
                 let m = &mut self.machines[n];
                 m.left |= std::mem::take(&mut m.leaving);
+                m.log_stuck = false;
                 self.handoffs_done += 1;
+                let holder = holder.unwrap_or_else(|| "nobody".into());
                 note!(self, n, "handoff done: {holder} holds epoch {epoch}");
             }
             Action::HandoffFailed { reason } => {
-                self.machines[n].leaving = false;
+                let m = &mut self.machines[n];
+                m.leaving = false;
+                m.log_stuck = false;
                 self.handoffs_failed += 1;
                 note!(self, n, "handoff failed: {reason}");
+            }
+            Action::Send { .. } | Action::Persist(_) | Action::NeedHead | Action::CatchUp { .. } => {
+                unreachable!("the shell turns these into effects")
             }
             Action::ExternalAcquire { .. } | Action::ExternalRenew { .. } | Action::ExternalRelease { .. } => {
                 unreachable!("the simulator runs quorum grants only")
@@ -810,18 +914,18 @@ impl World {
         self.replica_moved(n)
     }
 
-    /// Tells the node what its log now covers: a pending handoff catch-up,
-    /// and whether it holds everything its peers hold.
+    /// Shows the shell the log when it waits for it (a handoff catch-up),
+    /// and tells the node whether it holds everything its peers hold.
     fn replica_moved(&mut self, n: usize) -> Result<(), Violation> {
         let now = self.local(n);
         let m = &mut self.machines[n];
         let Some(replica) = m.replica.as_ref() else { return Ok(()) };
-        let ready = m.catch_up.take_if(|(_, head)| replica.covers(head));
+        let waiting = m.node.as_ref().is_some_and(Shell::waiting_for_log);
         let done = replica.caught_up(now);
         let changed = m.caught_up != Some(done);
         m.caught_up = Some(done);
-        if let Some((epoch, head)) = ready {
-            self.input(n, Input::CaughtUp { epoch, head })?;
+        if waiting {
+            self.run_shell(n, Todo::Log)?;
         }
         if changed { self.input(n, Input::LogCaughtUp(done)) } else { Ok(()) }
     }
@@ -832,7 +936,9 @@ impl World {
         if m.agent_paused || self.now >= self.agent_until {
             return;
         }
-        let Some(epoch) = m.node.as_ref().and_then(|node| node.may_act(m.clock.read(self.now))) else { return };
+        let Some(epoch) = m.node.as_ref().and_then(|shell| shell.node().may_act(m.clock.read(self.now))) else {
+            return;
+        };
         let holders = self.holders();
         let id = self.checker.issue(n, epoch, &holders);
         let replica = self.machines[n].replica.as_mut().expect("a holder keeps data");
@@ -886,7 +992,8 @@ impl World {
         // tests the lease's timing, so those faults often pick it.
         let holder = self.holders().first().map(|(n, _)| *n).filter(|_| self.rng.chance(700_000));
         let revoke = if self.scenario.revocation && !self.revoked_any { 6 } else { 0 };
-        match self.rng.weighted(&[15, 10, 10, 15, 20, 8, 7, 15, 8, revoke]) {
+        let disk = if self.scenario.disk_faults { 8 } else { 0 };
+        match self.rng.weighted(&[15, 10, 10, 15, 20, 8, 7, 15, 8, revoke, disk, disk]) {
             0 => {
                 let side: Vec<bool> = match holder {
                     Some(h) => (0..size).map(|i| i == h).collect(),
@@ -978,6 +1085,19 @@ impl World {
                     self.machines[n].left = false;
                     self.machines[n].leaving = false;
                     self.input(n, Input::Wakeup { force: false })?;
+                }
+            }
+            10 => {
+                if let Some(&n) = running.get(self.rng.below(running.len().max(1) as u64) as usize) {
+                    note!(self, n, "its disk fails for {:.1}s", lasting as f64 / 1e9);
+                    self.machines[n].disk_fails_until = self.now + lasting;
+                    self.schedule(lasting, Event::DiskMended(n));
+                }
+            }
+            11 => {
+                if let Some(&n) = running.get(self.rng.below(running.len().max(1) as u64) as usize) {
+                    note!(self, n, "its next write will stall");
+                    self.machines[n].stall_next_write = true;
                 }
             }
             9 => {

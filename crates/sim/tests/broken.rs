@@ -12,7 +12,7 @@ fn expected(bug: Bug) -> &'static [Invariant] {
     match bug {
         Bug::IgnoreDrift => &[Invariant::OneHolder],
         Bug::StaleSink => &[Invariant::Epochs],
-        Bug::ForgetVotes => &[Invariant::OneHolder, Invariant::Epochs],
+        Bug::ForgetVotes | Bug::SendBeforePersist => &[Invariant::OneHolder, Invariant::Epochs],
     }
 }
 

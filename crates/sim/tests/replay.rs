@@ -17,9 +17,9 @@ fn a_seed_gives_the_same_trace_twice() {
 
 #[test]
 fn a_failing_seed_fails_the_same_way_twice() {
-    let failure = (0..100)
-        .find_map(|seed| roost_sim::run(seed, Some(Bug::ForgetVotes)).err())
-        .expect("forgetting votes breaks a seed within a hundred");
+    let failure = (0..300)
+        .find_map(|seed| roost_sim::run(seed, Some(Bug::StaleSink)).err())
+        .expect("a sink taking stale epochs breaks a seed within three hundred");
     let again = roost_sim::run(failure.seed, failure.bug).expect_err("the replay fails too");
     assert_eq!(
         (again.invariant, again.at, again.trace, &again.recent),

@@ -278,7 +278,7 @@ fn apply_version(tx: &Transaction, entry: &Entry, row: &Map<String, Value>) -> R
             record_conflict(tx, entry.table, &entry.row_id, &state.version, &loser)?;
         }
     }
-    supersede(tx, entry.table, &entry.row_id, &incoming)
+    settle_conflicts(tx, entry.table, &entry.row_id, &incoming)
 }
 
 fn write_incoming(
@@ -350,9 +350,32 @@ fn record_conflict(tx: &Transaction, table: Table, row_id: &RowId, winner: &Vers
     Ok(())
 }
 
-/// Resolves the row's open conflicts that `by`, a version just written or
-/// applied (not fenced), supersedes by the rule of `roost_core::sync`.
-pub(crate) fn supersede(tx: &Transaction, table: Table, row_id: &RowId, by: &Version) -> Result<()> {
+/// After `by`, a version just written or applied (not fenced): resolves the
+/// row's open conflicts it supersedes by the rule of `roost_core::sync`, and
+/// makes the row's current version the winner of those still open. The
+/// winner of an open conflict is always the version the row shows, so every
+/// machine, whatever order versions reached it in, names the same one, and
+/// keeping "the winner" never brings back a version the row has moved past.
+pub(crate) fn settle_conflicts(tx: &Transaction, table: Table, row_id: &RowId, by: &Version) -> Result<()> {
+    supersede(tx, table, row_id, by)?;
+    let shown: Option<(String, Option<i64>, i64)> = tx
+        .prepare_cached(&format!("SELECT origin, version_seq, lamport FROM {} WHERE id = ?1", table.name()))?
+        .query_row([row_id.as_str()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .optional()?;
+    let Some((origin, Some(seq), lamport)) = shown else { return Ok(()) };
+    tx.prepare_cached(
+        "UPDATE sync_conflicts SET winner_origin = c.origin, winner_seq = c.origin_seq, winner_lamport = ?5,
+             winner_op = c.op, winner_row = c.row_json
+         FROM (SELECT origin, origin_seq, op, row_json FROM changes WHERE origin = ?3 AND origin_seq = ?4) AS c
+         WHERE table_name = ?1 AND row_id = ?2 AND resolved = 0
+             AND (winner_origin, winner_seq) IS NOT (?3, ?4)",
+    )?
+    .execute(rusqlite::params![table.name(), row_id.as_str(), origin, seq, lamport])?;
+    Ok(())
+}
+
+/// Resolves the row's open conflicts that `by` supersedes.
+fn supersede(tx: &Transaction, table: Table, row_id: &RowId, by: &Version) -> Result<()> {
     let open: Vec<(String, String, i64, i64, String, String)> = tx
         .prepare_cached(
             "SELECT id, loser_origin, loser_seq, loser_lamport, loser_vector, loser_row FROM sync_conflicts

@@ -17,7 +17,7 @@ use roost_core::sync::{Version, VersionVector, next_vector};
 use roost_core::validate::{self, Fields};
 use roost_core::{EPOCH, Entry, FieldKind, GENESIS, Lamport, Op, RowId, Table};
 
-use crate::apply::supersede;
+use crate::apply::settle_conflicts;
 use crate::conflicts::{Keep, find_conflict};
 use crate::connection::DoorConnection;
 use crate::fence::{self, AgentState};
@@ -200,24 +200,35 @@ fn delete(tx: &Transaction, author: &Author, table: Table, key: &str) -> Result<
 fn resolve_conflict(tx: &Transaction, author: &Author, key: &str, keep: Keep) -> Result<Map<String, Value>> {
     let conflict = find_conflict(tx, &author.origin, key)?;
     if conflict.resolved {
-        return Err(StoreError::Duplicate(format!(
-            "conflict {} is already resolved ({})",
-            conflict.id,
-            conflict.resolution.as_deref().unwrap_or("resolved")
-        )));
+        return Err(StoreError::AlreadyResolved {
+            id: conflict.id.clone(),
+            resolution: conflict.resolution.clone().unwrap_or_else(|| "resolved".into()),
+        });
     }
-    let table = Table::parse(&conflict.table).expect("conflicts name known tables");
+    let table = Table::parse(&conflict.table)
+        .ok_or_else(|| StoreError::Damaged(format!("a conflict on an unknown table {:?}", conflict.table)))?;
     if table.agent_owned() {
         // Only two machines granted the same epoch make such a conflict; the
         // holder's next write, which has seen both versions, or any write of
         // a later epoch closes it.
         return Err(StoreError::AgentOwned(table.name()));
     }
-    let id = RowId::parse(&conflict.row_id).expect("conflicts name canonical row ids");
+    let id = RowId::parse(&conflict.row_id)
+        .ok_or_else(|| StoreError::Damaged(format!("a conflict on a malformed row id {:?}", conflict.row_id)))?;
+    // The winner is the version the row shows now; keeping the loser brings
+    // back the version that lost, and the resolution says which it was.
+    let said = |which: &str, version: &crate::ConflictVersion| {
+        let what = if std::ptr::eq(version, &conflict.winner) {
+            "the version the row shows"
+        } else {
+            "the version that lost, over the one the row showed"
+        };
+        format!("kept the {which} version ({what}: entry {} of {})", version.seq, version.origin)
+    };
     let (kept, resolution) = match &keep {
-        Keep::Local => (conflict.local_version().row.clone(), "kept the local version".to_string()),
-        Keep::Remote => (conflict.remote_version().row.clone(), "kept the remote version".to_string()),
-        Keep::Merge(_) => (conflict.winner.row.clone(), "merged".to_string()),
+        Keep::Local => (conflict.local_version().row.clone(), said("local", conflict.local_version())),
+        Keep::Remote => (conflict.remote_version().row.clone(), said("remote", conflict.remote_version())),
+        Keep::Merge(_) => (conflict.winner.row.clone(), "merged into the version the row shows".to_string()),
     };
     let mut fields: Fields =
         table.fields().iter().map(|f| (f.name, kept.get(f.name).cloned().unwrap_or(Value::Null))).collect();
@@ -466,7 +477,7 @@ fn finish(
         epoch: fence::epoch_of(table, &written),
         row: String::new(),
     };
-    supersede(tx, table, id, &version)?;
+    settle_conflicts(tx, table, id, &version)?;
     Ok(written)
 }
 
@@ -504,7 +515,11 @@ pub(crate) fn log_head(tx: &Transaction, origin: &str) -> Result<(u64, [u8; 32])
         .query_row([origin], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
     Ok(match head {
-        Some((seq, hash)) => (seq as u64, hash.try_into().expect("stored hashes are 32 bytes")),
+        Some((seq, hash)) => {
+            let hash =
+                hash.try_into().map_err(|_| StoreError::Damaged(format!("a malformed hash of {origin}'s log")))?;
+            (seq as u64, hash)
+        }
         None => (0, GENESIS),
     })
 }
@@ -584,7 +599,9 @@ pub(crate) fn find_live(conn: &rusqlite::Connection, table: Table, key: &str) ->
     );
     let row = conn.prepare_cached(&sql)?.query_row([lookup], |r| row::row_json(table, r, 0)).optional()?;
     let row = row.ok_or_else(|| StoreError::NotFound { what: table.singular(), key: key.to_string() })?;
-    let id = RowId::parse(row["id"].as_str().unwrap_or_default()).expect("stored ids are canonical");
+    let stored_id = row["id"].as_str().unwrap_or_default();
+    let id = RowId::parse(stored_id)
+        .ok_or_else(|| StoreError::Damaged(format!("a malformed id {stored_id:?} in {}", table.name())))?;
     Ok((id, row))
 }
 

@@ -45,6 +45,8 @@ pub enum StoreError {
     NotFound { what: &'static str, key: String },
     #[error("{0}")]
     Duplicate(String),
+    #[error("conflict {id} is already resolved ({resolution})")]
+    AlreadyResolved { id: String, resolution: String },
     #[error("{0}")]
     Ambiguous(String),
     #[error("machine {name} ({id}) is revoked; revocation is permanent")]
@@ -63,6 +65,10 @@ pub enum StoreError {
     StaleEpoch { given: u64, highest: u64 },
     #[error("database schema lacks column {0}")]
     SchemaMismatch(String),
+    #[error(
+        "the database holds {0}, which Roost never writes; it was changed by another program: restore it from a backup or another machine"
+    )]
+    Damaged(String),
     #[error("database error: {0}")]
     Sqlite(rusqlite::Error),
     #[error("cannot create the database {path}: {source}")]

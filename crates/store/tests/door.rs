@@ -280,3 +280,27 @@ fn agent_state_is_written_only_through_its_fenced_door() {
     }
     assert_eq!(store.highest_epoch().unwrap(), 1);
 }
+
+#[test]
+fn data_another_program_damaged_is_an_error_never_a_panic() {
+    let (dir, store) = open();
+    create(&store, Table::Projects, json!({"name": "Taxes"}));
+    // A program that opens the guard the way the store does.
+    let db = rusqlite::Connection::open(dir.path().join("roost.db")).unwrap();
+    db.create_scalar_function("roost_write_door", 0, rusqlite::functions::FunctionFlags::SQLITE_UTF8, |_| Ok(1))
+        .unwrap();
+    db.execute("UPDATE projects SET id = 'not-an-id' WHERE name = 'Taxes'", []).unwrap();
+    let renamed = store.write(Mutation::Update {
+        table: Table::Projects,
+        key: "Taxes".into(),
+        patch: obj(json!({"name": "Tax"})),
+    });
+    assert!(matches!(renamed, Err(StoreError::Damaged(_))), "{renamed:?}");
+
+    db.execute("UPDATE changes SET hash = x'00'", []).unwrap();
+    let written =
+        store.write(Mutation::Create { table: Table::Memories, fields: obj(json!({"content": "still here"})) });
+    let error = written.unwrap_err();
+    assert!(matches!(error, StoreError::Damaged(_)), "{error:?}");
+    assert!(error.to_string().contains("restore it"), "the error says what to do: {error}");
+}

@@ -306,3 +306,84 @@ fn agent_state_without_an_epoch_is_refused() {
     assert!(matches!(&verdicts[0], Verdict::Refused(why) if why.contains("without a lease epoch")), "{verdicts:?}");
     assert_eq!(n[1].store.agent_state("task").unwrap(), None);
 }
+
+/// The four steps of the field report: M written on B reaches everyone; B,
+/// cut off, edits it (v1); C edits it (v2) and edits or deletes it again
+/// (v3), which A receives; then everyone meets. Every machine must show the
+/// one open conflict with the same winner, the row's current version (v3),
+/// and the same loser (v1).
+fn one_winner_everywhere(delete_last: bool) {
+    let mut n = nodes();
+    let (a, b, c) = (0, 1, 2);
+    let row = n[b].store.write(Mutation::Create { table: Table::Memories, fields: obj(json!({"content": "m"})) });
+    let id = row.unwrap()["id"].as_str().unwrap().to_string();
+    ship(&mut n, b, a);
+    ship(&mut n, b, c);
+    edit(&n[b].store, &id, "v1 on b");
+    edit(&n[c].store, &id, "v2 on c");
+    if delete_last {
+        n[c].store.write(Mutation::Delete { table: Table::Memories, key: id.clone() }).unwrap();
+    } else {
+        edit(&n[c].store, &id, "v3 on c");
+    }
+    ship(&mut n, c, a);
+    // B comes back: it hears from C first (v2, then v3), then everyone meets.
+    ship(&mut n, c, b);
+    for (from, to) in [(b, a), (b, c), (a, b), (a, c), (c, a), (c, b)] {
+        ship(&mut n, from, to);
+    }
+    let shown: Vec<(String, String, u64, String, u64)> = n
+        .iter()
+        .map(|node| {
+            let open = node.store.conflicts(false, 10).unwrap();
+            assert_eq!(open.len(), 1, "one open conflict on each machine");
+            let c = &open[0];
+            (c.id.clone(), c.winner.origin.clone(), c.winner.seq, c.loser.origin.clone(), c.loser.seq)
+        })
+        .collect();
+    assert!(shown.iter().all(|s| *s == shown[0]), "every machine shows the same winner and loser: {shown:?}");
+    let conflict = n[b].store.conflicts(false, 10).unwrap().remove(0);
+    assert_eq!(
+        (conflict.winner.origin.as_str(), conflict.winner.seq),
+        (IDS[c], 2),
+        "the winner is the current version"
+    );
+    assert_eq!(conflict.loser.row["content"], "v1 on b");
+    let current = n[b].store.get(Table::Memories, &id);
+    match (delete_last, current) {
+        (true, Err(StoreError::NotFound { .. })) => assert_eq!(conflict.winner.op, "delete"),
+        (false, Ok(row)) => assert_eq!(
+            (row["content"].clone(), conflict.winner.row["content"].clone()),
+            (json!("v3 on c"), json!("v3 on c"))
+        ),
+        (_, other) => panic!("unexpected row {other:?}"),
+    }
+
+    // Keeping the current version on the machine that saw v2 win keeps v3:
+    // nothing older comes back.
+    let keep_current = if conflict.winner.local { Keep::Local } else { Keep::Remote };
+    n[b].store.write(Mutation::Resolve { conflict: conflict.id.clone(), keep: keep_current }).unwrap();
+    for from in [b] {
+        for to in [a, c] {
+            ship(&mut n, from, to);
+        }
+    }
+    for node in &n {
+        assert_eq!(node.store.open_conflicts().unwrap(), 0);
+        match node.store.get(Table::Memories, &id) {
+            Ok(row) => assert!(!delete_last && row["content"] == "v3 on c", "{row:?}"),
+            Err(StoreError::NotFound { .. }) => assert!(delete_last, "the acknowledged delete stays"),
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+#[test]
+fn a_later_version_replacing_the_winner_is_the_winner_everywhere() {
+    one_winner_everywhere(false);
+}
+
+#[test]
+fn a_later_delete_replacing_the_winner_is_the_winner_everywhere() {
+    one_winner_everywhere(true);
+}

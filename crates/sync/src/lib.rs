@@ -25,10 +25,12 @@ use std::time::{Duration, Instant};
 
 use iroh::endpoint::{Connection, VarInt, presets};
 use iroh::{Endpoint, RelayMode, SecretKey};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
+
+use roost_tasks::{Blocked, Tasks};
 
 use roost_instance::Instance;
 use roost_store::{InstanceEntry, Store, StoreError};
@@ -43,6 +45,8 @@ const BACKOFF_MIN: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// How often the dialer looks for peers to connect to.
 const DIAL_TICK: Duration = Duration::from_millis(200);
+/// How long stopping waits for sessions to end.
+const STOP_GRACE: Duration = Duration::from_secs(3);
 
 #[derive(Debug, Error)]
 pub enum SyncError {
@@ -58,6 +62,8 @@ pub enum SyncError {
     NoAddress(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Blocked(#[from] Blocked),
 }
 
 /// What this machine knows of one peer, as shown by `roost sync status`,
@@ -66,9 +72,7 @@ pub enum SyncError {
 pub struct PeerStatus {
     pub id: String,
     pub name: String,
-    /// online (connected and caught up), syncing, offline, no-address (none
-    /// of its addresses can be dialed), unknown (not tried yet), or revoked.
-    pub state: &'static str,
+    pub state: PeerState,
     /// Where the live session reaches it, if one is up.
     pub address: Option<String>,
     /// Every address the registry holds for it, freshest first.
@@ -81,6 +85,42 @@ pub struct PeerStatus {
     /// Entries this machine holds that the peer lacks.
     pub ahead: u64,
     pub last_error: Option<String>,
+}
+
+/// Where replication with a peer stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PeerState {
+    /// Connected, and neither side lacks entries.
+    Online,
+    /// Connected, and one side lacks entries.
+    Syncing,
+    /// Tried and not reached.
+    Offline,
+    /// None of its addresses can be dialed.
+    NoAddress,
+    /// Not tried yet.
+    Unknown,
+    Revoked,
+}
+
+impl PeerState {
+    pub fn word(self) -> &'static str {
+        match self {
+            PeerState::Online => "online",
+            PeerState::Syncing => "syncing",
+            PeerState::Offline => "offline",
+            PeerState::NoAddress => "no-address",
+            PeerState::Unknown => "unknown",
+            PeerState::Revoked => "revoked",
+        }
+    }
+}
+
+impl std::fmt::Display for PeerState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.word())
+    }
 }
 
 /// Live facts about a peer, kept between sessions.
@@ -116,7 +156,8 @@ pub(crate) struct Shared {
     live: Mutex<BTreeMap<String, PeerLive>>,
     sessions: Mutex<HashMap<String, Active>>,
     next_token: AtomicU64,
-    pub stop: CancellationToken,
+    /// Every task of the service: loops, dials and sessions.
+    pub tasks: Tasks,
     /// Where connections of the protocol sharing the endpoint go.
     other: Option<mpsc::Sender<Connection>>,
     /// Whether this machine keeps the log (a witness does not).
@@ -152,7 +193,7 @@ impl SyncService {
             live: Mutex::new(BTreeMap::new()),
             sessions: Mutex::new(HashMap::new()),
             next_token: AtomicU64::new(1),
-            stop: CancellationToken::new(),
+            tasks: Tasks::new(),
             other,
             keeps_data,
         });
@@ -160,8 +201,8 @@ impl SyncService {
         store.set_commit_hook(Box::new(move || {
             hook.send_modify(|n| *n = n.wrapping_add(1));
         }));
-        tokio::spawn(accept_loop(shared.clone()));
-        tokio::spawn(dial_loop(shared.clone()));
+        shared.tasks.spawn(accept_loop(shared.clone()));
+        shared.tasks.spawn(dial_loop(shared.clone()));
         SyncService { shared }
     }
 
@@ -193,12 +234,12 @@ impl SyncService {
             .map(|e| {
                 let l = live.get(&e.id).cloned().unwrap_or_default();
                 let state = match (e.is_revoked(), l.connected) {
-                    (true, _) => "revoked",
-                    (_, true) if l.behind > 0 || l.ahead > 0 => "syncing",
-                    (_, true) => "online",
-                    _ if l.no_address => "no-address",
-                    _ if l.attempted || l.last_sync.is_some() => "offline",
-                    _ => "unknown",
+                    (true, _) => PeerState::Revoked,
+                    (_, true) if l.behind > 0 || l.ahead > 0 => PeerState::Syncing,
+                    (_, true) => PeerState::Online,
+                    _ if l.no_address => PeerState::NoAddress,
+                    _ if l.attempted || l.last_sync.is_some() => PeerState::Offline,
+                    _ => PeerState::Unknown,
                 };
                 PeerStatus {
                     name: names[&e.id].clone(),
@@ -216,15 +257,18 @@ impl SyncService {
             .collect())
     }
 
-    /// Ends every session and stops accepting and dialing; the endpoint
-    /// stays open for whatever runs on it next.
-    pub fn stop(&self) {
-        self.shared.stop.cancel();
+    /// Ends every session and stops accepting and dialing, waiting a bounded
+    /// time for all of it to end; the endpoint stays open for whatever runs
+    /// on it next.
+    pub async fn stop(&self) {
+        if !self.shared.tasks.stop(STOP_GRACE).await {
+            tracing::warn!("replication tasks still running {STOP_GRACE:?} after the stop");
+        }
     }
 
     /// Closes every session and the endpoint, waiting a bounded time.
     pub async fn shutdown(&self) {
-        self.stop();
+        self.stop().await;
         let _ = tokio::time::timeout(Duration::from_secs(3), self.shared.endpoint.close()).await;
     }
 }
@@ -268,14 +312,9 @@ impl Shared {
 }
 
 async fn accept_loop(shared: Arc<Shared>) {
-    loop {
-        let incoming = tokio::select! {
-            _ = shared.stop.cancelled() => return,
-            incoming = shared.endpoint.accept() => incoming,
-        };
-        let Some(incoming) = incoming else { return };
+    while let Some(incoming) = shared.endpoint.accept().await {
         let shared = shared.clone();
-        tokio::spawn(async move {
+        shared.tasks.clone().spawn(async move {
             let connection = match incoming.accept() {
                 Ok(accepting) => tokio::time::timeout(DIAL_WAIT, accepting).await,
                 Err(e) => return tracing::debug!(error = %e, "sync connection not accepted"),
@@ -308,10 +347,7 @@ async fn dial_loop(shared: Arc<Shared>) {
     let mut next_try: HashMap<String, (Instant, Duration)> = HashMap::new();
     let dialing: Arc<Mutex<std::collections::HashSet<String>>> = Arc::default();
     loop {
-        tokio::select! {
-            _ = shared.stop.cancelled() => return,
-            _ = tokio::time::sleep(DIAL_TICK) => {}
-        }
+        tokio::time::sleep(DIAL_TICK).await;
         let Ok(peers) = session::blocking(&shared.store, |s| s.instances()).await else { continue };
         for peer in peers {
             if peer.id == shared.instance.id || peer.is_revoked() || shared.has_session(&peer.id) {
@@ -324,7 +360,7 @@ async fn dial_loop(shared: Arc<Shared>) {
             }
             next_try.insert(peer.id.clone(), (now + backoff, (backoff * 2).min(BACKOFF_MAX)));
             let (shared, dialing) = (shared.clone(), dialing.clone());
-            tokio::spawn(async move {
+            shared.tasks.clone().spawn(async move {
                 let outcome = dial(&shared, &peer).await;
                 if let Err(e) = &outcome {
                     tracing::debug!(peer = %peer.name, error = %e, "sync dial failed");

@@ -41,6 +41,9 @@ const READ_AHEAD: usize = 8;
 const APPLY_MAX: usize = 8 * MAX_BATCH;
 
 const CLOSE_REFUSED: u32 = 403;
+/// How long a session waits for one database call (an apply of a large
+/// batch included) before it gives up and reconnects.
+const STORE_WAIT: Duration = Duration::from_secs(30);
 
 /// The peer a session talks to, once its hello checked out.
 struct Peer {
@@ -59,15 +62,21 @@ struct Peer {
 /// addresses, so only news is sent again.
 type Told = HashMap<String, Machine>;
 
+/// A store call off the async threads, bounded by [`STORE_WAIT`].
 pub(crate) async fn blocking<T: Send + 'static>(
     store: &Arc<Store>,
     f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, SyncError> {
     let store = store.clone();
-    tokio::task::spawn_blocking(move || f(&store))
-        .await
-        .map_err(|e| SyncError::Stream(format!("store task failed: {e}")))?
-        .map_err(SyncError::from)
+    Ok(roost_tasks::blocking("a replication database call", STORE_WAIT, move || f(&store)).await??)
+}
+
+/// The addresses this machine advertises (reads the running gateway's
+/// address file and the network interfaces).
+async fn own_addresses(shared: &Shared) -> Result<Vec<String>, SyncError> {
+    let instance = shared.instance.clone();
+    Ok(roost_tasks::blocking("reading this machine's addresses", STORE_WAIT, move || instance.advertised_urls())
+        .await?)
 }
 
 /// Runs a session on an open connection; `expected` is the peer's id when
@@ -81,8 +90,7 @@ pub async fn run(
 ) -> Result<(), SyncError> {
     let store = shared.store.clone();
     let heads = blocking(&store, |s| s.heads()).await?;
-    let own =
-        Machine { certificate: shared.instance.certificate.to_text(), addresses: shared.instance.advertised_urls() };
+    let own = Machine { certificate: shared.instance.certificate.to_text(), addresses: own_addresses(&shared).await? };
     let mut told = Told::new();
     let others = news(&shared, &mut told).await?;
     let machines = std::iter::once(own).chain(others).collect();
@@ -105,7 +113,7 @@ pub async fn run(
         }
     };
     let dialer = if expected.is_some() { shared.instance.id.clone() } else { peer.id.clone() };
-    let cancel = shared.stop.child_token();
+    let cancel = shared.tasks.token().child_token();
     let Some(token) = shared.admit(&peer.id, &dialer, cancel.clone()) else {
         conn.close(VarInt::from_u32(0), b"duplicate session");
         return Ok(());
@@ -203,7 +211,7 @@ async fn check_hello(
     let store = shared.store.clone();
     let peer_id = id.clone();
     let others: Vec<Machine> = machines[1..].to_vec();
-    let grew = tokio::task::spawn_blocking(move || -> Result<bool, SyncError> {
+    let registering = move || -> Result<(bool, String), SyncError> {
         let mut grew = match store.instance_by_id(&peer_id) {
             Ok(entry) if entry.is_revoked() => {
                 return Err(SyncError::Refused(format!("machine {} is revoked", entry.name)));
@@ -217,14 +225,13 @@ async fn check_hello(
         };
         grew |= store.note_self_report(&peer_id, &reported, &software)?;
         grew |= learn(&instance, &store, &others, &peer_id, over_loopback);
-        Ok(grew)
-    })
-    .await
-    .map_err(|e| SyncError::Stream(e.to_string()))??;
+        let name = store.instance_by_id(&peer_id).map(|e| e.name).unwrap_or_default();
+        Ok((grew, name))
+    };
+    let (grew, name) = roost_tasks::blocking("registering the peer", STORE_WAIT, registering).await??;
     if grew {
         shared.registry_changed();
     }
-    let name = shared.store.instance_by_id(&id).map(|e| e.name).unwrap_or_default();
     let entries = keeps_data && shared.keeps_data;
     Ok(Peer { id, name, heads, address, over_loopback, entries })
 }
@@ -304,7 +311,7 @@ async fn sender(
     let mut log_grew = shared.log_grew.subscribe();
     let mut registry_grew = shared.registry_grew.subscribe();
     let mut last_news_at = tokio::time::Instant::now();
-    let mut own_addresses = shared.instance.advertised_urls();
+    let mut advertised = own_addresses(shared).await?;
     let reported = view.lock().expect("view poisoned").heads().clone();
     let mut cursor = blocking(store, move |s| s.scan_start(&reported)).await?;
     let mut last_heads: Option<Heads> = None;
@@ -358,9 +365,9 @@ async fn sender(
             last_news_at = tokio::time::Instant::now();
             let mut machines = news(shared, &mut told).await?;
             // This machine moved (a new address from DHCP, another network).
-            let addresses = shared.instance.advertised_urls();
-            if addresses != own_addresses {
-                own_addresses = addresses.clone();
+            let addresses = own_addresses(shared).await?;
+            if addresses != advertised {
+                advertised = addresses.clone();
                 machines.push(Machine { certificate: shared.instance.certificate.to_text(), addresses });
             }
             if !machines.is_empty() {
@@ -468,10 +475,8 @@ async fn receiver(
                 }
                 Message::Machines(machines) => {
                     let (instance, store, peer) = (shared.instance.clone(), store.clone(), peer.to_string());
-                    let grew =
-                        tokio::task::spawn_blocking(move || learn(&instance, &store, &machines, &peer, over_loopback))
-                            .await
-                            .map_err(|e| SyncError::Stream(e.to_string()))?;
+                    let learning = move || learn(&instance, &store, &machines, &peer, over_loopback);
+                    let grew = roost_tasks::blocking("learning the peer's machines", STORE_WAIT, learning).await?;
                     if grew {
                         shared.registry_changed();
                     }

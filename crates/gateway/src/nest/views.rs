@@ -10,6 +10,7 @@ use serde_json::{Map, Value};
 use roost_core::Table;
 use roost_federation::search::Status;
 use roost_store::{Conflict, ConflictVersion, InstanceEntry, SearchQuery};
+use roost_sync::PeerState;
 
 use crate::AppState;
 use crate::api::{ApiError, with_store};
@@ -26,13 +27,13 @@ pub enum Reachability {
 }
 
 impl Reachability {
-    fn of_peer_state(state: &str) -> Reachability {
+    fn of_peer_state(state: PeerState) -> Reachability {
         match state {
-            "online" => Reachability::Connected,
-            "syncing" => Reachability::Syncing,
-            "offline" | "no-address" => Reachability::Unreachable,
-            "revoked" => Reachability::Revoked,
-            _ => Reachability::Unknown,
+            PeerState::Online => Reachability::Connected,
+            PeerState::Syncing => Reachability::Syncing,
+            PeerState::Offline | PeerState::NoAddress => Reachability::Unreachable,
+            PeerState::Revoked => Reachability::Revoked,
+            PeerState::Unknown => Reachability::Unknown,
         }
     }
 
