@@ -682,7 +682,7 @@ impl Driver {
         let value = json!({
             "backend": if self.etcd.is_some() { "etcd" } else { "quorum" },
             "part": match self.part { Part::Machine => "machine", Part::Witness => "witness" },
-            "role": status.role,
+            "role": status.role.as_str(),
             "holder": holder,
             "epoch": status.epoch,
             "claims_seen": status.claims_seen,

@@ -90,7 +90,7 @@ fn apply_run(n: usize, seed: u64) -> anyhow::Result<(f64, f64)> {
     target.register_instance(&roost_store::InstanceEntry {
         id: source.origin().to_string(),
         name: "source".into(),
-        role: "home".into(),
+        role: roost_core::Role::Home,
         addresses: Vec::new(),
         certificate: String::new(),
         signing_key: roost_core::hex::encode(key(1).verifying_key().as_bytes()),

@@ -162,7 +162,8 @@ pub fn leave(home: &Path, force: bool) -> anyhow::Result<()> {
     let mut instance = Instance::open(home)?;
     let store = instance.open_store()?;
     let machines = store.instances()?;
-    let other_homes = machines.iter().filter(|m| m.id != instance.id && m.role == "home" && !m.is_revoked()).count();
+    let other_homes =
+        machines.iter().filter(|m| m.id != instance.id && m.role == Role::Home && !m.is_revoked()).count();
     if instance.certificate.claims.role == Role::Home && other_homes == 0 && !force {
         bail!("this is the chain's last home machine; leaving would leave no home (pass --force to leave anyway)");
     }

@@ -35,6 +35,19 @@ pub async fn witness(instance: Instance, bind: Option<String>) -> anyhow::Result
 
 async fn run(instance: Instance, bind: Option<String>, part: Part) -> anyhow::Result<()> {
     let _serving = instance.lock_serving()?;
+    // Every connection holds a descriptor: take all the system allows.
+    let shown = |limit: Option<u64>| limit.map_or_else(|| "unlimited".to_string(), |n| n.to_string());
+    match roost_gateway::conn::raise_descriptor_limit() {
+        Ok((before, after, hard)) => tracing::info!(
+            "open-descriptor soft limit was {}, now {} (hard limit {})",
+            shown(before),
+            shown(after),
+            shown(hard)
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot raise the open-descriptor limit; fewer connections will be allowed")
+        }
+    }
     let store = Arc::new(instance.open_store()?);
     let bind = bind.unwrap_or_else(|| instance.config.gateway.bind.clone());
     let listener = tokio::time::timeout(BIND_WAIT, tokio::net::TcpListener::bind(&bind))
@@ -120,7 +133,8 @@ pub async fn stdio(instance: Instance) -> anyhow::Result<()> {
     let config = &instance.config;
     let tools =
         RoostTools::new(store, &config.name, &config.federation.peer_tools).with_remote(Arc::new(federation.clone()));
-    let service = tools.serve(rmcp::transport::stdio()).await.context("starting the MCP session on stdio")?;
+    let transport = roost_mcp::stdio::transport(tokio::io::stdin(), tokio::io::stdout());
+    let service = tools.serve(transport).await.context("starting the MCP session on stdio")?;
     let ended = service.waiting().await.context("MCP session on stdio");
     federation.stop().await;
     ended.map(drop)

@@ -1,7 +1,7 @@
 //! Hostile neighbours on this machine, through the real `roost` binary:
-//! other users of the host (the files), a second gateway on one home, text
-//! that other clients and machines stored (the terminal), a reader that
-//! closes the pipe, and a mistyped config.
+//! other users of the host (the files), a witness started on a served home,
+//! text that other clients and machines stored (the terminal), and a reader
+//! that closes the pipe.
 
 mod common;
 
@@ -11,7 +11,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use common::{Served, configure, connect_stdio, json_of, refused, roost, roost_bin, succeeded, until};
+use common::{Served, connect_stdio, json_of, refused, roost, roost_bin, succeeded, until};
 use serde_json::json;
 
 /// Clears the screen, then asks the terminal (OSC 52) to put "pwned" on the
@@ -129,24 +129,22 @@ fn a_home_others_could_read_is_made_owner_only_with_one_warning() {
     assert!(second.get("/health").is_some_and(|h| h["status"] == "ok"), "and it serves");
 }
 
+/// `hostile_http.rs` refuses a second `serve`; a witness takes the same lock.
 #[test]
-fn a_second_gateway_on_one_home_is_refused_and_the_first_keeps_serving() {
+fn a_witness_on_a_served_home_is_refused_and_the_gateway_keeps_serving() {
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path().join("home");
     let first = Served::start(&home);
     let pid = first.child.id().to_string();
-    for command in ["serve", "witness"] {
-        let out = roost(&home, &[command, "--bind", "127.0.0.1:0"]);
-        assert!(!out.status.success(), "a second `roost {command}` must not run");
-        assert!(out.stdout.is_empty(), "it never announced an address: {:?}", String::from_utf8_lossy(&out.stdout));
-        let err = stderr(&out);
-        assert_eq!(err.lines().count(), 1, "{err}");
-        assert!(err.contains(&format!("pid {pid}")) && err.contains(&first.addr), "names pid and address: {err}");
-    }
-    assert!(first.get("/health").is_some_and(|h| h["status"] == "ok"), "the first still answers");
+    let out = roost(&home, &["witness", "--bind", "127.0.0.1:0"]);
+    assert!(!out.status.success(), "a witness must not run beside the gateway");
+    assert!(out.stdout.is_empty(), "it never announced an address: {:?}", String::from_utf8_lossy(&out.stdout));
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains(&format!("pid {pid}")) && err.contains(&first.addr), "names pid and address: {err}");
+    assert!(first.get("/health").is_some_and(|h| h["status"] == "ok"), "the gateway still answers");
     let status = json_of(roost(&home, &["status", "--json"]));
     assert_eq!(status["gateway"]["running"], true, "the CLI still finds it: {status}");
-    assert_eq!(status["gateway"]["bind"], first.addr.as_str());
     assert_eq!(first.stop().code(), Some(0), "and stops cleanly");
 }
 
@@ -260,28 +258,4 @@ async fn control_characters_in_single_line_fields_are_refused_naming_the_field()
     let kept = common::ok(&client, "roost_store_memory", json!({"content": "tab\there\nline \u{1b}[1mbold"})).await;
     assert_eq!(kept["content"], "tab\there\nline \u{1b}[1mbold", "free text keeps its control characters");
     client.cancel().await.unwrap();
-}
-
-#[test]
-fn a_config_typo_is_refused_naming_the_key_and_its_line() {
-    let dir = tempfile::tempdir().unwrap();
-    let home = dir.path().join("home");
-    succeeded(roost(&home, &["init", "--name", "laptop"]));
-    configure(&home, "loopback_without_token", "true\nloopback_without_tokens = false");
-    let text = fs::read_to_string(home.join("config.toml")).unwrap();
-    let line = text.lines().position(|l| l.starts_with("loopback_without_tokens")).unwrap() + 1;
-    assert!(text.lines().take(line).any(|l| l == "[gateway]"), "the typo is in [gateway]: {text}");
-
-    for args in [vec!["serve", "--bind", "127.0.0.1:0"], vec!["status"]] {
-        let out = roost(&home, &args);
-        assert!(!out.status.success(), "{args:?} ran with a mistyped config");
-        let err = stderr(&out);
-        assert_eq!(err.lines().count(), 1, "{err}");
-        assert!(err.contains("`loopback_without_tokens`"), "names the key: {err}");
-        assert!(err.contains(&format!("(line {line})")), "names line {line}: {err}");
-        assert!(err.contains("config.toml"), "names the file: {err}");
-    }
-    for left in ["serve.lock", "gateway.addr", "roost.sock", "lease.json"] {
-        assert!(!home.join(left).exists(), "nothing was started, yet {left} exists");
-    }
 }

@@ -69,7 +69,7 @@ struct Inner {
 pub struct InstanceOverview {
     pub id: String,
     pub name: String,
-    pub role: String,
+    pub role: roost_core::Role,
     /// Whether it is the instance answering.
     pub this: bool,
     /// active or revoked, from the registry.

@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 
 use roost_core::Table;
 use roost_store::{SearchQuery, Store, StoreError};
+use roost_tasks::Blocked;
 
 use crate::{AppState, DB_WAIT};
 
@@ -29,6 +30,12 @@ pub(crate) fn protected_routes(state: Arc<AppState>) -> Router {
         .route("/api/v1/instances", get(instances))
         .with_state(state)
 }
+
+/// The body of a command that takes no arguments: `{}`. Requiring it makes
+/// the command a JSON request, which no web page can send cross-site.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct NoArguments {}
 
 /// An error answer: a status and a one-line reason as `{"error": ...}`.
 pub(crate) struct ApiError(pub StatusCode, pub String);
@@ -63,10 +70,16 @@ pub(crate) async fn with_store<T: Send + 'static>(
     f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, ApiError> {
     let store = state.store.clone();
-    match tokio::time::timeout(DB_WAIT, tokio::task::spawn_blocking(move || f(&store))).await {
-        Ok(Ok(result)) => Ok(result?),
-        Ok(Err(join)) => Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("database task failed: {join}"))),
-        Err(_) => Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, format!("database did not answer within {DB_WAIT:?}"))),
+    Ok(roost_tasks::blocking("the database", DB_WAIT, move || f(&store)).await??)
+}
+
+impl From<Blocked> for ApiError {
+    fn from(e: Blocked) -> Self {
+        let status = match e {
+            Blocked::TimedOut { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Blocked::Panicked { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError(status, e.to_string())
     }
 }
 

@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use roost_awake::{CommandError, Settled};
 
 use crate::AppState;
-use crate::api::{ApiError, with_store};
+use crate::api::{ApiError, NoArguments, with_store};
 use crate::auth::OverSocket;
 
 pub(crate) fn routes(state: Arc<AppState>) -> Router {
@@ -73,6 +73,10 @@ async fn wakeup(
     answer(awake(&state)?.wakeup(body.force).await)
 }
 
-async fn leave(State(state): State<Arc<AppState>>, _: OverSocket) -> Result<Json<Value>, ApiError> {
+async fn leave(
+    State(state): State<Arc<AppState>>,
+    _: OverSocket,
+    Json(NoArguments {}): Json<NoArguments>,
+) -> Result<Json<Value>, ApiError> {
     answer(awake(&state)?.leave().await)
 }

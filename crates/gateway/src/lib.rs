@@ -26,10 +26,14 @@
 
 mod api;
 mod auth;
+pub mod conn;
+mod guard;
 mod lease_api;
 mod machines_api;
+mod mcp_http;
 pub mod nest;
 mod pair;
+pub mod sessions;
 mod sync_api;
 
 use std::future::Future;
@@ -63,6 +67,9 @@ pub struct Gateway {
     pub store: Arc<Store>,
     /// `Host` header values `/mcp` accepts; empty accepts any.
     pub allowed_hosts: Vec<String>,
+    /// Host names the Nest answers to, besides any IP address: loopback
+    /// names and the names this machine advertises.
+    pub nest_hosts: Vec<String>,
     /// Whether callers on a loopback address may use `/mcp` without a token.
     pub loopback_without_token: bool,
     /// Replication and the awake role, when they run in this process.
@@ -82,7 +89,11 @@ pub(crate) struct AppState {
     pub machine: Option<Arc<Machine>>,
     pub federation: Federation,
     pub nest: nest::NestState,
+    pub nest_hosts: Vec<String>,
 }
+
+/// The MCP sessions of `/mcp`: rmcp's, held to the caps.
+pub(crate) type Sessions = sessions::CappedSessions<LocalSessionManager>;
 
 impl AppState {
     /// Replication as it runs now, if it runs in this process.
@@ -107,15 +118,19 @@ impl Gateway {
     /// The gateway of `instance`, to be served on `addr`.
     pub fn new(instance: Arc<Instance>, store: Arc<Store>, addr: SocketAddr) -> Gateway {
         let loopback_without_token = instance.config.gateway.loopback_without_token;
+        // Whatever names it advertises to the other machines, too.
+        let advertised: Vec<String> = roost_instance::addresses::advertised(&instance.config.gateway.advertise, addr)
+            .iter()
+            .filter_map(|u| roost_instance::addresses::host_and_port(u))
+            .map(|(host, _)| host)
+            .collect();
         let mut allowed_hosts = allowed_hosts_for(addr);
         if !allowed_hosts.is_empty() {
-            // Whatever names it advertises to the other machines, too.
-            let advertised = roost_instance::addresses::advertised(&instance.config.gateway.advertise, addr);
-            allowed_hosts.extend(
-                advertised.iter().filter_map(|u| roost_instance::addresses::host_and_port(u)).map(|(host, _)| host),
-            );
+            allowed_hosts.extend(advertised.iter().cloned());
         }
-        Gateway { instance, store, allowed_hosts, loopback_without_token, machine: None, federation: None }
+        let mut nest_hosts: Vec<String> = LOOPBACK_NAMES.map(String::from).to_vec();
+        nest_hosts.extend(advertised);
+        Gateway { instance, store, allowed_hosts, nest_hosts, loopback_without_token, machine: None, federation: None }
     }
 
     /// The axum router, with `cancel` ending the MCP sessions.
@@ -138,8 +153,17 @@ impl Gateway {
         } else {
             config.with_allowed_hosts(self.allowed_hosts)
         };
-        let mcp: StreamableHttpService<RoostTools, LocalSessionManager> =
-            StreamableHttpService::new(move || Ok(tools.clone()), Default::default(), config);
+        let sessions = Arc::new(Sessions::new(
+            LocalSessionManager::default(),
+            sessions::MAX_SESSIONS,
+            sessions::MAX_SESSIONS_PER_CALLER,
+        ));
+        config = config.with_max_request_body_bytes(mcp_http::MAX_BODY);
+        let mcp: StreamableHttpService<RoostTools, Sessions> =
+            StreamableHttpService::new(move || Ok(tools.clone()), sessions.clone(), config);
+        let mcp = Router::new()
+            .nest_service("/mcp", mcp)
+            .layer(axum::middleware::from_fn_with_state(sessions, mcp_http::edges));
         let state = Arc::new(AppState {
             tokens: Mutex::new(TokenVerifier::new(&self.instance.id)),
             instance: self.instance,
@@ -150,18 +174,24 @@ impl Gateway {
             machine: self.machine,
             federation,
             nest: nest::NestState::default(),
+            nest_hosts: self.nest_hosts,
         });
         let protected = api::protected_routes(state.clone())
             .merge(sync_api::routes(state.clone()))
             .merge(lease_api::routes(state.clone()))
             .merge(machines_api::routes(state.clone()))
-            .nest_service("/mcp", mcp)
+            .merge(mcp)
             .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_token));
-        api::public_routes(state.clone()).merge(pair::routes(state.clone())).merge(nest::routes(state)).merge(protected)
+        api::public_routes(state.clone())
+            .merge(pair::routes(state.clone()))
+            .merge(protected)
+            .layer(axum::middleware::from_fn(guard::api))
+            .merge(nest::routes(state))
     }
 
     /// Serves on `listener` (and on the Unix `socket`, when given) until
-    /// `shutdown` resolves, then drains for at most [`SHUTDOWN_GRACE`].
+    /// `shutdown` resolves, then drains for at most [`SHUTDOWN_GRACE`]. Every
+    /// connection is held to [`conn::Limits`].
     pub async fn serve(
         self,
         listener: TcpListener,
@@ -170,15 +200,12 @@ impl Gateway {
     ) -> std::io::Result<()> {
         let cancel = CancellationToken::new();
         let router = self.router(cancel.clone());
-        let stop = cancel.clone();
+        let limits = conn::Limits::for_tcp();
+        tracing::info!(connections = limits.connections, "connection limit");
         let local = socket.map(|socket| {
             let router = router.clone().layer(axum::Extension(auth::OverSocket));
-            let stopped = cancel.clone();
-            tokio::spawn(
-                axum::serve(socket, router.into_make_service())
-                    .with_graceful_shutdown(async move { stopped.cancelled().await })
-                    .into_future(),
-            )
+            let limits = conn::Limits::with_connections(conn::MAX_SOCKET_CONNECTIONS);
+            tokio::spawn(conn::serve(socket, router, limits, cancel.clone()))
         });
         // Responses go out in several small writes (an SSE event per
         // message); without TCP_NODELAY each later write waits for the
@@ -188,19 +215,18 @@ impl Gateway {
                 tracing::debug!(error = %e, "cannot set TCP_NODELAY on a connection");
             }
         });
-        let server = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                tracing::info!("shutting down");
-                stop.cancel();
-            });
-        let server = tokio::spawn(server.into_future());
-        cancel.cancelled().await;
-        if let Some(local) = local {
-            let _ = tokio::time::timeout(SHUTDOWN_GRACE, local).await;
-        }
-        match tokio::time::timeout(SHUTDOWN_GRACE, server).await {
-            Ok(joined) => joined.map_err(std::io::Error::other)?,
+        let server = tokio::spawn(conn::serve(listener, router, limits, cancel.clone()));
+        shutdown.await;
+        tracing::info!("shutting down");
+        cancel.cancel();
+        let drained = async {
+            if let Some(local) = local {
+                local.await.map_err(std::io::Error::other)?;
+            }
+            server.await.map_err(std::io::Error::other)
+        };
+        match tokio::time::timeout(SHUTDOWN_GRACE, drained).await {
+            Ok(joined) => joined,
             Err(_) => {
                 tracing::warn!("connections still open after {SHUTDOWN_GRACE:?}; closing them");
                 Ok(())
@@ -209,13 +235,16 @@ impl Gateway {
     }
 }
 
+/// The names of this machine's loopback interface, as a `Host` gives them.
+const LOOPBACK_NAMES: [&str; 3] = ["localhost", "127.0.0.1", "::1"];
+
 /// The `Host` values to accept for a gateway bound to `addr`: loopback names,
 /// plus the bound address itself; none (accept any) for a wildcard bind.
 pub fn allowed_hosts_for(addr: SocketAddr) -> Vec<String> {
     if addr.ip().is_unspecified() {
         return Vec::new();
     }
-    let mut hosts: Vec<String> = ["localhost", "127.0.0.1", "::1"].map(String::from).to_vec();
+    let mut hosts: Vec<String> = LOOPBACK_NAMES.map(String::from).to_vec();
     let ip = addr.ip().to_string();
     if !hosts.contains(&ip) {
         hosts.push(ip);

@@ -15,7 +15,7 @@ use roost_store::Standing;
 use roost_store::registry::display_names;
 
 use crate::AppState;
-use crate::api::{ApiError, with_store};
+use crate::api::{ApiError, NoArguments, with_store};
 use crate::auth::OverSocket;
 
 pub(crate) fn routes(state: Arc<AppState>) -> Router {
@@ -98,7 +98,11 @@ async fn machines(State(state): State<Arc<AppState>>) -> Result<Json<Value>, Api
 /// Restarts replication and the lease on the identity on disk, if it
 /// changed: `roost join` and `roost identity import` call this so the
 /// running gateway takes the new identity at once.
-async fn reload(State(state): State<Arc<AppState>>, _: OverSocket) -> Result<Json<Value>, ApiError> {
+async fn reload(
+    State(state): State<Arc<AppState>>,
+    _: OverSocket,
+    Json(NoArguments {}): Json<NoArguments>,
+) -> Result<Json<Value>, ApiError> {
     let machine = state
         .machine
         .as_ref()

@@ -59,6 +59,9 @@ fn b64e(bytes: &[u8]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
+/// How long a pairing step (disk, key agreement, certificate) may take.
+const PAIRING_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 fn internal(e: impl std::fmt::Display) -> ApiError {
     ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
 }
@@ -71,7 +74,8 @@ struct StartRequest {
 async fn start(State(state): State<Arc<AppState>>, Json(req): Json<StartRequest>) -> Result<Json<Value>, ApiError> {
     let joiner_message = b64d(&req.message, "message")?;
     let worker = state.clone();
-    let answer = tokio::task::spawn_blocking(move || begin(&worker, &joiner_message)).await.map_err(internal)??;
+    let answer =
+        roost_tasks::blocking("the pairing step", PAIRING_WAIT, move || begin(&worker, &joiner_message)).await??;
     Ok(Json(answer))
 }
 
@@ -117,9 +121,8 @@ async fn finish(
     let confirmation = b64d(&req.confirmation, "confirmation")?;
     let sealed = b64d(&req.sealed, "sealed")?;
     let worker = state.clone();
-    let grant = tokio::task::spawn_blocking(move || admit(&worker, &req.session, &confirmation, &sealed, from))
-        .await
-        .map_err(internal)??;
+    let admitting = move || admit(&worker, &req.session, &confirmation, &sealed, from);
+    let grant = roost_tasks::blocking("the pairing step", PAIRING_WAIT, admitting).await??;
     if let Some(sync) = state.sync() {
         sync.registry_changed();
     }

@@ -17,28 +17,7 @@ const DOMAIN: &[u8] = b"roost/machine-certificate/v1\0";
 /// The most gateway URLs a certificate names.
 pub const MAX_URLS: usize = 8;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    Home,
-    Satellite,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Home => "home",
-            Role::Satellite => "satellite",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Role> {
-        match s {
-            "home" => Some(Role::Home),
-            "satellite" => Some(Role::Satellite),
-            _ => None,
-        }
-    }
-}
+pub use roost_core::Role;
 
 /// What a certificate says, before it is signed.
 #[derive(Debug, Clone, PartialEq, Eq)]

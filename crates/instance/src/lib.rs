@@ -234,7 +234,6 @@ impl Instance {
         }
         let text = files::read(&config_path)?;
         let config: Config = toml::from_str(&text).map_err(|e| {
-            // The line the offending key starts on: one more than the newlines before it.
             let line = e.span().map(|span| text[..span.start].matches('\n').count() + 1);
             let at = line.map(|n| format!(" (line {n})")).unwrap_or_default();
             InstanceError::Corrupt { path: config_path.clone(), reason: format!("{}{at}", e.message()) }

@@ -13,7 +13,7 @@ pub(crate) fn entry_for(cert: &Certificate, addresses: &[String]) -> InstanceEnt
     InstanceEntry {
         id: claims.instance_id.clone(),
         name: claims.name.clone(),
-        role: claims.role.as_str().to_string(),
+        role: claims.role,
         addresses: merge_addresses(addresses, &claims.gateway_urls),
         certificate: cert.to_text(),
         signing_key: hex(&claims.signing_key),

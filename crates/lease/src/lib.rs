@@ -41,7 +41,7 @@ mod view;
 pub use acceptor::{Acceptor, Durable};
 pub use ballot::{Ballot, NodeId};
 pub use message::{Envelope, MAX_VOTERS, Message, Refusal};
-pub use node::{Action, Config, Grantor, Input, Node, PeerSeen, Status};
+pub use node::{Action, Config, Grantor, Input, LeaseRole, Node, PeerSeen, Status};
 pub use shell::{Effect, Shell};
 pub use tenure::Tenure;
 pub use view::{View, ViewId};

@@ -168,11 +168,35 @@ pub enum Action {
     },
 }
 
+/// The part a machine plays in the role now, as `roost status` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseRole {
+    Awake,
+    /// Awake, and handing the role to another machine.
+    HandingOff,
+    /// Asking the voters for the role.
+    Acquiring,
+    Standby,
+    /// A voter that is never awake.
+    Witness,
+}
+
+impl LeaseRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LeaseRole::Awake => "awake",
+            LeaseRole::HandingOff => "handing-off",
+            LeaseRole::Acquiring => "acquiring",
+            LeaseRole::Standby => "standby",
+            LeaseRole::Witness => "witness",
+        }
+    }
+}
+
 /// What a node believes, for `/health` and `roost status`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Status {
-    /// awake, standby, acquiring, handing-off, or witness.
-    pub role: &'static str,
+    pub role: LeaseRole,
     pub holder: Option<NodeId>,
     pub epoch: Option<u64>,
     /// Machines (this one included) heard claiming the role within a TTL.
@@ -1406,11 +1430,11 @@ impl Node {
         let claims_seen = usize::from(self.acting_epoch().is_some())
             + self.peers.values().filter(|p| now < p.heard + ttl && p.claim.is_some()).count();
         let role = match &self.role {
-            _ if self.config.witness => "witness",
-            Role::Awake(h) if h.outgoing.is_some() => "handing-off",
-            Role::Awake(_) => "awake",
-            Role::Acquiring(_) => "acquiring",
-            Role::Standby => "standby",
+            _ if self.config.witness => LeaseRole::Witness,
+            Role::Awake(h) if h.outgoing.is_some() => LeaseRole::HandingOff,
+            Role::Awake(_) => LeaseRole::Awake,
+            Role::Acquiring(_) => LeaseRole::Acquiring,
+            Role::Standby => LeaseRole::Standby,
         };
         let voters = self.voters();
         let heard = self.voters_heard(now);

@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use roost_lease::{Action, Ballot, Config, Durable, Envelope, Input, Message, Node, Refusal, Tenure, View};
+use roost_lease::{Action, Ballot, Config, Durable, Envelope, Input, LeaseRole, Message, Node, Refusal, Tenure, View};
 
 /// Handles `input` as a shell whose disk answers at once would: this
 /// machine's own votes, sent to itself once stored, come straight back.
@@ -157,7 +157,7 @@ fn a_witness_votes_but_never_holds() {
         assert_eq!(net.holder(), Some(1 - holder), "the other machine took over with the witness's vote");
         net.down[holder] = false;
     }
-    assert_eq!(net.nodes[2].status(net.now).role, "witness");
+    assert_eq!(net.nodes[2].status(net.now).role, LeaseRole::Witness);
 }
 
 #[test]
@@ -277,7 +277,7 @@ fn a_majority_that_answers_after_the_lease_ran_out_grants_nothing() {
     let actions = stored(&mut c, from_a(Message::Accepted { req, ballot: ballot.clone() }), late);
     assert!(!actions.iter().any(|a| matches!(a, Action::Awake { .. })), "{actions:?}");
     assert_eq!(c.may_act(late), None);
-    assert_eq!(c.status(late).role, "standby");
+    assert_eq!(c.status(late).role, LeaseRole::Standby);
 }
 
 #[test]

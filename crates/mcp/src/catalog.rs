@@ -174,7 +174,9 @@ impl Action {
             Action::Update(t) => {
                 let mut props: Map<String, Value> = Map::new();
                 props.insert("id".into(), id);
-                props.extend(t.fields().iter().filter(|f| !f.immutable).map(|f| (f.name.to_string(), field_schema(f))));
+                props.extend(t.fields().iter().filter(|f| !f.immutable).map(|f| {
+                    (f.name.to_string(), if f.required { field_schema(f) } else { nullable(field_schema(f)) })
+                }));
                 (props, vec!["id"])
             }
             Action::Get(_) | Action::Delete(_) => (Map::from_iter([("id".to_string(), id)]), vec!["id"]),
@@ -229,6 +231,94 @@ impl Action {
         json!({"type": "object", "properties": properties, "required": required, "additionalProperties": false})
     }
 
+    /// A short name for people.
+    pub fn title(self) -> String {
+        let words = |t: &str| t.replace('_', " ");
+        match self {
+            Action::Create(Table::Memories) => "Store memory".into(),
+            Action::Create(t) => format!("Create {}", words(t.singular())),
+            Action::Get(t) => format!("Get {}", words(t.singular())),
+            Action::List(t) => format!("List {}", words(t.name())),
+            Action::Update(t) => format!("Update {}", words(t.singular())),
+            Action::Delete(t) => format!("Delete {}", words(t.singular())),
+            Action::SearchMemories => "Search memories".into(),
+            Action::MemoryStats => "Memory statistics".into(),
+            Action::ListSyncConflicts => "List sync conflicts".into(),
+            Action::ResolveSyncConflict => "Resolve sync conflict".into(),
+            Action::SearchAll => "Search every machine".into(),
+            Action::ListInstances => "List machines".into(),
+        }
+    }
+
+    /// Whether calling the tool again with the same arguments leaves things
+    /// as the first call left them: reads, updates and deletes do; a create
+    /// makes another row.
+    pub fn idempotent(self) -> bool {
+        !matches!(self, Action::Create(_))
+    }
+
+    /// The JSON Schema of the tool's structured result, as [`crate::execute`]
+    /// and the federation build it. A tool that runs on one instance may
+    /// instead return another instance's result, labelled with where it ran.
+    pub fn output_schema(self) -> Value {
+        let here = match self {
+            Action::Create(t) | Action::Update(t) => row_schema(t, false),
+            Action::Get(t) => row_schema(t, t == Table::Memories),
+            Action::List(t) => listing("items", row_schema(t, t == Table::Memories)),
+            Action::Delete(_) => object(json!({"deleted": string(), "table": string()}), &["deleted", "table"]),
+            Action::SearchMemories => {
+                let hit = json!({"memory": row_schema(Table::Memories, false), "score": number(), "snippet": string()});
+                listing("results", object(hit, &["memory", "score", "snippet"]))
+            }
+            Action::MemoryStats => {
+                let counts = json!({"type": "object", "additionalProperties": {"type": "integer"}});
+                record(json!({
+                    "total": integer(), "deleted": integer(), "average_importance": nullable(number()),
+                    "oldest": nullable(string()), "newest": nullable(string()), "by_category": counts,
+                    "by_importance": counts, "by_project": counts, "lamport": integer(), "change_records": integer(),
+                }))
+            }
+            Action::ListSyncConflicts => listing("conflicts", conflict_schema()),
+            Action::ResolveSyncConflict => {
+                object(json!({"conflict": conflict_schema(), "row": {"type": "object"}}), &["conflict", "row"])
+            }
+            Action::SearchAll => {
+                let names = json!({"type": "array", "items": string()});
+                let holder = object(json!({"id": string(), "name": string()}), &["id", "name"]);
+                let hit = object(
+                    json!({"id": string(), "score": number(), "memory": {"type": "object"}, "snippet": {},
+                           "holders": {"type": "array", "items": holder}}),
+                    &["id", "score", "memory", "holders"],
+                );
+                let report = object(
+                    json!({"id": string(), "name": string(), "outcome": {"type": "string",
+                           "enum": ["answered", "timed_out", "unreachable", "refused", "skipped"]},
+                           "results": integer(), "reason": string(), "ms": number()}),
+                    &["id", "name", "outcome", "ms"],
+                );
+                record(json!({
+                    "count": integer(), "results": {"type": "array", "items": hit},
+                    "instances": {"type": "array", "items": report}, "answered": names, "timed_out": names,
+                    "unreachable": names, "refused": names, "skipped": names,
+                }))
+            }
+            Action::ListInstances => {
+                let machine = object(
+                    json!({"id": string(), "name": string(), "role": string(), "this": {"type": "boolean"},
+                           "status": string(), "addresses": {"type": "array", "items": string()}}),
+                    &["id", "name", "role", "this"],
+                );
+                listing("instances", machine)
+            }
+        };
+        if !self.runs_on_one_instance() {
+            return here;
+        }
+        let instance = object(json!({"id": string(), "name": string()}), &["id", "name"]);
+        let elsewhere = object(json!({"instance": instance, "result": {"type": "object"}}), &["instance", "result"]);
+        json!({"type": "object", "anyOf": [here, elsewhere]})
+    }
+
     /// The tool as listed: its arguments plus, for tools that run on one
     /// instance, `instance`, which the server handles before [`crate::execute`].
     pub fn tool(self) -> Tool {
@@ -242,13 +332,107 @@ impl Action {
                     roost_list_instances) instead of this one. The result is labelled with where it ran."}),
             );
         }
-        Tool::new(self.tool_name(), self.description(), Arc::new(schema)).with_annotations(
-            ToolAnnotations::new()
-                .read_only(self.read_only())
-                .destructive(matches!(self, Action::Delete(_) | Action::Update(_) | Action::ResolveSyncConflict))
-                .open_world(false),
-        )
+        let Value::Object(output) = self.output_schema() else { unreachable!("schemas are objects") };
+        // Only the tools that span instances reach other machines on their
+        // own; a call naming `instance` runs the same closed operation on
+        // another of the user's machines.
+        let annotations = ToolAnnotations::with_title(self.title())
+            .read_only(self.read_only())
+            .destructive(matches!(self, Action::Delete(_) | Action::Update(_) | Action::ResolveSyncConflict))
+            .idempotent(self.idempotent())
+            .open_world(!self.runs_on_one_instance());
+        Tool::new(self.tool_name(), self.description(), Arc::new(schema))
+            .with_title(self.title())
+            .with_raw_output_schema(Arc::new(output))
+            .with_annotations(annotations)
     }
+}
+
+fn string() -> Value {
+    json!({"type": "string"})
+}
+
+fn integer() -> Value {
+    json!({"type": "integer"})
+}
+
+fn number() -> Value {
+    json!({"type": "number"})
+}
+
+/// `schema`, also accepting `null` (an enum lists it among its values).
+fn nullable(mut schema: Value) -> Value {
+    if let Some(Value::String(kind)) = schema.get("type").cloned() {
+        schema["type"] = json!([kind, "null"]);
+    }
+    if let Some(Value::Array(options)) = schema.get_mut("enum") {
+        options.push(Value::Null);
+    }
+    schema
+}
+
+fn object(properties: Value, required: &[&str]) -> Value {
+    json!({"type": "object", "properties": properties, "required": required})
+}
+
+/// An object that always has every one of `properties`.
+fn record(properties: Value) -> Value {
+    let required: Vec<String> = properties.as_object().map(|p| p.keys().cloned().collect()).unwrap_or_default();
+    json!({"type": "object", "properties": properties, "required": required})
+}
+
+/// `{"count": n, key: [item...]}`.
+fn listing(key: &str, item: Value) -> Value {
+    let mut properties = Map::new();
+    properties.insert("count".into(), integer());
+    properties.insert(key.into(), json!({"type": "array", "items": item}));
+    object(Value::Object(properties), &["count", key])
+}
+
+/// A row as the store returns it: the id, every field (null when unset, or
+/// cleared by a delete), and the stamps; with `access`, a memory's local
+/// access count.
+fn row_schema(table: Table, access: bool) -> Value {
+    let mut properties = Map::new();
+    properties.insert("id".into(), string());
+    for field in table.fields() {
+        // What was stored is described, not what a new value must be.
+        let mut schema = nullable(field_schema(field));
+        if let Value::Object(rules) = &mut schema {
+            rules.remove("pattern");
+            rules.remove("maxLength");
+        }
+        properties.insert(field.name.into(), schema);
+    }
+    for (name, schema) in [
+        ("created_at", string()),
+        ("updated_at", string()),
+        ("origin", string()),
+        ("lamport", integer()),
+        ("deleted_at", string()),
+    ] {
+        properties.insert(name.into(), schema);
+    }
+    if access {
+        properties.insert("accessed_at".into(), nullable(string()));
+        properties.insert("access_count".into(), integer());
+    }
+    object(Value::Object(properties), &["id", "created_at", "updated_at", "origin", "lamport"])
+}
+
+/// A sync conflict: both versions, which fields differ, and its resolution.
+fn conflict_schema() -> Value {
+    let version = object(
+        json!({"origin": string(), "seq": integer(), "lamport": integer(), "op": string(), "row": {},
+               "local": {"type": "boolean"}}),
+        &["origin", "seq", "lamport", "op", "row", "local"],
+    );
+    object(
+        json!({"id": string(), "table": string(), "row_id": string(), "winner": version, "loser": version,
+               "resolved": {"type": "boolean"}, "resolution": nullable(string()), "resolved_at": nullable(string()),
+               "created_at": string(), "differing": {"type": "array", "items": string()}}),
+        &["id", "table", "row_id", "winner", "loser", "resolved", "created_at", "differing"],
+    )
 }
 
 fn field_schema(field: &Field) -> Value {
@@ -282,5 +466,33 @@ mod tests {
         assert!(names.contains(&"roost_list_blog_posts".to_string()));
         assert!(names.contains(&"roost_delete_memory".to_string()));
         assert!(!names.iter().any(|n| n.contains("agent")), "agent state has no tools");
+    }
+
+    #[test]
+    fn update_schemas_accept_null_for_the_fields_null_clears() {
+        let schema = Action::Update(Table::Memories).input_schema();
+        let props = &schema["properties"];
+        assert_eq!(props["context"]["type"], json!(["string", "null"]));
+        assert_eq!(props["project"]["type"], json!(["string", "null"]));
+        assert_eq!(props["tags"]["type"], json!(["array", "null"]));
+        assert_eq!(props["content"]["type"], json!("string"), "a required field cannot be cleared");
+        let blog = Action::Update(Table::BlogPosts).input_schema();
+        let status = &blog["properties"]["status"];
+        assert_eq!(status["type"], json!(["string", "null"]));
+        assert!(status["enum"].as_array().unwrap().contains(&Value::Null), "{status}");
+    }
+
+    #[test]
+    fn every_tool_has_a_title_an_object_output_schema_and_honest_hints() {
+        for action in Action::all() {
+            let tool = action.tool();
+            assert!(tool.title.as_deref().is_some_and(|t| !t.is_empty()), "{}", tool.name);
+            let output = tool.output_schema.as_ref().unwrap_or_else(|| panic!("{} has no output schema", tool.name));
+            assert_eq!(output["type"], json!("object"), "{}", tool.name);
+            let hints = tool.annotations.as_ref().unwrap();
+            let spans = matches!(action, Action::SearchAll | Action::ListInstances);
+            assert_eq!(hints.open_world_hint, Some(spans), "{}", tool.name);
+            assert_eq!(hints.idempotent_hint, Some(!matches!(action, Action::Create(_))), "{}", tool.name);
+        }
     }
 }

@@ -7,6 +7,7 @@
 //! `Store::write`, the one write door, whichever transport carried it.
 
 pub mod catalog;
+pub mod stdio;
 
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -14,8 +15,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation, ListToolsResult,
-    PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, CustomRequest, CustomResult, ErrorCode,
+    Implementation, ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
 };
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer, ServerHandler};
@@ -25,6 +26,9 @@ use roost_core::Table;
 use roost_store::{Keep, ListQuery, Mutation, SearchQuery, Sort, Store};
 
 pub use catalog::Action;
+
+/// How long one tool call on this machine's database may take.
+const TOOL_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 const INSTRUCTIONS: &str = "Roost is the user's long-term memory and notebook, shared by all their machines. \
 Search memories before answering questions about the user's past, preferences or projects, and store new durable \
@@ -147,9 +151,9 @@ impl RoostTools {
             Action::ListInstances => self.remote()?.list_instances().await,
             _ => {
                 let store = self.store.clone();
-                tokio::task::spawn_blocking(move || execute(&store, action, args))
+                roost_tasks::blocking("the tool", TOOL_WAIT, move || execute(&store, action, args))
                     .await
-                    .map_err(|e| format!("tool task failed: {e}"))?
+                    .map_err(|e| e.to_string())?
             }
         }
     }
@@ -197,6 +201,27 @@ impl ServerHandler for RoostTools {
 
     fn get_tool(&self, name: &str) -> Option<Tool> {
         self.tools.iter().find(|t| t.name == name).cloned()
+    }
+
+    /// A request rmcp could not read as any method it knows. For a method
+    /// this server offers, that means its params were malformed: -32602,
+    /// not "method not found".
+    async fn on_custom_request(
+        &self,
+        request: CustomRequest,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<CustomResult, ErrorData> {
+        const OFFERED: [&str; 4] = ["initialize", "ping", "tools/list", "tools/call"];
+        let method = request.method.as_str();
+        if !OFFERED.contains(&method) {
+            return Err(ErrorData::new(ErrorCode::METHOD_NOT_FOUND, request.method, None));
+        }
+        let reason = match request.params_as::<CallToolRequestParams>() {
+            Err(e) if method == "tools/call" => e.to_string(),
+            Ok(None) if method == "tools/call" => "they are missing; give name and arguments".to_string(),
+            _ => "they do not have the shape the specification gives".to_string(),
+        };
+        Err(ErrorData::invalid_params(format!("invalid params for {method}: {reason}"), None))
     }
 
     async fn call_tool(

@@ -175,16 +175,17 @@ impl Checker {
             if all_live && replica.pending() > 0 {
                 return fail(Invariant::Convergence, format!("{name} still holds {} entries back", replica.pending()));
             }
-            if replica.converged() != reference.converged() {
-                let (heads, rows, open) = replica.converged();
-                let (h0, r0, o0) = reference.converged();
+            let (ours, theirs) = (replica.converged(), reference.converged());
+            if ours != theirs {
                 let detail = format!(
-                    "{name} differs from {first}: heads {heads:?} vs {h0:?}; {} vs {} rows ({} differ); {} vs {} open conflicts",
-                    rows.len(),
-                    r0.len(),
-                    rows.iter().filter(|(id, s)| r0.get(*id) != Some(s)).count(),
-                    open.len(),
-                    o0.len()
+                    "{name} differs from {first}: heads {:?} vs {:?}; {} vs {} rows ({} differ); open conflicts {:?} vs {:?}",
+                    ours.heads,
+                    theirs.heads,
+                    ours.rows.len(),
+                    theirs.rows.len(),
+                    ours.rows.iter().filter(|(id, s)| theirs.rows.get(*id) != Some(s)).count(),
+                    ours.open,
+                    theirs.open
                 );
                 return fail(Invariant::Convergence, detail);
             }

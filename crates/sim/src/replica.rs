@@ -1,130 +1,236 @@
-//! One machine's replicated rows, run by the rules of `roost_core`: local
-//! writes take the next log position, a Lamport tick and `next_vector`;
-//! received entries wait in an [`Inbox`] until [`ready`], then go through
-//! [`resolve`], which keeps losing concurrent versions as open conflicts
-//! until a covering version supersedes them.
+//! One machine's replicated data, kept by the real `roost_store::Store`: a
+//! SQLite database in a temporary directory, stamped by the simulated clock.
+//! Client writes go through the write door (shared settings, so machines
+//! write the same rows concurrently); the holder's effects are agent state
+//! written under its lease epoch, which the store's fence refuses when the
+//! store has seen a later epoch. Received entries go through `Store::apply`,
+//! which verifies signatures and hash chains, runs the conflict rules and
+//! keeps the conflict records; what it finds not ready waits in an
+//! [`Inbox`], as in the real session.
 //!
-//! Exchange is anti-entropy over the simulated network: every few hundred
-//! milliseconds a machine sends each peer its heads and the entries the peer
-//! lacks according to the heads it reported ([`PeerView`]), a window at a
-//! time; a peer that acknowledges nothing for a second gets everything
-//! unacknowledged again, as a new session would. Messages travel in the real
-//! wire encoding.
+//! Exchange is anti-entropy over the simulated network, shaped like the real
+//! session's sender: a cursor over the log in local order from
+//! `Store::scan_start`, entries the peer lacks by its [`PeerView`], a window
+//! at a time. A peer that acknowledges nothing for a second is sent
+//! everything unacknowledged again, as a new session would. Messages travel
+//! in the real wire encoding.
 //!
-//! What the store commits (log, rows, conflicts, clock) survives a crash;
-//! the inbox and the peer views do not.
+//! What the store committed survives a crash (it is closed and opened
+//! again); the inbox and the peer views do not.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use ed25519_dalek::SigningKey;
+use roost_core::Table;
 use roost_core::protocol::{Heads, Inbox, Message, PeerView, SignedEntry, behind};
-use roost_core::sync::{Outcome, RowState, Version, covers, next_vector, ready, resolve};
-use roost_core::{Entry, GENESIS, Lamport, Op, RowId, Table};
+use roost_store::{InstanceEntry, ListQuery, Mutation, Standing, Store, StoreError, Verdict};
+use serde_json::{Map, Value};
 
 /// Most entries one message carries.
-const BATCH: usize = 256;
+const BATCH: u32 = 256;
 /// Most entries sent to one peer and not yet acknowledged.
 const WINDOW: u64 = 1024;
 /// A peer that acknowledges nothing for this long is sent everything again.
 const RESEND: Duration = Duration::from_secs(1);
 /// Peers heard within this long count when deciding whether the log is caught up.
 const HEARD: Duration = Duration::from_secs(1);
-
-/// What the store keeps on disk.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Store {
-    me: String,
-    lamport: Lamport,
-    heads: Heads,
-    /// Every entry held, by origin and sequence, with its hash.
-    log: BTreeMap<(String, u64), (SignedEntry, [u8; 32])>,
-    rows: BTreeMap<RowId, RowState>,
-    /// Losing concurrent versions, by their log position.
-    open: BTreeMap<(String, u64), (RowId, Version)>,
-}
+/// The wall time a machine's clock reads zero at: 2026-01-01T00:00:00Z.
+const WALL_START_SECS: i64 = 1_767_225_600;
 
 #[derive(Debug)]
 struct Session {
     view: PeerView,
+    /// The local log position the sender has read up to.
+    cursor: i64,
     heard: Option<Duration>,
     progress: Duration,
 }
 
-#[derive(Debug)]
 pub struct Replica {
+    me: String,
+    /// The store's heads, read again after every change to it.
+    heads: Heads,
+    /// The highest epoch handed to the store's fence.
+    fenced_to: u64,
+    /// Keeps the database's directory for the replica's life.
+    dir: tempfile::TempDir,
+    /// The simulated time, in nanoseconds, the store reads.
+    clock: Arc<AtomicU64>,
     store: Store,
     inbox: Inbox,
     sessions: BTreeMap<String, Session>,
 }
 
-/// The part of a replica that must be identical everywhere once it has converged.
-pub type Converged<'a> = (&'a Heads, &'a BTreeMap<RowId, RowState>, &'a BTreeMap<(String, u64), (RowId, Version)>);
+/// The part of a replica that must be identical everywhere once it has
+/// converged: the heads, every shared row, and the open conflicts with
+/// their winners and losers.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Converged {
+    pub heads: Heads,
+    pub rows: BTreeMap<String, String>,
+    pub open: BTreeSet<String>,
+}
+
+/// A machine's signing key, derived from its name.
+fn key_of(name: &str) -> SigningKey {
+    let mut seed = [0x5au8; 32];
+    for (i, b) in name.bytes().enumerate() {
+        seed[i % 32] = seed[i % 32].rotate_left(3) ^ b;
+    }
+    SigningKey::from_bytes(&seed)
+}
+
+fn entry_of(name: &str) -> InstanceEntry {
+    InstanceEntry {
+        id: name.to_string(),
+        name: name.to_string(),
+        role: roost_core::Role::Home,
+        addresses: Vec::new(),
+        certificate: "simulated".into(),
+        signing_key: roost_core::hex::encode(key_of(name).verifying_key().as_bytes()),
+        encryption_key: "00".repeat(32),
+        version: None,
+        last_seen: None,
+        status: Standing::Active,
+        created_at: "2026-01-01T00:00:00.000Z".into(),
+    }
+}
 
 impl Replica {
-    pub fn new(me: &str) -> Replica {
-        let store = Store {
+    /// A fresh store for `me` that knows the keys of every machine in
+    /// `machines` (the certificates' part of the registry).
+    pub fn new(me: &str, machines: &[String]) -> Replica {
+        let dir = std::path::Path::new("/dev/shm")
+            .is_dir()
+            .then(|| tempfile::Builder::new().prefix("roost-sim").tempdir_in("/dev/shm").ok())
+            .flatten()
+            .unwrap_or_else(|| tempfile::Builder::new().prefix("roost-sim").tempdir().expect("a temporary directory"));
+        let clock = Arc::new(AtomicU64::new(0));
+        let store = open(&dir, me, &clock);
+        for name in machines.iter().filter(|n| *n != me) {
+            store.register_instance(&entry_of(name)).expect("registering a simulated machine");
+        }
+        let heads = store.heads().expect("the simulated disk reads");
+        Replica {
             me: me.to_string(),
-            lamport: Lamport(0),
-            heads: Heads::new(),
-            log: BTreeMap::new(),
-            rows: BTreeMap::new(),
-            open: BTreeMap::new(),
-        };
-        Replica { store, inbox: Inbox::default(), sessions: BTreeMap::new() }
+            heads,
+            fenced_to: 0,
+            dir,
+            clock,
+            store,
+            inbox: Inbox::default(),
+            sessions: BTreeMap::new(),
+        }
     }
 
-    /// A crash: only what the store committed is left.
+    /// A crash: the store is closed and opened again on what it committed.
     pub fn crash(&mut self) {
         self.inbox = Inbox::default();
         self.sessions.clear();
+        self.store = open(&self.dir, &self.me, &self.clock);
+        self.heads = self.store.heads().expect("the simulated disk reads");
+        self.fenced_to = 0;
+    }
+
+    /// Sets the time the store stamps what it writes next.
+    fn at(&self, now: Duration) {
+        self.clock.store(now.as_nanos() as u64, Ordering::Relaxed);
     }
 
     pub fn heads(&self) -> &Heads {
-        &self.store.heads
+        &self.heads
     }
 
-    /// Writes `value` to the shared row `key`; returns the entry's log
-    /// position and hash once it is committed (acknowledged).
-    pub fn write(&mut self, key: &str, value: &str) -> (String, u64, [u8; 32]) {
-        let store = &mut self.store;
-        let me = store.me.clone();
-        let seq = store.heads.get(&me).copied().unwrap_or(0) + 1;
-        store.lamport = store.lamport.tick();
-        let row_id = RowId::named("roost-sim", key);
-        let current = store.rows.get(&row_id);
-        let entry = Entry {
-            origin: me.clone(),
-            seq,
-            lamport: store.lamport,
-            prev_hash: store.log.get(&(me.clone(), seq - 1)).map_or(GENESIS, |(_, hash)| *hash),
-            table: Table::Memories,
-            op: if current.is_some() { Op::Update } else { Op::Insert },
-            row_id: row_id.clone(),
-            vector: next_vector(current.map(|r| &r.vector), &me, seq),
-            row: format!(r#"{{"key":"{key}","value":"{value}"}}"#),
-        };
-        let hash = store.insert(SignedEntry { entry, signature: [0; 64] });
-        (me, seq, hash)
+    /// Writes `value` to the shared setting `key`; returns the entry's log
+    /// position and hash once it is committed (acknowledged), or None when
+    /// the setting had that value already (nothing is written).
+    pub fn write(&mut self, key: &str, value: &str, now: Duration) -> Option<(String, u64, [u8; 32])> {
+        self.at(now);
+        let patch = Map::from_iter([("value".to_string(), Value::from(value))]);
+        let update = Mutation::Update { table: Table::Settings, key: key.to_string(), patch: patch.clone() };
+        match self.store.write(update) {
+            Err(StoreError::NotFound { .. }) => {
+                let mut fields = patch;
+                fields.insert("key".into(), Value::from(key));
+                self.store.write(Mutation::Create { table: Table::Settings, fields }).expect("a client write");
+            }
+            written => {
+                written.expect("a client write");
+            }
+        }
+        self.written()
+    }
+
+    /// The holder's effect: agent state `key` written under `epoch`. None
+    /// when the store's fence refuses the epoch (it has seen a later one).
+    pub fn write_agent(
+        &mut self,
+        key: &str,
+        value: &str,
+        epoch: u64,
+        now: Duration,
+    ) -> Option<(String, u64, [u8; 32])> {
+        self.at(now);
+        match self.store.write_agent_state(key, value, epoch) {
+            Ok(_) => self.written(),
+            Err(StoreError::StaleEpoch { .. }) => None,
+            Err(e) => panic!("the agent's write failed: {e}"),
+        }
+    }
+
+    /// The entry a local write just logged, if it logged one.
+    fn written(&mut self) -> Option<(String, u64, [u8; 32])> {
+        let before = self.heads.get(&self.me).copied();
+        self.heads = self.store.heads().expect("the simulated disk reads");
+        let seq = self.heads.get(&self.me).copied().filter(|seq| Some(*seq) != before)?;
+        let hash = self.store.entry_hash(&self.me, seq).expect("the simulated disk reads").expect("just written");
+        Some((self.me.clone(), seq, hash))
+    }
+
+    /// Raises the store's epoch fence to `epoch` (the highest the lease has
+    /// seen), as the real driver does.
+    pub fn fence(&mut self, epoch: u64) {
+        if epoch > self.fenced_to {
+            self.fenced_to = epoch;
+            self.store.observe_epoch(epoch).expect("the simulated disk writes");
+        }
     }
 
     /// Whether this replica holds the entry at `origin`/`seq` with that hash.
     pub fn holds(&self, origin: &str, seq: u64, hash: &[u8; 32]) -> bool {
-        self.store.log.get(&(origin.to_string(), seq)).is_some_and(|(_, h)| h == hash)
-    }
-
-    /// Whether the log covers `head` (a handoff's catch-up target).
-    pub fn covers(&self, head: &Heads) -> bool {
-        behind(&self.store.heads, head) == 0
+        self.store.entry_hash(origin, seq).expect("the simulated disk reads").as_ref() == Some(hash)
     }
 
     /// Whether the log holds everything the peers heard from lately hold.
     pub fn caught_up(&self, now: Duration) -> bool {
+        let heads = &self.heads;
         let mut recent = self.sessions.values().filter(|s| s.heard.is_some_and(|at| now < at + HEARD)).peekable();
-        recent.peek().is_some() && recent.all(|s| behind(&self.store.heads, s.view.heads()) == 0)
+        recent.peek().is_some() && recent.all(|s| behind(heads, s.view.heads()) == 0)
     }
 
-    pub fn converged(&self) -> Converged<'_> {
-        (&self.store.heads, &self.store.rows, &self.store.open)
+    pub fn converged(&self) -> Converged {
+        let query = ListQuery { limit: 100_000, ..ListQuery::default() };
+        let mut rows = BTreeMap::new();
+        for table in [Table::Settings, Table::AgentState] {
+            for row in self.store.list(table, &query).expect("the simulated disk reads") {
+                let id = row["id"].as_str().unwrap_or_default().to_string();
+                rows.insert(id, Value::Object(row).to_string());
+            }
+        }
+        let open = self
+            .store
+            .conflicts(false, 100_000)
+            .expect("the simulated disk reads")
+            .into_iter()
+            .map(|c| {
+                let (w, l) = (&c.winner, &c.loser);
+                format!("{} {}:{} over {}:{}", c.id, w.origin, w.seq, l.origin, l.seq)
+            })
+            .collect();
+        Converged { heads: self.heads.clone(), rows, open }
     }
 
     pub fn pending(&self) -> usize {
@@ -132,41 +238,32 @@ impl Replica {
     }
 
     /// What to send `peer` now: this replica's heads and, if the window
-    /// allows, entries the peer lacks, in causal (Lamport) order.
+    /// allows, entries the peer lacks, in local (causal) order.
     pub fn outgoing(&mut self, peer: &str, now: Duration) -> Vec<Message> {
+        let store = &self.store;
         let session = self.sessions.entry(peer.to_string()).or_insert_with(|| Session {
             view: PeerView::new(Heads::new()),
+            cursor: 0,
             heard: None,
             progress: now,
         });
         if session.view.in_flight() > 0 && now >= session.progress + RESEND {
             session.view = PeerView::new(session.view.heads().clone());
+            session.cursor = store.scan_start(session.view.heads()).expect("the simulated disk reads");
             session.progress = now;
         }
         let mut batch: Vec<SignedEntry> = Vec::new();
-        if session.view.in_flight() < WINDOW {
-            for (origin, head) in &self.store.heads {
-                let view = &session.view;
-                let reported = view.heads().get(origin).copied().unwrap_or(0);
-                // `lacks` is false up to what was reported or sent, true after.
-                let (mut lo, mut hi) = (reported + 1, head + 1);
-                while lo < hi {
-                    let mid = lo + (hi - lo) / 2;
-                    if view.lacks(origin, mid) { hi = mid } else { lo = mid + 1 }
-                }
-                for seq in lo..=*head {
-                    if batch.len() == BATCH {
-                        break;
-                    }
-                    batch.push(self.store.log[&(origin.clone(), seq)].0.clone());
+        let lacks_any = self.heads.iter().any(|(origin, head)| session.view.lacks(origin, *head));
+        if lacks_any && session.view.in_flight() < WINDOW {
+            for (position, signed) in store.entries_after(session.cursor, BATCH).expect("the simulated disk reads") {
+                session.cursor = position;
+                if session.view.lacks(&signed.entry.origin, signed.entry.seq) {
+                    session.view.sent(&signed.entry.origin, signed.entry.seq);
+                    batch.push(signed);
                 }
             }
         }
-        batch.sort_by_key(|e| e.entry.lamport);
-        for e in &batch {
-            session.view.sent(&e.entry.origin, e.entry.seq);
-        }
-        let mut out = vec![Message::Heads(self.store.heads.clone())];
+        let mut out = vec![Message::Heads(self.heads.clone())];
         if !batch.is_empty() {
             out.push(Message::Entries(batch));
         }
@@ -179,6 +276,7 @@ impl Replica {
             Message::Heads(heads) => {
                 let session = self.sessions.entry(peer.to_string()).or_insert_with(|| Session {
                     view: PeerView::new(Heads::new()),
+                    cursor: 0,
                     heard: None,
                     progress: now,
                 });
@@ -190,12 +288,14 @@ impl Replica {
                 session.heard = Some(now);
             }
             Message::Entries(batch) => {
-                for signed in batch {
-                    if signed.entry.seq > self.store.head(&signed.entry.origin) {
-                        assert!(self.inbox.hold(signed), "the inbox never fills in a simulation this small");
-                    }
+                self.at(now);
+                let mut applied = self.apply_holding(batch);
+                // Entries held back may be ready now; retry while that helps.
+                while applied && !self.inbox.is_empty() {
+                    let held = self.inbox.drain();
+                    applied = self.apply_holding(held);
                 }
-                self.apply_ready();
+                self.heads = self.store.heads().expect("the simulated disk reads");
             }
             Message::Hello { .. } | Message::Machines(_) => {
                 unreachable!("the simulator sends heads and entries only")
@@ -203,67 +303,34 @@ impl Replica {
         }
     }
 
-    /// Applies held entries as they become ready, until none is.
-    fn apply_ready(&mut self) {
-        loop {
-            let mut progressed = false;
-            for signed in self.inbox.drain() {
-                let e = &signed.entry;
-                if e.seq <= self.store.head(&e.origin) {
-                    continue;
+    /// Applies `batch` through the store, holding what is not ready; true if
+    /// anything applied.
+    fn apply_holding(&mut self, batch: Vec<SignedEntry>) -> bool {
+        let verdicts = self.store.apply(&batch).expect("the simulated disk writes");
+        let mut applied = false;
+        for (entry, verdict) in batch.into_iter().zip(verdicts) {
+            match verdict {
+                Verdict::Applied => applied = true,
+                Verdict::NotReady => {
+                    assert!(self.inbox.hold(entry), "the inbox never fills in a simulation this small")
                 }
-                if ready(&e.origin, e.seq, &e.vector, &self.store.heads) {
-                    self.store.lamport = self.store.lamport.observe(e.lamport);
-                    self.store.insert(signed);
-                    progressed = true;
-                } else {
-                    self.inbox.hold(signed);
-                }
-            }
-            if !progressed {
-                return;
+                Verdict::Duplicate => {}
+                Verdict::Refused(why) => panic!("{} refused an entry of an honest machine: {why}", self.me),
             }
         }
+        applied
     }
 }
 
-impl Store {
-    fn head(&self, origin: &str) -> u64 {
-        self.heads.get(origin).copied().unwrap_or(0)
-    }
-
-    /// Applies one ready entry (a local write or a received one) and logs it.
-    fn insert(&mut self, signed: SignedEntry) -> [u8; 32] {
-        let e = &signed.entry;
-        assert!(ready(&e.origin, e.seq, &e.vector, &self.heads), "applied out of causal order: {e:?}");
-        let prev = self.log.get(&(e.origin.clone(), e.seq - 1)).map_or(GENESIS, |(_, hash)| *hash);
-        assert_eq!(e.prev_hash, prev, "{}'s chain is broken at {}", e.origin, e.seq);
-        let version = Version {
-            origin: e.origin.clone(),
-            seq: e.seq,
-            lamport: e.lamport,
-            vector: e.vector.clone(),
-            row: e.row.clone(),
-            // Client writes carry no lease epoch; agent effects go to the sink.
-            epoch: None,
-        };
-        match resolve(self.rows.get(&e.row_id), &version) {
-            Outcome::Known | Outcome::Fenced => {}
-            Outcome::Replace(state) => {
-                self.rows.insert(e.row_id.clone(), state);
-            }
-            Outcome::Conflict { state, loser } => {
-                self.open.insert((loser.origin.clone(), loser.seq), (e.row_id.clone(), loser));
-                self.rows.insert(e.row_id.clone(), state);
-            }
-        }
-        let position = (e.origin.clone(), e.seq);
-        self.open.retain(|id, (row, loser)| !(*row == e.row_id && *id != position && covers(&e.vector, &loser.vector)));
-        self.heads.insert(e.origin.clone(), e.seq);
-        let hash = e.hash();
-        self.log.insert(position, (signed, hash));
-        hash
-    }
+/// Opens the store in `dir`, its clock reading `clock` nanoseconds after
+/// [`WALL_START_SECS`].
+fn open(dir: &tempfile::TempDir, me: &str, clock: &Arc<AtomicU64>) -> Store {
+    let reading = clock.clone();
+    let wall = Arc::new(move || {
+        let nanos = reading.load(Ordering::Relaxed) as i128 + i128::from(WALL_START_SECS) * 1_000_000_000;
+        time::OffsetDateTime::from_unix_timestamp_nanos(nanos).expect("the simulated time is a valid date")
+    });
+    Store::open_with_clock(&dir.path().join("roost.db"), me, key_of(me), wall).expect("opening the simulated store")
 }
 
 #[cfg(test)]
@@ -271,27 +338,40 @@ mod tests {
     use super::*;
 
     fn exchange(from: &mut Replica, to: &mut Replica, now: Duration) {
-        for m in from.outgoing(&to.store.me.clone(), now) {
+        for m in from.outgoing(&to.me.clone(), now) {
             let m = Message::decode(&m.encode()).unwrap();
-            to.receive(&from.store.me.clone(), m, now);
+            to.receive(&from.me.clone(), m, now);
         }
     }
 
     #[test]
     fn concurrent_writes_converge_with_the_loser_kept_open() {
-        let (mut a, mut b) = (Replica::new("a"), Replica::new("b"));
-        a.write("k", "1");
-        b.write("k", "2");
+        let names = vec!["a".to_string(), "b".to_string()];
+        let (mut a, mut b) = (Replica::new("a", &names), Replica::new("b", &names));
         let now = Duration::from_secs(1);
+        a.write("k", "1", now);
+        b.write("k", "2", now);
         for _ in 0..2 {
             exchange(&mut a, &mut b, now);
             exchange(&mut b, &mut a, now);
         }
         assert_eq!(a.converged(), b.converged());
-        assert_eq!(a.store.open.len(), 1);
-        b.write("k", "3");
+        assert_eq!(a.converged().open.len(), 1);
+        b.write("k", "3", now);
         exchange(&mut b, &mut a, now);
-        assert!(a.store.open.is_empty(), "a write covering the loser supersedes it");
+        assert!(a.converged().open.is_empty(), "a write covering the loser supersedes it");
         assert!(a.caught_up(now) && !a.caught_up(now + HEARD));
+    }
+
+    #[test]
+    fn a_crash_keeps_what_the_store_committed() {
+        let names = vec!["a".to_string()];
+        let mut a = Replica::new("a", &names);
+        let (origin, seq, hash) = a.write("k", "1", Duration::from_secs(1)).unwrap();
+        assert_eq!(a.write("k", "1", Duration::from_secs(1)), None, "an unchanged value writes nothing");
+        a.crash();
+        assert!(a.holds(&origin, seq, &hash));
+        assert_eq!(a.write_agent("agent", "x", 3, Duration::from_secs(2)).map(|w| w.1), Some(2));
+        assert_eq!(a.write_agent("agent", "y", 2, Duration::from_secs(3)), None, "the fence refuses an older epoch");
     }
 }

@@ -250,7 +250,7 @@ impl World {
                 config.witness = scenario.witness == Some(i);
                 config.handoff_timeout = scenario.handoff_timeout;
                 Machine {
-                    replica: (!config.witness).then(|| Replica::new(&names[i])),
+                    replica: (!config.witness).then(|| Replica::new(&names[i], &names)),
                     config,
                     clock: scenario.clocks[i],
                     node: None,
@@ -715,6 +715,12 @@ impl World {
                 return Ok(());
             }
         }
+        // As the real driver does after every turn: the store's epoch fence
+        // rises to the highest epoch the lease has seen.
+        let m = &mut self.machines[n];
+        if let (Some(shell), Some(replica)) = (&m.node, &mut m.replica) {
+            replica.fence(shell.node().max_round());
+        }
         Ok(())
     }
 
@@ -941,8 +947,12 @@ impl World {
         };
         let holders = self.holders();
         let id = self.checker.issue(n, epoch, &holders);
+        let now = self.local(n);
         let replica = self.machines[n].replica.as_mut().expect("a holder keeps data");
-        let (origin, seq, hash) = replica.write(&format!("agent-{}", id % 3), &format!("effect {id} epoch {epoch}"));
+        let (key, value) = (format!("agent-{}", id % 3), format!("effect {id} epoch {epoch}"));
+        let Some((origin, seq, hash)) = replica.write_agent(&key, &value, epoch, now) else {
+            return note!(self, n, "effect {id}: the store's fence refuses epoch {epoch}");
+        };
         self.checker.acked(origin, seq, hash);
         note!(self, n, "effect {id} under epoch {epoch}");
         for delay in self.net.fate(&mut self.rng, false) {
@@ -969,9 +979,10 @@ impl World {
         let n = self.rng.below(self.machines.len() as u64) as usize;
         let key = format!("k{}", self.rng.below(4));
         let value = self.rng.below(1000).to_string();
+        let now = self.local(n);
         let m = &mut self.machines[n];
         let Some(replica) = m.replica.as_mut().filter(|_| m.node.is_some() && m.paused.is_none()) else { return };
-        let (origin, seq, hash) = replica.write(&key, &value);
+        let Some((origin, seq, hash)) = replica.write(&key, &value, now) else { return };
         self.checker.acked(origin, seq, hash);
         note!(self, n, "client writes {key} = {value} (seq {seq})");
     }

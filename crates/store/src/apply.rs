@@ -26,7 +26,7 @@ use roost_core::{EPOCH, Entry, Lamport, RowId, Table};
 
 use crate::door::{NewRow, insert_change, insert_row, log_head, overwrite_row, parse_vector, vector_text};
 use crate::fence::{self, epoch_of};
-use crate::{Result, Store, now_text};
+use crate::{Result, Store};
 
 /// What became of one received entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,7 +92,7 @@ impl Store {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let mut ctx = Context::default();
             let authentic = authenticate(&tx, &mut ctx, batch)?;
-            let now = now_text();
+            let now = self.author.now();
             let mut newest = Lamport(0);
             let mut verdicts = Vec::with_capacity(batch.len());
             for (signed, authentic) in batch.iter().zip(authentic) {
@@ -179,7 +179,7 @@ fn apply_one(tx: &Transaction, ctx: &mut Context, signed: &SignedEntry, authenti
         Err(why) => return Ok(refuse(format!("entry {} of {}: {why}", entry.seq, entry.origin))),
     };
     insert_change(tx, entry, &signed.signature, now)?;
-    apply_version(tx, entry, &row)?;
+    apply_version(tx, entry, &row, now)?;
     ctx.heads.insert(entry.origin.clone(), (entry.seq, entry.hash()));
     Ok(Verdict::Applied)
 }
@@ -247,7 +247,7 @@ fn version_vector(tx: &Transaction, origin: &str, seq: u64) -> Result<roost_core
 }
 
 /// Runs the conflict rules for `entry` against the row and writes the result.
-fn apply_version(tx: &Transaction, entry: &Entry, row: &Map<String, Value>) -> Result<()> {
+fn apply_version(tx: &Transaction, entry: &Entry, row: &Map<String, Value>, now: &str) -> Result<()> {
     let incoming = Version {
         origin: entry.origin.clone(),
         seq: entry.seq,
@@ -275,10 +275,10 @@ fn apply_version(tx: &Transaction, entry: &Entry, row: &Map<String, Value>) -> R
                 tx.prepare_cached(&format!("UPDATE {} SET vv = ?2 WHERE id = ?1", entry.table.name()))?
                     .execute(rusqlite::params![entry.row_id.as_str(), vector_text(&state.vector)])?;
             }
-            record_conflict(tx, entry.table, &entry.row_id, &state.version, &loser)?;
+            record_conflict(tx, entry.table, &entry.row_id, &state.version, &loser, now)?;
         }
     }
-    settle_conflicts(tx, entry.table, &entry.row_id, &incoming)
+    settle_conflicts(tx, entry.table, &entry.row_id, &incoming, now)
 }
 
 fn write_incoming(
@@ -314,7 +314,14 @@ pub(crate) fn conflict_id(table: Table, row_id: &RowId, loser_origin: &str, lose
 }
 
 /// Keeps the losing version of a concurrent pair, once.
-fn record_conflict(tx: &Transaction, table: Table, row_id: &RowId, winner: &Version, loser: &Version) -> Result<()> {
+fn record_conflict(
+    tx: &Transaction,
+    table: Table,
+    row_id: &RowId,
+    winner: &Version,
+    loser: &Version,
+    now: &str,
+) -> Result<()> {
     let logged = |v: &Version| -> Result<(String, String)> {
         Ok(tx
             .prepare_cached("SELECT op, row_json FROM changes WHERE origin = ?1 AND origin_seq = ?2")?
@@ -345,7 +352,7 @@ fn record_conflict(tx: &Transaction, table: Table, row_id: &RowId, winner: &Vers
         loser_op,
         loser_row,
         vector_text(&loser.vector),
-        now_text(),
+        now,
     ])?;
     Ok(())
 }
@@ -356,8 +363,10 @@ fn record_conflict(tx: &Transaction, table: Table, row_id: &RowId, winner: &Vers
 /// winner of an open conflict is always the version the row shows, so every
 /// machine, whatever order versions reached it in, names the same one, and
 /// keeping "the winner" never brings back a version the row has moved past.
-pub(crate) fn settle_conflicts(tx: &Transaction, table: Table, row_id: &RowId, by: &Version) -> Result<()> {
-    supersede(tx, table, row_id, by)?;
+pub(crate) fn settle_conflicts(tx: &Transaction, table: Table, row_id: &RowId, by: &Version, now: &str) -> Result<()> {
+    if supersede(tx, table, row_id, by, now)? == 0 {
+        return Ok(());
+    }
     let shown: Option<(String, Option<i64>, i64)> = tx
         .prepare_cached(&format!("SELECT origin, version_seq, lamport FROM {} WHERE id = ?1", table.name()))?
         .query_row([row_id.as_str()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
@@ -374,8 +383,9 @@ pub(crate) fn settle_conflicts(tx: &Transaction, table: Table, row_id: &RowId, b
     Ok(())
 }
 
-/// Resolves the row's open conflicts that `by` supersedes.
-fn supersede(tx: &Transaction, table: Table, row_id: &RowId, by: &Version) -> Result<()> {
+/// Resolves the row's open conflicts that `by` supersedes; how many are
+/// still open.
+fn supersede(tx: &Transaction, table: Table, row_id: &RowId, by: &Version, now: &str) -> Result<usize> {
     let open: Vec<(String, String, i64, i64, String, String)> = tx
         .prepare_cached(
             "SELECT id, loser_origin, loser_seq, loser_lamport, loser_vector, loser_row FROM sync_conflicts
@@ -385,6 +395,7 @@ fn supersede(tx: &Transaction, table: Table, row_id: &RowId, by: &Version) -> Re
             Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
         })?
         .collect::<Result<_, _>>()?;
+    let mut still_open = open.len();
     for (id, origin, seq, lamport, vector, row) in open {
         let epoch =
             if table.agent_owned() { epoch_of(table, &serde_json::from_str(&row).unwrap_or_default()) } else { None };
@@ -403,9 +414,10 @@ fn supersede(tx: &Transaction, table: Table, row_id: &RowId, by: &Version) -> Re
             .execute(rusqlite::params![
                 id,
                 format!("superseded by entry {} of {}", by.seq, by.origin),
-                now_text()
+                now
             ])?;
+            still_open -= 1;
         }
     }
-    Ok(())
+    Ok(still_open)
 }

@@ -18,6 +18,9 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(15);
 
 fn configure(conn: &Connection, door_open: Arc<AtomicBool>) -> Result<()> {
     conn.busy_timeout(BUSY_TIMEOUT)?;
+    // The door runs a few dozen distinct statements per write; with the
+    // default 16 the cache thrashes and every write parses SQL again.
+    conn.set_prepared_statement_cache_capacity(128);
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;

@@ -22,13 +22,26 @@ use crate::conflicts::{Keep, find_conflict};
 use crate::connection::DoorConnection;
 use crate::fence::{self, AgentState};
 use crate::row::{select_list, to_sql};
-use crate::{Result, Store, StoreError, now_text, now_unix_ms, row};
+use crate::{Result, Store, StoreError, WallClock, row};
 
 /// Who writes through this door: the instance's id and the machine key that
 /// signs its log entries.
 pub(crate) struct Author {
     pub origin: String,
     pub key: SigningKey,
+    /// Where timestamps and the time part of new ids come from.
+    pub clock: WallClock,
+}
+
+impl Author {
+    /// Now as stored text, by this store's clock.
+    pub fn now(&self) -> String {
+        crate::time_text((self.clock)())
+    }
+
+    fn now_unix_ms(&self) -> u64 {
+        ((self.clock)().unix_timestamp_nanos() / 1_000_000) as u64
+    }
 }
 
 /// One change a caller asks for. `key` is a row id, or for tables with a
@@ -106,7 +119,7 @@ fn create(tx: &Transaction, author: &Author, table: Table, input: &Map<String, V
     let mut fields = validate::validate_create(table, input)?;
     resolve_project(tx, table, &mut fields)?;
     check_unique(tx, table, &fields, None)?;
-    let now = now_text();
+    let now = author.now();
     validate::derive(table, &mut fields, &now);
 
     let local = is_local(&fields);
@@ -116,7 +129,7 @@ fn create(tx: &Transaction, author: &Author, table: Table, input: &Map<String, V
             if local { "settings/local" } else { table.name() },
             fields[key.name].as_str().unwrap_or_default(),
         ),
-        _ => RowId::v7(now_unix_ms(), rand::random()),
+        _ => RowId::v7(author.now_unix_ms(), rand::random()),
     };
     let previous = stored_vector(tx, table, &id)?;
     let stamp = Stamp::next(tx, author, local, previous.as_deref())?;
@@ -174,7 +187,7 @@ fn update(
         table.fields().iter().map(|f| (f.name, current.get(f.name).cloned().unwrap_or(Value::Null))).collect();
     let before = fields.clone();
     fields.extend(patch);
-    let now = now_text();
+    let now = author.now();
     validate::derive(table, &mut fields, &now);
     if fields == before {
         return Ok(current);
@@ -187,7 +200,7 @@ fn update(
 
 fn delete(tx: &Transaction, author: &Author, table: Table, key: &str) -> Result<Map<String, Value>> {
     let (id, current) = find_live(tx, table, key)?;
-    let now = now_text();
+    let now = author.now();
     let local = current.get("local") == Some(&Value::Bool(true));
     let stamp = Stamp::next(tx, author, local, Some(&row_vector(tx, table, &id)?))?;
     // A tombstone keeps the row's identity and scope, and drops its content.
@@ -241,7 +254,7 @@ fn resolve_conflict(tx: &Transaction, author: &Author, key: &str, keep: Keep) ->
     if !deleted {
         check_unique(tx, table, &fields, Some(&id))?;
     }
-    let now = now_text();
+    let now = author.now();
     let stamp = Stamp::next(tx, author, false, Some(&row_vector(tx, table, &id)?))?;
     let deleted_at = deleted.then_some(now.as_str());
     write_row(tx, table, &id, &fields, &author.origin, &stamp, &now, deleted_at, None)?;
@@ -269,7 +282,7 @@ fn agent_state(tx: &Transaction, author: &Author, key: &str, value: &str, epoch:
     }
     fence::raise(tx, epoch)?;
     let id = fence::agent_state_id(key);
-    let now = now_text();
+    let now = author.now();
     let Some(previous) = stored_vector(tx, table, &id)? else {
         let stamp = Stamp::next(tx, author, false, None)?;
         insert_fresh(tx, author, table, &id, &fields, &stamp, &now)?;
@@ -477,7 +490,7 @@ fn finish(
         epoch: fence::epoch_of(table, &written),
         row: String::new(),
     };
-    settle_conflicts(tx, table, id, &version)?;
+    settle_conflicts(tx, table, id, &version, now)?;
     Ok(written)
 }
 

@@ -106,10 +106,20 @@ impl Store {
     /// instance `origin`, whose log entries `key` signs. Refuses a database
     /// that another instance created.
     pub fn open(path: &Path, origin: &str, key: ed25519_dalek::SigningKey) -> Result<Store> {
+        Store::open_with_clock(path, origin, key, std::sync::Arc::new(time::OffsetDateTime::now_utc))
+    }
+
+    /// [`Store::open`], with timestamps read from `clock`.
+    pub fn open_with_clock(
+        path: &Path,
+        origin: &str,
+        key: ed25519_dalek::SigningKey,
+        clock: WallClock,
+    ) -> Result<Store> {
         let mut writer = DoorConnection::open(path)?;
         writer.with_door_open(migrations::migrate)?;
         claim_instance(writer.raw_mut(), origin)?;
-        let author = door::Author { origin: origin.to_string(), key };
+        let author = door::Author { origin: origin.to_string(), key, clock };
         door::sign_unsigned(&mut writer, &author)?;
         Ok(Store {
             path: path.to_path_buf(),
@@ -181,12 +191,17 @@ fn claim_instance(conn: &mut Connection, origin: &str) -> Result<()> {
 
 /// Now as the RFC 3339 UTC text stored in every timestamp column.
 pub fn now_text() -> String {
-    let now = time::OffsetDateTime::now_utc();
-    let format =
-        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
-    now.format(&format).expect("formatting a UTC timestamp cannot fail")
+    time_text(time::OffsetDateTime::now_utc())
 }
 
-pub(crate) fn now_unix_ms() -> u64 {
-    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as u64
+/// `t` as the RFC 3339 UTC text stored in every timestamp column.
+pub fn time_text(t: time::OffsetDateTime) -> String {
+    let format =
+        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
+    t.to_offset(time::UtcOffset::UTC).format(&format).expect("formatting a UTC timestamp cannot fail")
 }
+
+/// The time of day a store stamps its rows and log entries with: the
+/// system's, or a simulated one, so a simulation of the store replays
+/// byte for byte.
+pub type WallClock = std::sync::Arc<dyn Fn() -> time::OffsetDateTime + Send + Sync>;

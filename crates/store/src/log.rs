@@ -82,6 +82,20 @@ impl Store {
         })
     }
 
+    /// The hash of entry `seq` of `origin`'s log, if this store holds it.
+    pub fn entry_hash(&self, origin: &str, seq: u64) -> Result<Option<[u8; 32]>> {
+        self.read(|c| {
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT {ENTRY_COLUMNS} FROM changes WHERE origin = ?1 AND origin_seq = ?2"
+            ))?;
+            let mut rows = stmt.query(rusqlite::params![origin, seq as i64])?;
+            Ok(match rows.next()? {
+                Some(r) => Some(read_change(r)?.2),
+                None => None,
+            })
+        })
+    }
+
     /// The latest sequence number held of every origin. Every origin is in
     /// the registry (entries of others are applied only from there), so this
     /// is one index lookup per machine, not a scan of the log.

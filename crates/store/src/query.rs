@@ -195,24 +195,22 @@ impl Store {
                 clamp_limit(query.limit)
             );
             let n = column_count(Table::Memories);
-            let run = || -> rusqlite::Result<Vec<SearchHit>> {
-                let mut stmt = c.prepare(&sql)?;
-                let hits = stmt.query_map(params_from_iter(values.iter()), |r| {
+            // The statement is fixed and prepares; FTS5 reads the query text
+            // only when the statement runs, so a plain SQLITE_ERROR from
+            // running it is the query's fault, whatever its wording.
+            let mut stmt = c.prepare(&sql)?;
+            let hits = stmt
+                .query_map(params_from_iter(values.iter()), |r| {
                     Ok(SearchHit {
                         memory: row_json(Table::Memories, r, 0)?,
                         score: -r.get::<_, f64>(n)?,
                         snippet: r.get(n + 1)?,
                     })
-                })?;
-                hits.collect()
-            };
-            run().map_err(|e| match &e {
-                rusqlite::Error::SqliteFailure(_, Some(msg))
-                    if msg.starts_with("fts5:")
-                        || msg.contains("syntax error")
-                        || msg.starts_with("no such column") =>
-                {
-                    StoreError::BadQuery(msg.clone())
+                })
+                .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>());
+            hits.map_err(|e| match &e {
+                rusqlite::Error::SqliteFailure(failure, message) if failure.code == rusqlite::ErrorCode::Unknown => {
+                    StoreError::BadQuery(explain_query_error(message.as_deref().unwrap_or("")))
                 }
                 _ => StoreError::from(e),
             })
@@ -303,6 +301,21 @@ fn add_access(c: &rusqlite::Connection, row: &mut Map<String, Value>) -> Result<
     row.insert("accessed_at".into(), json!(access.as_ref().map(|a| &a.0)));
     row.insert("access_count".into(), json!(access.map_or(0, |a| a.1)));
     Ok(())
+}
+
+/// What FTS5's complaint about a query means, in the query's own terms.
+fn explain_query_error(message: &str) -> String {
+    if message == "unterminated string" {
+        "a double quote is not closed".into()
+    } else if message.starts_with("unknown special query") {
+        "`*` must end a word, as in tax*".into()
+    } else if let Some(column) = message.strip_prefix("no such column: ") {
+        format!(
+            "`-{column}` and `{column}:` read as column filters; use NOT to leave a word out, and put words with - or : in double quotes"
+        )
+    } else {
+        message.strip_prefix("fts5: ").unwrap_or(message).to_string()
+    }
 }
 
 fn filter_error(table: Table, name: &str) -> StoreError {

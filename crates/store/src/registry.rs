@@ -9,6 +9,8 @@ use rusqlite::OptionalExtension;
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
 use serde::{Deserialize, Serialize};
 
+use roost_core::Role;
+
 use crate::{Result, Store, StoreError, now_text};
 
 /// The most addresses kept per machine.
@@ -53,7 +55,7 @@ impl FromSql for Standing {
 pub struct InstanceEntry {
     pub id: String,
     pub name: String,
-    pub role: String,
+    pub role: Role,
     /// Gateway URLs it can be reached at, freshest first.
     pub addresses: Vec<String>,
     /// The machine certificate, in its text form.
@@ -84,7 +86,16 @@ fn entry(r: &rusqlite::Row) -> rusqlite::Result<InstanceEntry> {
     Ok(InstanceEntry {
         id: r.get(0)?,
         name: r.get(1)?,
-        role: r.get(2)?,
+        role: {
+            let text: String = r.get(2)?;
+            Role::parse(&text).ok_or_else(|| {
+                rusqlite::Error::FromSqlConversionFailure(
+                    2,
+                    rusqlite::types::Type::Text,
+                    format!("unknown role {text:?}").into(),
+                )
+            })?
+        },
         addresses: serde_json::from_str(&addresses).unwrap_or_default(),
         certificate: r.get(4)?,
         signing_key: r.get(5)?,
@@ -156,7 +167,7 @@ impl Store {
             rusqlite::params![
                 e.id,
                 e.name,
-                e.role,
+                e.role.as_str(),
                 addresses_json(&merge_addresses(&e.addresses, &before)),
                 e.certificate,
                 e.signing_key,
@@ -302,7 +313,7 @@ mod tests {
         let entry = |id: &str, name: &str| InstanceEntry {
             id: id.into(),
             name: name.into(),
-            role: "home".into(),
+            role: Role::Home,
             addresses: Vec::new(),
             certificate: String::new(),
             signing_key: String::new(),

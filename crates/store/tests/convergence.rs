@@ -37,7 +37,7 @@ fn nodes() -> Vec<Node> {
                     .register_instance(&InstanceEntry {
                         id: id.to_string(),
                         name: format!("node-{j}"),
-                        role: "home".into(),
+                        role: roost_core::Role::Home,
                         addresses: Vec::new(),
                         certificate: "test".into(),
                         signing_key: roost_core::hex::encode(key(j).verifying_key().as_bytes()),

@@ -192,6 +192,27 @@ fn entries_written_before_the_log_was_signed_are_signed_at_open() {
 }
 
 #[test]
+fn every_malformed_search_is_a_query_error_with_a_hint() {
+    let (_dir, store) = open();
+    create(&store, Table::Memories, json!({"content": "tax deadline"}));
+    for (query, hint) in [
+        ("\"tax", "double quote is not closed"),
+        ("*", "`*` must end a word"),
+        ("-word", "use NOT to leave a word out"),
+        ("tax -word", "use NOT to leave a word out"),
+        ("tax AND", "syntax error"),
+        ("OR tax", "syntax error near \"OR\""),
+        ("(tax", "syntax error"),
+        ("a NEAR/x b", "syntax error"),
+    ] {
+        let err = store.search_memories(&SearchQuery { query: query.into(), ..Default::default() }).unwrap_err();
+        assert!(matches!(err, StoreError::BadQuery(_)), "{query}: {err}");
+        let message = err.to_string();
+        assert!(message.contains(hint) && message.contains("prefix*"), "{query}: {message}");
+    }
+}
+
+#[test]
 fn a_column_filter_in_a_search_is_a_query_error_not_a_crash() {
     let (_dir, store) = open();
     create(&store, Table::Memories, json!({"content": "heron"}));

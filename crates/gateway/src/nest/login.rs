@@ -23,6 +23,8 @@ use crate::AppState;
 
 /// How long the login form's token stays valid.
 const LOGIN_FORM_LIFETIME: std::time::Duration = std::time::Duration::from_secs(60 * 60);
+/// How long one password check (Argon2id) may take.
+const CHECK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl FromRequestParts<Arc<AppState>> for Visitor {
     type Rejection = Response;
@@ -94,7 +96,8 @@ pub(crate) async fn submit(
     let Ok(_permit) = state.nest.checks.acquire().await else {
         return login_page(&state, StatusCode::SERVICE_UNAVAILABLE, Some("The server is shutting down.".into()));
     };
-    let verdict = tokio::task::spawn_blocking(move || password::check(&home, &login.password)).await;
+    let checking = move || password::check(&home, &login.password);
+    let verdict = roost_tasks::blocking("the password check", CHECK_WAIT, checking).await;
     match verdict {
         Ok(Ok(Verdict::Right)) => {
             state.nest.throttle.forgive(peer.ip(), attempt);

@@ -21,8 +21,10 @@ pub mod views;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::http::header::{CACHE_CONTROL, CONTENT_SECURITY_POLICY, REFERRER_POLICY, X_CONTENT_TYPE_OPTIONS};
+use axum::extract::{Request, State};
+use axum::http::header::{CACHE_CONTROL, CONTENT_SECURITY_POLICY, HOST, REFERRER_POLICY, X_CONTENT_TYPE_OPTIONS};
 use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
@@ -67,8 +69,30 @@ pub(crate) fn routes(state: Arc<AppState>) -> Router {
         .route("/nest/memories", get(pages::memories))
         .route("/nest/memories/{id}", get(pages::memory))
         .route("/nest/static/{file}", get(assets::file))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), refuse_other_sites))
         .layer(axum::middleware::map_response(protective_headers))
         .with_state(state)
+}
+
+/// Answers only a browser that names this machine (a page that rebinds its
+/// own domain to this address names that domain), and refuses a form
+/// another site sent, before any page or login check runs.
+async fn refuse_other_sites(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    let host = request.headers().get(HOST).map(|h| h.to_str().unwrap_or("(not text)")).unwrap_or("");
+    if !crate::guard::nest_host_allowed(host, &state.nest_hosts) {
+        tracing::warn!(%host, "refused a Nest request naming another host");
+        let message = format!(
+            "This gateway does not answer to the name {host:?}. Open the Nest at this machine's address or \
+             localhost, or add the name to [gateway] advertise in config.toml."
+        );
+        return PageError(StatusCode::FORBIDDEN, message).into_response();
+    }
+    if let Some((status, reason)) = crate::guard::cross_site(request.method(), request.uri().path(), request.headers())
+    {
+        tracing::warn!(path = %request.uri().path(), %reason, "refused a Nest request");
+        return PageError(status, format!("{reason}; nothing was done.")).into_response();
+    }
+    next.run(request).await
 }
 
 /// Same-origin content only, no framing, no sniffing; pages are not cached.

@@ -15,7 +15,7 @@ use super::templates::{ConflictPage, ConflictsPage, InstancesPage, MemoriesPage,
 use super::views::{self, ConflictView};
 use super::{PageError, chrome, forbidden};
 use crate::AppState;
-use crate::api::with_store;
+use crate::api::{ApiError, with_store};
 use crate::sync_api::resolve_conflict;
 
 pub(crate) async fn instances(State(state): State<Arc<AppState>>, visitor: Visitor) -> Result<Response, PageError> {
@@ -107,11 +107,18 @@ pub(crate) async fn memories(
 ) -> Result<Response, PageError> {
     let query = params.q.trim().to_string();
     let all = params.all.is_some_and(|v| v == "1");
-    let search = match query.is_empty() {
-        true => None,
-        false => Some(views::search_memories(&state, query.clone(), all).await?),
+    // A malformed query is shown on the search page itself, with its hint,
+    // so it can be corrected in place.
+    let (status, search, error) = match query.is_empty() {
+        true => (StatusCode::OK, None, None),
+        false => match views::search_memories(&state, query.clone(), all).await {
+            Ok(search) => (StatusCode::OK, Some(search), None),
+            Err(ApiError(StatusCode::BAD_REQUEST, message)) => (StatusCode::BAD_REQUEST, None, Some(message)),
+            Err(e) => return Err(e.into()),
+        },
     };
-    Ok(page(StatusCode::OK, &MemoriesPage { chrome: chrome(&state, &visitor, "memories"), query, all, search }))
+    let chrome = chrome(&state, &visitor, "memories");
+    Ok(page(status, &MemoriesPage { chrome, query, all, search, error }))
 }
 
 #[derive(Deserialize)]

@@ -60,6 +60,8 @@ pub(crate) struct MemoriesPage {
     pub query: String,
     pub all: bool,
     pub search: Option<MemorySearch>,
+    /// Why the query could not be run, with a hint.
+    pub error: Option<String>,
 }
 
 #[derive(Template)]

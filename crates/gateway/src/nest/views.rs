@@ -58,7 +58,7 @@ pub struct InstanceRow {
     pub last_sync: Option<String>,
     pub behind: u64,
     pub conflicts: u64,
-    pub role: String,
+    pub role: roost_core::Role,
     /// The first 16 hex digits of SHA-256 over the machine's signing key, as `roost whoami` shows it.
     pub fingerprint: String,
     pub last_error: Option<String>,
