@@ -6,10 +6,11 @@
 //! directory synced), before any message that depends on it is sent. The
 //! event log (`lease-events.jsonl`) records each acquire and release with the
 //! CLOCK_BOOTTIME reading, so the logs of several processes on one machine can
-//! be checked for overlap.
+//! be checked for overlap. Both are created owner-only (0600).
 
 use std::fs::OpenOptions;
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -166,7 +167,7 @@ impl Events {
         let (lines, appending) = std::sync::mpsc::channel::<String>();
         let path = home.join("lease-events.jsonl");
         std::thread::spawn(move || {
-            let mut file = match OpenOptions::new().create(true).append(true).open(&path) {
+            let mut file = match OpenOptions::new().create(true).append(true).mode(0o600).open(&path) {
                 Ok(file) => file,
                 Err(e) => {
                     return tracing::warn!(error = %e, "cannot open the lease event log; role changes are only traced");

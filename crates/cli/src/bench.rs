@@ -14,6 +14,7 @@ use rmcp::model::{CallToolRequestParams, ClientConfig};
 use rmcp::transport::StreamableHttpClientTransport;
 use serde_json::{Map, Value, json};
 
+use crate::out::{self, note, say};
 use roost_core::Table;
 use roost_gateway::Gateway;
 use roost_instance::Instance;
@@ -110,15 +111,13 @@ pub fn run(command: BenchCommand) -> anyhow::Result<()> {
         }
     };
     if cfg!(debug_assertions) {
-        eprintln!(
-            "roost: warning: this is a debug build; benchmark a release build (cargo run --release -- bench store)"
-        );
+        note!("roost: warning: this is a debug build; benchmark a release build (cargo run --release -- bench store)");
     }
     let mut results = Vec::new();
     for run in 1..=runs {
-        eprintln!("run {run}/{runs}: {memories} memories");
+        note!("run {run}/{runs}: {memories} memories");
         let result = one_run(memories, searches, mcp_calls, run as u64)?;
-        eprintln!("  {result:?}");
+        note!("  {result:?}");
         results.push(result);
     }
     let median = |f: fn(&RunResult) -> f64| {
@@ -140,22 +139,22 @@ pub fn run(command: BenchCommand) -> anyhow::Result<()> {
         "targets": {"search_p50_ms": "< 5", "idle_rss_mib": "< 20"},
     });
     if json {
-        println!("{}", serde_json::to_string_pretty(&summary)?);
+        out::json(&summary)?;
     } else {
         let m = &summary["median"];
-        println!("median of {runs} run(s), {memories} memories:");
-        println!("  write door         {} memories/s", m["insert_per_sec"]);
-        println!(
+        say!("median of {runs} run(s), {memories} memories:")?;
+        say!("  write door         {} memories/s", m["insert_per_sec"])?;
+        say!(
             "  FTS search         p50 {:.3} ms, p99 {:.3} ms   (target p50 < 5 ms)",
             num(&m["search_p50_ms"]),
             num(&m["search_p99_ms"])
-        );
-        println!(
+        )?;
+        say!(
             "  MCP search (HTTP)  p50 {:.3} ms, p99 {:.3} ms",
             num(&m["mcp_search_p50_ms"]),
             num(&m["mcp_search_p99_ms"])
-        );
-        println!("  idle RSS of serve  {:.1} MiB   (target < 20 MiB)", num(&m["idle_rss_mib"]));
+        )?;
+        say!("  idle RSS of serve  {:.1} MiB   (target < 20 MiB)", num(&m["idle_rss_mib"]))?;
     }
     Ok(())
 }
@@ -396,16 +395,16 @@ fn tokens(count: usize, runs: usize) -> anyhow::Result<()> {
             verifier.verify(text, now, |_| Issuer::Active(public)).map_err(anyhow::Error::msg)?;
         }
         verified.push(count as f64 / started.elapsed().as_secs_f64());
-        eprintln!("run {run}/{runs}: minted {:.0}/s, verified {:.0}/s", minted[run - 1], verified[run - 1]);
+        note!("run {run}/{runs}: minted {:.0}/s, verified {:.0}/s", minted[run - 1], verified[run - 1]);
     }
     let median = |v: &mut Vec<f64>| {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
-    println!(
+    say!(
         "median of {runs} run(s), {count} tokens: minted {:.0}/s, verified {:.0}/s",
         median(&mut minted),
         median(&mut verified)
-    );
+    )?;
     Ok(())
 }

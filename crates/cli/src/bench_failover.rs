@@ -15,6 +15,7 @@ use roost_awake::{clock, events};
 
 use crate::bench::{ServedProcess, percentile_ms};
 use crate::bench_sync::{roost, same_identity};
+use crate::out::{note, say};
 
 /// The issue's targets: failover within TTL + 1 s, handoff pause under 300 ms.
 const FAILOVER_SLACK: Duration = Duration::from_secs(1);
@@ -36,7 +37,7 @@ impl Machine {
 
 pub fn run(kills: usize, handoffs: usize, ttl_ms: u64, etcd: Option<&str>) -> anyhow::Result<()> {
     if cfg!(debug_assertions) {
-        eprintln!(
+        note!(
             "roost: warning: this is a debug build; benchmark a release build (cargo run --release -- bench failover)"
         );
     }
@@ -111,7 +112,7 @@ pub fn run(kills: usize, handoffs: usize, ttl_ms: u64, etcd: Option<&str>) -> an
         failovers.push(event_at(&machines[next].home, "awake", epoch)?.saturating_sub(killed_at));
         let machine = &mut machines[holder];
         machine.process = Some(ServedProcess::start_at(&machine.home, &machine.addr)?);
-        eprintln!("kill {}/{kills}: failover {:.0} ms", k + 1, failovers.last().unwrap().as_secs_f64() * 1000.0);
+        note!("kill {}/{kills}: failover {:.0} ms", k + 1, failovers.last().unwrap().as_secs_f64() * 1000.0);
     }
 
     let mut terms: Vec<events::Term> = Vec::new();
@@ -132,23 +133,22 @@ pub fn run(kills: usize, handoffs: usize, ttl_ms: u64, etcd: Option<&str>) -> an
     let failover_target = (ttl + FAILOVER_SLACK).as_secs_f64() * 1000.0;
     let pause_target = PAUSE_TARGET.as_secs_f64() * 1000.0;
     let backend = etcd.map_or("the machines' votes".to_string(), |url| format!("etcd at {url}"));
-    println!("lease TTL {ttl_ms} ms, 3 machines on loopback, granted by {backend}");
-    println!(
+    say!("lease TTL {ttl_ms} ms, 3 machines on loopback, granted by {backend}")?;
+    say!(
         "unplanned failover over {kills} kills: median {failover_p50:.0} ms, max {failover_max:.0} ms \
          (target < {failover_target:.0} ms: median at {:.2}, max at {:.2} of it)",
         failover_p50 / failover_target,
         failover_max / failover_target
-    );
-    println!(
+    )?;
+    say!(
         "planned handoff pause over {handoffs} handoffs: median {pause_p50:.1} ms, max {pause_max:.1} ms \
          (target < {pause_target:.0} ms: median at {:.3} of it)",
         pause_p50 / pause_target
-    );
+    )?;
     match overlap {
-        None => println!("two machines awake at once: never ({} terms checked)", terms.len()),
+        None => say!("two machines awake at once: never ({} terms checked)", terms.len()),
         Some((a, b)) => bail!("two machines were awake at once: {a:?} and {b:?}"),
     }
-    Ok(())
 }
 
 /// Waits until exactly one machine is awake and every one names it; returns it.

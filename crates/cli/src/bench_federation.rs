@@ -17,6 +17,7 @@ use roost_store::Mutation;
 
 use crate::bench::{ServedProcess, Words, percentile_ms};
 use crate::bench_sync::{roost, same_identity};
+use crate::out::{note, say};
 
 /// Searches run before timing, so sessions and caches are warm.
 const WARM_UP: usize = 20;
@@ -26,7 +27,7 @@ pub fn run(memories: usize, searches: usize, runs: usize) -> anyhow::Result<()> 
     let names = ["a", "b", "c"];
     let homes = same_identity(dir.path(), &names)?;
     for (seed, home) in homes.iter().enumerate() {
-        eprintln!("writing {memories} memories on {}", names[seed]);
+        note!("writing {memories} memories on {}", names[seed]);
         let store = Instance::open(home)?.open_store()?;
         let mut words = Words::new(seed as u64 + 11);
         for _ in 0..memories {
@@ -75,7 +76,7 @@ pub fn run(memories: usize, searches: usize, runs: usize) -> anyhow::Result<()> 
             }
             share.sort_by(f64::total_cmp);
             let (p50, p99) = (percentile_ms(&mut times, 0.5), percentile_ms(&mut times, 0.99));
-            eprintln!(
+            note!(
                 "run {run}/{runs}: p50 {p50:.2} ms, p99 {p99:.2} ms, slowest-instance share {:.2}",
                 share[share.len() / 2]
             );
@@ -90,14 +91,14 @@ pub fn run(memories: usize, searches: usize, runs: usize) -> anyhow::Result<()> 
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
-    println!("median of {runs} run(s), {searches} searches each, 3 instances x {memories} memories:");
-    println!(
+    say!("median of {runs} run(s), {searches} searches each, 3 instances x {memories} memories:")?;
+    say!(
         "  roost_search_all   p50 {:.2} ms, p99 {:.2} ms   (target p50 < 30 ms)",
         median(&mut p50s),
         median(&mut p99s)
-    );
-    println!("  waiting on the slowest instance: {:.0}% of each search (median)", 100.0 * median(&mut shares));
-    println!("  {:.1} results per search on average", results as f64 / (runs * searches) as f64);
+    )?;
+    say!("  waiting on the slowest instance: {:.0}% of each search (median)", 100.0 * median(&mut shares))?;
+    say!("  {:.1} results per search on average", results as f64 / (runs * searches) as f64)?;
     drop(served);
     Ok(())
 }

@@ -24,13 +24,14 @@ use roost_instance::Instance;
 use roost_store::{Mutation, Store};
 
 use crate::bench::{ServedProcess, Words, percentile_ms};
+use crate::out::{note, say};
 
 pub fn run(entries: usize, runs: usize, writes: usize) -> anyhow::Result<()> {
     let mut apply = Vec::new();
     let mut baseline = Vec::new();
     for run in 1..=runs {
         let (a, b) = apply_run(entries, run as u64)?;
-        eprintln!("run {run}/{runs}: apply {a:.0} entries/s, raw SQLite {b:.0} rows/s, ratio {:.2}", a / b);
+        note!("run {run}/{runs}: apply {a:.0} entries/s, raw SQLite {b:.0} rows/s, ratio {:.2}", a / b);
         apply.push(a);
         baseline.push(b);
     }
@@ -40,21 +41,21 @@ pub fn run(entries: usize, runs: usize, writes: usize) -> anyhow::Result<()> {
         v[v.len() / 2]
     };
     let (a, b) = (median(&mut apply), median(&mut baseline));
-    println!("median of {runs} run(s), {entries} entries:");
-    println!("  apply              {a:.0} entries/s   (target >= 50,000)");
-    println!("  raw SQLite insert  {b:.0} rows/s; apply / raw = {:.2}   (target >= 0.5)", a / b);
-    println!(
+    say!("median of {runs} run(s), {entries} entries:")?;
+    say!("  apply              {a:.0} entries/s   (target >= 50,000)")?;
+    say!("  raw SQLite insert  {b:.0} rows/s; apply / raw = {:.2}   (target >= 0.5)", a / b)?;
+    say!(
         "  catch-up over iroh {entries} entries in {:.2} s = {:.0} entries/s; 1M would take ~{:.0} s   (target < 40 s)",
         catch_up,
         entries as f64 / catch_up,
         1_000_000.0 * catch_up / entries as f64
-    );
-    println!("  receiver peak RSS  {rss:.1} MiB");
-    println!(
+    )?;
+    say!("  receiver peak RSS  {rss:.1} MiB")?;
+    say!(
         "  propagation        p50 {:.2} ms, p99 {:.2} ms over {writes} writes   (target p99 < 10 ms)",
         percentile_ms(&mut latencies, 0.5),
         percentile_ms(&mut latencies, 0.99)
-    );
+    )?;
     Ok(())
 }
 

@@ -13,6 +13,8 @@ use serde_json::{Map, Value};
 use roost_instance::Instance;
 use roost_store::{Conflict, Keep, Mutation};
 
+use crate::out::{self, note, say};
+
 #[derive(Subcommand)]
 pub enum ConflictsCommand {
     /// List open conflicts (with --all, resolved ones too).
@@ -49,27 +51,27 @@ pub fn run(instance: &Instance, command: ConflictsCommand) -> anyhow::Result<()>
         ConflictsCommand::List { all, json } => {
             let conflicts = store.conflicts(all, 1000)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&conflicts)?);
+                out::json(&conflicts)?;
                 return Ok(());
             }
             for c in &conflicts {
-                println!(
+                say!(
                     "{}  {:<10} {}  {} field(s) differ  {}",
-                    &c.id[..8],
+                    out::field(c.id.get(..8).unwrap_or(&c.id)),
                     c.table,
-                    c.row_id,
+                    out::field(&c.row_id),
                     c.differing.len(),
-                    if c.resolved { c.resolution.as_deref().unwrap_or("resolved") } else { "open" }
-                );
+                    out::field(state(c))
+                )?;
             }
-            eprintln!("{} conflict(s)", conflicts.len());
+            note!("{} conflict(s)", conflicts.len());
         }
         ConflictsCommand::Show { id, json } => {
             let conflict = store.conflict(&id)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&conflict)?);
+                out::json(&conflict)?;
             } else {
-                print_conflict(&conflict);
+                print_conflict(&conflict)?;
             }
         }
         ConflictsCommand::Resolve { id, keep, merge_file, edit } => {
@@ -81,28 +83,32 @@ pub fn run(instance: &Instance, command: ConflictsCommand) -> anyhow::Result<()>
             };
             store.write(Mutation::Resolve { conflict: id.clone(), keep })?;
             let conflict = store.conflict(&id)?;
-            println!("resolved conflict {}: {}", conflict.id, conflict.resolution.unwrap_or_default());
+            say!("resolved conflict {}: {}", conflict.id, out::field(&conflict.resolution.unwrap_or_default()))?;
         }
     }
     Ok(())
 }
 
-fn print_conflict(c: &Conflict) {
-    println!(
-        "conflict   {} ({})",
-        c.id,
-        if c.resolved { c.resolution.as_deref().unwrap_or("resolved") } else { "open" }
-    );
-    println!("row        {} {}", c.table, c.row_id);
+/// Open, or how it was resolved.
+fn state(c: &Conflict) -> &str {
+    if c.resolved { c.resolution.as_deref().unwrap_or("resolved") } else { "open" }
+}
+
+/// Both versions, the differing fields first, each value as JSON (which
+/// escapes control characters) on one line.
+fn print_conflict(c: &Conflict) -> anyhow::Result<()> {
+    say!("conflict   {} ({})", out::field(&c.id), out::field(state(c)))?;
+    say!("row        {} {}", c.table, out::field(&c.row_id))?;
     for (label, v) in [("shown", &c.winner), ("kept aside", &c.loser)] {
         let side = if std::ptr::eq(v, c.local_version()) { "local" } else { "remote" };
-        println!("{label:<10} {side}: {} by {} (entry {}, lamport {})", v.op, v.origin, v.seq, v.lamport);
+        say!("{label:<10} {side}: {} by {} (entry {}, lamport {})", v.op, out::field(&v.origin), v.seq, v.lamport)?;
     }
     for field in &c.differing {
-        println!("  {field}:");
-        println!("    shown:      {}", c.winner.row.get(field).unwrap_or(&Value::Null));
-        println!("    kept aside: {}", c.loser.row.get(field).unwrap_or(&Value::Null));
+        say!("  {}:", out::field(field))?;
+        say!("    shown:      {}", c.winner.row.get(field).unwrap_or(&Value::Null))?;
+        say!("    kept aside: {}", c.loser.row.get(field).unwrap_or(&Value::Null))?;
     }
+    Ok(())
 }
 
 fn read_fields(path: &PathBuf) -> anyhow::Result<Map<String, Value>> {

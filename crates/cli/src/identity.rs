@@ -11,6 +11,7 @@ use roost_identity::seal::KdfParams;
 use roost_identity::{Role, hex};
 use roost_instance::{Instance, InstanceError};
 
+use crate::out::{self, note, say};
 use crate::prompt;
 
 #[derive(Subcommand)]
@@ -58,22 +59,22 @@ pub fn whoami(instance: &Instance, as_json: bool) -> anyhow::Result<()> {
         "holds_seed": instance.seed.is_some(),
     });
     if as_json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        out::json(&report)?;
         return Ok(());
     }
-    println!("Roost ID      {}", instance.roost_id());
-    println!("machine       {} ({})", instance.config.name, instance.id);
-    println!("role          {}", cert.claims.role.as_str());
-    println!(
+    say!("Roost ID      {}", instance.roost_id())?;
+    say!("machine       {} ({})", out::field(&instance.config.name), instance.id)?;
+    say!("role          {}", cert.claims.role.as_str())?;
+    say!(
         "signing key   {} (fingerprint {})",
         report["signing_key"].as_str().unwrap_or(""),
         instance.key_fingerprint()
-    );
-    println!("x25519 key    {}", report["encryption_key"].as_str().unwrap_or(""));
+    )?;
+    say!("x25519 key    {}", report["encryption_key"].as_str().unwrap_or(""))?;
     let validity = if instance.certificate_valid() { "valid, signed by this chain's identity" } else { "INVALID" };
-    println!("certificate   {validity}");
+    say!("certificate   {validity}")?;
     if instance.seed.is_none() {
-        println!("note          this machine has left its chain and holds no seed");
+        say!("note          this machine has left its chain and holds no seed")?;
     }
     Ok(())
 }
@@ -93,9 +94,9 @@ pub fn run(home: &Path, command: IdentityCommand) -> anyhow::Result<()> {
                 Some(path) => {
                     roost_instance::write_new(&path, text.as_bytes())
                         .with_context(|| format!("writing {} (it must not exist yet)", path.display()))?;
-                    eprintln!("wrote identity {} to {}", instance.roost_id(), path.display());
+                    note!("wrote identity {} to {}", instance.roost_id(), path.display());
                 }
-                None => print!("{text}"),
+                None => out::text(&text)?,
             }
             Ok(())
         }
@@ -103,13 +104,13 @@ pub fn run(home: &Path, command: IdentityCommand) -> anyhow::Result<()> {
             let instance = Instance::open(home)?;
             let pass = passphrase(&format!("New seed passphrase (at least {MIN_PASSPHRASE} characters): "), true)?;
             instance.protect_seed(Some(&pass))?;
-            println!("the seed is now sealed with your passphrase; set ROOST_SEED_PASSPHRASE to use it");
+            say!("the seed is now sealed with your passphrase; set ROOST_SEED_PASSPHRASE to use it")?;
             Ok(())
         }
         IdentityCommand::Unprotect => {
             let instance = Instance::open(home)?;
             instance.protect_seed(None)?;
-            println!("the seed is sealed with this machine's key file again");
+            say!("the seed is sealed with this machine's key file again")?;
             Ok(())
         }
         IdentityCommand::Import { file, force, role } => {
@@ -119,7 +120,7 @@ pub fn run(home: &Path, command: IdentityCommand) -> anyhow::Result<()> {
             let existing = Instance::open(home).ok();
             if let Some(instance) = &existing {
                 if instance.roost_id() == claimed && instance.seed.is_some() {
-                    println!("this instance is already part of chain {claimed}");
+                    say!("this instance is already part of chain {claimed}")?;
                     return Ok(());
                 }
                 if !force {
@@ -135,29 +136,24 @@ pub fn run(home: &Path, command: IdentityCommand) -> anyhow::Result<()> {
                 None => Instance::init(home, &roost_instance::default_name())?,
             };
             instance.adopt_chain(&instance.open_store()?, seed, None, role, &[])?;
-            println!(
-                "this machine is now {} ({}) in chain {}",
-                instance.config.name,
-                role.as_str(),
-                instance.roost_id()
-            );
-            restart_on_new_identity(&instance);
-            Ok(())
+            say!("this machine is now {} ({}) in chain {}", instance.config.name, role.as_str(), instance.roost_id())?;
+            restart_on_new_identity(&instance)
         }
     }
 }
 
 /// Tells the running gateway, if any, to take the identity now on disk:
 /// replication and the lease restart on it at once.
-pub fn restart_on_new_identity(instance: &Instance) {
+pub fn restart_on_new_identity(instance: &Instance) -> anyhow::Result<()> {
     match crate::http::local(&instance.home, "/api/v1/local/reload", Some(&serde_json::json!({})), crate::http::WAIT) {
         Ok(answer) if answer["restarted"] == true => {
-            println!("the running roost serve now replicates and votes as part of this chain")
+            say!("the running roost serve now replicates and votes as part of this chain")
         }
-        Ok(_) => {}
-        Err(e) if crate::http::not_running(&e) => println!("the next `roost serve` runs as part of this chain"),
+        Ok(_) => Ok(()),
+        Err(e) if crate::http::not_running(&e) => say!("the next `roost serve` runs as part of this chain"),
         Err(e) => {
-            eprintln!("roost: warning: the running roost serve did not take the new identity ({e:#}); restart it")
+            note!("roost: warning: the running roost serve did not take the new identity ({e:#}); restart it");
+            Ok(())
         }
     }
 }
@@ -175,6 +171,6 @@ pub fn leave(home: &Path, force: bool) -> anyhow::Result<()> {
     store.revoke_instance(&instance.id)?;
     instance.write_registry_file(&store)?;
     instance.forget_seed()?;
-    println!("left chain {}: this machine's certificate is revoked here and its seed is gone", instance.roost_id());
+    say!("left chain {}: this machine's certificate is revoked here and its seed is gone", instance.roost_id())?;
     Ok(())
 }

@@ -6,9 +6,11 @@ use serde_json::{Value, json};
 
 use roost_instance::Instance;
 
+use crate::out::{note, say};
+
 pub fn wakeup(instance: &Instance, force: bool) -> anyhow::Result<()> {
     if force {
-        eprintln!(
+        note!(
             "roost: warning: --force takes the role with this machine's vote alone. If the holder is alive \
              but cut off, two machines act as the agent until they meet again; the epoch fence keeps the \
              older one's writes from overwriting the newer one's."
@@ -16,7 +18,7 @@ pub fn wakeup(instance: &Instance, force: bool) -> anyhow::Result<()> {
     }
     let answer =
         crate::http::local(&instance.home, "/api/v1/lease/wakeup", Some(&json!({"force": force})), crate::http::WAIT)?;
-    println!("{}", message(&answer));
+    say!("{}", message(&answer))?;
     Ok(())
 }
 
@@ -26,7 +28,7 @@ pub fn wakeup(instance: &Instance, force: bool) -> anyhow::Result<()> {
 pub fn leave_the_voters(instance: &Instance) -> anyhow::Result<()> {
     match crate::http::local(&instance.home, "/api/v1/lease/leave", Some(&json!({})), crate::http::WAIT) {
         Ok(answer) => {
-            println!("left the voters: {}", message(&answer));
+            say!("left the voters: {}", message(&answer))?;
             Ok(())
         }
         Err(e) if crate::http::not_running(&e) => Ok(()),

@@ -11,6 +11,7 @@ use roost_identity::Certificate;
 use roost_instance::Instance;
 
 use crate::http;
+use crate::out::{self, say};
 
 #[derive(Subcommand)]
 pub enum InstanceCommand {
@@ -29,11 +30,11 @@ pub fn list(instance: &Instance, as_json: bool) -> anyhow::Result<()> {
         Err(e) => return Err(e),
     };
     if as_json {
-        println!("{}", serde_json::to_string_pretty(&machines)?);
+        out::json(&machines)?;
         return Ok(());
     }
-    let text = |v: &Value| v.as_str().unwrap_or("-").to_string();
-    println!("{:<22} {:<8} {:<11} {:<8} {:<24} {:<36} ADDRESSES", "NAME", "ROLE", "SYNC", "VERSION", "LAST SEEN", "ID");
+    let text = |v: &Value| out::field(v.as_str().unwrap_or("-")).into_owned();
+    say!("{:<22} {:<8} {:<11} {:<8} {:<24} {:<36} ADDRESSES", "NAME", "ROLE", "SYNC", "VERSION", "LAST SEEN", "ID")?;
     for m in &machines {
         let name = if m["this"] == true { format!("{} *", text(&m["name"])) } else { text(&m["name"]) };
         let addresses: Vec<String> =
@@ -41,15 +42,15 @@ pub fn list(instance: &Instance, as_json: bool) -> anyhow::Result<()> {
         let addresses =
             if addresses.is_empty() { "none known: it cannot be dialed".into() } else { addresses.join(" ") };
         let sync = if m["status"] == "revoked" { "revoked".into() } else { text(&m["sync"]) };
-        println!(
+        say!(
             "{name:<22} {:<8} {sync:<11} {:<8} {:<24} {:<36} {addresses}",
             text(&m["role"]),
             text(&m["version"]),
             text(&m["last_seen"]),
             text(&m["id"]),
-        );
+        )?;
     }
-    println!("(* this machine)");
+    say!("(* this machine)")?;
     Ok(())
 }
 
@@ -78,9 +79,8 @@ pub fn rename(home: &Path, name: &str) -> anyhow::Result<()> {
     let store = instance.open_store()?;
     let old = instance.config.name.clone();
     instance.rename(&store, name)?;
-    println!("renamed {old} to {}", instance.config.name);
-    crate::identity::restart_on_new_identity(&instance);
-    Ok(())
+    say!("renamed {} to {}", out::field(&old), out::field(&instance.config.name))?;
+    crate::identity::restart_on_new_identity(&instance)
 }
 
 pub fn run(home: &Path, command: InstanceCommand) -> anyhow::Result<()> {
@@ -95,18 +95,23 @@ pub fn run(home: &Path, command: InstanceCommand) -> anyhow::Result<()> {
                 .with_context(|| format!("{base} sent no valid certificate"))?;
             cert.verify(&instance.identity_key()).with_context(|| format!("refusing {base}"))?;
             instance.register(&store, &cert, std::slice::from_ref(&base))?;
-            println!(
-                "registered {} ({}, {}) at {base}; it answers {}",
-                cert.claims.name,
+            say!(
+                "registered {} ({}, {}) at {}; it answers {}",
+                out::field(&cert.claims.name),
                 cert.claims.role.as_str(),
                 cert.claims.instance_id,
-                health["status"].as_str().unwrap_or("?")
-            );
+                out::field(&base),
+                out::field(health["status"].as_str().unwrap_or("?"))
+            )?;
         }
         InstanceCommand::Revoke { id } => {
             let revoked = store.revoke_instance(&id)?;
             instance.write_registry_file(&store)?;
-            println!("revoked {} ({}); it can no longer call this instance", revoked.name, revoked.id);
+            say!(
+                "revoked {} ({}); it can no longer call this instance",
+                out::field(&revoked.name),
+                out::field(&revoked.id)
+            )?;
         }
     }
     Ok(())

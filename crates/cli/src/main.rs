@@ -15,6 +15,7 @@ mod lease;
 mod machines;
 mod memory;
 mod nest;
+mod out;
 mod pair;
 mod prompt;
 mod serve;
@@ -28,6 +29,8 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use roost_instance::Instance;
+
+use crate::out::{note, say};
 
 #[derive(Parser)]
 #[command(name = "roost", version, about = "One person's AI-agent memory, on every machine they own.")]
@@ -145,14 +148,19 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Before anything opens a file: whatever this process creates (the
+    // database, its WAL, the lease's files) is its user's alone.
+    roost_instance::private_by_default();
     // TLS for outgoing HTTPS (the sync transport brings rustls without a
     // default provider); ring, as everywhere else in Roost.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
+        // The reader of stdout went away (`| head`): it has what it wanted.
+        Err(e) if e.downcast_ref::<out::Closed>().is_some() => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("roost: error: {e:#}");
+            note!("roost: error: {e:#}");
             ExitCode::FAILURE
         }
     }
@@ -160,10 +168,13 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     let home = cli.home.unwrap_or_else(roost_instance::default_home);
+    if home.exists() {
+        make_private(&home)?;
+    }
     match cli.command {
         Command::Init { name } => {
             let instance = Instance::init(&home, &name.unwrap_or_else(roost_instance::default_name))?;
-            println!("created instance {} ({}) at {}", instance.config.name, instance.id, home.display());
+            say!("created instance {} ({}) at {}", instance.config.name, instance.id, home.display())?;
             Ok(())
         }
         Command::Serve { bind, name } => {
@@ -200,6 +211,24 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Nest(command) => nest::run(&home, command),
         Command::Bench(command) => bench::run(command),
     }
+}
+
+/// Makes an existing home owner-only, saying in one line what other users
+/// could reach until now.
+fn make_private(home: &std::path::Path) -> anyhow::Result<()> {
+    let changed = roost_instance::make_private(home)?;
+    if !changed.is_empty() {
+        let names: Vec<String> = changed
+            .iter()
+            .map(|p| if p.as_os_str().is_empty() { "the directory itself".into() } else { p.display().to_string() })
+            .collect();
+        note!(
+            "roost: warning: other users could reach {} in {}; made owner-only (directories 0700, files 0600)",
+            names.join(", "),
+            home.display()
+        );
+    }
+    Ok(())
 }
 
 /// A small runtime: Roost's work is I/O-bound and its heavy lifting runs on

@@ -16,6 +16,8 @@ use roost_instance::Instance;
 use roost_mcp::Action;
 use roost_store::Store;
 
+use crate::out::{self, note, say};
+
 #[derive(Subcommand)]
 pub enum MemoryCommand {
     /// Store a memory.
@@ -200,40 +202,40 @@ pub fn run(instance: &Instance, command: MemoryCommand) -> anyhow::Result<()> {
     };
     let result = roost_mcp::execute(&store, action, args).map_err(anyhow::Error::msg)?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&result)?);
+        out::json(&result)?;
         return Ok(());
     }
     match action {
-        Action::Create(_) => println!("stored memory {}", result["id"].as_str().unwrap_or_default()),
-        Action::Update(_) => println!("updated memory {}", result["id"].as_str().unwrap_or_default()),
-        Action::Delete(_) => println!("deleted memory {}", result["deleted"].as_str().unwrap_or_default()),
-        Action::Get(_) => print_memory(&result),
+        Action::Create(_) => say!("stored memory {}", cell(&result["id"]))?,
+        Action::Update(_) => say!("updated memory {}", cell(&result["id"]))?,
+        Action::Delete(_) => say!("deleted memory {}", cell(&result["deleted"]))?,
+        Action::Get(_) => print_memory(&result)?,
         Action::SearchMemories => {
             for hit in result["results"].as_array().into_iter().flatten() {
                 let m = &hit["memory"];
-                println!(
+                say!(
                     "{}  {:>2}  {:<12} {}",
-                    m["id"].as_str().unwrap_or_default(),
+                    cell(&m["id"]),
                     m["importance"],
-                    text(&m["category"]),
-                    text(&hit["snippet"])
-                );
+                    cell(&m["category"]),
+                    one_line(text(&hit["snippet"]), 200)
+                )?;
             }
-            eprintln!("{} result(s)", result["count"]);
+            note!("{} result(s)", result["count"]);
         }
         Action::List(_) => {
             for m in result["items"].as_array().into_iter().flatten() {
-                println!(
+                say!(
                     "{}  {:>2}  {:<12} {}",
-                    text(&m["id"]),
+                    cell(&m["id"]),
                     m["importance"],
-                    text(&m["category"]),
+                    cell(&m["category"]),
                     one_line(text(&m["content"]), 80)
-                );
+                )?;
             }
-            eprintln!("{} memor{}", result["count"], if result["count"] == 1 { "y" } else { "ies" });
+            note!("{} memor{}", result["count"], if result["count"] == 1 { "y" } else { "ies" });
         }
-        _ => println!("{result:#}"),
+        _ => out::json(&result)?,
     }
     Ok(())
 }
@@ -244,25 +246,25 @@ fn search_all(instance: &Instance, store: Store, args: Map<String, Value>, json:
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let merged = runtime.block_on(federation.search_all(args)).map_err(anyhow::Error::msg)?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&merged)?);
+        out::json(&merged)?;
         return Ok(());
     }
     for hit in &merged.results {
-        let holders: Vec<&str> = hit.holders.iter().map(|h| h.name.as_str()).collect();
-        println!(
+        let holders: Vec<_> = hit.holders.iter().map(|h| out::field(&h.name)).collect();
+        say!(
             "{}  {:.2}  {:<12} {}  [{}]",
-            hit.id,
+            out::field(&hit.id),
             hit.score,
-            text(&hit.memory["category"]),
-            text(&hit.snippet),
+            cell(&hit.memory["category"]),
+            one_line(text(&hit.snippet), 200),
             holders.join(", ")
-        );
+        )?;
     }
     for report in &merged.instances {
-        let detail = report.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default();
-        eprintln!("{}: {} in {:.1} ms{detail}", report.instance.name, report.outcome.label(), report.ms);
+        let detail = report.reason.as_deref().map(|r| format!(": {}", out::field(r))).unwrap_or_default();
+        note!("{}: {} in {:.1} ms{detail}", out::field(&report.instance.name), report.outcome.label(), report.ms);
     }
-    eprintln!("{} result(s)", merged.count);
+    note!("{} result(s)", merged.count);
     Ok(())
 }
 
@@ -270,14 +272,26 @@ fn text(v: &Value) -> &str {
     v.as_str().unwrap_or("")
 }
 
+/// A single-line value as a table cell or field shows it.
+fn cell(v: &Value) -> String {
+    out::field(text(v)).into_owned()
+}
+
+/// `s` on one line: runs of whitespace (newlines and tabs too) become one space.
+fn flat(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
 fn one_line(s: &str, max: usize) -> String {
-    let flat: String = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    let flat = flat(s);
     if flat.chars().count() <= max { flat } else { format!("{}…", flat.chars().take(max - 1).collect::<String>()) }
 }
 
-fn print_memory(m: &Value) {
-    println!("{}", text(&m["content"]));
-    println!();
+/// The content whole (newlines and tabs kept), then each other field on one
+/// line; `say!` escapes any control character left.
+fn print_memory(m: &Value) -> anyhow::Result<()> {
+    say!("{}", text(&m["content"]))?;
+    say!()?;
     for key in [
         "id",
         "category",
@@ -296,11 +310,12 @@ fn print_memory(m: &Value) {
         let value = &m[key];
         if !value.is_null() {
             let shown = match value {
-                Value::String(s) => s.clone(),
-                Value::Array(items) => items.iter().map(|i| text(i).to_string()).collect::<Vec<_>>().join(", "),
+                Value::String(s) => flat(s),
+                Value::Array(items) => items.iter().map(cell).collect::<Vec<_>>().join(", "),
                 other => other.to_string(),
             };
-            println!("{key:>13}: {shown}");
+            say!("{key:>13}: {shown}")?;
         }
     }
+    Ok(())
 }

@@ -7,6 +7,7 @@ use clap::Subcommand;
 use roost_gateway::nest::{MIN_PASSWORD, PASSWORD_FILE, set_password};
 use roost_instance::Instance;
 
+use crate::out::say;
 use crate::prompt;
 
 /// Where `roost nest password` reads the password from when set.
@@ -25,11 +26,11 @@ pub fn run(home: &Path, command: NestCommand) -> anyhow::Result<()> {
             let prompt = format!("Nest password (at least {MIN_PASSWORD} characters): ");
             let password = prompt::secret(PASSWORD_VAR, &prompt, Some("Repeat password: "))?;
             set_password(home, &password)?;
-            println!(
+            say!(
                 "the Nest password of {} is set (in {}); open /nest on its gateway to log in",
                 instance.config.name,
                 home.join(PASSWORD_FILE).display()
-            );
+            )?;
             Ok(())
         }
     }

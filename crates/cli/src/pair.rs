@@ -1,6 +1,6 @@
 //! `roost pair` (on a machine of the chain) and `roost join` (on the new one).
 
-use std::io::{BufRead, Write};
+use std::io::BufRead;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -14,6 +14,7 @@ use roost_instance::addresses::is_loopback_url;
 use roost_instance::{Instance, InstanceError, unix_now};
 
 use crate::http;
+use crate::out::{self, say};
 
 fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
@@ -36,31 +37,29 @@ pub fn pair(home: &Path, wait: bool) -> anyhow::Result<()> {
         let _offer_lock = instance.lock_offer()?;
         instance.save_offer(&Offer::new(&code, unix_now()))?;
     }
-    println!(
+    say!(
         "pairing code: {}  (valid for {} minutes, {} attempts)",
         code.display(),
         OFFER_LIFETIME / 60,
         pairing::MAX_ATTEMPTS
-    );
+    )?;
     let url =
         instance.advertised_urls().into_iter().next().unwrap_or_else(|| format!("http://{}", instance.gateway_addr()));
-    println!("on the new machine run: roost join {url} --code {}", code.display());
-    std::io::stdout().flush()?;
+    say!("on the new machine run: roost join {url} --code {}", code.display())?;
     if !wait {
         return Ok(());
     }
-    println!("waiting for a machine to join (the gateway must be running)…");
+    say!("waiting for a machine to join (the gateway must be running)…")?;
     let deadline = Instant::now() + Duration::from_secs(OFFER_LIFETIME as u64 + 5);
     let mut shown_sas = None;
     while Instant::now() < deadline {
         let offer = instance.load_offer()?.context("the pairing offer vanished")?;
         if offer.sas.is_some() && offer.sas != shown_sas {
-            println!("sas: {}   (the new machine must show the same words)", offer.sas.as_deref().unwrap_or(""));
-            std::io::stdout().flush()?;
+            say!("sas: {}   (the new machine must show the same words)", offer.sas.as_deref().unwrap_or(""))?;
             shown_sas = offer.sas.clone();
         }
         if let Some(name) = &offer.joined {
-            println!("paired with {name}");
+            say!("paired with {}", out::field(name))?;
             return Ok(());
         }
         if offer.code != code_text(&code) {
@@ -106,11 +105,9 @@ pub fn join(home: &Path, options: JoinOptions) -> anyhow::Result<()> {
     if !key.confirms(&unb64(&started["confirmation"], "confirmation")?) {
         bail!("the pairing code is wrong (this attempt counted; a code allows {})", pairing::MAX_ATTEMPTS);
     }
-    println!("sas: {}   (the other machine must show the same words)", key.sas());
-    std::io::stdout().flush()?;
+    say!("sas: {}   (the other machine must show the same words)", key.sas())?;
     if !options.yes {
-        print!("Does the other machine show the same four words? [y/N] ");
-        std::io::stdout().flush()?;
+        out::text("Does the other machine show the same four words? [y/N] ")?;
         let mut answer = String::new();
         std::io::stdin().lock().read_line(&mut answer)?;
         if !matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes") {
@@ -154,7 +151,11 @@ pub fn join(home: &Path, options: JoinOptions) -> anyhow::Result<()> {
         }
     }
     instance.adopt_chain(&store, seed, Some(certificate), Role::Satellite, &known)?;
-    println!("joined chain {} as a satellite; {} is registered at {base}", instance.roost_id(), chain.claims.name);
-    crate::identity::restart_on_new_identity(&instance);
-    Ok(())
+    say!(
+        "joined chain {} as a satellite; {} is registered at {}",
+        instance.roost_id(),
+        out::field(&chain.claims.name),
+        out::field(&base)
+    )?;
+    crate::identity::restart_on_new_identity(&instance)
 }

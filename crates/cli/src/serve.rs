@@ -1,6 +1,5 @@
 //! `roost serve`, `roost witness` and `roost mcp`: the long-running processes.
 
-use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -16,6 +15,8 @@ use roost_gateway::Gateway;
 use roost_instance::Instance;
 use roost_machine::Machine;
 use roost_mcp::RoostTools;
+
+use crate::out::say;
 
 /// Binding must not hang the boot path.
 const BIND_WAIT: Duration = Duration::from_secs(5);
@@ -110,9 +111,12 @@ async fn announce_and_serve(
     what: &str,
 ) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
-    // The first line on stdout is the address, for people and for scripts.
-    println!("roost: {what}listening on http://{addr} (instance {}, {})", instance.config.name, instance.id);
-    std::io::stdout().flush()?;
+    // The first line on stdout is the address, for people and for scripts. A
+    // closed stdout stops no gateway: the log says the address too.
+    if let Err(e) = say!("roost: {what}listening on http://{addr} (instance {}, {})", instance.config.name, instance.id)
+    {
+        tracing::warn!(error = %e, "cannot print the gateway's address on stdout");
+    }
     tracing::info!(%addr, home = %instance.home.display(), "gateway started");
     let served = gateway.serve(listener, socket.listener.take(), shutdown_signal()).await;
     instance.clear_gateway_addr();

@@ -6,6 +6,8 @@ use serde_json::{Value, json};
 
 use roost_instance::Instance;
 
+use crate::out::{self, say};
+
 /// The gateway probe must not hang the command.
 const PROBE_WAIT: Duration = Duration::from_millis(1500);
 
@@ -29,43 +31,46 @@ pub fn status(instance: &Instance, as_json: bool) -> anyhow::Result<()> {
         "addresses": instance.advertised_urls(),
     });
     if as_json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        out::json(&report)?;
         return Ok(());
     }
-    println!("instance   {} ({})", instance.config.name, instance.id);
-    println!("home       {}", instance.home.display());
-    println!("chain      {}", instance.roost_id());
-    println!("machine    key {}", instance.key_fingerprint());
-    println!("clock      lamport {}, {} change records", lamport.0, changes);
+    say!("instance   {} ({})", out::field(&instance.config.name), instance.id)?;
+    say!("home       {}", instance.home.display())?;
+    say!("chain      {}", instance.roost_id())?;
+    say!("machine    key {}", instance.key_fingerprint())?;
+    say!("clock      lamport {}, {} change records", lamport.0, changes)?;
     let contents: Vec<String> = counts.iter().map(|(k, v)| format!("{v} {k}")).collect();
-    println!("contents   {}", contents.join(", "));
+    say!("contents   {}", contents.join(", "))?;
     match &gateway {
         Some(h) => {
-            println!("gateway    running at http://{bind}, up {}s", h["uptime_seconds"]);
-            println!("reached at {}", instance.advertised_urls().join(" "));
+            say!("gateway    running at http://{bind}, up {}s", h["uptime_seconds"])?;
+            say!("reached at {}", instance.advertised_urls().join(" "))?;
         }
-        None => println!("gateway    not answering at http://{bind} (start it with `roost serve`)"),
+        None => say!("gateway    not answering at http://{bind} (start it with `roost serve`)")?,
     }
     if let Some(lease) = gateway.as_ref().map(|h| &h["lease"]).filter(|l| l.is_object()) {
-        print_lease(lease);
+        print_lease(lease)?;
     }
     Ok(())
 }
 
 /// The lease as this machine sees it: role, holder, epoch, claims, failover.
-fn print_lease(lease: &Value) {
-    let holder = lease["holder"]["name"].as_str().unwrap_or("nobody");
+fn print_lease(lease: &Value) -> anyhow::Result<()> {
+    let holder = out::field(lease["holder"]["name"].as_str().unwrap_or("nobody"));
     let epoch = lease["epoch"].as_u64().map_or("-".to_string(), |e| e.to_string());
-    println!("awake      {} here; holder {holder} at epoch {epoch}", lease["role"].as_str().unwrap_or("?"));
-    println!(
+    say!("awake      {} here; holder {holder} at epoch {epoch}", lease["role"].as_str().unwrap_or("?"))?;
+    say!(
         "           {} machine(s) claim the role; {} of {} voters heard",
-        lease["claims_seen"], lease["voters_heard"], lease["voters"]
-    );
-    println!("failover   {}", lease["failover"].as_str().unwrap_or("?"));
+        lease["claims_seen"],
+        lease["voters_heard"],
+        lease["voters"]
+    )?;
+    say!("failover   {}", lease["failover"].as_str().unwrap_or("?"))?;
     if let Some(why) = lease["not_eligible"].as_str() {
-        println!("eligible   no: {why}");
+        say!("eligible   no: {why}")?;
     }
     if lease["ok"] == json!(false) {
-        println!("lease loop stalled for {} ms", lease["loop_lag_ms"]);
+        say!("lease loop stalled for {} ms", lease["loop_lag_ms"])?;
     }
+    Ok(())
 }

@@ -8,6 +8,8 @@ use serde_json::Value;
 
 use roost_instance::Instance;
 
+use crate::out::{self, say};
+
 #[derive(Subcommand)]
 pub enum SyncCommand {
     /// Each peer: online, syncing, offline or unknown; last sync; entries behind and ahead.
@@ -42,21 +44,22 @@ pub fn run(instance: &Instance, command: SyncCommand) -> anyhow::Result<()> {
         SyncCommand::Status { json } => {
             let status = fetch(instance)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&status)?);
+                out::json(&status)?;
                 return Ok(());
             }
-            println!("open conflicts: {}", status["open_conflicts"]);
+            say!("open conflicts: {}", status["open_conflicts"])?;
             for p in peers(&status) {
-                let at = p["address"].as_str().map(|a| format!("  at {a}")).unwrap_or_default();
-                println!(
+                let text = |v: &Value, absent| out::field(v.as_str().unwrap_or(absent)).into_owned();
+                let at = p["address"].as_str().map(|a| format!("  at {}", out::field(a))).unwrap_or_default();
+                say!(
                     "{:<16} {:<10} behind {:>6}  ahead {:>6}  last sync {}{at}{}",
-                    p["name"].as_str().unwrap_or_default(),
-                    p["state"].as_str().unwrap_or_default(),
+                    text(&p["name"], ""),
+                    text(&p["state"], ""),
                     p["behind"],
                     p["ahead"],
-                    p["last_sync"].as_str().unwrap_or("never"),
-                    p["last_error"].as_str().map(|e| format!("  ({e})")).unwrap_or_default()
-                );
+                    text(&p["last_sync"], "never"),
+                    p["last_error"].as_str().map(|e| format!("  ({})", out::field(e))).unwrap_or_default()
+                )?;
             }
             Ok(())
         }
@@ -94,7 +97,7 @@ fn wait(instance: &Instance, peer: Option<&str>, limit: Duration) -> anyhow::Res
         bar.set_message("catching up");
         if settled {
             bar.finish_and_clear();
-            println!("in sync with {} peer(s)", targets.len());
+            say!("in sync with {} peer(s)", targets.len())?;
             return Ok(());
         }
         if started.elapsed() >= limit {

@@ -4,6 +4,20 @@
 //! API. Validation turns it into one canonical form (trimmed strings, label
 //! arrays, integers in range) so every entry point stores the same bytes for
 //! the same intent, and every refusal says which field was wrong and why.
+//!
+//! **Control characters.** A single-line field (every kind but
+//! [`FieldKind::Text`]: categories, tags, names, titles, keys, URLs, project
+//! references) names or labels something: people type it, tools filter and
+//! match on it, tables show it. A control character there (C0, DEL or C1:
+//! NUL, ESC, tab, …) is never meant, makes two labels that look alike differ,
+//! and carries a terminal escape into every listing, so it is refused.
+//! Free text (`Text`: content, context, bodies, notes, values) is kept as
+//! written, newlines, tabs and other control characters included: pasted
+//! terminal output keeps its colour codes, source code its form feeds. It is
+//! shown only through surfaces that neutralise them (the CLI escapes every
+//! control character, the Nest escapes HTML) and given back faithfully as
+//! JSON. Only NUL is refused there: it is never text, and SQLite leaves
+//! strings with NUL undefined (FTS5's `snippet()` stops at the first one).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -125,6 +139,7 @@ pub fn normalise(field: &Field, value: &Value) -> Result<Value, ValidationError>
             if s.contains(['\n', '\r']) {
                 return Err(field_error(field, "must be a single line"));
             }
+            printable(field, s)?;
             if s.chars().count() > max {
                 return Err(field_error(field, format!("is longer than {max} characters")));
             }
@@ -134,6 +149,12 @@ pub fn normalise(field: &Field, value: &Value) -> Result<Value, ValidationError>
             let s = string(field, value)?;
             if s.len() > MAX_TEXT_BYTES {
                 return Err(field_error(field, format!("is larger than {} KiB", MAX_TEXT_BYTES / 1024)));
+            }
+            if s.contains('\0') {
+                return Err(field_error(
+                    field,
+                    "contains a NUL character (U+0000); remove it: text takes any character but NUL",
+                ));
             }
             if s.trim().is_empty() {
                 return Err(field_error(field, "must not be empty"));
@@ -185,6 +206,7 @@ pub fn normalise(field: &Field, value: &Value) -> Result<Value, ValidationError>
         }
         FieldKind::Url => {
             let s = text(field, value)?;
+            printable(field, s)?;
             let rest = s.strip_prefix("https://").or_else(|| s.strip_prefix("http://"));
             match rest {
                 Some(rest)
@@ -215,6 +237,7 @@ pub fn normalise(field: &Field, value: &Value) -> Result<Value, ValidationError>
         }
         FieldKind::ProjectRef => {
             let s = text(field, value)?;
+            printable(field, s)?;
             if s.chars().count() > 200 {
                 return Err(field_error(field, "is longer than 200 characters"));
             }
@@ -229,6 +252,20 @@ fn string<'a>(field: &Field, value: &'a Value) -> Result<&'a str, ValidationErro
 
 fn text<'a>(field: &Field, value: &'a Value) -> Result<&'a str, ValidationError> {
     string(field, value).map(str::trim)
+}
+
+/// Refuses a control character (C0, DEL, C1) in a single-line value.
+fn printable(field: &Field, s: &str) -> Result<(), ValidationError> {
+    match s.chars().find(|c| c.is_control()) {
+        Some(c) => Err(field_error(
+            field,
+            format!(
+                "contains the control character U+{:04X}; remove it: this field takes one line of printable text",
+                u32::from(c)
+            ),
+        )),
+        None => Ok(()),
+    }
 }
 
 fn non_empty(field: &Field, s: &str) -> Result<Value, ValidationError> {
@@ -248,6 +285,7 @@ fn labels(field: &Field, value: &Value) -> Result<Value, ValidationError> {
     };
     let mut out: Vec<String> = Vec::new();
     for label in raw.iter().map(|s| s.trim()).filter(|s| !s.is_empty()) {
+        printable(field, label)?;
         if label.chars().count() > MAX_LABEL_CHARS {
             return Err(field_error(field, format!("entry {label:?} is longer than {MAX_LABEL_CHARS} characters")));
         }
@@ -344,6 +382,44 @@ mod tests {
         for beyond in [json!(u64::MAX), json!(1e30), json!(0)] {
             assert_eq!(epoch(beyond).unwrap_err().field.as_deref(), Some("epoch"), "out of range, not saturated");
         }
+    }
+
+    #[test]
+    fn single_line_fields_refuse_control_characters_naming_the_field() {
+        let memory = |v: Value| validate_create(Table::Memories, &obj(v));
+        let cases = [
+            (Table::Memories, json!({"content": "x", "category": "work\u{1b}[2J"}), "category"),
+            (Table::Memories, json!({"content": "x", "tags": ["ok", "bad\u{0}"]}), "tags"),
+            (Table::Memories, json!({"content": "x", "tags": "a,b\tc"}), "tags"),
+            (Table::Memories, json!({"content": "x", "source": "a\u{9b}31m"}), "source"),
+            (Table::Memories, json!({"content": "x", "project": "p\u{7f}"}), "project"),
+            (Table::Projects, json!({"name": "roost\u{1b}]52;c;eA==\u{7}"}), "name"),
+            (Table::Contacts, json!({"name": "Ada\u{0}"}), "name"),
+            (Table::Sources, json!({"title": "t", "url": "https://a.example/\u{1b}"}), "url"),
+            (Table::Settings, json!({"key": "ui\u{1b}theme", "value": "v"}), "key"),
+            (Table::Notes, json!({"title": "a\u{8}b", "body": "x"}), "title"),
+        ];
+        for (table, input, field) in cases {
+            let err = validate_create(table, &obj(input.clone())).unwrap_err();
+            assert_eq!(err.field.as_deref(), Some(field), "{input}");
+            assert!(err.to_string().contains("control character U+"), "{err}");
+            assert!(!err.to_string().chars().any(char::is_control), "the error itself is printable: {err:?}");
+        }
+        let err = validate_patch(Table::Memories, &obj(json!({"category": "a\u{1b}"}))).unwrap_err();
+        assert_eq!(err.field.as_deref(), Some("category"));
+        assert!(memory(json!({"content": "x", "category": "Café ☕", "tags": ["naïve"]})).is_ok());
+    }
+
+    #[test]
+    fn text_keeps_control_characters_but_nul() {
+        let content = "line one\n\tcoloured \u{1b}[31mred\u{1b}[0m\r\n\u{c}page two";
+        let f = validate_create(Table::Memories, &obj(json!({"content": content}))).unwrap();
+        assert_eq!(f["content"], json!(content), "stored exactly as written");
+        let err = validate_create(Table::Memories, &obj(json!({"content": "a\u{0}b"}))).unwrap_err();
+        assert_eq!(err.field.as_deref(), Some("content"));
+        assert!(err.to_string().contains("NUL"), "{err}");
+        let err = validate_patch(Table::Notes, &obj(json!({"body": "\u{0}"}))).unwrap_err();
+        assert_eq!(err.field.as_deref(), Some("body"));
     }
 
     #[test]

@@ -40,9 +40,16 @@ pub struct Certificate {
     pub signature: [u8; 64],
 }
 
+/// Whether `name` can name a machine: 1 to 64 bytes of UTF-8 with no control
+/// character (it is shown in every machine's listings). Certificates are
+/// neither issued nor accepted with any other.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 64 && !name.chars().any(char::is_control)
+}
+
 fn encode_claims(c: &MachineClaims, identity_key: &[u8; 32]) -> Result<Vec<u8>, IdentityError> {
-    if c.name.is_empty() || c.name.len() > 64 {
-        return Err(IdentityError::Invalid("machine name must be 1 to 64 bytes".into()));
+    if !valid_name(&c.name) {
+        return Err(IdentityError::Invalid("machine name must be 1 to 64 bytes without control characters".into()));
     }
     if c.gateway_urls.len() > MAX_URLS || c.gateway_urls.iter().any(|u| u.len() > 512) {
         return Err(IdentityError::Invalid(format!("at most {MAX_URLS} gateway URLs of at most 512 bytes")));
@@ -192,6 +199,21 @@ mod tests {
         empty_name.extend_from_slice(&[0, 0]);
         empty_name.extend_from_slice(&good[name_at + 2 + "laptop".len()..]);
         assert!(matches!(Certificate::from_bytes(&empty_name), Err(IdentityError::Malformed(_))));
+    }
+
+    #[test]
+    fn a_name_with_a_control_character_is_neither_issued_nor_decoded() {
+        let seed = MasterSeed([1; 32]);
+        let mut claims = sample(&seed).claims;
+        claims.name = "lap\u{1b}]52;c;eA==\u{7}".into();
+        assert!(matches!(Certificate::issue(claims, &seed.identity_key()), Err(IdentityError::Invalid(_))));
+        // The same certificate as another machine could send it: "laptop"
+        // with its first byte turned into ESC.
+        let mut bytes = sample(&seed).to_bytes();
+        let name_at = 4 + 1 + 16 + 2;
+        assert_eq!(&bytes[name_at..name_at + 6], b"laptop");
+        bytes[name_at] = 0x1b;
+        assert!(matches!(Certificate::from_bytes(&bytes), Err(IdentityError::Malformed(_))));
     }
 
     #[test]

@@ -1,9 +1,15 @@
-//! Crash-safe, owner-only file creation.
+//! Crash-safe, owner-only file creation, and making an instance directory
+//! owner-only again when it is not.
+//!
+//! Everything in a home is the person's: memories, keys, the lease's votes.
+//! Files are created 0600 and directories 0700 whatever the umask (and the
+//! `roost` binary also sets its umask to 0077 at start, for files that
+//! libraries such as SQLite create on their own).
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-use std::path::Path;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 
 use crate::{InstanceError, Result};
 
@@ -53,6 +59,63 @@ fn place(path: &Path, bytes: &[u8], put: fn(&Path, &Path) -> std::io::Result<()>
     fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
 }
 
+/// Opens `path` for reading and writing, creating it owner-only (0600) if
+/// absent and keeping its content: for lock files.
+pub(crate) fn open_lock(path: &Path) -> Result<fs::File> {
+    OpenOptions::new().create(true).truncate(false).read(true).write(true).mode(0o600).open(path).map_err(io(path))
+}
+
+/// From now on, files and directories this process creates are owner-only
+/// unless it asks otherwise: sets the umask to 0077. The `roost` binary calls
+/// it first thing, before anything opens a file.
+pub fn private_by_default() {
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+}
+
+/// Makes everything in `home` owner-only: each directory (`home` included)
+/// that group or others could reach becomes 0700, each other file 0600.
+/// Symbolic links inside are left alone, and entries that vanish meanwhile (a
+/// running gateway's temporary files) are skipped. Returns the paths it
+/// changed, relative to `home` (empty for `home` itself).
+pub fn make_private(home: &Path) -> Result<Vec<PathBuf>> {
+    let mut changed = Vec::new();
+    let meta = fs::metadata(home).map_err(io(home))?;
+    tighten(home, &meta, Path::new(""), &mut changed)?;
+    Ok(changed)
+}
+
+fn tighten(path: &Path, meta: &fs::Metadata, relative: &Path, changed: &mut Vec<PathBuf>) -> Result<()> {
+    if meta.file_type().is_symlink() {
+        return Ok(());
+    }
+    let private = if meta.is_dir() { 0o700 } else { 0o600 };
+    if meta.permissions().mode() & 0o077 != 0 {
+        match fs::set_permissions(path, fs::Permissions::from_mode(private)) {
+            Ok(()) => changed.push(relative.to_path_buf()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(source) => return Err(InstanceError::NotPrivate { path: path.to_path_buf(), source }),
+        }
+    }
+    if !meta.is_dir() {
+        return Ok(());
+    }
+    let entries = match fs::read_dir(path) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(source) => return Err(InstanceError::Io { path: path.to_path_buf(), source }),
+    };
+    for entry in entries {
+        let entry = entry.map_err(io(path))?;
+        let meta = match entry.metadata() {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(source) => return Err(InstanceError::Io { path: entry.path(), source }),
+        };
+        tighten(&entry.path(), &meta, &relative.join(entry.file_name()), changed)?;
+    }
+    Ok(())
+}
+
 /// Like [`write_new`], but an existing file is kept as it is.
 pub(crate) fn write_new_or_keep(path: &Path, bytes: &[u8]) -> Result<()> {
     match write_new(path, bytes) {
@@ -76,5 +139,42 @@ mod tests {
         assert_eq!(fs::read(&path).unwrap(), b"first");
         assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1, "no temporary files left behind");
+    }
+
+    fn mode(path: &Path) -> u32 {
+        fs::symlink_metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn make_private_tightens_what_others_can_reach_and_names_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = dir.path().join("home");
+        fs::create_dir_all(home.join("keys")).unwrap();
+        fs::write(home.join("roost.db"), b"").unwrap();
+        fs::write(home.join("keys/machine.key"), b"").unwrap();
+        fs::write(home.join("already"), b"").unwrap();
+        fs::write(dir.path().join("outside"), b"").unwrap();
+        std::os::unix::fs::symlink(dir.path().join("outside"), home.join("link")).unwrap();
+        for (path, m) in [
+            (home.clone(), 0o755),
+            (home.join("keys"), 0o750),
+            (home.join("roost.db"), 0o644),
+            (home.join("keys/machine.key"), 0o604),
+            (home.join("already"), 0o600),
+            (dir.path().join("outside"), 0o644),
+        ] {
+            fs::set_permissions(&path, fs::Permissions::from_mode(m)).unwrap();
+        }
+
+        let mut changed = make_private(&home).unwrap();
+        changed.sort();
+        let expected: Vec<PathBuf> = ["", "keys", "keys/machine.key", "roost.db"].iter().map(PathBuf::from).collect();
+        assert_eq!(changed, expected);
+        assert_eq!(mode(&home), 0o700);
+        assert_eq!(mode(&home.join("keys")), 0o700);
+        assert_eq!(mode(&home.join("roost.db")), 0o600);
+        assert_eq!(mode(&home.join("keys/machine.key")), 0o600);
+        assert_eq!(mode(&dir.path().join("outside")), 0o644, "a link is not followed out of the home");
+        assert!(make_private(&home).unwrap().is_empty(), "a private home is left as it is");
     }
 }

@@ -193,7 +193,7 @@ impl Instance {
     /// they hear from this machine). Needs the seed.
     pub fn rename(&mut self, store: &roost_store::Store, name: &str) -> Result<()> {
         let name = name.trim();
-        if name.is_empty() || name.len() > 64 || name.chars().any(char::is_control) {
+        if !roost_identity::cert::valid_name(name) {
             return Err(InstanceError::BadName);
         }
         let old = std::mem::replace(&mut self.config.name, name.to_string());
@@ -268,12 +268,7 @@ impl Instance {
     /// when the returned file is dropped.
     pub fn lock_offer(&self) -> Result<std::fs::File> {
         let path = self.home.join("pairing.lock");
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|source| InstanceError::Io { path: path.clone(), source })?;
+        let file = files::open_lock(&path)?;
         file.lock().map_err(|source| InstanceError::Io { path, source })?;
         Ok(file)
     }
@@ -304,11 +299,14 @@ impl Instance {
         use std::io::Write;
         let path = self.home.join(SERVING);
         let io = |source| InstanceError::Io { path: path.clone(), source };
-        let mut file =
-            std::fs::OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&path).map_err(io)?;
-        if let Err(std::fs::TryLockError::WouldBlock) = file.try_lock() {
-            let pid = std::fs::read_to_string(&path).unwrap_or_default().trim().to_string();
-            return Err(InstanceError::AlreadyServing { pid, address: self.gateway_addr() });
+        let mut file = files::open_lock(&path)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let pid = std::fs::read_to_string(&path).unwrap_or_default().trim().to_string();
+                return Err(InstanceError::AlreadyServing { pid, address: self.gateway_addr() });
+            }
+            Err(std::fs::TryLockError::Error(source)) => return Err(io(source)),
         }
         file.set_len(0).map_err(io)?;
         write!(file, "{}", std::process::id()).map_err(io)?;

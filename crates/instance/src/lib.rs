@@ -33,7 +33,7 @@ use thiserror::Error;
 
 use roost_store::Store;
 
-pub use files::{replace, write_new};
+pub use files::{make_private, private_by_default, replace, write_new};
 pub use identity::{SEED_PASSPHRASE_VAR, SOCKET, ServingLock, parse_key_hex, unix_now};
 
 /// The gateway address used when neither config nor flag names one.
@@ -49,6 +49,10 @@ pub enum InstanceError {
     Exists { home: PathBuf, name: String },
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
+    #[error(
+        "cannot make {path} owner-only ({source}); remove group and other access yourself (chmod go-rwx) or use another --home"
+    )]
+    NotPrivate { path: PathBuf, source: std::io::Error },
     #[error("{path} is not valid: {reason}")]
     Corrupt { path: PathBuf, reason: String },
     #[error("instance name must be 1 to 64 bytes (UTF-8) without control characters")]
@@ -256,7 +260,7 @@ impl Instance {
     pub fn init(home: &Path, name: &str) -> Result<Instance> {
         let name = name.trim();
         // Bytes, not characters: the certificate stores at most 64 bytes.
-        if name.is_empty() || name.len() > 64 || name.chars().any(char::is_control) {
+        if !roost_identity::cert::valid_name(name) {
             return Err(InstanceError::BadName);
         }
         if let Ok(existing) = Instance::open(home) {

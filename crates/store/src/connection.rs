@@ -1,5 +1,7 @@
 //! Opening SQLite connections with Roost's settings and the write-door guard.
 
+use std::fs::OpenOptions;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -8,7 +10,7 @@ use std::time::Duration;
 use rusqlite::functions::FunctionFlags;
 use rusqlite::{Connection, OpenFlags};
 
-use crate::Result;
+use crate::{Result, StoreError};
 
 /// How long a writer waits for another process's write lock before giving
 /// up with [`crate::StoreError::Busy`]. Bounded, as every disk wait must be.
@@ -28,6 +30,17 @@ fn configure(conn: &Connection, door_open: Arc<AtomicBool>) -> Result<()> {
     Ok(())
 }
 
+/// Creates an empty file at `path` with mode 0600 unless something is there
+/// already; SQLite takes an empty file as a new database.
+fn create_private(path: &Path) -> Result<()> {
+    match OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+            Err(StoreError::Create { path: path.to_path_buf(), source: e })
+        }
+        _ => Ok(()),
+    }
+}
+
 /// A read connection: the guard function always answers "closed".
 pub(crate) fn open_reader(path: &Path) -> Result<Connection> {
     let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
@@ -42,7 +55,10 @@ pub(crate) struct DoorConnection {
 }
 
 impl DoorConnection {
+    /// Opens the database, creating it owner-only (0600) if absent: SQLite
+    /// gives its WAL and shared-memory files the database file's mode.
     pub(crate) fn open(path: &Path) -> Result<DoorConnection> {
+        create_private(path)?;
         let conn = Connection::open(path)?;
         let door_open = Arc::new(AtomicBool::new(false));
         configure(&conn, door_open.clone())?;

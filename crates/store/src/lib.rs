@@ -71,6 +71,8 @@ pub enum StoreError {
     Damaged(String),
     #[error("database error: {0}")]
     Sqlite(rusqlite::Error),
+    #[error("cannot create the database {path}: {source}")]
+    Create { path: std::path::PathBuf, source: std::io::Error },
 }
 
 impl From<rusqlite::Error> for StoreError {
