@@ -105,7 +105,6 @@ enum Event {
     CrashMidWrite {
         machine: usize,
         life: u64,
-        landed: Option<Durable>,
     },
     /// A failing disk works again (for the trace: writes look at the time).
     DiskMended(usize),
@@ -170,6 +169,9 @@ struct Machine {
     /// A write has stalled: the writes after it wait behind it (one writer,
     /// in order) until the machine crashes.
     stalled: bool,
+    /// What the stalled write leaves on disk when the machine crashes: the
+    /// new state if it landed first, else nothing new.
+    landing: Option<Durable>,
     /// A read of the log never answers (a stuck disk or database), so a
     /// handoff waiting on it times out.
     log_stuck: bool,
@@ -258,6 +260,7 @@ impl World {
                     disk_fails_until: 0,
                     stall_next_write: false,
                     stalled: false,
+                    landing: None,
                     log_stuck: false,
                     paused: None,
                     held: Vec::new(),
@@ -453,14 +456,10 @@ impl World {
                 }
                 Ok(())
             }
-            Event::CrashMidWrite { machine, life, landed } => {
-                let m = &mut self.machines[machine];
-                if m.life == life && m.node.is_some() {
-                    if let Some(durable) = landed {
-                        m.disk = durable;
-                    }
+            Event::CrashMidWrite { machine, life } => {
+                if self.machines[machine].life == life && self.machines[machine].node.is_some() {
                     note!(self, machine, "crashes in the middle of a write");
-                    self.crash(machine, true);
+                    self.crash_mid_write(machine, true);
                 }
                 Ok(())
             }
@@ -609,6 +608,14 @@ impl World {
     /// Volatile state is lost; what the shell persisted stays. A crash that
     /// is not for good restarts after a while, sometimes as a reboot (the
     /// monotonic clock starts from a new origin).
+    /// A crash while a write is stalled: the disk keeps what landed.
+    fn crash_mid_write(&mut self, n: usize, restart: bool) {
+        if let Some(durable) = self.machines[n].landing.take() {
+            self.machines[n].disk = durable;
+        }
+        self.crash(n, restart);
+    }
+
     fn crash(&mut self, n: usize, restart: bool) {
         let m = &mut self.machines[n];
         m.node = None;
@@ -620,6 +627,7 @@ impl World {
         m.agent_paused = false;
         m.stall_next_write = false;
         m.stalled = false;
+        m.landing = None;
         m.log_stuck = false;
         m.caught_up = None;
         if let Some(replica) = &mut m.replica {
@@ -659,6 +667,12 @@ impl World {
         self.net.heal();
         note!(self, usize::MAX, "heal: no cuts, no loss, no pauses, every crashed machine restarts");
         for n in 0..self.machines.len() {
+            // A stalled write ends now, in the crash it was headed for; the
+            // machine restarts below with the rest.
+            if self.machines[n].stalled && self.machines[n].node.is_some() {
+                note!(self, n, "crashes in the middle of a write, at the heal");
+                self.crash_mid_write(n, false);
+            }
             self.machines[n].crash_after = None;
             self.machines[n].disk_fails_until = 0;
             self.machines[n].stall_next_write = false;
@@ -773,7 +787,8 @@ impl World {
             let landed = self.rng.chance(500_000);
             let after = self.rng.below(2 * SEC);
             note!(self, n, "a write stalls; it {} before the crash", if landed { "lands" } else { "does not land" });
-            self.schedule(after, Event::CrashMidWrite { machine: n, life, landed: landed.then_some(durable) });
+            m.landing = landed.then_some(durable);
+            self.schedule(after, Event::CrashMidWrite { machine: n, life });
         } else if self.now < m.disk_fails_until {
             note!(self, n, "cannot write its votes");
             shell.written(number, false, now);
