@@ -5,54 +5,15 @@
 //! version its row shows. (`roost-core`'s own convergence test checks the
 //! rules alone; this one checks the store's bookkeeping of them.)
 
-use ed25519_dalek::SigningKey;
+mod common;
+
+use common::nodes;
+
 use proptest::prelude::*;
 use roost_core::Table;
 use roost_core::protocol::SignedEntry;
-use roost_store::{InstanceEntry, Keep, Mutation, Standing, Store, StoreError};
+use roost_store::{Keep, Mutation, Store, StoreError};
 use serde_json::{Map, Value, json};
-
-const IDS: [&str; 3] = [
-    "01900000-0000-7000-8000-00000000000a",
-    "01900000-0000-7000-8000-00000000000b",
-    "01900000-0000-7000-8000-00000000000c",
-];
-
-fn key(i: usize) -> SigningKey {
-    SigningKey::from_bytes(&[i as u8 + 1; 32])
-}
-
-struct Node {
-    _dir: tempfile::TempDir,
-    store: Store,
-}
-
-fn nodes() -> Vec<Node> {
-    (0..IDS.len())
-        .map(|i| {
-            let dir = tempfile::tempdir().unwrap();
-            let store = Store::open(&dir.path().join("roost.db"), IDS[i], key(i)).unwrap();
-            for (j, id) in IDS.iter().enumerate() {
-                store
-                    .register_instance(&InstanceEntry {
-                        id: id.to_string(),
-                        name: format!("node-{j}"),
-                        role: roost_core::Role::Home,
-                        addresses: Vec::new(),
-                        certificate: "test".into(),
-                        signing_key: roost_core::hex::encode(key(j).verifying_key().as_bytes()),
-                        encryption_key: "00".repeat(32),
-                        version: None,
-                        last_seen: None,
-                        status: Standing::Active,
-                        created_at: "2026-01-01T00:00:00.000Z".into(),
-                    })
-                    .unwrap();
-            }
-            Node { _dir: dir, store }
-        })
-        .collect()
-}
 
 fn log(store: &Store) -> Vec<SignedEntry> {
     store.entries_after(0, 100_000).unwrap().into_iter().map(|(_, e)| e).collect()

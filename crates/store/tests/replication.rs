@@ -1,54 +1,14 @@
 //! Replication through real databases: entries written by one store's door,
 //! applied by another's, with the conflict rules and their records.
 
-use ed25519_dalek::SigningKey;
+mod common;
+
+use common::{IDS, Node, key, nodes};
+
 use roost_core::Table;
 use roost_core::protocol::SignedEntry;
-use roost_store::{InstanceEntry, Keep, Mutation, Standing, Store, StoreError, Verdict};
+use roost_store::{Keep, Mutation, Store, StoreError, Verdict};
 use serde_json::{Map, Value, json};
-
-struct Node {
-    _dir: tempfile::TempDir,
-    store: Store,
-}
-
-const IDS: [&str; 3] = [
-    "01900000-0000-7000-8000-00000000000a",
-    "01900000-0000-7000-8000-00000000000b",
-    "01900000-0000-7000-8000-00000000000c",
-];
-
-fn key(i: usize) -> SigningKey {
-    SigningKey::from_bytes(&[i as u8 + 1; 32])
-}
-
-/// Three stores that know each other's keys.
-fn nodes() -> Vec<Node> {
-    (0..3)
-        .map(|i| {
-            let dir = tempfile::tempdir().unwrap();
-            let store = Store::open(&dir.path().join("roost.db"), IDS[i], key(i)).unwrap();
-            for (j, id) in IDS.iter().enumerate() {
-                store
-                    .register_instance(&InstanceEntry {
-                        id: id.to_string(),
-                        name: format!("node-{j}"),
-                        role: roost_core::Role::Home,
-                        addresses: Vec::new(),
-                        certificate: "test".into(),
-                        signing_key: roost_core::hex::encode(key(j).verifying_key().as_bytes()),
-                        encryption_key: "00".repeat(32),
-                        version: None,
-                        last_seen: None,
-                        status: Standing::Active,
-                        created_at: "2026-01-01T00:00:00.000Z".into(),
-                    })
-                    .unwrap();
-            }
-            Node { _dir: dir, store }
-        })
-        .collect()
-}
 
 fn obj(v: Value) -> Map<String, Value> {
     v.as_object().unwrap().clone()
