@@ -73,10 +73,6 @@ impl Tasks {
         self.cancel.clone()
     }
 
-    pub fn is_stopped(&self) -> bool {
-        self.cancel.is_cancelled()
-    }
-
     /// Cancels every task without waiting (for `Drop`).
     pub fn cancel(&self) {
         self.cancel.cancel();
@@ -123,7 +119,7 @@ mod tests {
         });
         assert!(tasks.stop(Duration::from_secs(5)).await);
         assert!(dropped.load(Ordering::SeqCst));
-        assert!(tasks.is_stopped());
+        assert!(tasks.token().is_cancelled());
     }
 
     #[tokio::test]
@@ -148,7 +144,7 @@ mod tests {
         });
         assert!(tasks.finish(Duration::from_secs(5)).await);
         assert!(ran.load(Ordering::SeqCst));
-        assert!(!tasks.is_stopped());
+        assert!(!tasks.token().is_cancelled());
         tasks.spawn(std::future::pending());
         assert!(!tasks.finish(Duration::from_millis(20)).await);
     }
