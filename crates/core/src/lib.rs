@@ -15,6 +15,7 @@ pub mod id;
 pub mod protocol;
 pub mod role;
 pub mod schema;
+pub mod session;
 pub mod sync;
 pub mod validate;
 pub mod wire;

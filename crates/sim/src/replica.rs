@@ -5,18 +5,21 @@
 //! written under its lease epoch, which the store's fence refuses when the
 //! store has seen a later epoch. Received entries go through `Store::apply`,
 //! which verifies signatures and hash chains, runs the conflict rules and
-//! keeps the conflict records; what it finds not ready waits in an
-//! [`Inbox`], as in the real session.
+//! keeps the conflict records.
 //!
-//! Exchange is anti-entropy over the simulated network, shaped like the real
-//! session's sender: a cursor over the log in local order from
-//! `Store::scan_start`, entries the peer lacks by its [`PeerView`], a window
-//! at a time. A peer that acknowledges nothing for a second is sent
-//! everything unacknowledged again, as a new session would. Messages travel
-//! in the real wire encoding.
+//! Exchange with each peer is a `roost_core::session::Session`, the state
+//! machine the real session drives: it picks from the log what the peer
+//! lacks within the window, says when heads are due, holds entries that are
+//! not ready, and ends when the peer is silent or acknowledges nothing, after
+//! which a new session starts from the peer's heads, as a reconnect would.
+//! The simulated network loses messages, which a QUIC stream never does;
+//! the stall rule, on a short clock here, recovers from that. Messages
+//! travel in the real wire encoding. What the real session does around the
+//! state machine (the hello's certificates, learning machines, the
+//! duplicate-session rule) is not simulated.
 //!
 //! What the store committed survives a crash (it is closed and opened
-//! again); the inbox and the peer views do not.
+//! again); the sessions do not.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -25,29 +28,20 @@ use std::time::Duration;
 
 use ed25519_dalek::SigningKey;
 use roost_core::Table;
-use roost_core::protocol::{Heads, Inbox, Message, PeerView, SignedEntry, behind};
+use roost_core::protocol::{Heads, Message, behind};
+use roost_core::session::{Greeting, Received, Session, Timing};
 use roost_store::{InstanceEntry, ListQuery, Mutation, Standing, Store, StoreError, Verdict};
 use serde_json::{Map, Value};
 
 /// Most entries one message carries.
 const BATCH: u32 = 256;
-/// Most entries sent to one peer and not yet acknowledged.
-const WINDOW: u64 = 1024;
-/// A peer that acknowledges nothing for this long is sent everything again.
-const RESEND: Duration = Duration::from_secs(1);
+/// The session's clocks, scaled to the simulated network's delays.
+const TIMING: Timing =
+    Timing { keepalive: Duration::from_millis(300), idle: Duration::from_secs(2), stall: Duration::from_secs(1) };
 /// Peers heard within this long count when deciding whether the log is caught up.
 const HEARD: Duration = Duration::from_secs(1);
 /// The wall time a machine's clock reads zero at: 2026-01-01T00:00:00Z.
 const WALL_START_SECS: i64 = 1_767_225_600;
-
-#[derive(Debug)]
-struct Session {
-    view: PeerView,
-    /// The local log position the sender has read up to.
-    cursor: i64,
-    heard: Option<Duration>,
-    progress: Duration,
-}
 
 pub struct Replica {
     me: String,
@@ -60,7 +54,6 @@ pub struct Replica {
     /// The simulated time, in nanoseconds, the store reads.
     clock: Arc<AtomicU64>,
     store: Store,
-    inbox: Inbox,
     sessions: BTreeMap<String, Session>,
 }
 
@@ -114,21 +107,11 @@ impl Replica {
             store.register_instance(&entry_of(name)).expect("registering a simulated machine");
         }
         let heads = store.heads().expect("the simulated disk reads");
-        Replica {
-            me: me.to_string(),
-            heads,
-            fenced_to: 0,
-            dir,
-            clock,
-            store,
-            inbox: Inbox::default(),
-            sessions: BTreeMap::new(),
-        }
+        Replica { me: me.to_string(), heads, fenced_to: 0, dir, clock, store, sessions: BTreeMap::new() }
     }
 
     /// A crash: the store is closed and opened again on what it committed.
     pub fn crash(&mut self) {
-        self.inbox = Inbox::default();
         self.sessions.clear();
         self.store = open(&self.dir, &self.me, &self.clock);
         self.heads = self.store.heads().expect("the simulated disk reads");
@@ -207,8 +190,8 @@ impl Replica {
     /// Whether the log holds everything the peers heard from lately hold.
     pub fn caught_up(&self, now: Duration) -> bool {
         let heads = &self.heads;
-        let mut recent = self.sessions.values().filter(|s| s.heard.is_some_and(|at| now < at + HEARD)).peekable();
-        recent.peek().is_some() && recent.all(|s| behind(heads, s.view.heads()) == 0)
+        let mut recent = self.sessions.values().filter(|s| now < s.heard() + HEARD).peekable();
+        recent.peek().is_some() && recent.all(|s| behind(heads, s.peer_heads()) == 0)
     }
 
     pub fn converged(&self) -> Converged {
@@ -234,91 +217,59 @@ impl Replica {
     }
 
     pub fn pending(&self) -> usize {
-        self.inbox.len()
+        self.sessions.values().map(Session::pending).sum()
     }
 
-    /// What to send `peer` now: this replica's heads and, if the window
-    /// allows, entries the peer lacks, in local (causal) order.
+    /// The session with `peer`: a new one, from the heads it last reported,
+    /// when there is none or the last one ended.
+    fn session(&mut self, peer: &str, now: Duration) -> &mut Session {
+        if self.sessions.get(peer).is_none_or(|s| s.ended(now)) {
+            let heads = self.sessions.get(peer).map(|s| s.peer_heads().clone()).unwrap_or_default();
+            let cursor = self.store.scan_start(&heads).expect("the simulated disk reads");
+            let greeting = Greeting { software: String::new(), machines: Vec::new(), heads, entries: true };
+            self.sessions.insert(peer.to_string(), Session::new(TIMING, &greeting, cursor, now));
+        }
+        self.sessions.get_mut(peer).expect("just made")
+    }
+
+    /// What to send `peer` now: heads when due and, if the window allows,
+    /// entries the peer lacks, in local (causal) order.
     pub fn outgoing(&mut self, peer: &str, now: Duration) -> Vec<Message> {
-        let store = &self.store;
-        let session = self.sessions.entry(peer.to_string()).or_insert_with(|| Session {
-            view: PeerView::new(Heads::new()),
-            cursor: 0,
-            heard: None,
-            progress: now,
-        });
-        if session.view.in_flight() > 0 && now >= session.progress + RESEND {
-            session.view = PeerView::new(session.view.heads().clone());
-            session.cursor = store.scan_start(session.view.heads()).expect("the simulated disk reads");
-            session.progress = now;
+        self.session(peer, now);
+        let (store, heads) = (&self.store, &self.heads);
+        let session = self.sessions.get_mut(peer).expect("just made");
+        let mut out = Vec::new();
+        if session.heads_due(heads, now) {
+            out.push(Message::Heads(heads.clone()));
         }
-        let mut batch: Vec<SignedEntry> = Vec::new();
-        let lacks_any = self.heads.iter().any(|(origin, head)| session.view.lacks(origin, *head));
-        if lacks_any && session.view.in_flight() < WINDOW {
-            for (position, signed) in store.entries_after(session.cursor, BATCH).expect("the simulated disk reads") {
-                session.cursor = position;
-                if session.view.lacks(&signed.entry.origin, signed.entry.seq) {
-                    session.view.sent(&signed.entry.origin, signed.entry.seq);
-                    batch.push(signed);
-                }
+        if let Some(after) = session.next_read() {
+            let batch = store.entries_after(after, BATCH).expect("the simulated disk reads");
+            if let Some(entries) = session.pick(batch, now).filter(|e| !e.is_empty()) {
+                out.push(Message::Entries(entries));
             }
-        }
-        let mut out = vec![Message::Heads(self.heads.clone())];
-        if !batch.is_empty() {
-            out.push(Message::Entries(batch));
         }
         out
     }
 
     /// Takes in one message from `peer`.
     pub fn receive(&mut self, peer: &str, message: Message, now: Duration) {
-        match message {
-            Message::Heads(heads) => {
-                let session = self.sessions.entry(peer.to_string()).or_insert_with(|| Session {
-                    view: PeerView::new(Heads::new()),
-                    cursor: 0,
-                    heard: None,
-                    progress: now,
-                });
-                let before = session.view.in_flight();
-                session.view.reported(&heads);
-                if session.view.in_flight() < before {
-                    session.progress = now;
-                }
-                session.heard = Some(now);
-            }
-            Message::Entries(batch) => {
-                self.at(now);
-                let mut applied = self.apply_holding(batch);
-                // Entries held back may be ready now; retry while that helps.
-                while applied && !self.inbox.is_empty() {
-                    let held = self.inbox.drain();
-                    applied = self.apply_holding(held);
+        self.at(now);
+        let received = self.session(peer, now).receive(message, now).expect("honest machines keep the protocol");
+        match received {
+            Received::Heads => {}
+            Received::Entries(batch) => {
+                let mut attempt = Some(batch);
+                while let Some(batch) = attempt {
+                    let verdicts = self.store.apply(&batch).expect("the simulated disk writes");
+                    if let Some(Verdict::Refused(why)) = verdicts.iter().find(|v| matches!(v, Verdict::Refused(_))) {
+                        panic!("{} refused an entry of an honest machine: {why}", self.me);
+                    }
+                    attempt = self.session(peer, now).applied(batch, &verdicts).expect("the inbox never fills here");
                 }
                 self.heads = self.store.heads().expect("the simulated disk reads");
             }
-            Message::Hello { .. } | Message::Machines(_) => {
-                unreachable!("the simulator sends heads and entries only")
-            }
+            Received::Machines(_) => unreachable!("the simulator sends heads and entries only"),
         }
-    }
-
-    /// Applies `batch` through the store, holding what is not ready; true if
-    /// anything applied.
-    fn apply_holding(&mut self, batch: Vec<SignedEntry>) -> bool {
-        let verdicts = self.store.apply(&batch).expect("the simulated disk writes");
-        let mut applied = false;
-        for (entry, verdict) in batch.into_iter().zip(verdicts) {
-            match verdict {
-                Verdict::Applied => applied = true,
-                Verdict::NotReady => {
-                    assert!(self.inbox.hold(entry), "the inbox never fills in a simulation this small")
-                }
-                Verdict::Duplicate => {}
-                Verdict::Refused(why) => panic!("{} refused an entry of an honest machine: {why}", self.me),
-            }
-        }
-        applied
     }
 }
 

@@ -20,6 +20,7 @@ use rusqlite::{OptionalExtension, Transaction, TransactionBehavior};
 use serde_json::{Map, Value};
 
 use roost_core::protocol::SignedEntry;
+pub use roost_core::session::Verdict;
 use roost_core::sync::{Outcome, RowState, Version, ready, resolve, supersedes};
 use roost_core::validate::Fields;
 use roost_core::{EPOCH, Entry, Lamport, RowId, Table};
@@ -27,18 +28,6 @@ use roost_core::{EPOCH, Entry, Lamport, RowId, Table};
 use crate::door::{NewRow, insert_change, insert_row, log_head, overwrite_row, parse_vector, vector_text};
 use crate::fence::{self, epoch_of};
 use crate::{Result, Store};
-
-/// What became of one received entry.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
-    Applied,
-    /// Already in the log.
-    Duplicate,
-    /// Depends on an entry not here yet; hold it and try again later.
-    NotReady,
-    /// Invalid: never applied, never relayed. The text says why.
-    Refused(String),
-}
 
 /// What the registry says of an origin.
 #[derive(Clone)]

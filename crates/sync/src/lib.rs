@@ -32,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 
 use roost_tasks::{Blocked, Tasks};
 
+use roost_core::session::SessionError;
 use roost_instance::Instance;
 use roost_store::{InstanceEntry, Store, StoreError};
 
@@ -64,6 +65,12 @@ pub enum SyncError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Blocked(#[from] Blocked),
+}
+
+impl From<SessionError> for SyncError {
+    fn from(e: SessionError) -> SyncError {
+        if e.is_refusal() { SyncError::Refused(e.to_string()) } else { SyncError::Protocol(e.to_string()) }
+    }
 }
 
 /// What this machine knows of one peer, as shown by `roost sync status`,
@@ -287,7 +294,7 @@ impl Shared {
     fn admit(&self, peer: &str, dialer: &str, cancel: CancellationToken) -> Option<u64> {
         let mut sessions = self.sessions.lock().expect("sessions poisoned");
         if let Some(existing) = sessions.get(peer) {
-            if existing.dialer.as_str() < dialer {
+            if !roost_core::session::replaces(&existing.dialer, dialer) {
                 return None;
             }
             existing.cancel.cancel();

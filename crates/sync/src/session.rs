@@ -1,40 +1,35 @@
 //! One replication session with one peer: hello, then entries both ways.
 //!
 //! The sender streams, in local log order, every entry the peer lacks, at
-//! most [`WINDOW`] unacknowledged, reading the log in bounded batches — so a
+//! most a window unacknowledged, reading the log in bounded batches — so a
 //! slow peer costs neither the writer's time nor unbounded memory. The
 //! receiver applies batches through `Store::apply`, holds entries that are
-//! not ready in an [`Inbox`], and answers with its heads.
+//! not ready, and answers with its heads. Those decisions are
+//! `roost_core::session`'s, which the simulator drives too; this module
+//! does the I/O around them.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use iroh::endpoint::{Connection, RecvStream, SendStream, VarInt};
 use tokio::sync::{Notify, mpsc};
 
-use roost_core::protocol::{
-    Heads, Inbox, MAX_BATCH, Machine, Message, PROTOCOL_VERSION, PeerView, SignedEntry, behind,
-};
+use roost_core::protocol::{MAX_BATCH, Machine, Message, PROTOCOL_VERSION, behind};
+use roost_core::session::{self, Greeting, Received, Session, Timing};
 use roost_identity::Certificate;
 use roost_instance::Instance;
 use roost_instance::addresses::{host_and_port, is_loopback_url, url_for};
-use roost_store::{InstanceEntry, Store, StoreError, Verdict};
+use roost_store::{InstanceEntry, Store, StoreError};
 
 use crate::{Shared, SyncError, frame, now_text};
 
 /// How long a peer has to say hello.
 pub const HELLO_WAIT: Duration = Duration::from_secs(10);
-/// A peer silent for this long is gone (each side sends heads every [`KEEPALIVE`]).
-const IDLE_WAIT: Duration = Duration::from_secs(20);
-const KEEPALIVE: Duration = Duration::from_secs(3);
+const TIMING: Timing = Timing::NETWORK;
 /// How often the log is checked for writes made by other processes.
 const POLL: Duration = Duration::from_millis(250);
-/// Most entries sent and not yet acknowledged.
-const WINDOW: u64 = 16 * MAX_BATCH as u64;
-/// Bytes of rows per batch, so batches of large rows stay small.
-const BATCH_BYTES: usize = 4 << 20;
 /// Messages the receiver reads ahead of applying.
 const READ_AHEAD: usize = 8;
 /// Most entries the receiver applies in one transaction.
@@ -49,13 +44,27 @@ const STORE_WAIT: Duration = Duration::from_secs(30);
 struct Peer {
     id: String,
     name: String,
-    heads: Heads,
+    greeting: Greeting,
     address: Option<String>,
     /// The session runs over loopback: the peer is on this host.
     over_loopback: bool,
-    /// Both sides keep the log, so entries flow; with a witness, only the
-    /// machines of the chain and heads do.
-    entries: bool,
+}
+
+/// The session's state machine, shared by its sender and receiver halves,
+/// with the instant its clock reads zero at.
+struct Control {
+    session: Mutex<Session>,
+    started: tokio::time::Instant,
+}
+
+impl Control {
+    fn lock(&self) -> MutexGuard<'_, Session> {
+        self.session.lock().expect("session poisoned")
+    }
+
+    fn now(&self) -> Duration {
+        self.started.elapsed()
+    }
 }
 
 /// What this side has told its peer of each machine: certificate and
@@ -113,6 +122,7 @@ pub async fn run(
         }
     };
     let dialer = if expected.is_some() { shared.instance.id.clone() } else { peer.id.clone() };
+    let entries = peer.greeting.entries;
     let cancel = shared.tasks.token().child_token();
     let Some(token) = shared.admit(&peer.id, &dialer, cancel.clone()) else {
         conn.close(VarInt::from_u32(0), b"duplicate session");
@@ -126,19 +136,23 @@ pub async fn run(
         l.address = peer.address.clone();
         l.last_error = None;
         l.last_sync = Some(now_text());
-        l.behind = if peer.entries { behind(&heads, &peer.heads) } else { 0 };
-        l.ahead = if peer.entries { behind(&peer.heads, &heads) } else { 0 };
+        l.behind = if entries { behind(&heads, &peer.greeting.heads) } else { 0 };
+        l.ahead = if entries { behind(&peer.greeting.heads, &heads) } else { 0 };
     });
     let (id, name) = (peer.id.clone(), peer.name.clone());
     let _ = blocking(&store, move |s| s.mark_seen(&id)).await;
 
-    let view = Arc::new(Mutex::new(PeerView::new(peer.heads.clone())));
-    let acked = Arc::new(Notify::new());
-    let (control, control_rx) = mpsc::channel(64);
+    let reported = peer.greeting.heads.clone();
+    let cursor = blocking(&store, move |s| s.scan_start(&reported)).await?;
+    let started = tokio::time::Instant::now();
+    let control =
+        Control { session: Mutex::new(Session::new(TIMING, &peer.greeting, cursor, Duration::ZERO)), started };
+    let acked = Notify::new();
+    let (replies, replies_rx) = mpsc::channel(64);
     let outcome = tokio::select! {
         _ = cancel.cancelled() => Ok(()),
-        r = sender(&shared, &peer, &mut send, view.clone(), acked.clone(), control_rx, told) => r,
-        r = receiver(&shared, &peer, &mut recv, view, acked, control) => r,
+        r = sender(&shared, &peer, &mut send, &control, &acked, replies_rx, told) => r,
+        r = receiver(&shared, &peer, &mut recv, &control, &acked, replies) => r,
     };
     shared.release(&peer.id, token);
     if let Err(e) = &outcome {
@@ -177,16 +191,9 @@ async fn check_hello(
     hello: Message,
     expected: Option<&str>,
 ) -> Result<Peer, SyncError> {
-    let Message::Hello { version, software, keeps_data, machines, heads } = hello else {
-        return Err(SyncError::Protocol("expected a hello".into()));
-    };
-    if version != PROTOCOL_VERSION {
-        return Err(SyncError::Refused(format!(
-            "peer speaks sync protocol {version}, this instance {PROTOCOL_VERSION}; upgrade the older one"
-        )));
-    }
+    let greeting = session::greet(hello, shared.keeps_data)?;
     let identity = shared.instance.identity_key();
-    let own = machines.first().ok_or_else(|| SyncError::Protocol("hello without a certificate".into()))?;
+    let own = &greeting.machines[0];
     let cert = Certificate::from_text(&own.certificate)
         .ok()
         .filter(|c| c.verify(&identity).is_ok())
@@ -210,7 +217,8 @@ async fn check_hello(
     let instance = shared.instance.clone();
     let store = shared.store.clone();
     let peer_id = id.clone();
-    let others: Vec<Machine> = machines[1..].to_vec();
+    let others: Vec<Machine> = greeting.machines[1..].to_vec();
+    let software = greeting.software.clone();
     let registering = move || -> Result<(bool, String), SyncError> {
         let mut grew = match store.instance_by_id(&peer_id) {
             Ok(entry) if entry.is_revoked() => {
@@ -232,8 +240,7 @@ async fn check_hello(
     if grew {
         shared.registry_changed();
     }
-    let entries = keeps_data && shared.keeps_data;
-    Ok(Peer { id, name, heads, address, over_loopback, entries })
+    Ok(Peer { id, name, greeting, address, over_loopback })
 }
 
 /// Takes a newer certificate of a known machine (it was renamed); true if
@@ -301,9 +308,9 @@ async fn sender(
     shared: &Arc<Shared>,
     link: &Peer,
     send: &mut SendStream,
-    view: Arc<Mutex<PeerView>>,
-    acked: Arc<Notify>,
-    mut control: mpsc::Receiver<Message>,
+    control: &Control,
+    acked: &Notify,
+    mut replies: mpsc::Receiver<Message>,
     mut told: Told,
 ) -> Result<(), SyncError> {
     let store = &shared.store;
@@ -312,38 +319,16 @@ async fn sender(
     let mut registry_grew = shared.registry_grew.subscribe();
     let mut last_news_at = tokio::time::Instant::now();
     let mut advertised = own_addresses(shared).await?;
-    let reported = view.lock().expect("view poisoned").heads().clone();
-    let mut cursor = blocking(store, move |s| s.scan_start(&reported)).await?;
-    let mut last_heads: Option<Heads> = None;
-    let mut last_heads_at = tokio::time::Instant::now();
     loop {
-        while let Ok(message) = control.try_recv() {
+        while let Ok(message) = replies.try_recv() {
             frame::write(send, &message).await?;
         }
         log_grew.borrow_and_update();
-        let in_flight = view.lock().expect("view poisoned").in_flight();
-        if link.entries && in_flight < WINDOW {
-            let after = cursor;
+        let next_read = control.lock().next_read();
+        if let Some(after) = next_read {
             let batch = blocking(store, move |s| s.entries_after(after, MAX_BATCH as u32)).await?;
-            if let Some((last, _)) = batch.last() {
-                cursor = *last;
-                let mut out: Vec<SignedEntry> = Vec::new();
-                let mut bytes = 0;
-                {
-                    let mut view = view.lock().expect("view poisoned");
-                    for (seq, signed) in batch {
-                        if !view.lacks(&signed.entry.origin, signed.entry.seq) {
-                            continue;
-                        }
-                        if bytes > BATCH_BYTES {
-                            cursor = seq - 1;
-                            break;
-                        }
-                        bytes += signed.entry.row.len();
-                        view.sent(&signed.entry.origin, signed.entry.seq);
-                        out.push(signed);
-                    }
-                }
+            let picked = control.lock().pick(batch, control.now());
+            if let Some(out) = picked {
                 if !out.is_empty() {
                     // The peer needs the certificate of every origin to verify its entries.
                     let me = &shared.instance.id;
@@ -359,8 +344,8 @@ async fn sender(
         }
         // Idle (or the window is full): tell the peer of machines it has not
         // heard of here (a join spreads this way), and our heads when they
-        // moved, and at least every KEEPALIVE.
-        if registry_grew.has_changed().unwrap_or(false) || last_news_at.elapsed() >= KEEPALIVE {
+        // moved, and at least every keepalive.
+        if registry_grew.has_changed().unwrap_or(false) || last_news_at.elapsed() >= TIMING.keepalive {
             registry_grew.borrow_and_update();
             last_news_at = tokio::time::Instant::now();
             let mut machines = news(shared, &mut told).await?;
@@ -375,20 +360,24 @@ async fn sender(
             }
         }
         let heads = blocking(store, |s| s.heads()).await?;
-        if last_heads.as_ref() != Some(&heads) || last_heads_at.elapsed() >= KEEPALIVE {
-            let peer_heads = view.lock().expect("view poisoned").heads().clone();
-            if link.entries {
+        let (due, peer_heads, ended) = {
+            let mut session = control.lock();
+            (session.heads_due(&heads, control.now()), session.peer_heads().clone(), session.ended(control.now()))
+        };
+        if ended {
+            return Err(SyncError::Protocol("the peer acknowledged nothing for too long".into()));
+        }
+        if due {
+            if link.greeting.entries {
                 shared.update(peer, |l| l.ahead = behind(&peer_heads, &heads));
             }
-            frame::write(send, &Message::Heads(heads.clone())).await?;
-            last_heads = Some(heads);
-            last_heads_at = tokio::time::Instant::now();
+            frame::write(send, &Message::Heads(heads)).await?;
         }
         tokio::select! {
             _ = log_grew.changed() => {}
             _ = registry_grew.changed() => {}
             _ = acked.notified() => {}
-            message = control.recv() => {
+            message = replies.recv() => {
                 if let Some(message) = message {
                     frame::write(send, &message).await?;
                 }
@@ -405,15 +394,15 @@ async fn receiver(
     shared: &Arc<Shared>,
     link: &Peer,
     recv: &mut RecvStream,
-    view: Arc<Mutex<PeerView>>,
-    acked: Arc<Notify>,
-    control: mpsc::Sender<Message>,
+    control: &Control,
+    acked: &Notify,
+    replies: mpsc::Sender<Message>,
 ) -> Result<(), SyncError> {
-    let (peer, over_loopback, entries) = (link.id.as_str(), link.over_loopback, link.entries);
+    let (peer, over_loopback) = (link.id.as_str(), link.over_loopback);
     let (arrived, mut incoming) = mpsc::channel(READ_AHEAD);
     let reader = async move {
         loop {
-            let message = frame::read(recv, IDLE_WAIT).await?;
+            let message = frame::read(recv, TIMING.idle).await?;
             if arrived.send(message).await.is_err() {
                 return Ok(());
             }
@@ -421,7 +410,6 @@ async fn receiver(
     };
     let store = &shared.store;
     let handler = async move {
-        let mut inbox = Inbox::default();
         let mut next: Option<Message> = None;
         loop {
             let message = match next.take() {
@@ -431,11 +419,9 @@ async fn receiver(
                     None => return Ok(()),
                 },
             };
-            match message {
-                Message::Entries(_) if !entries => {
-                    return Err(SyncError::Protocol("entries sent to a machine that keeps no log".into()));
-                }
-                Message::Entries(mut batch) => {
+            let received = control.lock().receive(message, control.now())?;
+            match received {
+                Received::Entries(mut batch) => {
                     while batch.len() < APPLY_MAX {
                         match incoming.try_recv() {
                             Ok(Message::Entries(more)) => batch.extend(more),
@@ -446,26 +432,33 @@ async fn receiver(
                             Err(_) => break,
                         }
                     }
-                    let mut applied = apply_holding(store, batch, &mut inbox).await?;
-                    // Entries held back may be ready now; retry while that helps.
-                    while applied && !inbox.is_empty() {
-                        applied = apply_holding(store, inbox.drain(), &mut inbox).await?;
+                    // Entries held back may be ready once others applied;
+                    // the session says when to try them again.
+                    let mut attempt = Some(batch);
+                    while let Some(batch) = attempt {
+                        let (batch, verdicts) = blocking(store, move |s| {
+                            let verdicts = s.apply(&batch)?;
+                            Ok((batch, verdicts))
+                        })
+                        .await?;
+                        attempt = control.lock().applied(batch, &verdicts)?;
                     }
                     let heads = blocking(store, |s| s.heads()).await?;
-                    let peer_heads = view.lock().expect("view poisoned").heads().clone();
+                    let peer_heads = control.lock().peer_heads().clone();
                     shared.update(peer, |l| {
                         l.behind = behind(&heads, &peer_heads);
                         l.last_sync = Some(now_text());
                     });
-                    if control.send(Message::Heads(heads)).await.is_err() {
+                    let due = control.lock().heads_due(&heads, control.now());
+                    if due && replies.send(Message::Heads(heads)).await.is_err() {
                         return Ok(());
                     }
                 }
-                Message::Heads(heads) => {
+                Received::Heads => {
                     let ours = blocking(store, |s| s.heads()).await?;
-                    view.lock().expect("view poisoned").reported(&heads);
+                    let heads = control.lock().peer_heads().clone();
                     shared.update(peer, |l| {
-                        if entries {
+                        if link.greeting.entries {
                             l.behind = behind(&ours, &heads);
                             l.ahead = behind(&heads, &ours);
                         }
@@ -473,7 +466,7 @@ async fn receiver(
                     });
                     acked.notify_one();
                 }
-                Message::Machines(machines) => {
+                Received::Machines(machines) => {
                     let (instance, store, peer) = (shared.instance.clone(), store.clone(), peer.to_string());
                     let learning = move || learn(&instance, &store, &machines, &peer, over_loopback);
                     let grew = roost_tasks::blocking("learning the peer's machines", STORE_WAIT, learning).await?;
@@ -481,7 +474,6 @@ async fn receiver(
                         shared.registry_changed();
                     }
                 }
-                Message::Hello { .. } => return Err(SyncError::Protocol("a second hello".into())),
             }
         }
     };
@@ -489,26 +481,4 @@ async fn receiver(
         r = reader => r,
         r = handler => r,
     }
-}
-
-/// Applies `batch`, holding what is not ready yet; true if anything applied.
-async fn apply_holding(store: &Arc<Store>, batch: Vec<SignedEntry>, inbox: &mut Inbox) -> Result<bool, SyncError> {
-    let (batch, verdicts) = blocking(store, move |s| {
-        let verdicts = s.apply(&batch)?;
-        Ok((batch, verdicts))
-    })
-    .await?;
-    let mut applied = false;
-    for (entry, verdict) in batch.into_iter().zip(verdicts) {
-        match verdict {
-            Verdict::Applied => applied = true,
-            Verdict::NotReady => {
-                if !inbox.hold(entry) {
-                    return Err(SyncError::Protocol("too many entries waiting for their dependencies".into()));
-                }
-            }
-            Verdict::Duplicate | Verdict::Refused(_) => {}
-        }
-    }
-    Ok(applied)
 }
