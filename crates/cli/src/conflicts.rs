@@ -76,7 +76,7 @@ pub fn run(instance: &Instance, command: ConflictsCommand) -> anyhow::Result<()>
         }
         ConflictsCommand::Resolve { id, keep, merge_file, edit } => {
             let keep = match (keep, merge_file, edit) {
-                (Some(side), None, false) => Keep::parse(&side, None).map_err(anyhow::Error::msg)?,
+                (Some(side), None, false) => Keep::parse(&side, None)?,
                 (None, Some(path), false) => Keep::Merge(read_fields(&path)?),
                 (None, None, true) => Keep::Merge(edit_fields(&store.conflict(&id)?)?),
                 _ => bail!("say how to resolve: --keep local, --keep remote, --merge-file FILE or --edit"),

@@ -98,7 +98,7 @@ async fn search_all_forwarding_and_summaries_across_three_machines() {
         std::sync::Arc::new(|| None),
     );
     let args = json!({"query": "umbrella", "instance": "b"}).as_object().cloned().unwrap();
-    let relayed = federation.forward("c", "roost_search_memories", args).await.unwrap_err();
+    let relayed = federation.forward("c", "roost_search_memories", args).await.unwrap_err().to_string();
     assert!(relayed.contains("forwarding onward is refused"), "{relayed}");
 
     // Summaries: C's projects and counts, fresh, then stale once C is gone.

@@ -31,24 +31,17 @@ const TOKEN_LIFETIME: i64 = 60;
 const CONNECT_WAIT: Duration = Duration::from_secs(2);
 
 /// Why a remote call produced no result.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CallError {
     /// No answer within the call's time limit.
+    #[error("timed out")]
     TimedOut,
     /// The instance could not be reached, or its session broke.
+    #[error("unreachable: {0}")]
     Unreachable(String),
     /// The instance answered with a tool error (including refusals).
+    #[error("{0}")]
     Refused(String),
-}
-
-impl std::fmt::Display for CallError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            CallError::TimedOut => f.write_str("timed out"),
-            CallError::Unreachable(why) => write!(f, "unreachable: {why}"),
-            CallError::Refused(why) => f.write_str(why),
-        }
-    }
 }
 
 /// The HTTP client rmcp drives, signing a new token for every request.

@@ -25,10 +25,10 @@ use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use roost_instance::{FederationConfig, Instance};
-use roost_mcp::{Action, Pending, Remote};
+use roost_mcp::{Action, Pending, Remote, RemoteError};
 use roost_store::{InstanceEntry, Store, StoreError};
-use roost_sync::{PeerStatus, SyncService};
-use roost_tasks::Tasks;
+use roost_sync::{PeerStatus, SyncError, SyncService};
+use roost_tasks::{Blocked, Tasks};
 
 /// Where the federation finds the replication service running now (it is
 /// replaced when the machine takes another identity).
@@ -37,6 +37,73 @@ pub type SyncSource = Arc<dyn Fn() -> Option<Arc<SyncService>> + Send + Sync>;
 use client::{CallError, Connections};
 use search::{Answer, InstanceRef, Merged, Outcome};
 use summaries::{Freshness, InstanceCache, Summary};
+
+/// Why a federated call, search or overview gave no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum FederationError {
+    #[error("no instance named {0:?}; roost_list_instances shows the names and ids")]
+    NoSuchInstance(String),
+    #[error("{} instances are named {name:?}; give one of their ids: {}", ids.len(), ids.join(", "))]
+    Ambiguous { name: String, ids: Vec<String> },
+    #[error("{0} is this instance; run the tool without `instance`")]
+    ThisInstance(String),
+    #[error("cannot call {name}: {why}")]
+    NotCallable { name: String, why: NotCallable },
+    #[error("{name} did not answer within {limit:?}")]
+    TimedOut { name: String, limit: Duration },
+    #[error("{name}: {source}")]
+    Call { name: String, source: CallError },
+    #[error("argument `limit` must be 1 to 500")]
+    BadLimit,
+    /// This instance refused the query (the caller's mistake, not an outage).
+    #[error("{0}")]
+    Refused(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Sync(#[from] SyncError),
+    #[error(transparent)]
+    Blocked(#[from] Blocked),
+}
+
+impl FederationError {
+    /// Whether the request itself was wrong (as opposed to this instance or
+    /// another failing to answer it).
+    pub fn is_callers_mistake(&self) -> bool {
+        matches!(
+            self,
+            FederationError::NoSuchInstance(_)
+                | FederationError::Ambiguous { .. }
+                | FederationError::ThisInstance(_)
+                | FederationError::BadLimit
+                | FederationError::Refused(_)
+        )
+    }
+}
+
+/// Why an instance may not be called.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotCallable {
+    #[error("revoked")]
+    Revoked,
+    #[error("no gateway address known for it; it is learned when it connects")]
+    NoAddress,
+}
+
+/// Why a machine's health could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum HealthError {
+    #[error("no gateway address known for it")]
+    NoAddress,
+    #[error("unreachable: {0}")]
+    Unreachable(reqwest::Error),
+    #[error("no answer within {0:?}")]
+    TimedOut(Duration),
+    #[error("unreadable health: {0}")]
+    Unreadable(reqwest::Error),
+    #[error("health answered {status}: {body}")]
+    Failed { status: reqwest::StatusCode, body: Value },
+}
 
 /// Longest wait on the local database from a federation task.
 const DB_WAIT: Duration = Duration::from_secs(5);
@@ -124,26 +191,32 @@ impl Federation {
     }
 
     /// Runs `tool` with `args` on `instance` (name or id).
-    pub async fn forward(&self, instance: &str, tool: &str, args: Map<String, Value>) -> Result<Value, String> {
+    pub async fn forward(
+        &self,
+        instance: &str,
+        tool: &str,
+        args: Map<String, Value>,
+    ) -> Result<Value, FederationError> {
         let entries = self.registry().await?;
         let target = resolve(&entries, instance)?;
+        let name = target.name.clone();
         if target.id == self.inner.me.id {
-            return Err(format!("{} is this instance; run the tool without `instance`", target.name));
+            return Err(FederationError::ThisInstance(name));
         }
-        let urls = reachable(target).map_err(|why| format!("cannot call {}: {why}", target.name))?;
+        let urls = reachable(target).map_err(|why| FederationError::NotCallable { name: name.clone(), why })?;
         let limit = Duration::from_millis(self.inner.config.call_timeout_ms);
         match self.inner.connections.call(&target.id, urls, tool, args, limit).await {
-            Ok(result) => Ok(json!({"instance": {"id": target.id, "name": target.name}, "result": result})),
-            Err(CallError::TimedOut) => Err(format!("{} did not answer within {limit:?}", target.name)),
-            Err(e) => Err(format!("{}: {e}", target.name)),
+            Ok(result) => Ok(json!({"instance": {"id": target.id, "name": name}, "result": result})),
+            Err(CallError::TimedOut) => Err(FederationError::TimedOut { name, limit }),
+            Err(source) => Err(FederationError::Call { name, source }),
         }
     }
 
     /// Searches this instance and every other reachable one in parallel.
-    pub async fn search_all(&self, args: Map<String, Value>) -> Result<Merged, String> {
+    pub async fn search_all(&self, args: Map<String, Value>) -> Result<Merged, FederationError> {
         let limit = match args.get("limit") {
             None | Some(Value::Null) => DEFAULT_LIMIT,
-            Some(v) => v.as_u64().filter(|n| (1..=500).contains(n)).ok_or("argument `limit` must be 1 to 500")?,
+            Some(v) => v.as_u64().filter(|n| (1..=500).contains(n)).ok_or(FederationError::BadLimit)?,
         };
         let mut args = args;
         args.insert("limit".into(), Value::from(limit));
@@ -158,8 +231,8 @@ impl Federation {
                 let run = move || roost_mcp::execute(&store, Action::SearchMemories, args);
                 let outcome = match roost_tasks::blocking("the local search", DB_WAIT, run).await {
                     Ok(Ok(found)) => Ok(hits_of(found)),
-                    Ok(Err(refused)) => Err(refused),
-                    Err(e) => Err(e.to_string()),
+                    Ok(Err(refused)) => Err(FederationError::Refused(refused)),
+                    Err(blocked) => Err(FederationError::Blocked(blocked)),
                 };
                 (me, outcome, started.elapsed())
             }
@@ -170,7 +243,9 @@ impl Federation {
             async move {
                 let urls = match reachable(entry) {
                     Ok(urls) => urls,
-                    Err(why) => return Answer { instance, outcome: Outcome::Skipped(why), elapsed_ms: 0.0 },
+                    Err(why) => {
+                        return Answer { instance, outcome: Outcome::Skipped(why.to_string()), elapsed_ms: 0.0 };
+                    }
                 };
                 let started = Instant::now();
                 let outcome =
@@ -193,17 +268,17 @@ impl Federation {
     }
 
     /// Every registered instance, this one first, with what is known of it.
-    pub async fn overview(&self) -> Result<Vec<InstanceOverview>, String> {
+    pub async fn overview(&self) -> Result<Vec<InstanceOverview>, FederationError> {
         let me = self.inner.me.id.clone();
         let sync = (self.inner.sync)();
         let (entries, conflicts, own, peers) = blocking(&self.inner.store, move |s| {
-            let conflicts = s.conflicts(false, 10_000).map_err(|e| e.to_string())?;
-            let own = own_summary(s).map_err(|e| e.to_string())?;
+            let conflicts = s.conflicts(false, 10_000)?;
+            let own = own_summary(s)?;
             let peers = match &sync {
-                Some(sync) => sync.status().map_err(|e| e.to_string())?,
+                Some(sync) => sync.status()?,
                 None => Vec::new(),
             };
-            Ok::<_, String>((s.instances().map_err(|e| e.to_string())?, conflicts, own, peers))
+            Ok::<_, FederationError>((s.instances()?, conflicts, own, peers))
         })
         .await?;
         let now = Instant::now();
@@ -250,7 +325,7 @@ impl Federation {
         (Duration::from_secs(c.summary_interval_secs.max(1)), Duration::from_secs(c.health_interval_secs.max(1)))
     }
 
-    async fn registry(&self) -> Result<Vec<InstanceEntry>, String> {
+    async fn registry(&self) -> Result<Vec<InstanceEntry>, FederationError> {
         blocking(&self.inner.store, |s| s.instances()).await
     }
 
@@ -291,7 +366,7 @@ impl Federation {
         update(self.inner.caches.lock().expect("summary cache poisoned").entry(id.to_string()).or_default());
     }
 
-    async fn fetch_summary(&self, id: &str, urls: &[String]) -> Result<Summary, String> {
+    async fn fetch_summary(&self, id: &str, urls: &[String]) -> Result<Summary, CallError> {
         let limit = Duration::from_millis(self.inner.config.call_timeout_ms);
         let connections = &self.inner.connections;
         let stats = connections.call(id, urls, "roost_memory_stats", Map::new(), limit);
@@ -299,13 +374,13 @@ impl Federation {
         list.insert("limit".into(), Value::from(500));
         let projects = connections.call(id, urls, "roost_list_projects", list, limit);
         let (stats, projects) = tokio::join!(stats, projects);
-        Ok(Summary::from_answers(&stats.map_err(|e| e.to_string())?, &projects.map_err(|e| e.to_string())?))
+        Ok(Summary::from_answers(&stats?, &projects?))
     }
 
     /// The health of the machine at the first of `urls` that answers.
-    async fn fetch_health(&self, urls: &[String]) -> Result<Value, String> {
+    async fn fetch_health(&self, urls: &[String]) -> Result<Value, HealthError> {
         let limit = Duration::from_millis(self.inner.config.call_timeout_ms);
-        let mut last = String::from("no gateway address known for it");
+        let mut last = HealthError::NoAddress;
         let mut answered = None;
         for url in urls {
             let request = self.inner.connections.http().get(format!("{}/health", url.trim_end_matches('/'))).send();
@@ -314,32 +389,32 @@ impl Federation {
                     answered = Some(response);
                     break;
                 }
-                Ok(Err(e)) => last = format!("unreachable: {e}"),
-                Err(_) => last = format!("no answer within {limit:?}"),
+                Ok(Err(e)) => last = HealthError::Unreachable(e),
+                Err(_) => last = HealthError::TimedOut(limit),
             }
         }
         let response = answered.ok_or(last)?;
         let status = response.status();
         let body: Value = tokio::time::timeout(limit, response.json())
             .await
-            .map_err(|_| format!("no answer within {limit:?}"))?
-            .map_err(|e| format!("unreadable health: {e}"))?;
-        if status.is_success() { Ok(body) } else { Err(format!("health answered {status}: {body}")) }
+            .map_err(|_| HealthError::TimedOut(limit))?
+            .map_err(HealthError::Unreadable)?;
+        if status.is_success() { Ok(body) } else { Err(HealthError::Failed { status, body }) }
     }
 }
 
 impl Remote for Federation {
-    fn forward(&self, instance: String, tool: String, args: Map<String, Value>) -> Pending<Result<Value, String>> {
+    fn forward(&self, instance: String, tool: String, args: Map<String, Value>) -> Pending<Result<Value, RemoteError>> {
         let federation = self.clone();
-        Box::pin(async move { federation.forward(&instance, &tool, args).await })
+        Box::pin(async move { Ok(federation.forward(&instance, &tool, args).await?) })
     }
 
-    fn search_all(&self, args: Map<String, Value>) -> Pending<Result<Value, String>> {
+    fn search_all(&self, args: Map<String, Value>) -> Pending<Result<Value, RemoteError>> {
         let federation = self.clone();
         Box::pin(async move { Ok(json!(federation.search_all(args).await?)) })
     }
 
-    fn list_instances(&self) -> Pending<Result<Value, String>> {
+    fn list_instances(&self) -> Pending<Result<Value, RemoteError>> {
         let federation = self.clone();
         Box::pin(async move {
             let instances = federation.overview().await?;
@@ -349,7 +424,7 @@ impl Remote for Federation {
 }
 
 /// The registry entry `name` (an id, or a name, case-insensitive) refers to.
-fn resolve<'a>(entries: &'a [InstanceEntry], name: &str) -> Result<&'a InstanceEntry, String> {
+fn resolve<'a>(entries: &'a [InstanceEntry], name: &str) -> Result<&'a InstanceEntry, FederationError> {
     let name = name.trim();
     if let Some(entry) = entries.iter().find(|e| e.id == name) {
         return Ok(entry);
@@ -357,22 +432,20 @@ fn resolve<'a>(entries: &'a [InstanceEntry], name: &str) -> Result<&'a InstanceE
     let named: Vec<&InstanceEntry> = entries.iter().filter(|e| e.name.eq_ignore_ascii_case(name)).collect();
     match named.as_slice() {
         [one] => Ok(one),
-        [] => Err(format!("no instance named {name:?}; roost_list_instances shows the names and ids")),
-        many => Err(format!(
-            "{} instances are named {name:?}; give one of their ids: {}",
-            many.len(),
-            many.iter().map(|e| e.id.as_str()).collect::<Vec<_>>().join(", ")
-        )),
+        [] => Err(FederationError::NoSuchInstance(name.to_string())),
+        many => {
+            Err(FederationError::Ambiguous { name: name.to_string(), ids: many.iter().map(|e| e.id.clone()).collect() })
+        }
     }
 }
 
 /// The gateway URL of an instance that may be called, or why it may not.
-fn reachable(entry: &InstanceEntry) -> Result<&[String], String> {
+fn reachable(entry: &InstanceEntry) -> Result<&[String], NotCallable> {
     if entry.is_revoked() {
-        return Err("revoked".into());
+        return Err(NotCallable::Revoked);
     }
     if entry.addresses.is_empty() {
-        return Err("no gateway address known for it; it is learned when it connects".into());
+        return Err(NotCallable::NoAddress);
     }
     Ok(&entry.addresses)
 }
@@ -400,13 +473,10 @@ fn millis(d: Duration) -> f64 {
 }
 
 /// Runs a blocking store call off the async threads, bounded by [`DB_WAIT`].
-async fn blocking<T: Send + 'static, E: std::fmt::Display + Send + 'static>(
+async fn blocking<T: Send + 'static, E: Into<FederationError> + Send + 'static>(
     store: &Arc<Store>,
     f: impl FnOnce(&Store) -> Result<T, E> + Send + 'static,
-) -> Result<T, String> {
+) -> Result<T, FederationError> {
     let store = store.clone();
-    match roost_tasks::blocking("a database call", DB_WAIT, move || f(&store)).await {
-        Ok(result) => result.map_err(|e| e.to_string()),
-        Err(e) => Err(e.to_string()),
-    }
+    roost_tasks::blocking("a database call", DB_WAIT, move || f(&store)).await?.map_err(Into::into)
 }

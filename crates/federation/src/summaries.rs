@@ -68,7 +68,7 @@ impl<T: Clone> Cached<T> {
         self.last_attempt = Some(now);
     }
 
-    pub fn finish(&mut self, now: Instant, wall: String, outcome: Result<T, String>) {
+    pub fn finish<E: std::fmt::Display>(&mut self, now: Instant, wall: String, outcome: Result<T, E>) {
         self.in_flight = false;
         match outcome {
             Ok(value) => {
@@ -76,7 +76,7 @@ impl<T: Clone> Cached<T> {
                 self.fetched = Some((now, wall));
                 self.last_error = None;
             }
-            Err(e) => self.last_error = Some(e),
+            Err(e) => self.last_error = Some(e.to_string()),
         }
     }
 
@@ -149,13 +149,13 @@ mod tests {
         assert!(cache.due(start, HOUR));
         cache.begin(start);
         assert!(!cache.due(start, HOUR), "one refresh at a time");
-        cache.finish(start, "t0".into(), Ok(7));
+        cache.finish(start, "t0".into(), Ok::<_, &str>(7));
         let shown = cache.show(start + Duration::from_secs(60), HOUR);
         assert_eq!((shown.value, shown.stale, shown.age_secs), (Some(7), false, Some(60)));
         assert!(cache.show(start + HOUR * 2, HOUR).stale, "too old");
         assert!(cache.due(start + HOUR, HOUR));
         cache.begin(start + HOUR);
-        cache.finish(start + HOUR, "t1".into(), Err("unreachable".into()));
+        cache.finish(start + HOUR, "t1".into(), Err("unreachable"));
         let shown = cache.show(start + HOUR, HOUR);
         assert_eq!((shown.value, shown.stale), (Some(7), true), "the old value stays, marked stale");
         assert_eq!(shown.fetched_at.as_deref(), Some("t0"));

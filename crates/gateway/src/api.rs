@@ -161,6 +161,7 @@ async fn memory(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> R
 /// Every registered instance with its sync state and cached summaries, as
 /// `roost_list_instances` shows them.
 async fn instances(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
-    let instances = state.federation.overview().await.map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e))?;
+    let instances =
+        state.federation.overview().await.map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
     Ok(Json(json!({"count": instances.len(), "instances": instances})))
 }

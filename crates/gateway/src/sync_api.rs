@@ -94,7 +94,7 @@ async fn resolve(
     Path(id): Path<String>,
     Json(body): Json<ResolveBody>,
 ) -> Result<Json<Value>, ApiError> {
-    let keep = Keep::parse(&body.keep, body.fields).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?;
+    let keep = Keep::parse(&body.keep, body.fields).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
     let (row, conflict) = resolve_conflict(&state, id, keep).await?;
     Ok(Json(json!({"conflict": conflict, "row": row})))
 }

@@ -51,16 +51,19 @@ pub enum Caller {
 /// A boxed future, so [`Remote`] can be a trait object.
 pub type Pending<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
+/// Why another instance gave no answer; its text is what the caller sees.
+pub type RemoteError = Box<dyn std::error::Error + Send + Sync>;
+
 /// What the server can ask of the other instances: implemented by
 /// `roost-federation`, which holds the connections.
 pub trait Remote: Send + Sync + 'static {
     /// Runs `tool` with `args` on `instance` (name or id) and returns its
     /// result labelled with where it ran.
-    fn forward(&self, instance: String, tool: String, args: Map<String, Value>) -> Pending<Result<Value, String>>;
+    fn forward(&self, instance: String, tool: String, args: Map<String, Value>) -> Pending<Result<Value, RemoteError>>;
     /// `roost_search_all`.
-    fn search_all(&self, args: Map<String, Value>) -> Pending<Result<Value, String>>;
+    fn search_all(&self, args: Map<String, Value>) -> Pending<Result<Value, RemoteError>>;
     /// `roost_list_instances`.
-    fn list_instances(&self) -> Pending<Result<Value, String>>;
+    fn list_instances(&self) -> Pending<Result<Value, RemoteError>>;
 }
 
 /// The MCP tool server. Cheap to clone: one per session shares the store.
@@ -142,13 +145,13 @@ impl RoostTools {
         };
         match target {
             Some(target) if !self.is_this_instance(&target) => {
-                return self.remote()?.forward(target, action.tool_name(), args).await;
+                return self.remote()?.forward(target, action.tool_name(), args).await.map_err(|e| e.to_string());
             }
             _ => {}
         }
         match action {
-            Action::SearchAll => self.remote()?.search_all(args).await,
-            Action::ListInstances => self.remote()?.list_instances().await,
+            Action::SearchAll => self.remote()?.search_all(args).await.map_err(|e| e.to_string()),
+            Action::ListInstances => self.remote()?.list_instances().await.map_err(|e| e.to_string()),
             _ => {
                 let store = self.store.clone();
                 roost_tasks::blocking("the tool", TOOL_WAIT, move || execute(&store, action, args))
@@ -324,7 +327,7 @@ pub fn execute(store: &Store, action: Action, mut args: Map<String, Value>) -> R
                 Some(Value::Object(fields)) => Some(fields),
                 Some(_) => return Err("argument `fields` must be an object of field: value".into()),
             };
-            let keep = Keep::parse(&keep, fields)?;
+            let keep = Keep::parse(&keep, fields).map_err(|e| e.to_string())?;
             let row = store.write(Mutation::Resolve { conflict: id.clone(), keep }).map_err(err)?;
             let conflict = store.conflict(&id).map_err(err)?;
             Ok(json!({"conflict": conflict, "row": row}))

@@ -64,17 +64,28 @@ pub enum Keep {
     Merge(Map<String, Value>),
 }
 
+/// Why a resolution's words do not say how to resolve.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeepError {
+    #[error("a merge needs the fields to write (an object of field: value)")]
+    MergeWithoutFields,
+    #[error("fields are given only with keep = merge")]
+    FieldsWithoutMerge,
+    #[error("keep must be local, remote or merge, not {0:?}")]
+    Unknown(String),
+}
+
 impl Keep {
     /// From the words people and tools use: `local`, `remote`, or `merge`
     /// with the fields to change.
-    pub fn parse(keep: &str, fields: Option<Map<String, Value>>) -> Result<Keep, String> {
+    pub fn parse(keep: &str, fields: Option<Map<String, Value>>) -> Result<Keep, KeepError> {
         match (keep, fields) {
             ("local", None) => Ok(Keep::Local),
             ("remote", None) => Ok(Keep::Remote),
             ("merge", Some(fields)) => Ok(Keep::Merge(fields)),
-            ("merge", None) => Err("a merge needs the fields to write (an object of field: value)".into()),
-            ("local" | "remote", Some(_)) => Err("fields are given only with keep = merge".into()),
-            (other, _) => Err(format!("keep must be local, remote or merge, not {other:?}")),
+            ("merge", None) => Err(KeepError::MergeWithoutFields),
+            ("local" | "remote", Some(_)) => Err(KeepError::FieldsWithoutMerge),
+            (other, _) => Err(KeepError::Unknown(other.to_string())),
         }
     }
 }

@@ -27,7 +27,7 @@ use thiserror::Error;
 use roost_core::ValidationError;
 
 pub use apply::Verdict;
-pub use conflicts::{Conflict, ConflictVersion, Keep};
+pub use conflicts::{Conflict, ConflictVersion, Keep, KeepError};
 pub use door::Mutation;
 pub use fence::AgentState;
 pub use log::StoredChange;

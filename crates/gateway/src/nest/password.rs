@@ -2,7 +2,7 @@
 //! set with `roost nest password` and read again at every login attempt so
 //! that setting it while the gateway runs takes effect at once.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use argon2::Argon2;
@@ -35,19 +35,28 @@ pub(crate) enum Verdict {
     Right,
 }
 
+/// Why the stored password could not be checked against.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum PasswordError {
+    #[error("cannot read {}: {source}", path.display())]
+    Unreadable { path: PathBuf, source: std::io::Error },
+    #[error("{} is not a valid password hash ({source}); set it again", path.display())]
+    NotAHash { path: PathBuf, source: argon2::password_hash::Error },
+}
+
 /// Checks `password` against the stored hash (slow on purpose: run it off
 /// the async threads).
-pub(crate) fn check(home: &Path, password: &str) -> Result<Verdict, String> {
+pub(crate) fn check(home: &Path, password: &str) -> Result<Verdict, PasswordError> {
     let path = home.join(PASSWORD_FILE);
     let stored = match std::fs::read_to_string(&path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Verdict::NotSet),
-        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+        Err(source) => return Err(PasswordError::Unreadable { path, source }),
     };
     match Argon2::default().verify_password(password.as_bytes(), stored.trim()) {
         Ok(()) => Ok(Verdict::Right),
         Err(argon2::password_hash::Error::PasswordInvalid) => Ok(Verdict::Wrong),
-        Err(e) => Err(format!("{} is not a valid password hash ({e}); set it again", path.display())),
+        Err(source) => Err(PasswordError::NotAHash { path, source }),
     }
 }
 

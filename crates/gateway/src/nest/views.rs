@@ -72,7 +72,8 @@ pub struct InstanceRow {
 /// This machine and every registered instance, with what sync knows of each
 /// and its cached summary (see `roost_federation::Federation::overview`).
 pub(crate) async fn instance_rows(state: &AppState) -> Result<Vec<InstanceRow>, ApiError> {
-    let overview = state.federation.overview().await.map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e))?;
+    let overview =
+        state.federation.overview().await.map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
     Ok(overview
         .into_iter()
         .map(|o| {
@@ -269,7 +270,10 @@ pub(crate) async fn search_memories(state: &AppState, query: String, all: bool) 
     let mut args = Map::new();
     args.insert("query".into(), Value::String(query));
     args.insert("limit".into(), Value::from(50));
-    let merged = state.federation.search_all(args).await.map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?;
+    let merged = state.federation.search_all(args).await.map_err(|e| {
+        let status = if e.is_callers_mistake() { StatusCode::BAD_REQUEST } else { StatusCode::SERVICE_UNAVAILABLE };
+        ApiError(status, e.to_string())
+    })?;
     let results = merged
         .results
         .into_iter()
@@ -334,11 +338,10 @@ pub(crate) async fn memory_fields(
         Some(instance) => {
             let mut args = Map::new();
             args.insert("id".into(), Value::String(id));
-            let answer = state
-                .federation
-                .forward(&instance, "roost_get_memory", args)
-                .await
-                .map_err(|e| ApiError(StatusCode::BAD_GATEWAY, e))?;
+            let answer = state.federation.forward(&instance, "roost_get_memory", args).await.map_err(|e| {
+                let status = if e.is_callers_mistake() { StatusCode::BAD_REQUEST } else { StatusCode::BAD_GATEWAY };
+                ApiError(status, e.to_string())
+            })?;
             match answer.get("result") {
                 Some(Value::Object(row)) => row.clone(),
                 _ => return Err(ApiError(StatusCode::BAD_GATEWAY, format!("{instance} answered without a memory"))),
