@@ -5,10 +5,11 @@ use std::path::Path;
 
 use anyhow::Context;
 use clap::Subcommand;
-use serde_json::{Value, json};
 
+use roost_gateway::{MachinePart, MachineRow};
 use roost_identity::Certificate;
 use roost_instance::Instance;
+use roost_store::Standing;
 
 use crate::http;
 use crate::out::{self, say};
@@ -24,8 +25,9 @@ pub enum InstanceCommand {
 /// Every machine this one knows: as the running gateway sees them now, or
 /// from the registry alone when it is not running.
 pub fn list(instance: &Instance, as_json: bool) -> anyhow::Result<()> {
-    let machines = match http::local(&instance.home, "/api/v1/machines", None, http::WAIT) {
-        Ok(answer) => answer["machines"].as_array().cloned().unwrap_or_default(),
+    let machines: Vec<MachineRow> = match http::local(&instance.home, "/api/v1/machines", None, http::WAIT) {
+        Ok(mut answer) => serde_json::from_value(answer["machines"].take())
+            .context("the gateway's list of machines is not in the form this version reads")?,
         Err(e) if http::not_running(&e) => offline_rows(instance)?,
         Err(e) => return Err(e),
     };
@@ -33,21 +35,20 @@ pub fn list(instance: &Instance, as_json: bool) -> anyhow::Result<()> {
         out::json(&machines)?;
         return Ok(());
     }
-    let text = |v: &Value| out::field(v.as_str().unwrap_or("-")).into_owned();
+    let text = |v: Option<&str>| out::field(v.unwrap_or("-")).into_owned();
     say!("{:<22} {:<8} {:<11} {:<8} {:<24} {:<36} ADDRESSES", "NAME", "ROLE", "SYNC", "VERSION", "LAST SEEN", "ID")?;
     for m in &machines {
-        let name = if m["this"] == true { format!("{} *", text(&m["name"])) } else { text(&m["name"]) };
-        let addresses: Vec<String> =
-            m["addresses"].as_array().map(|a| a.iter().map(text).collect()).unwrap_or_default();
+        let name = if m.this { format!("{} *", text(Some(&m.name))) } else { text(Some(&m.name)) };
+        let addresses: Vec<String> = m.addresses.iter().map(|a| text(Some(a))).collect();
         let addresses =
             if addresses.is_empty() { "none known: it cannot be dialed".into() } else { addresses.join(" ") };
-        let sync = if m["status"] == "revoked" { "revoked".into() } else { text(&m["sync"]) };
+        let sync = if m.status == Standing::Revoked { "revoked".into() } else { text(Some(&m.sync)) };
         say!(
             "{name:<22} {:<8} {sync:<11} {:<8} {:<24} {:<36} {addresses}",
-            text(&m["role"]),
-            text(&m["version"]),
-            text(&m["last_seen"]),
-            text(&m["id"]),
+            m.role.as_str(),
+            text(m.version.as_deref()),
+            text(m.last_seen.as_deref()),
+            text(Some(&m.id)),
         )?;
     }
     say!("(* this machine)")?;
@@ -56,18 +57,24 @@ pub fn list(instance: &Instance, as_json: bool) -> anyhow::Result<()> {
 
 /// The rows `roost machines` shows when the gateway is not running: what
 /// the registry holds, and nothing live.
-fn offline_rows(instance: &Instance) -> anyhow::Result<Vec<Value>> {
+fn offline_rows(instance: &Instance) -> anyhow::Result<Vec<MachineRow>> {
     let entries = instance.open_store()?.instances()?;
     let names = roost_store::registry::display_names(&entries);
     Ok(entries
-        .iter()
+        .into_iter()
         .map(|e| {
             let this = e.id == instance.id;
-            json!({
-                "id": e.id, "name": names[&e.id], "this": this, "role": "unknown",
-                "addresses": e.addresses, "sync": if this { "this machine" } else { "not running" },
-                "version": e.version, "last_seen": e.last_seen, "status": e.status,
-            })
+            MachineRow {
+                name: names[&e.id].clone(),
+                this,
+                role: MachinePart::Unknown,
+                addresses: e.addresses,
+                sync: if this { "this machine" } else { "not running" }.into(),
+                version: e.version,
+                last_seen: e.last_seen,
+                status: e.status,
+                id: e.id,
+            }
         })
         .collect())
 }

@@ -36,6 +36,8 @@ mod pair;
 pub mod sessions;
 mod sync_api;
 
+pub use machines_api::{MachinePart, MachineRow};
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};

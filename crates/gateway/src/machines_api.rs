@@ -7,7 +7,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use roost_machine::Reloaded;
@@ -22,16 +22,42 @@ pub(crate) fn routes(state: Arc<AppState>) -> Router {
     Router::new().route("/api/v1/machines", get(machines)).route("/api/v1/local/reload", post(reload)).with_state(state)
 }
 
-/// One row of `roost machines`.
-#[derive(Debug, Serialize)]
-pub(crate) struct MachineRow {
+/// The part a machine plays in the role, as this machine sees it now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MachinePart {
+    Awake,
+    Standby,
+    Witness,
+    /// Heard from, not a voter yet.
+    Joining,
+    Left,
+    /// Not heard from (or the gateway is not running).
+    Unknown,
+}
+
+impl MachinePart {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MachinePart::Awake => "awake",
+            MachinePart::Standby => "standby",
+            MachinePart::Witness => "witness",
+            MachinePart::Joining => "joining",
+            MachinePart::Left => "left",
+            MachinePart::Unknown => "unknown",
+        }
+    }
+}
+
+/// One row of `roost machines`, as `/api/v1/machines` answers it and the
+/// CLI reads it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MachineRow {
     pub id: String,
     /// The name, with the end of the id when another machine shares it.
     pub name: String,
     pub this: bool,
-    /// awake, standby, witness, joining (heard, not a voter yet), left, or
-    /// unknown (not heard from).
-    pub role: &'static str,
+    pub role: MachinePart,
     pub addresses: Vec<String>,
     /// Replication with it now; `this machine` for this one.
     pub sync: String,
@@ -57,17 +83,17 @@ async fn machines(State(state): State<Arc<AppState>>) -> Result<Json<Value>, Api
             let seen = heard(&e.id);
             let flag = |name: &str| seen.as_ref().is_some_and(|p| p[name] == true);
             let role = if holder == Some(e.id.as_str()) {
-                "awake"
+                MachinePart::Awake
             } else if (this && lease["part"] == "witness") || flag("witness") {
-                "witness"
+                MachinePart::Witness
             } else if flag("leaving") {
-                "left"
+                MachinePart::Left
             } else if voters.contains(&e.id.as_str()) {
-                "standby"
+                MachinePart::Standby
             } else if this || seen.is_some() {
-                "joining"
+                MachinePart::Joining
             } else {
-                "unknown"
+                MachinePart::Unknown
             };
             let sync = if this {
                 "this machine".to_string()
