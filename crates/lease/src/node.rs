@@ -286,11 +286,16 @@ struct Holding {
     backed_by: Option<ViewId>,
 }
 
+/// The part this machine plays now: one at a time, so a holder is never also
+/// asking for the lease or yielding it.
 #[derive(Debug, Clone)]
 enum Role {
     Standby,
     Acquiring(Attempt),
     Awake(Holding),
+    /// Handed over: no longer acting, waiting for the voters to confirm the
+    /// release before telling the target.
+    Yielding(Yielding),
 }
 
 /// The holder's side after the ack: released, waiting for voters to confirm.
@@ -311,13 +316,36 @@ enum Stage {
     Acked,
 }
 
-/// The target's side of a handoff.
+/// The target's side of a handoff: how far it got, and until when the
+/// current stage may take.
 #[derive(Debug, Clone)]
-struct Incoming {
+struct HandoffIn {
     holder: NodeId,
     epoch: u64,
     stage: Stage,
     deadline: Duration,
+}
+
+/// A `roost wakeup` (or a handoff this machine was chosen for) waiting for
+/// this machine to become awake.
+#[derive(Debug, Clone)]
+struct Wakeup {
+    deadline: Duration,
+    /// The holder that refused to hand over, and why: it is not asked again
+    /// within this wakeup, and its answer is reported if the wakeup fails.
+    refusal: Option<Refused>,
+}
+
+#[derive(Debug, Clone)]
+struct Refused {
+    holder: Ballot,
+    reason: String,
+}
+
+impl Wakeup {
+    fn refused(&self, holder: &Ballot) -> bool {
+        self.refusal.as_ref().is_some_and(|r| r.holder == *holder)
+    }
 }
 
 pub struct Node {
@@ -349,14 +377,8 @@ pub struct Node {
     /// This input changed the voter state: answers to this machine go
     /// through the shell, which holds them until the state is stored.
     unstored: bool,
-    incoming: Option<Incoming>,
-    yielding: Option<Yielding>,
-    /// A wakeup waiting for this node to become awake, until the deadline.
-    wakeup: Option<Duration>,
-    /// Why the last machine asked for a handoff said no, for the report.
-    last_refusal: Option<String>,
-    /// The holder (and epoch) that last refused this wakeup.
-    refused_by: Option<Ballot>,
+    handoff_in: Option<HandoffIn>,
+    wakeup: Option<Wakeup>,
     loopback: VecDeque<(NodeId, Message)>,
     actions: Vec<Action>,
 }
@@ -390,11 +412,8 @@ impl Node {
             leaving: None,
             held: 0,
             unstored: false,
-            incoming: None,
-            yielding: None,
+            handoff_in: None,
             wakeup: None,
-            last_refusal: None,
-            refused_by: None,
             loopback: VecDeque::new(),
             actions: Vec::new(),
         }
@@ -459,7 +478,7 @@ impl Node {
     /// Whether this node, the target of a handoff at `epoch`, waits for its
     /// log to catch up with the holder's head.
     pub fn awaits_log(&self, epoch: u64) -> bool {
-        self.incoming.as_ref().is_some_and(|i| i.epoch == epoch && i.stage == Stage::CatchingUp)
+        self.handoff_in.as_ref().is_some_and(|i| i.epoch == epoch && i.stage == Stage::CatchingUp)
     }
 
     /// The highest round this node has seen promised or granted.
@@ -501,7 +520,7 @@ impl Node {
                 }
             }
             Input::ExternalReleased { epoch } => {
-                if self.yielding.as_ref().is_some_and(|y| y.ballot.round == epoch) {
+                if matches!(&self.role, Role::Yielding(y) if y.ballot.round == epoch) {
                     self.finish_yield(now);
                 }
             }
@@ -513,12 +532,16 @@ impl Node {
         std::mem::take(&mut self.actions)
     }
 
-    /// One role at a time: a holder is neither yielding its lease nor taking
-    /// one in a handoff, and a machine that may not hold the role holds none.
+    /// One role at a time: a holder (or a machine yielding the role) is not
+    /// also taking one in a handoff, and a machine that may not hold the role
+    /// holds none. Holding, acquiring and yielding exclude each other by
+    /// [`Role`].
     fn assert_one_role(&self) {
+        if let Role::Yielding(_) = &self.role {
+            assert!(self.handoff_in.is_none(), "a machine yielding the role is not also taking it in a handoff");
+        }
         if let Role::Awake(holding) = &self.role {
-            assert!(self.yielding.is_none(), "a holder is not also yielding a lease");
-            assert!(self.incoming.is_none(), "a holder is not also taking the role in a handoff");
+            assert!(self.handoff_in.is_none(), "a holder is not also taking the role in a handoff");
             assert!(!self.config.witness, "a witness never holds the role");
             assert!(holding.ballot.node == self.config.me, "a holder holds its own ballot");
         }
@@ -589,7 +612,7 @@ impl Node {
         {
             self.abandon(Duration::ZERO, now);
         }
-        if matches!(self.role, Role::Standby) && self.eligible() && self.incoming.is_none() && self.yielding.is_none() {
+        if matches!(self.role, Role::Standby) && self.eligible() && self.handoff_in.is_none() {
             // A pending wakeup tries whatever this node believes: the voters decide.
             if self.wakeup.is_none() && self.believed_holder(now).is_some() {
                 self.free_since = None;
@@ -635,12 +658,12 @@ impl Node {
             self.actions.push(Action::Resume { epoch });
             self.actions.push(Action::HandoffFailed { reason });
         }
-        if self.yielding.as_ref().is_some_and(|y| now >= y.deadline) {
+        if matches!(&self.role, Role::Yielding(y) if now >= y.deadline) {
             // Voters were slow to confirm the release; the target takes the
             // lease once their copies of it run out.
             self.finish_yield(now);
         }
-        if let Some(incoming) = self.incoming.take_if(|i| now >= i.deadline) {
+        if let Some(incoming) = self.handoff_in.take_if(|i| now >= i.deadline) {
             let stage = match incoming.stage {
                 Stage::Asked => "for the holder to begin",
                 Stage::CatchingUp => "for this machine's log to catch up",
@@ -651,10 +674,9 @@ impl Node {
             self.wakeup = None;
             self.actions.push(Action::HandoffFailed { reason });
         }
-        if self.wakeup.is_some_and(|deadline| now >= deadline) {
-            self.wakeup = None;
-            let reason = if let Some(refusal) = self.last_refusal.take() {
-                refusal
+        if let Some(wakeup) = self.wakeup.take_if(|w| now >= w.deadline) {
+            let reason = if let Some(refusal) = wakeup.refusal {
+                format!("{} refused: {}", refusal.holder.node, refusal.reason)
             } else if self.voters() < 3 && self.voters_heard(now) < self.majority() {
                 "no majority of voters is reachable (a chain of two voters needs both; add a witness or use --force)"
                     .into()
@@ -670,6 +692,7 @@ impl Node {
     // Acquiring.
 
     fn attempt(&mut self, force: bool, now: Duration) {
+        assert!(!matches!(self.role, Role::Yielding(_)), "a machine yielding the role does not ask for it");
         let req = self.fresh_req();
         let round = self.max_round.max(self.acceptor.durable().promised.as_ref().map_or(0, |b| b.round)) + 1;
         let ballot = Ballot::new(round, &self.config.me);
@@ -838,7 +861,7 @@ impl Node {
                 // A wakeup that finds a live holder asks it for a handoff.
                 let holder = match &why {
                     Refusal::Open { holder, .. } if !attempt.force && holder.node != self.config.me => {
-                        self.wakeup.is_some().then(|| holder.clone()).filter(|h| self.refused_by.as_ref() != Some(h))
+                        self.wakeup.as_ref().filter(|w| !w.refused(holder)).map(|_| holder.clone())
                     }
                     _ => None,
                 };
@@ -877,9 +900,11 @@ impl Node {
     }
 
     fn sleep(&mut self, reason: &str, now: Duration) {
-        let Role::Awake(holding) = std::mem::replace(&mut self.role, Role::Standby) else { return };
-        self.actions.push(Action::Asleep { epoch: holding.ballot.round, reason: reason.to_string() });
-        if holding.outgoing.is_some() {
+        let Role::Awake(holding) = &self.role else { return };
+        let (epoch, handing_off) = (holding.ballot.round, holding.outgoing.is_some());
+        self.role = Role::Standby;
+        self.actions.push(Action::Asleep { epoch, reason: reason.to_string() });
+        if handing_off {
             self.actions.push(Action::HandoffFailed { reason: format!("the lease was lost: {reason}") });
         }
         self.next_attempt = now + self.jitter(Duration::from_millis(150));
@@ -917,7 +942,7 @@ impl Node {
                 return self.abandon(Duration::ZERO, now);
             }
             let held = Ballot::new(epoch, &holder);
-            if self.wakeup.is_some() && self.refused_by.as_ref() != Some(&held) {
+            if self.wakeup.as_ref().is_some_and(|w| !w.refused(&held)) {
                 // A wakeup that finds a live holder asks it for a handoff.
                 self.role = Role::Standby;
                 return self.ask_for_handoff(&holder, epoch, now);
@@ -1045,10 +1070,8 @@ impl Node {
             Role::Awake(holding) if holding.ballot.round >= epoch && admitted => holding.renewals.clear(),
             Role::Awake(_) => self.sleep(&format!("a holder of a later epoch ({epoch}) changed the voters"), now),
             Role::Acquiring(_) => self.abandon(Duration::ZERO, now),
+            Role::Yielding(yielding) => yielding.released.clear(),
             Role::Standby => {}
-        }
-        if let Some(yielding) = &mut self.yielding {
-            yielding.released.clear();
         }
     }
 
@@ -1185,10 +1208,8 @@ impl Node {
         }
         let ballot = holding.ballot.clone();
         self.actions.push(Action::Asleep { epoch: mine, reason: format!("handed over to {from}") });
-        self.role = Role::Standby;
-        self.announce(now);
         let req = self.fresh_req();
-        self.yielding = Some(Yielding {
+        self.role = Role::Yielding(Yielding {
             target: from.to_string(),
             ballot: ballot.clone(),
             req,
@@ -1196,6 +1217,7 @@ impl Node {
             deadline: now + self.config.handoff_timeout,
             leaving: outgoing.leaving,
         });
+        self.announce(now);
         self.left |= outgoing.leaving;
         match self.config.grantor {
             Grantor::Quorum => self.broadcast(Message::Release { req, ballot, successor: Some(from.to_string()) }),
@@ -1205,7 +1227,10 @@ impl Node {
 
     fn on_released(&mut self, from: &str, req: u64, now: Duration) {
         let majority = self.majority();
-        let Some(yielding) = self.yielding.as_mut().filter(|y| y.req == req) else { return };
+        let Role::Yielding(yielding) = &mut self.role else { return };
+        if yielding.req != req {
+            return;
+        }
         yielding.released.insert(from.to_string());
         if yielding.released.len() >= majority {
             self.finish_yield(now);
@@ -1213,10 +1238,11 @@ impl Node {
     }
 
     fn finish_yield(&mut self, now: Duration) {
-        let Some(yielding) = self.yielding.take() else { return };
-        let epoch = yielding.ballot.round;
-        self.send(&yielding.target, Message::HandoffYield { epoch });
-        if yielding.leaving {
+        let Role::Yielding(yielding) = &self.role else { return };
+        let (target, epoch, leaving) = (yielding.target.clone(), yielding.ballot.round, yielding.leaving);
+        self.role = Role::Standby;
+        self.send(&target, Message::HandoffYield { epoch });
+        if leaving {
             self.start_leaving(now);
         }
     }
@@ -1260,19 +1286,20 @@ impl Node {
         if self.config.witness {
             return self.actions.push(Action::HandoffFailed { reason: "a witness never takes the role".into() });
         }
-        if self.yielding.is_some() {
+        if matches!(self.role, Role::Yielding(_)) {
             let reason = "this machine is handing the role to another right now; ask again in a moment";
             return self.actions.push(Action::HandoffFailed { reason: reason.into() });
         }
         self.left = false;
         self.leaving = None;
-        self.last_refusal = None;
-        self.refused_by = None;
+        if let Some(pending) = &mut self.wakeup {
+            pending.refusal = None;
+        }
         if let Some(epoch) = self.acting_epoch() {
             return self.actions.push(Action::HandoffDone { holder: Some(self.config.me.clone()), epoch });
         }
         // A new wakeup replaces one still waiting for a holder's handoff.
-        if let Some(earlier) = self.incoming.take() {
+        if let Some(earlier) = self.handoff_in.take() {
             let reason = "this machine's wakeup was asked again".to_string();
             self.send(&earlier.holder, Message::HandoffAbort { epoch: earlier.epoch, reason });
         }
@@ -1283,7 +1310,7 @@ impl Node {
                           (or take the role with --force when the others are really down)";
             return self.actions.push(Action::HandoffFailed { reason: reason.into() });
         }
-        self.wakeup = Some(now + self.config.handoff_timeout * 2);
+        self.wakeup = Some(Wakeup { deadline: now + self.config.handoff_timeout * 2, refusal: None });
         match self.believed_holder(now) {
             Some((holder, epoch)) if !force && holder != self.config.me => self.ask_for_handoff(&holder, epoch, now),
             _ => self.attempt(force, now),
@@ -1309,7 +1336,7 @@ impl Node {
 
     fn ask_for_handoff(&mut self, holder: &str, epoch: u64, now: Duration) {
         let deadline = now + self.config.handoff_timeout;
-        self.incoming = Some(Incoming { holder: holder.to_string(), epoch, stage: Stage::Asked, deadline });
+        self.handoff_in = Some(HandoffIn { holder: holder.to_string(), epoch, stage: Stage::Asked, deadline });
         self.send(holder, Message::HandoffAsk { epoch });
     }
 
@@ -1333,10 +1360,10 @@ impl Node {
     }
 
     fn on_handoff_begin(&mut self, from: &str, epoch: u64, head: Heads, now: Duration) {
-        let expected = match &self.incoming {
+        let expected = match &self.handoff_in {
             Some(i) => i.holder == from && i.epoch == epoch && i.stage == Stage::Asked,
             // Unasked: the holder is leaving and chose this machine.
-            None => !matches!(self.role, Role::Awake(_)) && self.eligible() && self.yielding.is_none(),
+            None => matches!(self.role, Role::Standby | Role::Acquiring(_)) && self.eligible(),
         };
         if !expected {
             let reason = "this machine is not waiting for that handoff".to_string();
@@ -1344,7 +1371,7 @@ impl Node {
         }
         self.max_round = self.max_round.max(epoch);
         self.role = Role::Standby;
-        self.incoming = Some(Incoming {
+        self.handoff_in = Some(HandoffIn {
             holder: from.to_string(),
             epoch,
             stage: Stage::CatchingUp,
@@ -1354,7 +1381,8 @@ impl Node {
     }
 
     fn caught_up(&mut self, epoch: u64, head: Heads) {
-        let Some(incoming) = self.incoming.as_mut().filter(|i| i.epoch == epoch && i.stage == Stage::CatchingUp) else {
+        let Some(incoming) = self.handoff_in.as_mut().filter(|i| i.epoch == epoch && i.stage == Stage::CatchingUp)
+        else {
             return;
         };
         incoming.stage = Stage::Acked;
@@ -1363,12 +1391,12 @@ impl Node {
     }
 
     fn on_handoff_yield(&mut self, from: &str, epoch: u64, now: Duration) {
-        if !self.incoming.as_ref().is_some_and(|i| i.holder == from && i.epoch == epoch && i.stage == Stage::Acked) {
+        if !self.handoff_in.as_ref().is_some_and(|i| i.holder == from && i.epoch == epoch && i.stage == Stage::Acked) {
             return;
         }
-        self.incoming = None;
+        self.handoff_in = None;
         self.max_round = self.max_round.max(epoch);
-        self.wakeup.get_or_insert(now + self.config.handoff_timeout);
+        self.wakeup.get_or_insert(Wakeup { deadline: now + self.config.handoff_timeout, refusal: None });
         self.attempt(false, now);
     }
 
@@ -1381,18 +1409,19 @@ impl Node {
                 self.actions.push(Action::HandoffFailed { reason: format!("{from} refused: {reason}") });
             }
         }
-        let Some(incoming) = self.incoming.take_if(|i| i.holder == from && i.epoch == epoch) else { return };
-        let reason = format!("{from} refused: {reason}");
-        if incoming.stage == Stage::Asked && self.wakeup.is_some_and(|deadline| now < deadline) {
-            // Asked a machine that no longer holds the role: try for the
-            // lease at the next tick; it is either free or names the real
-            // holder (never this one again, so the two cannot ping-pong).
-            self.last_refusal = Some(reason);
-            self.refused_by = Some(Ballot::new(epoch, from));
-            self.next_attempt = now + self.jitter(Duration::from_millis(20));
-        } else {
-            self.wakeup = None;
-            self.actions.push(Action::HandoffFailed { reason });
+        let Some(incoming) = self.handoff_in.take_if(|i| i.holder == from && i.epoch == epoch) else { return };
+        match &mut self.wakeup {
+            Some(wakeup) if incoming.stage == Stage::Asked && now < wakeup.deadline => {
+                // Asked a machine that no longer holds the role: try for the
+                // lease at the next tick; it is either free or names the real
+                // holder (never this one again, so the two cannot ping-pong).
+                wakeup.refusal = Some(Refused { holder: Ballot::new(epoch, from), reason });
+                self.next_attempt = now + self.jitter(Duration::from_millis(20));
+            }
+            _ => {
+                self.wakeup = None;
+                self.actions.push(Action::HandoffFailed { reason: format!("{from} refused: {reason}") });
+            }
         }
     }
 
@@ -1434,7 +1463,7 @@ impl Node {
             Role::Awake(h) if h.outgoing.is_some() => LeaseRole::HandingOff,
             Role::Awake(_) => LeaseRole::Awake,
             Role::Acquiring(_) => LeaseRole::Acquiring,
-            Role::Standby => LeaseRole::Standby,
+            Role::Standby | Role::Yielding(_) => LeaseRole::Standby,
         };
         let voters = self.voters();
         let heard = self.voters_heard(now);
