@@ -13,6 +13,7 @@ pub mod clock;
 pub mod events;
 mod link;
 mod state;
+pub mod words;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -26,7 +27,10 @@ use tokio::sync::{mpsc, oneshot};
 
 use roost_core::protocol::Heads;
 use roost_instance::Instance;
-use roost_lease::{Action, Config, Effect, Envelope, Grantor, Input, Node, NodeId, Shell, Tenure, View};
+use roost_lease::{
+    Action, Config, Effect, Envelope, ExternalAnswer, ExternalRequest, Grantor, Input, Node, NodeId, Shell, Tenure,
+    View,
+};
 use roost_store::{InstanceEntry, Store};
 use roost_sync::{PeerState, SyncService};
 use roost_tasks::Tasks;
@@ -554,7 +558,8 @@ impl Driver {
                 Action::Asleep { epoch, reason } => {
                     // It stopped acting when its lease ran out, if that came first.
                     let until = self.lease_end.map_or(now, |end| end.min(now));
-                    let event = json!({"event": "asleep", "epoch": epoch, "node": self.me, "reason": reason,
+                    let event = json!({"event": "asleep", "epoch": epoch, "node": self.me,
+                                       "reason": words::asleep(&reason),
                                        "until_ns": until.as_nanos() as u64});
                     self.events.record(event, now);
                 }
@@ -577,14 +582,15 @@ impl Driver {
                     }
                 }
                 Action::HandoffFailed { reason } => {
+                    let reason = words::handoff_failure(&reason);
                     self.events.record(json!({"event": "handoff-failed", "node": self.me, "reason": reason}), now);
                     if let Some(reply) = self.pending.take() {
                         let _ = reply.send(Err(CommandError::Refused(reason)));
                     }
                 }
-                Action::ExternalAcquire { req } => self.etcd_acquire(req),
-                Action::ExternalRenew { req, epoch } => self.etcd_renew(req, epoch),
-                Action::ExternalRelease { epoch } => self.etcd_release(epoch),
+                Action::External(ExternalRequest::Acquire { req }) => self.etcd_acquire(req),
+                Action::External(ExternalRequest::Renew { req, epoch }) => self.etcd_renew(req, epoch),
+                Action::External(ExternalRequest::Release { epoch }) => self.etcd_release(epoch),
             }
         }
     }
@@ -630,19 +636,19 @@ impl Driver {
             (self.etcd(), self.grants.clone(), self.internal.clone(), self.me.clone(), self.ttl);
         self.tasks.spawn(async move {
             let sent_at = clock::now();
-            let input = match etcd.acquire(&me, ttl).await {
+            let answer = match etcd.acquire(&me, ttl).await {
                 Ok(roost_etcd::Acquire::Granted(grant)) => {
                     let epoch = grant.epoch;
                     grants.lock().expect("etcd grants poisoned").insert(epoch, grant);
-                    Input::ExternalGranted { req, epoch, sent_at }
+                    ExternalAnswer::Granted { req, epoch, sent_at }
                 }
-                Ok(roost_etcd::Acquire::Held { holder, epoch }) => Input::ExternalHeld { req, holder, epoch },
+                Ok(roost_etcd::Acquire::Held { holder, epoch }) => ExternalAnswer::Held { req, holder, epoch },
                 Err(e) => {
                     tracing::warn!(error = %e, "etcd did not grant the lease");
-                    Input::ExternalFailed { req }
+                    ExternalAnswer::Failed { req }
                 }
             };
-            let _ = internal.send(Fact::Input(input)).await;
+            let _ = internal.send(Fact::Input(Input::External(answer))).await;
         });
     }
 
@@ -651,13 +657,13 @@ impl Driver {
         let (etcd, internal) = (self.etcd(), self.internal.clone());
         self.tasks.spawn(async move {
             let sent_at = clock::now();
-            let input = match etcd.renew(&grant).await {
-                Ok(true) => Input::ExternalRenewed { req, sent_at },
-                Ok(false) => Input::ExternalLost { req },
+            let answer = match etcd.renew(&grant).await {
+                Ok(true) => ExternalAnswer::Renewed { req, sent_at },
+                Ok(false) => ExternalAnswer::Lost { req },
                 // Unconfirmed: the holder stops when its lease runs out.
                 Err(e) => return tracing::warn!(error = %e, "etcd did not renew the lease"),
             };
-            let _ = internal.send(Fact::Input(input)).await;
+            let _ = internal.send(Fact::Input(Input::External(answer))).await;
         });
     }
 
@@ -670,7 +676,7 @@ impl Driver {
             {
                 tracing::warn!(error = %e, "etcd did not release the lease; it ends at its TTL");
             }
-            let _ = internal.send(Fact::Input(Input::ExternalReleased { epoch })).await;
+            let _ = internal.send(Fact::Input(Input::External(ExternalAnswer::Released { epoch }))).await;
         });
     }
 
@@ -694,8 +700,8 @@ impl Driver {
             })).collect::<Vec<_>>(),
             "view": status.view.map(|v| v.to_string()),
             "voters_heard": status.voters_heard,
-            "failover": status.failover,
-            "not_eligible": status.not_eligible,
+            "failover": words::failover(&status.failover),
+            "not_eligible": status.not_eligible.as_ref().map(words::not_eligible),
             "lease_left_ms": status.lease_left.map(|d| d.as_millis() as u64),
             "ttl_ms": self.ttl.as_millis() as u64,
             "protocol": roost_lease::PROTOCOL_VERSION,

@@ -14,16 +14,21 @@ use roost_core::protocol::Heads;
 use crate::acceptor::{Acceptor, Durable};
 use crate::ballot::{Ballot, NodeId};
 use crate::message::{Envelope, Message, Refusal};
+use crate::report::{Abort, Failover, HandoffFailure, NotEligible, SleepReason, Stage};
 use crate::tenure::Tenure;
 use crate::view::{View, ViewId};
+
+mod external;
+
+pub use external::{ExternalAnswer, ExternalRequest};
 
 /// Where grants come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Grantor {
     /// A majority of `voters` (PaxosLease).
     Quorum,
-    /// Something linearizable outside, such as etcd: the shell performs the
-    /// [`Action::ExternalAcquire`]-style actions and reports back.
+    /// Something linearizable outside, such as etcd: the shell carries out
+    /// [`Action::External`] and reports the answers ([`Input::External`]).
     External,
 }
 
@@ -90,29 +95,8 @@ pub enum Input {
         epoch: u64,
         head: Heads,
     },
-    ExternalGranted {
-        req: u64,
-        epoch: u64,
-        sent_at: Duration,
-    },
-    ExternalHeld {
-        req: u64,
-        holder: NodeId,
-        epoch: u64,
-    },
-    ExternalFailed {
-        req: u64,
-    },
-    ExternalRenewed {
-        req: u64,
-        sent_at: Duration,
-    },
-    ExternalLost {
-        req: u64,
-    },
-    ExternalReleased {
-        epoch: u64,
-    },
+    /// The lease server's answer to an [`Action::External`] request.
+    External(ExternalAnswer),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -130,7 +114,7 @@ pub enum Action {
     /// Stop acting now.
     Asleep {
         epoch: u64,
-        reason: String,
+        reason: SleepReason,
     },
     /// The holder stops taking new work (a handoff began)…
     Pause {
@@ -154,18 +138,10 @@ pub enum Action {
         epoch: u64,
     },
     HandoffFailed {
-        reason: String,
+        reason: HandoffFailure,
     },
-    ExternalAcquire {
-        req: u64,
-    },
-    ExternalRenew {
-        req: u64,
-        epoch: u64,
-    },
-    ExternalRelease {
-        epoch: u64,
-    },
+    /// Ask the lease server, and report its answer with [`Input::External`].
+    External(ExternalRequest),
 }
 
 /// The part a machine plays in the role now, as `roost status` shows it.
@@ -210,9 +186,9 @@ pub struct Status {
     /// Voters (this one included) heard from within a TTL.
     pub voters_heard: usize,
     /// Whether a failover could happen now, and if not, why.
-    pub failover: String,
+    pub failover: Failover,
     /// Why this machine cannot take the role, if it cannot.
-    pub not_eligible: Option<String>,
+    pub not_eligible: Option<NotEligible>,
     /// How long the held lease has left.
     pub lease_left: Option<Duration>,
 }
@@ -307,13 +283,6 @@ struct Yielding {
     released: BTreeSet<NodeId>,
     deadline: Duration,
     leaving: bool,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Stage {
-    Asked,
-    CatchingUp,
-    Acked,
 }
 
 /// The target's side of a handoff: how far it got, and until when the
@@ -506,24 +475,7 @@ impl Node {
             Input::LogCaughtUp(done) => self.log_caught_up = done,
             Input::Head(head) => self.head(head),
             Input::CaughtUp { epoch, head } => self.caught_up(epoch, head),
-            Input::ExternalGranted { req, epoch, sent_at } => self.external_granted(req, epoch, sent_at, now),
-            Input::ExternalHeld { req, holder, epoch } => self.external_held(req, holder, epoch, now),
-            Input::ExternalFailed { req } => {
-                if matches!(&self.role, Role::Acquiring(a) if a.req == req) {
-                    self.abandon(Duration::ZERO, now);
-                }
-            }
-            Input::ExternalRenewed { req, sent_at } => self.external_renewed(req, sent_at),
-            Input::ExternalLost { req } => {
-                if matches!(&self.role, Role::Awake(h) if h.renewals.iter().any(|r| r.req == req)) {
-                    self.sleep("the lease server says the lease is gone", now);
-                }
-            }
-            Input::ExternalReleased { epoch } => {
-                if matches!(&self.role, Role::Yielding(y) if y.ballot.round == epoch) {
-                    self.finish_yield(now);
-                }
-            }
+            Input::External(answer) => self.on_external(answer, now),
         }
         while let Some((from, message)) = self.loopback.pop_front() {
             self.on_message(&from, message, now);
@@ -586,6 +538,11 @@ impl Node {
         }
     }
 
+    /// Abandons (or refuses) the handoff of `epoch` with `to`, saying why.
+    fn abort(&mut self, to: &str, epoch: u64, why: &Abort) {
+        self.send(to, Message::HandoffAbort { epoch, reason: why.to_string() });
+    }
+
     /// Every other machine this node knows: the voters and the registry's.
     fn peers(&self) -> Vec<NodeId> {
         let voters = self.voter_list();
@@ -629,7 +586,7 @@ impl Node {
     fn holder_timers(&mut self, now: Duration) {
         let Role::Awake(holding) = &mut self.role else { return };
         if now >= holding.valid_until {
-            return self.sleep("its renewal was not confirmed in time", now);
+            return self.sleep(SleepReason::RenewalUnconfirmed, now);
         }
         if now < holding.last_renewal + self.config.tenure.renew_every() {
             return;
@@ -642,10 +599,7 @@ impl Node {
         if holding.renewals.len() > 3 {
             holding.renewals.remove(0);
         }
-        match self.config.grantor {
-            Grantor::Quorum => self.broadcast(Message::Propose { req, ballot, ttl: self.config.tenure.ttl }),
-            Grantor::External => self.actions.push(Action::ExternalRenew { req, epoch: ballot.round }),
-        }
+        self.ask_renewal(req, ballot);
     }
 
     fn handoff_timers(&mut self, now: Duration) {
@@ -653,10 +607,10 @@ impl Node {
             && let Some(outgoing) = holding.outgoing.take_if(|o| now >= o.deadline)
         {
             let epoch = holding.ballot.round;
-            let reason = format!("{} did not acknowledge the handoff in time", outgoing.target);
-            self.send(&outgoing.target.clone(), Message::HandoffAbort { epoch, reason: reason.clone() });
+            let why = Abort::TargetSilent(outgoing.target.clone());
+            self.abort(&outgoing.target, epoch, &why);
             self.actions.push(Action::Resume { epoch });
-            self.actions.push(Action::HandoffFailed { reason });
+            self.actions.push(Action::HandoffFailed { reason: HandoffFailure::Aborted(why) });
         }
         if matches!(&self.role, Role::Yielding(y) if now >= y.deadline) {
             // Voters were slow to confirm the release; the target takes the
@@ -664,28 +618,49 @@ impl Node {
             self.finish_yield(now);
         }
         if let Some(incoming) = self.handoff_in.take_if(|i| now >= i.deadline) {
-            let stage = match incoming.stage {
-                Stage::Asked => "for the holder to begin",
-                Stage::CatchingUp => "for this machine's log to catch up",
-                Stage::Acked => "for the holder to yield",
-            };
-            let reason = format!("the handoff timed out waiting {stage}");
-            self.send(&incoming.holder, Message::HandoffAbort { epoch: incoming.epoch, reason: reason.clone() });
+            let why = Abort::TimedOut(incoming.stage);
+            self.abort(&incoming.holder, incoming.epoch, &why);
             self.wakeup = None;
-            self.actions.push(Action::HandoffFailed { reason });
+            self.actions.push(Action::HandoffFailed { reason: HandoffFailure::Aborted(why) });
         }
         if let Some(wakeup) = self.wakeup.take_if(|w| now >= w.deadline) {
             let reason = if let Some(refusal) = wakeup.refusal {
-                format!("{} refused: {}", refusal.holder.node, refusal.reason)
+                HandoffFailure::Refused { by: refusal.holder.node, reason: refusal.reason }
             } else if self.voters() < 3 && self.voters_heard(now) < self.majority() {
-                "no majority of voters is reachable (a chain of two voters needs both; add a witness or use --force)"
-                    .into()
+                HandoffFailure::NoMajorityReachable
             } else if self.config.grantor == Grantor::External {
-                "the lease server did not grant the lease in time".into()
+                HandoffFailure::ExternalSilent
             } else {
-                "no majority of voters granted the lease in time".into()
+                HandoffFailure::NotGranted
             };
             self.actions.push(Action::HandoffFailed { reason });
+        }
+    }
+
+    // Where grants come from: the one place the node asks the voters or the
+    // lease server; the lease server's answers arrive in `external`.
+
+    fn ask_grant(&mut self, req: u64, ballot: Ballot, force: bool) {
+        match self.config.grantor {
+            Grantor::Quorum => self.broadcast(Message::Prepare { req, ballot, force }),
+            Grantor::External => self.actions.push(Action::External(ExternalRequest::Acquire { req })),
+        }
+    }
+
+    fn ask_renewal(&mut self, req: u64, ballot: Ballot) {
+        match self.config.grantor {
+            Grantor::Quorum => self.broadcast(Message::Propose { req, ballot, ttl: self.config.tenure.ttl }),
+            Grantor::External => {
+                self.actions.push(Action::External(ExternalRequest::Renew { req, epoch: ballot.round }))
+            }
+        }
+    }
+
+    /// Lets go of `ballot`'s lease; `successor` alone may take it next.
+    fn release(&mut self, req: u64, ballot: Ballot, successor: Option<NodeId>) {
+        match self.config.grantor {
+            Grantor::Quorum => self.broadcast(Message::Release { req, ballot, successor }),
+            Grantor::External => self.actions.push(Action::External(ExternalRequest::Release { epoch: ballot.round })),
         }
     }
 
@@ -705,10 +680,7 @@ impl Node {
             started: now,
             force,
         });
-        match self.config.grantor {
-            Grantor::Quorum => self.broadcast(Message::Prepare { req, ballot, force }),
-            Grantor::External => self.actions.push(Action::ExternalAcquire { req }),
-        }
+        self.ask_grant(req, ballot, force);
     }
 
     /// Gives up the current attempt and waits `wait` plus jitter (and, when
@@ -877,8 +849,8 @@ impl Node {
                 if let Refusal::Promised(b) = &why
                     && *b > holding.ballot
                 {
-                    let reason = format!("{from} promised a later epoch ({})", b.round);
-                    self.sleep(&reason, now);
+                    let reason = SleepReason::LaterPromise { voter: from.to_string(), epoch: b.round };
+                    self.sleep(reason, now);
                 }
             }
             _ => {}
@@ -889,78 +861,23 @@ impl Node {
         self.left = true;
         let Role::Awake(holding) = &self.role else { return };
         let ballot = holding.ballot.clone();
-        self.sleep("this machine is stopping", now);
-        match self.config.grantor {
-            Grantor::Quorum => {
-                let req = self.fresh_req();
-                self.broadcast(Message::Release { req, ballot, successor: None });
-            }
-            Grantor::External => self.actions.push(Action::ExternalRelease { epoch: ballot.round }),
-        }
+        self.sleep(SleepReason::Stopping, now);
+        let req = self.fresh_req();
+        self.release(req, ballot, None);
     }
 
-    fn sleep(&mut self, reason: &str, now: Duration) {
+    fn sleep(&mut self, reason: SleepReason, now: Duration) {
         let Role::Awake(holding) = &self.role else { return };
         let (epoch, handing_off) = (holding.ballot.round, holding.outgoing.is_some());
         self.role = Role::Standby;
-        self.actions.push(Action::Asleep { epoch, reason: reason.to_string() });
         if handing_off {
-            self.actions.push(Action::HandoffFailed { reason: format!("the lease was lost: {reason}") });
+            self.actions.push(Action::Asleep { epoch, reason: reason.clone() });
+            self.actions.push(Action::HandoffFailed { reason: HandoffFailure::LeaseLost(reason) });
+        } else {
+            self.actions.push(Action::Asleep { epoch, reason });
         }
         self.next_attempt = now + self.jitter(Duration::from_millis(150));
         self.announce(now);
-    }
-
-    // External grants (etcd).
-
-    fn external_granted(&mut self, req: u64, epoch: u64, sent_at: Duration, now: Duration) {
-        let Role::Acquiring(attempt) = &self.role else { return };
-        if attempt.req != req {
-            return;
-        }
-        // A grant must come with a greater epoch than any seen, and while
-        // the lease it grants can still be trusted here.
-        if epoch <= self.max_round || now >= sent_at + self.config.tenure.valid_for() {
-            return self.abandon(Duration::ZERO, now);
-        }
-        let holding = Holding {
-            ballot: Ballot::new(epoch, &self.config.me),
-            valid_until: sent_at + self.config.tenure.valid_for(),
-            forced: false,
-            last_renewal: sent_at,
-            renewals: Vec::new(),
-            outgoing: None,
-            backed_by: None,
-        };
-        self.become_awake(holding, now);
-    }
-
-    fn external_held(&mut self, req: u64, holder: NodeId, epoch: u64, now: Duration) {
-        self.max_round = self.max_round.max(epoch);
-        if matches!(&self.role, Role::Acquiring(a) if a.req == req) {
-            if holder == self.config.me {
-                return self.abandon(Duration::ZERO, now);
-            }
-            let held = Ballot::new(epoch, &holder);
-            if self.wakeup.as_ref().is_some_and(|w| !w.refused(&held)) {
-                // A wakeup that finds a live holder asks it for a handoff.
-                self.role = Role::Standby;
-                return self.ask_for_handoff(&holder, epoch, now);
-            }
-            // The server does not say how long the lease has left: ask
-            // again soon, so a lapse is noticed within a tenth of the TTL.
-            self.abandon(self.config.tenure.ttl / 10, now);
-        }
-    }
-
-    fn external_renewed(&mut self, req: u64, sent_at: Duration) {
-        let valid_for = self.config.tenure.valid_for();
-        if let Role::Awake(holding) = &mut self.role
-            && let Some(at) = holding.renewals.iter().position(|r| r.req == req)
-        {
-            holding.valid_until = holding.valid_until.max(sent_at + valid_for);
-            holding.renewals.drain(..=at);
-        }
     }
 
     // Messages.
@@ -1068,7 +985,7 @@ impl Node {
         }
         match &mut self.role {
             Role::Awake(holding) if holding.ballot.round >= epoch && admitted => holding.renewals.clear(),
-            Role::Awake(_) => self.sleep(&format!("a holder of a later epoch ({epoch}) changed the voters"), now),
+            Role::Awake(_) => self.sleep(SleepReason::VotersChanged { epoch }, now),
             Role::Acquiring(_) => self.abandon(Duration::ZERO, now),
             Role::Yielding(yielding) => yielding.released.clear(),
             Role::Standby => {}
@@ -1149,10 +1066,10 @@ impl Node {
         let Role::Awake(holding) = &self.role else { return };
         let mine = holding.ballot.round;
         if claimed > mine {
-            self.sleep(&format!("{from} holds a later epoch ({claimed})"), now);
+            self.sleep(SleepReason::LaterClaim { machine: from.to_string(), epoch: claimed }, now);
         } else if claimed == mine {
             // Two claims at one epoch: never wait it out, move past it.
-            self.sleep(&format!("{from} claims the same epoch ({claimed})"), now);
+            self.sleep(SleepReason::SameClaim { machine: from.to_string(), epoch: claimed }, now);
             self.attempt(false, now);
         }
         // A lower claim is stale: it never demotes a live holder.
@@ -1162,16 +1079,16 @@ impl Node {
 
     fn on_handoff_ask(&mut self, from: &str, epoch: u64, now: Duration) {
         let refuse = match &self.role {
-            Role::Awake(h) if h.ballot.round != epoch => Some(format!("this machine holds epoch {}", h.ballot.round)),
-            Role::Awake(h) if h.outgoing.is_some() => Some("a handoff is already under way".to_string()),
+            Role::Awake(h) if h.ballot.round != epoch => Some(Abort::HoldsEpoch(h.ballot.round)),
+            Role::Awake(h) if h.outgoing.is_some() => Some(Abort::AlreadyHandingOff),
             Role::Awake(_) if self.peers.get(from).is_some_and(|p| !p.eligible) => {
-                Some(format!("{from} is not eligible to take the role"))
+                Some(Abort::NotEligible(from.to_string()))
             }
             Role::Awake(_) => None,
-            _ => Some("this machine is not awake".to_string()),
+            _ => Some(Abort::NotAwake),
         };
         match refuse {
-            Some(reason) => self.send(from, Message::HandoffAbort { epoch, reason }),
+            Some(why) => self.abort(from, epoch, &why),
             None => self.begin_outgoing(from, false, now),
         }
     }
@@ -1198,16 +1115,15 @@ impl Node {
         let Some(outgoing) = holding.outgoing.take_if(|o| o.target == from) else { return };
         let mine = holding.ballot.round;
         if epoch != mine || outgoing.head.as_ref() != Some(&head) {
-            let reason = "the target acknowledged a different epoch or log head".to_string();
-            self.send(from, Message::HandoffAbort { epoch: mine, reason: reason.clone() });
+            self.abort(from, mine, &Abort::AckMismatch);
             self.actions.push(Action::Resume { epoch: mine });
             if outgoing.leaving {
-                self.actions.push(Action::HandoffFailed { reason });
+                self.actions.push(Action::HandoffFailed { reason: HandoffFailure::Aborted(Abort::AckMismatch) });
             }
             return;
         }
         let ballot = holding.ballot.clone();
-        self.actions.push(Action::Asleep { epoch: mine, reason: format!("handed over to {from}") });
+        self.actions.push(Action::Asleep { epoch: mine, reason: SleepReason::HandedOver { to: from.to_string() } });
         let req = self.fresh_req();
         self.role = Role::Yielding(Yielding {
             target: from.to_string(),
@@ -1219,10 +1135,7 @@ impl Node {
         });
         self.announce(now);
         self.left |= outgoing.leaving;
-        match self.config.grantor {
-            Grantor::Quorum => self.broadcast(Message::Release { req, ballot, successor: Some(from.to_string()) }),
-            Grantor::External => self.actions.push(Action::ExternalRelease { epoch: mine }),
-        }
+        self.release(req, ballot, Some(from.to_string()));
     }
 
     fn on_released(&mut self, from: &str, req: u64, now: Duration) {
@@ -1274,9 +1187,7 @@ impl Node {
             self.leaving = None;
             self.left = false;
             self.announce(now);
-            let reason = "no awake machine removed this one from the voters in time, so it stays one \
-                          (run `roost status` on another machine; a chain needs an awake machine to let one go)";
-            self.actions.push(Action::HandoffFailed { reason: reason.into() });
+            self.actions.push(Action::HandoffFailed { reason: HandoffFailure::NotRemoved });
         }
     }
 
@@ -1284,11 +1195,10 @@ impl Node {
 
     fn wakeup(&mut self, force: bool, now: Duration) {
         if self.config.witness {
-            return self.actions.push(Action::HandoffFailed { reason: "a witness never takes the role".into() });
+            return self.actions.push(Action::HandoffFailed { reason: HandoffFailure::Witness });
         }
         if matches!(self.role, Role::Yielding(_)) {
-            let reason = "this machine is handing the role to another right now; ask again in a moment";
-            return self.actions.push(Action::HandoffFailed { reason: reason.into() });
+            return self.actions.push(Action::HandoffFailed { reason: HandoffFailure::Yielding });
         }
         self.left = false;
         self.leaving = None;
@@ -1300,15 +1210,12 @@ impl Node {
         }
         // A new wakeup replaces one still waiting for a holder's handoff.
         if let Some(earlier) = self.handoff_in.take() {
-            let reason = "this machine's wakeup was asked again".to_string();
-            self.send(&earlier.holder, Message::HandoffAbort { epoch: earlier.epoch, reason });
+            self.abort(&earlier.holder, earlier.epoch, &Abort::AskedAgain);
         }
         if force {
             self.force_view(now);
         } else if !self.is_voter(&self.config.me) {
-            let reason = "this machine is not a voter yet: the awake machine admits it once it hears it \
-                          (or take the role with --force when the others are really down)";
-            return self.actions.push(Action::HandoffFailed { reason: reason.into() });
+            return self.actions.push(Action::HandoffFailed { reason: HandoffFailure::NotAVoter });
         }
         self.wakeup = Some(Wakeup { deadline: now + self.config.handoff_timeout * 2, refusal: None });
         match self.believed_holder(now) {
@@ -1353,9 +1260,7 @@ impl Node {
             .map(|(id, _)| id.clone());
         match target {
             Some(target) => self.begin_outgoing(&target, true, now),
-            None => self.actions.push(Action::HandoffFailed {
-                reason: "no eligible standby is reachable to take the role; this machine stays awake".into(),
-            }),
+            None => self.actions.push(Action::HandoffFailed { reason: HandoffFailure::NoStandby }),
         }
     }
 
@@ -1366,8 +1271,7 @@ impl Node {
             None => matches!(self.role, Role::Standby | Role::Acquiring(_)) && self.eligible(),
         };
         if !expected {
-            let reason = "this machine is not waiting for that handoff".to_string();
-            return self.send(from, Message::HandoffAbort { epoch, reason });
+            return self.abort(from, epoch, &Abort::NotWaiting);
         }
         self.max_round = self.max_round.max(epoch);
         self.role = Role::Standby;
@@ -1406,7 +1310,8 @@ impl Node {
         {
             self.actions.push(Action::Resume { epoch: holding.ballot.round });
             if outgoing.leaving {
-                self.actions.push(Action::HandoffFailed { reason: format!("{from} refused: {reason}") });
+                let reason = HandoffFailure::Refused { by: from.to_string(), reason: reason.clone() };
+                self.actions.push(Action::HandoffFailed { reason });
             }
         }
         let Some(incoming) = self.handoff_in.take_if(|i| i.holder == from && i.epoch == epoch) else { return };
@@ -1420,7 +1325,8 @@ impl Node {
             }
             _ => {
                 self.wakeup = None;
-                self.actions.push(Action::HandoffFailed { reason: format!("{from} refused: {reason}") });
+                let reason = HandoffFailure::Refused { by: from.to_string(), reason };
+                self.actions.push(Action::HandoffFailed { reason });
             }
         }
     }
@@ -1469,30 +1375,24 @@ impl Node {
         let heard = self.voters_heard(now);
         let majority = self.majority();
         let failover = if self.config.grantor == Grantor::External {
-            "automatic: the lease server decides".to_string()
+            Failover::External
         } else if voters == 0 {
-            "none yet: this machine holds no view of the voters; the awake machine sends it once it hears it".into()
+            Failover::NoView
         } else if voters < 3 {
-            format!(
-                "none: {voters} voter(s), and a majority needs all of them; run `roost witness` on a third device, \
-                 or take the role with `roost wakeup --force` only when the other machine is really down"
-            )
+            Failover::TooFewVoters { voters }
         } else if heard < majority {
-            format!("not now: {heard} of {voters} voters reachable, {majority} needed")
+            Failover::NotNow { heard, voters, majority }
         } else {
-            format!("automatic: {heard} of {voters} voters reachable")
+            Failover::Automatic { heard, voters }
         };
         let not_eligible = if self.config.witness {
-            Some("this machine is a witness: it votes and never takes the role".to_string())
+            Some(NotEligible::Witness)
         } else if self.left {
-            Some("this machine left the role; `roost wakeup` makes it eligible again".to_string())
-        } else if let Some((id, version)) = self.incompatible.iter().next() {
-            Some(format!(
-                "{id} speaks lease protocol {version} and this machine {}; upgrade both to the same version",
-                crate::PROTOCOL_VERSION
-            ))
+            Some(NotEligible::Left)
+        } else if let Some((peer, version)) = self.incompatible.iter().next() {
+            Some(NotEligible::Incompatible { peer: peer.clone(), version: *version })
         } else if !self.is_voter(&self.config.me) && self.config.grantor == Grantor::Quorum {
-            Some("not a voter yet: the awake machine admits this machine once it hears it".to_string())
+            Some(NotEligible::NotAVoter)
         } else {
             None
         };
