@@ -157,18 +157,6 @@ pub enum LeaseRole {
     Witness,
 }
 
-impl LeaseRole {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LeaseRole::Awake => "awake",
-            LeaseRole::HandingOff => "handing-off",
-            LeaseRole::Acquiring => "acquiring",
-            LeaseRole::Standby => "standby",
-            LeaseRole::Witness => "witness",
-        }
-    }
-}
-
 /// What a node believes, for `/health` and `roost status`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Status {
