@@ -337,6 +337,7 @@ impl Setup {
             protocol: roost_lease::PROTOCOL_VERSION,
             votes_stored,
             votes_error,
+            // Measured when the status is read: `AwakeService::status`.
             loop_lag_ms: 0,
             ok: true,
         }
