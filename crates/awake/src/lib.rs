@@ -13,6 +13,8 @@ pub mod clock;
 pub mod events;
 mod link;
 mod state;
+pub mod status;
+pub mod words;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -20,19 +22,25 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use iroh::Endpoint;
-use serde_json::{Value, json};
+use serde_json::json;
 use thiserror::Error;
 use tokio::sync::{mpsc, oneshot};
 
 use roost_core::protocol::Heads;
 use roost_instance::Instance;
-use roost_lease::{Action, Config, Effect, Envelope, Grantor, Input, Node, NodeId, Shell, Tenure, View};
+use roost_lease::{
+    Action, Config, Effect, Envelope, ExternalAnswer, ExternalRequest, Grantor, Input, Node, NodeId, Shell, Tenure,
+    View,
+};
 use roost_store::{InstanceEntry, Store};
 use roost_sync::{PeerState, SyncService};
 use roost_tasks::Tasks;
 
 pub use iroh::endpoint::Connection;
 pub use link::ALPN;
+pub use status::{LeaseReport, LeaseStatus, Part};
+
+use status::{AwakeRecord, Backend, Machine, PeerSeen, Role};
 
 /// How often the node's timers are checked.
 pub const TICK: Duration = Duration::from_millis(20);
@@ -102,15 +110,6 @@ type CommandReply = oneshot::Sender<Result<Settled, CommandError>>;
 /// How long a command waits for the lease loop to settle it.
 const COMMAND_WAIT: Duration = Duration::from_secs(10);
 
-/// Whether this machine may take the role.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Part {
-    /// A full machine: votes, and may become awake.
-    Machine,
-    /// `roost witness`: votes, holds no data, never awake.
-    Witness,
-}
-
 enum Command {
     Wakeup { force: bool, reply: CommandReply },
     Leave { reply: CommandReply },
@@ -119,7 +118,7 @@ enum Command {
 
 /// What the driver last published.
 struct Snapshot {
-    status: Value,
+    status: LeaseStatus,
     turned_at: Duration,
 }
 
@@ -176,6 +175,13 @@ impl AwakeService {
         }
         config.seed = now.as_nanos() as u64 ^ instance.id.bytes().fold(0u64, |h, b| h.rotate_left(5) ^ u64::from(b));
         let node = Node::new(config, durable, now);
+        let setup = Setup {
+            backend: if etcd.is_some() { Backend::Etcd } else { Backend::Quorum },
+            part,
+            ttl: Duration::from_millis(settings.ttl_ms),
+        };
+        let names = HashMap::from([(instance.id.clone(), instance.config.name.clone())]);
+        let starting = LeaseStatus { role: Role::Starting, ..setup.describe(&node, &names, true, None, now) };
 
         let tasks = Tasks::new();
         let (inbox_sender, inbox) = mpsc::channel(256);
@@ -185,7 +191,7 @@ impl AwakeService {
         let (roster_sender, roster) = mpsc::channel(1);
         let shared = Arc::new(Shared {
             commands: commands_sender,
-            snapshot: Mutex::new(Snapshot { status: json!({"role": "starting"}), turned_at: now }),
+            snapshot: Mutex::new(Snapshot { status: starting, turned_at: now }),
         });
         let accepting = links.clone();
         tasks.spawn(async move {
@@ -205,13 +211,12 @@ impl AwakeService {
             store,
             shell: Shell::new(node),
             links,
-            names: HashMap::from([(instance.id.clone(), instance.config.name.clone())]),
+            names,
             internal: internal_sender,
             pending: None,
             lease_end: None,
             shared: shared.clone(),
-            part,
-            ttl: Duration::from_millis(settings.ttl_ms),
+            setup,
             retired: false,
             etcd,
             grants: Arc::default(),
@@ -224,14 +229,14 @@ impl AwakeService {
     }
 
     /// What this machine believes about the role, with the loop's progress.
-    pub fn status(&self) -> Value {
+    pub fn status(&self) -> LeaseStatus {
         let snapshot = self.shared.snapshot.lock().expect("lease snapshot poisoned");
         let mut status = snapshot.status.clone();
         let lag = clock::now().saturating_sub(snapshot.turned_at);
-        status["loop_lag_ms"] = json!(lag.as_millis() as u64);
+        status.loop_lag_ms = lag.as_millis() as u64;
         // A stalled loop, or votes that cannot be stored: this machine
         // cannot play its part in the role.
-        status["ok"] = json!(lag < STALLED && status["votes_error"].is_null());
+        status.ok = lag < STALLED && status.votes_error.is_none();
         status
     }
 
@@ -279,6 +284,63 @@ impl AwakeService {
 impl Drop for AwakeService {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+/// What the published status says of this machine beyond the node's beliefs.
+struct Setup {
+    backend: Backend,
+    part: Part,
+    ttl: Duration,
+}
+
+impl Setup {
+    /// The status to publish: what `node` believes, with machines named from
+    /// `names` and how the voter state's writes fare.
+    fn describe(
+        &self,
+        node: &Node,
+        names: &HashMap<NodeId, String>,
+        votes_stored: bool,
+        votes_error: Option<String>,
+        now: Duration,
+    ) -> LeaseStatus {
+        let name = |id: &NodeId| names.get(id).cloned().unwrap_or_else(|| id.clone());
+        let status = node.status(now);
+        LeaseStatus {
+            backend: self.backend,
+            part: self.part,
+            role: status.role.into(),
+            holder: status.holder.as_ref().map(|id| Machine { id: id.clone(), name: name(id) }),
+            epoch: status.epoch,
+            claims_seen: status.claims_seen,
+            voters: status.voters,
+            voter_ids: status.voter_ids,
+            peers: status
+                .peers
+                .into_iter()
+                .map(|p| PeerSeen {
+                    name: name(&p.id),
+                    id: p.id,
+                    witness: p.witness,
+                    eligible: p.eligible,
+                    leaving: p.leaving,
+                    live: p.live,
+                })
+                .collect(),
+            view: status.view.map(|v| v.to_string()),
+            voters_heard: status.voters_heard,
+            failover: words::failover(&status.failover),
+            not_eligible: status.not_eligible.as_ref().map(words::not_eligible),
+            lease_left_ms: status.lease_left.map(|d| d.as_millis() as u64),
+            ttl_ms: self.ttl.as_millis() as u64,
+            protocol: roost_lease::PROTOCOL_VERSION,
+            votes_stored,
+            votes_error,
+            // Measured when the status is read: `AwakeService::status`.
+            loop_lag_ms: 0,
+            ok: true,
+        }
     }
 }
 
@@ -339,8 +401,7 @@ struct Driver {
     /// When the held lease runs out (or ran out), as last published.
     lease_end: Option<Duration>,
     shared: Arc<Shared>,
-    part: Part,
-    ttl: Duration,
+    setup: Setup,
     /// This machine was revoked here: it no longer takes the role.
     retired: bool,
     /// The etcd server that grants the lease, with `Grantor::External`.
@@ -554,7 +615,8 @@ impl Driver {
                 Action::Asleep { epoch, reason } => {
                     // It stopped acting when its lease ran out, if that came first.
                     let until = self.lease_end.map_or(now, |end| end.min(now));
-                    let event = json!({"event": "asleep", "epoch": epoch, "node": self.me, "reason": reason,
+                    let event = json!({"event": "asleep", "epoch": epoch, "node": self.me,
+                                       "reason": words::asleep(&reason),
                                        "until_ns": until.as_nanos() as u64});
                     self.events.record(event, now);
                 }
@@ -577,14 +639,15 @@ impl Driver {
                     }
                 }
                 Action::HandoffFailed { reason } => {
+                    let reason = words::handoff_failure(&reason);
                     self.events.record(json!({"event": "handoff-failed", "node": self.me, "reason": reason}), now);
                     if let Some(reply) = self.pending.take() {
                         let _ = reply.send(Err(CommandError::Refused(reason)));
                     }
                 }
-                Action::ExternalAcquire { req } => self.etcd_acquire(req),
-                Action::ExternalRenew { req, epoch } => self.etcd_renew(req, epoch),
-                Action::ExternalRelease { epoch } => self.etcd_release(epoch),
+                Action::External(ExternalRequest::Acquire { req }) => self.etcd_acquire(req),
+                Action::External(ExternalRequest::Renew { req, epoch }) => self.etcd_renew(req, epoch),
+                Action::External(ExternalRequest::Release { epoch }) => self.etcd_release(epoch),
             }
         }
     }
@@ -594,7 +657,8 @@ impl Driver {
     /// replicated log refuses it from any machine holding an older grant.
     fn record_awake(&self, epoch: u64) {
         let store = self.store.clone();
-        let value = json!({"holder": self.me, "name": self.name(&self.me), "epoch": epoch}).to_string();
+        let record = AwakeRecord { epoch, holder: self.me.clone(), name: self.name(&self.me) };
+        let value = serde_json::to_string(&record).expect("a record serializes");
         self.tasks.spawn(async move {
             let write = move || store.write_agent_state(AWAKE_KEY, &value, epoch);
             match roost_tasks::blocking("writing the awake record", IO_WAIT, write).await {
@@ -627,22 +691,22 @@ impl Driver {
     /// Asks etcd for the lease; the answer is timed from when it was asked.
     fn etcd_acquire(&self, req: u64) {
         let (etcd, grants, internal, me, ttl) =
-            (self.etcd(), self.grants.clone(), self.internal.clone(), self.me.clone(), self.ttl);
+            (self.etcd(), self.grants.clone(), self.internal.clone(), self.me.clone(), self.setup.ttl);
         self.tasks.spawn(async move {
             let sent_at = clock::now();
-            let input = match etcd.acquire(&me, ttl).await {
+            let answer = match etcd.acquire(&me, ttl).await {
                 Ok(roost_etcd::Acquire::Granted(grant)) => {
                     let epoch = grant.epoch;
                     grants.lock().expect("etcd grants poisoned").insert(epoch, grant);
-                    Input::ExternalGranted { req, epoch, sent_at }
+                    ExternalAnswer::Granted { req, epoch, sent_at }
                 }
-                Ok(roost_etcd::Acquire::Held { holder, epoch }) => Input::ExternalHeld { req, holder, epoch },
+                Ok(roost_etcd::Acquire::Held { holder, epoch }) => ExternalAnswer::Held { req, holder, epoch },
                 Err(e) => {
                     tracing::warn!(error = %e, "etcd did not grant the lease");
-                    Input::ExternalFailed { req }
+                    ExternalAnswer::Failed { req }
                 }
             };
-            let _ = internal.send(Fact::Input(input)).await;
+            let _ = internal.send(Fact::Input(Input::External(answer))).await;
         });
     }
 
@@ -651,13 +715,13 @@ impl Driver {
         let (etcd, internal) = (self.etcd(), self.internal.clone());
         self.tasks.spawn(async move {
             let sent_at = clock::now();
-            let input = match etcd.renew(&grant).await {
-                Ok(true) => Input::ExternalRenewed { req, sent_at },
-                Ok(false) => Input::ExternalLost { req },
+            let answer = match etcd.renew(&grant).await {
+                Ok(true) => ExternalAnswer::Renewed { req, sent_at },
+                Ok(false) => ExternalAnswer::Lost { req },
                 // Unconfirmed: the holder stops when its lease runs out.
                 Err(e) => return tracing::warn!(error = %e, "etcd did not renew the lease"),
             };
-            let _ = internal.send(Fact::Input(input)).await;
+            let _ = internal.send(Fact::Input(Input::External(answer))).await;
         });
     }
 
@@ -670,38 +734,15 @@ impl Driver {
             {
                 tracing::warn!(error = %e, "etcd did not release the lease; it ends at its TTL");
             }
-            let _ = internal.send(Fact::Input(Input::ExternalReleased { epoch })).await;
+            let _ = internal.send(Fact::Input(Input::External(ExternalAnswer::Released { epoch }))).await;
         });
     }
 
     fn publish(&mut self, now: Duration) {
         self.fence_to(self.shell.node().max_round());
         self.lease_end = self.shell.node().lease_end();
-        let status = self.shell.node().status(now);
-        let holder = status.holder.as_ref().map(|id| json!({"id": id, "name": self.name(id)}));
-        let value = json!({
-            "backend": if self.etcd.is_some() { "etcd" } else { "quorum" },
-            "part": match self.part { Part::Machine => "machine", Part::Witness => "witness" },
-            "role": status.role.as_str(),
-            "holder": holder,
-            "epoch": status.epoch,
-            "claims_seen": status.claims_seen,
-            "voters": status.voters,
-            "voter_ids": status.voter_ids,
-            "peers": status.peers.iter().map(|p| json!({
-                "id": p.id, "name": self.name(&p.id), "witness": p.witness, "eligible": p.eligible,
-                "leaving": p.leaving, "live": p.live,
-            })).collect::<Vec<_>>(),
-            "view": status.view.map(|v| v.to_string()),
-            "voters_heard": status.voters_heard,
-            "failover": status.failover,
-            "not_eligible": status.not_eligible,
-            "lease_left_ms": status.lease_left.map(|d| d.as_millis() as u64),
-            "ttl_ms": self.ttl.as_millis() as u64,
-            "protocol": roost_lease::PROTOCOL_VERSION,
-            "votes_stored": self.shell.settled(),
-            "votes_error": self.persister.failure(),
-        });
-        *self.shared.snapshot.lock().expect("lease snapshot poisoned") = Snapshot { status: value, turned_at: now };
+        let status =
+            self.setup.describe(self.shell.node(), &self.names, self.shell.settled(), self.persister.failure(), now);
+        *self.shared.snapshot.lock().expect("lease snapshot poisoned") = Snapshot { status, turned_at: now };
     }
 }

@@ -9,9 +9,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use serde_json::{Value, json};
+use serde_json::json;
 
-use roost_awake::{clock, events};
+use roost_awake::status::Role;
+use roost_awake::{LeaseStatus, clock, events};
 
 use crate::bench::{ServedProcess, percentile_ms};
 use crate::bench_sync::{roost, same_identity};
@@ -29,9 +30,11 @@ struct Machine {
 }
 
 impl Machine {
-    fn lease(&self) -> Value {
+    /// Its lease status, if its gateway answers with one.
+    fn lease(&self) -> Option<LeaseStatus> {
         let url = format!("http://{}/health", self.addr);
-        crate::http::get(&url, Duration::from_secs(2)).map(|h| h["lease"].clone()).unwrap_or(Value::Null)
+        let health = crate::http::get(&url, Duration::from_secs(2)).ok()?;
+        serde_json::from_value(health["lease"].clone()).ok()
     }
 }
 
@@ -75,12 +78,12 @@ pub fn run(kills: usize, handoffs: usize, ttl_ms: u64, etcd: Option<&str>) -> an
     let mut pauses = Vec::with_capacity(handoffs);
     for i in 0..handoffs {
         let holder = settle(&machines)?;
-        let before = machines[holder].lease()["epoch"].as_u64().context("the holder reports its epoch")?;
+        let before = machines[holder].lease().and_then(|l| l.epoch).context("the holder reports its epoch")?;
         let target = (holder + 1 + i % 2) % machines.len();
         let wakeup = json!({"force": false});
         crate::http::local(&machines[target].home, "/api/v1/lease/wakeup", Some(&wakeup), crate::http::WAIT)
             .with_context(|| format!("handoff {i}"))?;
-        let epoch = machines[target].lease()["epoch"].as_u64().context("the target reports its epoch")?;
+        let epoch = machines[target].lease().and_then(|l| l.epoch).context("the target reports its epoch")?;
         let paused = last_event(&machines[holder].home, "pause", before)?;
         let awake = event_at(&machines[target].home, "awake", epoch)?;
         pauses.push(awake.saturating_sub(paused));
@@ -97,10 +100,10 @@ pub fn run(kills: usize, handoffs: usize, ttl_ms: u64, etcd: Option<&str>) -> an
         killed.push((machines[holder].home.clone(), killed_at));
         let started = Instant::now();
         let (next, epoch) = loop {
-            let awake = machines.iter().enumerate().filter(|(i, _)| *i != holder).find_map(|(i, m)| {
-                let lease = m.lease();
-                (lease["role"] == "awake").then(|| lease["epoch"].as_u64().map(|e| (i, e))).flatten()
-            });
+            let awake =
+                machines.iter().enumerate().filter(|(i, _)| *i != holder).find_map(|(i, m)| {
+                    m.lease().filter(|l| l.role == Role::Awake).and_then(|l| l.epoch).map(|e| (i, e))
+                });
             if let Some(found) = awake {
                 break found;
             }
@@ -155,10 +158,14 @@ pub fn run(kills: usize, handoffs: usize, ttl_ms: u64, etcd: Option<&str>) -> an
 fn settle(machines: &[Machine]) -> anyhow::Result<usize> {
     let started = Instant::now();
     loop {
-        let leases: Vec<Value> = machines.iter().map(Machine::lease).collect();
-        let awake: Vec<usize> = (0..leases.len()).filter(|i| leases[*i]["role"] == "awake").collect();
+        let leases: Vec<Option<LeaseStatus>> = machines.iter().map(Machine::lease).collect();
+        let awake: Vec<usize> =
+            (0..leases.len()).filter(|i| leases[*i].as_ref().is_some_and(|l| l.role == Role::Awake)).collect();
+        let holder = |l: &Option<LeaseStatus>| l.as_ref().and_then(|l| l.holder.as_ref().map(|h| h.id.clone()));
         let agreed = awake.len() == 1
-            && leases.iter().all(|l| l["holder"]["id"] == leases[awake[0]]["holder"]["id"] && l["voters_heard"] == 3);
+            && leases
+                .iter()
+                .all(|l| holder(l) == holder(&leases[awake[0]]) && l.as_ref().is_some_and(|l| l.voters_heard == 3));
         if agreed {
             return Ok(awake[0]);
         }

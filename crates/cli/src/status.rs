@@ -2,8 +2,10 @@
 
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde::Deserialize;
+use serde_json::json;
 
+use roost_awake::LeaseStatus;
 use roost_instance::Instance;
 
 use crate::out::{self, say};
@@ -49,28 +51,31 @@ pub fn status(instance: &Instance, as_json: bool) -> anyhow::Result<()> {
         None => say!("gateway    not answering at http://{bind} (start it with `roost serve`)")?,
     }
     if let Some(lease) = gateway.as_ref().map(|h| &h["lease"]).filter(|l| l.is_object()) {
-        print_lease(lease)?;
+        match LeaseStatus::deserialize(lease) {
+            Ok(lease) => print_lease(&lease)?,
+            Err(e) => say!("awake      the gateway's lease status is not understood here ({e})")?,
+        }
     }
     Ok(())
 }
 
 /// The lease as this machine sees it: role, holder, epoch, claims, failover.
-fn print_lease(lease: &Value) -> anyhow::Result<()> {
-    let holder = out::field(lease["holder"]["name"].as_str().unwrap_or("nobody"));
-    let epoch = lease["epoch"].as_u64().map_or("-".to_string(), |e| e.to_string());
-    say!("awake      {} here; holder {holder} at epoch {epoch}", lease["role"].as_str().unwrap_or("?"))?;
+fn print_lease(lease: &LeaseStatus) -> anyhow::Result<()> {
+    let holder = out::field(lease.holder.as_ref().map_or("nobody", |h| h.name.as_str()));
+    let epoch = lease.epoch.map_or("-".to_string(), |e| e.to_string());
+    say!("awake      {} here; holder {holder} at epoch {epoch}", lease.role)?;
     say!(
         "           {} machine(s) claim the role; {} of {} voters heard",
-        lease["claims_seen"],
-        lease["voters_heard"],
-        lease["voters"]
+        lease.claims_seen,
+        lease.voters_heard,
+        lease.voters
     )?;
-    say!("failover   {}", lease["failover"].as_str().unwrap_or("?"))?;
-    if let Some(why) = lease["not_eligible"].as_str() {
+    say!("failover   {}", lease.failover)?;
+    if let Some(why) = &lease.not_eligible {
         say!("eligible   no: {why}")?;
     }
-    if lease["ok"] == json!(false) {
-        say!("lease loop stalled for {} ms", lease["loop_lag_ms"])?;
+    if !lease.ok {
+        say!("lease loop stalled for {} ms", lease.loop_lag_ms)?;
     }
     Ok(())
 }

@@ -13,8 +13,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::{Served, configure, roost, signal, succeeded, until};
-use roost_awake::clock;
 use roost_awake::events::{self, Term};
+use roost_awake::status::Role;
+use roost_awake::{LeaseReport, LeaseStatus, clock};
 use serde_json::Value;
 
 /// One chain at a time: each test times failovers against the TTL, and
@@ -134,6 +135,8 @@ fn survives_kill_pause_and_handoffs(etcd: Option<&str>) {
     let status = lease(&served[first]);
     assert_eq!(status["voters"], 3);
     assert!(status["failover"].as_str().unwrap().starts_with("automatic"), "{status}");
+    let typed: LeaseStatus = serde_json::from_value(status.clone()).expect("/health's lease reads as a LeaseStatus");
+    assert_eq!((typed.role, typed.voters), (Role::Awake, 3));
 
     // Planned handoffs, back and forth between the other two machines.
     let (x, y) = ((first + 1) % 3, (first + 2) % 3);
@@ -202,10 +205,13 @@ fn survives_kill_pause_and_handoffs(etcd: Option<&str>) {
     // that epoch: a write stamped with the old epoch would be refused.
     until("every machine holds the new holder's record behind its fence", || {
         served.iter().all(|s| {
-            let lease = s.get("/api/v1/lease").unwrap_or_default();
-            lease["record"]["epoch"].as_u64() == Some(taker_epoch)
-                && lease["record"]["holder"]["holder"] == lease["holder"]["id"]
-                && lease["fence"].as_u64().is_some_and(|f| f >= taker_epoch)
+            let Some(report) = s.get("/api/v1/lease").and_then(|v| serde_json::from_value::<LeaseReport>(v).ok())
+            else {
+                return false;
+            };
+            let holder = report.status.holder.as_ref().map(|h| &h.id);
+            report.record.is_some_and(|r| r.epoch == taker_epoch && r.holder.as_ref().map(|h| &h.holder) == holder)
+                && report.fence >= taker_epoch
         })
     });
 }

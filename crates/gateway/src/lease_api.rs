@@ -14,7 +14,8 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use roost_awake::{CommandError, Settled};
+use roost_awake::status::{AwakeRecord, Record};
+use roost_awake::{CommandError, LeaseReport, LeaseStatus, Settled};
 
 use crate::AppState;
 use crate::api::{ApiError, NoArguments, with_store};
@@ -29,22 +30,17 @@ pub(crate) fn routes(state: Arc<AppState>) -> Router {
 }
 
 /// The lease part of `/health`: none when the lease does not run here.
-pub(crate) fn health(state: &AppState) -> Value {
-    state.awake().map_or(Value::Null, |awake| awake.status())
+pub(crate) fn health(state: &AppState) -> Option<LeaseStatus> {
+    state.awake().map(|awake| awake.status())
 }
 
 /// `/health`'s view, plus what the replicated log holds: the last holder's
 /// `awake` record and this machine's epoch fence.
-async fn status(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
+async fn status(State(state): State<Arc<AppState>>) -> Result<Json<Option<LeaseReport>>, ApiError> {
     let (record, fence) =
         with_store(&state, |s| Ok((s.agent_state(roost_awake::AWAKE_KEY)?, s.highest_epoch()?))).await?;
-    let mut lease = health(&state);
-    if lease.is_object() {
-        let record = record.map(|r| json!({"epoch": r.epoch, "holder": serde_json::from_str::<Value>(&r.value).ok()}));
-        lease["record"] = record.unwrap_or(Value::Null);
-        lease["fence"] = json!(fence);
-    }
-    Ok(Json(lease))
+    let record = record.map(|r| Record { epoch: r.epoch, holder: serde_json::from_str::<AwakeRecord>(&r.value).ok() });
+    Ok(Json(health(&state).map(|status| LeaseReport { status, record, fence })))
 }
 
 #[derive(Deserialize, Default)]

@@ -10,6 +10,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use roost_awake::Part;
 use roost_machine::Reloaded;
 use roost_store::Standing;
 use roost_store::registry::display_names;
@@ -72,23 +73,22 @@ async fn machines(State(state): State<Arc<AppState>>) -> Result<Json<Value>, Api
     let lease = crate::lease_api::health(&state);
     let names = display_names(&entries);
     let me = &state.instance.id;
-    let holder = lease["holder"]["id"].as_str();
-    let voters: Vec<&str> =
-        lease["voter_ids"].as_array().map(|v| v.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
-    let heard = |id: &str| lease["peers"].as_array().and_then(|p| p.iter().find(|p| p["id"] == id)).cloned();
+    let holder = lease.as_ref().and_then(|l| l.holder.as_ref()).map(|h| h.id.as_str());
+    let voters: &[String] = lease.as_ref().map_or(&[], |l| &l.voter_ids);
+    let witness_here = lease.as_ref().is_some_and(|l| l.part == Part::Witness);
+    let heard = |id: &str| lease.as_ref().and_then(|l| l.peers.iter().find(|p| p.id == id));
     let rows: Vec<MachineRow> = entries
         .into_iter()
         .map(|e| {
             let this = e.id == *me;
             let seen = heard(&e.id);
-            let flag = |name: &str| seen.as_ref().is_some_and(|p| p[name] == true);
             let role = if holder == Some(e.id.as_str()) {
                 MachinePart::Awake
-            } else if (this && lease["part"] == "witness") || flag("witness") {
+            } else if (this && witness_here) || seen.is_some_and(|p| p.witness) {
                 MachinePart::Witness
-            } else if flag("leaving") {
+            } else if seen.is_some_and(|p| p.leaving) {
                 MachinePart::Left
-            } else if voters.contains(&e.id.as_str()) {
+            } else if voters.contains(&e.id) {
                 MachinePart::Standby
             } else if this || seen.is_some() {
                 MachinePart::Joining

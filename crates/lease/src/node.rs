@@ -14,16 +14,21 @@ use roost_core::protocol::Heads;
 use crate::acceptor::{Acceptor, Durable};
 use crate::ballot::{Ballot, NodeId};
 use crate::message::{Envelope, Message, Refusal};
+use crate::report::{Abort, Failover, HandoffFailure, NotEligible, SleepReason, Stage};
 use crate::tenure::Tenure;
 use crate::view::{View, ViewId};
+
+mod external;
+
+pub use external::{ExternalAnswer, ExternalRequest};
 
 /// Where grants come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Grantor {
     /// A majority of `voters` (PaxosLease).
     Quorum,
-    /// Something linearizable outside, such as etcd: the shell performs the
-    /// [`Action::ExternalAcquire`]-style actions and reports back.
+    /// Something linearizable outside, such as etcd: the shell carries out
+    /// [`Action::External`] and reports the answers ([`Input::External`]).
     External,
 }
 
@@ -90,29 +95,8 @@ pub enum Input {
         epoch: u64,
         head: Heads,
     },
-    ExternalGranted {
-        req: u64,
-        epoch: u64,
-        sent_at: Duration,
-    },
-    ExternalHeld {
-        req: u64,
-        holder: NodeId,
-        epoch: u64,
-    },
-    ExternalFailed {
-        req: u64,
-    },
-    ExternalRenewed {
-        req: u64,
-        sent_at: Duration,
-    },
-    ExternalLost {
-        req: u64,
-    },
-    ExternalReleased {
-        epoch: u64,
-    },
+    /// The lease server's answer to an [`Action::External`] request.
+    External(ExternalAnswer),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -130,7 +114,7 @@ pub enum Action {
     /// Stop acting now.
     Asleep {
         epoch: u64,
-        reason: String,
+        reason: SleepReason,
     },
     /// The holder stops taking new work (a handoff began)…
     Pause {
@@ -154,18 +138,10 @@ pub enum Action {
         epoch: u64,
     },
     HandoffFailed {
-        reason: String,
+        reason: HandoffFailure,
     },
-    ExternalAcquire {
-        req: u64,
-    },
-    ExternalRenew {
-        req: u64,
-        epoch: u64,
-    },
-    ExternalRelease {
-        epoch: u64,
-    },
+    /// Ask the lease server, and report its answer with [`Input::External`].
+    External(ExternalRequest),
 }
 
 /// The part a machine plays in the role now, as `roost status` shows it.
@@ -179,18 +155,6 @@ pub enum LeaseRole {
     Standby,
     /// A voter that is never awake.
     Witness,
-}
-
-impl LeaseRole {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LeaseRole::Awake => "awake",
-            LeaseRole::HandingOff => "handing-off",
-            LeaseRole::Acquiring => "acquiring",
-            LeaseRole::Standby => "standby",
-            LeaseRole::Witness => "witness",
-        }
-    }
 }
 
 /// What a node believes, for `/health` and `roost status`.
@@ -210,9 +174,9 @@ pub struct Status {
     /// Voters (this one included) heard from within a TTL.
     pub voters_heard: usize,
     /// Whether a failover could happen now, and if not, why.
-    pub failover: String,
+    pub failover: Failover,
     /// Why this machine cannot take the role, if it cannot.
-    pub not_eligible: Option<String>,
+    pub not_eligible: Option<NotEligible>,
     /// How long the held lease has left.
     pub lease_left: Option<Duration>,
 }
@@ -286,11 +250,16 @@ struct Holding {
     backed_by: Option<ViewId>,
 }
 
+/// The part this machine plays now: one at a time, so a holder is never also
+/// asking for the lease or yielding it.
 #[derive(Debug, Clone)]
 enum Role {
     Standby,
     Acquiring(Attempt),
     Awake(Holding),
+    /// Handed over: no longer acting, waiting for the voters to confirm the
+    /// release before telling the target.
+    Yielding(Yielding),
 }
 
 /// The holder's side after the ack: released, waiting for voters to confirm.
@@ -304,20 +273,36 @@ struct Yielding {
     leaving: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Stage {
-    Asked,
-    CatchingUp,
-    Acked,
-}
-
-/// The target's side of a handoff.
+/// The target's side of a handoff: how far it got, and until when the
+/// current stage may take.
 #[derive(Debug, Clone)]
-struct Incoming {
+struct HandoffIn {
     holder: NodeId,
     epoch: u64,
     stage: Stage,
     deadline: Duration,
+}
+
+/// A `roost wakeup` (or a handoff this machine was chosen for) waiting for
+/// this machine to become awake.
+#[derive(Debug, Clone)]
+struct Wakeup {
+    deadline: Duration,
+    /// The holder that refused to hand over, and why: it is not asked again
+    /// within this wakeup, and its answer is reported if the wakeup fails.
+    refusal: Option<Refused>,
+}
+
+#[derive(Debug, Clone)]
+struct Refused {
+    holder: Ballot,
+    reason: String,
+}
+
+impl Wakeup {
+    fn refused(&self, holder: &Ballot) -> bool {
+        self.refusal.as_ref().is_some_and(|r| r.holder == *holder)
+    }
 }
 
 pub struct Node {
@@ -349,14 +334,8 @@ pub struct Node {
     /// This input changed the voter state: answers to this machine go
     /// through the shell, which holds them until the state is stored.
     unstored: bool,
-    incoming: Option<Incoming>,
-    yielding: Option<Yielding>,
-    /// A wakeup waiting for this node to become awake, until the deadline.
-    wakeup: Option<Duration>,
-    /// Why the last machine asked for a handoff said no, for the report.
-    last_refusal: Option<String>,
-    /// The holder (and epoch) that last refused this wakeup.
-    refused_by: Option<Ballot>,
+    handoff_in: Option<HandoffIn>,
+    wakeup: Option<Wakeup>,
     loopback: VecDeque<(NodeId, Message)>,
     actions: Vec<Action>,
 }
@@ -390,11 +369,8 @@ impl Node {
             leaving: None,
             held: 0,
             unstored: false,
-            incoming: None,
-            yielding: None,
+            handoff_in: None,
             wakeup: None,
-            last_refusal: None,
-            refused_by: None,
             loopback: VecDeque::new(),
             actions: Vec::new(),
         }
@@ -459,7 +435,7 @@ impl Node {
     /// Whether this node, the target of a handoff at `epoch`, waits for its
     /// log to catch up with the holder's head.
     pub fn awaits_log(&self, epoch: u64) -> bool {
-        self.incoming.as_ref().is_some_and(|i| i.epoch == epoch && i.stage == Stage::CatchingUp)
+        self.handoff_in.as_ref().is_some_and(|i| i.epoch == epoch && i.stage == Stage::CatchingUp)
     }
 
     /// The highest round this node has seen promised or granted.
@@ -487,24 +463,7 @@ impl Node {
             Input::LogCaughtUp(done) => self.log_caught_up = done,
             Input::Head(head) => self.head(head),
             Input::CaughtUp { epoch, head } => self.caught_up(epoch, head),
-            Input::ExternalGranted { req, epoch, sent_at } => self.external_granted(req, epoch, sent_at, now),
-            Input::ExternalHeld { req, holder, epoch } => self.external_held(req, holder, epoch, now),
-            Input::ExternalFailed { req } => {
-                if matches!(&self.role, Role::Acquiring(a) if a.req == req) {
-                    self.abandon(Duration::ZERO, now);
-                }
-            }
-            Input::ExternalRenewed { req, sent_at } => self.external_renewed(req, sent_at),
-            Input::ExternalLost { req } => {
-                if matches!(&self.role, Role::Awake(h) if h.renewals.iter().any(|r| r.req == req)) {
-                    self.sleep("the lease server says the lease is gone", now);
-                }
-            }
-            Input::ExternalReleased { epoch } => {
-                if self.yielding.as_ref().is_some_and(|y| y.ballot.round == epoch) {
-                    self.finish_yield(now);
-                }
-            }
+            Input::External(answer) => self.on_external(answer, now),
         }
         while let Some((from, message)) = self.loopback.pop_front() {
             self.on_message(&from, message, now);
@@ -513,12 +472,16 @@ impl Node {
         std::mem::take(&mut self.actions)
     }
 
-    /// One role at a time: a holder is neither yielding its lease nor taking
-    /// one in a handoff, and a machine that may not hold the role holds none.
+    /// One role at a time: a holder (or a machine yielding the role) is not
+    /// also taking one in a handoff, and a machine that may not hold the role
+    /// holds none. Holding, acquiring and yielding exclude each other by
+    /// [`Role`].
     fn assert_one_role(&self) {
+        if let Role::Yielding(_) = &self.role {
+            assert!(self.handoff_in.is_none(), "a machine yielding the role is not also taking it in a handoff");
+        }
         if let Role::Awake(holding) = &self.role {
-            assert!(self.yielding.is_none(), "a holder is not also yielding a lease");
-            assert!(self.incoming.is_none(), "a holder is not also taking the role in a handoff");
+            assert!(self.handoff_in.is_none(), "a holder is not also taking the role in a handoff");
             assert!(!self.config.witness, "a witness never holds the role");
             assert!(holding.ballot.node == self.config.me, "a holder holds its own ballot");
         }
@@ -563,6 +526,11 @@ impl Node {
         }
     }
 
+    /// Abandons (or refuses) the handoff of `epoch` with `to`, saying why.
+    fn abort(&mut self, to: &str, epoch: u64, why: &Abort) {
+        self.send(to, Message::HandoffAbort { epoch, reason: why.to_string() });
+    }
+
     /// Every other machine this node knows: the voters and the registry's.
     fn peers(&self) -> Vec<NodeId> {
         let voters = self.voter_list();
@@ -589,7 +557,7 @@ impl Node {
         {
             self.abandon(Duration::ZERO, now);
         }
-        if matches!(self.role, Role::Standby) && self.eligible() && self.incoming.is_none() && self.yielding.is_none() {
+        if matches!(self.role, Role::Standby) && self.eligible() && self.handoff_in.is_none() {
             // A pending wakeup tries whatever this node believes: the voters decide.
             if self.wakeup.is_none() && self.believed_holder(now).is_some() {
                 self.free_since = None;
@@ -606,7 +574,7 @@ impl Node {
     fn holder_timers(&mut self, now: Duration) {
         let Role::Awake(holding) = &mut self.role else { return };
         if now >= holding.valid_until {
-            return self.sleep("its renewal was not confirmed in time", now);
+            return self.sleep(SleepReason::RenewalUnconfirmed, now);
         }
         if now < holding.last_renewal + self.config.tenure.renew_every() {
             return;
@@ -619,10 +587,7 @@ impl Node {
         if holding.renewals.len() > 3 {
             holding.renewals.remove(0);
         }
-        match self.config.grantor {
-            Grantor::Quorum => self.broadcast(Message::Propose { req, ballot, ttl: self.config.tenure.ttl }),
-            Grantor::External => self.actions.push(Action::ExternalRenew { req, epoch: ballot.round }),
-        }
+        self.ask_renewal(req, ballot);
     }
 
     fn handoff_timers(&mut self, now: Duration) {
@@ -630,46 +595,67 @@ impl Node {
             && let Some(outgoing) = holding.outgoing.take_if(|o| now >= o.deadline)
         {
             let epoch = holding.ballot.round;
-            let reason = format!("{} did not acknowledge the handoff in time", outgoing.target);
-            self.send(&outgoing.target.clone(), Message::HandoffAbort { epoch, reason: reason.clone() });
+            let why = Abort::TargetSilent(outgoing.target.clone());
+            self.abort(&outgoing.target, epoch, &why);
             self.actions.push(Action::Resume { epoch });
-            self.actions.push(Action::HandoffFailed { reason });
+            self.actions.push(Action::HandoffFailed { reason: HandoffFailure::Aborted(why) });
         }
-        if self.yielding.as_ref().is_some_and(|y| now >= y.deadline) {
+        if matches!(&self.role, Role::Yielding(y) if now >= y.deadline) {
             // Voters were slow to confirm the release; the target takes the
             // lease once their copies of it run out.
             self.finish_yield(now);
         }
-        if let Some(incoming) = self.incoming.take_if(|i| now >= i.deadline) {
-            let stage = match incoming.stage {
-                Stage::Asked => "for the holder to begin",
-                Stage::CatchingUp => "for this machine's log to catch up",
-                Stage::Acked => "for the holder to yield",
-            };
-            let reason = format!("the handoff timed out waiting {stage}");
-            self.send(&incoming.holder, Message::HandoffAbort { epoch: incoming.epoch, reason: reason.clone() });
+        if let Some(incoming) = self.handoff_in.take_if(|i| now >= i.deadline) {
+            let why = Abort::TimedOut(incoming.stage);
+            self.abort(&incoming.holder, incoming.epoch, &why);
             self.wakeup = None;
+            self.actions.push(Action::HandoffFailed { reason: HandoffFailure::Aborted(why) });
+        }
+        if let Some(wakeup) = self.wakeup.take_if(|w| now >= w.deadline) {
+            let reason = if let Some(refusal) = wakeup.refusal {
+                HandoffFailure::Refused { by: refusal.holder.node, reason: refusal.reason }
+            } else if self.voters() < 3 && self.voters_heard(now) < self.majority() {
+                HandoffFailure::NoMajorityReachable
+            } else if self.config.grantor == Grantor::External {
+                HandoffFailure::ExternalSilent
+            } else {
+                HandoffFailure::NotGranted
+            };
             self.actions.push(Action::HandoffFailed { reason });
         }
-        if self.wakeup.is_some_and(|deadline| now >= deadline) {
-            self.wakeup = None;
-            let reason = if let Some(refusal) = self.last_refusal.take() {
-                refusal
-            } else if self.voters() < 3 && self.voters_heard(now) < self.majority() {
-                "no majority of voters is reachable (a chain of two voters needs both; add a witness or use --force)"
-                    .into()
-            } else if self.config.grantor == Grantor::External {
-                "the lease server did not grant the lease in time".into()
-            } else {
-                "no majority of voters granted the lease in time".into()
-            };
-            self.actions.push(Action::HandoffFailed { reason });
+    }
+
+    // Where grants come from: the one place the node asks the voters or the
+    // lease server; the lease server's answers arrive in `external`.
+
+    fn ask_grant(&mut self, req: u64, ballot: Ballot, force: bool) {
+        match self.config.grantor {
+            Grantor::Quorum => self.broadcast(Message::Prepare { req, ballot, force }),
+            Grantor::External => self.actions.push(Action::External(ExternalRequest::Acquire { req })),
+        }
+    }
+
+    fn ask_renewal(&mut self, req: u64, ballot: Ballot) {
+        match self.config.grantor {
+            Grantor::Quorum => self.broadcast(Message::Propose { req, ballot, ttl: self.config.tenure.ttl }),
+            Grantor::External => {
+                self.actions.push(Action::External(ExternalRequest::Renew { req, epoch: ballot.round }))
+            }
+        }
+    }
+
+    /// Lets go of `ballot`'s lease; `successor` alone may take it next.
+    fn release(&mut self, req: u64, ballot: Ballot, successor: Option<NodeId>) {
+        match self.config.grantor {
+            Grantor::Quorum => self.broadcast(Message::Release { req, ballot, successor }),
+            Grantor::External => self.actions.push(Action::External(ExternalRequest::Release { epoch: ballot.round })),
         }
     }
 
     // Acquiring.
 
     fn attempt(&mut self, force: bool, now: Duration) {
+        assert!(!matches!(self.role, Role::Yielding(_)), "a machine yielding the role does not ask for it");
         let req = self.fresh_req();
         let round = self.max_round.max(self.acceptor.durable().promised.as_ref().map_or(0, |b| b.round)) + 1;
         let ballot = Ballot::new(round, &self.config.me);
@@ -682,10 +668,7 @@ impl Node {
             started: now,
             force,
         });
-        match self.config.grantor {
-            Grantor::Quorum => self.broadcast(Message::Prepare { req, ballot, force }),
-            Grantor::External => self.actions.push(Action::ExternalAcquire { req }),
-        }
+        self.ask_grant(req, ballot, force);
     }
 
     /// Gives up the current attempt and waits `wait` plus jitter (and, when
@@ -838,7 +821,7 @@ impl Node {
                 // A wakeup that finds a live holder asks it for a handoff.
                 let holder = match &why {
                     Refusal::Open { holder, .. } if !attempt.force && holder.node != self.config.me => {
-                        self.wakeup.is_some().then(|| holder.clone()).filter(|h| self.refused_by.as_ref() != Some(h))
+                        self.wakeup.as_ref().filter(|w| !w.refused(holder)).map(|_| holder.clone())
                     }
                     _ => None,
                 };
@@ -854,8 +837,8 @@ impl Node {
                 if let Refusal::Promised(b) = &why
                     && *b > holding.ballot
                 {
-                    let reason = format!("{from} promised a later epoch ({})", b.round);
-                    self.sleep(&reason, now);
+                    let reason = SleepReason::LaterPromise { voter: from.to_string(), epoch: b.round };
+                    self.sleep(reason, now);
                 }
             }
             _ => {}
@@ -866,76 +849,23 @@ impl Node {
         self.left = true;
         let Role::Awake(holding) = &self.role else { return };
         let ballot = holding.ballot.clone();
-        self.sleep("this machine is stopping", now);
-        match self.config.grantor {
-            Grantor::Quorum => {
-                let req = self.fresh_req();
-                self.broadcast(Message::Release { req, ballot, successor: None });
-            }
-            Grantor::External => self.actions.push(Action::ExternalRelease { epoch: ballot.round }),
-        }
+        self.sleep(SleepReason::Stopping, now);
+        let req = self.fresh_req();
+        self.release(req, ballot, None);
     }
 
-    fn sleep(&mut self, reason: &str, now: Duration) {
-        let Role::Awake(holding) = std::mem::replace(&mut self.role, Role::Standby) else { return };
-        self.actions.push(Action::Asleep { epoch: holding.ballot.round, reason: reason.to_string() });
-        if holding.outgoing.is_some() {
-            self.actions.push(Action::HandoffFailed { reason: format!("the lease was lost: {reason}") });
+    fn sleep(&mut self, reason: SleepReason, now: Duration) {
+        let Role::Awake(holding) = &self.role else { return };
+        let (epoch, handing_off) = (holding.ballot.round, holding.outgoing.is_some());
+        self.role = Role::Standby;
+        if handing_off {
+            self.actions.push(Action::Asleep { epoch, reason: reason.clone() });
+            self.actions.push(Action::HandoffFailed { reason: HandoffFailure::LeaseLost(reason) });
+        } else {
+            self.actions.push(Action::Asleep { epoch, reason });
         }
         self.next_attempt = now + self.jitter(Duration::from_millis(150));
         self.announce(now);
-    }
-
-    // External grants (etcd).
-
-    fn external_granted(&mut self, req: u64, epoch: u64, sent_at: Duration, now: Duration) {
-        let Role::Acquiring(attempt) = &self.role else { return };
-        if attempt.req != req {
-            return;
-        }
-        // A grant must come with a greater epoch than any seen, and while
-        // the lease it grants can still be trusted here.
-        if epoch <= self.max_round || now >= sent_at + self.config.tenure.valid_for() {
-            return self.abandon(Duration::ZERO, now);
-        }
-        let holding = Holding {
-            ballot: Ballot::new(epoch, &self.config.me),
-            valid_until: sent_at + self.config.tenure.valid_for(),
-            forced: false,
-            last_renewal: sent_at,
-            renewals: Vec::new(),
-            outgoing: None,
-            backed_by: None,
-        };
-        self.become_awake(holding, now);
-    }
-
-    fn external_held(&mut self, req: u64, holder: NodeId, epoch: u64, now: Duration) {
-        self.max_round = self.max_round.max(epoch);
-        if matches!(&self.role, Role::Acquiring(a) if a.req == req) {
-            if holder == self.config.me {
-                return self.abandon(Duration::ZERO, now);
-            }
-            let held = Ballot::new(epoch, &holder);
-            if self.wakeup.is_some() && self.refused_by.as_ref() != Some(&held) {
-                // A wakeup that finds a live holder asks it for a handoff.
-                self.role = Role::Standby;
-                return self.ask_for_handoff(&holder, epoch, now);
-            }
-            // The server does not say how long the lease has left: ask
-            // again soon, so a lapse is noticed within a tenth of the TTL.
-            self.abandon(self.config.tenure.ttl / 10, now);
-        }
-    }
-
-    fn external_renewed(&mut self, req: u64, sent_at: Duration) {
-        let valid_for = self.config.tenure.valid_for();
-        if let Role::Awake(holding) = &mut self.role
-            && let Some(at) = holding.renewals.iter().position(|r| r.req == req)
-        {
-            holding.valid_until = holding.valid_until.max(sent_at + valid_for);
-            holding.renewals.drain(..=at);
-        }
     }
 
     // Messages.
@@ -1043,12 +973,10 @@ impl Node {
         }
         match &mut self.role {
             Role::Awake(holding) if holding.ballot.round >= epoch && admitted => holding.renewals.clear(),
-            Role::Awake(_) => self.sleep(&format!("a holder of a later epoch ({epoch}) changed the voters"), now),
+            Role::Awake(_) => self.sleep(SleepReason::VotersChanged { epoch }, now),
             Role::Acquiring(_) => self.abandon(Duration::ZERO, now),
+            Role::Yielding(yielding) => yielding.released.clear(),
             Role::Standby => {}
-        }
-        if let Some(yielding) = &mut self.yielding {
-            yielding.released.clear();
         }
     }
 
@@ -1126,10 +1054,10 @@ impl Node {
         let Role::Awake(holding) = &self.role else { return };
         let mine = holding.ballot.round;
         if claimed > mine {
-            self.sleep(&format!("{from} holds a later epoch ({claimed})"), now);
+            self.sleep(SleepReason::LaterClaim { machine: from.to_string(), epoch: claimed }, now);
         } else if claimed == mine {
             // Two claims at one epoch: never wait it out, move past it.
-            self.sleep(&format!("{from} claims the same epoch ({claimed})"), now);
+            self.sleep(SleepReason::SameClaim { machine: from.to_string(), epoch: claimed }, now);
             self.attempt(false, now);
         }
         // A lower claim is stale: it never demotes a live holder.
@@ -1139,16 +1067,16 @@ impl Node {
 
     fn on_handoff_ask(&mut self, from: &str, epoch: u64, now: Duration) {
         let refuse = match &self.role {
-            Role::Awake(h) if h.ballot.round != epoch => Some(format!("this machine holds epoch {}", h.ballot.round)),
-            Role::Awake(h) if h.outgoing.is_some() => Some("a handoff is already under way".to_string()),
+            Role::Awake(h) if h.ballot.round != epoch => Some(Abort::HoldsEpoch(h.ballot.round)),
+            Role::Awake(h) if h.outgoing.is_some() => Some(Abort::AlreadyHandingOff),
             Role::Awake(_) if self.peers.get(from).is_some_and(|p| !p.eligible) => {
-                Some(format!("{from} is not eligible to take the role"))
+                Some(Abort::NotEligible(from.to_string()))
             }
             Role::Awake(_) => None,
-            _ => Some("this machine is not awake".to_string()),
+            _ => Some(Abort::NotAwake),
         };
         match refuse {
-            Some(reason) => self.send(from, Message::HandoffAbort { epoch, reason }),
+            Some(why) => self.abort(from, epoch, &why),
             None => self.begin_outgoing(from, false, now),
         }
     }
@@ -1175,20 +1103,17 @@ impl Node {
         let Some(outgoing) = holding.outgoing.take_if(|o| o.target == from) else { return };
         let mine = holding.ballot.round;
         if epoch != mine || outgoing.head.as_ref() != Some(&head) {
-            let reason = "the target acknowledged a different epoch or log head".to_string();
-            self.send(from, Message::HandoffAbort { epoch: mine, reason: reason.clone() });
+            self.abort(from, mine, &Abort::AckMismatch);
             self.actions.push(Action::Resume { epoch: mine });
             if outgoing.leaving {
-                self.actions.push(Action::HandoffFailed { reason });
+                self.actions.push(Action::HandoffFailed { reason: HandoffFailure::Aborted(Abort::AckMismatch) });
             }
             return;
         }
         let ballot = holding.ballot.clone();
-        self.actions.push(Action::Asleep { epoch: mine, reason: format!("handed over to {from}") });
-        self.role = Role::Standby;
-        self.announce(now);
+        self.actions.push(Action::Asleep { epoch: mine, reason: SleepReason::HandedOver { to: from.to_string() } });
         let req = self.fresh_req();
-        self.yielding = Some(Yielding {
+        self.role = Role::Yielding(Yielding {
             target: from.to_string(),
             ballot: ballot.clone(),
             req,
@@ -1196,16 +1121,17 @@ impl Node {
             deadline: now + self.config.handoff_timeout,
             leaving: outgoing.leaving,
         });
+        self.announce(now);
         self.left |= outgoing.leaving;
-        match self.config.grantor {
-            Grantor::Quorum => self.broadcast(Message::Release { req, ballot, successor: Some(from.to_string()) }),
-            Grantor::External => self.actions.push(Action::ExternalRelease { epoch: mine }),
-        }
+        self.release(req, ballot, Some(from.to_string()));
     }
 
     fn on_released(&mut self, from: &str, req: u64, now: Duration) {
         let majority = self.majority();
-        let Some(yielding) = self.yielding.as_mut().filter(|y| y.req == req) else { return };
+        let Role::Yielding(yielding) = &mut self.role else { return };
+        if yielding.req != req {
+            return;
+        }
         yielding.released.insert(from.to_string());
         if yielding.released.len() >= majority {
             self.finish_yield(now);
@@ -1213,10 +1139,11 @@ impl Node {
     }
 
     fn finish_yield(&mut self, now: Duration) {
-        let Some(yielding) = self.yielding.take() else { return };
-        let epoch = yielding.ballot.round;
-        self.send(&yielding.target, Message::HandoffYield { epoch });
-        if yielding.leaving {
+        let Role::Yielding(yielding) = &self.role else { return };
+        let (target, epoch, leaving) = (yielding.target.clone(), yielding.ballot.round, yielding.leaving);
+        self.role = Role::Standby;
+        self.send(&target, Message::HandoffYield { epoch });
+        if leaving {
             self.start_leaving(now);
         }
     }
@@ -1248,9 +1175,7 @@ impl Node {
             self.leaving = None;
             self.left = false;
             self.announce(now);
-            let reason = "no awake machine removed this one from the voters in time, so it stays one \
-                          (run `roost status` on another machine; a chain needs an awake machine to let one go)";
-            self.actions.push(Action::HandoffFailed { reason: reason.into() });
+            self.actions.push(Action::HandoffFailed { reason: HandoffFailure::NotRemoved });
         }
     }
 
@@ -1258,32 +1183,29 @@ impl Node {
 
     fn wakeup(&mut self, force: bool, now: Duration) {
         if self.config.witness {
-            return self.actions.push(Action::HandoffFailed { reason: "a witness never takes the role".into() });
+            return self.actions.push(Action::HandoffFailed { reason: HandoffFailure::Witness });
         }
-        if self.yielding.is_some() {
-            let reason = "this machine is handing the role to another right now; ask again in a moment";
-            return self.actions.push(Action::HandoffFailed { reason: reason.into() });
+        if matches!(self.role, Role::Yielding(_)) {
+            return self.actions.push(Action::HandoffFailed { reason: HandoffFailure::Yielding });
         }
         self.left = false;
         self.leaving = None;
-        self.last_refusal = None;
-        self.refused_by = None;
+        if let Some(pending) = &mut self.wakeup {
+            pending.refusal = None;
+        }
         if let Some(epoch) = self.acting_epoch() {
             return self.actions.push(Action::HandoffDone { holder: Some(self.config.me.clone()), epoch });
         }
         // A new wakeup replaces one still waiting for a holder's handoff.
-        if let Some(earlier) = self.incoming.take() {
-            let reason = "this machine's wakeup was asked again".to_string();
-            self.send(&earlier.holder, Message::HandoffAbort { epoch: earlier.epoch, reason });
+        if let Some(earlier) = self.handoff_in.take() {
+            self.abort(&earlier.holder, earlier.epoch, &Abort::AskedAgain);
         }
         if force {
             self.force_view(now);
         } else if !self.is_voter(&self.config.me) {
-            let reason = "this machine is not a voter yet: the awake machine admits it once it hears it \
-                          (or take the role with --force when the others are really down)";
-            return self.actions.push(Action::HandoffFailed { reason: reason.into() });
+            return self.actions.push(Action::HandoffFailed { reason: HandoffFailure::NotAVoter });
         }
-        self.wakeup = Some(now + self.config.handoff_timeout * 2);
+        self.wakeup = Some(Wakeup { deadline: now + self.config.handoff_timeout * 2, refusal: None });
         match self.believed_holder(now) {
             Some((holder, epoch)) if !force && holder != self.config.me => self.ask_for_handoff(&holder, epoch, now),
             _ => self.attempt(force, now),
@@ -1309,7 +1231,7 @@ impl Node {
 
     fn ask_for_handoff(&mut self, holder: &str, epoch: u64, now: Duration) {
         let deadline = now + self.config.handoff_timeout;
-        self.incoming = Some(Incoming { holder: holder.to_string(), epoch, stage: Stage::Asked, deadline });
+        self.handoff_in = Some(HandoffIn { holder: holder.to_string(), epoch, stage: Stage::Asked, deadline });
         self.send(holder, Message::HandoffAsk { epoch });
     }
 
@@ -1326,25 +1248,22 @@ impl Node {
             .map(|(id, _)| id.clone());
         match target {
             Some(target) => self.begin_outgoing(&target, true, now),
-            None => self.actions.push(Action::HandoffFailed {
-                reason: "no eligible standby is reachable to take the role; this machine stays awake".into(),
-            }),
+            None => self.actions.push(Action::HandoffFailed { reason: HandoffFailure::NoStandby }),
         }
     }
 
     fn on_handoff_begin(&mut self, from: &str, epoch: u64, head: Heads, now: Duration) {
-        let expected = match &self.incoming {
+        let expected = match &self.handoff_in {
             Some(i) => i.holder == from && i.epoch == epoch && i.stage == Stage::Asked,
             // Unasked: the holder is leaving and chose this machine.
-            None => !matches!(self.role, Role::Awake(_)) && self.eligible() && self.yielding.is_none(),
+            None => matches!(self.role, Role::Standby | Role::Acquiring(_)) && self.eligible(),
         };
         if !expected {
-            let reason = "this machine is not waiting for that handoff".to_string();
-            return self.send(from, Message::HandoffAbort { epoch, reason });
+            return self.abort(from, epoch, &Abort::NotWaiting);
         }
         self.max_round = self.max_round.max(epoch);
         self.role = Role::Standby;
-        self.incoming = Some(Incoming {
+        self.handoff_in = Some(HandoffIn {
             holder: from.to_string(),
             epoch,
             stage: Stage::CatchingUp,
@@ -1354,7 +1273,8 @@ impl Node {
     }
 
     fn caught_up(&mut self, epoch: u64, head: Heads) {
-        let Some(incoming) = self.incoming.as_mut().filter(|i| i.epoch == epoch && i.stage == Stage::CatchingUp) else {
+        let Some(incoming) = self.handoff_in.as_mut().filter(|i| i.epoch == epoch && i.stage == Stage::CatchingUp)
+        else {
             return;
         };
         incoming.stage = Stage::Acked;
@@ -1363,12 +1283,12 @@ impl Node {
     }
 
     fn on_handoff_yield(&mut self, from: &str, epoch: u64, now: Duration) {
-        if !self.incoming.as_ref().is_some_and(|i| i.holder == from && i.epoch == epoch && i.stage == Stage::Acked) {
+        if !self.handoff_in.as_ref().is_some_and(|i| i.holder == from && i.epoch == epoch && i.stage == Stage::Acked) {
             return;
         }
-        self.incoming = None;
+        self.handoff_in = None;
         self.max_round = self.max_round.max(epoch);
-        self.wakeup.get_or_insert(now + self.config.handoff_timeout);
+        self.wakeup.get_or_insert(Wakeup { deadline: now + self.config.handoff_timeout, refusal: None });
         self.attempt(false, now);
     }
 
@@ -1378,21 +1298,24 @@ impl Node {
         {
             self.actions.push(Action::Resume { epoch: holding.ballot.round });
             if outgoing.leaving {
-                self.actions.push(Action::HandoffFailed { reason: format!("{from} refused: {reason}") });
+                let reason = HandoffFailure::Refused { by: from.to_string(), reason: reason.clone() };
+                self.actions.push(Action::HandoffFailed { reason });
             }
         }
-        let Some(incoming) = self.incoming.take_if(|i| i.holder == from && i.epoch == epoch) else { return };
-        let reason = format!("{from} refused: {reason}");
-        if incoming.stage == Stage::Asked && self.wakeup.is_some_and(|deadline| now < deadline) {
-            // Asked a machine that no longer holds the role: try for the
-            // lease at the next tick; it is either free or names the real
-            // holder (never this one again, so the two cannot ping-pong).
-            self.last_refusal = Some(reason);
-            self.refused_by = Some(Ballot::new(epoch, from));
-            self.next_attempt = now + self.jitter(Duration::from_millis(20));
-        } else {
-            self.wakeup = None;
-            self.actions.push(Action::HandoffFailed { reason });
+        let Some(incoming) = self.handoff_in.take_if(|i| i.holder == from && i.epoch == epoch) else { return };
+        match &mut self.wakeup {
+            Some(wakeup) if incoming.stage == Stage::Asked && now < wakeup.deadline => {
+                // Asked a machine that no longer holds the role: try for the
+                // lease at the next tick; it is either free or names the real
+                // holder (never this one again, so the two cannot ping-pong).
+                wakeup.refusal = Some(Refused { holder: Ballot::new(epoch, from), reason });
+                self.next_attempt = now + self.jitter(Duration::from_millis(20));
+            }
+            _ => {
+                self.wakeup = None;
+                let reason = HandoffFailure::Refused { by: from.to_string(), reason };
+                self.actions.push(Action::HandoffFailed { reason });
+            }
         }
     }
 
@@ -1434,36 +1357,30 @@ impl Node {
             Role::Awake(h) if h.outgoing.is_some() => LeaseRole::HandingOff,
             Role::Awake(_) => LeaseRole::Awake,
             Role::Acquiring(_) => LeaseRole::Acquiring,
-            Role::Standby => LeaseRole::Standby,
+            Role::Standby | Role::Yielding(_) => LeaseRole::Standby,
         };
         let voters = self.voters();
         let heard = self.voters_heard(now);
         let majority = self.majority();
         let failover = if self.config.grantor == Grantor::External {
-            "automatic: the lease server decides".to_string()
+            Failover::External
         } else if voters == 0 {
-            "none yet: this machine holds no view of the voters; the awake machine sends it once it hears it".into()
+            Failover::NoView
         } else if voters < 3 {
-            format!(
-                "none: {voters} voter(s), and a majority needs all of them; run `roost witness` on a third device, \
-                 or take the role with `roost wakeup --force` only when the other machine is really down"
-            )
+            Failover::TooFewVoters { voters }
         } else if heard < majority {
-            format!("not now: {heard} of {voters} voters reachable, {majority} needed")
+            Failover::NotNow { heard, voters, majority }
         } else {
-            format!("automatic: {heard} of {voters} voters reachable")
+            Failover::Automatic { heard, voters }
         };
         let not_eligible = if self.config.witness {
-            Some("this machine is a witness: it votes and never takes the role".to_string())
+            Some(NotEligible::Witness)
         } else if self.left {
-            Some("this machine left the role; `roost wakeup` makes it eligible again".to_string())
-        } else if let Some((id, version)) = self.incompatible.iter().next() {
-            Some(format!(
-                "{id} speaks lease protocol {version} and this machine {}; upgrade both to the same version",
-                crate::PROTOCOL_VERSION
-            ))
+            Some(NotEligible::Left)
+        } else if let Some((peer, version)) = self.incompatible.iter().next() {
+            Some(NotEligible::Incompatible { peer: peer.clone(), version: *version })
         } else if !self.is_voter(&self.config.me) && self.config.grantor == Grantor::Quorum {
-            Some("not a voter yet: the awake machine admits this machine once it hears it".to_string())
+            Some(NotEligible::NotAVoter)
         } else {
             None
         };

@@ -807,7 +807,7 @@ impl World {
                 self.checker.grant(n, epoch, &self.names)?;
             }
             Action::Asleep { epoch, reason } => {
-                note!(self, n, "ASLEEP epoch {epoch}: {reason}");
+                note!(self, n, "ASLEEP epoch {epoch}: {reason:?}");
                 self.machines[n].agent_paused = false;
             }
             Action::Pause { epoch } => {
@@ -831,12 +831,12 @@ impl World {
                 m.leaving = false;
                 m.log_stuck = false;
                 self.handoffs_failed += 1;
-                note!(self, n, "handoff failed: {reason}");
+                note!(self, n, "handoff failed: {reason:?}");
             }
             Action::Send { .. } | Action::Persist(_) | Action::NeedHead | Action::CatchUp { .. } => {
                 unreachable!("the shell turns these into effects")
             }
-            Action::ExternalAcquire { .. } | Action::ExternalRenew { .. } | Action::ExternalRelease { .. } => {
+            Action::External(_) => {
                 unreachable!("the simulator runs quorum grants only")
             }
         }
