@@ -279,27 +279,30 @@ impl Inbox {
     }
 }
 
+/// An entry of `origin` with a dummy signature, for tests of what carries
+/// entries.
+#[cfg(test)]
+pub(crate) fn test_entry(origin: &str, seq: u64, row: &str) -> SignedEntry {
+    use crate::{GENESIS, Lamport, Op, RowId, Table};
+    SignedEntry {
+        entry: Entry {
+            origin: origin.into(),
+            seq,
+            lamport: Lamport(seq),
+            prev_hash: GENESIS,
+            table: Table::Memories,
+            op: Op::Insert,
+            row_id: RowId::v7(seq, [1; 10]),
+            vector: [(origin.to_string(), seq)].into(),
+            row: row.into(),
+        },
+        signature: [7; 64],
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{GENESIS, Lamport, Op, RowId, Table};
-
-    fn signed(seq: u64) -> SignedEntry {
-        SignedEntry {
-            entry: Entry {
-                origin: "a".into(),
-                seq,
-                lamport: Lamport(seq),
-                prev_hash: GENESIS,
-                table: Table::Memories,
-                op: Op::Insert,
-                row_id: RowId::v7(seq, [1; 10]),
-                vector: [("a".to_string(), seq)].into(),
-                row: "{}".into(),
-            },
-            signature: [7; 64],
-        }
-    }
 
     #[test]
     fn messages_round_trip_and_refuse_trailing_bytes() {
@@ -312,7 +315,7 @@ mod tests {
                 machines: vec![Machine { certificate: "cert".into(), addresses: vec!["http://home.lan:7151".into()] }],
                 heads: heads.clone(),
             },
-            Message::Entries(vec![signed(1), signed(2)]),
+            Message::Entries(vec![test_entry("a", 1, "{}"), test_entry("a", 2, "{}")]),
             Message::Heads(heads),
             Message::Machines(vec![
                 Machine { certificate: "a".into(), addresses: vec![] },

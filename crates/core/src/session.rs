@@ -9,7 +9,8 @@
 //! call the same methods in the same order: [`Session::next_read`] then
 //! [`Session::pick`] to send, [`Session::heads_due`] to acknowledge and keep
 //! alive, [`Session::receive`] and [`Session::applied`] for what arrives,
-//! [`Session::ended`] to give up.
+//! [`Session::retry`] when the log grew another way, [`Session::ended`] to
+//! give up.
 
 use std::time::Duration;
 
@@ -269,6 +270,13 @@ impl Session {
         Ok((applied && !self.inbox.is_empty()).then(|| self.inbox.drain()))
     }
 
+    /// The held entries, to apply again because the log grew another way
+    /// (another session applied what they wait for); None when none are
+    /// held. The shell calls this whenever its log grows.
+    pub fn retry(&mut self) -> Option<Vec<SignedEntry>> {
+        (!self.inbox.is_empty()).then(|| self.inbox.drain())
+    }
+
     /// Whether the session is over: the peer has been silent for the idle
     /// time, or entries are in flight and none was acknowledged for the
     /// stall time. A new session starts over from the peer's heads.
@@ -282,27 +290,10 @@ impl Session {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Entry, GENESIS, Lamport, Op, RowId, Table};
+    use crate::protocol::test_entry as signed;
 
     const TIMING: Timing =
         Timing { keepalive: Duration::from_secs(1), idle: Duration::from_secs(5), stall: Duration::from_secs(2) };
-
-    fn signed(origin: &str, seq: u64, row: &str) -> SignedEntry {
-        SignedEntry {
-            entry: Entry {
-                origin: origin.into(),
-                seq,
-                lamport: Lamport(seq),
-                prev_hash: GENESIS,
-                table: Table::Memories,
-                op: Op::Insert,
-                row_id: RowId::v7(seq, [1; 10]),
-                vector: [(origin.to_string(), seq)].into(),
-                row: row.into(),
-            },
-            signature: [7; 64],
-        }
-    }
 
     fn hello(version: u16, keeps_data: bool, heads: Heads) -> Message {
         let machines = vec![Machine { certificate: "cert".into(), addresses: vec![] }];
@@ -383,8 +374,11 @@ mod tests {
         let (one, two) = (signed("a", 1, "{}"), signed("a", 2, "{}"));
         assert_eq!(s.applied(vec![two.clone()], &[Verdict::NotReady]), Ok(None));
         assert_eq!(s.pending(), 1);
-        assert_eq!(s.applied(vec![one], &[Verdict::Applied]), Ok(Some(vec![two])));
+        assert_eq!(s.applied(vec![one], &[Verdict::Applied]), Ok(Some(vec![two.clone()])));
         assert_eq!(s.pending(), 0);
+        assert_eq!(s.retry(), None);
+        assert_eq!(s.applied(vec![two.clone()], &[Verdict::NotReady]), Ok(None));
+        assert_eq!(s.retry(), Some(vec![two]), "held entries are retried when the log grows another way");
     }
 
     #[test]

@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use ed25519_dalek::SigningKey;
 use roost_core::Table;
-use roost_core::protocol::{Heads, Message, behind};
+use roost_core::protocol::{Heads, Message, SignedEntry, behind};
 use roost_core::session::{Greeting, Received, Session, Timing};
 use roost_store::{InstanceEntry, ListQuery, Mutation, Standing, Store, StoreError, Verdict};
 use serde_json::{Map, Value};
@@ -235,7 +235,11 @@ impl Replica {
     /// What to send `peer` now: heads when due and, if the window allows,
     /// entries the peer lacks, in local (causal) order.
     pub fn outgoing(&mut self, peer: &str, now: Duration) -> Vec<Message> {
-        self.session(peer, now);
+        // What this session held may be ready since another one applied.
+        if let Some(held) = self.session(peer, now).retry() {
+            self.at(now);
+            self.apply_through(peer, held, now);
+        }
         let (store, heads) = (&self.store, &self.heads);
         let session = self.sessions.get_mut(peer).expect("just made");
         let mut out = Vec::new();
@@ -257,19 +261,23 @@ impl Replica {
         let received = self.session(peer, now).receive(message, now).expect("honest machines keep the protocol");
         match received {
             Received::Heads => {}
-            Received::Entries(batch) => {
-                let mut attempt = Some(batch);
-                while let Some(batch) = attempt {
-                    let verdicts = self.store.apply(&batch).expect("the simulated disk writes");
-                    if let Some(Verdict::Refused(why)) = verdicts.iter().find(|v| matches!(v, Verdict::Refused(_))) {
-                        panic!("{} refused an entry of an honest machine: {why}", self.me);
-                    }
-                    attempt = self.session(peer, now).applied(batch, &verdicts).expect("the inbox never fills here");
-                }
-                self.heads = self.store.heads().expect("the simulated disk reads");
-            }
+            Received::Entries(batch) => self.apply_through(peer, batch, now),
             Received::Machines(_) => unreachable!("the simulator sends heads and entries only"),
         }
+    }
+
+    /// Applies `batch` through the store, and what the session with `peer`
+    /// holds back whenever something applied.
+    fn apply_through(&mut self, peer: &str, batch: Vec<SignedEntry>, now: Duration) {
+        let mut attempt = Some(batch);
+        while let Some(batch) = attempt {
+            let verdicts = self.store.apply(&batch).expect("the simulated disk writes");
+            if let Some(Verdict::Refused(why)) = verdicts.iter().find(|v| matches!(v, Verdict::Refused(_))) {
+                panic!("{} refused an entry of an honest machine: {why}", self.me);
+            }
+            attempt = self.session(peer, now).applied(batch, &verdicts).expect("the inbox never fills here");
+        }
+        self.heads = self.store.heads().expect("the simulated disk reads");
     }
 }
 

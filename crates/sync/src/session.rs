@@ -16,7 +16,7 @@ use std::time::Duration;
 use iroh::endpoint::{Connection, RecvStream, SendStream, VarInt};
 use tokio::sync::{Notify, mpsc};
 
-use roost_core::protocol::{MAX_BATCH, Machine, Message, PROTOCOL_VERSION, behind};
+use roost_core::protocol::{MAX_BATCH, Machine, Message, PROTOCOL_VERSION, SignedEntry, behind};
 use roost_core::session::{self, Greeting, Received, Session, Timing};
 use roost_identity::Certificate;
 use roost_instance::Instance;
@@ -409,14 +409,26 @@ async fn receiver(
         }
     };
     let store = &shared.store;
+    let mut log_grew = shared.log_grew.subscribe();
     let handler = async move {
         let mut next: Option<Message> = None;
         loop {
             let message = match next.take() {
                 Some(message) => message,
-                None => match incoming.recv().await {
-                    Some(message) => message,
-                    None => return Ok(()),
+                None => tokio::select! {
+                    message = incoming.recv() => match message {
+                        Some(message) => message,
+                        None => return Ok(()),
+                    },
+                    // Another session applied entries: what this one holds
+                    // may be ready now.
+                    Ok(()) = log_grew.changed() => {
+                        let held = control.lock().retry();
+                        if let Some(held) = held {
+                            apply_through(store, control, held).await?;
+                        }
+                        continue;
+                    }
                 },
             };
             let received = control.lock().receive(message, control.now())?;
@@ -432,17 +444,7 @@ async fn receiver(
                             Err(_) => break,
                         }
                     }
-                    // Entries held back may be ready once others applied;
-                    // the session says when to try them again.
-                    let mut attempt = Some(batch);
-                    while let Some(batch) = attempt {
-                        let (batch, verdicts) = blocking(store, move |s| {
-                            let verdicts = s.apply(&batch)?;
-                            Ok((batch, verdicts))
-                        })
-                        .await?;
-                        attempt = control.lock().applied(batch, &verdicts)?;
-                    }
+                    apply_through(store, control, batch).await?;
                     let heads = blocking(store, |s| s.heads()).await?;
                     let peer_heads = control.lock().peer_heads().clone();
                     shared.update(peer, |l| {
@@ -481,4 +483,19 @@ async fn receiver(
         r = reader => r,
         r = handler => r,
     }
+}
+
+/// Applies `batch`, and what the session holds back whenever something
+/// applied (it may be ready now), as the session says.
+async fn apply_through(store: &Arc<Store>, control: &Control, batch: Vec<SignedEntry>) -> Result<(), SyncError> {
+    let mut attempt = Some(batch);
+    while let Some(batch) = attempt {
+        let (batch, verdicts) = blocking(store, move |s| {
+            let verdicts = s.apply(&batch)?;
+            Ok((batch, verdicts))
+        })
+        .await?;
+        attempt = control.lock().applied(batch, &verdicts)?;
+    }
+    Ok(())
 }
