@@ -38,6 +38,7 @@ use roost_tasks::Tasks;
 
 pub use iroh::endpoint::Connection;
 pub use link::ALPN;
+pub use state::StateError;
 pub use status::{LeaseReport, LeaseStatus, Part};
 
 use status::{AwakeRecord, Backend, Machine, PeerSeen, Role};
@@ -64,9 +65,9 @@ pub enum AwakeError {
     #[error("[lease] backend = \"etcd\" needs etcd_endpoints, e.g. [\"http://127.0.0.1:2379\"]")]
     NoEtcdEndpoints,
     #[error("[lease] etcd: {0}")]
-    Etcd(String),
+    Etcd(#[from] roost_etcd::EtcdError),
     #[error("lease state: {0}")]
-    State(String),
+    State(#[from] state::StateError),
     #[error(transparent)]
     Sync(#[from] roost_sync::SyncError),
 }
@@ -154,14 +155,13 @@ impl AwakeService {
             "etcd" if settings.etcd_endpoints.is_empty() => return Err(AwakeError::NoEtcdEndpoints),
             "etcd" => {
                 let key = format!("/roost/{}/awake", instance.roost_id());
-                let client = roost_etcd::EtcdLease::new(settings.etcd_endpoints.clone(), key, IO_WAIT)
-                    .map_err(|e| AwakeError::Etcd(e.to_string()))?;
+                let client = roost_etcd::EtcdLease::new(settings.etcd_endpoints.clone(), key, IO_WAIT)?;
                 Some(Arc::new(client))
             }
             other => return Err(AwakeError::UnknownBackend(other.to_string())),
         };
         let chain = instance.roost_id().to_string();
-        let mut durable = state::load(&instance.home, &chain).map_err(AwakeError::State)?;
+        let mut durable = state::load(&instance.home, &chain)?;
         // The machine that created the chain starts as its only voter; one
         // that joined waits for the holder to admit it.
         if durable.view.is_none() && instance.founded_chain() {

@@ -57,22 +57,32 @@ pub(crate) fn state_path(home: &Path) -> PathBuf {
     home.join("lease.json")
 }
 
+/// Why the stored voter state could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("cannot read {}: {source}", path.display())]
+    Unreadable { path: PathBuf, source: std::io::Error },
+    #[error(
+        "{} is damaged ({source}); it holds this machine's lease votes, so it is not reset silently: \
+         stop every machine of the chain, delete it, and start them again",
+        path.display()
+    )]
+    Damaged { path: PathBuf, source: serde_json::Error },
+}
+
 /// The voter state kept for `chain`, or the empty state when none was ever
 /// written for it.
-pub(crate) fn load(home: &Path, chain: &str) -> Result<Durable, String> {
+pub(crate) fn load(home: &Path, chain: &str) -> Result<Durable, StateError> {
     let path = state_path(home);
     let text = match std::fs::read_to_string(&path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Durable::default()),
-        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+        Err(source) => return Err(StateError::Unreadable { path, source }),
     };
-    let stored: Stored = serde_json::from_str(&text).map_err(|e| {
-        format!(
-            "{} is damaged ({e}); it holds this machine's lease votes, so it is not reset silently: \
-             stop every machine of the chain, delete it, and start them again",
-            path.display()
-        )
-    })?;
+    let stored: Stored = match serde_json::from_str(&text) {
+        Ok(stored) => stored,
+        Err(source) => return Err(StateError::Damaged { path, source }),
+    };
     if stored.chain.as_deref() != Some(chain) {
         return Ok(Durable::default());
     }

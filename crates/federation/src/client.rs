@@ -44,6 +44,14 @@ pub enum CallError {
     Refused(String),
 }
 
+/// Why no MCP session could be opened at an address.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot open an MCP session at {endpoint}: {source}")]
+pub struct OpenError {
+    endpoint: String,
+    source: rmcp::service::ClientInitializeError,
+}
+
 /// The HTTP client rmcp drives, signing a new token for every request.
 #[derive(Clone)]
 struct TokenClient {
@@ -234,7 +242,7 @@ impl Connections {
                     drop(kept);
                     return Ok((session, false));
                 }
-                Err(why) => failures.push(why),
+                Err(why) => failures.push(why.to_string()),
             }
         }
         Err(CallError::Unreachable(if failures.is_empty() {
@@ -244,7 +252,7 @@ impl Connections {
         }))
     }
 
-    async fn open_session(&self, id: &str, endpoint: &str) -> Result<Session, String> {
+    async fn open_session(&self, id: &str, endpoint: &str) -> Result<Session, OpenError> {
         let client = TokenClient {
             http: self.http.clone(),
             issuer: self.issuer.clone(),
@@ -256,7 +264,7 @@ impl Connections {
         let session = ClientConfig::default()
             .serve(transport)
             .await
-            .map_err(|e| format!("cannot open an MCP session at {endpoint}: {e}"))?;
+            .map_err(|source| OpenError { endpoint: endpoint.to_string(), source })?;
         Ok(Arc::new(session))
     }
 
