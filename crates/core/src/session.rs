@@ -56,6 +56,10 @@ pub enum SessionError {
     EntriesToWitness,
     #[error("too many entries waiting for their dependencies")]
     InboxFull,
+    #[error("the peer said nothing for too long")]
+    Silent,
+    #[error("the peer acknowledged nothing for too long")]
+    Stalled,
 }
 
 impl SessionError {
@@ -277,13 +281,17 @@ impl Session {
         (!self.inbox.is_empty()).then(|| self.inbox.drain())
     }
 
-    /// Whether the session is over: the peer has been silent for the idle
-    /// time, or entries are in flight and none was acknowledged for the
+    /// Why the session is over, if it is: the peer has been silent for the
+    /// idle time, or entries are in flight and none was acknowledged for the
     /// stall time. A new session starts over from the peer's heads.
-    pub fn ended(&self, now: Duration) -> bool {
-        let idle = now >= self.heard + self.timing.idle;
-        let stalled = self.view.in_flight() > 0 && now >= self.progress + self.timing.stall;
-        idle || stalled
+    pub fn ended(&self, now: Duration) -> Option<SessionError> {
+        if now >= self.heard + self.timing.idle {
+            Some(SessionError::Silent)
+        } else if self.view.in_flight() > 0 && now >= self.progress + self.timing.stall {
+            Some(SessionError::Stalled)
+        } else {
+            None
+        }
     }
 }
 
@@ -384,15 +392,19 @@ mod tests {
     #[test]
     fn a_session_ends_when_the_peer_is_silent_or_stuck() {
         let mut s = session(Heads::new());
-        assert!(!s.ended(Duration::from_secs(4)));
-        assert!(s.ended(Duration::from_secs(5)), "silent for the idle time");
+        assert_eq!(s.ended(Duration::from_secs(4)), None);
+        assert_eq!(s.ended(Duration::from_secs(5)), Some(SessionError::Silent), "silent for the idle time");
         s.receive(Message::Heads(Heads::new()), Duration::from_secs(5)).unwrap();
         s.pick(vec![(1, signed("a", 1, "{}"))], Duration::from_secs(5));
         s.receive(Message::Heads(Heads::new()), Duration::from_secs(6)).unwrap();
-        assert!(!s.ended(Duration::from_secs(6)));
-        assert!(s.ended(Duration::from_secs(7)), "nothing acknowledged for the stall time");
+        assert_eq!(s.ended(Duration::from_secs(6)), None);
+        assert_eq!(
+            s.ended(Duration::from_secs(7)),
+            Some(SessionError::Stalled),
+            "nothing acknowledged for the stall time"
+        );
         s.receive(Message::Heads([("a".to_string(), 1)].into()), Duration::from_secs(7)).unwrap();
-        assert!(!s.ended(Duration::from_secs(8)));
+        assert_eq!(s.ended(Duration::from_secs(8)), None);
     }
 
     #[test]

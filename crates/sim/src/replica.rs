@@ -223,7 +223,7 @@ impl Replica {
     /// The session with `peer`: a new one, from the heads it last reported,
     /// when there is none or the last one ended.
     fn session(&mut self, peer: &str, now: Duration) -> &mut Session {
-        if self.sessions.get(peer).is_none_or(|s| s.ended(now)) {
+        if self.sessions.get(peer).is_none_or(|s| s.ended(now).is_some()) {
             let heads = self.sessions.get(peer).map(|s| s.peer_heads().clone()).unwrap_or_default();
             let cursor = self.store.scan_start(&heads).expect("the simulated disk reads");
             let greeting = Greeting { software: String::new(), machines: Vec::new(), heads, entries: true };

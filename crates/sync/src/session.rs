@@ -364,8 +364,8 @@ async fn sender(
             let mut session = control.lock();
             (session.heads_due(&heads, control.now()), session.peer_heads().clone(), session.ended(control.now()))
         };
-        if ended {
-            return Err(SyncError::Protocol("the peer acknowledged nothing for too long".into()));
+        if let Some(why) = ended {
+            return Err(why.into());
         }
         if due {
             if link.greeting.entries {
