@@ -216,6 +216,8 @@ struct Attempt {
     /// Longest open lease reported by a refusing voter.
     wait: Duration,
     started: Duration,
+    /// When the current phase's request last went out.
+    last_sent: Duration,
     force: bool,
 }
 
@@ -270,7 +272,20 @@ struct Yielding {
     req: u64,
     released: BTreeSet<NodeId>,
     deadline: Duration,
+    /// When the release last went out to the voters that had not confirmed it.
+    last_sent: Duration,
     leaving: bool,
+}
+
+/// A holder's word to its successor that the lease is released, repeated
+/// until the successor claims the role or the handoff's time is up: if it
+/// were lost, the successor would wait out the whole handoff.
+#[derive(Debug, Clone)]
+struct Yielded {
+    target: NodeId,
+    epoch: u64,
+    last_sent: Duration,
+    until: Duration,
 }
 
 /// The target's side of a handoff: how far it got, and until when the
@@ -336,6 +351,7 @@ pub struct Node {
     unstored: bool,
     handoff_in: Option<HandoffIn>,
     wakeup: Option<Wakeup>,
+    yielded: Option<Yielded>,
     loopback: VecDeque<(NodeId, Message)>,
     actions: Vec<Action>,
 }
@@ -371,6 +387,7 @@ impl Node {
             unstored: false,
             handoff_in: None,
             wakeup: None,
+            yielded: None,
             loopback: VecDeque::new(),
             actions: Vec::new(),
         }
@@ -557,6 +574,7 @@ impl Node {
         {
             self.abandon(Duration::ZERO, now);
         }
+        self.resend_unanswered(now);
         if matches!(self.role, Role::Standby) && self.eligible() && self.handoff_in.is_none() {
             // A pending wakeup tries whatever this node believes: the voters decide.
             if self.wakeup.is_none() && self.believed_holder(now).is_some() {
@@ -666,9 +684,66 @@ impl Node {
             refused: BTreeSet::new(),
             wait: Duration::ZERO,
             started: now,
+            last_sent: now,
             force,
         });
         self.ask_grant(req, ballot, force);
+    }
+
+    /// Repeats what is waiting for answers to the voters that have not given
+    /// one: an attempt's prepare or proposal, a yielding holder's release.
+    /// Lease messages are datagrams, and a lost one should cost a resend
+    /// interval, not the whole attempt or handoff. Voters answer a repeat as
+    /// they answered the first; a repeated proposal only makes a voter hold
+    /// the lease longer, never the proposer.
+    fn resend_unanswered(&mut self, now: Duration) {
+        let every = self.config.tenure.resend_every();
+        self.repeat_yield(now, every);
+        if self.config.grantor == Grantor::External {
+            return;
+        }
+        let ttl = self.config.tenure.ttl;
+        let voters = self.voter_list();
+        let peers = self.peers();
+        let me = self.config.me.clone();
+        let (message, recipients, answered) = match &mut self.role {
+            Role::Acquiring(attempt) if now >= attempt.last_sent + every => {
+                attempt.last_sent = now;
+                let (req, ballot, force) = (attempt.req, attempt.ballot.clone(), attempt.force);
+                let (message, recipients, answered) = match &attempt.phase {
+                    Phase::Preparing { promises } => (Message::Prepare { req, ballot, force }, voters, promises),
+                    Phase::Proposing { accepted, .. } => {
+                        (Message::Propose { req, ballot, ttl }, if force { peers } else { voters }, accepted)
+                    }
+                };
+                (message, recipients, answered.union(&attempt.refused).cloned().collect::<BTreeSet<_>>())
+            }
+            Role::Yielding(yielding) if now >= yielding.last_sent + every => {
+                yielding.last_sent = now;
+                let successor = Some(yielding.target.clone());
+                let message = Message::Release { req: yielding.req, ballot: yielding.ballot.clone(), successor };
+                (message, voters, yielding.released.clone())
+            }
+            _ => return,
+        };
+        for voter in recipients.into_iter().filter(|v| *v != me && !answered.contains(v)) {
+            self.send(&voter, message.clone());
+        }
+    }
+
+    /// Repeats a handoff's closing word until the successor claims the role.
+    fn repeat_yield(&mut self, now: Duration, every: Duration) {
+        let Some(yielded) = self.yielded.take() else { return };
+        let claimed = self.peers.get(&yielded.target).and_then(|p| p.claim).is_some_and(|c| c > yielded.epoch);
+        if claimed || now >= yielded.until {
+            return;
+        }
+        if now >= yielded.last_sent + every {
+            self.send(&yielded.target, Message::HandoffYield { epoch: yielded.epoch });
+            self.yielded = Some(Yielded { last_sent: now, ..yielded });
+        } else {
+            self.yielded = Some(yielded);
+        }
     }
 
     /// Gives up the current attempt and waits `wait` plus jitter (and, when
@@ -704,6 +779,7 @@ impl Node {
             return;
         }
         attempt.phase = Phase::Proposing { sent_at: now, accepted: BTreeSet::new() };
+        attempt.last_sent = now;
         let ballot = attempt.ballot.clone();
         let ttl = self.config.tenure.ttl;
         if attempt.force {
@@ -1119,6 +1195,7 @@ impl Node {
             req,
             released: BTreeSet::new(),
             deadline: now + self.config.handoff_timeout,
+            last_sent: now,
             leaving: outgoing.leaving,
         });
         self.announce(now);
@@ -1143,6 +1220,8 @@ impl Node {
         let (target, epoch, leaving) = (yielding.target.clone(), yielding.ballot.round, yielding.leaving);
         self.role = Role::Standby;
         self.send(&target, Message::HandoffYield { epoch });
+        let until = now + self.config.handoff_timeout;
+        self.yielded = Some(Yielded { target, epoch, last_sent: now, until });
         if leaving {
             self.start_leaving(now);
         }

@@ -37,6 +37,12 @@ impl Tenure {
     pub fn renew_every(&self) -> Duration {
         self.ttl / 3
     }
+
+    /// How often an unanswered request to acquire the lease is repeated:
+    /// several times within the attempt, which gives up after half a TTL.
+    pub fn resend_every(&self) -> Duration {
+        self.ttl / 12
+    }
 }
 
 #[cfg(test)]

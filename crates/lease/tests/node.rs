@@ -38,6 +38,8 @@ struct Net {
     log: Vec<(usize, Action)>,
     /// Whether a handoff target reports its log caught up at once.
     catch_up: bool,
+    /// Messages lost on the way: the next one from, to, of a kind.
+    lose: Vec<(usize, usize, fn(&Message) -> bool)>,
 }
 
 impl Net {
@@ -53,8 +55,14 @@ impl Net {
                 node(config, Some(View::new(0, 1, voters.clone())))
             })
             .collect();
-        let mut net =
-            Net { nodes, down: vec![false; names.len()], now: Duration::ZERO, log: Vec::new(), catch_up: true };
+        let mut net = Net {
+            nodes,
+            down: vec![false; names.len()],
+            now: Duration::ZERO,
+            log: Vec::new(),
+            catch_up: true,
+            lose: Vec::new(),
+        };
         net.members(&voters, &[]);
         net
     }
@@ -80,8 +88,15 @@ impl Net {
                 match &action {
                     Action::Send { to, envelope } => {
                         let to = self.index(to);
-                        let from = self.nodes[i].me().to_string();
-                        queue.push_back((to, Input::Received { from, envelope: envelope.clone() }));
+                        let lost = self.lose.iter().position(|(from, dest, kind)| {
+                            (*from, *dest) == (i, to) && envelope.message.as_ref().is_some_and(kind)
+                        });
+                        if let Some(lost) = lost {
+                            self.lose.remove(lost);
+                        } else {
+                            let from = self.nodes[i].me().to_string();
+                            queue.push_back((to, Input::Received { from, envelope: envelope.clone() }));
+                        }
                     }
                     Action::NeedHead => queue.push_back((i, Input::Head([("a".to_string(), 3)].into()))),
                     Action::CatchUp { epoch, head } if self.catch_up => {
@@ -146,6 +161,52 @@ fn when_the_holder_dies_another_takes_over_within_ttl_plus_a_second() {
     let new = net.holder().unwrap();
     assert_ne!(new, old);
     assert!(net.acting(new).unwrap() > old_epoch);
+}
+
+#[test]
+fn a_lost_request_costs_a_resend_not_the_attempt() {
+    let mut net = Net::new(&["a", "b", "c"], None);
+    net.run(Duration::from_secs(2));
+    let old = net.holder().unwrap();
+    net.down[old] = true;
+    let (b, c) = ((old + 1) % 3, (old + 2) % 3);
+    // Each standby's first prepare and first proposal to the other are lost.
+    let request = |m: &Message| matches!(m, Message::Prepare { .. } | Message::Propose { .. });
+    net.lose = vec![(b, c, request), (c, b, request), (b, c, request), (c, b, request)];
+    let died = net.now;
+    while net.holder().is_none() {
+        net.run(Duration::from_millis(10));
+        assert!(net.now - died < Duration::from_secs(6), "no failover");
+    }
+    let ttl = Duration::from_secs(3);
+    let took = net.now - died;
+    // Waiting out the attempt instead (half a TTL per loss) would take longer.
+    assert!(took < ttl + ttl / 2, "failover took {took:?} with four requests lost");
+    assert!(net.lose.len() < 4, "requests were lost");
+}
+
+#[test]
+fn a_handoff_survives_its_release_and_its_last_word_being_lost() {
+    let mut net = Net::new(&["a", "b", "c"], None);
+    net.run(Duration::from_secs(2));
+    let old = net.holder().unwrap();
+    let epoch = net.acting(old).unwrap();
+    let (target, other) = ((old + 1) % 3, (old + 2) % 3);
+    let release = |m: &Message| matches!(m, Message::Release { .. });
+    let last_word = |m: &Message| matches!(m, Message::HandoffYield { .. });
+    net.lose = vec![(old, target, release), (old, other, release), (old, target, last_word)];
+    net.log.clear();
+    net.input(target, Input::Wakeup { force: false });
+    let asked = net.now;
+    while net.holder() != Some(target) {
+        net.run(Duration::from_millis(10));
+        assert!(net.now - asked < Duration::from_secs(5), "no handoff: {:?}", net.log);
+    }
+    assert!(net.lose.is_empty(), "all three were lost");
+    assert_eq!(net.acting(target), Some(epoch + 1));
+    let paused = net.now - asked;
+    // Waiting for the handoff's deadlines instead would take two seconds.
+    assert!(paused < Duration::from_millis(700), "the handoff took {paused:?}");
 }
 
 #[test]
