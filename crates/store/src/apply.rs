@@ -107,10 +107,11 @@ impl Store {
     }
 }
 
-/// Which entries of the batch carry a valid origin signature, directly or
-/// through the hash chain of a later entry that does.
-fn authenticate(tx: &Transaction, ctx: &mut Context, batch: &[SignedEntry]) -> Result<Vec<bool>> {
-    let mut authentic = vec![false; batch.len()];
+/// The hash of each entry of the batch that carries a valid origin
+/// signature, directly or through the hash chain of a later entry that does;
+/// None for the others.
+fn authenticate(tx: &Transaction, ctx: &mut Context, batch: &[SignedEntry]) -> Result<Vec<Option<[u8; 32]>>> {
+    let mut authentic = vec![None; batch.len()];
     // Origin → hash that an authenticated later entry names as its predecessor.
     let mut vouched: HashMap<&str, [u8; 32]> = HashMap::new();
     for (i, signed) in batch.iter().enumerate().rev() {
@@ -122,7 +123,7 @@ fn authenticate(tx: &Transaction, ctx: &mut Context, batch: &[SignedEntry]) -> R
         let hash = entry.hash();
         let ok = vouched.get(entry.origin.as_str()) == Some(&hash)
             || origin.key.verify(&hash, &Signature::from_bytes(&signed.signature)).is_ok();
-        authentic[i] = ok;
+        authentic[i] = ok.then_some(hash);
         if ok {
             vouched.insert(&entry.origin, entry.prev_hash);
         } else {
@@ -132,7 +133,14 @@ fn authenticate(tx: &Transaction, ctx: &mut Context, batch: &[SignedEntry]) -> R
     Ok(authentic)
 }
 
-fn apply_one(tx: &Transaction, ctx: &mut Context, signed: &SignedEntry, authentic: bool, now: &str) -> Result<Verdict> {
+/// Applies one entry; `hash` is its hash if its signature checked out.
+fn apply_one(
+    tx: &Transaction,
+    ctx: &mut Context,
+    signed: &SignedEntry,
+    hash: Option<[u8; 32]>,
+    now: &str,
+) -> Result<Verdict> {
     let entry = &signed.entry;
     let (head, head_hash) = ctx.head(tx, &entry.origin)?;
     if entry.seq <= head {
@@ -141,9 +149,9 @@ fn apply_one(tx: &Transaction, ctx: &mut Context, signed: &SignedEntry, authenti
     let Some(origin) = ctx.key(tx, &entry.origin)? else {
         return Ok(refuse(format!("unknown origin {}: not in this instance's registry", entry.origin)));
     };
-    if !authentic {
+    let Some(hash) = hash else {
         return Ok(refuse(format!("bad signature on entry {} of {}", entry.seq, entry.origin)));
-    }
+    };
     if origin.revoked_after.is_some_and(|last| entry.seq > last) {
         return Ok(refuse(format!("origin {} is revoked", entry.origin)));
     }
@@ -167,9 +175,9 @@ fn apply_one(tx: &Transaction, ctx: &mut Context, signed: &SignedEntry, authenti
         Ok(row) => row,
         Err(why) => return Ok(refuse(format!("entry {} of {}: {why}", entry.seq, entry.origin))),
     };
-    insert_change(tx, entry, &signed.signature, now)?;
+    insert_change(tx, entry, &hash, &signed.signature, now)?;
     apply_version(tx, entry, &row, now)?;
-    ctx.heads.insert(entry.origin.clone(), (entry.seq, entry.hash()));
+    ctx.heads.insert(entry.origin.clone(), (entry.seq, hash));
     Ok(Verdict::Applied)
 }
 

@@ -81,24 +81,37 @@ impl Store {
     /// Applies `mutation` and returns the row as written (for a delete, the
     /// tombstone). An update that changes nothing writes nothing.
     pub fn write(&self, mutation: Mutation) -> Result<Map<String, Value>> {
-        if let Mutation::Create { table, .. } | Mutation::Update { table, .. } | Mutation::Delete { table, .. } =
-            &mutation
-            && table.agent_owned()
-        {
-            return Err(StoreError::AgentOwned(table.name()));
+        let mut rows = self.write_all(vec![mutation])?;
+        Ok(rows.pop().expect("one row per mutation"))
+    }
+
+    /// Applies `mutations` in order in one transaction: all or none. Each goes
+    /// through the door exactly as [`Store::write`] takes it; the one
+    /// transaction only saves a commit per row (a bulk import).
+    pub fn write_all(&self, mutations: Vec<Mutation>) -> Result<Vec<Map<String, Value>>> {
+        for mutation in &mutations {
+            if let Mutation::Create { table, .. } | Mutation::Update { table, .. } | Mutation::Delete { table, .. } =
+                mutation
+                && table.agent_owned()
+            {
+                return Err(StoreError::AgentOwned(table.name()));
+            }
         }
         let mut writer = self.writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let written = writer.with_door_open(|conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let row = match mutation {
-                Mutation::Create { table, fields } => create(&tx, &self.author, table, &fields)?,
-                Mutation::Update { table, key, patch } => update(&tx, &self.author, table, &key, &patch)?,
-                Mutation::Delete { table, key } => delete(&tx, &self.author, table, &key)?,
-                Mutation::Resolve { conflict, keep } => resolve_conflict(&tx, &self.author, &conflict, keep)?,
-                Mutation::AgentState { key, value, epoch } => agent_state(&tx, &self.author, &key, &value, epoch)?,
-            };
+            let mut rows = Vec::with_capacity(mutations.len());
+            for mutation in mutations {
+                rows.push(match mutation {
+                    Mutation::Create { table, fields } => create(&tx, &self.author, table, &fields)?,
+                    Mutation::Update { table, key, patch } => update(&tx, &self.author, table, &key, &patch)?,
+                    Mutation::Delete { table, key } => delete(&tx, &self.author, table, &key)?,
+                    Mutation::Resolve { conflict, keep } => resolve_conflict(&tx, &self.author, &conflict, keep)?,
+                    Mutation::AgentState { key, value, epoch } => agent_state(&tx, &self.author, &key, &value, epoch)?,
+                });
+            }
             tx.commit()?;
-            Ok(row)
+            Ok(rows)
         });
         drop(writer);
         if written.is_ok() {
@@ -480,8 +493,9 @@ fn finish(
         vector: log.vector.clone(),
         row: Value::Object(written.clone()).to_string(),
     };
-    let signature = author.key.sign(&entry.hash()).to_bytes();
-    insert_change(tx, &entry, &signature, now)?;
+    let hash = entry.hash();
+    let signature = author.key.sign(&hash).to_bytes();
+    insert_change(tx, &entry, &hash, &signature, now)?;
     let version = Version {
         origin: entry.origin,
         seq: entry.seq,
@@ -494,8 +508,16 @@ fn finish(
     Ok(written)
 }
 
-/// Appends a verified or freshly signed entry to the log table.
-pub(crate) fn insert_change(tx: &Transaction, entry: &Entry, signature: &[u8; 64], now: &str) -> Result<()> {
+/// Appends a verified or freshly signed entry, whose hash is `hash`, to the
+/// log table.
+pub(crate) fn insert_change(
+    tx: &Transaction,
+    entry: &Entry,
+    hash: &[u8; 32],
+    signature: &[u8; 64],
+    now: &str,
+) -> Result<()> {
+    debug_assert_eq!(*hash, entry.hash(), "the hash stored is the entry's");
     tx.prepare_cached(
         "INSERT INTO changes (table_name, op, row_id, row_json, lamport, origin, created_at,
                               origin_seq, prev_hash, hash, signature, vector)
@@ -511,7 +533,7 @@ pub(crate) fn insert_change(tx: &Transaction, entry: &Entry, signature: &[u8; 64
         now,
         entry.seq as i64,
         entry.prev_hash.as_slice(),
-        entry.hash().as_slice(),
+        hash.as_slice(),
         signature.as_slice(),
         vector_text(&entry.vector),
     ])?;
