@@ -75,6 +75,7 @@ fn wait(instance: &Instance, peer: Option<&str>, limit: Duration) -> anyhow::Res
             .expect("a valid template")
             .progress_chars("=> "),
     );
+    let store = instance.open_store()?;
     let mut most_behind = 0u64;
     loop {
         let status = fetch(instance)?;
@@ -95,10 +96,23 @@ fn wait(instance: &Instance, peer: Option<&str>, limit: Duration) -> anyhow::Res
         bar.set_length(most_behind);
         bar.set_position(most_behind - behind);
         bar.set_message("catching up");
-        if settled {
+        // A large catch-up rebuilds the search index at its end: in sync
+        // means searchable too.
+        let indexing = settled && store.search_index_behind()?.is_some();
+        if indexing {
+            bar.set_message("rebuilding the search index");
+        }
+        if settled && !indexing {
             bar.finish_and_clear();
             say!("in sync with {} peer(s)", targets.len())?;
             return Ok(());
+        }
+        if started.elapsed() >= limit && indexing {
+            bar.finish_and_clear();
+            bail!(
+                "in sync, but the search index is still being rebuilt after {}s; search answers once it is",
+                limit.as_secs()
+            );
         }
         if started.elapsed() >= limit {
             bar.finish_and_clear();

@@ -91,15 +91,13 @@ fn a_new_machine_gets_the_whole_history_even_when_killed_midway() {
     for (home, name) in h.iter().zip(["a", "late"]) {
         succeeded(roost(home, &["init", "--name", name]));
     }
-    {
-        let store = Instance::open(&h[0]).unwrap().open_store().unwrap();
-        for i in 0..HISTORY {
+    let history = (0..HISTORY)
+        .map(|i| {
             let fields = json!({"content": format!("memory number {i} about walruses")});
-            store
-                .write(Mutation::Create { table: Table::Memories, fields: fields.as_object().unwrap().clone() })
-                .unwrap();
-        }
-    }
+            Mutation::Create { table: Table::Memories, fields: fields.as_object().unwrap().clone() }
+        })
+        .collect();
+    Instance::open(&h[0]).unwrap().open_store().unwrap().write_all(history).unwrap();
     let a = Served::start(&h[0]);
     let late = Served::start(&h[1]);
     let reader = Instance::open(&h[1]).unwrap().open_store().unwrap();
@@ -114,6 +112,13 @@ fn a_new_machine_gets_the_whole_history_even_when_killed_midway() {
     }
     common::signal(&late.child, "STOP");
     let midway = received();
+    // So far behind, the search index waits for the end of the catch-up, and
+    // search says so rather than answer from it.
+    let behind = reader.search_index_behind().unwrap();
+    assert_eq!(behind, Some(midway), "every memory received is waiting for the index");
+    let search = roost_store::SearchQuery { query: "walruses".into(), ..Default::default() };
+    let refused = reader.search_memories(&search).unwrap_err();
+    assert!(refused.to_string().contains("not indexed yet"), "{refused}");
     common::signal(&late.child, "KILL");
     drop(late);
     assert!(midway < HISTORY as u64, "killed before the end ({midway} of {HISTORY})");
@@ -135,7 +140,12 @@ fn a_new_machine_gets_the_whole_history_even_when_killed_midway() {
         .filter(|c| c.entry.table == roost_core::Table::Memories)
         .count();
     assert_eq!(memory_records, HISTORY, "no entry applied twice");
+    // `roost sync wait` returned once search answers, from an index that
+    // holds every memory exactly.
+    assert_eq!(store.search_index_behind().unwrap(), None);
     store.check_search_index().unwrap();
+    let found = json_of(roost(&h[1], &["search", "walruses", "--limit", "100", "--json"]));
+    assert_eq!(found["results"].as_array().map(Vec::len), Some(100), "{found}");
     drop((a, late));
 }
 

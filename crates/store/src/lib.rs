@@ -17,6 +17,7 @@ mod migrations;
 pub mod query;
 pub mod registry;
 mod row;
+mod search_index;
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -33,6 +34,7 @@ pub use fence::AgentState;
 pub use log::StoredChange;
 pub use query::{ListQuery, SearchHit, SearchQuery, Sort};
 pub use registry::{InstanceEntry, Standing};
+pub use search_index::DEFER_FROM;
 
 use connection::DoorConnection;
 
@@ -53,6 +55,10 @@ pub enum StoreError {
     Revoked { name: String, id: String },
     #[error("invalid search query ({0}); use plain words, \"exact phrases\" in double quotes, OR, NOT, and prefix*")]
     BadQuery(String),
+    #[error(
+        "the search index is being rebuilt after this machine caught up ({behind} memories not indexed yet); try again shortly"
+    )]
+    Indexing { behind: u64 },
     #[error("database is busy: another Roost process held the write lock too long; try again")]
     Busy,
     #[error("database belongs to instance {found}, not {expected}: each instance needs its own directory")]

@@ -253,8 +253,34 @@ fn v6(tx: &Transaction) -> rusqlite::Result<()> {
     )
 }
 
+/// The search index's triggers stand still while `meta` holds
+/// `search_index_deferred` (a large catch-up; `search_index.rs`), for every
+/// process writing the database alike.
+fn v7(tx: &Transaction) -> rusqlite::Result<()> {
+    let live = "WHEN NOT EXISTS (SELECT 1 FROM meta WHERE key = 'search_index_deferred')";
+    tx.execute_batch(&format!(
+        "DROP TRIGGER memories_fts_insert;
+         DROP TRIGGER memories_fts_delete;
+         DROP TRIGGER memories_fts_update;
+         CREATE TRIGGER memories_fts_insert AFTER INSERT ON memories {live} BEGIN
+             INSERT INTO memories_fts (rowid, content, context, tags, source, category)
+             VALUES (new.seq, new.content, new.context, new.tags, new.source, new.category);
+         END;
+         CREATE TRIGGER memories_fts_delete AFTER DELETE ON memories {live} BEGIN
+             INSERT INTO memories_fts (memories_fts, rowid, content, context, tags, source, category)
+             VALUES ('delete', old.seq, old.content, old.context, old.tags, old.source, old.category);
+         END;
+         CREATE TRIGGER memories_fts_update AFTER UPDATE ON memories {live} BEGIN
+             INSERT INTO memories_fts (memories_fts, rowid, content, context, tags, source, category)
+             VALUES ('delete', old.seq, old.content, old.context, old.tags, old.source, old.category);
+             INSERT INTO memories_fts (rowid, content, context, tags, source, category)
+             VALUES (new.seq, new.content, new.context, new.tags, new.source, new.category);
+         END;"
+    ))
+}
+
 type Migration = fn(&Transaction) -> rusqlite::Result<()>;
-const MIGRATIONS: &[Migration] = &[v1, v2, v3, v4, v5, v6];
+const MIGRATIONS: &[Migration] = &[v1, v2, v3, v4, v5, v6, v7];
 
 /// Brings the database up to the newest schema, each step in one transaction.
 pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {

@@ -164,6 +164,7 @@ impl Store {
             return Err(StoreError::BadQuery("the query is empty".into()));
         }
         self.read(|c| {
+            Store::searchable(c)?;
             let mut clauses = vec!["memories_fts MATCH ?1".to_string(), "m.deleted_at IS NULL".to_string()];
             let mut values: Vec<rusqlite::types::Value> = vec![query.query.clone().into()];
             if let Some(category) = &query.category {

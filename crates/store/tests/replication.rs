@@ -347,3 +347,44 @@ fn a_later_version_replacing_the_winner_is_the_winner_everywhere() {
 fn a_later_delete_replacing_the_winner_is_the_winner_everywhere() {
     one_winner_everywhere(true);
 }
+
+#[test]
+fn a_deferred_search_index_says_so_and_the_rebuild_matches_the_rows_exactly() {
+    let mut n = nodes();
+    let search = |store: &Store, q: &str| {
+        store.search_memories(&roost_store::SearchQuery { query: q.into(), ..Default::default() }).map(|h| h.len())
+    };
+    let kept = n[1].store.write(Mutation::Create { table: Table::Memories, fields: obj(json!({"content": "otter"})) });
+    let kept = kept.unwrap()["id"].as_str().unwrap().to_string();
+    let first =
+        n[0].store.write(Mutation::Create { table: Table::Memories, fields: obj(json!({"content": "walrus"})) });
+    let first = first.unwrap()["id"].as_str().unwrap().to_string();
+    ship(&mut n, 0, 1);
+    assert_eq!(search(&n[1].store, "walrus").unwrap(), 1);
+
+    // A catch-up far behind: the index stands still and search says so.
+    n[1].store.pace_search_index(roost_store::DEFER_FROM).unwrap();
+    assert_eq!(n[1].store.search_index_behind().unwrap(), Some(0));
+    edit(&n[0].store, &first, "narwhal");
+    for i in 0..3 {
+        let fields = obj(json!({ "content": format!("beluga {i}") }));
+        n[0].store.write(Mutation::Create { table: Table::Memories, fields }).unwrap();
+    }
+    n[1].store.write(Mutation::Delete { table: Table::Memories, key: kept }).unwrap();
+    ship(&mut n, 0, 1);
+    assert_eq!(n[1].store.search_index_behind().unwrap(), Some(5), "an edit, three new, a delete");
+    let refused = search(&n[1].store, "narwhal").unwrap_err();
+    assert!(matches!(refused, StoreError::Indexing { behind: 5 }), "{refused}");
+    assert!(refused.to_string().contains("5 memories not indexed yet"), "{refused}");
+
+    // Still behind: nothing changes. Caught up: one rebuild, exact again.
+    n[1].store.pace_search_index(1).unwrap();
+    assert_eq!(n[1].store.search_index_behind().unwrap(), Some(5));
+    n[1].store.pace_search_index(0).unwrap();
+    assert_eq!(n[1].store.search_index_behind().unwrap(), None);
+    n[1].store.check_search_index().unwrap();
+    assert_eq!(search(&n[1].store, "walrus").unwrap(), 0, "the edited version's old terms are gone");
+    assert_eq!(search(&n[1].store, "narwhal").unwrap(), 1);
+    assert_eq!(search(&n[1].store, "beluga").unwrap(), 3);
+    assert_eq!(search(&n[1].store, "otter").unwrap(), 0, "the deleted memory is gone");
+}

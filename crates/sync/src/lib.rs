@@ -176,6 +176,17 @@ pub struct SyncService {
     shared: Arc<Shared>,
 }
 
+/// Rebuilds a search index left deferred by a catch-up that a stop cut
+/// short: the next catch-up defers it again if it is still far behind.
+async fn finish_deferred_index(store: Arc<Store>) {
+    let rebuild = move || store.pace_search_index(0);
+    match roost_tasks::blocking("rebuilding the search index", session::STORE_WAIT, rebuild).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "the search index could not be rebuilt"),
+        Err(e) => tracing::warn!(error = %e, "the search index could not be rebuilt"),
+    }
+}
+
 impl SyncService {
     /// Starts on an endpoint bound already (with [`ALPN`], and the ALPN of the
     /// protocol whose connections go to `other`), which it keeps when it
@@ -210,6 +221,7 @@ impl SyncService {
         }));
         shared.tasks.spawn(accept_loop(shared.clone()));
         shared.tasks.spawn(dial_loop(shared.clone()));
+        shared.tasks.spawn(finish_deferred_index(store));
         SyncService { shared }
     }
 

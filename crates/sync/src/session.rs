@@ -38,7 +38,7 @@ const APPLY_MAX: usize = 8 * MAX_BATCH;
 const CLOSE_REFUSED: u32 = 403;
 /// How long a session waits for one database call (an apply of a large
 /// batch included) before it gives up and reconnects.
-const STORE_WAIT: Duration = Duration::from_secs(30);
+pub(crate) const STORE_WAIT: Duration = Duration::from_secs(30);
 
 /// The peer a session talks to, once its hello checked out.
 struct Peer {
@@ -444,9 +444,20 @@ async fn receiver(
                             Err(_) => break,
                         }
                     }
-                    apply_through(store, control, batch).await?;
-                    let heads = blocking(store, |s| s.heads()).await?;
+                    // Far behind, the search index waits for the end of the
+                    // catch-up (decided before the batch, so it is never
+                    // indexed row by row), and is rebuilt once nothing is.
                     let peer_heads = control.lock().peer_heads().clone();
+                    let reported = peer_heads.clone();
+                    blocking(store, move |s| s.pace_search_index(behind(&s.heads()?, &reported))).await?;
+                    apply_through(store, control, batch).await?;
+                    let reported = peer_heads.clone();
+                    let heads = blocking(store, move |s| {
+                        let heads = s.heads()?;
+                        s.pace_search_index(behind(&heads, &reported))?;
+                        Ok(heads)
+                    })
+                    .await?;
                     shared.update(peer, |l| {
                         l.behind = behind(&heads, &peer_heads);
                         l.last_sync = Some(now_text());
