@@ -14,6 +14,7 @@
 //! signature fails are the others checked one by one.
 
 use std::collections::HashMap;
+use std::sync::LazyLock;
 
 use ed25519_dalek::{Signature, Verifier, VerifyingKey};
 use rusqlite::{OptionalExtension, Transaction, TransactionBehavior};
@@ -25,7 +26,7 @@ use roost_core::sync::{Outcome, RowState, Version, ready, resolve, supersedes};
 use roost_core::validate::Fields;
 use roost_core::{EPOCH, Entry, Lamport, RowId, Table};
 
-use crate::door::{NewRow, insert_change, insert_row, log_head, overwrite_row, parse_vector, vector_text};
+use crate::door::{NewRow, insert_change, insert_row, log_head, overwrite_row, parse_vector, per_table, vector_text};
 use crate::fence::{self, epoch_of};
 use crate::{Result, Store};
 
@@ -37,14 +38,28 @@ struct OriginKey {
     revoked_after: Option<u64>,
 }
 
-/// Per-batch caches of heads and keys.
+/// Per-batch caches of heads and keys, and whether any conflict is open.
 #[derive(Default)]
 struct Context {
     heads: HashMap<String, (u64, [u8; 32])>,
     keys: HashMap<String, Option<OriginKey>>,
+    conflicts_open: Option<bool>,
 }
 
 impl Context {
+    /// Whether any conflict is open: with none, no entry of the batch can
+    /// settle one, and the per-entry lookup is skipped.
+    fn conflicts_open(&mut self, tx: &Transaction) -> Result<bool> {
+        if let Some(open) = self.conflicts_open {
+            return Ok(open);
+        }
+        let open = tx
+            .prepare_cached("SELECT EXISTS (SELECT 1 FROM sync_conflicts WHERE resolved = 0)")?
+            .query_row([], |r| r.get(0))?;
+        self.conflicts_open = Some(open);
+        Ok(open)
+    }
+
     fn head(&mut self, tx: &Transaction, origin: &str) -> Result<(u64, [u8; 32])> {
         if let Some(head) = self.heads.get(origin) {
             return Ok(*head);
@@ -176,7 +191,7 @@ fn apply_one(
         Err(why) => return Ok(refuse(format!("entry {} of {}: {why}", entry.seq, entry.origin))),
     };
     insert_change(tx, entry, &hash, &signed.signature, now)?;
-    apply_version(tx, entry, &row, now)?;
+    apply_version(tx, ctx, entry, &row, now)?;
     ctx.heads.insert(entry.origin.clone(), (entry.seq, hash));
     Ok(Verdict::Applied)
 }
@@ -209,13 +224,19 @@ fn row_of(entry: &Entry) -> Result<Map<String, Value>, &'static str> {
 }
 
 /// The row's current version and absorbed vector, if the row exists.
+static CURRENT: LazyLock<Vec<String>> = LazyLock::new(|| {
+    Table::ALL
+        .iter()
+        .map(|table| {
+            let epoch = if table.agent_owned() { EPOCH } else { "NULL" };
+            format!("SELECT origin, lamport, version_seq, vv, {epoch} FROM {} WHERE id = ?1", table.name())
+        })
+        .collect()
+});
+
 fn current(tx: &Transaction, table: Table, id: &RowId) -> Result<Option<RowState>> {
-    let epoch = if table.agent_owned() { EPOCH } else { "NULL" };
     let found = tx
-        .prepare_cached(&format!(
-            "SELECT origin, lamport, version_seq, vv, {epoch} FROM {} WHERE id = ?1",
-            table.name()
-        ))?
+        .prepare_cached(per_table(&CURRENT, table))?
         .query_row([id.as_str()], |r| {
             let version = Version {
                 origin: r.get(0)?,
@@ -244,7 +265,13 @@ fn version_vector(tx: &Transaction, origin: &str, seq: u64) -> Result<roost_core
 }
 
 /// Runs the conflict rules for `entry` against the row and writes the result.
-fn apply_version(tx: &Transaction, entry: &Entry, row: &Map<String, Value>, now: &str) -> Result<()> {
+fn apply_version(
+    tx: &Transaction,
+    ctx: &mut Context,
+    entry: &Entry,
+    row: &Map<String, Value>,
+    now: &str,
+) -> Result<()> {
     let incoming = Version {
         origin: entry.origin.clone(),
         seq: entry.seq,
@@ -273,7 +300,11 @@ fn apply_version(tx: &Transaction, entry: &Entry, row: &Map<String, Value>, now:
                     .execute(rusqlite::params![entry.row_id.as_str(), vector_text(&state.vector)])?;
             }
             record_conflict(tx, entry.table, &entry.row_id, &state.version, &loser, now)?;
+            ctx.conflicts_open = Some(true);
         }
+    }
+    if !ctx.conflicts_open(tx)? {
+        return Ok(());
     }
     settle_conflicts(tx, entry.table, &entry.row_id, &incoming, now)
 }

@@ -15,6 +15,8 @@ use crate::{Result, StoreError};
 /// How long a writer waits for another process's write lock before giving
 /// up with [`crate::StoreError::Busy`]. Bounded, as every disk wait must be.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(15);
+/// The writer's page cache, as SQLite's negative KiB.
+const WRITER_CACHE_KIB: i64 = -16 * 1024;
 
 fn configure(conn: &Connection, door_open: Arc<AtomicBool>) -> Result<()> {
     conn.busy_timeout(BUSY_TIMEOUT)?;
@@ -62,6 +64,12 @@ impl DoorConnection {
         let conn = Connection::open(path)?;
         let door_open = Arc::new(AtomicBool::new(false));
         configure(&conn, door_open.clone())?;
+        // A catch-up applies thousands of entries a transaction: with room
+        // for their pages SQLite neither spills them to the WAL midway nor
+        // reads index pages back, and statement journals (every write fires
+        // triggers) stay in memory. The cache fills only as it is used.
+        conn.pragma_update(None, "cache_size", WRITER_CACHE_KIB)?;
+        conn.pragma_update(None, "temp_store", "MEMORY")?;
         Ok(DoorConnection { conn, door_open })
     }
 

@@ -9,6 +9,8 @@
 //! state has its own mutation, which checks the lease epoch against the
 //! fence (see [`crate::fence`]); the generic ones refuse it.
 
+use std::sync::LazyLock;
+
 use rusqlite::{OptionalExtension, Transaction, TransactionBehavior, params_from_iter};
 use serde_json::{Map, Value};
 
@@ -375,15 +377,48 @@ pub(crate) struct NewRow<'a> {
     pub version_seq: Option<u64>,
 }
 
+/// SQL text that depends only on the table, built once per table (the
+/// statement cache is keyed by the text; building it for every row showed
+/// in a catch-up's profile).
+pub(crate) fn per_table(cache: &'static LazyLock<Vec<String>>, table: Table) -> &'static str {
+    &cache[Table::ALL.iter().position(|t| *t == table).expect("every table is in Table::ALL")]
+}
+
+static INSERT_ROW: LazyLock<Vec<String>> = LazyLock::new(|| {
+    Table::ALL
+        .iter()
+        .map(|table| {
+            let names: Vec<&str> = table.fields().iter().map(|f| f.name).collect();
+            format!(
+                "INSERT INTO {} (id, origin, lamport, created_at, updated_at, deleted_at, vv, version_seq, {})
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, {})",
+                table.name(),
+                names.join(", "),
+                (0..names.len()).map(|i| format!("?{}", i + 9)).collect::<Vec<_>>().join(", ")
+            )
+        })
+        .collect()
+});
+
+static OVERWRITE_ROW: LazyLock<Vec<String>> = LazyLock::new(|| {
+    Table::ALL
+        .iter()
+        .map(|table| {
+            let sets: Vec<String> =
+                table.fields().iter().enumerate().map(|(i, f)| format!("{} = ?{}", f.name, i + 9)).collect();
+            format!(
+                "UPDATE {} SET origin = ?2, lamport = ?3, updated_at = ?4, deleted_at = ?5,
+                    created_at = CASE WHEN ?6 IS NULL THEN created_at ELSE ?6 END, vv = ?7, version_seq = ?8, {}
+                 WHERE id = ?1",
+                table.name(),
+                sets.join(", ")
+            )
+        })
+        .collect()
+});
+
 pub(crate) fn insert_row(tx: &Transaction, table: Table, row: &NewRow, fields: &Fields) -> Result<()> {
-    let names: Vec<&str> = table.fields().iter().map(|f| f.name).collect();
-    let sql = format!(
-        "INSERT INTO {} (id, origin, lamport, created_at, updated_at, deleted_at, vv, version_seq, {})
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, {})",
-        table.name(),
-        names.join(", "),
-        (0..names.len()).map(|i| format!("?{}", i + 9)).collect::<Vec<_>>().join(", ")
-    );
+    let sql = per_table(&INSERT_ROW, table);
     let mut values: Vec<rusqlite::types::Value> = vec![
         row.id.to_string().into(),
         row.origin.to_string().into(),
@@ -395,7 +430,7 @@ pub(crate) fn insert_row(tx: &Transaction, table: Table, row: &NewRow, fields: &
         row.version_seq.map(|s| s as i64).into(),
     ];
     values.extend(table.fields().iter().map(|f| to_sql(f.kind, fields.get(f.name).unwrap_or(&Value::Null))));
-    tx.prepare_cached(&sql)?.execute(params_from_iter(values))?;
+    tx.prepare_cached(sql)?.execute(params_from_iter(values))?;
     Ok(())
 }
 
@@ -434,15 +469,7 @@ pub(crate) fn overwrite_row(
     keep_created: bool,
     fields: &Fields,
 ) -> Result<()> {
-    let sets: Vec<String> =
-        table.fields().iter().enumerate().map(|(i, f)| format!("{} = ?{}", f.name, i + 9)).collect();
-    let sql = format!(
-        "UPDATE {} SET origin = ?2, lamport = ?3, updated_at = ?4, deleted_at = ?5,
-            created_at = CASE WHEN ?6 IS NULL THEN created_at ELSE ?6 END, vv = ?7, version_seq = ?8, {}
-         WHERE id = ?1",
-        table.name(),
-        sets.join(", ")
-    );
+    let sql = per_table(&OVERWRITE_ROW, table);
     let mut values: Vec<rusqlite::types::Value> = vec![
         row.id.to_string().into(),
         row.origin.to_string().into(),
@@ -454,7 +481,7 @@ pub(crate) fn overwrite_row(
         row.version_seq.map(|s| s as i64).into(),
     ];
     values.extend(table.fields().iter().map(|f| to_sql(f.kind, fields.get(f.name).unwrap_or(&Value::Null))));
-    let changed = tx.prepare_cached(&sql)?.execute(params_from_iter(values))?;
+    let changed = tx.prepare_cached(sql)?.execute(params_from_iter(values))?;
     assert_eq!(changed, 1, "a row overwrite must hit exactly the row it was given");
     Ok(())
 }
