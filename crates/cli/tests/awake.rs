@@ -117,6 +117,25 @@ fn awake_at(home: &Path, epoch: u64) -> Duration {
     events.iter().find(|e| e.event == "awake" && e.epoch == Some(epoch)).map(|e| e.at).unwrap()
 }
 
+/// Kills the holder with SIGKILL and waits for another machine to take a
+/// later epoch, never while the killed one could act; reports how long that
+/// took. Returns the killed machine, the new holder and when the kill was.
+fn kill_the_holder(h: &[PathBuf], served: &mut [Served]) -> (usize, usize, Duration) {
+    let holder = settled(&all(served));
+    let old_epoch = lease(&served[holder])["epoch"].as_u64().unwrap();
+    let killed_at = clock::now();
+    let _ = served[holder].child.kill();
+    let _ = served[holder].child.wait();
+    let rest: Vec<&Served> = served.iter().enumerate().filter(|(i, _)| *i != holder).map(|(_, s)| s).collect();
+    let next = settled(&rest);
+    let next = served.iter().position(|s| std::ptr::eq(s, rest[next])).unwrap();
+    let next_epoch = lease(&served[next])["epoch"].as_u64().unwrap();
+    assert!(next_epoch > old_epoch);
+    eprintln!("failover took {:?}", awake_at(&h[next], next_epoch) - killed_at);
+    assert_no_overlap(h, Some(killed_at));
+    (holder, next, killed_at)
+}
+
 fn wakeup(home: &Path, force: bool) -> std::process::Output {
     let mut args = vec!["wakeup"];
     if force {
@@ -169,19 +188,7 @@ fn survives_kill_pause_and_handoffs(etcd: Option<&str>) {
 
     // kill -9 the holder: another machine is awake (how soon is reported;
     // `roost bench failover` measures it).
-    let holder = settled(&all(&served));
-    let old_epoch = lease(&served[holder])["epoch"].as_u64().unwrap();
-    let killed_at = clock::now();
-    let _ = served[holder].child.kill();
-    let _ = served[holder].child.wait();
-    let rest: Vec<&Served> = served.iter().enumerate().filter(|(i, _)| *i != holder).map(|(_, s)| s).collect();
-    let next = settled(&rest);
-    let next_index = served.iter().position(|s| std::ptr::eq(s, rest[next])).unwrap();
-    let next_epoch = lease(&served[next_index])["epoch"].as_u64().unwrap();
-    assert!(next_epoch > old_epoch);
-    let failover = awake_at(&h[next_index], next_epoch) - killed_at;
-    eprintln!("failover took {failover:?}");
-    assert_no_overlap(&h, Some(killed_at));
+    let (holder, next_index, killed_at) = kill_the_holder(&h, &mut served);
 
     // The killed machine comes back as a standby and learns the holder.
     served[holder] = Served::start(&h[holder]);
@@ -236,20 +243,9 @@ fn at_a_one_second_ttl_kill_nine_fails_over_without_two_awake() {
     let _one = one_chain();
     let root = tempfile::tempdir().unwrap();
     let (h, mut served) = chain_at(root.path(), &["a", "b", "c"], &[], None, Duration::from_secs(1));
-    let holder = settled(&all(&served));
-    let old_epoch = lease(&served[holder])["epoch"].as_u64().unwrap();
-    let killed_at = clock::now();
-    let _ = served[holder].child.kill();
-    let _ = served[holder].child.wait();
-    let rest: Vec<&Served> = served.iter().enumerate().filter(|(i, _)| *i != holder).map(|(_, s)| s).collect();
-    let next = settled(&rest);
-    let next_index = served.iter().position(|s| std::ptr::eq(s, rest[next])).unwrap();
-    let next_epoch = lease(&served[next_index])["epoch"].as_u64().unwrap();
-    assert!(next_epoch > old_epoch);
-    eprintln!("at TTL 1 s, failover took {:?}", awake_at(&h[next_index], next_epoch) - killed_at);
-    assert_no_overlap(&h, Some(killed_at));
+    let (holder, next, _) = kill_the_holder(&h, &mut served);
     served[holder] = Served::start(&h[holder]);
-    assert_eq!(settled(&all(&served)), next_index, "the killed machine came back as a standby");
+    assert_eq!(settled(&all(&served)), next, "the killed machine came back as a standby");
 }
 
 #[test]
