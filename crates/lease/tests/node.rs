@@ -31,6 +31,9 @@ fn node(config: Config, view: Option<View>) -> Node {
     Node::new(config, Durable { view, ..Durable::default() }, Duration::ZERO)
 }
 
+/// Which messages a loss applies to.
+type MessageKind = fn(&Message) -> bool;
+
 struct Net {
     nodes: Vec<Node>,
     down: Vec<bool>,
@@ -39,7 +42,7 @@ struct Net {
     /// Whether a handoff target reports its log caught up at once.
     catch_up: bool,
     /// Messages lost on the way: the next one from, to, of a kind.
-    lose: Vec<(usize, usize, fn(&Message) -> bool)>,
+    lose: Vec<(usize, usize, MessageKind)>,
 }
 
 impl Net {
