@@ -16,12 +16,12 @@ use std::time::Duration;
 use iroh::endpoint::{Connection, RecvStream, SendStream, VarInt};
 use tokio::sync::{Notify, mpsc};
 
-use roost_core::protocol::{MAX_BATCH, Machine, Message, PROTOCOL_VERSION, SignedEntry, behind};
+use roost_core::protocol::{Heads, MAX_BATCH, Machine, Message, PROTOCOL_VERSION, SignedEntry, behind};
 use roost_core::session::{self, Greeting, Received, Session, Timing};
 use roost_identity::Certificate;
 use roost_instance::Instance;
 use roost_instance::addresses::{host_and_port, is_loopback_url, url_for};
-use roost_store::{InstanceEntry, Store, StoreError};
+use roost_store::{DEFER_FROM, InstanceEntry, Store, StoreError};
 
 use crate::{Shared, SyncError, frame, now_text};
 
@@ -412,6 +412,8 @@ async fn receiver(
     let mut log_grew = shared.log_grew.subscribe();
     let handler = async move {
         let mut next: Option<Message> = None;
+        // This machine's heads after the last batch this session applied.
+        let mut ours: Option<Heads> = None;
         loop {
             let message = match next.take() {
                 Some(message) => message,
@@ -447,9 +449,13 @@ async fn receiver(
                     // Far behind, the search index waits for the end of the
                     // catch-up (decided before the batch, so it is never
                     // indexed row by row), and is rebuilt once nothing is.
+                    // Only a session that may be far behind, by the heads it
+                    // last saw, asks the store before applying.
                     let peer_heads = control.lock().peer_heads().clone();
-                    let reported = peer_heads.clone();
-                    blocking(store, move |s| s.pace_search_index(behind(&s.heads()?, &reported))).await?;
+                    if ours.as_ref().is_none_or(|ours| behind(ours, &peer_heads) >= DEFER_FROM) {
+                        let reported = peer_heads.clone();
+                        blocking(store, move |s| s.pace_search_index(behind(&s.heads()?, &reported))).await?;
+                    }
                     apply_through(store, control, batch).await?;
                     let reported = peer_heads.clone();
                     let heads = blocking(store, move |s| {
@@ -462,6 +468,7 @@ async fn receiver(
                         l.behind = behind(&heads, &peer_heads);
                         l.last_sync = Some(now_text());
                     });
+                    ours = Some(heads.clone());
                     let due = control.lock().heads_due(&heads, control.now());
                     if due && replies.send(Message::Heads(heads)).await.is_err() {
                         return Ok(());
