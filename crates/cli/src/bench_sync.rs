@@ -274,7 +274,7 @@ fn process_run(n: usize, writes: usize) -> anyhow::Result<(f64, f64, Vec<Duratio
     roost(b, &["instance", "register", &format!("http://{}", served_a.addr)])?;
     // Caught up means every entry applied and search answering from an
     // index that holds them all.
-    while reader.heads()?.get(&origin).copied().unwrap_or(0) < n as u64 || reader.search_index_behind()?.is_some() {
+    while reader.heads()?.get(&origin).copied().unwrap_or(0) < n as u64 || reader.search_index_deferred()? {
         anyhow::ensure!(started.elapsed() < Duration::from_secs(600), "catch-up did not finish in 10 minutes");
         std::thread::sleep(Duration::from_millis(10));
     }

@@ -98,7 +98,7 @@ fn wait(instance: &Instance, peer: Option<&str>, limit: Duration) -> anyhow::Res
         bar.set_message("catching up");
         // A large catch-up rebuilds the search index at its end: in sync
         // means searchable too.
-        let indexing = settled && store.search_index_behind()?.is_some();
+        let indexing = settled && store.search_index_deferred()?;
         if indexing {
             bar.set_message("rebuilding the search index");
         }

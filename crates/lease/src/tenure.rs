@@ -38,8 +38,9 @@ impl Tenure {
         self.ttl / 3
     }
 
-    /// How often an unanswered request to acquire the lease is repeated:
-    /// several times within the attempt, which gives up after half a TTL.
+    /// How often an unanswered lease message (a prepare, a proposal, a
+    /// release, a yield) is repeated: several times within an attempt, which
+    /// gives up after half a TTL.
     pub fn resend_every(&self) -> Duration {
         self.ttl / 12
     }

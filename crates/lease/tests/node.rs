@@ -125,6 +125,17 @@ impl Net {
         }
     }
 
+    /// Runs until `done` holds, at most `limit` (else fails saying `what`);
+    /// returns how long that took.
+    fn run_until(&mut self, limit: Duration, what: &str, done: impl Fn(&Net) -> bool) -> Duration {
+        let started = self.now;
+        while !done(self) {
+            self.run(Duration::from_millis(10));
+            assert!(self.now - started < limit, "{what} within {limit:?}: {:?}", self.log);
+        }
+        self.now - started
+    }
+
     fn acting(&self, i: usize) -> Option<u64> {
         (!self.down[i]).then(|| self.nodes[i].may_act(self.now)).flatten()
     }
@@ -156,11 +167,7 @@ fn when_the_holder_dies_another_takes_over_within_ttl_plus_a_second() {
     let old = net.holder().unwrap();
     let old_epoch = net.acting(old).unwrap();
     net.down[old] = true;
-    let died = net.now;
-    while net.holder().is_none() {
-        net.run(Duration::from_millis(10));
-        assert!(net.now - died < Duration::from_secs(4), "no failover within TTL + 1 s");
-    }
+    net.run_until(Duration::from_secs(4), "a failover", |net| net.holder().is_some());
     let new = net.holder().unwrap();
     assert_ne!(new, old);
     assert!(net.acting(new).unwrap() > old_epoch);
@@ -176,13 +183,8 @@ fn a_lost_request_costs_a_resend_not_the_attempt() {
     // Each standby's first prepare and first proposal to the other are lost.
     let request = |m: &Message| matches!(m, Message::Prepare { .. } | Message::Propose { .. });
     net.lose = vec![(b, c, request), (c, b, request), (b, c, request), (c, b, request)];
-    let died = net.now;
-    while net.holder().is_none() {
-        net.run(Duration::from_millis(10));
-        assert!(net.now - died < Duration::from_secs(6), "no failover");
-    }
+    let took = net.run_until(Duration::from_secs(6), "a failover", |net| net.holder().is_some());
     let ttl = Duration::from_secs(3);
-    let took = net.now - died;
     // Waiting out the attempt instead (half a TTL per loss) would take longer.
     assert!(took < ttl + ttl / 2, "failover took {took:?} with four requests lost");
     assert!(net.lose.len() < 4, "requests were lost");
@@ -200,14 +202,9 @@ fn a_handoff_survives_its_release_and_its_last_word_being_lost() {
     net.lose = vec![(old, target, release), (old, other, release), (old, target, last_word)];
     net.log.clear();
     net.input(target, Input::Wakeup { force: false });
-    let asked = net.now;
-    while net.holder() != Some(target) {
-        net.run(Duration::from_millis(10));
-        assert!(net.now - asked < Duration::from_secs(5), "no handoff: {:?}", net.log);
-    }
+    let paused = net.run_until(Duration::from_secs(5), "a handoff", |net| net.holder() == Some(target));
     assert!(net.lose.is_empty(), "all three were lost");
     assert_eq!(net.acting(target), Some(epoch + 1));
-    let paused = net.now - asked;
     // Waiting for the handoff's deadlines instead would take two seconds.
     assert!(paused < Duration::from_millis(700), "the handoff took {paused:?}");
 }

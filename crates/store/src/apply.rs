@@ -223,7 +223,6 @@ fn row_of(entry: &Entry) -> Result<Map<String, Value>, &'static str> {
     Ok(row)
 }
 
-/// The row's current version and absorbed vector, if the row exists.
 static CURRENT: LazyLock<Vec<String>> = LazyLock::new(|| {
     Table::ALL
         .iter()
@@ -234,6 +233,7 @@ static CURRENT: LazyLock<Vec<String>> = LazyLock::new(|| {
         .collect()
 });
 
+/// The row's current version and absorbed vector, if the row exists.
 fn current(tx: &Transaction, table: Table, id: &RowId) -> Result<Option<RowState>> {
     let found = tx
         .prepare_cached(per_table(&CURRENT, table))?

@@ -27,12 +27,17 @@ impl Store {
         self.read(|c| Ok(behind(c)?))
     }
 
+    /// Whether the index is deferred (cheap: one `meta` lookup).
+    pub fn search_index_deferred(&self) -> Result<bool> {
+        Ok(self.read(|c| Ok(deferred_at(c)?))?.is_some())
+    }
+
     /// The catch-up's rule, given how many entries this machine is `behind`
     /// a peer: defer the index when that is at least [`DEFER_FROM`] and more
     /// than half the memories already held (rebuilding reindexes them all);
     /// rebuild it once nothing is behind.
     pub fn pace_search_index(&self, behind: u64) -> Result<()> {
-        let deferred = self.read(|c| Ok(deferred_at(c)?))?.is_some();
+        let deferred = self.search_index_deferred()?;
         if deferred && behind == 0 {
             return self.rebuild_search_index();
         }

@@ -365,6 +365,7 @@ fn a_deferred_search_index_says_so_and_the_rebuild_matches_the_rows_exactly() {
     // A catch-up far behind: the index stands still and search says so.
     n[1].store.pace_search_index(roost_store::DEFER_FROM).unwrap();
     assert_eq!(n[1].store.search_index_behind().unwrap(), Some(0));
+    assert!(n[1].store.search_index_deferred().unwrap());
     edit(&n[0].store, &first, "narwhal");
     for i in 0..3 {
         let fields = obj(json!({ "content": format!("beluga {i}") }));
@@ -382,6 +383,7 @@ fn a_deferred_search_index_says_so_and_the_rebuild_matches_the_rows_exactly() {
     assert_eq!(n[1].store.search_index_behind().unwrap(), Some(5));
     n[1].store.pace_search_index(0).unwrap();
     assert_eq!(n[1].store.search_index_behind().unwrap(), None);
+    assert!(!n[1].store.search_index_deferred().unwrap());
     n[1].store.check_search_index().unwrap();
     assert_eq!(search(&n[1].store, "walrus").unwrap(), 0, "the edited version's old terms are gone");
     assert_eq!(search(&n[1].store, "narwhal").unwrap(), 1);

@@ -179,11 +179,8 @@ pub struct SyncService {
 /// Rebuilds a search index left deferred by a catch-up that a stop cut
 /// short: the next catch-up defers it again if it is still far behind.
 async fn finish_deferred_index(store: Arc<Store>) {
-    let rebuild = move || store.pace_search_index(0);
-    match roost_tasks::blocking("rebuilding the search index", session::STORE_WAIT, rebuild).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::warn!(error = %e, "the search index could not be rebuilt"),
-        Err(e) => tracing::warn!(error = %e, "the search index could not be rebuilt"),
+    if let Err(e) = session::blocking(&store, |s| s.pace_search_index(0)).await {
+        tracing::warn!(error = %e, "the search index could not be rebuilt");
     }
 }
 

@@ -38,7 +38,7 @@ const APPLY_MAX: usize = 8 * MAX_BATCH;
 const CLOSE_REFUSED: u32 = 403;
 /// How long a session waits for one database call (an apply of a large
 /// batch included) before it gives up and reconnects.
-pub(crate) const STORE_WAIT: Duration = Duration::from_secs(30);
+const STORE_WAIT: Duration = Duration::from_secs(30);
 
 /// The peer a session talks to, once its hello checked out.
 struct Peer {
