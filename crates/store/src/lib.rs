@@ -8,6 +8,7 @@
 //! other write to those tables, so the rule holds even for code that forgets it.
 
 mod apply;
+mod checkpoint;
 pub mod conflicts;
 mod connection;
 pub mod door;
@@ -20,7 +21,7 @@ mod row;
 mod search_index;
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use rusqlite::Connection;
 use thiserror::Error;
@@ -79,6 +80,8 @@ pub enum StoreError {
     Sqlite(rusqlite::Error),
     #[error("cannot create the database {path}: {source}")]
     Create { path: std::path::PathBuf, source: std::io::Error },
+    #[error("cannot start the thread that checkpoints the database: {0}")]
+    Checkpointer(std::io::Error),
 }
 
 impl From<rusqlite::Error> for StoreError {
@@ -102,9 +105,10 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 pub struct Store {
     path: PathBuf,
     author: door::Author,
-    writer: Mutex<DoorConnection>,
+    writer: Arc<Mutex<DoorConnection>>,
     readers: Mutex<Vec<Connection>>,
     on_commit: std::sync::RwLock<Option<Box<dyn Fn() + Send + Sync>>>,
+    _checkpointer: checkpoint::Checkpointer,
 }
 
 impl Store {
@@ -127,12 +131,15 @@ impl Store {
         claim_instance(writer.raw_mut(), origin)?;
         let author = door::Author { origin: origin.to_string(), key, clock };
         door::sign_unsigned(&mut writer, &author)?;
+        let writer = Arc::new(Mutex::new(writer));
+        let checkpointer = checkpoint::Checkpointer::start(path, &writer)?;
         Ok(Store {
             path: path.to_path_buf(),
             author,
-            writer: Mutex::new(writer),
+            writer,
             readers: Mutex::new(Vec::new()),
             on_commit: std::sync::RwLock::new(None),
+            _checkpointer: checkpointer,
         })
     }
 

@@ -325,3 +325,43 @@ fn data_another_program_damaged_is_an_error_never_a_panic() {
     assert!(matches!(error, StoreError::Damaged(_)), "{error:?}");
     assert!(error.to_string().contains("restore it"), "the error says what to do: {error}");
 }
+
+/// Commits do not checkpoint the WAL themselves (that would stall the write
+/// that crossed the threshold for two fsyncs); the store's checkpointer does,
+/// so a long run of small writes still leaves a bounded WAL behind.
+#[test]
+fn the_checkpointer_keeps_the_wal_bounded() {
+    let (dir, store) = open();
+    let wal = dir.path().join("roost.db-wal");
+    let text = "a memory long enough to fill a few pages of the log and the index ".repeat(8);
+    let mut largest = 0;
+    for i in 0..3000 {
+        create(&store, Table::Memories, json!({"content": format!("{text} {i}")}));
+        largest = largest.max(std::fs::metadata(&wal).unwrap().len());
+    }
+    // 3,000 commits write well over 10,000 WAL pages; checkpoints every
+    // 1,000 pages let the WAL start over instead of growing past 40 MiB.
+    let unbounded = 40 << 20;
+    assert!(largest < unbounded / 2, "the WAL grew to {largest} bytes");
+    assert!(store.search_memories(&SearchQuery { query: "2999".into(), ..Default::default() }).unwrap().len() == 1);
+}
+
+/// A rebuilt search index is merged into one segment: left as the rebuild's
+/// many, the merges of the next few hundred writes would reach into them and
+/// stall single writes for 100-200 ms.
+#[test]
+fn a_rebuilt_search_index_is_one_segment() {
+    let (dir, store) = open();
+    store.defer_search_index().unwrap();
+    let text = "plenty of distinct words so the rebuild flushes several segments".repeat(4);
+    let batch: Vec<Mutation> = (0..20_000)
+        .map(|i| Mutation::Create { table: Table::Memories, fields: obj(json!({"content": format!("{text} w{i}")})) })
+        .collect();
+    store.write_all(batch).unwrap();
+    store.rebuild_search_index().unwrap();
+    let db = rusqlite::Connection::open(dir.path().join("roost.db")).unwrap();
+    let segments: i64 = db.query_row("SELECT count(DISTINCT segid) FROM memories_fts_idx", [], |r| r.get(0)).unwrap();
+    assert_eq!(segments, 1);
+    store.check_search_index().unwrap();
+    assert_eq!(store.search_memories(&SearchQuery { query: "w19999".into(), ..Default::default() }).unwrap().len(), 1);
+}
