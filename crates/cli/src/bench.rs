@@ -49,6 +49,10 @@ pub enum BenchCommand {
         /// Writes timed for propagation.
         #[arg(long, default_value_t = 500)]
         writes: usize,
+        /// Also measure catch-up and propagation between two network
+        /// namespaces joined by veth pairs (needs root and iproute2).
+        #[arg(long)]
+        netns: bool,
     },
     /// Federation: roost_search_all across three gateways with their own memories.
     Federation {
@@ -102,7 +106,9 @@ pub fn run(command: BenchCommand) -> anyhow::Result<()> {
             (memories, searches, mcp_calls, runs, json)
         }
         BenchCommand::Tokens { count, runs } => return tokens(count, runs),
-        BenchCommand::Sync { entries, runs, writes } => return crate::bench_sync::run(entries, runs, writes),
+        BenchCommand::Sync { entries, runs, writes, netns } => {
+            return crate::bench_sync::run(entries, runs, writes, netns);
+        }
         BenchCommand::Failover { kills, handoffs, ttl_ms, etcd } => {
             return crate::bench_failover::run(kills, handoffs, ttl_ms, etcd.as_deref());
         }
@@ -264,7 +270,16 @@ impl ServedProcess {
     /// `roost serve` on `bind` (a restarted machine keeps its address, which
     /// the others have registered).
     pub(crate) fn start_at(home: &std::path::Path, bind: &str) -> anyhow::Result<ServedProcess> {
-        let mut child = Command::new(std::env::current_exe()?)
+        ServedProcess::start_in(None, home, bind)
+    }
+
+    /// `roost serve` on `bind` inside a network namespace (see `bench_netns`).
+    pub(crate) fn start_in(
+        namespace: Option<&str>,
+        home: &std::path::Path,
+        bind: &str,
+    ) -> anyhow::Result<ServedProcess> {
+        let mut child = crate::bench_netns::command_in(namespace, &std::env::current_exe()?)
             .args(["serve", "--bind", bind, "--home"])
             .arg(home)
             .env("RUST_LOG", "warn")

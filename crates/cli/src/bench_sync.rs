@@ -9,13 +9,9 @@
 //!   row is readable on the other.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use rmcp::ServiceExt;
-use rmcp::model::{CallToolRequestParams, ClientConfig};
-use rmcp::transport::StreamableHttpClientTransport;
 use serde_json::{Map, Value, json};
 
 use roost_core::Table;
@@ -26,7 +22,7 @@ use roost_store::{Mutation, Store};
 use crate::bench::{ServedProcess, Words, percentile_ms};
 use crate::out::{note, say};
 
-pub fn run(entries: usize, runs: usize, writes: usize) -> anyhow::Result<()> {
+pub fn run(entries: usize, runs: usize, writes: usize, netns: bool) -> anyhow::Result<()> {
     let (mut apply, mut same_schema, mut minimal) = (Vec::new(), Vec::new(), Vec::new());
     for run in 1..=runs {
         let r = apply_run(entries, run as u64)?;
@@ -40,19 +36,16 @@ pub fn run(entries: usize, runs: usize, writes: usize) -> anyhow::Result<()> {
         same_schema.push(r.same_schema);
         minimal.push(r.minimal);
     }
-    let (catch_up, rss, mut latencies) = process_run(entries, writes)?;
-    let median = |v: &mut Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
+    let loopback = process_runs(entries, runs, writes, None)?;
     let (a, b, m) = (median(&mut apply), median(&mut same_schema), median(&mut minimal));
-    let caught_up = entries as f64 / catch_up;
     say!("median of {runs} run(s), {entries} entries:")?;
     say!("  apply              {a:.0} entries/s")?;
     say!("  raw SQLite insert  {b:.0} rows/s, same schema; apply / raw = {:.2}   (target >= 0.9)", a / b)?;
     say!("  raw SQLite insert  {m:.0} rows/s, minimal table; apply / minimal = {:.2}", a / m)?;
+    let caught_up = entries as f64 / loopback.catch_up;
     say!(
-        "  catch-up over iroh {entries} entries in {catch_up:.2} s = {caught_up:.0} entries/s; catch-up / raw = {:.2}   (target >= 0.8)",
+        "  catch-up over iroh {entries} entries in {:.2} s = {caught_up:.0} entries/s; catch-up / raw = {:.2}   (target >= 0.8)",
+        loopback.catch_up,
         caught_up / b
     )?;
     if entries < 1_000_000 {
@@ -61,13 +54,27 @@ pub fn run(entries: usize, runs: usize, writes: usize) -> anyhow::Result<()> {
             1e6 / caught_up
         )?;
     }
-    say!("  receiver peak RSS  {rss:.1} MiB")?;
-    say!(
-        "  propagation        p50 {:.2} ms, p99 {:.2} ms over {writes} writes   (target p99 < 10 ms)",
-        percentile_ms(&mut latencies, 0.5),
-        percentile_ms(&mut latencies, 0.99)
-    )?;
+    say!("  receiver peak RSS  {:.1} MiB; {}", loopback.peak_mib, loopback.peak_when)?;
+    say!("  propagation        {}   (target p99 < 10 ms)", loopback.propagation())?;
+    if netns {
+        let wire = crate::bench_netns::Wire::new(2)?;
+        let across = process_runs(entries, runs, writes, Some(&wire))?;
+        say!("between two network namespaces (veth pairs on a bridge), median of {runs} run(s):")?;
+        say!(
+            "  catch-up           {:.2} s = {:.0} entries/s; namespaces / loopback = {:.2}   (target >= 0.9)",
+            across.catch_up,
+            entries as f64 / across.catch_up,
+            loopback.catch_up / across.catch_up
+        )?;
+        say!("  receiver peak RSS  {:.1} MiB", across.peak_mib)?;
+        say!("  propagation        {}   (target p99 < 10 ms)", across.propagation())?;
+    }
     Ok(())
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
 }
 
 fn key(seed: u8) -> ed25519_dalek::SigningKey {
@@ -231,9 +238,26 @@ fn minimal_baseline(path: &Path, log: &[SignedEntry]) -> anyhow::Result<f64> {
     Ok(log.len() as f64 / started.elapsed().as_secs_f64())
 }
 
+/// Lets the other machines call `roost_store_memory` on the instance at
+/// `home` (by its `[federation] peer_tools`), as the propagation writes do.
+fn allow_peers_to_write_memories(home: &Path) -> anyhow::Result<()> {
+    let path = home.join("config.toml");
+    let config = std::fs::read_to_string(&path)?;
+    let allowed = config.replacen("peer_tools = [", "peer_tools = [\"roost_store_memory\", ", 1);
+    std::fs::write(&path, allowed)?;
+    let tools = Instance::open(home)?.config.federation.peer_tools;
+    anyhow::ensure!(tools.iter().any(|t| t == "roost_store_memory"), "config.toml lost its peer_tools list");
+    Ok(())
+}
+
 /// Runs this `roost` binary on `home` (identity commands get a passphrase).
 pub(crate) fn roost(home: &Path, args: &[&str]) -> anyhow::Result<()> {
-    let out = Command::new(std::env::current_exe()?)
+    roost_in(None, home, args)
+}
+
+/// [`roost`] inside a network namespace, or here when there is none.
+fn roost_in(namespace: Option<&str>, home: &Path, args: &[&str]) -> anyhow::Result<()> {
+    let out = crate::bench_netns::command_in(namespace, &std::env::current_exe()?)
         .arg("--home")
         .arg(home)
         .args(args)
@@ -257,57 +281,123 @@ pub(crate) fn same_identity(root: &Path, names: &[&str]) -> anyhow::Result<Vec<P
     Ok(homes)
 }
 
-/// Catch-up seconds and peak RSS (MiB) of a fresh receiver, then write
-/// propagation latencies, between two real gateways.
-fn process_run(n: usize, writes: usize) -> anyhow::Result<(f64, f64, Vec<Duration>)> {
+/// What the process runs measured: medians of catch-up seconds and peak RSS,
+/// and every propagation latency.
+struct ProcessRuns {
+    catch_up: f64,
+    peak_mib: f64,
+    /// When the median run's receiver was largest, as far as sampling saw.
+    peak_when: String,
+    latencies: Vec<Duration>,
+}
+
+impl ProcessRuns {
+    fn propagation(&self) -> String {
+        let mut latencies = self.latencies.clone();
+        format!(
+            "p50 {:.2} ms, p99 {:.2} ms over {} writes",
+            percentile_ms(&mut latencies, 0.5),
+            percentile_ms(&mut latencies, 0.99),
+            latencies.len()
+        )
+    }
+}
+
+fn process_runs(
+    n: usize,
+    runs: usize,
+    writes: usize,
+    wire: Option<&crate::bench_netns::Wire>,
+) -> anyhow::Result<ProcessRuns> {
+    let mut measured = Vec::new();
+    for run in 1..=runs {
+        let r = process_run(n, writes, wire)?;
+        note!(
+            "{} run {run}/{runs}: catch-up {:.2} s, receiver peak RSS {:.1} MiB",
+            if wire.is_some() { "namespaces" } else { "loopback" },
+            r.catch_up,
+            r.peak_mib
+        );
+        measured.push(r);
+    }
+    measured.sort_by(|x, y| x.catch_up.total_cmp(&y.catch_up));
+    let mut peaks: Vec<f64> = measured.iter().map(|r| r.peak_mib).collect();
+    let peak_mib = median(&mut peaks);
+    let latencies = measured.iter().flat_map(|r| r.latencies.iter().copied()).collect();
+    let middle = measured.swap_remove(measured.len() / 2);
+    Ok(ProcessRuns { catch_up: middle.catch_up, peak_mib, peak_when: middle.peak_when, latencies })
+}
+
+/// One catch-up of a fresh receiver, then write propagation latencies,
+/// between two real gateways: on loopback, or each in a namespace of `wire`.
+fn process_run(n: usize, writes: usize, wire: Option<&crate::bench_netns::Wire>) -> anyhow::Result<ProcessRuns> {
     let dir = tempfile::tempdir()?;
     let homes = same_identity(dir.path(), &["a", "b"])?;
     let (a, b) = (&homes[0], &homes[1]);
     {
         write_history(&Instance::open(a)?.open_store()?, n, 7)?;
     }
-    let served_a = ServedProcess::start(a)?;
-    let served_b = ServedProcess::start(b)?;
+    allow_peers_to_write_memories(a)?;
+    let namespace = |i: usize| wire.map(|w| w.namespace(i));
+    let bind = |i: usize| wire.map_or_else(|| "127.0.0.1:0".to_string(), |w| format!("{}:0", w.machine_address(i)));
+    let served_a = ServedProcess::start_in(namespace(0), a, &bind(0))?;
+    let served_b = ServedProcess::start_in(namespace(1), b, &bind(1))?;
     let reader = Instance::open(b)?.open_store()?;
     let origin = Instance::open(a)?.id;
     let started = Instant::now();
-    roost(b, &["instance", "register", &format!("http://{}", served_a.addr)])?;
+    roost_in(namespace(1), b, &["instance", "register", &format!("http://{}", served_a.addr)])?;
     // Caught up means every entry applied and search answering from an
-    // index that holds them all.
-    while reader.heads()?.get(&origin).copied().unwrap_or(0) < n as u64 || reader.search_index_deferred()? {
+    // index that holds them all. The receiver's size is sampled on the way,
+    // to say which part of the catch-up its peak came in.
+    let (mut applying, mut indexing) = (0.0f64, 0.0f64);
+    loop {
+        let applied = reader.heads()?.get(&origin).copied().unwrap_or(0);
+        let deferred = reader.search_index_deferred()?;
+        if applied >= n as u64 && !deferred {
+            break;
+        }
+        let rss = served_b.memory_mib("VmRSS")?;
+        if applied < n as u64 {
+            applying = applying.max(rss)
+        } else {
+            indexing = indexing.max(rss)
+        }
         anyhow::ensure!(started.elapsed() < Duration::from_secs(600), "catch-up did not finish in 10 minutes");
         std::thread::sleep(Duration::from_millis(10));
     }
+    let peak_when = format!(
+        "largest sampled while applying {applying:.1} MiB, while building the search index at the end {indexing:.1} MiB"
+    );
     let catch_up = started.elapsed().as_secs_f64();
     // The first word the history was written with.
     let probe = Words::new(7).word().to_string();
     let found = reader.search_memories(&roost_store::SearchQuery { query: probe, ..Default::default() });
     anyhow::ensure!(found.is_ok_and(|hits| !hits.is_empty()), "search finds the history after the catch-up");
     let peak_mib = served_b.memory_mib("VmHWM")?;
-
+    // Writes come as from another machine of the chain (b, signing a token
+    // per request), which is what a client off loopback needs.
+    let writer = Instance::open(b)?;
+    let client = roost_federation::client::Connections::new(&writer.id, writer.machine_key.clone());
+    let url = [format!("http://{}", served_a.addr)];
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let latencies = runtime.block_on(async {
-        let client = ClientConfig::default()
-            .serve(StreamableHttpClientTransport::from_uri(format!("http://{}/mcp", served_a.addr)))
-            .await
-            .context("connecting the MCP client")?;
         let mut latencies = Vec::with_capacity(writes);
         for i in 0..writes {
             let args = as_map(json!({"content": format!("propagation probe {i}")}));
-            let result =
-                client.call_tool(CallToolRequestParams::new("roost_store_memory").with_arguments(args)).await?;
+            let written = client
+                .call(&origin, &url, "roost_store_memory", args, Duration::from_secs(10))
+                .await
+                .with_context(|| format!("propagation write {i}"))?;
             let acknowledged = Instant::now();
-            let text = result.content.first().and_then(|c| c.as_text()).map(|t| t.text.clone()).unwrap_or_default();
-            let id = serde_json::from_str::<Value>(&text)?["id"].as_str().unwrap_or_default().to_string();
+            let id = written["id"].as_str().context("the write's answer names its id")?.to_string();
             while reader.get(Table::Memories, &id).is_err() {
                 anyhow::ensure!(acknowledged.elapsed() < Duration::from_secs(10), "write {i} never arrived");
                 std::thread::sleep(Duration::from_micros(100));
             }
             latencies.push(acknowledged.elapsed());
         }
-        client.cancel().await.ok();
         anyhow::Ok(latencies)
     })?;
     drop((served_a, served_b));
-    Ok((catch_up, peak_mib, latencies))
+    Ok(ProcessRuns { catch_up, peak_mib, peak_when, latencies })
 }

@@ -7,6 +7,7 @@
 mod bench;
 mod bench_failover;
 mod bench_federation;
+mod bench_netns;
 mod bench_sync;
 mod conflicts;
 mod http;
