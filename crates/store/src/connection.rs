@@ -16,7 +16,7 @@ use crate::{Result, StoreError};
 /// up with [`crate::StoreError::Busy`]. Bounded, as every disk wait must be.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(15);
 /// The writer's page cache, as SQLite's negative KiB.
-const WRITER_CACHE_KIB: i64 = -8 * 1024;
+const WRITER_CACHE_KIB: i64 = -16 * 1024;
 
 fn configure(conn: &Connection, door_open: Arc<AtomicBool>) -> Result<()> {
     conn.busy_timeout(BUSY_TIMEOUT)?;

@@ -30,10 +30,11 @@ pub const HELLO_WAIT: Duration = Duration::from_secs(10);
 const TIMING: Timing = Timing::NETWORK;
 /// How often the log is checked for writes made by other processes.
 const POLL: Duration = Duration::from_millis(250);
-/// Messages the receiver reads ahead of applying.
-const READ_AHEAD: usize = 8;
+/// Messages the receiver reads ahead of applying. With [`APPLY_MAX`], what
+/// a catch-up holds decoded in memory: more buys no speed, only memory.
+const READ_AHEAD: usize = 4;
 /// Most entries the receiver applies in one transaction.
-const APPLY_MAX: usize = 8 * MAX_BATCH;
+const APPLY_MAX: usize = 4 * MAX_BATCH;
 
 const CLOSE_REFUSED: u32 = 403;
 /// How long a session waits for one database call (an apply of a large
