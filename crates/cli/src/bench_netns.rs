@@ -6,10 +6,14 @@
 //! iproute2; everything is removed when the value is dropped.
 
 use std::net::Ipv4Addr;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+
+/// Namespaces are `<prefix><pid of the bench>-<machine>`.
+const NS_PREFIX: &str = "roost-bench-";
 
 pub(crate) struct Wire {
     bridge: String,
@@ -22,10 +26,10 @@ pub(crate) struct Wire {
 impl Wire {
     /// `machines` namespaces on one bridge; machine `i` has address `.(i + 1)`.
     pub(crate) fn new(machines: usize) -> anyhow::Result<Wire> {
+        remove_stale();
         let pid = std::process::id();
-        let tag = format!("{:x}", pid % 0x10_0000);
         let mut wire = Wire {
-            bridge: format!("rbb{tag}"),
+            bridge: bridge_name(pid),
             subnet: [10, 213, (pid % 250) as u8 + 1],
             namespaces: Vec::new(),
             cables: Vec::new(),
@@ -36,7 +40,7 @@ impl Wire {
         ip(&["addr", "add", &bridge_addr, "dev", &wire.bridge])?;
         ip(&["link", "set", &wire.bridge, "up"])?;
         for i in 0..machines {
-            let (ns, cable) = (format!("roost-bench-{pid}-{i}"), format!("rbv{tag}-{i}"));
+            let (ns, cable) = (format!("{NS_PREFIX}{pid}-{i}"), format!("rbv{:x}-{i}", pid % 0x10_0000));
             wire.namespaces.push(ns.clone());
             wire.cables.push(cable.clone());
             ip(&["netns", "add", &ns])?;
@@ -65,7 +69,7 @@ impl Wire {
 }
 
 /// `program` run inside `namespace`, or here when there is none.
-pub(crate) fn command_in(namespace: Option<&str>, program: &std::path::Path) -> Command {
+pub(crate) fn command_in(namespace: Option<&str>, program: &Path) -> Command {
     match namespace {
         Some(ns) => {
             let mut command = Command::new("ip");
@@ -86,6 +90,24 @@ impl Drop for Wire {
             quiet_ip(&["link", "del", cable]);
         }
         quiet_ip(&["link", "del", &self.bridge]);
+    }
+}
+
+fn bridge_name(pid: u32) -> String {
+    format!("rbb{:x}", pid % 0x10_0000)
+}
+
+/// Removes the namespaces and bridges of benches that were killed before
+/// they could (a namespace's cables go with it).
+fn remove_stale() {
+    let listed = Command::new("ip").args(["netns", "list"]).output().map(|o| o.stdout).unwrap_or_default();
+    for ns in String::from_utf8_lossy(&listed).lines().filter_map(|l| l.split_whitespace().next()) {
+        let pid = ns.strip_prefix(NS_PREFIX).and_then(|rest| rest.split('-').next()?.parse::<u32>().ok());
+        if let Some(pid) = pid.filter(|pid| !Path::new(&format!("/proc/{pid}")).exists()) {
+            kill_everything_in(ns);
+            quiet_ip(&["netns", "del", ns]);
+            quiet_ip(&["link", "del", &bridge_name(pid)]);
+        }
     }
 }
 

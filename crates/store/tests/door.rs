@@ -335,15 +335,16 @@ fn the_checkpointer_keeps_the_wal_bounded() {
     let wal = dir.path().join("roost.db-wal");
     let text = "a memory long enough to fill a few pages of the log and the index ".repeat(8);
     let mut largest = 0;
-    for i in 0..3000 {
+    for i in 0..6000 {
         create(&store, Table::Memories, json!({"content": format!("{text} {i}")}));
         largest = largest.max(std::fs::metadata(&wal).unwrap().len());
     }
-    // 3,000 commits write well over 10,000 WAL pages; checkpoints every
-    // 1,000 pages let the WAL start over instead of growing past 40 MiB.
-    let unbounded = 40 << 20;
-    assert!(largest < unbounded / 2, "the WAL grew to {largest} bytes");
-    assert!(store.search_memories(&SearchQuery { query: "2999".into(), ..Default::default() }).unwrap().len() == 1);
+    // 6,000 commits write a WAL of over 350 MiB if nothing checkpoints it or
+    // makes it start over; the checkpointer keeps it to what is written
+    // during one of its rounds (about 30 MiB here at full speed; a busy
+    // machine makes rounds longer).
+    assert!(largest < 128 << 20, "the WAL grew to {largest} bytes");
+    assert!(store.search_memories(&SearchQuery { query: "5999".into(), ..Default::default() }).unwrap().len() == 1);
 }
 
 /// A rebuilt search index is merged into one segment: left as the rebuild's
