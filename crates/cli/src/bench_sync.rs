@@ -6,7 +6,9 @@
 //! - catch-up: a fresh `roost serve` receiving a whole history over iroh
 //!   from another, and its peak resident memory;
 //! - propagation: from an MCP write acknowledged by one gateway until the
-//!   row is readable on the other.
+//!   row is readable on the other;
+//! - with `--netns`, catch-up and propagation again between two network
+//!   namespaces, against the loopback figures.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -286,7 +288,8 @@ pub(crate) fn same_identity(root: &Path, names: &[&str]) -> anyhow::Result<Vec<P
 struct ProcessRuns {
     catch_up: f64,
     peak_mib: f64,
-    /// When the median run's receiver was largest, as far as sampling saw.
+    /// Which part of the median run's catch-up the receiver was largest in,
+    /// as far as sampling saw.
     peak_when: String,
     latencies: Vec<Duration>,
 }
