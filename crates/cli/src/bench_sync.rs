@@ -11,6 +11,7 @@
 //!   namespaces, against the loopback figures.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -377,18 +378,20 @@ fn process_run(n: usize, writes: usize, wire: Option<&crate::bench_netns::Wire>)
     let found = reader.search_memories(&roost_store::SearchQuery { query: probe, ..Default::default() });
     anyhow::ensure!(found.is_ok_and(|hits| !hits.is_empty()), "search finds the history after the catch-up");
     let peak_mib = served_b.memory_mib("VmHWM")?;
-    // Writes come as from another machine of the chain (b, signing a token
-    // per request), which is what a client off loopback needs.
+    // Writes come as from another machine of the chain (b, over QUIC with
+    // its key), which is what a client off loopback needs.
     let writer = Instance::open(b)?;
-    let client = roost_federation::client::Connections::new(&writer.id, writer.machine_key.clone());
-    let url = [format!("http://{}", served_a.addr)];
+    let quic = roost_instance::FederationTransport::Quic;
+    let client =
+        roost_federation::client::Connections::new(&writer.id, writer.machine_key.clone(), quic, Arc::new(|| None));
+    let target = reader.instances()?.into_iter().find(|e| e.id == origin).context("b has a registered")?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let latencies = runtime.block_on(async {
         let mut latencies = Vec::with_capacity(writes);
         for i in 0..writes {
             let args = as_map(json!({"content": format!("propagation probe {i}")}));
             let written = client
-                .call(&origin, &url, "roost_store_memory", args, Duration::from_secs(10))
+                .call(&target, "roost_store_memory", args, Duration::from_secs(10))
                 .await
                 .with_context(|| format!("propagation write {i}"))?;
             let acknowledged = Instant::now();
@@ -399,6 +402,7 @@ fn process_run(n: usize, writes: usize, wire: Option<&crate::bench_netns::Wire>)
             }
             latencies.push(acknowledged.elapsed());
         }
+        client.close().await;
         anyhow::Ok(latencies)
     })?;
     drop((served_a, served_b));

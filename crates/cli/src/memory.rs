@@ -244,7 +244,11 @@ pub fn run(instance: &Instance, command: MemoryCommand) -> anyhow::Result<()> {
 fn search_all(instance: &Instance, store: Store, args: Map<String, Value>, json: bool) -> anyhow::Result<()> {
     let federation = Federation::new(instance, Arc::new(store), Arc::new(|| None));
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let merged = runtime.block_on(federation.search_all(args))?;
+    let merged = runtime.block_on(async {
+        let merged = federation.search_all(args).await;
+        federation.stop().await;
+        merged
+    })?;
     if json {
         out::json(&merged)?;
         return Ok(());

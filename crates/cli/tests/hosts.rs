@@ -356,3 +356,126 @@ fn the_pairing_journey_works_across_three_machines() {
     one_awake(&lan, &MACHINES, Duration::from_secs(30));
     assert_one_holder_at_a_time(&lan);
 }
+
+/// `tcpdump` writing every packet through `veth` (a machine's cable, seen
+/// from the bridge) to a file; stopped and read by [`Capture::bytes`].
+struct Capture {
+    child: Child,
+    file: tempfile::NamedTempFile,
+}
+
+impl Capture {
+    fn start(veth: &str) -> Capture {
+        let file = tempfile::NamedTempFile::new().expect("a capture file");
+        let mut child = std::process::Command::new("tcpdump")
+            .args(["-i", veth, "-s", "0", "-U", "--immediate-mode", "-Z", "root", "-n", "-w"])
+            .arg(file.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("tcpdump runs (scripts/install-test-deps installs it)");
+        // It says "listening on ..." once packets are being captured.
+        let mut stderr = std::io::BufReader::new(child.stderr.take().expect("tcpdump's stderr"));
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut stderr, &mut line).expect("reading tcpdump's stderr");
+        assert!(line.contains("listening on"), "tcpdump did not start: {line}");
+        Capture { child, file }
+    }
+
+    /// Every byte captured, once tcpdump has written its last packet.
+    fn bytes(mut self) -> Vec<u8> {
+        common::signal(&self.child, "INT");
+        self.child.wait().expect("tcpdump ends");
+        std::fs::read(self.file.path()).expect("reading the capture")
+    }
+}
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+#[test]
+fn memory_contents_never_cross_the_wire_in_clear() {
+    if !root_or_skip("memory_contents_never_cross_the_wire_in_clear") {
+        return;
+    }
+    let lan = Lan::new(&["home", "laptop"]);
+    let _gateways: Vec<Child> = ["home", "laptop"]
+        .iter()
+        .map(|name| {
+            let mut gateway = lan.host(name).spawn_roost(&["serve", "--bind", "0.0.0.0:7151"]);
+            listening_addr(&mut gateway);
+            gateway
+        })
+        .collect();
+    join(&lan, "laptop", "home");
+    let (home, laptop) = (lan.host("home"), lan.host("laptop"));
+    let captures = [Capture::start(&home.veth), Capture::start(&laptop.veth)];
+
+    let unique = format!("{:016x}", rand::random::<u64>());
+    let only_on_laptop = format!("wren{unique} kept only on the laptop");
+    let replicated = format!("dipper{unique} written on the laptop for every machine");
+    let local_id = add(laptop, &only_on_laptop, true);
+    let shared_id = add(laptop, &replicated, false);
+
+    // Replication carries the shared memory to home.
+    eventually("home holding the laptop's shared memory", REPLICATION, || {
+        home.roost(&["memory", "get", &shared_id, "--json"]).status.success().then_some(())
+    });
+    // A search of all machines on home finds the laptop's local memory.
+    eventually("`roost search --all` on home finding the laptop's local memory", REPLICATION, || {
+        let merged = json_of(home.roost(&["search", &format!("wren{unique}"), "--all", "--json"]));
+        let found = merged["results"].as_array()?.iter().any(|hit| hit["memory"]["content"] == only_on_laptop);
+        found.then_some(())
+    });
+    // A call forwarded by an agent on home (stdio MCP) reads it whole.
+    let forwarded = forwarded_get(home, &local_id, "laptop.lan");
+    assert!(forwarded.contains(&only_on_laptop), "the forwarded call returned the memory: {forwarded}");
+    // A positive control: plain text sent across the same cable is seen.
+    let control = format!("control{unique}");
+    let send_to_gateway =
+        "import socket, sys\nsocket.create_connection((sys.argv[1], 7151), timeout=5).send(sys.argv[2].encode())";
+    let sent = home.run("python3", &["-c", send_to_gateway, &laptop.addr.to_string(), &control]);
+    assert!(sent.status.success(), "sending the control: {}", String::from_utf8_lossy(&sent.stderr));
+
+    std::thread::sleep(Duration::from_millis(500));
+    for (capture, name) in captures.into_iter().zip(["home", "laptop"]) {
+        let bytes = capture.bytes();
+        assert!(contains(&bytes, &control), "the capture on {name}'s cable holds the plain-text control");
+        for probe in [format!("wren{unique}"), format!("dipper{unique}")] {
+            assert!(!contains(&bytes, &probe), "{probe} crossed {name}'s cable in clear");
+        }
+        eprintln!("{name}'s cable: {} bytes captured, no memory content in clear", bytes.len());
+    }
+}
+
+/// Runs `roost mcp` on `host` as an agent would and calls
+/// `roost_get_memory` for `id` on the machine `on`; returns the answer line.
+fn forwarded_get(host: &Host, id: &str, on: &str) -> String {
+    use std::io::{BufRead, Write};
+    let mut agent = host
+        .command(env!("CARGO_BIN_EXE_roost"), &["mcp"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("roost mcp");
+    let mut stdin = agent.stdin.take().expect("stdin");
+    let call = serde_json::json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+        "params": {"name": "roost_get_memory", "arguments": {"id": id, "instance": on}}});
+    for message in [
+        serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-06-18",
+            "capabilities": {}, "clientInfo": {"name": "test", "version": "1"}}}),
+        serde_json::json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+        call,
+    ] {
+        writeln!(stdin, "{message}").expect("writing to roost mcp");
+    }
+    let answer = std::io::BufReader::new(agent.stdout.take().expect("stdout"))
+        .lines()
+        .map_while(Result::ok)
+        .find(|line| line.contains("\"id\":2"))
+        .expect("an answer to the call");
+    drop(stdin);
+    let _ = agent.wait();
+    answer
+}

@@ -1,7 +1,17 @@
-//! Calls to other instances' `/mcp`: one rmcp Streamable HTTP client per
-//! instance, opened on first use and kept for the next call. Tokens are
-//! single-use, so the HTTP client under rmcp mints a fresh one for every
-//! request it sends instead of repeating a static header.
+//! Calls to other instances' MCP tools: one MCP session per instance,
+//! opened on first use and kept for the next call, over one of two
+//! transports (`[federation] transport`):
+//! - **QUIC** (the default): a bidirectional stream, ALPN [`ALPN`], on an
+//!   iroh connection made with this machine's key to the peer's key, so the
+//!   call is encrypted and each end knows the other; the callee takes the
+//!   caller's identity from the connection, and no token is needed. The
+//!   endpoint is replication's when it runs in this process, else one bound
+//!   here for dialing only (a `roost mcp` process).
+//! - **HTTP**: the peer gateway's `/mcp` with rmcp's Streamable HTTP client.
+//!   Tokens are single-use, so the HTTP client under rmcp mints a fresh one
+//!   for every request it sends instead of repeating a static header. Only
+//!   `https://` addresses and loopback are called this way: memory contents
+//!   never cross a network in clear.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -10,6 +20,8 @@ use std::time::Duration;
 use ed25519_dalek::SigningKey;
 use futures::stream::BoxStream;
 use http::{HeaderName, HeaderValue};
+use iroh::Endpoint;
+use iroh::endpoint::Connection;
 use rmcp::ServiceExt;
 use rmcp::model::{CallToolRequestParams, ClientConfig, ClientJsonRpcMessage};
 use rmcp::service::{RoleClient, RunningService};
@@ -23,11 +35,19 @@ use sse_stream::Sse;
 use tokio::sync::Mutex;
 
 use roost_identity::Token;
+use roost_instance::FederationTransport;
 use roost_mcp::Action;
+use roost_store::InstanceEntry;
+
+use crate::SyncSource;
+
+/// The ALPN of MCP sessions between machines; the version changes with the
+/// framing (newline-delimited JSON-RPC, one session per stream).
+pub const ALPN: &[u8] = b"roost/mcp/1";
 
 /// How long a minted token lives: one request needs seconds at most.
 const TOKEN_LIFETIME: i64 = 60;
-/// Longest wait for a TCP connection to another instance.
+/// Longest wait for a connection to another instance.
 const CONNECT_WAIT: Duration = Duration::from_secs(2);
 
 /// Why a remote call produced no result.
@@ -46,10 +66,13 @@ pub enum CallError {
 
 /// Why no MCP session could be opened at an address.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot open an MCP session at {endpoint}: {source}")]
-pub struct OpenError {
-    endpoint: String,
-    source: rmcp::service::ClientInitializeError,
+pub enum OpenError {
+    #[error("cannot open an MCP session at {endpoint}: {source}")]
+    Initialize { endpoint: String, source: Box<rmcp::service::ClientInitializeError> },
+    #[error("cannot connect to {endpoint}: {why}")]
+    Connect { endpoint: String, why: String },
+    #[error("{0} is plain HTTP off this machine; federation over HTTP needs https:// (or use transport = \"quic\")")]
+    PlainText(String),
 }
 
 /// The HTTP client rmcp drives, signing a new token for every request.
@@ -163,23 +186,51 @@ impl StreamableHttpClient for TokenClient {
 
 type Session = Arc<RunningService<RoleClient, ClientConfig>>;
 
+/// A kept session, with where it leads (a gateway URL, or a machine key for
+/// QUIC): a session is reused only while the peer is still found there.
+struct Kept {
+    via: String,
+    session: Session,
+    /// The QUIC connection under the session, if it runs over one.
+    connection: Option<Connection>,
+}
+
 /// Open MCP sessions to other instances, by instance id.
 pub struct Connections {
+    transport: FederationTransport,
     issuer: String,
     key: Arc<SigningKey>,
+    sync: SyncSource,
+    /// The endpoint this process dials from when no replication runs in it.
+    own_endpoint: tokio::sync::OnceCell<Endpoint>,
     http: reqwest::Client,
-    open: Mutex<HashMap<String, (String, Session)>>,
+    open: Mutex<HashMap<String, Kept>>,
+    /// Why the last connection to a peer ended, until a new one opens: a
+    /// peer that closed its connection (it stopped) and does not answer a
+    /// new dial is unreachable, not merely slow.
+    departed: Mutex<HashMap<String, String>>,
 }
 
 impl Connections {
-    /// Connections made as instance `issuer`, signing with its machine key.
-    pub fn new(issuer: &str, key: SigningKey) -> Connections {
+    /// Connections made as instance `issuer`, with its machine key, over
+    /// `transport`; QUIC dials from the endpoint of the replication `sync`
+    /// finds, if any.
+    pub fn new(issuer: &str, key: SigningKey, transport: FederationTransport, sync: SyncSource) -> Connections {
         let http = reqwest::Client::builder()
             .connect_timeout(CONNECT_WAIT)
             .no_proxy()
             .build()
             .expect("building an HTTP client without TLS settings cannot fail");
-        Connections { issuer: issuer.to_string(), key: Arc::new(key), http, open: Mutex::new(HashMap::new()) }
+        Connections {
+            transport,
+            issuer: issuer.to_string(),
+            key: Arc::new(key),
+            sync,
+            own_endpoint: tokio::sync::OnceCell::new(),
+            http,
+            open: Mutex::new(HashMap::new()),
+            departed: Mutex::new(HashMap::new()),
+        }
     }
 
     /// The plain HTTP client, for endpoints outside MCP (`/health`).
@@ -187,26 +238,26 @@ impl Connections {
         &self.http
     }
 
-    /// Calls `tool` on the instance `id` served at one of `gateway_urls`
-    /// (tried in order), within `limit` in all (connecting included). A kept session that fails is
-    /// dropped; a read-only tool is then tried once more on a new session. A
-    /// write is not: the failed attempt may have run before its answer was
-    /// lost, and running it twice would write twice.
+    /// Calls `tool` on the instance `peer`, within `limit` in all
+    /// (connecting included). A kept session that fails is dropped; a
+    /// read-only tool is then tried once more on a new session. A write is
+    /// not: the failed attempt may have run before its answer was lost, and
+    /// running it twice would write twice.
     pub async fn call(
         &self,
-        id: &str,
-        gateway_urls: &[String],
+        peer: &InstanceEntry,
         tool: &str,
         args: Map<String, Value>,
         limit: Duration,
     ) -> Result<Value, CallError> {
+        let id = &peer.id;
         let attempt = async {
-            let (session, reused) = self.session(id, gateway_urls).await?;
+            let (session, reused) = self.session(peer).await?;
             match call_once(&session, tool, args.clone()).await {
                 Err(CallError::Unreachable(why)) if reused && Action::parse(tool).is_some_and(Action::read_only) => {
                     tracing::debug!(instance = %id, %why, "kept session failed; opening a new one");
                     self.forget(id, &session).await;
-                    let (session, _) = self.session(id, gateway_urls).await?;
+                    let (session, _) = self.session(peer).await?;
                     let outcome = call_once(&session, tool, args).await;
                     if matches!(outcome, Err(CallError::Unreachable(_))) {
                         self.forget(id, &session).await;
@@ -220,26 +271,40 @@ impl Connections {
                 outcome => outcome,
             }
         };
-        tokio::time::timeout(limit, attempt).await.unwrap_or(Err(CallError::TimedOut))
+        match tokio::time::timeout(limit, attempt).await {
+            Ok(outcome) => outcome,
+            Err(_) => match self.departed.lock().await.get(id) {
+                Some(why) => Err(CallError::Unreachable(format!("{why}, and a new connection got no answer"))),
+                None => Err(CallError::TimedOut),
+            },
+        }
     }
 
-    /// The kept session to `id`, or a new one at the first of `gateway_urls`
-    /// that answers (`true` when kept).
-    async fn session(&self, id: &str, gateway_urls: &[String]) -> Result<(Session, bool), CallError> {
-        let endpoints: Vec<String> =
-            gateway_urls.iter().map(|url| format!("{}/mcp", url.trim_end_matches('/'))).collect();
-        if let Some((url, session)) = self.open.lock().await.get(id)
-            && endpoints.contains(url)
-            && !session.is_closed()
-        {
-            return Ok((session.clone(), true));
+    /// The kept session to `peer`, or a new one (`true` when kept).
+    async fn session(&self, peer: &InstanceEntry) -> Result<(Session, bool), CallError> {
+        let routes: Vec<String> = match self.transport {
+            FederationTransport::Quic => vec![format!("quic:{}", peer.signing_key)],
+            FederationTransport::Http => {
+                peer.addresses.iter().map(|url| format!("{}/mcp", url.trim_end_matches('/'))).collect()
+            }
+        };
+        let kept = self.open.lock().await.get(&peer.id).map(|k| (k.session.clone(), routes.contains(&k.via)));
+        match kept {
+            Some((session, true)) if !session.is_closed() => return Ok((session, true)),
+            Some((session, _)) => self.forget(&peer.id, &session).await,
+            None => {}
         }
         let mut failures = Vec::new();
-        for endpoint in endpoints {
-            match self.open_session(id, &endpoint).await {
-                Ok(session) => {
-                    let kept = self.open.lock().await.insert(id.to_string(), (endpoint, session.clone()));
-                    drop(kept);
+        for via in routes {
+            let opened = match self.transport {
+                FederationTransport::Quic => self.open_quic(peer).await.map(|(s, c)| (s, Some(c))),
+                FederationTransport::Http => self.open_http(&peer.id, &via).await.map(|s| (s, None)),
+            };
+            match opened {
+                Ok((session, connection)) => {
+                    self.departed.lock().await.remove(&peer.id);
+                    let kept = Kept { via, session: session.clone(), connection };
+                    drop(self.open.lock().await.insert(peer.id.clone(), kept));
                     return Ok((session, false));
                 }
                 Err(why) => failures.push(why.to_string()),
@@ -252,7 +317,38 @@ impl Connections {
         }))
     }
 
-    async fn open_session(&self, id: &str, endpoint: &str) -> Result<Session, OpenError> {
+    /// A session on a new stream of a new QUIC connection to `peer`, dialed
+    /// at every address it is known at.
+    async fn open_quic(&self, peer: &InstanceEntry) -> Result<(Session, Connection), OpenError> {
+        let endpoint = format!("{} over QUIC", peer.name);
+        let failed = |why: String| OpenError::Connect { endpoint: endpoint.clone(), why };
+        let from = self.endpoint().await.map_err(|e| failed(e.to_string()))?;
+        let to = roost_sync::address::endpoint_addr(peer).await.map_err(|e| failed(e.to_string()))?;
+        let connection = tokio::time::timeout(CONNECT_WAIT, from.connect(to, ALPN))
+            .await
+            .map_err(|_| failed(format!("no answer within {CONNECT_WAIT:?}")))?
+            .map_err(|e| failed(e.to_string()))?;
+        let (send, recv) = connection.open_bi().await.map_err(|e| failed(e.to_string()))?;
+        let session = ClientConfig::default()
+            .serve((recv, send))
+            .await
+            .map_err(|source| OpenError::Initialize { endpoint: endpoint.clone(), source: Box::new(source) })?;
+        Ok((Arc::new(session), connection))
+    }
+
+    /// Replication's endpoint, or this process's own dial-only one.
+    async fn endpoint(&self) -> Result<Endpoint, roost_sync::SyncError> {
+        if let Some(sync) = (self.sync)() {
+            return Ok(sync.endpoint().clone());
+        }
+        let bind = || roost_sync::bind_endpoint(&self.key, None, Vec::new());
+        self.own_endpoint.get_or_try_init(bind).await.cloned()
+    }
+
+    async fn open_http(&self, id: &str, endpoint: &str) -> Result<Session, OpenError> {
+        if !encrypted_or_local(endpoint) {
+            return Err(OpenError::PlainText(endpoint.to_string()));
+        }
         let client = TokenClient {
             http: self.http.clone(),
             issuer: self.issuer.clone(),
@@ -264,15 +360,42 @@ impl Connections {
         let session = ClientConfig::default()
             .serve(transport)
             .await
-            .map_err(|source| OpenError { endpoint: endpoint.to_string(), source })?;
+            .map_err(|source| OpenError::Initialize { endpoint: endpoint.to_string(), source: Box::new(source) })?;
         Ok(Arc::new(session))
     }
 
+    /// Drops the kept session `failed`, noting why its connection ended if
+    /// the connection did.
     async fn forget(&self, id: &str, failed: &Session) {
         let mut open = self.open.lock().await;
-        if open.get(id).is_some_and(|(_, s)| Arc::ptr_eq(s, failed)) {
-            open.remove(id);
+        if !open.get(id).is_some_and(|kept| Arc::ptr_eq(&kept.session, failed)) {
+            return;
         }
+        let ended = open.remove(id).and_then(|kept| kept.connection?.close_reason());
+        drop(open);
+        if let Some(reason) = ended {
+            self.departed.lock().await.insert(id.to_string(), format!("its last connection ended: {reason}"));
+        }
+    }
+
+    /// Closes the endpoint bound for dialing, if one was.
+    pub async fn close(&self) {
+        if let Some(endpoint) = self.own_endpoint.get() {
+            let _ = tokio::time::timeout(CONNECT_WAIT, endpoint.close()).await;
+        }
+    }
+}
+
+/// Whether a call to `url` is encrypted (`https://`) or stays on this
+/// machine (a loopback address or `localhost`).
+fn encrypted_or_local(url: &str) -> bool {
+    let Ok(url) = url::Url::parse(url) else { return false };
+    match (url.scheme(), url.host()) {
+        ("https", _) => true,
+        (_, Some(url::Host::Domain(name))) => name.eq_ignore_ascii_case("localhost"),
+        (_, Some(url::Host::Ipv4(ip))) => ip.is_loopback(),
+        (_, Some(url::Host::Ipv6(ip))) => ip.is_loopback(),
+        _ => false,
     }
 }
 
@@ -286,4 +409,21 @@ async fn call_once(session: &Session, tool: &str, args: Map<String, Value>) -> R
         return Err(CallError::Refused(text));
     }
     Ok(result.structured_content.unwrap_or_else(|| serde_json::from_str(&text).unwrap_or(Value::String(text))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::encrypted_or_local;
+
+    #[test]
+    fn plain_http_is_called_only_on_this_machine() {
+        for url in
+            ["https://vps.example:7151/mcp", "http://127.0.0.1:7151/mcp", "http://[::1]:1/mcp", "http://LocalHost/mcp"]
+        {
+            assert!(encrypted_or_local(url), "{url}");
+        }
+        for url in ["http://10.0.0.2:7151/mcp", "http://home.lan:7151/mcp", "http://[fe80::1]/mcp", "not a url"] {
+            assert!(!encrypted_or_local(url), "{url}");
+        }
+    }
 }

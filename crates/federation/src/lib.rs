@@ -9,11 +9,14 @@
 //! - [`Federation::overview`] lists every instance with its sync state and the
 //!   cached summaries a background task keeps ([`summaries`]).
 //!
-//! Calls go over each instance's `/mcp` with rmcp's Streamable HTTP client
-//! ([`client`]), authenticated by single-use machine tokens. Whether a call
-//! is allowed is the callee's decision (its `[federation] peer_tools`).
+//! Calls go over QUIC connections keyed by the machines' keys, or over the
+//! other gateways' `/mcp` with single-use machine tokens ([`client`]).
+//! Whether a call is allowed is the callee's decision (its `[federation]
+//! peer_tools`).
 
 pub mod client;
+
+pub use client::ALPN;
 pub mod search;
 pub mod summaries;
 
@@ -163,9 +166,14 @@ impl Federation {
             inner: Arc::new(Inner {
                 me: InstanceRef { id: instance.id.clone(), name: instance.config.name.clone() },
                 store,
-                sync,
+                sync: sync.clone(),
                 config: instance.config.federation.clone(),
-                connections: Connections::new(&instance.id, instance.machine_key.clone()),
+                connections: Connections::new(
+                    &instance.id,
+                    instance.machine_key.clone(),
+                    instance.config.federation.transport,
+                    sync,
+                ),
                 caches: Mutex::new(HashMap::new()),
                 tasks: Tasks::new(),
             }),
@@ -188,6 +196,7 @@ impl Federation {
         if !self.inner.tasks.stop(STOP_GRACE).await {
             tracing::warn!("summary fetches still running {STOP_GRACE:?} after the stop");
         }
+        self.inner.connections.close().await;
     }
 
     /// Runs `tool` with `args` on `instance` (name or id).
@@ -203,9 +212,9 @@ impl Federation {
         if target.id == self.inner.me.id {
             return Err(FederationError::ThisInstance(name));
         }
-        let urls = reachable(target).map_err(|why| FederationError::NotCallable { name: name.clone(), why })?;
+        reachable(target).map_err(|why| FederationError::NotCallable { name: name.clone(), why })?;
         let limit = Duration::from_millis(self.inner.config.call_timeout_ms);
-        match self.inner.connections.call(&target.id, urls, tool, args, limit).await {
+        match self.inner.connections.call(target, tool, args, limit).await {
             Ok(result) => Ok(json!({"instance": {"id": target.id, "name": name}, "result": result})),
             Err(CallError::TimedOut) => Err(FederationError::TimedOut { name, limit }),
             Err(source) => Err(FederationError::Call { name, source }),
@@ -241,20 +250,16 @@ impl Federation {
             let args = args.clone();
             let instance = InstanceRef { id: entry.id.clone(), name: entry.name.clone() };
             async move {
-                let urls = match reachable(entry) {
-                    Ok(urls) => urls,
-                    Err(why) => {
-                        return Answer { instance, outcome: Outcome::Skipped(why.to_string()), elapsed_ms: 0.0 };
-                    }
-                };
+                if let Err(why) = reachable(entry) {
+                    return Answer { instance, outcome: Outcome::Skipped(why.to_string()), elapsed_ms: 0.0 };
+                }
                 let started = Instant::now();
-                let outcome =
-                    match self.inner.connections.call(&entry.id, urls, "roost_search_memories", args, timeout).await {
-                        Ok(found) => Outcome::Answered(hits_of(found)),
-                        Err(CallError::TimedOut) => Outcome::TimedOut,
-                        Err(CallError::Unreachable(why)) => Outcome::Unreachable(why),
-                        Err(CallError::Refused(why)) => Outcome::Refused(why),
-                    };
+                let outcome = match self.inner.connections.call(entry, "roost_search_memories", args, timeout).await {
+                    Ok(found) => Outcome::Answered(hits_of(found)),
+                    Err(CallError::TimedOut) => Outcome::TimedOut,
+                    Err(CallError::Unreachable(why)) => Outcome::Unreachable(why),
+                    Err(CallError::Refused(why)) => Outcome::Refused(why),
+                };
                 Answer { instance, outcome, elapsed_ms: millis(started.elapsed()) }
             }
         });
@@ -339,21 +344,24 @@ impl Federation {
         let (summary_every, health_every) = self.intervals();
         let mut caches = self.inner.caches.lock().expect("summary cache poisoned");
         for entry in entries.into_iter().filter(|e| e.id != self.inner.me.id) {
-            let Ok(urls) = reachable(&entry).map(<[String]>::to_vec) else { continue };
+            if reachable(&entry).is_err() {
+                continue;
+            }
             let cache = caches.entry(entry.id.clone()).or_default();
             if cache.summary.due(now, summary_every) {
                 cache.summary.begin(now);
                 let federation = self.clone();
-                let (id, urls) = (entry.id.clone(), urls.clone());
+                let entry = entry.clone();
                 self.inner.tasks.spawn(async move {
-                    let outcome = federation.fetch_summary(&id, &urls).await;
-                    federation.settle(&id, |c| c.summary.finish(Instant::now(), roost_store::now_text(), outcome));
+                    let outcome = federation.fetch_summary(&entry).await;
+                    let id = &entry.id;
+                    federation.settle(id, |c| c.summary.finish(Instant::now(), roost_store::now_text(), outcome));
                 });
             }
             if cache.health.due(now, health_every) {
                 cache.health.begin(now);
                 let federation = self.clone();
-                let id = entry.id.clone();
+                let (id, urls) = (entry.id.clone(), entry.addresses.clone());
                 self.inner.tasks.spawn(async move {
                     let outcome = federation.fetch_health(&urls).await;
                     federation.settle(&id, |c| c.health.finish(Instant::now(), roost_store::now_text(), outcome));
@@ -366,13 +374,13 @@ impl Federation {
         update(self.inner.caches.lock().expect("summary cache poisoned").entry(id.to_string()).or_default());
     }
 
-    async fn fetch_summary(&self, id: &str, urls: &[String]) -> Result<Summary, CallError> {
+    async fn fetch_summary(&self, entry: &InstanceEntry) -> Result<Summary, CallError> {
         let limit = Duration::from_millis(self.inner.config.call_timeout_ms);
         let connections = &self.inner.connections;
-        let stats = connections.call(id, urls, "roost_memory_stats", Map::new(), limit);
+        let stats = connections.call(entry, "roost_memory_stats", Map::new(), limit);
         let mut list = Map::new();
         list.insert("limit".into(), Value::from(500));
-        let projects = connections.call(id, urls, "roost_list_projects", list, limit);
+        let projects = connections.call(entry, "roost_list_projects", list, limit);
         let (stats, projects) = tokio::join!(stats, projects);
         Ok(Summary::from_answers(&stats?, &projects?))
     }
@@ -439,15 +447,15 @@ fn resolve<'a>(entries: &'a [InstanceEntry], name: &str) -> Result<&'a InstanceE
     }
 }
 
-/// The gateway URL of an instance that may be called, or why it may not.
-fn reachable(entry: &InstanceEntry) -> Result<&[String], NotCallable> {
+/// Whether an instance may be called, or why not.
+fn reachable(entry: &InstanceEntry) -> Result<(), NotCallable> {
     if entry.is_revoked() {
         return Err(NotCallable::Revoked);
     }
     if entry.addresses.is_empty() {
         return Err(NotCallable::NoAddress);
     }
-    Ok(&entry.addresses)
+    Ok(())
 }
 
 /// The hits of a `roost_search_memories` answer, best first.

@@ -4,7 +4,8 @@
 //! - `GET /health`: instance id, name, version, uptime, the lease as this
 //!   machine sees it (503 when its loop stalls), and whether the
 //!   database answers (503 when it does not);
-//! - `/mcp`: the MCP tools over Streamable HTTP;
+//! - `/mcp`: the MCP tools over Streamable HTTP (the other machines call
+//!   them over QUIC instead: [`mcp_quic`]);
 //! - `/api/v1/...`: a small JSON API (instance info, certificate, memory
 //!   search and get, the instances with their cached summaries, sync status
 //!   and conflicts) and the pairing endpoints a joining machine talks to;
@@ -31,6 +32,7 @@ mod guard;
 mod lease_api;
 mod machines_api;
 mod mcp_http;
+mod mcp_quic;
 pub mod nest;
 mod pair;
 pub mod sessions;
@@ -135,7 +137,9 @@ impl Gateway {
         Gateway { instance, store, allowed_hosts, nest_hosts, loopback_without_token, machine: None, federation: None }
     }
 
-    /// The axum router, with `cancel` ending the MCP sessions.
+    /// The axum router, with `cancel` ending the MCP sessions; starts
+    /// answering the other machines' federation connections, when this
+    /// process runs replication.
     pub fn router(self, cancel: CancellationToken) -> Router {
         // Without a refreshing federation from `roost serve`, one that
         // answers calls but keeps no summaries.
@@ -149,6 +153,9 @@ impl Gateway {
         let config = &self.instance.config;
         let tools = RoostTools::new(self.store.clone(), &config.name, &config.federation.peer_tools)
             .with_remote(Arc::new(federation.clone()));
+        if let Some(incoming) = self.machine.as_ref().and_then(|m| m.take_federation_connections()) {
+            tokio::spawn(mcp_quic::serve(incoming, tools.clone(), self.store.clone(), cancel.clone()));
+        }
         let mut config = StreamableHttpServerConfig::default().with_cancellation_token(cancel);
         config = if self.allowed_hosts.is_empty() {
             config.disable_allowed_hosts()

@@ -139,8 +139,8 @@ impl Default for GatewayConfig {
     }
 }
 
-/// `[federation]`: calls this machine makes to, and accepts from, the other
-/// machines' `/mcp`.
+/// `[federation]`: MCP tool calls this machine makes to, and accepts from,
+/// the other machines.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct FederationConfig {
@@ -160,6 +160,23 @@ pub struct FederationConfig {
     /// How often each machine's health is fetched.
     #[serde(default = "default_health_interval")]
     pub health_interval_secs: u64,
+    /// How calls reach the other machines.
+    #[serde(default)]
+    pub transport: FederationTransport,
+}
+
+/// How federated calls travel.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FederationTransport {
+    /// Over the QUIC connection replication uses: encrypted and mutually
+    /// authenticated by machine keys.
+    #[default]
+    Quic,
+    /// Over the other machine's `/mcp` with a machine token per request:
+    /// only to `https://` gateway addresses or to loopback, never plain
+    /// text across a network.
+    Http,
 }
 
 impl Default for FederationConfig {
@@ -170,6 +187,7 @@ impl Default for FederationConfig {
             search_timeout_ms: default_search_timeout(),
             summary_interval_secs: default_summary_interval(),
             health_interval_secs: default_health_interval(),
+            transport: FederationTransport::default(),
         }
     }
 }

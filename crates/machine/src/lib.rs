@@ -6,12 +6,15 @@
 //! The QUIC endpoint outlives them: it is keyed by the machine key, which a
 //! new identity does not change, so the UDP port peers know stays bound. The
 //! old services are stopped before the new ones start, so no session, vote or
-//! record is ever made under two identities at once.
+//! record is ever made under two identities at once. So does the stream of
+//! federation connections (ALPN `roost/mcp/1`) the gateway serves: whichever
+//! replication runs hands them over.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 
 use iroh::Endpoint;
+use iroh::endpoint::Connection;
 use thiserror::Error;
 use tokio::sync::mpsc;
 
@@ -51,6 +54,10 @@ pub struct Machine {
     store: Arc<Store>,
     endpoint: Endpoint,
     part: Part,
+    /// Where replication hands federation connections (a full machine only).
+    federation_in: Option<mpsc::Sender<Connection>>,
+    /// Their other end, until the gateway takes it.
+    federation_out: std::sync::Mutex<Option<mpsc::Receiver<Connection>>>,
     running: RwLock<Running>,
     /// Serialises reloads.
     changing: tokio::sync::Mutex<()>,
@@ -65,12 +72,21 @@ impl Machine {
         gateway: SocketAddr,
         part: Part,
     ) -> Result<Arc<Machine>, MachineError> {
-        let endpoint = bind(&instance, gateway).await?;
-        let running = run(instance, &store, &endpoint, part)?;
+        let endpoint = bind(&instance, gateway, part).await?;
+        let (federation_in, federation_out) = match part {
+            Part::Machine => {
+                let (sender, receiver) = mpsc::channel(16);
+                (Some(sender), Some(receiver))
+            }
+            Part::Witness => (None, None),
+        };
+        let running = run(instance, &store, &endpoint, part, federation_in.clone())?;
         Ok(Arc::new(Machine {
             store,
             endpoint,
             part,
+            federation_in,
+            federation_out: std::sync::Mutex::new(federation_out),
             running: RwLock::new(running),
             changing: tokio::sync::Mutex::new(()),
         }))
@@ -93,6 +109,13 @@ impl Machine {
         self.running().awake.clone()
     }
 
+    /// The federation connections other machines open here (ALPN
+    /// [`roost_federation::ALPN`]), for the one server that answers them;
+    /// `None` on a witness, or once taken.
+    pub fn take_federation_connections(&self) -> Option<mpsc::Receiver<Connection>> {
+        self.federation_out.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take()
+    }
+
     /// Where the federation finds replication, whichever identity runs.
     pub fn sync_source(self: &Arc<Self>) -> SyncSource {
         let machine = Arc::downgrade(self);
@@ -112,7 +135,7 @@ impl Machine {
         let roost_id = fresh.roost_id().to_string();
         tracing::info!(%roost_id, "the identity changed; restarting replication and the lease on it");
         self.stop_services().await;
-        let running = run(Arc::new(fresh), &self.store, &self.endpoint, self.part)?;
+        let running = run(Arc::new(fresh), &self.store, &self.endpoint, self.part, self.federation_in.clone())?;
         *self.running.write().unwrap_or_else(std::sync::PoisonError::into_inner) = running;
         Ok(Reloaded::Restarted { roost_id })
     }
@@ -135,30 +158,37 @@ impl Machine {
 }
 
 /// The endpoint on the gateway's port; if that UDP port is taken, another
-/// one: this machine still dials its peers, they just cannot dial it.
-async fn bind(instance: &Instance, gateway: SocketAddr) -> Result<Endpoint, MachineError> {
-    let alpns = vec![roost_sync::ALPN.to_vec(), roost_awake::ALPN.to_vec()];
-    match roost_sync::bind_endpoint(instance, gateway, alpns.clone()).await {
+/// one: this machine still dials its peers, they just cannot dial it. A
+/// witness answers no federation calls.
+async fn bind(instance: &Instance, gateway: SocketAddr, part: Part) -> Result<Endpoint, MachineError> {
+    let mut alpns = vec![roost_sync::ALPN.to_vec(), roost_awake::ALPN.to_vec()];
+    if part == Part::Machine {
+        alpns.push(roost_federation::ALPN.to_vec());
+    }
+    let key = &instance.machine_key;
+    match roost_sync::bind_endpoint(key, Some(gateway), alpns.clone()).await {
         Ok(endpoint) => Ok(endpoint),
         Err(e) => {
             tracing::warn!(error = %e, "the endpoint is not on the gateway's port; peers cannot dial this machine");
-            Ok(roost_sync::bind_endpoint(instance, SocketAddr::new(gateway.ip(), 0), alpns).await?)
+            Ok(roost_sync::bind_endpoint(key, Some(SocketAddr::new(gateway.ip(), 0)), alpns).await?)
         }
     }
 }
 
-fn run(instance: Arc<Instance>, store: &Arc<Store>, endpoint: &Endpoint, part: Part) -> Result<Running, MachineError> {
+fn run(
+    instance: Arc<Instance>,
+    store: &Arc<Store>,
+    endpoint: &Endpoint,
+    part: Part,
+    federation: Option<mpsc::Sender<Connection>>,
+) -> Result<Running, MachineError> {
     let (lease_connections, accepted) = mpsc::channel(16);
+    let mut others = vec![(roost_awake::ALPN, lease_connections)];
+    others.extend(federation.map(|sender| (roost_federation::ALPN, sender)));
     // A witness keeps no log, but still learns the chain's machines (and is
     // known to them) through replication's hellos.
     let keeps_data = part == Part::Machine;
-    let sync = Arc::new(SyncService::start_on(
-        instance.clone(),
-        store.clone(),
-        endpoint.clone(),
-        Some(lease_connections),
-        keeps_data,
-    ));
+    let sync = Arc::new(SyncService::start_on(instance.clone(), store.clone(), endpoint.clone(), others, keeps_data));
     let caught_up = keeps_data.then(|| sync.clone());
     let awake = AwakeService::start(instance.clone(), store.clone(), caught_up, endpoint.clone(), accepted, part)?;
     Ok(Running { instance, sync, awake: Arc::new(awake) })

@@ -39,12 +39,15 @@ settings are kept here too. Ids are stable across machines.";
 pub const INSTANCE_ARG: &str = "instance";
 
 /// Who is calling, as the gateway established it before the request reached
-/// the MCP service (it puts this in the HTTP request's extensions).
+/// the MCP service: in the HTTP request's extensions, or for a whole session
+/// ([`RoostTools::for_caller`]) when it arrived over a machine's QUIC
+/// connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Caller {
     /// A client on this machine: stdio, or loopback HTTP without a token.
     Local,
-    /// Another machine of the chain, authenticated by its token.
+    /// Another machine of the chain, authenticated by its token or by the
+    /// key of its connection.
     Machine { id: String },
 }
 
@@ -76,6 +79,8 @@ pub struct RoostTools {
     name: Arc<str>,
     /// Tools other machines may call here.
     peer_tools: Arc<BTreeSet<String>>,
+    /// Who calls, when the whole session has one caller known in advance.
+    caller: Option<Caller>,
 }
 
 impl RoostTools {
@@ -88,7 +93,14 @@ impl RoostTools {
             remote: None,
             name: name.into(),
             peer_tools: Arc::new(peer_tools.iter().cloned().collect()),
+            caller: None,
         }
+    }
+
+    /// The same server for a session whose every request comes from `caller`.
+    pub fn for_caller(mut self, caller: Caller) -> RoostTools {
+        self.caller = Some(caller);
+        self
     }
 
     /// The same server, able to forward calls to other instances.
@@ -162,14 +174,20 @@ impl RoostTools {
     }
 }
 
-/// The caller of one request: stdio has no HTTP parts and is local; over
-/// HTTP the gateway always says, and a request it did not mark is treated
-/// as coming from an unknown machine.
-fn caller_of(context: &RequestContext<RoleServer>) -> Caller {
-    match context.extensions.get::<http::request::Parts>() {
-        None => Caller::Local,
-        Some(parts) => {
-            parts.extensions.get::<Caller>().cloned().unwrap_or(Caller::Machine { id: "unidentified".into() })
+impl RoostTools {
+    /// The caller of one request: the session's, when it has one; else
+    /// stdio has no HTTP parts and is local, and over HTTP the gateway always
+    /// says, and a request it did not mark is treated as coming from an
+    /// unknown machine.
+    fn caller_of(&self, context: &RequestContext<RoleServer>) -> Caller {
+        if let Some(caller) = &self.caller {
+            return caller.clone();
+        }
+        match context.extensions.get::<http::request::Parts>() {
+            None => Caller::Local,
+            Some(parts) => {
+                parts.extensions.get::<Caller>().cloned().unwrap_or(Caller::Machine { id: "unidentified".into() })
+            }
         }
     }
 }
@@ -187,7 +205,7 @@ impl ServerHandler for RoostTools {
         _request: Option<PaginatedRequestParams>,
         context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
-        let tools = match caller_of(&context) {
+        let tools = match self.caller_of(&context) {
             Caller::Local => self.tools.as_ref().clone(),
             Caller::Machine { .. } => self
                 .tools
@@ -236,7 +254,7 @@ impl ServerHandler for RoostTools {
             return Err(ErrorData::invalid_params(format!("unknown tool {:?}", request.name), None));
         };
         let args = request.arguments.unwrap_or_default();
-        Ok(match self.run(caller_of(&context), action, args).await {
+        Ok(match self.run(self.caller_of(&context), action, args).await {
             Ok(value) => CallToolResult::structured(value),
             Err(message) => {
                 tracing::debug!(tool = %request.name, %message, "tool refused");

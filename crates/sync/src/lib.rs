@@ -23,6 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use ed25519_dalek::SigningKey;
 use iroh::endpoint::{Connection, VarInt, presets};
 use iroh::{Endpoint, RelayMode, SecretKey};
 use serde::{Deserialize, Serialize};
@@ -51,8 +52,8 @@ const STOP_GRACE: Duration = Duration::from_secs(3);
 
 #[derive(Debug, Error)]
 pub enum SyncError {
-    #[error("cannot bind the sync endpoint on {addr}: {reason}")]
-    Bind { addr: SocketAddr, reason: String },
+    #[error("cannot bind the QUIC endpoint on {addr}: {reason}")]
+    Bind { addr: String, reason: String },
     #[error("stream: {0}")]
     Stream(String),
     #[error("protocol: {0}")]
@@ -165,8 +166,9 @@ pub(crate) struct Shared {
     next_token: AtomicU64,
     /// Every task of the service: loops, dials and sessions.
     pub tasks: Tasks,
-    /// Where connections of the protocol sharing the endpoint go.
-    other: Option<mpsc::Sender<Connection>>,
+    /// Where connections of the other protocols sharing the endpoint go,
+    /// by ALPN.
+    others: Vec<(&'static [u8], mpsc::Sender<Connection>)>,
     /// Whether this machine keeps the log (a witness does not).
     pub keeps_data: bool,
 }
@@ -185,16 +187,16 @@ async fn finish_deferred_index(store: Arc<Store>) {
 }
 
 impl SyncService {
-    /// Starts on an endpoint bound already (with [`ALPN`], and the ALPN of the
-    /// protocol whose connections go to `other`), which it keeps when it
-    /// stops: a machine that takes another identity restarts replication on
-    /// the same key and port. Without `keeps_data` (a witness) it exchanges
-    /// only the machines of the chain, never entries.
+    /// Starts on an endpoint bound already (with [`ALPN`], and the ALPNs of
+    /// the protocols whose connections go to `others`), which it keeps when
+    /// it stops: a machine that takes another identity restarts replication
+    /// on the same key and port. Without `keeps_data` (a witness) it
+    /// exchanges only the machines of the chain, never entries.
     pub fn start_on(
         instance: Arc<Instance>,
         store: Arc<Store>,
         endpoint: Endpoint,
-        other: Option<mpsc::Sender<Connection>>,
+        others: Vec<(&'static [u8], mpsc::Sender<Connection>)>,
         keeps_data: bool,
     ) -> SyncService {
         let (log_grew, _) = watch::channel(0u64);
@@ -209,7 +211,7 @@ impl SyncService {
             sessions: Mutex::new(HashMap::new()),
             next_token: AtomicU64::new(1),
             tasks: Tasks::new(),
-            other,
+            others,
             keeps_data,
         });
         let hook = shared.log_grew.clone();
@@ -336,12 +338,14 @@ async fn accept_loop(shared: Arc<Shared>) {
                 Err(e) => return tracing::debug!(error = %e, "sync connection not accepted"),
             };
             match connection {
-                Ok(Ok(conn)) if conn.alpn() != ALPN => match &shared.other {
-                    Some(other) => {
-                        let _ = other.send(conn).await;
+                Ok(Ok(conn)) if conn.alpn() != ALPN => {
+                    match shared.others.iter().find(|(alpn, _)| conn.alpn() == *alpn) {
+                        Some((_, other)) => {
+                            let _ = other.send(conn).await;
+                        }
+                        None => conn.close(VarInt::from_u32(0), b"unknown protocol"),
                     }
-                    None => conn.close(VarInt::from_u32(0), b"unknown protocol"),
-                },
+                }
                 Ok(Ok(conn)) => {
                     let accepted = tokio::time::timeout(session::HELLO_WAIT, conn.accept_bi()).await;
                     match accepted {
@@ -395,21 +399,26 @@ async fn dial_loop(shared: Arc<Shared>) {
     }
 }
 
-/// Binds an iroh endpoint with this machine's key on `bind` (UDP), direct
-/// addresses only, speaking `alpns`.
-pub async fn bind_endpoint(instance: &Instance, bind: SocketAddr, alpns: Vec<Vec<u8>>) -> Result<Endpoint, SyncError> {
-    let secret = SecretKey::from_bytes(&instance.machine_key.to_bytes());
-    let bind_error = |reason: String| SyncError::Bind { addr: bind, reason };
-    let endpoint = Endpoint::builder(presets::Minimal)
+/// Binds an iroh endpoint with the machine key `key` on `bind` (UDP; `None`:
+/// any port on every interface, for an endpoint that only dials), direct
+/// addresses only, accepting `alpns`.
+pub async fn bind_endpoint(
+    key: &SigningKey,
+    bind: Option<SocketAddr>,
+    alpns: Vec<Vec<u8>>,
+) -> Result<Endpoint, SyncError> {
+    let secret = SecretKey::from_bytes(&key.to_bytes());
+    let shown = bind.map_or_else(|| "any address".to_string(), |a| a.to_string());
+    let bind_error = |reason: String| SyncError::Bind { addr: shown.clone(), reason };
+    let mut builder = Endpoint::builder(presets::Minimal)
         .secret_key(secret)
         .relay_mode(RelayMode::Disabled)
         .clear_address_lookup()
-        .clear_ip_transports()
-        .bind_addr(bind)
-        .map_err(|e| bind_error(e.to_string()))?
-        .alpns(alpns)
-        .bind();
-    tokio::time::timeout(DIAL_WAIT, endpoint)
+        .alpns(alpns);
+    if let Some(bind) = bind {
+        builder = builder.clear_ip_transports().bind_addr(bind).map_err(|e| bind_error(e.to_string()))?;
+    }
+    tokio::time::timeout(DIAL_WAIT, builder.bind())
         .await
         .map_err(|_| bind_error("timed out".into()))?
         .map_err(|e| bind_error(e.to_string()))
