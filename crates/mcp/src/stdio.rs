@@ -1,4 +1,5 @@
-//! The stdio transport of `roost mcp`: newline-delimited JSON-RPC, one
+//! The line transport of `roost mcp` (stdio) and of the MCP sessions other
+//! machines open over QUIC (a stream each): newline-delimited JSON-RPC, one
 //! message a line, each line bounded.
 //!
 //! rmcp's own stdio transport drops a line that is too long, or that is not
@@ -64,6 +65,12 @@ where
         let line = match read_line(&mut input, &mut buffer).await {
             Ok(Some(line)) => line,
             Ok(None) => return,
+            // A client over a network connection that goes away ends its
+            // session this way; that is no fault here.
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::NotConnected | std::io::ErrorKind::ConnectionReset) => {
+                tracing::debug!(error = %e, "the MCP client's connection ended");
+                return;
+            }
             Err(e) => {
                 tracing::error!(error = %e, "cannot read the MCP client's input");
                 return;
