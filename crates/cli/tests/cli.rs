@@ -138,6 +138,6 @@ fn two_instances_on_one_machine_stay_apart() {
     let status_b = stdout_json(&roost(&b, &["status", "--json"]));
     assert_ne!(status_a["id"], status_b["id"]);
     assert_ne!(status_a["machine_key_fingerprint"], status_b["machine_key_fingerprint"]);
-    let key = std::fs::metadata(a.join("keys/machine.key")).unwrap();
+    let key = std::fs::metadata(a.join("keys/machine.sealed")).unwrap();
     assert_eq!(std::os::unix::fs::PermissionsExt::mode(&key.permissions()) & 0o777, 0o600);
 }

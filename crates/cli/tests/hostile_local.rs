@@ -123,7 +123,7 @@ fn a_home_others_could_read_is_made_owner_only_with_one_warning() {
     let logged = fs::read_to_string(&log).unwrap();
     let warnings: Vec<&str> = logged.lines().filter(|l| l.contains("warning: other users")).collect();
     assert_eq!(warnings.len(), 1, "one warning line: {logged}");
-    for name in NAMED.iter().chain(&["the directory itself", "keys/machine.key"]) {
+    for name in NAMED.iter().chain(&["the directory itself", "keys/machine.sealed"]) {
         assert!(warnings[0].contains(name), "the warning names {name}: {}", warnings[0]);
     }
     assert!(second.get("/health").is_some_and(|h| h["status"] == "ok"), "and it serves");

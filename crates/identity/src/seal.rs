@@ -78,9 +78,47 @@ pub fn open_seed_at_rest(bytes: &[u8], kek: &[u8; 32]) -> Result<MasterSeed, Ide
     Ok(MasterSeed(seed.try_into().expect("32-byte plaintext")))
 }
 
+const KEYS_MAGIC: &[u8; 4] = b"RMK1";
+const KEYS_AAD: &[u8] = b"roost/machine-keys-at-rest/v1";
+
+/// A machine's own secret keys (Ed25519 signing, X25519) as stored on disk:
+/// magic, nonce, then both sealed with the machine's local
+/// key-encryption key, as the seed is.
+pub fn seal_machine_keys_at_rest(signing: &[u8; 32], x25519: &[u8; 32], kek: &[u8; 32], nonce: &[u8; 12]) -> Vec<u8> {
+    [KEYS_MAGIC.as_slice(), nonce, &seal(kek, nonce, KEYS_AAD, &[signing.as_slice(), x25519].concat())].concat()
+}
+
+/// The signing and X25519 secret keys sealed by [`seal_machine_keys_at_rest`].
+pub fn open_machine_keys_at_rest(bytes: &[u8], kek: &[u8; 32]) -> Result<([u8; 32], [u8; 32]), IdentityError> {
+    if bytes.len() != 4 + 12 + 64 + 16 || &bytes[..4] != KEYS_MAGIC {
+        return Err(IdentityError::Malformed("sealed machine keys file".into()));
+    }
+    let nonce: [u8; 12] = bytes[4..16].try_into().expect("12 bytes");
+    let keys = open(kek, &nonce, KEYS_AAD, &bytes[16..]).map_err(|_| {
+        IdentityError::Invalid("the sealed machine keys do not open with this machine's key file".into())
+    })?;
+    let (signing, x25519) = keys.split_at(32);
+    Ok((signing.try_into().expect("32 bytes"), x25519.try_into().expect("32 bytes")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn machine_keys_at_rest_round_trip_and_tamper() {
+        let sealed = seal_machine_keys_at_rest(&[3; 32], &[4; 32], &[1; 32], &[2; 12]);
+        assert_eq!(open_machine_keys_at_rest(&sealed, &[1; 32]).unwrap(), ([3; 32], [4; 32]));
+        assert!(open_machine_keys_at_rest(&sealed, &[9; 32]).is_err());
+        for i in 0..sealed.len() {
+            let mut tampered = sealed.clone();
+            tampered[i] ^= 1;
+            assert!(open_machine_keys_at_rest(&tampered, &[1; 32]).is_err(), "byte {i}");
+        }
+        assert!(open_machine_keys_at_rest(&sealed[..sealed.len() - 1], &[1; 32]).is_err());
+        let sealed_seed = seal_seed_at_rest(&MasterSeed([3; 32]), &[1; 32], &[2; 12]);
+        assert!(open_machine_keys_at_rest(&sealed_seed, &[1; 32]).is_err(), "a seed file is not a keys file");
+    }
 
     #[test]
     fn seed_at_rest_round_trip_and_tamper() {

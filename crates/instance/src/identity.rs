@@ -21,19 +21,19 @@ const FOUNDER: &str = "founder";
 /// On first creation: a new chain whose only machine is this one, a home.
 /// Keeps whatever an interrupted earlier creation already wrote.
 pub(crate) fn create_identity(home: &Path, config: &Config) -> Result<()> {
-    files::write_new_or_keep(&home.join(KEK), hex(&rand::random::<[u8; 32]>()).as_bytes())?;
-    let kek = read_kek(home)?;
+    let kek = local_kek(home)?;
     let seed = MasterSeed(rand::random());
     files::write_new_or_keep(&home.join(SEALED_SEED), &seal_seed_at_rest(&seed, &kek, &rand::random()))?;
     if !home.join(CERTIFICATE).exists() {
         let seed = read_seed(home)?.ok_or(InstanceError::NoSeed)?;
         let id = crate::read_id(home)?;
+        let (signing, x25519) = crate::keys::read(home)?;
         let machine = roost_identity::cert::MachineClaims {
             instance_id: id,
             name: config.name.clone(),
             role: Role::Home,
-            signing_key: signing_public(home)?,
-            x25519_key: x25519_public(home)?,
+            signing_key: signing.verifying_key().to_bytes(),
+            x25519_key: x25519_dalek::PublicKey::from(&x25519).to_bytes(),
             gateway_urls: vec![format!("http://{}", config.gateway.bind)],
             issued_at: unix_now(),
         };
@@ -43,6 +43,13 @@ pub(crate) fn create_identity(home: &Path, config: &Config) -> Result<()> {
         files::write_new_or_keep(&home.join(CERTIFICATE), cert.to_text().as_bytes())?;
     }
     Ok(())
+}
+
+/// The key that seals this machine's secrets at rest (the seed, unless a
+/// passphrase protects it, and the machine keys), created on first use.
+pub(crate) fn local_kek(home: &Path) -> Result<[u8; 32]> {
+    files::write_new_or_keep(&home.join(KEK), hex(&rand::random::<[u8; 32]>()).as_bytes())?;
+    read_kek(home)
 }
 
 fn read_kek(home: &Path) -> Result<[u8; 32]> {
@@ -79,16 +86,6 @@ pub(crate) fn read_certificate(home: &Path) -> Result<Certificate> {
     let identity = ed25519_dalek::VerifyingKey::from_bytes(&cert.identity_key).map_err(|e| corrupt(e.to_string()))?;
     cert.verify(&identity).map_err(|e| corrupt(e.to_string()))?;
     Ok(cert)
-}
-
-fn signing_public(home: &Path) -> Result<[u8; 32]> {
-    let secret = crate::read_secret(&home.join("keys/machine.key"))?;
-    Ok(ed25519_dalek::SigningKey::from_bytes(&secret).verifying_key().to_bytes())
-}
-
-fn x25519_public(home: &Path) -> Result<[u8; 32]> {
-    let secret = x25519_dalek::StaticSecret::from(crate::read_secret(&home.join("keys/machine.x25519"))?);
-    Ok(x25519_dalek::PublicKey::from(&secret).to_bytes())
 }
 
 /// Wall-clock unix seconds (certificates and tokens carry wall time).

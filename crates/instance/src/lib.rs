@@ -3,10 +3,9 @@
 //! ```text
 //! <home>/config.toml     name and gateway settings (written last: its presence means "initialised")
 //! <home>/instance-id     globally unique id, generated once
-//! <home>/keys/machine.key     this machine's Ed25519 secret key (hex, mode 0600)
-//! <home>/keys/machine.x25519  this machine's X25519 secret key (hex, mode 0600)
-//! <home>/keys/seed.kek        key that seals the master seed at rest (mode 0600)
-//! <home>/keys/seed.sealed     the chain's master seed, AES-256-GCM sealed
+//! <home>/keys/machine.sealed  this machine's Ed25519 and X25519 secret keys, AES-256-GCM sealed
+//! <home>/keys/seed.kek        key that seals the machine keys and the master seed at rest (mode 0600)
+//! <home>/keys/seed.sealed     the chain's master seed, AES-256-GCM sealed (or with a passphrase)
 //! <home>/certificate     this machine's certificate, signed by the identity
 //! <home>/instances.json  the registry, for tools that read it before the database
 //! <home>/roost.db        the SQLite store (WAL)
@@ -21,6 +20,7 @@
 pub mod addresses;
 mod files;
 mod identity;
+mod keys;
 mod registry;
 
 use std::path::{Path, PathBuf};
@@ -257,8 +257,7 @@ impl Instance {
             InstanceError::Corrupt { path: config_path.clone(), reason: format!("{}{at}", e.message()) }
         })?;
         let id = read_id(home)?;
-        let machine_key = SigningKey::from_bytes(&read_secret(&home.join("keys/machine.key"))?);
-        let x25519_key = x25519_dalek::StaticSecret::from(read_secret(&home.join("keys/machine.x25519"))?);
+        let (machine_key, x25519_key) = keys::read(home)?;
         let seed = identity::read_seed(home)?;
         let certificate = identity::read_certificate(home)?;
         if let Some(seed) = &seed
@@ -286,9 +285,7 @@ impl Instance {
         }
         files::create_private_dir(home)?;
         files::create_private_dir(&home.join("keys"))?;
-        for key in ["keys/machine.key", "keys/machine.x25519"] {
-            files::write_new_or_keep(&home.join(key), hex(&rand::random::<[u8; 32]>()).as_bytes())?;
-        }
+        keys::create(home)?;
         files::write_new_or_keep(&home.join("instance-id"), new_instance_id().as_bytes())?;
         let config = Config {
             name: name.to_string(),
