@@ -98,3 +98,27 @@ async fn every_bad_token_is_refused_and_a_good_one_admitted_once() {
     assert_eq!(status, 403);
     assert!(body.contains("revoked"), "{body}");
 }
+
+#[tokio::test]
+async fn a_used_token_stays_refused_after_the_gateway_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let (home_a, home_b) = (dir.path().join("a"), dir.path().join("b"));
+    let a = Instance::init(&home_a, "a").unwrap();
+    common::configure(&home_a, "loopback_without_token", "false");
+    let served = Served::start(&home_a);
+    succeeded(common::roost(&home_b, &["init", "--name", "b"]));
+    common::join(&home_b, &home_a, &served);
+    let b = Instance::open(&home_b).unwrap();
+
+    let used = token(&b, &a.id, unix_now(), 300);
+    let (status, body) = call(&served.addr, Some(&used)).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(served.stop().success());
+
+    let served = Served::start(&home_a);
+    let (status, body) = call(&served.addr, Some(&used)).await;
+    assert_eq!(status, 401, "a token used before the restart is refused after it: {body}");
+    assert!(body.contains("already used"), "{body}");
+    let (status, body) = call(&served.addr, Some(&token(&b, &a.id, unix_now(), 300))).await;
+    assert_eq!(status, 200, "a fresh token is admitted: {body}");
+}

@@ -124,7 +124,16 @@ async fn verify(state: &Arc<AppState>, token: String) -> Result<String, (StatusC
     };
     let now = roost_instance::unix_now();
     let verdict = state.tokens.lock().expect("token verifier poisoned").verify(&token, now, lookup);
-    verdict.map(|t| t.issuer).map_err(refusal)
+    let token = verdict.map_err(refusal)?;
+    // Recorded before the request runs, so a restart cannot reopen its use.
+    let (nonce, expires_at) = (token.nonce, token.expires_at);
+    let fresh = with_store(state, move |s| s.remember_token_nonce(&nonce, expires_at, now))
+        .await
+        .map_err(|e| (e.0, format!("cannot record the token as used: {}", e.1)))?;
+    if !fresh {
+        return Err(refusal(TokenError::Replayed));
+    }
+    Ok(token.issuer)
 }
 
 #[cfg(test)]

@@ -76,6 +76,9 @@ pub struct Gateway {
     pub nest_hosts: Vec<String>,
     /// Whether callers on a loopback address may use `/mcp` without a token.
     pub loopback_without_token: bool,
+    /// Whether the Nest answers other machines over plain HTTP
+    /// (`roost serve --insecure-http`); otherwise only this one.
+    pub nest_insecure_http: bool,
     /// Replication and the awake role, when they run in this process.
     pub machine: Option<Arc<Machine>>,
     /// Calls to the other instances, when this gateway makes them.
@@ -94,6 +97,7 @@ pub(crate) struct AppState {
     pub federation: Federation,
     pub nest: nest::NestState,
     pub nest_hosts: Vec<String>,
+    pub nest_insecure_http: bool,
 }
 
 /// The MCP sessions of `/mcp`: rmcp's, held to the caps.
@@ -134,7 +138,16 @@ impl Gateway {
         }
         let mut nest_hosts: Vec<String> = LOOPBACK_NAMES.map(String::from).to_vec();
         nest_hosts.extend(advertised);
-        Gateway { instance, store, allowed_hosts, nest_hosts, loopback_without_token, machine: None, federation: None }
+        Gateway {
+            instance,
+            store,
+            allowed_hosts,
+            nest_hosts,
+            loopback_without_token,
+            nest_insecure_http: false,
+            machine: None,
+            federation: None,
+        }
     }
 
     /// The axum router, with `cancel` ending the MCP sessions; starts
@@ -174,7 +187,7 @@ impl Gateway {
             .nest_service("/mcp", mcp)
             .layer(axum::middleware::from_fn_with_state(sessions, mcp_http::edges));
         let state = Arc::new(AppState {
-            tokens: Mutex::new(TokenVerifier::new(&self.instance.id)),
+            tokens: Mutex::new(token_verifier(&self.instance.id, &self.store)),
             instance: self.instance,
             store: self.store,
             started: Instant::now(),
@@ -184,6 +197,7 @@ impl Gateway {
             federation,
             nest: nest::NestState::default(),
             nest_hosts: self.nest_hosts,
+            nest_insecure_http: self.nest_insecure_http,
         });
         let protected = api::protected_routes(state.clone())
             .merge(sync_api::routes(state.clone()))
@@ -242,6 +256,17 @@ impl Gateway {
             }
         }
     }
+}
+
+/// The token verifier of instance `id`, holding the nonces an earlier run
+/// accepted whose tokens are still live.
+fn token_verifier(id: &str, store: &Store) -> TokenVerifier {
+    let mut verifier = TokenVerifier::new(id);
+    match store.live_token_nonces(roost_instance::unix_now()) {
+        Ok(live) => live.into_iter().for_each(|(nonce, expires_at)| verifier.remember(nonce, expires_at)),
+        Err(e) => tracing::warn!(error = %e, "cannot read the nonces of earlier tokens; each is refused when recorded"),
+    }
+    verifier
 }
 
 /// The names of this machine's loopback interface, as a `Host` gives them.

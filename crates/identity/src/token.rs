@@ -123,6 +123,12 @@ impl TokenVerifier {
         TokenVerifier { audience: audience.to_string(), seen: HashMap::new(), pruned_at: i64::MIN }
     }
 
+    /// Counts `nonce` as used (its token expires at `expires_at`): for the
+    /// nonces an earlier run of the gateway accepted.
+    pub fn remember(&mut self, nonce: [u8; 16], expires_at: i64) {
+        self.seen.insert(nonce, expires_at);
+    }
+
     /// Verifies `text` at time `now` (unix seconds). `lookup` answers what
     /// the registry knows of an issuer.
     pub fn verify(&mut self, text: &str, now: i64, lookup: impl FnOnce(&str) -> Issuer) -> Result<Token, TokenError> {

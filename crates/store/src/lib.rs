@@ -15,6 +15,7 @@ pub mod door;
 mod fence;
 mod log;
 mod migrations;
+mod nonces;
 pub mod query;
 pub mod registry;
 mod row;

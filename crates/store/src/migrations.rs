@@ -279,8 +279,17 @@ fn v7(tx: &Transaction) -> rusqlite::Result<()> {
     ))
 }
 
+/// The nonces of accepted machine tokens, until their tokens expire
+/// (`nonces.rs`): local, never synced.
+fn v8(tx: &Transaction) -> rusqlite::Result<()> {
+    tx.execute_batch(
+        "CREATE TABLE token_nonces (nonce BLOB PRIMARY KEY, expires_at INTEGER NOT NULL) WITHOUT ROWID;
+         CREATE INDEX token_nonces_by_expiry ON token_nonces (expires_at);",
+    )
+}
+
 type Migration = fn(&Transaction) -> rusqlite::Result<()>;
-const MIGRATIONS: &[Migration] = &[v1, v2, v3, v4, v5, v6, v7];
+const MIGRATIONS: &[Migration] = &[v1, v2, v3, v4, v5, v6, v7, v8];
 
 /// Brings the database up to the newest schema, each step in one transaction.
 pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
