@@ -59,6 +59,9 @@ enum Command {
         /// Name for the instance if this run creates it [default: the host name]
         #[arg(long)]
         name: Option<String>,
+        /// Serve the Nest to other machines over plain HTTP: its password and session cookie cross the network in clear [default: the Nest answers only this machine]
+        #[arg(long)]
+        insecure_http: bool,
     },
     /// Run a witness: a lease voter that holds no data and never becomes awake, so two machines can fail over.
     Witness {
@@ -178,10 +181,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             say!("created instance {} ({}) at {}", instance.config.name, instance.id, home.display())?;
             Ok(())
         }
-        Command::Serve { bind, name } => {
+        Command::Serve { bind, name, insecure_http } => {
             init_logging("info");
             let instance = Instance::open_or_init(&home, &name.unwrap_or_else(roost_instance::default_name))?;
-            runtime()?.block_on(serve::serve(instance, bind))
+            runtime()?.block_on(serve::serve(instance, bind, insecure_http))
         }
         Command::Witness { bind, name } => {
             init_logging("info");

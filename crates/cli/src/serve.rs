@@ -21,19 +21,20 @@ use crate::out::say;
 /// Binding must not hang the boot path.
 const BIND_WAIT: Duration = Duration::from_secs(5);
 
-/// `roost serve`: the gateway, replication and the awake role.
-pub async fn serve(instance: Instance, bind: Option<String>) -> anyhow::Result<()> {
-    run(instance, bind, Part::Machine).await
+/// `roost serve`: the gateway, replication and the awake role; with
+/// `insecure_http` the Nest answers other machines over plain HTTP too.
+pub async fn serve(instance: Instance, bind: Option<String>, insecure_http: bool) -> anyhow::Result<()> {
+    run(instance, bind, Part::Machine, insecure_http).await
 }
 
 /// `roost witness`: a voter of the lease that holds no data and is never
 /// awake. It serves `/health` and its certificate and answers lease messages
 /// on the same port.
 pub async fn witness(instance: Instance, bind: Option<String>) -> anyhow::Result<()> {
-    run(instance, bind, Part::Witness).await
+    run(instance, bind, Part::Witness, false).await
 }
 
-async fn run(instance: Instance, bind: Option<String>, part: Part) -> anyhow::Result<()> {
+async fn run(instance: Instance, bind: Option<String>, part: Part, insecure_http: bool) -> anyhow::Result<()> {
     let _serving = instance.lock_serving()?;
     // Every connection holds a descriptor: take all the system allows.
     let shown = |limit: Option<u64>| limit.map_or_else(|| "unlimited".to_string(), |n| n.to_string());
@@ -61,6 +62,10 @@ async fn run(instance: Instance, bind: Option<String>, part: Part) -> anyhow::Re
     instance.register_self(&store)?;
     let machine = Machine::start(instance.clone(), store.clone(), addr, part).await?;
     let mut gateway = Gateway::new(instance.clone(), store.clone(), addr);
+    gateway.nest_insecure_http = insecure_http;
+    if !addr.ip().is_loopback() && !insecure_http {
+        tracing::info!("the Nest answers only this machine; --insecure-http serves it to others over plain HTTP");
+    }
     let federation = (part == Part::Machine).then(|| {
         let federation = Federation::new(&instance, store, machine.sync_source());
         federation.start_refreshing();

@@ -479,3 +479,41 @@ fn forwarded_get(host: &Host, id: &str, on: &str) -> String {
     let _ = agent.wait();
     answer
 }
+
+/// `GET url` from `host`: the status and body.
+fn http_get(host: &Host, url: &str) -> (u16, String) {
+    let script = "import sys, urllib.request, urllib.error
+try:
+    r = urllib.request.urlopen(sys.argv[1], timeout=5)
+    print(r.status); print(r.read().decode())
+except urllib.error.HTTPError as e:
+    print(e.code); print(e.read().decode())";
+    let out = host.run("python3", &["-c", script, url]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (status, body) = text.split_once('\n').unwrap_or_else(|| panic!("no answer from {url}: {out:?}"));
+    (status.trim().parse().expect("a status code"), body.to_string())
+}
+
+#[test]
+fn the_nest_answers_other_machines_only_over_insecure_http_by_choice() {
+    if !root_or_skip("the_nest_answers_other_machines_only_over_insecure_http_by_choice") {
+        return;
+    }
+    let lan = Lan::new(&["home", "laptop"]);
+    let mut home = lan.host("home").spawn_roost(&["serve", "--bind", "0.0.0.0:7151"]);
+    let mut laptop = lan.host("laptop").spawn_roost(&["serve", "--bind", "0.0.0.0:7151", "--insecure-http"]);
+    listening_addr(&mut home);
+    listening_addr(&mut laptop);
+
+    let (status, body) = http_get(lan.host("laptop"), "http://home.lan:7151/nest/login");
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("--insecure-http"), "the refusal says what to do: {body}");
+    let (status, body) = http_get(lan.host("home"), "http://home.lan:7151/health");
+    assert_eq!(status, 200, "the rest of the gateway still answers: {body}");
+    let (status, body) = http_get(lan.host("home"), "http://localhost:7151/nest/login");
+    assert_eq!(status, 200, "this machine's own browser gets the Nest: {body}");
+
+    let (status, body) = http_get(lan.host("home"), "http://laptop.lan:7151/nest/login");
+    assert_eq!(status, 200, "started with --insecure-http, the laptop serves its Nest to others: {body}");
+    assert!(body.contains("password"), "{body}");
+}

@@ -8,6 +8,10 @@
 //! Pages are askama templates; the one stylesheet and one script are
 //! embedded and served from `/nest/static`, and every response forbids
 //! anything but same-origin content.
+//!
+//! The gateway speaks plain HTTP, so the Nest answers only this machine
+//! (loopback, or a TLS reverse proxy on it) unless `roost serve
+//! --insecure-http` lets its password and cookie cross a network in clear.
 
 mod assets;
 mod login;
@@ -18,10 +22,11 @@ mod templates;
 mod throttle;
 pub mod views;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::header::{CACHE_CONTROL, CONTENT_SECURITY_POLICY, HOST, REFERRER_POLICY, X_CONTENT_TYPE_OPTIONS};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::Next;
@@ -74,10 +79,20 @@ pub(crate) fn routes(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-/// Answers only a browser that names this machine (a page that rebinds its
-/// own domain to this address names that domain), and refuses a form
-/// another site sent, before any page or login check runs.
+/// Answers only a browser on this machine (unless plain HTTP to others is
+/// allowed) that names this machine (a page that rebinds its own domain to
+/// this address names that domain), and refuses a form another site sent,
+/// before any page or login check runs.
 async fn refuse_other_sites(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    let over_socket = request.extensions().get::<crate::auth::OverSocket>().is_some();
+    let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
+    if !over_socket && !state.nest_insecure_http && !peer.is_some_and(|p| p.ip().is_loopback()) {
+        tracing::warn!(?peer, "refused a Nest request from another machine over plain HTTP");
+        let message = "The Nest answers only this machine: this gateway speaks plain HTTP, which would carry \
+                       the password in clear. Reach it through a TLS reverse proxy or an SSH tunnel \
+                       (ssh -L 7151:localhost:7151 this-machine), or start roost serve with --insecure-http.";
+        return PageError(StatusCode::FORBIDDEN, message.into()).into_response();
+    }
     let host = request.headers().get(HOST).map(|h| h.to_str().unwrap_or("(not text)")).unwrap_or("");
     if !crate::guard::nest_host_allowed(host, &state.nest_hosts) {
         tracing::warn!(%host, "refused a Nest request naming another host");
