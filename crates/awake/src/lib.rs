@@ -185,7 +185,7 @@ impl AwakeService {
 
         let tasks = Tasks::new();
         let (inbox_sender, inbox) = mpsc::channel(256);
-        let links = link::Links::new(endpoint, inbox_sender, tasks.clone());
+        let links = link::Links::new(endpoint, roost_sync::relays(&instance), inbox_sender, tasks.clone());
         let (commands_sender, commands) = mpsc::channel(4);
         let (internal_sender, internal) = mpsc::channel(64);
         let (roster_sender, roster) = mpsc::channel(1);

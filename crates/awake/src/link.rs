@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use iroh::Endpoint;
 use iroh::endpoint::{Connection, VarInt};
+use iroh::{Endpoint, RelayUrl};
 use tokio::sync::mpsc;
 
 use roost_lease::NodeId;
@@ -38,6 +38,8 @@ struct PeerLink {
 
 pub(crate) struct Links {
     endpoint: Endpoint,
+    /// Relays peers may be reached through (`[sync] relays`).
+    relays: Vec<RelayUrl>,
     inbox: mpsc::Sender<(NodeId, Bytes)>,
     peers: Mutex<HashMap<NodeId, PeerLink>>,
     /// Signing key (hex) → instance id, for accepted connections.
@@ -49,9 +51,15 @@ pub(crate) struct Links {
 }
 
 impl Links {
-    pub fn new(endpoint: Endpoint, inbox: mpsc::Sender<(NodeId, Bytes)>, tasks: Tasks) -> Arc<Links> {
+    pub fn new(
+        endpoint: Endpoint,
+        relays: Vec<RelayUrl>,
+        inbox: mpsc::Sender<(NodeId, Bytes)>,
+        tasks: Tasks,
+    ) -> Arc<Links> {
         Arc::new(Links {
             endpoint,
+            relays,
             inbox,
             peers: Mutex::default(),
             keys: Mutex::default(),
@@ -148,7 +156,7 @@ impl Links {
     }
 
     async fn dial(&self, peer: &InstanceEntry) -> Option<Connection> {
-        let address = match roost_sync::address::endpoint_addr(peer).await {
+        let address = match roost_sync::address::endpoint_addr(peer, &self.relays).await {
             Ok(address) => address,
             Err(e) => {
                 tracing::debug!(peer = %peer.name, error = %e, "lease peer cannot be dialed");

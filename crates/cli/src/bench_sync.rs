@@ -381,9 +381,7 @@ fn process_run(n: usize, writes: usize, wire: Option<&crate::bench_netns::Wire>)
     // Writes come as from another machine of the chain (b, over QUIC with
     // its key), which is what a client off loopback needs.
     let writer = Instance::open(b)?;
-    let quic = roost_instance::FederationTransport::Quic;
-    let client =
-        roost_federation::client::Connections::new(&writer.id, writer.machine_key.clone(), quic, Arc::new(|| None));
+    let client = roost_federation::client::Connections::new(&writer, Arc::new(|| None));
     let target = reader.instances()?.into_iter().find(|e| e.id == origin).context("b has a registered")?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let latencies = runtime.block_on(async {

@@ -10,6 +10,7 @@ mod bench_federation;
 mod bench_netns;
 mod bench_sync;
 mod conflicts;
+mod federate;
 mod http;
 mod identity;
 mod lease;
@@ -19,6 +20,7 @@ mod nest;
 mod out;
 mod pair;
 mod prompt;
+mod relay;
 mod serve;
 mod status;
 mod sync;
@@ -62,6 +64,12 @@ enum Command {
         /// Serve the Nest to other machines over plain HTTP: its password and session cookie cross the network in clear [default: the Nest answers only this machine]
         #[arg(long)]
         insecure_http: bool,
+    },
+    /// Run a relay on a machine every other can reach, for machines that cannot reach each other directly.
+    Relay {
+        /// Address to listen on (TCP); machines name it in [sync] relays as http://HOST:PORT
+        #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:3340")]
+        bind: std::net::SocketAddr,
     },
     /// Run a witness: a lease voter that holds no data and never becomes awake, so two machines can fail over.
     Witness {
@@ -185,6 +193,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             init_logging("info");
             let instance = Instance::open_or_init(&home, &name.unwrap_or_else(roost_instance::default_name))?;
             runtime()?.block_on(serve::serve(instance, bind, insecure_http))
+        }
+        Command::Relay { bind } => {
+            init_logging("info");
+            runtime()?.block_on(relay::run(bind))
         }
         Command::Witness { bind, name } => {
             init_logging("info");

@@ -10,8 +10,8 @@ use serde_json::{Map, Value, json};
 
 use std::sync::Arc;
 
+use crate::federate::ThroughGateway;
 use roost_core::Table;
-use roost_federation::Federation;
 use roost_instance::Instance;
 use roost_mcp::Action;
 use roost_store::Store;
@@ -242,13 +242,14 @@ pub fn run(instance: &Instance, command: MemoryCommand) -> anyhow::Result<()> {
 
 /// `--all`: the same search of all instances `roost_search_all` runs.
 fn search_all(instance: &Instance, store: Store, args: Map<String, Value>, json: bool) -> anyhow::Result<()> {
-    let federation = Federation::new(instance, Arc::new(store), Arc::new(|| None));
+    let federation = ThroughGateway::new(instance, Arc::new(store));
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let merged = runtime.block_on(async {
         let merged = federation.search_all(args).await;
         federation.stop().await;
         merged
-    })?;
+    });
+    let merged = merged.map_err(|e| anyhow::anyhow!("{e}"))?;
     if json {
         out::json(&merged)?;
         return Ok(());

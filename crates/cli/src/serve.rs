@@ -16,6 +16,7 @@ use roost_instance::Instance;
 use roost_machine::Machine;
 use roost_mcp::RoostTools;
 
+use crate::federate::ThroughGateway;
 use crate::out::say;
 
 /// Binding must not hang the boot path.
@@ -133,7 +134,7 @@ async fn announce_and_serve(
 
 pub async fn stdio(instance: Instance) -> anyhow::Result<()> {
     let store = Arc::new(instance.open_store()?);
-    let federation = Federation::new(&instance, store.clone(), Arc::new(|| None));
+    let federation = ThroughGateway::new(&instance, store.clone());
     federation.start_refreshing();
     let config = &instance.config;
     let tools =
@@ -146,7 +147,7 @@ pub async fn stdio(instance: Instance) -> anyhow::Result<()> {
 }
 
 /// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .expect("installing a SIGTERM handler");
     tokio::select! {

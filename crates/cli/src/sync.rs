@@ -50,7 +50,10 @@ pub fn run(instance: &Instance, command: SyncCommand) -> anyhow::Result<()> {
             say!("open conflicts: {}", status["open_conflicts"])?;
             for p in peers(&status) {
                 let text = |v: &Value, absent| out::field(v.as_str().unwrap_or(absent)).into_owned();
-                let at = p["address"].as_str().map(|a| format!("  at {}", out::field(a))).unwrap_or_default();
+                let mut at = p["address"].as_str().map(|a| format!("  at {}", out::field(a))).unwrap_or_default();
+                if let (Some(path), Some(rtt)) = (p["path"].as_str(), p["rtt_ms"].as_f64()) {
+                    at.push_str(&format!(" ({path}, {rtt:.1} ms)"));
+                }
                 say!(
                     "{:<16} {:<10} behind {:>6}  ahead {:>6}  last sync {}{at}{}",
                     text(&p["name"], ""),

@@ -517,3 +517,68 @@ fn the_nest_answers_other_machines_only_over_insecure_http_by_choice() {
     assert_eq!(status, 200, "started with --insecure-http, the laptop serves its Nest to others: {body}");
     assert!(body.contains("password"), "{body}");
 }
+
+/// `rule` (an iptables rule without its chain) in `host`'s namespace.
+fn firewall(host: &Host, chain: &str, rule: &[&str]) {
+    let mut args = vec!["-A", chain];
+    args.extend_from_slice(rule);
+    let out = host.run("iptables", &args);
+    assert!(out.status.success(), "iptables {args:?} on {}: {}", host.name, String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn two_machines_that_cannot_reach_each_other_directly_meet_through_a_relay() {
+    if !root_or_skip("two_machines_that_cannot_reach_each_other_directly_meet_through_a_relay") {
+        return;
+    }
+    let lan = Lan::new(&["home", "laptop", "vps"]);
+    let (home, laptop) = (lan.host("home"), lan.host("laptop"));
+    // The vps runs the relay; between home and the laptop no UDP passes,
+    // so QUIC cannot go direct (pairing, over TCP, still can).
+    let mut relay = lan.host("vps").spawn_roost(&["relay", "--bind", "0.0.0.0:3340"]);
+    listening_addr(&mut relay);
+    let laptop_ip = laptop.addr.to_string();
+    firewall(home, "OUTPUT", &["-p", "udp", "-d", &laptop_ip, "-j", "DROP"]);
+    firewall(home, "INPUT", &["-p", "udp", "-s", &laptop_ip, "-j", "DROP"]);
+    // Each machine names the relay in its config.toml before it serves.
+    for host in [home, laptop] {
+        succeeded(host.roost(&["init", "--name", &host.hostname]));
+        let config = instance_home(host).join("config.toml");
+        let mut text = std::fs::read_to_string(&config).unwrap();
+        text.push_str("\n[sync]\nrelays = [\"http://vps.lan:3340\"]\n");
+        std::fs::write(&config, text).unwrap();
+    }
+    let _gateways: Vec<Child> = [home, laptop]
+        .iter()
+        .map(|host| {
+            let mut gateway = host.spawn_roost(&["serve", "--bind", "0.0.0.0:7151"]);
+            listening_addr(&mut gateway);
+            gateway
+        })
+        .collect();
+    join(&lan, "laptop", "home");
+
+    // Replication both ways, through the relay.
+    for (writer, reader) in [(laptop, home), (home, laptop)] {
+        let id = add(writer, &format!("written on {} behind the wall", writer.name), false);
+        eventually(&format!("{} reading what {} wrote", reader.name, writer.name), Duration::from_secs(30), || {
+            reader.roost(&["memory", "get", &id, "--json"]).status.success().then_some(())
+        });
+    }
+    // `roost sync status` says the path is relayed, with its round-trip time.
+    let peer = eventually("home's sync status naming the laptop's path", Duration::from_secs(15), || {
+        let status = json_of(home.roost(&["sync", "status", "--json"]));
+        status["peers"].as_array()?.iter().find(|p| p["path"].is_string()).cloned()
+    });
+    assert_eq!(peer["path"], "relayed", "{peer}");
+    assert!(peer["rtt_ms"].as_f64().is_some_and(|rtt| rtt > 0.0), "{peer}");
+    let shown = succeeded(home.roost(&["sync", "status"]));
+    assert!(shown.contains("relayed"), "{shown}");
+    // Federation and the lease go through it too.
+    add(laptop, "nightjar heard only on the laptop", true);
+    eventually("home's search of all machines reaching the laptop", Duration::from_secs(30), || {
+        let merged = json_of(home.roost(&["search", "nightjar", "--all", "--json"]));
+        (merged["results"].as_array()?.len() == 1).then_some(())
+    });
+    one_awake(&lan, &["home", "laptop"], Duration::from_secs(30));
+}

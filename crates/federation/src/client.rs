@@ -20,8 +20,7 @@ use std::time::Duration;
 use ed25519_dalek::SigningKey;
 use futures::stream::BoxStream;
 use http::{HeaderName, HeaderValue};
-use iroh::Endpoint;
-use iroh::endpoint::Connection;
+use iroh::{Endpoint, RelayUrl};
 use rmcp::ServiceExt;
 use rmcp::model::{CallToolRequestParams, ClientConfig, ClientJsonRpcMessage};
 use rmcp::service::{RoleClient, RunningService};
@@ -35,9 +34,11 @@ use sse_stream::Sse;
 use tokio::sync::Mutex;
 
 use roost_identity::Token;
-use roost_instance::FederationTransport;
+use roost_instance::{FederationTransport, Instance};
 use roost_mcp::Action;
 use roost_store::InstanceEntry;
+
+use roost_sync::PeerState;
 
 use crate::SyncSource;
 
@@ -49,6 +50,8 @@ pub const ALPN: &[u8] = b"roost/mcp/1";
 const TOKEN_LIFETIME: i64 = 60;
 /// Longest wait for a connection to another instance.
 const CONNECT_WAIT: Duration = Duration::from_secs(2);
+/// Longest wait for replication's view of a peer that did not answer.
+const OFFLINE_CHECK_WAIT: Duration = Duration::from_secs(1);
 
 /// Why a remote call produced no result.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -191,8 +194,6 @@ type Session = Arc<RunningService<RoleClient, ClientConfig>>;
 struct Kept {
     via: String,
     session: Session,
-    /// The QUIC connection under the session, if it runs over one.
-    connection: Option<Connection>,
 }
 
 /// Open MCP sessions to other instances, by instance id.
@@ -200,36 +201,34 @@ pub struct Connections {
     transport: FederationTransport,
     issuer: String,
     key: Arc<SigningKey>,
+    /// Relays peers may be reached through (`[sync] relays`).
+    relays: Vec<RelayUrl>,
     sync: SyncSource,
     /// The endpoint this process dials from when no replication runs in it.
     own_endpoint: tokio::sync::OnceCell<Endpoint>,
     http: reqwest::Client,
     open: Mutex<HashMap<String, Kept>>,
-    /// Why the last connection to a peer ended, until a new one opens: a
-    /// peer that closed its connection (it stopped) and does not answer a
-    /// new dial is unreachable, not merely slow.
-    departed: Mutex<HashMap<String, String>>,
 }
 
 impl Connections {
-    /// Connections made as instance `issuer`, with its machine key, over
-    /// `transport`; QUIC dials from the endpoint of the replication `sync`
-    /// finds, if any.
-    pub fn new(issuer: &str, key: SigningKey, transport: FederationTransport, sync: SyncSource) -> Connections {
+    /// Connections made as `instance`, with its machine key, over the
+    /// transport its config names; QUIC dials from the endpoint of the
+    /// replication `sync` finds, if any.
+    pub fn new(instance: &Instance, sync: SyncSource) -> Connections {
         let http = reqwest::Client::builder()
             .connect_timeout(CONNECT_WAIT)
             .no_proxy()
             .build()
             .expect("building an HTTP client without TLS settings cannot fail");
         Connections {
-            transport,
-            issuer: issuer.to_string(),
-            key: Arc::new(key),
+            transport: instance.config.federation.transport,
+            issuer: instance.id.clone(),
+            key: Arc::new(instance.machine_key.clone()),
+            relays: roost_sync::relays(instance),
             sync,
             own_endpoint: tokio::sync::OnceCell::new(),
             http,
             open: Mutex::new(HashMap::new()),
-            departed: Mutex::new(HashMap::new()),
         }
     }
 
@@ -251,13 +250,20 @@ impl Connections {
         limit: Duration,
     ) -> Result<Value, CallError> {
         let id = &peer.id;
+        // The session a call timed out on is dropped: a peer that moved
+        // or stalled leaves a connection that looks open and answers nothing.
+        let used: std::sync::Mutex<Option<Session>> = std::sync::Mutex::new(None);
+        let keep =
+            |session: &Session| *used.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(session.clone());
         let attempt = async {
             let (session, reused) = self.session(peer).await?;
+            keep(&session);
             match call_once(&session, tool, args.clone()).await {
                 Err(CallError::Unreachable(why)) if reused && Action::parse(tool).is_some_and(Action::read_only) => {
                     tracing::debug!(instance = %id, %why, "kept session failed; opening a new one");
                     self.forget(id, &session).await;
                     let (session, _) = self.session(peer).await?;
+                    keep(&session);
                     let outcome = call_once(&session, tool, args).await;
                     if matches!(outcome, Err(CallError::Unreachable(_))) {
                         self.forget(id, &session).await;
@@ -271,13 +277,29 @@ impl Connections {
                 outcome => outcome,
             }
         };
-        match tokio::time::timeout(limit, attempt).await {
-            Ok(outcome) => outcome,
-            Err(_) => match self.departed.lock().await.get(id) {
-                Some(why) => Err(CallError::Unreachable(format!("{why}, and a new connection got no answer"))),
-                None => Err(CallError::TimedOut),
-            },
+        if let Ok(outcome) = tokio::time::timeout(limit, attempt).await {
+            return outcome;
         }
+        let stalled = used.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        if let Some(session) = stalled {
+            self.forget(id, &session).await;
+        }
+        match self.offline(id).await {
+            Some(why) => Err(CallError::Unreachable(why)),
+            None => Err(CallError::TimedOut),
+        }
+    }
+
+    /// Why replication has lost `id` too, if it has: a peer that does not
+    /// answer and that replication cannot reach either is unreachable (it
+    /// stopped, or its network is gone), not merely slow.
+    async fn offline(&self, id: &str) -> Option<String> {
+        let sync = (self.sync)()?;
+        let peers =
+            roost_tasks::blocking("the sync status", OFFLINE_CHECK_WAIT, move || sync.status()).await.ok()?.ok()?;
+        let peer = peers.into_iter().find(|p| p.id == id).filter(|p| p.state == PeerState::Offline)?;
+        let why = peer.last_error.unwrap_or_else(|| "its session ended".into());
+        Some(format!("no answer, and replication cannot reach it either ({why})"))
     }
 
     /// The kept session to `peer`, or a new one (`true` when kept).
@@ -297,13 +319,12 @@ impl Connections {
         let mut failures = Vec::new();
         for via in routes {
             let opened = match self.transport {
-                FederationTransport::Quic => self.open_quic(peer).await.map(|(s, c)| (s, Some(c))),
-                FederationTransport::Http => self.open_http(&peer.id, &via).await.map(|s| (s, None)),
+                FederationTransport::Quic => self.open_quic(peer).await,
+                FederationTransport::Http => self.open_http(&peer.id, &via).await,
             };
             match opened {
-                Ok((session, connection)) => {
-                    self.departed.lock().await.remove(&peer.id);
-                    let kept = Kept { via, session: session.clone(), connection };
+                Ok(session) => {
+                    let kept = Kept { via, session: session.clone() };
                     drop(self.open.lock().await.insert(peer.id.clone(), kept));
                     return Ok((session, false));
                 }
@@ -319,11 +340,11 @@ impl Connections {
 
     /// A session on a new stream of a new QUIC connection to `peer`, dialed
     /// at every address it is known at.
-    async fn open_quic(&self, peer: &InstanceEntry) -> Result<(Session, Connection), OpenError> {
+    async fn open_quic(&self, peer: &InstanceEntry) -> Result<Session, OpenError> {
         let endpoint = format!("{} over QUIC", peer.name);
         let failed = |why: String| OpenError::Connect { endpoint: endpoint.clone(), why };
         let from = self.endpoint().await.map_err(|e| failed(e.to_string()))?;
-        let to = roost_sync::address::endpoint_addr(peer).await.map_err(|e| failed(e.to_string()))?;
+        let to = roost_sync::address::endpoint_addr(peer, &self.relays).await.map_err(|e| failed(e.to_string()))?;
         let connection = tokio::time::timeout(CONNECT_WAIT, from.connect(to, ALPN))
             .await
             .map_err(|_| failed(format!("no answer within {CONNECT_WAIT:?}")))?
@@ -333,7 +354,7 @@ impl Connections {
             .serve((recv, send))
             .await
             .map_err(|source| OpenError::Initialize { endpoint: endpoint.clone(), source: Box::new(source) })?;
-        Ok((Arc::new(session), connection))
+        Ok(Arc::new(session))
     }
 
     /// Replication's endpoint, or this process's own dial-only one.
@@ -341,7 +362,9 @@ impl Connections {
         if let Some(sync) = (self.sync)() {
             return Ok(sync.endpoint().clone());
         }
-        let bind = || roost_sync::bind_endpoint(&self.key, None, Vec::new());
+        // No relay: a relay keeps one connection per key, and this one would
+        // take the gateway's over; through relays, calls go via the gateway.
+        let bind = || roost_sync::bind_endpoint(&self.key, None, &[], Vec::new());
         self.own_endpoint.get_or_try_init(bind).await.cloned()
     }
 
@@ -364,17 +387,10 @@ impl Connections {
         Ok(Arc::new(session))
     }
 
-    /// Drops the kept session `failed`, noting why its connection ended if
-    /// the connection did.
     async fn forget(&self, id: &str, failed: &Session) {
         let mut open = self.open.lock().await;
-        if !open.get(id).is_some_and(|kept| Arc::ptr_eq(&kept.session, failed)) {
-            return;
-        }
-        let ended = open.remove(id).and_then(|kept| kept.connection?.close_reason());
-        drop(open);
-        if let Some(reason) = ended {
-            self.departed.lock().await.insert(id.to_string(), format!("its last connection ended: {reason}"));
+        if open.get(id).is_some_and(|kept| Arc::ptr_eq(&kept.session, failed)) {
+            open.remove(id);
         }
     }
 

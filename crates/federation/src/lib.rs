@@ -168,12 +168,7 @@ impl Federation {
                 store,
                 sync: sync.clone(),
                 config: instance.config.federation.clone(),
-                connections: Connections::new(
-                    &instance.id,
-                    instance.machine_key.clone(),
-                    instance.config.federation.transport,
-                    sync,
-                ),
+                connections: Connections::new(instance, sync),
                 caches: Mutex::new(HashMap::new()),
                 tasks: Tasks::new(),
             }),

@@ -10,14 +10,14 @@
 
 use std::collections::HashMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// The usual reciprocal-rank fusion constant.
 const K: f64 = 60.0;
 
 /// An instance, as results name it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InstanceRef {
     pub id: String,
     pub name: String,
@@ -46,7 +46,7 @@ pub struct Answer {
 }
 
 /// One merged result.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Hit {
     pub id: String,
     /// On the common scale: 1.0 is some instance's best hit.
@@ -59,7 +59,7 @@ pub struct Hit {
 }
 
 /// How one instance's part of a search ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     Answered,
@@ -85,7 +85,7 @@ impl Status {
 }
 
 /// How one instance fared, for the report.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
     #[serde(flatten)]
     pub instance: InstanceRef,
@@ -98,7 +98,7 @@ pub struct Report {
 }
 
 /// The merged answer of a search of all instances.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Merged {
     pub count: usize,
     pub results: Vec<Hit>,

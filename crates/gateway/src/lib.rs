@@ -28,6 +28,7 @@
 mod api;
 mod auth;
 pub mod conn;
+mod federation_api;
 mod guard;
 mod lease_api;
 mod machines_api;
@@ -203,6 +204,7 @@ impl Gateway {
             .merge(sync_api::routes(state.clone()))
             .merge(lease_api::routes(state.clone()))
             .merge(machines_api::routes(state.clone()))
+            .merge(federation_api::routes(state.clone()))
             .merge(mcp)
             .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_token));
         api::public_routes(state.clone())

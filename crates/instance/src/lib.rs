@@ -84,6 +84,35 @@ pub struct Config {
     pub federation: FederationConfig,
     #[serde(default)]
     pub lease: LeaseConfig,
+    #[serde(default, skip_serializing_if = "SyncConfig::is_unset")]
+    pub sync: SyncConfig,
+}
+
+/// `[sync]`: how this machine reaches the others.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SyncConfig {
+    /// Relays (`roost relay`) through which machines that cannot reach each
+    /// other directly (both behind NAT, UDP blocked) still connect; direct
+    /// paths are preferred whenever they work. Empty: direct addresses only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub relays: Vec<String>,
+}
+
+impl SyncConfig {
+    fn is_unset(&self) -> bool {
+        self == &SyncConfig::default()
+    }
+
+    /// The first relay that is not an `http://` or `https://` URL with a
+    /// host, and why.
+    fn invalid_relay(&self) -> Option<String> {
+        self.relays.iter().find_map(|relay| match url::Url::parse(relay) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => None,
+            Ok(_) => Some(format!("[sync] relays: {relay:?} is not an http:// or https:// URL of a relay")),
+            Err(e) => Some(format!("[sync] relays: {relay:?} is not a URL ({e})")),
+        })
+    }
 }
 
 /// `[lease]`: the awake role, held by one machine at a time.
@@ -256,6 +285,9 @@ impl Instance {
             let at = line.map(|n| format!(" (line {n})")).unwrap_or_default();
             InstanceError::Corrupt { path: config_path.clone(), reason: format!("{}{at}", e.message()) }
         })?;
+        if let Some(reason) = config.sync.invalid_relay() {
+            return Err(InstanceError::Corrupt { path: config_path, reason });
+        }
         let id = read_id(home)?;
         let (machine_key, x25519_key) = keys::read(home)?;
         let seed = identity::read_seed(home)?;
@@ -292,6 +324,7 @@ impl Instance {
             gateway: GatewayConfig::default(),
             federation: Default::default(),
             lease: Default::default(),
+            sync: Default::default(),
         };
         identity::create_identity(home, &config)?;
         let text = toml::to_string(&config).expect("config serialises");

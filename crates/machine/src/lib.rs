@@ -166,11 +166,12 @@ async fn bind(instance: &Instance, gateway: SocketAddr, part: Part) -> Result<En
         alpns.push(roost_federation::ALPN.to_vec());
     }
     let key = &instance.machine_key;
-    match roost_sync::bind_endpoint(key, Some(gateway), alpns.clone()).await {
+    let relays = roost_sync::relays(instance);
+    match roost_sync::bind_endpoint(key, Some(gateway), &relays, alpns.clone()).await {
         Ok(endpoint) => Ok(endpoint),
         Err(e) => {
             tracing::warn!(error = %e, "the endpoint is not on the gateway's port; peers cannot dial this machine");
-            Ok(roost_sync::bind_endpoint(key, Some(SocketAddr::new(gateway.ip(), 0)), alpns).await?)
+            Ok(roost_sync::bind_endpoint(key, Some(SocketAddr::new(gateway.ip(), 0)), &relays, alpns).await?)
         }
     }
 }

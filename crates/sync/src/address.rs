@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use iroh::{EndpointAddr, PublicKey};
+use iroh::{EndpointAddr, PublicKey, RelayUrl};
 use tokio::task::JoinSet;
 
 use roost_instance::addresses::host_and_port;
@@ -68,13 +68,20 @@ pub async fn resolve(urls: &[String]) -> Result<Vec<SocketAddr>, NoAddress> {
     if found.is_empty() { Err(NoAddress::Unresolved(last_error)) } else { Ok(found) }
 }
 
-/// The peer's endpoint id with every address it may be reached at.
-pub async fn endpoint_addr(peer: &InstanceEntry) -> Result<EndpointAddr, NoAddress> {
+/// The peer's endpoint id with every address it may be reached at, and
+/// every relay it may be reached through: a peer whose addresses do not
+/// resolve from here is still dialed through the relays.
+pub async fn endpoint_addr(peer: &InstanceEntry, relays: &[RelayUrl]) -> Result<EndpointAddr, NoAddress> {
     let key = roost_core::hex::decode_array(&peer.signing_key)
         .and_then(|k| PublicKey::from_bytes(&k).ok())
         .ok_or(NoAddress::BadKey)?;
-    let sockets = resolve(&peer.addresses).await?;
-    Ok(sockets.into_iter().fold(EndpointAddr::new(key), |addr, socket| addr.with_ip_addr(socket)))
+    let sockets = match resolve(&peer.addresses).await {
+        Ok(sockets) => sockets,
+        Err(_) if !relays.is_empty() => Vec::new(),
+        Err(e) => return Err(e),
+    };
+    let addr = sockets.into_iter().fold(EndpointAddr::new(key), |addr, socket| addr.with_ip_addr(socket));
+    Ok(relays.iter().cloned().fold(addr, |addr, relay| addr.with_relay_url(relay)))
 }
 
 #[cfg(test)]

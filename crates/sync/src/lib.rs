@@ -11,7 +11,10 @@
 //! known to all, and one that moves is found again. The protocol decisions
 //! (what to send, pacing, holding entries not yet ready) are in
 //! `roost_core::protocol`; verification and application are `Store::apply`.
-//! Relays and discovery are off: only direct addresses are used.
+//! Discovery is off. With `[sync] relays` configured, the endpoint keeps a
+//! home relay and dials every peer through those relays as well as at its
+//! addresses: iroh prefers a direct path and falls back to the relay when
+//! none works (both behind NAT, UDP blocked).
 
 pub mod address;
 mod frame;
@@ -25,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use ed25519_dalek::SigningKey;
 use iroh::endpoint::{Connection, VarInt, presets};
-use iroh::{Endpoint, RelayMode, SecretKey};
+use iroh::{Endpoint, RelayMap, RelayMode, RelayUrl, SecretKey};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use tokio::sync::{mpsc, watch};
@@ -83,6 +86,10 @@ pub struct PeerStatus {
     pub state: PeerState,
     /// Where the live session reaches it, if one is up.
     pub address: Option<String>,
+    /// How the live session's packets travel: `direct` or `relayed`.
+    pub path: Option<&'static str>,
+    /// The live session's round-trip time, in milliseconds.
+    pub rtt_ms: Option<f64>,
     /// Every address the registry holds for it, freshest first.
     pub addresses: Vec<String>,
     /// The Roost version it last said it runs.
@@ -140,6 +147,8 @@ struct PeerLive {
     no_address: bool,
     /// The remote address of the live session.
     address: Option<String>,
+    /// The live session's connection, for its path and round-trip time.
+    connection: Option<Connection>,
     last_sync: Option<String>,
     behind: u64,
     ahead: u64,
@@ -251,6 +260,7 @@ impl SyncService {
             .filter(|e| &e.id != me)
             .map(|e| {
                 let l = live.get(&e.id).cloned().unwrap_or_default();
+                let (path, rtt_ms) = l.connection.as_ref().filter(|_| l.connected).and_then(path_of).unzip();
                 let state = match (e.is_revoked(), l.connected) {
                     (true, _) => PeerState::Revoked,
                     (_, true) if l.behind > 0 || l.ahead > 0 => PeerState::Syncing,
@@ -264,6 +274,8 @@ impl SyncService {
                     id: e.id,
                     state,
                     address: l.address.filter(|_| l.connected),
+                    path,
+                    rtt_ms,
                     addresses: e.addresses,
                     version: e.version,
                     last_sync: l.last_sync.or(e.last_seen),
@@ -320,13 +332,30 @@ impl Shared {
         if sessions.get(peer).is_some_and(|a| a.token == token) {
             sessions.remove(peer);
             drop(sessions);
-            self.update(peer, |l| l.connected = false);
+            self.update(peer, |l| {
+                l.connected = false;
+                l.connection = None;
+            });
         }
     }
 
     fn has_session(&self, peer: &str) -> bool {
         self.sessions.lock().expect("sessions poisoned").contains_key(peer)
     }
+}
+
+/// Whether `conn`'s packets go direct or through a relay now, and its
+/// round-trip time in milliseconds.
+fn path_of(conn: &Connection) -> Option<(&'static str, f64)> {
+    let paths = conn.paths();
+    let path = paths.iter().find(|p| p.is_selected())?;
+    let kind = if path.is_relay() { "relayed" } else { "direct" };
+    Some((kind, path.rtt().as_secs_f64() * 1000.0))
+}
+
+/// The relays of `[sync] relays` (checked when the instance was opened).
+pub fn relays(instance: &Instance) -> Vec<RelayUrl> {
+    instance.config.sync.relays.iter().filter_map(|r| r.parse().ok()).collect()
 }
 
 async fn accept_loop(shared: Arc<Shared>) {
@@ -400,11 +429,12 @@ async fn dial_loop(shared: Arc<Shared>) {
 }
 
 /// Binds an iroh endpoint with the machine key `key` on `bind` (UDP; `None`:
-/// any port on every interface, for an endpoint that only dials), direct
-/// addresses only, accepting `alpns`.
+/// any port on every interface, for an endpoint that only dials), with a
+/// home relay among `relays` if any, accepting `alpns`.
 pub async fn bind_endpoint(
     key: &SigningKey,
     bind: Option<SocketAddr>,
+    relays: &[RelayUrl],
     alpns: Vec<Vec<u8>>,
 ) -> Result<Endpoint, SyncError> {
     let secret = SecretKey::from_bytes(&key.to_bytes());
@@ -412,7 +442,11 @@ pub async fn bind_endpoint(
     let bind_error = |reason: String| SyncError::Bind { addr: shown.clone(), reason };
     let mut builder = Endpoint::builder(presets::Minimal)
         .secret_key(secret)
-        .relay_mode(RelayMode::Disabled)
+        .relay_mode(if relays.is_empty() {
+            RelayMode::Disabled
+        } else {
+            RelayMode::Custom(relays.iter().cloned().collect::<RelayMap>())
+        })
         .clear_address_lookup()
         .alpns(alpns);
     if let Some(bind) = bind {
@@ -425,7 +459,8 @@ pub async fn bind_endpoint(
 }
 
 async fn dial(shared: &Arc<Shared>, peer: &InstanceEntry) -> Result<(), SyncError> {
-    let addr = address::endpoint_addr(peer).await.map_err(|e| SyncError::NoAddress(e.to_string()))?;
+    let relays = relays(&shared.instance);
+    let addr = address::endpoint_addr(peer, &relays).await.map_err(|e| SyncError::NoAddress(e.to_string()))?;
     let conn: Connection = tokio::time::timeout(DIAL_WAIT, shared.endpoint.connect(addr, ALPN))
         .await
         .map_err(|_| SyncError::Stream(format!("no answer from {} within {DIAL_WAIT:?}", peer.name)))?

@@ -135,6 +135,7 @@ pub async fn run(
         l.attempted = true;
         l.no_address = false;
         l.address = peer.address.clone();
+        l.connection = Some(conn.clone());
         l.last_error = None;
         l.last_sync = Some(now_text());
         l.behind = if entries { behind(&heads, &peer.greeting.heads) } else { 0 };
