@@ -53,6 +53,9 @@ fn main() {
         ],
     );
 
+    let sealed = |kek: [u8; 32]| roost_identity::seal::seal_machine_keys_at_rest(&[4; 32], &[5; 32], &kek, &[6; 12]);
+    write(root, "sealed_keys", &[sealed([7; 32]), sealed([8; 32])]);
+
     let export = roost_identity::export::export(&seed, "correct horse battery", KdfParams::DEFAULT, [1; 16], [2; 12]);
     write(root, "export_file", &[export.expect("an export file").into_bytes()]);
 
