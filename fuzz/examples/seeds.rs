@@ -14,7 +14,7 @@ use roost_identity::cert::MachineClaims;
 use roost_identity::pairing::{self, JoinGrant, JoinRequest, KnownMachine, PairingCode, Side};
 use roost_identity::seal::KdfParams;
 use roost_identity::token::Token;
-use roost_identity::{Certificate, MasterSeed, Role, hex};
+use roost_identity::{Certificate, MasterSeed, Revocation, RevocationClaims, Role, hex};
 use roost_lease::{Ballot, Envelope, Message as Lease, Refusal, View};
 
 const JOINER: &str = "01a20806-d444-7c97-be1f-ef8bd5bf8a9d";
@@ -29,6 +29,13 @@ fn main() {
 
     let certificates = [home.to_bytes(), laptop.to_bytes(), home.to_text().into_bytes()];
     write(root, "certificate", &certificates);
+
+    let revocation = |revoked_after: u64| {
+        let claims = RevocationClaims { instance_id: JOINER.into(), machine_key: [3; 32], revoked_after, issued_at: 1_790_000_000 };
+        Revocation::issue(claims, &seed.identity_key()).expect("a revocation")
+    };
+    let revocations = [revocation(0), revocation(41)];
+    write(root, "revocation", &[revocations[0].to_bytes(), revocations[1].to_bytes(), revocations[1].to_text().into_bytes()]);
 
     let key = SigningKey::from_bytes(&[6; 32]);
     let token = |audience: &str, issued_at: i64, lifetime: i64| {
@@ -97,6 +104,7 @@ fn main() {
         ]),
         Message::Heads(heads.clone()),
         Message::Machines(machines),
+        Message::Revocations(revocations.iter().map(Revocation::to_text).collect()),
     ];
     let mut sync: Vec<Vec<u8>> = messages.iter().map(Message::encode).collect();
     sync.push(first.encode());
@@ -150,6 +158,7 @@ fn main() {
         certificate: laptop.to_text(),
         chain: KnownMachine { certificate: home.to_text(), addresses: vec!["http://home.lan:7151".into()] },
         machines: vec![KnownMachine { certificate: laptop.to_text(), addresses: vec!["http://10.0.0.3:7151".into()] }],
+        relays: vec!["https://relay.example".into()],
     };
     let request = serde_json::to_vec(&request).expect("a request serialises");
     let grant = serde_json::to_vec(&grant).expect("a grant serialises");

@@ -69,10 +69,18 @@ impl Links {
     }
 
     /// Keeps a link to each of `peers` (this machine excluded by the caller)
-    /// and drops links to machines no longer among them.
+    /// and drops links to machines no longer among them, closing their
+    /// connections (a revoked machine is heard no more).
     pub fn set_peers(self: &Arc<Links>, peers: &[InstanceEntry]) {
         *self.keys.lock().expect("keys poisoned") =
             peers.iter().map(|p| (p.signing_key.clone(), p.id.clone())).collect();
+        self.connections.lock().expect("connections poisoned").retain(|id, conn| {
+            let kept = peers.iter().any(|p| &p.id == id);
+            if !kept {
+                conn.close(VarInt::from_u32(403), b"no longer a machine of this chain");
+            }
+            kept
+        });
         let mut links = self.peers.lock().expect("links poisoned");
         links.retain(|id, link| peers.iter().any(|p| &p.id == id && p.addresses == link.addresses));
         for peer in peers {

@@ -168,8 +168,7 @@ pub fn leave(home: &Path, force: bool) -> anyhow::Result<()> {
         bail!("this is the chain's last home machine; leaving would leave no home (pass --force to leave anyway)");
     }
     crate::lease::leave_the_voters(&instance)?;
-    store.revoke_instance(&instance.id)?;
-    instance.write_registry_file(&store)?;
+    instance.revoke(&store, &instance.id)?;
     instance.forget_seed()?;
     say!("left chain {}: this machine's certificate is revoked here and its seed is gone", instance.roost_id())?;
     Ok(())

@@ -112,10 +112,9 @@ pub fn run(home: &Path, command: InstanceCommand) -> anyhow::Result<()> {
             )?;
         }
         InstanceCommand::Revoke { id } => {
-            let revoked = store.revoke_instance(&id)?;
-            instance.write_registry_file(&store)?;
+            let revoked = instance.revoke(&store, &id)?;
             say!(
-                "revoked {} ({}); it can no longer call this instance",
+                "revoked {} ({}); every machine of the chain refuses it once replication passes this on",
                 out::field(&revoked.name),
                 out::field(&revoked.id)
             )?;

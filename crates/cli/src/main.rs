@@ -19,6 +19,7 @@ mod memory;
 mod nest;
 mod out;
 mod pair;
+mod pair_relay;
 mod prompt;
 mod relay;
 mod serve;
@@ -108,7 +109,7 @@ enum Command {
         #[arg(long)]
         no_wait: bool,
     },
-    /// Join the chain of the machine at URL with the code `roost pair` showed there.
+    /// Join the chain of the machine at URL (its gateway, or the `roost:KEY?relay=URL` that `roost pair` shows when it uses a relay) with the code `roost pair` showed there.
     Join {
         url: String,
         #[arg(long)]

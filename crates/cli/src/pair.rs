@@ -8,13 +8,16 @@ use anyhow::{Context, bail};
 use base64::Engine;
 use serde_json::json;
 
-use roost_identity::pairing::{self, JoinGrant, JoinRequest, KnownMachine, OFFER_LIFETIME, Offer, PairingCode, Side};
+use roost_identity::pairing::{
+    self, JoinGrant, JoinRequest, KnownMachine, OFFER_LIFETIME, Offer, PairingCode, RelayedMachine, Side,
+};
 use roost_identity::{Certificate, MasterSeed, Role, hex};
 use roost_instance::addresses::is_loopback_url;
 use roost_instance::{Instance, InstanceError, unix_now};
 
 use crate::http;
 use crate::out::{self, say};
+use crate::pair_relay::RelayedSponsor;
 
 fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
@@ -46,6 +49,13 @@ pub fn pair(home: &Path, wait: bool) -> anyhow::Result<()> {
     let url =
         instance.advertised_urls().into_iter().next().unwrap_or_else(|| format!("http://{}", instance.gateway_addr()));
     say!("on the new machine run: roost join {url} --code {}", code.display())?;
+    if !instance.config.sync.relays.is_empty() {
+        let relayed = RelayedMachine {
+            machine_key: instance.machine_key.verifying_key().to_bytes(),
+            relays: instance.config.sync.relays.clone(),
+        };
+        say!("or, from a network that cannot reach it: roost join {relayed} --code {}", code.display())?;
+    }
     if !wait {
         return Ok(());
     }
@@ -85,9 +95,50 @@ pub struct JoinOptions {
     pub force: bool,
 }
 
+/// The chain machine a joiner pairs with: its gateway over HTTP, or its key
+/// through a relay.
+enum Sponsor {
+    Gateway(String),
+    Relayed(Box<RelayedSponsor>),
+}
+
+impl Sponsor {
+    fn reach(target: &str) -> anyhow::Result<Sponsor> {
+        Ok(if RelayedMachine::is_one(target) {
+            Sponsor::Relayed(Box::new(RelayedSponsor::connect(&RelayedMachine::parse(target)?)?))
+        } else {
+            Sponsor::Gateway(http::base(target))
+        })
+    }
+
+    /// One step of the exchange, `start` or `finish`.
+    fn ask(&mut self, step: &str, body: &serde_json::Value) -> anyhow::Result<serde_json::Value> {
+        match self {
+            Sponsor::Gateway(base) => http::post(&format!("{base}/api/v1/pair/{step}"), body),
+            Sponsor::Relayed(relayed) => relayed.ask(step, body),
+        }
+    }
+
+    /// The gateway URL it was reached at, if it was.
+    fn url(&self) -> Option<&str> {
+        match self {
+            Sponsor::Gateway(base) => Some(base),
+            Sponsor::Relayed(_) => None,
+        }
+    }
+
+    fn shown(&self) -> &str {
+        match self {
+            Sponsor::Gateway(base) => base,
+            Sponsor::Relayed(relayed) => relayed.shown(),
+        }
+    }
+}
+
 pub fn join(home: &Path, options: JoinOptions) -> anyhow::Result<()> {
     let code = PairingCode::parse(&options.code)?;
-    let base = http::base(&options.url);
+    let ticket_relays =
+        if RelayedMachine::is_one(&options.url) { RelayedMachine::parse(&options.url)?.relays } else { Vec::new() };
     let mut instance =
         Instance::open_or_init(home, &options.name.clone().unwrap_or_else(roost_instance::default_name))?;
     let store = instance.open_store()?;
@@ -98,9 +149,10 @@ pub fn join(home: &Path, options: JoinOptions) -> anyhow::Result<()> {
             instance.roost_id()
         );
     }
+    let mut sponsor = Sponsor::reach(&options.url)?;
 
     let (handshake, message) = pairing::start(Side::Joiner, &code);
-    let started = http::post(&format!("{base}/api/v1/pair/start"), &json!({"message": b64(&message)}))?;
+    let started = sponsor.ask("start", &json!({"message": b64(&message)}))?;
     let key = handshake.finish(&unb64(&started["message"], "message")?)?;
     if !key.confirms(&unb64(&started["confirmation"], "confirmation")?) {
         bail!("the pairing code is wrong (this attempt counted; a code allows {})", pairing::MAX_ATTEMPTS);
@@ -123,8 +175,8 @@ pub fn join(home: &Path, options: JoinOptions) -> anyhow::Result<()> {
         addresses: instance.advertised_urls(),
     };
     let sealed = key.seal(0, &serde_json::to_vec(&request)?);
-    let finished = http::post(
-        &format!("{base}/api/v1/pair/finish"),
+    let finished = sponsor.ask(
+        "finish",
         &json!({"session": started["session"], "confirmation": b64(&key.confirmation()), "sealed": b64(&sealed)}),
     )?;
     let grant: JoinGrant = serde_json::from_slice(&key.open(0, &unb64(&finished["sealed"], "grant")?)?)
@@ -140,22 +192,29 @@ pub fn join(home: &Path, options: JoinOptions) -> anyhow::Result<()> {
     }
     // The address typed here reached it; loopback URLs it sent mean this
     // host only if that address was a loopback one too.
-    let over_loopback = is_loopback_url(&base);
+    let over_loopback = sponsor.url().is_some_and(is_loopback_url);
     let usable = |m: &KnownMachine| -> Vec<String> {
         m.addresses.iter().filter(|a| over_loopback || !is_loopback_url(a)).cloned().collect()
     };
-    let mut known = vec![(chain.clone(), [vec![base.clone()], usable(&grant.chain)].concat())];
+    let reached: Vec<String> = sponsor.url().map(str::to_string).into_iter().collect();
+    let mut known = vec![(chain.clone(), [reached, usable(&grant.chain)].concat())];
     for machine in &grant.machines {
         if let Ok(cert) = Certificate::from_text(&machine.certificate) {
             known.push((cert, usable(machine)));
         }
     }
     instance.adopt_chain(&store, seed, Some(certificate), Role::Satellite, &known)?;
+    let shown = sponsor.shown().to_string();
+    drop(sponsor);
     say!(
-        "joined chain {} as a satellite; {} is registered at {}",
+        "joined chain {} as a satellite; {} is registered, reached at {}",
         instance.roost_id(),
         out::field(&chain.claims.name),
-        out::field(&base)
+        out::field(&shown)
     )?;
+    let relays = [grant.relays, ticket_relays].concat();
+    if instance.add_relays(&relays)? {
+        say!("this machine uses the chain's relays too: {}", instance.config.sync.relays.join(", "))?;
+    }
     crate::identity::restart_on_new_identity(&instance)
 }

@@ -151,7 +151,11 @@ const REPLICATION: Duration = Duration::from_secs(15);
 
 /// Puts a pairing code on offer on `host` and returns it.
 fn pairing_code(host: &Host) -> String {
-    let out = succeeded(host.roost(&["pair", "--no-wait"]));
+    pairing_code_in(&succeeded(host.roost(&["pair", "--no-wait"])))
+}
+
+/// The code in what `roost pair` printed.
+fn pairing_code_in(out: &str) -> String {
     out.lines()
         .find_map(|l| l.strip_prefix("pairing code: "))
         .and_then(|rest| rest.split_whitespace().next())
@@ -206,9 +210,15 @@ fn machines(host: &Host) -> Vec<Value> {
 
 /// Waits until a memory written on `writer` is readable on every other machine.
 fn replicated(lan: &Lan, writer: &str, content: &str, limit: Duration) {
+    replicated_to(lan, writer, &MACHINES, content, limit);
+}
+
+/// Waits until a memory written on `writer` is readable on each of
+/// `machines` but the writer; returns its id.
+fn replicated_to(lan: &Lan, writer: &str, machines: &[&str], content: &str, limit: Duration) -> String {
     let id = add(lan.host(writer), content, false);
     let written = Instant::now();
-    for reader in MACHINES.into_iter().filter(|r| *r != writer) {
+    for reader in machines.iter().filter(|r| **r != writer) {
         let memory = eventually(&format!("{reader} reading what {writer} wrote: {content}"), limit, || {
             let out = lan.host(reader).roost(&["memory", "get", &id, "--json"]);
             out.status.success().then(|| json_of(out))
@@ -216,6 +226,35 @@ fn replicated(lan: &Lan, writer: &str, content: &str, limit: Duration) {
         assert_eq!(memory["content"], content, "on {reader}");
     }
     eprintln!("{content:?} was on every machine {:.2} s after the write", written.elapsed().as_secs_f64());
+    id
+}
+
+/// Starts `roost serve` on each of `names`, reachable by the others.
+fn serve(lan: &Lan, names: &[&str]) -> Vec<Child> {
+    names
+        .iter()
+        .map(|name| {
+            let mut gateway = lan.host(name).spawn_roost(&["serve", "--bind", "0.0.0.0:7151"]);
+            listening_addr(&mut gateway);
+            gateway
+        })
+        .collect()
+}
+
+/// Waits until every machine lists the three as voters, one of them awake.
+fn three_voters(lan: &Lan) {
+    eventually("three voters and one of them awake, on every machine", Duration::from_secs(30), || {
+        lan.hosts()
+            .iter()
+            .all(|host| {
+                let roles: Vec<String> =
+                    machines(host).iter().map(|m| m["role"].as_str().unwrap_or_default().to_string()).collect();
+                roles.len() == 3
+                    && roles.iter().filter(|r| *r == "awake").count() == 1
+                    && roles.iter().all(|r| r == "awake" || r == "standby")
+            })
+            .then_some(())
+    });
 }
 
 /// Every term of every machine as the holder, and none overlapping.
@@ -238,29 +277,11 @@ fn the_pairing_journey_works_across_three_machines() {
     let mut lan = Lan::new(&MACHINES);
     // Started once, before any pairing, and never restarted: joining must
     // take effect in running gateways.
-    let _gateways: Vec<Child> = MACHINES
-        .iter()
-        .map(|name| {
-            let mut gateway = lan.host(name).spawn_roost(&["serve", "--bind", "0.0.0.0:7151"]);
-            listening_addr(&mut gateway);
-            gateway
-        })
-        .collect();
+    let _gateways = serve(&lan, &MACHINES);
     join(&lan, "laptop", "home");
     join(&lan, "vps", "laptop");
     let joined = Instant::now();
-    eventually("three voters and one of them awake, on every machine", Duration::from_secs(30), || {
-        lan.hosts()
-            .iter()
-            .all(|host| {
-                let roles: Vec<String> =
-                    machines(host).iter().map(|m| m["role"].as_str().unwrap_or_default().to_string()).collect();
-                roles.len() == 3
-                    && roles.iter().filter(|r| *r == "awake").count() == 1
-                    && roles.iter().all(|r| r == "awake" || r == "standby")
-            })
-            .then_some(())
-    });
+    three_voters(&lan);
     eprintln!(
         "{:.1} s after the last join, every machine listed three voters, one awake",
         joined.elapsed().as_secs_f64()
@@ -400,14 +421,7 @@ fn memory_contents_never_cross_the_wire_in_clear() {
         return;
     }
     let lan = Lan::new(&["home", "laptop"]);
-    let _gateways: Vec<Child> = ["home", "laptop"]
-        .iter()
-        .map(|name| {
-            let mut gateway = lan.host(name).spawn_roost(&["serve", "--bind", "0.0.0.0:7151"]);
-            listening_addr(&mut gateway);
-            gateway
-        })
-        .collect();
+    let _gateways = serve(&lan, &["home", "laptop"]);
     join(&lan, "laptop", "home");
     let (home, laptop) = (lan.host("home"), lan.host("laptop"));
     let captures = [Capture::start(&home.veth), Capture::start(&laptop.veth)];
@@ -548,14 +562,7 @@ fn two_machines_that_cannot_reach_each_other_directly_meet_through_a_relay() {
         text.push_str("\n[sync]\nrelays = [\"http://vps.lan:3340\"]\n");
         std::fs::write(&config, text).unwrap();
     }
-    let _gateways: Vec<Child> = [home, laptop]
-        .iter()
-        .map(|host| {
-            let mut gateway = host.spawn_roost(&["serve", "--bind", "0.0.0.0:7151"]);
-            listening_addr(&mut gateway);
-            gateway
-        })
-        .collect();
+    let _gateways = serve(&lan, &["home", "laptop"]);
     join(&lan, "laptop", "home");
 
     // Replication both ways, through the relay.
@@ -581,4 +588,133 @@ fn two_machines_that_cannot_reach_each_other_directly_meet_through_a_relay() {
         (merged["results"].as_array()?.len() == 1).then_some(())
     });
     one_awake(&lan, &["home", "laptop"], Duration::from_secs(30));
+}
+
+/// The names of the machines whose local memories `searcher`'s
+/// `roost search QUERY --all` found.
+fn found_on(lan: &Lan, searcher: &str, query: &str) -> Vec<String> {
+    let merged = json_of(lan.host(searcher).roost(&["search", query, "--all", "--json"]));
+    let mut found: Vec<String> = merged["results"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|hit| hit["memory"]["content"].as_str()?.rsplit(' ').next().map(str::to_string))
+        .collect();
+    found.sort();
+    found
+}
+
+#[test]
+fn a_machine_revoked_on_one_machine_is_refused_by_every_machine() {
+    if !root_or_skip("a_machine_revoked_on_one_machine_is_refused_by_every_machine") {
+        return;
+    }
+    let lan = Lan::new(&MACHINES);
+    let _gateways = serve(&lan, &MACHINES);
+    join(&lan, "laptop", "home");
+    join(&lan, "vps", "home");
+    three_voters(&lan);
+    let before = replicated_to(&lan, "laptop", &MACHINES, "written on the laptop before its revocation", REPLICATION);
+    for name in MACHINES {
+        add(lan.host(name), &format!("plover seen only on {name}"), true);
+    }
+    eventually("the laptop's search of all machines reaching the vps", REPLICATION, || {
+        found_on(&lan, "laptop", "plover").contains(&"vps".to_string()).then_some(())
+    });
+
+    let laptop_id = status(lan.host("laptop"))["id"].as_str().unwrap().to_string();
+    let revoked_at = Instant::now();
+    succeeded(lan.host("home").roost(&["instance", "revoke", &laptop_id]));
+
+    // Within 10 s the vps, which was told only by replication, refuses the
+    // laptop: listed revoked, no sync session, no federation, no vote.
+    eventually("the vps refusing the laptop", Duration::from_secs(10), || {
+        let listed = machines(lan.host("vps"));
+        let laptop = listed.iter().find(|m| m["id"] == laptop_id.as_str())?;
+        let sync = json_of(lan.host("vps").roost(&["sync", "status", "--json"]));
+        let session = sync["peers"].as_array()?.iter().find(|p| p["id"] == laptop_id.as_str())?;
+        (laptop["status"] == "revoked"
+            && session["state"] == "revoked"
+            && !found_on(&lan, "laptop", "plover").contains(&"vps".to_string()))
+        .then_some(())
+    });
+    eprintln!("the vps refused the laptop {:.2} s after home revoked it", revoked_at.elapsed().as_secs_f64());
+    let awake = one_awake(&lan, &["home", "vps"], Duration::from_secs(30));
+    assert_ne!(awake, "laptop");
+    for host in ["home", "vps"] {
+        let listed = machines(lan.host(host));
+        let voters: Vec<&Value> = listed.iter().filter(|m| m["role"] == "awake" || m["role"] == "standby").collect();
+        assert_eq!(voters.len(), 2, "{host} lists only home and the vps as voters: {listed:?}");
+        assert!(voters.iter().all(|m| m["id"] != laptop_id.as_str()), "{host}: {listed:?}");
+    }
+
+    // The laptop's later writes reach no one; home and the vps go on
+    // replicating; nothing written before the revocation is lost.
+    let after = add(lan.host("laptop"), "written on the laptop after its revocation", false);
+    replicated_to(&lan, "vps", &["home", "vps"], "written on the vps after the revocation", REPLICATION);
+    replicated_to(&lan, "home", &["home", "vps"], "written on home after the revocation", REPLICATION);
+    for host in ["home", "vps"] {
+        assert!(!lan.host(host).roost(&["memory", "get", &after, "--json"]).status.success(), "{host} took it");
+        assert!(lan.host(host).roost(&["memory", "get", &before, "--json"]).status.success(), "{host} lost it");
+    }
+    assert_eq!(found_on(&lan, "home", "plover"), ["home", "vps"], "home no longer asks the laptop");
+    assert_one_holder_at_a_time(&lan);
+}
+
+#[test]
+fn two_machines_each_behind_its_own_nat_pair_and_work_through_a_relay() {
+    if !root_or_skip("two_machines_each_behind_its_own_nat_pair_and_work_through_a_relay") {
+        return;
+    }
+    let mut lan = Lan::new(&["relay"]);
+    lan.add_behind_nat("home");
+    lan.add_behind_nat("laptop");
+    let (home, laptop) = (lan.host("home"), lan.host("laptop"));
+    let mut relay = lan.host("relay").spawn_roost(&["relay", "--bind", "0.0.0.0:3340"]);
+    listening_addr(&mut relay);
+    // Nothing gets in through a NAT: the laptop cannot open a connection to
+    // home, though home can to the relay.
+    let (_listener, _) = listen(home);
+    let relay_ip = lan.host("relay").addr.to_string();
+    assert!(!send(laptop, &home.addr.to_string(), 2, "in?").status.success(), "the laptop reached home");
+    assert!(http_get(home, &format!("http://{relay_ip}:3340/")).0 > 0, "home reaches the relay");
+
+    // Home names the relay in its config.toml before it serves (README);
+    // the laptop learns it when it joins.
+    succeeded(home.roost(&["init", "--name", &home.hostname]));
+    let config = instance_home(home).join("config.toml");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("\n[sync]\nrelays = [\"http://relay.lan:3340\"]\n");
+    std::fs::write(&config, text).unwrap();
+    let _gateways = serve(&lan, &["home", "laptop"]);
+
+    // The code travels through the relay: `roost pair` says what to type.
+    let offer = succeeded(home.roost(&["pair", "--no-wait"]));
+    let code = pairing_code_in(&offer);
+    let target = offer
+        .lines()
+        .find_map(|l| l.split("cannot reach it: roost join ").nth(1))
+        .and_then(|rest| rest.split(" --code").next())
+        .unwrap_or_else(|| panic!("no relayed join line in {offer:?}"));
+    let joined = succeeded(laptop.roost(&["join", target, "--code", &code, "--yes"]));
+    assert!(joined.contains("http://relay.lan:3340"), "the laptop did not take up the relay: {joined}");
+
+    const THROUGH_NAT: Duration = Duration::from_secs(60);
+    let both = ["home", "laptop"];
+    replicated_to(&lan, "home", &both, "written on home behind its NAT", THROUGH_NAT);
+    replicated_to(&lan, "laptop", &both, "written on the laptop behind its NAT", THROUGH_NAT);
+    for name in both {
+        add(lan.host(name), &format!("sandpiper seen only on {name}"), true);
+    }
+    for searcher in both {
+        eventually(&format!("{searcher}'s search of all machines reaching the other"), THROUGH_NAT, || {
+            (found_on(&lan, searcher, "sandpiper") == both).then_some(())
+        });
+    }
+    let awake = one_awake(&lan, &both, THROUGH_NAT);
+    let sync = json_of(home.roost(&["sync", "status", "--json"]));
+    let peer = sync["peers"].as_array().and_then(|p| p.first().cloned()).expect("the laptop in home's sync status");
+    let path = peer["path"].as_str().unwrap_or_default().to_string();
+    assert!(path == "direct" || path == "relayed", "{peer}");
+    eprintln!("through two NATs: {awake} awake, home reaches the laptop {path}, round trip {} ms", peer["rtt_ms"]);
 }

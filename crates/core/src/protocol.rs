@@ -15,7 +15,7 @@ use crate::Entry;
 use crate::wire::{Reader, WireError, Writer};
 
 /// Bumped on any incompatible change to these messages or to [`Entry`].
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 
 /// Origin instance id → sequence number of the latest entry held.
 pub type Heads = BTreeMap<String, u64>;
@@ -64,12 +64,19 @@ pub enum Message {
     /// (joins spread this way), and origins of entries that follow: the
     /// receiver needs their certificates to verify those entries.
     Machines(Vec<Machine>),
+    /// Revocations signed by the identity (text form) the peer has not been
+    /// told yet: every machine refuses a revoked one once it hears of it.
+    Revocations(Vec<String>),
 }
 
 const HELLO: u8 = 1;
 const ENTRIES: u8 = 2;
 const HEADS: u8 = 3;
 const MACHINES: u8 = 5;
+const REVOCATIONS: u8 = 6;
+/// The longest revocation one [`Message::Revocations`] carries (they are
+/// a fixed 248 characters).
+const MAX_REVOCATION_LEN: usize = 512;
 
 impl Message {
     pub fn encode(&self) -> Vec<u8> {
@@ -83,6 +90,12 @@ impl Message {
             Message::Machines(machines) => {
                 w.u8(MACHINES);
                 write_machines(&mut w, machines);
+            }
+            Message::Revocations(revocations) => {
+                w.u8(REVOCATIONS).bytes(&(revocations.len() as u32).to_be_bytes());
+                for r in revocations {
+                    w.str(r);
+                }
             }
             Message::Entries(entries) => {
                 w.u8(ENTRIES).bytes(&(entries.len() as u32).to_be_bytes());
@@ -111,6 +124,20 @@ impl Message {
                 Message::Hello { version, software, keeps_data, machines, heads: read_heads(&mut r)? }
             }
             MACHINES => Message::Machines(read_machines(&mut r)?),
+            REVOCATIONS => {
+                let count = u32::from_be_bytes(r.array()?) as usize;
+                if count > MAX_MACHINES {
+                    return Err(bad("too many revocations"));
+                }
+                let revocations = (0..count)
+                    .map(|_| {
+                        r.str().and_then(|t| {
+                            if t.len() > MAX_REVOCATION_LEN { Err(bad("revocation too long")) } else { Ok(t) }
+                        })
+                    })
+                    .collect::<Result<_, _>>()?;
+                Message::Revocations(revocations)
+            }
             ENTRIES => {
                 let count = u32::from_be_bytes(r.array()?) as usize;
                 if count > MAX_BATCH {
@@ -321,6 +348,8 @@ mod tests {
                 Machine { certificate: "a".into(), addresses: vec![] },
                 Machine { certificate: "b".into(), addresses: vec!["x".into(), "y".into()] },
             ]),
+            Message::Revocations(vec!["r1".into(), "r2".into()]),
+            Message::Revocations(vec![]),
         ];
         for m in messages {
             let mut bytes = m.encode();

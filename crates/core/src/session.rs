@@ -115,6 +115,8 @@ pub enum Received {
     Heads,
     /// Register these machines (joins and moves spread this way).
     Machines(Vec<Machine>),
+    /// Revocations (text form) to check and take.
+    Revocations(Vec<String>),
 }
 
 /// What the store made of one received entry.
@@ -245,6 +247,7 @@ impl Session {
                 Ok(Received::Heads)
             }
             Message::Machines(machines) => Ok(Received::Machines(machines)),
+            Message::Revocations(revocations) => Ok(Received::Revocations(revocations)),
             Message::Hello { .. } => Err(SessionError::SecondHello),
         }
     }

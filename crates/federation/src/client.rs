@@ -344,7 +344,10 @@ impl Connections {
         let endpoint = format!("{} over QUIC", peer.name);
         let failed = |why: String| OpenError::Connect { endpoint: endpoint.clone(), why };
         let from = self.endpoint().await.map_err(|e| failed(e.to_string()))?;
-        let to = roost_sync::address::endpoint_addr(peer, &self.relays).await.map_err(|e| failed(e.to_string()))?;
+        // Replication's relays: a machine that joined since this started
+        // learned them then.
+        let relays = (self.sync)().map_or_else(|| self.relays.clone(), |sync| sync.relays());
+        let to = roost_sync::address::endpoint_addr(peer, &relays).await.map_err(|e| failed(e.to_string()))?;
         let connection = tokio::time::timeout(CONNECT_WAIT, from.connect(to, ALPN))
             .await
             .map_err(|_| failed(format!("no answer within {CONNECT_WAIT:?}")))?

@@ -36,6 +36,7 @@ mod mcp_http;
 mod mcp_quic;
 pub mod nest;
 mod pair;
+mod pair_quic;
 pub mod sessions;
 mod sync_api;
 
@@ -167,9 +168,11 @@ impl Gateway {
         let config = &self.instance.config;
         let tools = RoostTools::new(self.store.clone(), &config.name, &config.federation.peer_tools)
             .with_remote(Arc::new(federation.clone()));
-        if let Some(incoming) = self.machine.as_ref().and_then(|m| m.take_federation_connections()) {
+        if let Some(incoming) = self.machine.as_ref().and_then(|m| m.take_connections(roost_federation::ALPN)) {
             tokio::spawn(mcp_quic::serve(incoming, tools.clone(), self.store.clone(), cancel.clone()));
         }
+        let pairing = self.machine.as_ref().and_then(|m| m.take_connections(roost_identity::pairing::ALPN));
+        let pairing_cancel = cancel.clone();
         let mut config = StreamableHttpServerConfig::default().with_cancellation_token(cancel);
         config = if self.allowed_hosts.is_empty() {
             config.disable_allowed_hosts()
@@ -200,6 +203,9 @@ impl Gateway {
             nest_hosts: self.nest_hosts,
             nest_insecure_http: self.nest_insecure_http,
         });
+        if let Some(incoming) = pairing {
+            tokio::spawn(pair_quic::serve(incoming, state.clone(), pairing_cancel));
+        }
         let protected = api::protected_routes(state.clone())
             .merge(sync_api::routes(state.clone()))
             .merge(lease_api::routes(state.clone()))

@@ -3,7 +3,8 @@
 //! newline-delimited JSON-RPC as on stdio, encrypted by the connection.
 //!
 //! The caller is the machine whose key the connection was made with: it must
-//! be registered here and not revoked, checked for every new session. What
+//! be registered here and not revoked, checked for every new session and
+//! every second while the connection is open. What
 //! it may call is `[federation] peer_tools`, as over HTTP.
 
 use std::sync::Arc;
@@ -22,6 +23,9 @@ use crate::DB_WAIT;
 
 /// How long stopping waits for sessions to end.
 const STOP_GRACE: Duration = Duration::from_secs(3);
+/// How often an open connection's machine is checked again: a revocation
+/// closes it within this.
+const RECHECK: Duration = Duration::from_secs(1);
 /// The code a connection is closed with when its key is no machine of the chain.
 const NOT_A_MACHINE: u32 = 403;
 
@@ -49,15 +53,31 @@ pub(crate) async fn serve(
 }
 
 /// Serves every stream of one connection as a session of the machine whose
-/// key made it.
+/// key made it, until that machine is revoked: then the connection closes,
+/// and its open sessions with it.
 async fn connection(conn: Connection, tools: RoostTools, store: Arc<Store>, sessions: Tasks) {
-    while let Ok((send, recv)) = conn.accept_bi().await {
-        let Some(id) = machine_of(&store, &conn).await else {
-            tracing::warn!(key = %conn.remote_id().fmt_short(), "refused federation from a key that is no machine of this chain");
-            conn.close(VarInt::from_u32(NOT_A_MACHINE), b"not a machine of this chain");
-            return;
+    let Some(id) = machine_of(&store, &conn).await else {
+        return refuse(&conn);
+    };
+    let mut recheck = tokio::time::interval(RECHECK);
+    loop {
+        let (send, recv) = tokio::select! {
+            accepted = conn.accept_bi() => match accepted {
+                Ok(streams) => streams,
+                Err(_) => return,
+            },
+            _ = recheck.tick() => {
+                if machine_of(&store, &conn).await.is_none() {
+                    return refuse(&conn);
+                }
+                continue;
+            }
         };
+        if machine_of(&store, &conn).await.is_none() {
+            return refuse(&conn);
+        }
         let tools = tools.clone().for_caller(Caller::Machine { id: id.clone() });
+        let id = id.clone();
         sessions.spawn(async move {
             match tools.serve(roost_mcp::stdio::transport(recv, send)).await {
                 Ok(session) => {
@@ -67,6 +87,11 @@ async fn connection(conn: Connection, tools: RoostTools, store: Arc<Store>, sess
             }
         });
     }
+}
+
+fn refuse(conn: &Connection) {
+    tracing::warn!(key = %conn.remote_id().fmt_short(), "refused federation from a key that is no machine of this chain");
+    conn.close(VarInt::from_u32(NOT_A_MACHINE), b"not a machine of this chain");
 }
 
 /// The id of the active registered machine whose key made `conn`.

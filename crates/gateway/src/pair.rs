@@ -10,7 +10,7 @@
 //! the new machine at once.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -67,16 +67,19 @@ fn internal(e: impl std::fmt::Display) -> ApiError {
 }
 
 #[derive(Deserialize)]
-struct StartRequest {
+pub(crate) struct StartRequest {
     message: String,
 }
 
 async fn start(State(state): State<Arc<AppState>>, Json(req): Json<StartRequest>) -> Result<Json<Value>, ApiError> {
+    Ok(Json(started(&state, req).await?))
+}
+
+/// The chain's answer to a joiner's first message, however it came.
+pub(crate) async fn started(state: &Arc<AppState>, req: StartRequest) -> Result<Value, ApiError> {
     let joiner_message = b64d(&req.message, "message")?;
     let worker = state.clone();
-    let answer =
-        roost_tasks::blocking("the pairing step", PAIRING_WAIT, move || begin(&worker, &joiner_message)).await??;
-    Ok(Json(answer))
+    roost_tasks::blocking("the pairing step", PAIRING_WAIT, move || begin(&worker, &joiner_message)).await?
 }
 
 /// Counts the attempt on disk, runs the chain's side of SPAKE2 and keeps the
@@ -107,7 +110,7 @@ fn begin(state: &AppState, joiner_message: &[u8]) -> Result<Value, ApiError> {
 }
 
 #[derive(Deserialize)]
-struct FinishRequest {
+pub(crate) struct FinishRequest {
     session: String,
     confirmation: String,
     sealed: String,
@@ -118,6 +121,16 @@ async fn finish(
     ConnectInfo(from): ConnectInfo<SocketAddr>,
     Json(req): Json<FinishRequest>,
 ) -> Result<Json<Value>, ApiError> {
+    Ok(Json(finished(&state, req, Some(from.ip())).await?))
+}
+
+/// The chain's answer to a joiner's confirmed request, however it came
+/// (`from`: the address it came from, when known).
+pub(crate) async fn finished(
+    state: &Arc<AppState>,
+    req: FinishRequest,
+    from: Option<IpAddr>,
+) -> Result<Value, ApiError> {
     let confirmation = b64d(&req.confirmation, "confirmation")?;
     let sealed = b64d(&req.sealed, "sealed")?;
     let worker = state.clone();
@@ -126,17 +139,18 @@ async fn finish(
     if let Some(sync) = state.sync() {
         sync.registry_changed();
     }
-    Ok(Json(json!({"sealed": b64e(&grant)})))
+    Ok(json!({"sealed": b64e(&grant)}))
 }
 
 /// Where a joiner can be reached: what it advertises (no loopback URL unless
 /// it joined over loopback, from this very host), and the address its
-/// request came from at the port it advertises.
-fn joiner_addresses(advertised: &[String], from: SocketAddr) -> Vec<String> {
-    let over_loopback = from.ip().is_loopback();
+/// request came from, when known, at the port it advertises.
+fn joiner_addresses(advertised: &[String], from: Option<IpAddr>) -> Vec<String> {
+    let over_loopback = from.is_some_and(|ip| ip.is_loopback());
     let usable: Vec<String> = advertised.iter().filter(|u| over_loopback || !is_loopback_url(u)).cloned().collect();
     let port = advertised.first().and_then(|u| host_and_port(u)).map_or(roost_instance::DEFAULT_PORT, |(_, p)| p);
-    merge_addresses(&usable, &[url_for(from.ip(), port)])
+    let observed: Vec<String> = from.map(|ip| url_for(ip, port)).into_iter().collect();
+    merge_addresses(&usable, &observed)
 }
 
 /// Checks the joiner's confirmation, spends the code, certifies and registers
@@ -146,7 +160,7 @@ fn admit(
     session: &str,
     confirmation: &[u8],
     sealed: &[u8],
-    from: SocketAddr,
+    from: Option<IpAddr>,
 ) -> Result<Vec<u8>, ApiError> {
     let instance = &state.current_instance()?;
     let mut sessions = state.pairing.0.lock().expect("pairing sessions poisoned");
@@ -209,6 +223,7 @@ fn admit(
         certificate: certificate.to_text(),
         chain: KnownMachine { certificate: instance.certificate.to_text(), addresses: instance.advertised_urls() },
         machines,
+        relays: instance.config.sync.relays.clone(),
     };
     Ok(key.seal(0, &serde_json::to_vec(&grant).expect("grants serialise")))
 }

@@ -8,7 +8,7 @@
 
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 
-use crate::{IdentityError, RoostId, b64, unb64, uuid_bytes, uuid_string};
+use crate::{IdentityError, b64, check_identity, unb64, uuid_bytes, uuid_string};
 use roost_core::wire::{Reader, Writer};
 
 const MAGIC: &[u8; 4] = b"RCRT";
@@ -136,12 +136,7 @@ impl Certificate {
 
     /// Checks that the chain whose identity key is `identity` signed this.
     pub fn verify(&self, identity: &VerifyingKey) -> Result<(), IdentityError> {
-        if self.identity_key != identity.to_bytes() {
-            let found = VerifyingKey::from_bytes(&self.identity_key)
-                .map(|k| RoostId::of(&k).to_string())
-                .unwrap_or_else(|_| "an invalid key".into());
-            return Err(IdentityError::ForeignIdentity { found, expected: RoostId::of(identity).to_string() });
-        }
+        check_identity(&self.identity_key, identity)?;
         let body = encode_claims(&self.claims, &self.identity_key)?;
         identity
             .verify_strict(&[DOMAIN, &body].concat(), &Signature::from_bytes(&self.signature))

@@ -13,6 +13,7 @@
 pub mod cert;
 pub mod export;
 pub mod pairing;
+pub mod revocation;
 pub mod seal;
 pub mod seed;
 pub mod token;
@@ -22,6 +23,7 @@ use base64::Engine;
 use thiserror::Error;
 
 pub use cert::{Certificate, Role};
+pub use revocation::{Revocation, RevocationClaims};
 pub use seed::{MasterSeed, RoostId};
 pub use token::{Token, TokenError, TokenVerifier};
 
@@ -45,6 +47,18 @@ impl From<roost_core::wire::WireError> for IdentityError {
     fn from(e: roost_core::wire::WireError) -> Self {
         IdentityError::Malformed(e.0)
     }
+}
+
+/// Checks that `found` (the identity key a signed document names) is
+/// `expected`, the chain's.
+pub(crate) fn check_identity(found: &[u8; 32], expected: &ed25519_dalek::VerifyingKey) -> Result<(), IdentityError> {
+    if *found == expected.to_bytes() {
+        return Ok(());
+    }
+    let found = ed25519_dalek::VerifyingKey::from_bytes(found)
+        .map(|k| RoostId::of(&k).to_string())
+        .unwrap_or_else(|_| "an invalid key".into());
+    Err(IdentityError::ForeignIdentity { found, expected: RoostId::of(expected).to_string() })
 }
 
 pub(crate) fn b64(bytes: &[u8]) -> String {

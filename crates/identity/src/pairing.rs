@@ -17,6 +17,10 @@ use crate::IdentityError;
 use crate::seal::{open, seal};
 use crate::words::{WORDS, index_of};
 
+/// The QUIC protocol of pairing through a relay: the same exchange as the
+/// HTTP endpoints, as JSON frames on one stream.
+pub const ALPN: &[u8] = b"roost/pair/1";
+
 /// Bits of entropy in a pairing code.
 pub const CODE_ENTROPY_BITS: f64 = 29.3;
 
@@ -310,4 +314,74 @@ pub struct JoinGrant {
     pub chain: KnownMachine,
     /// The other machines it knows.
     pub machines: Vec<KnownMachine>,
+    /// The relays the admitting machine uses (`[sync] relays`): the joiner
+    /// uses them too.
+    #[serde(default)]
+    pub relays: Vec<String>,
+}
+
+/// A chain machine as a joiner on another network reaches it: its machine
+/// key (the QUIC endpoint id) and the relays it keeps a connection to,
+/// written `roost:KEY?relay=URL&relay=URL` with the key in hex.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelayedMachine {
+    pub machine_key: [u8; 32],
+    pub relays: Vec<String>,
+}
+
+impl RelayedMachine {
+    const SCHEME: &str = "roost:";
+
+    /// Whether `text` is written as one (it may still be malformed).
+    pub fn is_one(text: &str) -> bool {
+        text.trim().starts_with(Self::SCHEME)
+    }
+
+    pub fn parse(text: &str) -> Result<RelayedMachine, IdentityError> {
+        let bad = |why: &str| IdentityError::Malformed(format!("machine address {text:?}: {why}"));
+        let rest = text.trim().strip_prefix(Self::SCHEME).ok_or_else(|| bad("does not start with roost:"))?;
+        let (key, query) = rest.split_once('?').ok_or_else(|| bad("names no relay"))?;
+        let machine_key = roost_core::hex::decode_array(key).ok_or_else(|| bad("the key is not 64 hex digits"))?;
+        let relays: Vec<String> = query
+            .split('&')
+            .map(|pair| pair.strip_prefix("relay=").map(str::to_string).ok_or_else(|| bad("expected relay=URL")))
+            .collect::<Result<_, _>>()?;
+        if relays.iter().any(|r| !(r.starts_with("http://") || r.starts_with("https://"))) {
+            return Err(bad("a relay is not an http:// or https:// URL"));
+        }
+        Ok(RelayedMachine { machine_key, relays })
+    }
+}
+
+impl std::fmt::Display for RelayedMachine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let relays: Vec<String> = self.relays.iter().map(|r| format!("relay={r}")).collect();
+        write!(f, "{}{}?{}", Self::SCHEME, roost_core::hex::encode(&self.machine_key), relays.join("&"))
+    }
+}
+
+#[cfg(test)]
+mod relayed_tests {
+    use super::*;
+
+    #[test]
+    fn a_relayed_machine_reads_back_and_bad_ones_are_refused() {
+        let machine = RelayedMachine {
+            machine_key: [0xab; 32],
+            relays: vec!["https://relay.example".into(), "http://10.0.0.1:3340".into()],
+        };
+        let text = machine.to_string();
+        assert!(RelayedMachine::is_one(&text));
+        assert_eq!(RelayedMachine::parse(&text).unwrap(), machine);
+        let key = "ab".repeat(32);
+        for bad in [
+            format!("roost:{key}"),
+            format!("roost:{}?relay=https://r", "ab".repeat(31)),
+            format!("roost:{key}?relay=ftp://r"),
+            format!("roost:{key}?via=https://r"),
+        ] {
+            assert!(RelayedMachine::parse(&bad).is_err(), "{bad}");
+        }
+        assert!(!RelayedMachine::is_one("http://home.lan:7151"));
+    }
 }

@@ -208,6 +208,29 @@ impl Instance {
         self.register_self(store)
     }
 
+    /// Adds `relays` (learned when joining) to `[sync] relays`, keeping
+    /// those there; refuses any that is not a relay URL. True if any was new.
+    pub fn add_relays(&mut self, relays: &[String]) -> Result<bool> {
+        let mut sync = self.config.sync.clone();
+        for relay in relays {
+            if !sync.relays.contains(relay) {
+                sync.relays.push(relay.clone());
+            }
+        }
+        if sync == self.config.sync {
+            return Ok(false);
+        }
+        if let Some(reason) = sync.invalid_relay() {
+            return Err(
+                roost_identity::IdentityError::Invalid(format!("refusing a relay the chain named: {reason}")).into()
+            );
+        }
+        self.config.sync = sync;
+        let text = toml::to_string(&self.config).expect("config serialises");
+        files::replace(&self.home.join("config.toml"), text.as_bytes())?;
+        Ok(true)
+    }
+
     /// Re-seals the seed at rest: with a passphrase (Argon2id), or with the
     /// local key file when `passphrase` is `None`.
     pub fn protect_seed(&self, passphrase: Option<&str>) -> Result<()> {

@@ -106,7 +106,7 @@ impl SyncConfig {
 
     /// The first relay that is not an `http://` or `https://` URL with a
     /// host, and why.
-    fn invalid_relay(&self) -> Option<String> {
+    pub(crate) fn invalid_relay(&self) -> Option<String> {
         self.relays.iter().find_map(|relay| match url::Url::parse(relay) {
             Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => None,
             Ok(_) => Some(format!("[sync] relays: {relay:?} is not an http:// or https:// URL of a relay")),

@@ -1,10 +1,10 @@
 //! Registry entries for certificates, and `instances.json`, the registry's
 //! mirror that the CLI can read before the database opens.
 
-use roost_identity::{Certificate, hex};
+use roost_identity::{Certificate, Revocation, RevocationClaims, hex};
 use roost_store::{InstanceEntry, Standing, Store, registry::merge_addresses};
 
-use crate::{Instance, Result, files};
+use crate::{Instance, InstanceError, Result, files, unix_now};
 
 /// A registry entry describing the machine `cert` certifies, reachable at
 /// `addresses` and then at the URLs its certificate names.
@@ -40,6 +40,43 @@ impl Instance {
         cert.verify(&self.identity_key())?;
         store.register_instance(&entry_for(cert, addresses))?;
         self.write_registry_file(store)
+    }
+
+    /// Revokes a machine of the chain (by id or name) with a revocation the
+    /// identity signs, which replication then passes to every machine; needs
+    /// the seed. Rewrites `instances.json`.
+    pub fn revoke(&self, store: &Store, key: &str) -> Result<InstanceEntry> {
+        let identity = self.seed.as_ref().ok_or(InstanceError::NoSeed)?.identity_key();
+        let revoked = store.revoke_instance(key, |target, revoked_after| {
+            let claims = RevocationClaims {
+                instance_id: target.id.clone(),
+                machine_key: roost_core::hex::decode_array(&target.signing_key).unwrap_or_default(),
+                revoked_after,
+                issued_at: unix_now(),
+            };
+            Revocation::issue(claims, &identity).expect("registered machines have UUID ids").to_text()
+        })?;
+        self.write_registry_file(store)?;
+        Ok(revoked)
+    }
+
+    /// Takes a revocation a peer passed on, if the identity signed it: the
+    /// machine it names is refused from now on. The revoked machine's id
+    /// when it was new here.
+    pub fn take_revocation(&self, store: &Store, text: &str) -> Result<Option<String>> {
+        let revocation = Revocation::from_text(text)?;
+        revocation.verify(&self.identity_key())?;
+        let claims = &revocation.claims;
+        let new = store.take_revocation(
+            &claims.instance_id,
+            &hex(&claims.machine_key),
+            &revocation.to_text(),
+            claims.revoked_after,
+        )?;
+        if new {
+            self.write_registry_file(store)?;
+        }
+        Ok(new.then(|| claims.instance_id.clone()))
     }
 
     /// Writes `instances.json` atomically from the database's registry.

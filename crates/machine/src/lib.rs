@@ -6,9 +6,10 @@
 //! The QUIC endpoint outlives them: it is keyed by the machine key, which a
 //! new identity does not change, so the UDP port peers know stays bound. The
 //! old services are stopped before the new ones start, so no session, vote or
-//! record is ever made under two identities at once. So does the stream of
-//! federation connections (ALPN `roost/mcp/1`) the gateway serves: whichever
-//! replication runs hands them over.
+//! record is ever made under two identities at once. So do the streams of
+//! connections the gateway serves, federation (ALPN `roost/mcp/1`) and
+//! pairing through a relay (`roost/pair/1`): whichever replication runs
+//! hands them over.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
@@ -54,10 +55,11 @@ pub struct Machine {
     store: Arc<Store>,
     endpoint: Endpoint,
     part: Part,
-    /// Where replication hands federation connections (a full machine only).
-    federation_in: Option<mpsc::Sender<Connection>>,
-    /// Their other end, until the gateway takes it.
-    federation_out: std::sync::Mutex<Option<mpsc::Receiver<Connection>>>,
+    /// Where replication hands the connections of the protocols the gateway
+    /// serves, by ALPN (a full machine only).
+    handed_over: Vec<(&'static [u8], mpsc::Sender<Connection>)>,
+    /// Their other ends, until the gateway takes them.
+    waiting: std::sync::Mutex<Vec<(&'static [u8], mpsc::Receiver<Connection>)>>,
     running: RwLock<Running>,
     /// Serialises reloads.
     changing: tokio::sync::Mutex<()>,
@@ -73,20 +75,20 @@ impl Machine {
         part: Part,
     ) -> Result<Arc<Machine>, MachineError> {
         let endpoint = bind(&instance, gateway, part).await?;
-        let (federation_in, federation_out) = match part {
-            Part::Machine => {
+        let (handed_over, waiting): (Vec<_>, Vec<_>) = gateway_protocols(part)
+            .iter()
+            .map(|alpn| {
                 let (sender, receiver) = mpsc::channel(16);
-                (Some(sender), Some(receiver))
-            }
-            Part::Witness => (None, None),
-        };
-        let running = run(instance, &store, &endpoint, part, federation_in.clone())?;
+                ((*alpn, sender), (*alpn, receiver))
+            })
+            .unzip();
+        let running = run(instance, &store, &endpoint, part, &handed_over)?;
         Ok(Arc::new(Machine {
             store,
             endpoint,
             part,
-            federation_in,
-            federation_out: std::sync::Mutex::new(federation_out),
+            handed_over,
+            waiting: std::sync::Mutex::new(waiting),
             running: RwLock::new(running),
             changing: tokio::sync::Mutex::new(()),
         }))
@@ -109,11 +111,13 @@ impl Machine {
         self.running().awake.clone()
     }
 
-    /// The federation connections other machines open here (ALPN
-    /// [`roost_federation::ALPN`]), for the one server that answers them;
-    /// `None` on a witness, or once taken.
-    pub fn take_federation_connections(&self) -> Option<mpsc::Receiver<Connection>> {
-        self.federation_out.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take()
+    /// The connections other machines open here with `alpn` (one of
+    /// [`gateway_protocols`]), for the one server that answers them; `None`
+    /// on a witness, or once taken.
+    pub fn take_connections(&self, alpn: &[u8]) -> Option<mpsc::Receiver<Connection>> {
+        let mut waiting = self.waiting.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let at = waiting.iter().position(|(a, _)| *a == alpn)?;
+        Some(waiting.swap_remove(at).1)
     }
 
     /// Where the federation finds replication, whichever identity runs.
@@ -135,7 +139,14 @@ impl Machine {
         let roost_id = fresh.roost_id().to_string();
         tracing::info!(%roost_id, "the identity changed; restarting replication and the lease on it");
         self.stop_services().await;
-        let running = run(Arc::new(fresh), &self.store, &self.endpoint, self.part, self.federation_in.clone())?;
+        // Relays it learned when it joined: the endpoint keeps a connection
+        // to them from now on.
+        let known = roost_sync::relays(&current);
+        for relay in roost_sync::relays(&fresh).into_iter().filter(|r| !known.contains(r)) {
+            tracing::info!(%relay, "using a relay learned at join");
+            self.endpoint.insert_relay(relay.clone(), Arc::new(iroh::RelayConfig::from(relay))).await;
+        }
+        let running = run(Arc::new(fresh), &self.store, &self.endpoint, self.part, &self.handed_over)?;
         *self.running.write().unwrap_or_else(std::sync::PoisonError::into_inner) = running;
         Ok(Reloaded::Restarted { roost_id })
     }
@@ -157,14 +168,21 @@ impl Machine {
     }
 }
 
+/// The protocols on the endpoint the gateway answers, not replication or the
+/// lease: federation and pairing, on a full machine only.
+pub fn gateway_protocols(part: Part) -> &'static [&'static [u8]] {
+    match part {
+        Part::Machine => &[roost_federation::ALPN, roost_identity::pairing::ALPN],
+        Part::Witness => &[],
+    }
+}
+
 /// The endpoint on the gateway's port; if that UDP port is taken, another
 /// one: this machine still dials its peers, they just cannot dial it. A
 /// witness answers no federation calls.
 async fn bind(instance: &Instance, gateway: SocketAddr, part: Part) -> Result<Endpoint, MachineError> {
     let mut alpns = vec![roost_sync::ALPN.to_vec(), roost_awake::ALPN.to_vec()];
-    if part == Part::Machine {
-        alpns.push(roost_federation::ALPN.to_vec());
-    }
+    alpns.extend(gateway_protocols(part).iter().map(|alpn| alpn.to_vec()));
     let key = &instance.machine_key;
     let relays = roost_sync::relays(instance);
     match roost_sync::bind_endpoint(key, Some(gateway), &relays, alpns.clone()).await {
@@ -181,11 +199,11 @@ fn run(
     store: &Arc<Store>,
     endpoint: &Endpoint,
     part: Part,
-    federation: Option<mpsc::Sender<Connection>>,
+    handed_over: &[(&'static [u8], mpsc::Sender<Connection>)],
 ) -> Result<Running, MachineError> {
     let (lease_connections, accepted) = mpsc::channel(16);
     let mut others = vec![(roost_awake::ALPN, lease_connections)];
-    others.extend(federation.map(|sender| (roost_federation::ALPN, sender)));
+    others.extend(handed_over.iter().cloned());
     // A witness keeps no log, but still learns the chain's machines (and is
     // known to them) through replication's hellos.
     let keeps_data = part == Part::Machine;

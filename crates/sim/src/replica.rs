@@ -262,7 +262,9 @@ impl Replica {
         match received {
             Received::Heads => {}
             Received::Entries(batch) => self.apply_through(peer, batch, now),
-            Received::Machines(_) => unreachable!("the simulator sends heads and entries only"),
+            Received::Machines(_) | Received::Revocations(_) => {
+                unreachable!("the simulator sends heads and entries only")
+            }
         }
     }
 

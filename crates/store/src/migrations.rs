@@ -288,8 +288,23 @@ fn v8(tx: &Transaction) -> rusqlite::Result<()> {
     )
 }
 
+/// Revocations signed by the identity, kept to pass on to every peer; a
+/// machine may be revoked here before its certificate ever arrived.
+fn v9(tx: &Transaction) -> rusqlite::Result<()> {
+    tx.execute_batch(
+        "CREATE TABLE revocations (
+             instance_id TEXT PRIMARY KEY,
+             machine_key TEXT NOT NULL,
+             revocation TEXT NOT NULL,
+             revoked_after INTEGER NOT NULL,
+             received_at TEXT NOT NULL
+         ) WITHOUT ROWID;
+         CREATE INDEX revocations_by_key ON revocations (machine_key);",
+    )
+}
+
 type Migration = fn(&Transaction) -> rusqlite::Result<()>;
-const MIGRATIONS: &[Migration] = &[v1, v2, v3, v4, v5, v6, v7, v8];
+const MIGRATIONS: &[Migration] = &[v1, v2, v3, v4, v5, v6, v7, v8, v9];
 
 /// Brings the database up to the newest schema, each step in one transaction.
 pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {

@@ -139,6 +139,30 @@ pub fn display_names(entries: &[InstanceEntry]) -> std::collections::HashMap<Str
         .collect()
 }
 
+/// Records a revocation and marks the machine revoked; true if it was new.
+/// The first revocation of a machine stands: its `revoked_after` is the one
+/// every machine that took it applies.
+fn record_revocation(
+    tx: &rusqlite::Transaction,
+    id: &str,
+    machine_key: &str,
+    revocation: &str,
+    revoked_after: u64,
+) -> Result<bool> {
+    let new = tx.execute(
+        "INSERT INTO revocations (instance_id, machine_key, revocation, revoked_after, received_at)
+         VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (instance_id) DO NOTHING",
+        rusqlite::params![id, machine_key, revocation, revoked_after as i64, now_text()],
+    )? == 1;
+    if new {
+        tx.execute(
+            "UPDATE instances SET status = 'revoked', revoked_after = ?2 WHERE id = ?1 AND status != 'revoked'",
+            rusqlite::params![id, revoked_after as i64],
+        )?;
+    }
+    Ok(new)
+}
+
 fn addresses_json(addresses: &[String]) -> String {
     serde_json::to_string(addresses).expect("strings serialise")
 }
@@ -153,7 +177,12 @@ impl Store {
         let known: Option<(Standing, String)> = tx
             .query_row("SELECT status, addresses FROM instances WHERE id = ?1", [&e.id], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()?;
-        if let Some((Standing::Revoked, _)) = known {
+        let revoked: bool = tx.query_row(
+            "SELECT EXISTS (SELECT 1 FROM revocations WHERE instance_id = ?1 OR machine_key = ?2)",
+            [&e.id, &e.signing_key],
+            |r| r.get(0),
+        )?;
+        if revoked || matches!(known, Some((Standing::Revoked, _))) {
             return Err(StoreError::Revoked { name: e.name.clone(), id: e.id.clone() });
         }
         let before: Vec<String> =
@@ -218,19 +247,46 @@ impl Store {
         }
     }
 
-    /// Marks a machine revoked, for good.
-    pub fn revoke_instance(&self, key: &str) -> Result<InstanceEntry> {
+    /// Revokes a registered machine here, for good, with the signed
+    /// revocation `sign` makes of it and the last of its entries this store
+    /// holds (entries it wrote up to there stay acceptable, later ones never
+    /// are); both in one transaction, so no entry of it lands in between.
+    pub fn revoke_instance(
+        &self,
+        key: &str,
+        sign: impl FnOnce(&InstanceEntry, u64) -> String,
+    ) -> Result<InstanceEntry> {
         let target = self.instance(key)?;
         let mut writer = self.writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        // Entries the origin wrote before revocation stay acceptable; later ones never are.
-        writer.raw_mut().execute(
-            "UPDATE instances SET status = 'revoked',
-                revoked_after = (SELECT coalesce(max(origin_seq), 0) FROM changes WHERE origin = ?1)
-             WHERE id = ?1 AND status != 'revoked'",
-            [&target.id],
-        )?;
+        let tx = writer.raw_mut().transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let revoked_after: i64 =
+            tx.query_row("SELECT coalesce(max(origin_seq), 0) FROM changes WHERE origin = ?1", [&target.id], |r| {
+                r.get(0)
+            })?;
+        let revocation = sign(&target, revoked_after as u64);
+        record_revocation(&tx, &target.id, &target.signing_key, &revocation, revoked_after as u64)?;
+        tx.commit()?;
         drop(writer);
         self.instance(&target.id)
+    }
+
+    /// Takes a revocation already verified against the identity: keeps it
+    /// to pass on, and marks the machine revoked if it is registered. True
+    /// if it was new here.
+    pub fn take_revocation(&self, id: &str, machine_key: &str, revocation: &str, revoked_after: u64) -> Result<bool> {
+        let mut writer = self.writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let tx = writer.raw_mut().transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let new = record_revocation(&tx, id, machine_key, revocation, revoked_after)?;
+        tx.commit()?;
+        Ok(new)
+    }
+
+    /// Every revocation held, by instance id.
+    pub fn revocations(&self) -> Result<Vec<(String, String)>> {
+        self.read(|c| {
+            let mut stmt = c.prepare("SELECT instance_id, revocation FROM revocations ORDER BY instance_id")?;
+            Ok(stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?)
+        })
     }
 
     /// Records that a session with a machine started or ended just now.

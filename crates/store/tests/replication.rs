@@ -7,7 +7,7 @@ use common::{IDS, Node, key, nodes};
 
 use roost_core::Table;
 use roost_core::protocol::SignedEntry;
-use roost_store::{Keep, Mutation, Store, StoreError, Verdict};
+use roost_store::{Keep, Mutation, Standing, Store, StoreError, Verdict};
 use serde_json::{Map, Value, json};
 
 fn obj(v: Value) -> Map<String, Value> {
@@ -151,11 +151,40 @@ fn entries_after_revocation_are_refused() {
     let mut n = nodes();
     n[0].store.write(Mutation::Create { table: Table::Memories, fields: obj(json!({"content": "before"})) }).unwrap();
     ship(&mut n, 0, 1);
-    n[1].store.revoke_instance(IDS[0]).unwrap();
+    n[1].store.revoke_instance(IDS[0], |_, _| "a signed revocation".into()).unwrap();
     n[0].store.write(Mutation::Create { table: Table::Memories, fields: obj(json!({"content": "after"})) }).unwrap();
     let verdicts = ship(&mut n, 0, 1);
     assert_eq!(verdicts[0], Verdict::Duplicate);
     assert!(matches!(&verdicts[1], Verdict::Refused(why) if why.contains("revoked")));
+}
+
+/// A revocation taken from a peer holds at the `revoked_after` it carries,
+/// and keeps the machine (by id or by key) out of the registry for good.
+#[test]
+fn a_revocation_from_a_peer_refuses_later_entries_and_any_registration() {
+    let mut n = nodes();
+    for content in ["one", "two"] {
+        n[0].store
+            .write(Mutation::Create { table: Table::Memories, fields: obj(json!({"content": content})) })
+            .unwrap();
+    }
+    let key_hex = roost_core::hex::encode(key(0).verifying_key().as_bytes());
+    assert!(n[2].store.take_revocation(IDS[0], &key_hex, "signed", 1).unwrap());
+    assert!(!n[2].store.take_revocation(IDS[0], &key_hex, "signed again", 2).unwrap(), "the first one stands");
+    assert_eq!(n[2].store.revocations().unwrap(), vec![(IDS[0].to_string(), "signed".to_string())]);
+    let verdicts = ship(&mut n, 0, 2);
+    assert_eq!(verdicts[0], Verdict::Applied, "written before the revocation");
+    assert!(matches!(&verdicts[1], Verdict::Refused(why) if why.contains("revoked")));
+
+    let mut again = n[2].store.instance_by_id(IDS[0]).unwrap();
+    assert!(again.is_revoked());
+    again.status = Standing::Active;
+    assert!(matches!(n[2].store.register_instance(&again), Err(StoreError::Revoked { .. })));
+    again.id = "01900000-0000-7000-8000-0000000000ff".into();
+    assert!(
+        matches!(n[2].store.register_instance(&again), Err(StoreError::Revoked { .. })),
+        "a new id does not bring a revoked key back"
+    );
 }
 
 fn agent_state(store: &Store) -> (String, u64, String) {

@@ -17,11 +17,12 @@
 //! none works (both behind NAT, UDP blocked).
 
 pub mod address;
-mod frame;
+pub mod frame;
+mod resolver;
 mod session;
 
-use std::collections::{BTreeMap, HashMap};
-use std::net::SocketAddr;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -238,6 +239,11 @@ impl SyncService {
         &self.shared.endpoint
     }
 
+    /// The relays of the identity replication runs on (`[sync] relays`).
+    pub fn relays(&self) -> Vec<RelayUrl> {
+        relays(&self.shared.instance)
+    }
+
     /// The UDP addresses the endpoint is bound to.
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
         self.shared.endpoint.bound_sockets()
@@ -339,6 +345,13 @@ impl Shared {
         }
     }
 
+    /// Ends the session with `peer`, if one is open (it was revoked).
+    fn end_session(&self, peer: &str) {
+        if let Some(active) = self.sessions.lock().expect("sessions poisoned").get(peer) {
+            active.cancel.cancel();
+        }
+    }
+
     fn has_session(&self, peer: &str) -> bool {
         self.sessions.lock().expect("sessions poisoned").contains_key(peer)
     }
@@ -351,6 +364,16 @@ fn path_of(conn: &Connection) -> Option<(&'static str, f64)> {
     let path = paths.iter().find(|p| p.is_selected())?;
     let kind = if path.is_relay() { "relayed" } else { "direct" };
     Some((kind, path.rtt().as_secs_f64() * 1000.0))
+}
+
+/// The remote IP of the connection's path in use; `None` through a relay.
+pub fn remote_ip(conn: &Connection) -> Option<IpAddr> {
+    let paths = conn.paths();
+    let path = paths.iter().find(|p| p.is_selected()).or_else(|| paths.iter().next())?;
+    match path.remote_addr() {
+        iroh::TransportAddr::Ip(socket) => Some(socket.ip()),
+        _ => None,
+    }
 }
 
 /// The relays of `[sync] relays` (checked when the instance was opened).
@@ -394,10 +417,22 @@ async fn accept_loop(shared: Arc<Shared>) {
 /// Keeps a session open with every reachable peer.
 async fn dial_loop(shared: Arc<Shared>) {
     let mut next_try: HashMap<String, (Instant, Duration)> = HashMap::new();
-    let dialing: Arc<Mutex<std::collections::HashSet<String>>> = Arc::default();
+    let dialing: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let mut revoked: HashSet<String> = HashSet::new();
     loop {
         tokio::time::sleep(DIAL_TICK).await;
         let Ok(peers) = session::blocking(&shared.store, |s| s.instances()).await else { continue };
+        // A machine revoked here (by `roost instance revoke` or a peer's
+        // word): its session ends, and every peer is told.
+        let newly_revoked: Vec<&InstanceEntry> =
+            peers.iter().filter(|p| p.is_revoked() && !revoked.contains(&p.id)).collect();
+        for peer in &newly_revoked {
+            shared.end_session(&peer.id);
+            revoked.insert(peer.id.clone());
+        }
+        if !newly_revoked.is_empty() {
+            shared.registry_changed();
+        }
         for peer in peers {
             if peer.id == shared.instance.id || peer.is_revoked() || shared.has_session(&peer.id) {
                 continue;
@@ -442,12 +477,11 @@ pub async fn bind_endpoint(
     let bind_error = |reason: String| SyncError::Bind { addr: shown.clone(), reason };
     let mut builder = Endpoint::builder(presets::Minimal)
         .secret_key(secret)
-        .relay_mode(if relays.is_empty() {
-            RelayMode::Disabled
-        } else {
-            RelayMode::Custom(relays.iter().cloned().collect::<RelayMap>())
-        })
+        // A custom map even when empty: relays a machine learns when it joins
+        // are added to the running endpoint (`Endpoint::insert_relay`).
+        .relay_mode(RelayMode::Custom(relays.iter().cloned().collect::<RelayMap>()))
         .clear_address_lookup()
+        .dns_resolver(iroh::dns::DnsResolver::custom(resolver::SystemResolver))
         .alpns(alpns);
     if let Some(bind) = bind {
         builder = builder.clear_ip_transports().bind_addr(bind).map_err(|e| bind_error(e.to_string()))?;

@@ -8,8 +8,7 @@
 //! `roost_core::session`'s, which the simulator drives too; this module
 //! does the I/O around them.
 
-use std::collections::HashMap;
-use std::net::IpAddr;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -167,16 +166,6 @@ pub async fn run(
     outcome
 }
 
-/// The remote IP of the connection's path in use.
-fn remote_ip(conn: &Connection) -> Option<IpAddr> {
-    let paths = conn.paths();
-    let path = paths.iter().find(|p| p.is_selected()).or_else(|| paths.iter().next())?;
-    match path.remote_addr() {
-        iroh::TransportAddr::Ip(socket) => Some(socket.ip()),
-        _ => None,
-    }
-}
-
 /// The addresses a machine on another host may be trusted to mean: a
 /// loopback URL from across the network names the receiver's own loopback.
 fn usable(addresses: &[String], over_loopback: bool) -> Vec<String> {
@@ -207,7 +196,7 @@ async fn check_hello(
     if id == shared.instance.id || expected.is_some_and(|e| e != id) {
         return Err(SyncError::Refused(format!("the peer is {id}, not the machine dialed")));
     }
-    let ip = remote_ip(conn);
+    let ip = crate::remote_ip(conn);
     let over_loopback = ip.is_some_and(|ip| ip.is_loopback());
     let mut reported = usable(&own.addresses, over_loopback);
     // Where it came from, at the port it says its gateway listens on.
@@ -290,6 +279,40 @@ fn learn(instance: &Instance, store: &Store, machines: &[Machine], peer: &str, o
     grew
 }
 
+/// The revocations the peer has not been told yet; marks them told.
+async fn revocation_news(shared: &Arc<Shared>, told: &mut HashSet<String>) -> Result<Vec<String>, SyncError> {
+    let held = blocking(&shared.store, |s| s.revocations()).await?;
+    Ok(held.into_iter().filter(|(id, _)| told.insert(id.clone())).map(|(_, text)| text).collect())
+}
+
+/// Takes the revocations a peer passed on that the identity signed, and
+/// ends the sessions of the machines newly revoked.
+async fn take_revocations(shared: &Arc<Shared>, revocations: Vec<String>) -> Result<(), SyncError> {
+    let instance = shared.instance.clone();
+    let store = shared.store.clone();
+    let taking = move || -> Vec<String> {
+        revocations
+            .iter()
+            .filter_map(|text| match instance.take_revocation(&store, text) {
+                Ok(revoked) => revoked,
+                Err(e) => {
+                    tracing::warn!(error = %e, "ignored a revocation a peer passed on");
+                    None
+                }
+            })
+            .collect()
+    };
+    let revoked = roost_tasks::blocking("taking revocations", STORE_WAIT, taking).await?;
+    for id in &revoked {
+        tracing::warn!(machine = %id, "a machine of the chain was revoked; refusing it from now on");
+        shared.end_session(id);
+    }
+    if !revoked.is_empty() {
+        shared.registry_changed();
+    }
+    Ok(())
+}
+
 /// The machines (not revoked, not this one) whose certificate or addresses
 /// the peer has not been told yet; marks them told.
 async fn news(shared: &Arc<Shared>, told: &mut Told) -> Result<Vec<Machine>, SyncError> {
@@ -321,6 +344,13 @@ async fn sender(
     let mut registry_grew = shared.registry_grew.subscribe();
     let mut last_news_at = tokio::time::Instant::now();
     let mut advertised = own_addresses(shared).await?;
+    // Revocations go first: the peer refuses a revoked machine's entries
+    // before any of them can arrive from here.
+    let mut revocations_told = HashSet::new();
+    let revocations = revocation_news(shared, &mut revocations_told).await?;
+    if !revocations.is_empty() {
+        frame::write(send, &Message::Revocations(revocations)).await?;
+    }
     loop {
         while let Ok(message) = replies.try_recv() {
             frame::write(send, &message).await?;
@@ -359,6 +389,10 @@ async fn sender(
             }
             if !machines.is_empty() {
                 frame::write(send, &Message::Machines(machines)).await?;
+            }
+            let revocations = revocation_news(shared, &mut revocations_told).await?;
+            if !revocations.is_empty() {
+                frame::write(send, &Message::Revocations(revocations)).await?;
             }
         }
         let heads = blocking(store, |s| s.heads()).await?;
@@ -496,6 +530,7 @@ async fn receiver(
                         shared.registry_changed();
                     }
                 }
+                Received::Revocations(revocations) => take_revocations(shared, revocations).await?,
             }
         }
     };

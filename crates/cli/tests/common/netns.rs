@@ -182,6 +182,8 @@ pub struct Lan {
     tag: String,
     short_tag: String,
     hosts: Vec<Host>,
+    /// The routers machines added by [`Lan::add_behind_nat`] sit behind.
+    routers: Vec<Host>,
     homes: tempfile::TempDir,
 }
 
@@ -204,6 +206,7 @@ impl Lan {
             tag: format!("{pid}-{n}"),
             short_tag,
             hosts: Vec::new(),
+            routers: Vec::new(),
             homes: tempfile::Builder::new()
                 .prefix(&format!("{HOMES_PREFIX}{pid}-{n}-"))
                 .tempdir()
@@ -244,6 +247,61 @@ impl Lan {
         ip(&["-n", ns, "link", "set", "eth0", "up"]);
         // `ip netns exec` mounts this over /etc/hostname, where roost looks
         // for the default instance name.
+        std::fs::write(netns_dir(ns).join("hostname"), format!("{}\n", host.hostname))
+            .expect("writing the host's /etc/hostname");
+        self.write_hosts_files();
+        self.hosts.last().expect("just added")
+    }
+
+    /// Adds a machine `<name>.lan` behind a router of its own that
+    /// masquerades, as a home router does: the router takes the next address
+    /// on the Lan (its cable is the machine's [`Host::veth`]), the machine a
+    /// private address behind it. The machine can open connections to the
+    /// Lan; nothing on the Lan can open one to it. Needs iptables.
+    pub fn add_behind_nat(&mut self, name: &str) -> &Host {
+        assert!(self.hosts.iter().all(|h| h.name != name), "{name} is on the Lan already");
+        let i = self.hosts.len() + self.routers.len();
+        assert!(i < 36, "a Lan holds at most 36 machines and routers");
+        let router = Host {
+            name: format!("{name}-nat"),
+            hostname: format!("{name}-nat.lan"),
+            namespace: format!("{NS_PREFIX}{}-{name}-nat", self.tag),
+            addr: self.address(10 + i as u8),
+            home: self.homes.path().join(format!("{name}-nat")),
+            veth: format!("rv{}-{}", self.short_tag, base36(i as u32)),
+        };
+        let private = [192, 168, 100 + i as u8];
+        let host = Host {
+            name: name.to_string(),
+            hostname: format!("{name}.lan"),
+            namespace: format!("{NS_PREFIX}{}-{name}", self.tag),
+            addr: Ipv4Addr::new(private[0], private[1], private[2], 2),
+            home: self.homes.path().join(name),
+            veth: router.veth.clone(),
+        };
+        for ns in [&router.namespace, &host.namespace] {
+            std::fs::create_dir_all(netns_dir(ns)).expect("creating /etc/netns/<namespace>");
+        }
+        std::fs::create_dir_all(&host.home).expect("creating the host's home");
+        // Pushed before they exist, so that a failure below still removes them.
+        self.routers.push(router.clone());
+        self.hosts.push(host.clone());
+        let (r, ns) = (router.namespace.as_str(), host.namespace.as_str());
+        let inside = format!("{}.{}.{}.1", private[0], private[1], private[2]);
+        ip(&["netns", "add", r]);
+        ip(&["netns", "add", ns]);
+        ip(&["link", "add", &router.veth, "type", "veth", "peer", "name", "eth0", "netns", r]);
+        ip(&["link", "set", &router.veth, "master", &self.bridge, "up"]);
+        ip(&["-n", r, "addr", "add", &format!("{}/24", router.addr), "dev", "eth0"]);
+        ip(&["-n", r, "link", "add", "lan0", "type", "veth", "peer", "name", "eth0", "netns", ns]);
+        ip(&["-n", r, "addr", "add", &format!("{inside}/24"), "dev", "lan0"]);
+        for (namespace, link) in [(r, "lo"), (r, "eth0"), (r, "lan0"), (ns, "lo"), (ns, "eth0")] {
+            ip(&["-n", namespace, "link", "set", link, "up"]);
+        }
+        ip(&["-n", ns, "addr", "add", &format!("{}/24", host.addr), "dev", "eth0"]);
+        ip(&["-n", ns, "route", "add", "default", "via", &inside]);
+        in_namespace(r, "sysctl", &["-q", "-w", "net.ipv4.ip_forward=1"]);
+        in_namespace(r, "iptables", &["-t", "nat", "-A", "POSTROUTING", "-o", "eth0", "-j", "MASQUERADE"]);
         std::fs::write(netns_dir(ns).join("hostname"), format!("{}\n", host.hostname))
             .expect("writing the host's /etc/hostname");
         self.write_hosts_files();
@@ -311,15 +369,27 @@ impl Lan {
 
 impl Drop for Lan {
     fn drop(&mut self) {
-        let namespaces: Vec<String> = self.hosts.iter().map(|h| h.namespace.clone()).collect();
+        let namespaces: Vec<String> = self.hosts.iter().chain(&self.routers).map(|h| h.namespace.clone()).collect();
         for ns in &namespaces {
             remove_namespace(ns);
         }
-        for h in &self.hosts {
+        for h in self.hosts.iter().chain(&self.routers) {
             quiet_ip(&["link", "del", &h.veth]);
         }
         quiet_ip(&["link", "del", &self.bridge]);
     }
+}
+
+/// Runs `program args...` in `namespace` (no host name or hosts file of its
+/// own: a router's set-up); panics with its complaint when it fails.
+fn in_namespace(namespace: &str, program: &str, args: &[&str]) {
+    let out = Command::new("ip").args(["netns", "exec", namespace, program]).args(args).output().expect("running ip");
+    assert!(
+        out.status.success(),
+        "{program} {} in {namespace}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
 }
 
 /// Runs `ip args...`; panics with its complaint when it fails.
