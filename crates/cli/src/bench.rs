@@ -53,6 +53,11 @@ pub enum BenchCommand {
         /// namespaces joined by veth pairs (needs root and iproute2).
         #[arg(long)]
         netns: bool,
+        /// Also measure them between two network namespaces that cannot
+        /// reach each other over UDP, through `roost relay` in a third
+        /// (needs root, iproute2 and iptables).
+        #[arg(long)]
+        relay: bool,
     },
     /// Federation: roost_search_all across three gateways with their own memories.
     Federation {
@@ -106,8 +111,8 @@ pub fn run(command: BenchCommand) -> anyhow::Result<()> {
             (memories, searches, mcp_calls, runs, json)
         }
         BenchCommand::Tokens { count, runs } => return tokens(count, runs),
-        BenchCommand::Sync { entries, runs, writes, netns } => {
-            return crate::bench_sync::run(entries, runs, writes, netns);
+        BenchCommand::Sync { entries, runs, writes, netns, relay } => {
+            return crate::bench_sync::run(entries, runs, writes, netns, relay);
         }
         BenchCommand::Failover { kills, handoffs, ttl_ms, etcd } => {
             return crate::bench_failover::run(kills, handoffs, ttl_ms, etcd.as_deref());

@@ -66,6 +66,58 @@ impl Wire {
     fn address(&self, last: u8) -> Ipv4Addr {
         Ipv4Addr::new(self.subnet[0], self.subnet[1], self.subnet[2], last)
     }
+
+    /// Drops every UDP packet between machines `i` and `j`, so QUIC between
+    /// them has no direct path (TCP, and UDP to the others, still pass).
+    pub(crate) fn drop_udp_between(&self, i: usize, j: usize) -> anyhow::Result<()> {
+        let other = self.machine_address(j).to_string();
+        for (chain, way) in [("OUTPUT", "-d"), ("INPUT", "-s")] {
+            let rule = ["-A", chain, "-p", "udp", way, &other, "-j", "DROP"];
+            let out = command_in(Some(self.namespace(i)), Path::new("iptables"))
+                .args(rule)
+                .output()
+                .context("running iptables (needed for --relay)")?;
+            anyhow::ensure!(
+                out.status.success(),
+                "iptables {}: {}",
+                rule.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(())
+    }
+}
+
+/// `roost relay` on machine `i` of a wire, until dropped.
+pub(crate) struct Relay {
+    child: std::process::Child,
+    /// What the machines name in `[sync] relays`.
+    pub(crate) url: String,
+}
+
+impl Relay {
+    pub(crate) fn start(wire: &Wire, i: usize) -> anyhow::Result<Relay> {
+        let addr = format!("{}:3340", wire.machine_address(i));
+        let child = command_in(Some(wire.namespace(i)), &std::env::current_exe()?)
+            .args(["relay", "--bind", &addr])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()?;
+        let relay = Relay { child, url: format!("http://{addr}") };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect_timeout(&addr.parse()?, Duration::from_millis(200)).is_err() {
+            anyhow::ensure!(Instant::now() < deadline, "roost relay did not listen on {addr} within 10 s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(relay)
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// `program` run inside `namespace`, or here when there is none.

@@ -25,7 +25,7 @@ use roost_store::{Mutation, Store};
 use crate::bench::{ServedProcess, Words, percentile_ms};
 use crate::out::{note, say};
 
-pub fn run(entries: usize, runs: usize, writes: usize, netns: bool) -> anyhow::Result<()> {
+pub fn run(entries: usize, runs: usize, writes: usize, netns: bool, relay: bool) -> anyhow::Result<()> {
     let (mut apply, mut same_schema, mut minimal) = (Vec::new(), Vec::new(), Vec::new());
     for run in 1..=runs {
         let r = apply_run(entries, run as u64)?;
@@ -39,7 +39,7 @@ pub fn run(entries: usize, runs: usize, writes: usize, netns: bool) -> anyhow::R
         same_schema.push(r.same_schema);
         minimal.push(r.minimal);
     }
-    let loopback = process_runs(entries, runs, writes, None)?;
+    let loopback = process_runs(entries, runs, writes, None, None)?;
     let (a, b, m) = (median(&mut apply), median(&mut same_schema), median(&mut minimal));
     say!("median of {runs} run(s), {entries} entries:")?;
     say!("  apply              {a:.0} entries/s")?;
@@ -59,18 +59,38 @@ pub fn run(entries: usize, runs: usize, writes: usize, netns: bool) -> anyhow::R
     }
     say!("  receiver peak RSS  {:.1} MiB; {}", loopback.peak_mib, loopback.peak_when)?;
     say!("  propagation        {}   (target p99 < 10 ms)", loopback.propagation())?;
+    let mut direct = ("loopback", loopback);
     if netns {
         let wire = crate::bench_netns::Wire::new(2)?;
-        let across = process_runs(entries, runs, writes, Some(&wire))?;
+        let across = process_runs(entries, runs, writes, Some(&wire), None)?;
         say!("between two network namespaces (veth pairs on a bridge), median of {runs} run(s):")?;
         say!(
             "  catch-up           {:.2} s = {:.0} entries/s; namespaces / loopback = {:.2}   (target >= 0.9)",
             across.catch_up,
             entries as f64 / across.catch_up,
-            loopback.catch_up / across.catch_up
+            direct.1.catch_up / across.catch_up
         )?;
         say!("  receiver peak RSS  {:.1} MiB", across.peak_mib)?;
         say!("  propagation        {}   (target p99 < 10 ms)", across.propagation())?;
+        direct = ("namespaces", across);
+    }
+    if relay {
+        let wire = crate::bench_netns::Wire::new(3)?;
+        let relay = crate::bench_netns::Relay::start(&wire, 2)?;
+        wire.drop_udp_between(0, 1)?;
+        let through = process_runs(entries, runs, writes, Some(&wire), Some(&relay.url))?;
+        say!(
+            "between two network namespaces with no UDP between them, through `roost relay` in a third, median of {runs} run(s):"
+        )?;
+        say!(
+            "  catch-up           {:.2} s = {:.0} entries/s; relayed / {} = {:.2}",
+            through.catch_up,
+            entries as f64 / through.catch_up,
+            direct.0,
+            direct.1.catch_up / through.catch_up
+        )?;
+        say!("  receiver peak RSS  {:.1} MiB", through.peak_mib)?;
+        say!("  propagation        {} (direct: {})", through.propagation(), direct.1.propagation())?;
     }
     Ok(())
 }
@@ -312,13 +332,18 @@ fn process_runs(
     runs: usize,
     writes: usize,
     wire: Option<&crate::bench_netns::Wire>,
+    relay: Option<&str>,
 ) -> anyhow::Result<ProcessRuns> {
     let mut measured = Vec::new();
     for run in 1..=runs {
-        let r = process_run(n, writes, wire)?;
+        let r = process_run(n, writes, wire, relay)?;
         note!(
             "{} run {run}/{runs}: catch-up {:.2} s, receiver peak RSS {:.1} MiB",
-            if wire.is_some() { "namespaces" } else { "loopback" },
+            match (wire, relay) {
+                (_, Some(_)) => "relayed",
+                (Some(_), None) => "namespaces",
+                (None, None) => "loopback",
+            },
             r.catch_up,
             r.peak_mib
         );
@@ -333,11 +358,24 @@ fn process_runs(
 }
 
 /// One catch-up of a fresh receiver, then write propagation latencies,
-/// between two real gateways: on loopback, or each in a namespace of `wire`.
-fn process_run(n: usize, writes: usize, wire: Option<&crate::bench_netns::Wire>) -> anyhow::Result<ProcessRuns> {
+/// between two real gateways: on loopback, or each in a namespace of `wire`,
+/// both naming `relay` in `[sync] relays` when given.
+fn process_run(
+    n: usize,
+    writes: usize,
+    wire: Option<&crate::bench_netns::Wire>,
+    relay: Option<&str>,
+) -> anyhow::Result<ProcessRuns> {
     let dir = tempfile::tempdir()?;
     let homes = same_identity(dir.path(), &["a", "b"])?;
     let (a, b) = (&homes[0], &homes[1]);
+    if let Some(relay) = relay {
+        for home in &homes {
+            let path = home.join("config.toml");
+            let config = std::fs::read_to_string(&path)?;
+            std::fs::write(&path, format!("{config}\n[sync]\nrelays = [\"{relay}\"]\n"))?;
+        }
+    }
     {
         write_history(&Instance::open(a)?.open_store()?, n, 7)?;
     }
