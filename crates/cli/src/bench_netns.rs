@@ -36,7 +36,7 @@ impl Wire {
         };
         // From here on an error drops `wire`, which removes what exists so far.
         ip(&["link", "add", &wire.bridge, "type", "bridge"])?;
-        let bridge_addr = format!("{}/24", wire.address(254));
+        let bridge_addr = format!("{}/24", wire.bridge_address());
         ip(&["addr", "add", &bridge_addr, "dev", &wire.bridge])?;
         ip(&["link", "set", &wire.bridge, "up"])?;
         for i in 0..machines {
@@ -61,6 +61,12 @@ impl Wire {
     /// Machine `i`'s address on the wire.
     pub(crate) fn machine_address(&self, i: usize) -> Ipv4Addr {
         self.address(i as u8 + 1)
+    }
+
+    /// The bridge's own address: how this process reaches the machines, and
+    /// they it.
+    pub(crate) fn bridge_address(&self) -> Ipv4Addr {
+        self.address(254)
     }
 
     fn address(&self, last: u8) -> Ipv4Addr {

@@ -367,10 +367,10 @@ fn process_run(
     relay: Option<&str>,
 ) -> anyhow::Result<ProcessRuns> {
     let dir = tempfile::tempdir()?;
-    let homes = same_identity(dir.path(), &["a", "b"])?;
-    let (a, b) = (&homes[0], &homes[1]);
+    let homes = same_identity(dir.path(), &["a", "b", "w"])?;
+    let (a, b, w) = (&homes[0], &homes[1], &homes[2]);
     if let Some(relay) = relay {
-        for home in &homes {
+        for home in [a, b] {
             let path = home.join("config.toml");
             let config = std::fs::read_to_string(&path)?;
             std::fs::write(&path, format!("{config}\n[sync]\nrelays = [\"{relay}\"]\n"))?;
@@ -384,6 +384,15 @@ fn process_run(
     let bind = |i: usize| wire.map_or_else(|| "127.0.0.1:0".to_string(), |w| format!("{}:0", w.machine_address(i)));
     let served_a = ServedProcess::start_in(namespace(0), a, &bind(0))?;
     let served_b = ServedProcess::start_in(namespace(1), b, &bind(1))?;
+    // The propagation writes come from a third machine of the chain, w: a
+    // client off loopback needs a machine key, and with b's own key this
+    // process's direct path would take over b's relayed one at a. a learns
+    // w's certificate from its gateway, which then stops.
+    {
+        let outside = wire.map_or_else(|| "127.0.0.1:0".to_string(), |w| format!("{}:0", w.bridge_address()));
+        let served_w = ServedProcess::start_in(None, w, &outside)?;
+        roost_in(namespace(0), a, &["instance", "register", &format!("http://{}", served_w.addr)])?;
+    }
     let reader = Instance::open(b)?.open_store()?;
     let origin = Instance::open(a)?.id;
     let started = Instant::now();
@@ -416,9 +425,7 @@ fn process_run(
     let found = reader.search_memories(&roost_store::SearchQuery { query: probe, ..Default::default() });
     anyhow::ensure!(found.is_ok_and(|hits| !hits.is_empty()), "search finds the history after the catch-up");
     let peak_mib = served_b.memory_mib("VmHWM")?;
-    // Writes come as from another machine of the chain (b, over QUIC with
-    // its key), which is what a client off loopback needs.
-    let writer = Instance::open(b)?;
+    let writer = Instance::open(w)?;
     let client = roost_federation::client::Connections::new(&writer, Arc::new(|| None));
     let target = reader.instances()?.into_iter().find(|e| e.id == origin).context("b has a registered")?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;

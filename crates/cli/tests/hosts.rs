@@ -540,6 +540,16 @@ fn firewall(host: &Host, chain: &str, rule: &[&str]) {
     assert!(out.status.success(), "iptables {args:?} on {}: {}", host.name, String::from_utf8_lossy(&out.stderr));
 }
 
+/// Creates `host`'s instance and names `relay` in its config.toml, as
+/// README says to before serving.
+fn name_a_relay(host: &Host, relay: &str) {
+    succeeded(host.roost(&["init", "--name", &host.hostname]));
+    let config = instance_home(host).join("config.toml");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!("\n[sync]\nrelays = [\"{relay}\"]\n"));
+    std::fs::write(&config, text).unwrap();
+}
+
 #[test]
 fn two_machines_that_cannot_reach_each_other_directly_meet_through_a_relay() {
     if !root_or_skip("two_machines_that_cannot_reach_each_other_directly_meet_through_a_relay") {
@@ -556,11 +566,7 @@ fn two_machines_that_cannot_reach_each_other_directly_meet_through_a_relay() {
     firewall(home, "INPUT", &["-p", "udp", "-s", &laptop_ip, "-j", "DROP"]);
     // Each machine names the relay in its config.toml before it serves.
     for host in [home, laptop] {
-        succeeded(host.roost(&["init", "--name", &host.hostname]));
-        let config = instance_home(host).join("config.toml");
-        let mut text = std::fs::read_to_string(&config).unwrap();
-        text.push_str("\n[sync]\nrelays = [\"http://vps.lan:3340\"]\n");
-        std::fs::write(&config, text).unwrap();
+        name_a_relay(host, "http://vps.lan:3340");
     }
     let _gateways = serve(&lan, &["home", "laptop"]);
     join(&lan, "laptop", "home");
@@ -681,11 +687,7 @@ fn two_machines_each_behind_its_own_nat_pair_and_work_through_a_relay() {
 
     // Home names the relay in its config.toml before it serves (README);
     // the laptop learns it when it joins.
-    succeeded(home.roost(&["init", "--name", &home.hostname]));
-    let config = instance_home(home).join("config.toml");
-    let mut text = std::fs::read_to_string(&config).unwrap();
-    text.push_str("\n[sync]\nrelays = [\"http://relay.lan:3340\"]\n");
-    std::fs::write(&config, text).unwrap();
+    name_a_relay(home, "http://relay.lan:3340");
     let _gateways = serve(&lan, &["home", "laptop"]);
 
     // The code travels through the relay: `roost pair` says what to type.

@@ -30,6 +30,7 @@ mod auth;
 pub mod conn;
 mod federation_api;
 mod guard;
+mod handed_over;
 mod lease_api;
 mod machines_api;
 mod mcp_http;

@@ -21,8 +21,6 @@ use roost_tasks::Tasks;
 
 use crate::DB_WAIT;
 
-/// How long stopping waits for sessions to end.
-const STOP_GRACE: Duration = Duration::from_secs(3);
 /// How often an open connection's machine is checked again: a revocation
 /// closes it within this.
 const RECHECK: Duration = Duration::from_secs(1);
@@ -31,25 +29,15 @@ const NOT_A_MACHINE: u32 = 403;
 
 /// Serves the connections replication hands over until `cancel`.
 pub(crate) async fn serve(
-    mut incoming: mpsc::Receiver<Connection>,
+    incoming: mpsc::Receiver<Connection>,
     tools: RoostTools,
     store: Arc<Store>,
     cancel: CancellationToken,
 ) {
-    let tasks = Tasks::new();
-    loop {
-        let conn = tokio::select! {
-            _ = cancel.cancelled() => break,
-            conn = incoming.recv() => match conn {
-                Some(conn) => conn,
-                None => break,
-            },
-        };
-        tasks.spawn(connection(conn, tools.clone(), store.clone(), tasks.clone()));
-    }
-    if !tasks.stop(STOP_GRACE).await {
-        tracing::warn!("federation sessions still open {STOP_GRACE:?} after the stop");
-    }
+    crate::handed_over::serve_each(incoming, cancel, "federation sessions", |conn, sessions| {
+        connection(conn, tools.clone(), store.clone(), sessions)
+    })
+    .await;
 }
 
 /// Serves every stream of one connection as a session of the machine whose

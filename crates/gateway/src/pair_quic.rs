@@ -13,7 +13,6 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use roost_sync::frame;
-use roost_tasks::Tasks;
 
 use crate::AppState;
 use crate::api::ApiError;
@@ -22,31 +21,21 @@ use crate::pair::{FinishRequest, StartRequest, finished, started};
 /// How long a joiner may take over each step: reading the short
 /// authentication string and answering yes is one of them.
 const STEP_WAIT: Duration = Duration::from_secs(120);
-/// How long stopping waits for exchanges to end.
-const STOP_GRACE: Duration = Duration::from_secs(3);
+/// How long the joiner has to close once it has the grant.
+const CLOSE_WAIT: Duration = Duration::from_secs(3);
 
 /// Serves the pairing connections replication hands over until `cancel`.
-pub(crate) async fn serve(mut incoming: mpsc::Receiver<Connection>, state: Arc<AppState>, cancel: CancellationToken) {
-    let tasks = Tasks::new();
-    loop {
-        let conn = tokio::select! {
-            _ = cancel.cancelled() => break,
-            conn = incoming.recv() => match conn {
-                Some(conn) => conn,
-                None => break,
-            },
-        };
+pub(crate) async fn serve(incoming: mpsc::Receiver<Connection>, state: Arc<AppState>, cancel: CancellationToken) {
+    crate::handed_over::serve_each(incoming, cancel, "pairing exchanges", |conn, _| {
         let state = state.clone();
-        tasks.spawn(async move {
+        async move {
             if let Err(e) = exchange(&state, &conn).await {
                 tracing::info!(error = %e, "pairing through a relay ended early");
             }
             conn.close(VarInt::from_u32(0), b"done");
-        });
-    }
-    if !tasks.stop(STOP_GRACE).await {
-        tracing::warn!("pairing exchanges still open {STOP_GRACE:?} after the stop");
-    }
+        }
+    })
+    .await;
 }
 
 /// One joiner's exchange: start, then finish, each answered with the HTTP
@@ -68,7 +57,7 @@ async fn exchange(state: &Arc<AppState>, conn: &Connection) -> Result<(), roost_
     frame::write_json(&mut send, &answer(finished(state, request, from).await)).await?;
     let _ = send.finish();
     // The joiner closes once it has read the grant.
-    let _ = tokio::time::timeout(STOP_GRACE, conn.closed()).await;
+    let _ = tokio::time::timeout(CLOSE_WAIT, conn.closed()).await;
     Ok(())
 }
 

@@ -5,7 +5,7 @@
 //! never become the machine's home relay, and nothing could reach it there.
 
 use std::future::Future;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::pin::Pin;
 use std::time::Duration;
 
@@ -22,28 +22,16 @@ pub(crate) struct SystemResolver;
 
 impl Resolver for SystemResolver {
     fn lookup_ipv4(&self, host: String) -> Lookup<Ipv4Addr> {
-        Box::pin(async move {
-            let found: Vec<Ipv4Addr> = lookup(host)
-                .await?
-                .filter_map(|a| match a.ip() {
-                    IpAddr::V4(ip) => Some(ip),
-                    IpAddr::V6(_) => None,
-                })
-                .collect();
-            Ok(Box::new(found.into_iter()) as BoxIter<Ipv4Addr>)
+        lookup(host, |ip| match ip {
+            IpAddr::V4(ip) => Some(ip),
+            IpAddr::V6(_) => None,
         })
     }
 
     fn lookup_ipv6(&self, host: String) -> Lookup<Ipv6Addr> {
-        Box::pin(async move {
-            let found: Vec<Ipv6Addr> = lookup(host)
-                .await?
-                .filter_map(|a| match a.ip() {
-                    IpAddr::V6(ip) => Some(ip),
-                    IpAddr::V4(_) => None,
-                })
-                .collect();
-            Ok(Box::new(found.into_iter()) as BoxIter<Ipv6Addr>)
+        lookup(host, |ip| match ip {
+            IpAddr::V6(ip) => Some(ip),
+            IpAddr::V4(_) => None,
         })
     }
 
@@ -60,10 +48,14 @@ impl Resolver for SystemResolver {
     }
 }
 
-async fn lookup(host: String) -> Result<std::vec::IntoIter<SocketAddr>, DnsError> {
-    let found = tokio::time::timeout(LOOKUP_WAIT, tokio::net::lookup_host((host.as_str(), 0)))
-        .await
-        .map_err(|_| e!(DnsError::Timeout))?
-        .map_err(|err| e!(DnsError::Resolve, AnyError::from_std(err)))?;
-    Ok(found.collect::<Vec<_>>().into_iter())
+/// The addresses of `host` of one family (what `family` keeps).
+fn lookup<T: Send + 'static>(host: String, family: fn(IpAddr) -> Option<T>) -> Lookup<T> {
+    Box::pin(async move {
+        let found = tokio::time::timeout(LOOKUP_WAIT, tokio::net::lookup_host((host.as_str(), 0)))
+            .await
+            .map_err(|_| e!(DnsError::Timeout))?
+            .map_err(|err| e!(DnsError::Resolve, AnyError::from_std(err)))?;
+        let kept: Vec<T> = found.filter_map(|a| family(a.ip())).collect();
+        Ok(Box::new(kept.into_iter()) as BoxIter<T>)
+    })
 }
