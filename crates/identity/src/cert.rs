@@ -6,9 +6,9 @@
 //! signature over the canonical encoding of all that. Anyone holding the
 //! identity public key can check that a machine belongs to the chain.
 
-use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use ed25519_dalek::{SigningKey, VerifyingKey};
 
-use crate::{IdentityError, b64, check_identity, unb64, uuid_bytes, uuid_string};
+use crate::{IdentityError, b64, read_header, sign_as_identity, unb64, uuid_bytes, uuid_string, verify_as_identity};
 use roost_core::wire::{Reader, Writer};
 
 const MAGIC: &[u8; 4] = b"RCRT";
@@ -73,7 +73,7 @@ impl Certificate {
     pub fn issue(claims: MachineClaims, identity: &SigningKey) -> Result<Certificate, IdentityError> {
         let identity_key = identity.verifying_key().to_bytes();
         let body = encode_claims(&claims, &identity_key)?;
-        let signature = identity.sign(&[DOMAIN, &body].concat()).to_bytes();
+        let signature = sign_as_identity(DOMAIN, &body, identity);
         Ok(Certificate { claims, identity_key, signature })
     }
 
@@ -87,12 +87,7 @@ impl Certificate {
     /// Strict decoding; does not check the signature (see [`Certificate::verify`]).
     pub fn from_bytes(bytes: &[u8]) -> Result<Certificate, IdentityError> {
         let mut r = Reader::new(bytes, "certificate");
-        if r.take(4)? != MAGIC {
-            return Err(IdentityError::Malformed("certificate: not a Roost certificate".into()));
-        }
-        if r.u8()? != VERSION {
-            return Err(IdentityError::Malformed("certificate: unknown version".into()));
-        }
+        read_header(&mut r, MAGIC, VERSION, "certificate")?;
         let instance_id = uuid_string(&r.array()?);
         let name = r.str()?;
         let role = match r.u8()? {
@@ -136,11 +131,8 @@ impl Certificate {
 
     /// Checks that the chain whose identity key is `identity` signed this.
     pub fn verify(&self, identity: &VerifyingKey) -> Result<(), IdentityError> {
-        check_identity(&self.identity_key, identity)?;
         let body = encode_claims(&self.claims, &self.identity_key)?;
-        identity
-            .verify_strict(&[DOMAIN, &body].concat(), &Signature::from_bytes(&self.signature))
-            .map_err(|_| IdentityError::BadSignature("certificate"))
+        verify_as_identity(DOMAIN, &body, &self.identity_key, &self.signature, identity, "certificate")
     }
 
     /// The machine's signing key, if it is a valid curve point.

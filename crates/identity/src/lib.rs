@@ -49,9 +49,48 @@ impl From<roost_core::wire::WireError> for IdentityError {
     }
 }
 
+/// The identity's signature over a document's canonical `body`, under the
+/// document kind's own `domain`.
+pub(crate) fn sign_as_identity(domain: &[u8], body: &[u8], identity: &ed25519_dalek::SigningKey) -> [u8; 64] {
+    use ed25519_dalek::Signer;
+    identity.sign(&[domain, body].concat()).to_bytes()
+}
+
+/// Checks that the document naming identity key `found` and carrying
+/// `signature` over `body` (under `domain`) was signed by `identity`.
+pub(crate) fn verify_as_identity(
+    domain: &[u8],
+    body: &[u8],
+    found: &[u8; 32],
+    signature: &[u8; 64],
+    identity: &ed25519_dalek::VerifyingKey,
+    what: &'static str,
+) -> Result<(), IdentityError> {
+    check_identity(found, identity)?;
+    identity
+        .verify_strict(&[domain, body].concat(), &ed25519_dalek::Signature::from_bytes(signature))
+        .map_err(|_| IdentityError::BadSignature(what))
+}
+
+/// Reads a document's magic and format version, refusing others.
+pub(crate) fn read_header(
+    r: &mut roost_core::wire::Reader,
+    magic: &[u8; 4],
+    version: u8,
+    what: &str,
+) -> Result<(), IdentityError> {
+    if r.take(4)? != magic {
+        return Err(IdentityError::Malformed(format!("{what}: not a Roost {what}")));
+    }
+    if r.u8()? != version {
+        return Err(IdentityError::Malformed(format!("{what}: unknown version")));
+    }
+    Ok(())
+}
+
 /// Checks that `found` (the identity key a signed document names) is
 /// `expected`, the chain's.
-pub(crate) fn check_identity(found: &[u8; 32], expected: &ed25519_dalek::VerifyingKey) -> Result<(), IdentityError> {
+fn check_identity(found: &[u8; 32], expected: &ed25519_dalek::VerifyingKey) -> Result<(), IdentityError> {
     if *found == expected.to_bytes() {
         return Ok(());
     }

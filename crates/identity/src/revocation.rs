@@ -8,9 +8,9 @@
 //! acting on it, so a revocation travels between machines like a
 //! certificate does, and no machine has to take another's word for it.
 
-use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use ed25519_dalek::{SigningKey, VerifyingKey};
 
-use crate::{IdentityError, b64, check_identity, unb64, uuid_bytes, uuid_string};
+use crate::{IdentityError, b64, read_header, sign_as_identity, unb64, uuid_bytes, uuid_string, verify_as_identity};
 use roost_core::wire::{Reader, Writer};
 
 const MAGIC: &[u8; 4] = b"RREV";
@@ -52,7 +52,7 @@ impl Revocation {
     pub fn issue(claims: RevocationClaims, identity: &SigningKey) -> Result<Revocation, IdentityError> {
         let identity_key = identity.verifying_key().to_bytes();
         let body = encode_claims(&claims, &identity_key)?;
-        let signature = identity.sign(&[DOMAIN, &body].concat()).to_bytes();
+        let signature = sign_as_identity(DOMAIN, &body, identity);
         Ok(Revocation { claims, identity_key, signature })
     }
 
@@ -66,12 +66,7 @@ impl Revocation {
     /// Strict decoding; does not check the signature (see [`Revocation::verify`]).
     pub fn from_bytes(bytes: &[u8]) -> Result<Revocation, IdentityError> {
         let mut r = Reader::new(bytes, "revocation");
-        if r.take(4)? != MAGIC {
-            return Err(IdentityError::Malformed("revocation: not a Roost revocation".into()));
-        }
-        if r.u8()? != VERSION {
-            return Err(IdentityError::Malformed("revocation: unknown version".into()));
-        }
+        read_header(&mut r, MAGIC, VERSION, "revocation")?;
         let instance_id = uuid_string(&r.array()?);
         let machine_key = r.array()?;
         let revoked_after = r.u64()?;
@@ -93,11 +88,8 @@ impl Revocation {
 
     /// Checks that the chain whose identity key is `identity` signed this.
     pub fn verify(&self, identity: &VerifyingKey) -> Result<(), IdentityError> {
-        check_identity(&self.identity_key, identity)?;
         let body = encode_claims(&self.claims, &self.identity_key)?;
-        identity
-            .verify_strict(&[DOMAIN, &body].concat(), &Signature::from_bytes(&self.signature))
-            .map_err(|_| IdentityError::BadSignature("revocation"))
+        verify_as_identity(DOMAIN, &body, &self.identity_key, &self.signature, identity, "revocation")
     }
 }
 
