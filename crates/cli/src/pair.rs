@@ -133,12 +133,18 @@ impl Sponsor {
             Sponsor::Relayed(relayed) => relayed.shown(),
         }
     }
+
+    /// The relays it was reached through.
+    fn relays(&self) -> &[String] {
+        match self {
+            Sponsor::Gateway(_) => &[],
+            Sponsor::Relayed(relayed) => relayed.relays(),
+        }
+    }
 }
 
 pub fn join(home: &Path, options: JoinOptions) -> anyhow::Result<()> {
     let code = PairingCode::parse(&options.code)?;
-    let ticket_relays =
-        if RelayedMachine::is_one(&options.url) { RelayedMachine::parse(&options.url)?.relays } else { Vec::new() };
     let mut instance =
         Instance::open_or_init(home, &options.name.clone().unwrap_or_else(roost_instance::default_name))?;
     let store = instance.open_store()?;
@@ -205,6 +211,7 @@ pub fn join(home: &Path, options: JoinOptions) -> anyhow::Result<()> {
     }
     instance.adopt_chain(&store, seed, Some(certificate), Role::Satellite, &known)?;
     let shown = sponsor.shown().to_string();
+    let relays = [grant.relays, sponsor.relays().to_vec()].concat();
     drop(sponsor);
     say!(
         "joined chain {} as a satellite; {} is registered, reached at {}",
@@ -212,7 +219,6 @@ pub fn join(home: &Path, options: JoinOptions) -> anyhow::Result<()> {
         out::field(&chain.claims.name),
         out::field(&shown)
     )?;
-    let relays = [grant.relays, ticket_relays].concat();
     if instance.add_relays(&relays)? {
         say!("this machine uses the chain's relays too: {}", instance.config.sync.relays.join(", "))?;
     }

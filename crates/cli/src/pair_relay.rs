@@ -26,6 +26,7 @@ pub struct RelayedSponsor {
     send: SendStream,
     recv: RecvStream,
     shown: String,
+    relays: Vec<String>,
 }
 
 impl RelayedSponsor {
@@ -55,7 +56,7 @@ impl RelayedSponsor {
                 anyhow::Ok((endpoint, conn, send, recv))
             })
             .with_context(|| format!("cannot reach {shown}"))?;
-        Ok(RelayedSponsor { runtime, endpoint, conn, send, recv, shown })
+        Ok(RelayedSponsor { runtime, endpoint, conn, send, recv, shown, relays: machine.relays.clone() })
     }
 
     /// Sends one step's request and reads the answer; an answer carrying an
@@ -72,6 +73,11 @@ impl RelayedSponsor {
             bail!("{} answered {}: {reason}", self.shown, answer["status"]);
         }
         Ok(answer)
+    }
+
+    /// The relays it was reached through.
+    pub fn relays(&self) -> &[String] {
+        &self.relays
     }
 
     /// Who this is, for people.

@@ -279,38 +279,38 @@ fn learn(instance: &Instance, store: &Store, machines: &[Machine], peer: &str, o
     grew
 }
 
-/// The revocations the peer has not been told yet; marks them told.
-async fn revocation_news(shared: &Arc<Shared>, told: &mut HashSet<String>) -> Result<Vec<String>, SyncError> {
+/// Sends the peer the revocations it has not been told yet, if any; marks
+/// them told.
+async fn send_revocations(
+    shared: &Arc<Shared>,
+    send: &mut SendStream,
+    told: &mut HashSet<String>,
+) -> Result<(), SyncError> {
     let held = blocking(&shared.store, |s| s.revocations()).await?;
-    Ok(held.into_iter().filter(|(id, _)| told.insert(id.clone())).map(|(_, text)| text).collect())
+    let news: Vec<String> = held.into_iter().filter(|(id, _)| told.insert(id.clone())).map(|(_, text)| text).collect();
+    if !news.is_empty() {
+        frame::write(send, &Message::Revocations(news)).await?;
+    }
+    Ok(())
 }
 
-/// Takes the revocations a peer passed on that the identity signed, and
-/// ends the sessions of the machines newly revoked.
+/// Takes the revocations a peer passed on that the identity signed. The dial
+/// loop then ends the revoked machines' sessions and tells every peer.
 async fn take_revocations(shared: &Arc<Shared>, revocations: Vec<String>) -> Result<(), SyncError> {
     let instance = shared.instance.clone();
     let store = shared.store.clone();
-    let taking = move || -> Vec<String> {
-        revocations
-            .iter()
-            .filter_map(|text| match instance.take_revocation(&store, text) {
-                Ok(revoked) => revoked,
-                Err(e) => {
-                    tracing::warn!(error = %e, "ignored a revocation a peer passed on");
-                    None
+    let taking = move || {
+        for text in &revocations {
+            match instance.take_revocation(&store, text) {
+                Ok(Some(id)) => {
+                    tracing::warn!(machine = %id, "a machine of the chain was revoked; refusing it from now on")
                 }
-            })
-            .collect()
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "ignored a revocation a peer passed on"),
+            }
+        }
     };
-    let revoked = roost_tasks::blocking("taking revocations", STORE_WAIT, taking).await?;
-    for id in &revoked {
-        tracing::warn!(machine = %id, "a machine of the chain was revoked; refusing it from now on");
-        shared.end_session(id);
-    }
-    if !revoked.is_empty() {
-        shared.registry_changed();
-    }
-    Ok(())
+    Ok(roost_tasks::blocking("taking revocations", STORE_WAIT, taking).await?)
 }
 
 /// The machines (not revoked, not this one) whose certificate or addresses
@@ -347,10 +347,7 @@ async fn sender(
     // Revocations go first: the peer refuses a revoked machine's entries
     // before any of them can arrive from here.
     let mut revocations_told = HashSet::new();
-    let revocations = revocation_news(shared, &mut revocations_told).await?;
-    if !revocations.is_empty() {
-        frame::write(send, &Message::Revocations(revocations)).await?;
-    }
+    send_revocations(shared, send, &mut revocations_told).await?;
     loop {
         while let Ok(message) = replies.try_recv() {
             frame::write(send, &message).await?;
@@ -390,10 +387,7 @@ async fn sender(
             if !machines.is_empty() {
                 frame::write(send, &Message::Machines(machines)).await?;
             }
-            let revocations = revocation_news(shared, &mut revocations_told).await?;
-            if !revocations.is_empty() {
-                frame::write(send, &Message::Revocations(revocations)).await?;
-            }
+            send_revocations(shared, send, &mut revocations_told).await?;
         }
         let heads = blocking(store, |s| s.heads()).await?;
         let (due, peer_heads, ended) = {
