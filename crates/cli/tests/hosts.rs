@@ -664,6 +664,14 @@ fn a_machine_revoked_on_one_machine_is_refused_by_every_machine() {
         assert!(lan.host(host).roost(&["memory", "get", &before, "--json"]).status.success(), "{host} lost it");
     }
     assert_eq!(found_on(&lan, "home", "plover"), ["home", "vps"], "home no longer asks the laptop");
+
+    // `roost leave` on the vps revokes it across the chain too: home hears it
+    // from replication.
+    let vps_id = status(lan.host("vps"))["id"].as_str().unwrap().to_string();
+    succeeded(lan.host("vps").roost(&["leave"]));
+    eventually("home listing the vps as revoked after it left", Duration::from_secs(10), || {
+        machines(lan.host("home")).iter().any(|m| m["id"] == vps_id.as_str() && m["status"] == "revoked").then_some(())
+    });
     assert_one_holder_at_a_time(&lan);
 }
 
