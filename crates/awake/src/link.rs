@@ -171,14 +171,10 @@ impl Links {
                 return None;
             }
         };
-        match tokio::time::timeout(DIAL_WAIT, self.endpoint.connect(address, ALPN)).await {
-            Ok(Ok(conn)) => Some(conn),
-            Ok(Err(e)) => {
-                tracing::debug!(peer = %peer.name, error = %e, "lease dial failed");
-                None
-            }
-            Err(_) => None,
-        }
+        roost_sync::dial::connect(&self.endpoint, address, ALPN, DIAL_WAIT)
+            .await
+            .inspect_err(|e| tracing::debug!(peer = %peer.name, error = %e, "lease dial failed"))
+            .ok()
     }
 
     async fn read(self: Arc<Links>, peer: NodeId, conn: Connection) {

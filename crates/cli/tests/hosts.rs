@@ -33,12 +33,19 @@ socket.create_connection((sys.argv[1], 9999), timeout=float(sys.argv[2])).send(s
 
 /// Polls `probe` until it yields a value; panics after `limit`.
 fn eventually<T>(what: &str, limit: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
+    eventually_showing(what, limit, || probe().ok_or_else(String::new))
+}
+
+/// Polls `probe` until it yields a value; panics after `limit` with what it
+/// last said instead.
+fn eventually_showing<T>(what: &str, limit: Duration, mut probe: impl FnMut() -> Result<T, String>) -> T {
     let started = Instant::now();
     loop {
-        if let Some(value) = probe() {
-            return value;
-        }
-        assert!(started.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
+        let last = match probe() {
+            Ok(value) => return value,
+            Err(last) => last,
+        };
+        assert!(started.elapsed() < limit, "timed out after {limit:?} waiting for {what}; last seen: {last}");
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -370,9 +377,12 @@ fn the_pairing_journey_works_across_three_machines() {
     replicated(&lan, "home", "written on home after the laptop moved", Duration::from_secs(60));
     replicated(&lan, "laptop", "written on the laptop after it moved", Duration::from_secs(60));
     add(lan.host("laptop"), "kingfisher seen only on the moved laptop", true);
-    eventually("home's search of all machines reaching the moved laptop", Duration::from_secs(60), || {
+    eventually_showing("home's search of all machines reaching the moved laptop", Duration::from_secs(60), || {
         let merged = json_of(lan.host("home").roost(&["search", "kingfisher", "--all", "--json"]));
-        (merged["results"].as_array()?.len() == 1).then_some(())
+        match merged["results"].as_array() {
+            Some(found) if found.len() == 1 => Ok(()),
+            _ => Err(merged.to_string()),
+        }
     });
     one_awake(&lan, &MACHINES, Duration::from_secs(30));
     assert_one_holder_at_a_time(&lan);

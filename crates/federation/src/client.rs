@@ -348,10 +348,8 @@ impl Connections {
         // learned them then.
         let relays = (self.sync)().map_or_else(|| self.relays.clone(), |sync| sync.relays());
         let to = roost_sync::address::endpoint_addr(peer, &relays).await.map_err(|e| failed(e.to_string()))?;
-        let connection = tokio::time::timeout(CONNECT_WAIT, from.connect(to, ALPN))
-            .await
-            .map_err(|_| failed(format!("no answer within {CONNECT_WAIT:?}")))?
-            .map_err(|e| failed(e.to_string()))?;
+        let connection =
+            roost_sync::dial::connect(&from, to, ALPN, CONNECT_WAIT).await.map_err(|e| failed(e.to_string()))?;
         let (send, recv) = connection.open_bi().await.map_err(|e| failed(e.to_string()))?;
         let session = ClientConfig::default()
             .serve((recv, send))

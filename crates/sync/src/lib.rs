@@ -17,6 +17,7 @@
 //! none works (both behind NAT, UDP blocked).
 
 pub mod address;
+pub mod dial;
 pub mod frame;
 mod resolver;
 mod session;
@@ -28,7 +29,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ed25519_dalek::SigningKey;
-use iroh::endpoint::{Connection, VarInt, presets};
+use iroh::endpoint::{Connection, QuicTransportConfig, VarInt, presets};
 use iroh::{Endpoint, RelayMap, RelayMode, RelayUrl, SecretKey};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -46,6 +47,11 @@ pub const ALPN: &[u8] = b"roost/sync/1";
 
 /// How long a dial may take before it counts as failed.
 const DIAL_WAIT: Duration = Duration::from_secs(5);
+/// A connection that heard nothing for this long is closed (milliseconds):
+/// two of iroh's 5 s keep-alives, so a peer that moved or vanished is let go
+/// in seconds rather than iroh's half a minute, and its sessions are made
+/// again on a connection that works.
+const IDLE_TIMEOUT_MS: VarInt = VarInt::from_u32(10_000);
 /// Reconnect backoff bounds.
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -389,6 +395,9 @@ async fn accept_loop(shared: Arc<Shared>) {
                 Ok(accepting) => tokio::time::timeout(DIAL_WAIT, accepting).await,
                 Err(e) => return tracing::debug!(error = %e, "sync connection not accepted"),
             };
+            if let Ok(Ok(conn)) = &connection {
+                dial::note(&shared.endpoint, conn);
+            }
             match connection {
                 Ok(Ok(conn)) if conn.alpn() != ALPN => {
                     match shared.others.iter().find(|(alpn, _)| conn.alpn() == *alpn) {
@@ -482,6 +491,7 @@ pub async fn bind_endpoint(
         .relay_mode(RelayMode::Custom(relays.iter().cloned().collect::<RelayMap>()))
         .clear_address_lookup()
         .dns_resolver(iroh::dns::DnsResolver::custom(resolver::SystemResolver))
+        .transport_config(QuicTransportConfig::builder().max_idle_timeout(Some(IDLE_TIMEOUT_MS.into())).build())
         .alpns(alpns);
     if let Some(bind) = bind {
         builder = builder.clear_ip_transports().bind_addr(bind).map_err(|e| bind_error(e.to_string()))?;
@@ -495,10 +505,9 @@ pub async fn bind_endpoint(
 async fn dial(shared: &Arc<Shared>, peer: &InstanceEntry) -> Result<(), SyncError> {
     let relays = relays(&shared.instance);
     let addr = address::endpoint_addr(peer, &relays).await.map_err(|e| SyncError::NoAddress(e.to_string()))?;
-    let conn: Connection = tokio::time::timeout(DIAL_WAIT, shared.endpoint.connect(addr, ALPN))
+    let conn = dial::connect(&shared.endpoint, addr, ALPN, DIAL_WAIT)
         .await
-        .map_err(|_| SyncError::Stream(format!("no answer from {} within {DIAL_WAIT:?}", peer.name)))?
-        .map_err(|e| SyncError::Stream(e.to_string()))?;
+        .map_err(|e| SyncError::Stream(format!("{}: {e}", peer.name)))?;
     let (send, recv) = conn.open_bi().await.map_err(|e| SyncError::Stream(e.to_string()))?;
     session::run(shared.clone(), conn, send, recv, Some(&peer.id)).await
 }
