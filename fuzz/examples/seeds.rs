@@ -90,6 +90,7 @@ fn main() {
             keeps_data: true,
             machines: machines.clone(),
             heads: heads.clone(),
+            relays: vec!["http://vps.example:3340/".into()],
         },
         Message::Hello {
             version: PROTOCOL_VERSION,
@@ -97,6 +98,7 @@ fn main() {
             keeps_data: false,
             machines: vec![],
             heads: Heads::new(),
+            relays: vec![],
         },
         Message::Entries(vec![
             SignedEntry { entry: first.clone(), signature: [7; 64] },

@@ -137,12 +137,14 @@ pub struct AwakeService {
 
 impl AwakeService {
     /// Starts the lease on `endpoint`, reading peers' connections from
-    /// `accepted`. `sync`, when given, tells whether the log is caught up.
+    /// `accepted` and dialing them through `relays` too. `sync`, when given,
+    /// tells whether the log is caught up.
     pub fn start(
         instance: Arc<Instance>,
         store: Arc<Store>,
         sync: Option<Arc<SyncService>>,
         endpoint: Endpoint,
+        relays: roost_sync::Relays,
         mut accepted: mpsc::Receiver<Connection>,
         part: Part,
     ) -> Result<AwakeService, AwakeError> {
@@ -185,7 +187,7 @@ impl AwakeService {
 
         let tasks = Tasks::new();
         let (inbox_sender, inbox) = mpsc::channel(256);
-        let links = link::Links::new(endpoint, roost_sync::relays(&instance), inbox_sender, tasks.clone());
+        let links = link::Links::new(endpoint, relays, inbox_sender, tasks.clone());
         let (commands_sender, commands) = mpsc::channel(4);
         let (internal_sender, internal) = mpsc::channel(64);
         let (roster_sender, roster) = mpsc::channel(1);

@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use iroh::Endpoint;
 use iroh::endpoint::{Connection, VarInt};
-use iroh::{Endpoint, RelayUrl};
 use tokio::sync::mpsc;
 
 use roost_lease::NodeId;
@@ -39,7 +39,7 @@ struct PeerLink {
 pub(crate) struct Links {
     endpoint: Endpoint,
     /// Relays peers may be reached through (`[sync] relays`).
-    relays: Vec<RelayUrl>,
+    relays: roost_sync::Relays,
     inbox: mpsc::Sender<(NodeId, Bytes)>,
     peers: Mutex<HashMap<NodeId, PeerLink>>,
     /// Signing key (hex) → instance id, for accepted connections.
@@ -53,7 +53,7 @@ pub(crate) struct Links {
 impl Links {
     pub fn new(
         endpoint: Endpoint,
-        relays: Vec<RelayUrl>,
+        relays: roost_sync::Relays,
         inbox: mpsc::Sender<(NodeId, Bytes)>,
         tasks: Tasks,
     ) -> Arc<Links> {
@@ -164,7 +164,7 @@ impl Links {
     }
 
     async fn dial(&self, peer: &InstanceEntry) -> Option<Connection> {
-        let address = match roost_sync::address::endpoint_addr(peer, &self.relays).await {
+        let address = match roost_sync::address::endpoint_addr(peer, &self.relays.get()).await {
             Ok(address) => address,
             Err(e) => {
                 tracing::debug!(peer = %peer.name, error = %e, "lease peer cannot be dialed");

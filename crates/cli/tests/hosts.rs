@@ -554,10 +554,73 @@ fn firewall(host: &Host, chain: &str, rule: &[&str]) {
 /// README says to before serving.
 fn name_a_relay(host: &Host, relay: &str) {
     succeeded(host.roost(&["init", "--name", &host.hostname]));
+    add_relay_to_config(host, relay);
+}
+
+/// Names `relay` in `host`'s config.toml, as a person edits it.
+fn add_relay_to_config(host: &Host, relay: &str) {
     let config = instance_home(host).join("config.toml");
-    let mut text = std::fs::read_to_string(&config).unwrap();
-    text.push_str(&format!("\n[sync]\nrelays = [\"{relay}\"]\n"));
+    let text = std::fs::read_to_string(&config).unwrap();
+    let line = format!("relays = [\"{relay}\"]");
+    let text = match text.find("[sync]\n") {
+        Some(at) => format!("{}{line}\n{}", &text[..at + "[sync]\n".len()], &text[at + "[sync]\n".len()..]),
+        None => format!("{text}\n[sync]\n{line}\n"),
+    };
     std::fs::write(&config, text).unwrap();
+}
+
+/// The relays `host`'s config.toml names.
+fn relays_in_config(host: &Host) -> String {
+    let text = std::fs::read_to_string(instance_home(host).join("config.toml")).unwrap();
+    text.lines().filter(|l| l.trim_start().starts_with("relays")).collect::<Vec<_>>().join("; ")
+}
+
+#[test]
+fn a_relay_named_on_one_machine_reaches_the_others_and_carries_them() {
+    if !root_or_skip("a_relay_named_on_one_machine_reaches_the_others_and_carries_them") {
+        return;
+    }
+    let lan = Lan::new(&["home", "laptop", "vps"]);
+    let (home, laptop) = (lan.host("home"), lan.host("laptop"));
+    let mut gateways = serve(&lan, &["home", "laptop"]);
+    join(&lan, "laptop", "home");
+    replicated_to(&lan, "laptop", &["home", "laptop"], "written before any relay", REPLICATION);
+
+    // A relay comes up on the vps; its owner names it on home alone and
+    // restarts home's `roost serve`, as README says.
+    let mut relay = lan.host("vps").spawn_roost(&["relay", "--bind", "0.0.0.0:3340"]);
+    listening_addr(&mut relay);
+    add_relay_to_config(home, "http://vps.lan:3340");
+    let mut old = gateways.remove(0);
+    common::signal(&old, "INT");
+    old.wait().expect("home's gateway stops");
+    let mut restarted = home.spawn_roost(&["serve", "--bind", "0.0.0.0:7151"]);
+    listening_addr(&mut restarted);
+    gateways.push(restarted);
+
+    // The laptop takes it up from home's hello: into its config.toml, and
+    // into its running endpoint, with no restart.
+    eventually_showing("the laptop's config.toml naming the relay home named", REPLICATION, || {
+        let named = relays_in_config(laptop);
+        if named.contains("vps.lan:3340") { Ok(()) } else { Err(named) }
+    });
+    // Then no UDP passes between them: they carry on through the relay.
+    let laptop_ip = laptop.addr.to_string();
+    firewall(home, "OUTPUT", &["-p", "udp", "-d", &laptop_ip, "-j", "DROP"]);
+    firewall(home, "INPUT", &["-p", "udp", "-s", &laptop_ip, "-j", "DROP"]);
+    for (writer, reader) in [(laptop, home), (home, laptop)] {
+        let id = add(writer, &format!("written on {} behind the wall", writer.name), false);
+        eventually(&format!("{} reading what {} wrote", reader.name, writer.name), Duration::from_secs(60), || {
+            reader.roost(&["memory", "get", &id, "--json"]).status.success().then_some(())
+        });
+    }
+    let peer = eventually_showing("the laptop's sync status naming a relayed path to home", REPLICATION, || {
+        let status = json_of(laptop.roost(&["sync", "status", "--json"]));
+        let peers = status["peers"].as_array().cloned().unwrap_or_default();
+        peers.iter().find(|p| p["path"] == "relayed").cloned().ok_or_else(|| status.to_string())
+    });
+    assert!(peer["rtt_ms"].as_f64().is_some_and(|rtt| rtt > 0.0), "{peer}");
+    one_awake(&lan, &["home", "laptop"], Duration::from_secs(30));
 }
 
 #[test]

@@ -15,7 +15,7 @@ use crate::Entry;
 use crate::wire::{Reader, WireError, Writer};
 
 /// Bumped on any incompatible change to these messages or to [`Entry`].
-pub const PROTOCOL_VERSION: u16 = 3;
+pub const PROTOCOL_VERSION: u16 = 4;
 
 /// Origin instance id → sequence number of the latest entry held.
 pub type Heads = BTreeMap<String, u64>;
@@ -57,6 +57,10 @@ pub enum Message {
         /// it can be reached at now.
         machines: Vec<Machine>,
         heads: Heads,
+        /// The relays the sender uses (`[sync] relays`, at most
+        /// [`MAX_ADDRESSES`]): a machine takes up those it did not know, so a
+        /// relay named on one machine reaches them all.
+        relays: Vec<String>,
     },
     Entries(Vec<SignedEntry>),
     Heads(Heads),
@@ -82,20 +86,21 @@ impl Message {
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer::default();
         match self {
-            Message::Hello { version, software, keeps_data, machines, heads } => {
+            Message::Hello { version, software, keeps_data, machines, heads, relays } => {
                 w.u8(HELLO).bytes(&version.to_be_bytes()).str(software).bool(*keeps_data);
                 write_machines(&mut w, machines);
                 write_heads(&mut w, heads);
+                let relays: Vec<String> =
+                    relays.iter().filter(|r| r.len() <= MAX_ADDRESS_LEN).take(MAX_ADDRESSES).cloned().collect();
+                write_strings(&mut w, &relays);
             }
             Message::Machines(machines) => {
                 w.u8(MACHINES);
                 write_machines(&mut w, machines);
             }
             Message::Revocations(revocations) => {
-                w.u8(REVOCATIONS).bytes(&(revocations.len() as u32).to_be_bytes());
-                for r in revocations {
-                    w.str(r);
-                }
+                w.u8(REVOCATIONS);
+                write_strings(&mut w, revocations);
             }
             Message::Entries(entries) => {
                 w.u8(ENTRIES).bytes(&(entries.len() as u32).to_be_bytes());
@@ -121,23 +126,12 @@ impl Message {
                 let software = r.str()?;
                 let keeps_data = r.bool()?;
                 let machines = read_machines(&mut r)?;
-                Message::Hello { version, software, keeps_data, machines, heads: read_heads(&mut r)? }
+                let heads = read_heads(&mut r)?;
+                let relays = read_strings(&mut r, MAX_ADDRESSES, MAX_ADDRESS_LEN, "relay")?;
+                Message::Hello { version, software, keeps_data, machines, heads, relays }
             }
             MACHINES => Message::Machines(read_machines(&mut r)?),
-            REVOCATIONS => {
-                let count = u32::from_be_bytes(r.array()?) as usize;
-                if count > MAX_MACHINES {
-                    return Err(bad("too many revocations"));
-                }
-                let revocations = (0..count)
-                    .map(|_| {
-                        r.str().and_then(|t| {
-                            if t.len() > MAX_REVOCATION_LEN { Err(bad("revocation too long")) } else { Ok(t) }
-                        })
-                    })
-                    .collect::<Result<_, _>>()?;
-                Message::Revocations(revocations)
-            }
+            REVOCATIONS => Message::Revocations(read_strings(&mut r, MAX_MACHINES, MAX_REVOCATION_LEN, "revocation")?),
             ENTRIES => {
                 let count = u32::from_be_bytes(r.array()?) as usize;
                 if count > MAX_BATCH {
@@ -156,6 +150,30 @@ impl Message {
         r.finish()?;
         Ok(message)
     }
+}
+
+fn write_strings(w: &mut Writer, strings: &[String]) {
+    w.bytes(&(strings.len() as u32).to_be_bytes());
+    for s in strings {
+        w.str(s);
+    }
+}
+
+/// Reads at most `most` strings of at most `longest` bytes each.
+fn read_strings(r: &mut Reader, most: usize, longest: usize, what: &str) -> Result<Vec<String>, WireError> {
+    let count = u32::from_be_bytes(r.array()?) as usize;
+    if count > most {
+        return Err(WireError(format!("sync message: too many {what}s")));
+    }
+    (0..count)
+        .map(|_| {
+            let s = r.str()?;
+            if s.len() > longest {
+                return Err(WireError(format!("sync message: {what} too long")));
+            }
+            Ok(s)
+        })
+        .collect()
 }
 
 /// Writes machines, keeping at most [`MAX_ADDRESSES`] addresses of at most
@@ -341,6 +359,7 @@ mod tests {
                 keeps_data: true,
                 machines: vec![Machine { certificate: "cert".into(), addresses: vec!["http://home.lan:7151".into()] }],
                 heads: heads.clone(),
+                relays: vec!["http://vps.example:3340/".into()],
             },
             Message::Entries(vec![test_entry("a", 1, "{}"), test_entry("a", 2, "{}")]),
             Message::Heads(heads),

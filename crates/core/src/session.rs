@@ -78,6 +78,8 @@ pub struct Greeting {
     /// The peer itself first, then the machines it knows.
     pub machines: Vec<Machine>,
     pub heads: Heads,
+    /// The relays the peer uses.
+    pub relays: Vec<String>,
     /// Both sides keep the log, so entries flow; with a witness only the
     /// machines of the chain and heads do.
     pub entries: bool,
@@ -86,7 +88,7 @@ pub struct Greeting {
 /// Checks the first message of a session: a hello, in this protocol
 /// version, naming the peer. Its certificate is the shell's to verify.
 pub fn greet(hello: Message, keeps_data: bool) -> Result<Greeting, SessionError> {
-    let Message::Hello { version, software, keeps_data: theirs, machines, heads } = hello else {
+    let Message::Hello { version, software, keeps_data: theirs, machines, heads, relays } = hello else {
         return Err(SessionError::NoHello);
     };
     if version != PROTOCOL_VERSION {
@@ -95,7 +97,7 @@ pub fn greet(hello: Message, keeps_data: bool) -> Result<Greeting, SessionError>
     if machines.is_empty() {
         return Err(SessionError::NoCertificate);
     }
-    Ok(Greeting { software, machines, heads, entries: keeps_data && theirs })
+    Ok(Greeting { software, machines, heads, relays, entries: keeps_data && theirs })
 }
 
 /// Two sessions with one peer (both dialed at once): whether the new one,
@@ -308,7 +310,7 @@ mod tests {
 
     fn hello(version: u16, keeps_data: bool, heads: Heads) -> Message {
         let machines = vec![Machine { certificate: "cert".into(), addresses: vec![] }];
-        Message::Hello { version, software: "1".into(), keeps_data, machines, heads }
+        Message::Hello { version, software: "1".into(), keeps_data, machines, heads, relays: vec![] }
     }
 
     fn session(heads: Heads) -> Session {
@@ -326,6 +328,7 @@ mod tests {
             keeps_data: true,
             machines: vec![],
             heads: Heads::new(),
+            relays: vec![],
         };
         assert_eq!(greet(empty, true), Err(SessionError::NoCertificate));
         assert!(

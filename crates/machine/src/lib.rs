@@ -209,6 +209,8 @@ fn run(
     let keeps_data = part == Part::Machine;
     let sync = Arc::new(SyncService::start_on(instance.clone(), store.clone(), endpoint.clone(), others, keeps_data));
     let caught_up = keeps_data.then(|| sync.clone());
-    let awake = AwakeService::start(instance.clone(), store.clone(), caught_up, endpoint.clone(), accepted, part)?;
+    let relays = sync.relay_set();
+    let awake =
+        AwakeService::start(instance.clone(), store.clone(), caught_up, endpoint.clone(), relays, accepted, part)?;
     Ok(Running { instance, sync, awake: Arc::new(awake) })
 }

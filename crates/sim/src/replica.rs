@@ -226,7 +226,8 @@ impl Replica {
         if self.sessions.get(peer).is_none_or(|s| s.ended(now).is_some()) {
             let heads = self.sessions.get(peer).map(|s| s.peer_heads().clone()).unwrap_or_default();
             let cursor = self.store.scan_start(&heads).expect("the simulated disk reads");
-            let greeting = Greeting { software: String::new(), machines: Vec::new(), heads, entries: true };
+            let greeting =
+                Greeting { software: String::new(), machines: Vec::new(), heads, relays: Vec::new(), entries: true };
             self.sessions.insert(peer.to_string(), Session::new(TIMING, &greeting, cursor, now));
         }
         self.sessions.get_mut(peer).expect("just made")

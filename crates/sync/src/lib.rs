@@ -25,7 +25,7 @@ mod session;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use ed25519_dalek::SigningKey;
@@ -47,6 +47,8 @@ pub const ALPN: &[u8] = b"roost/sync/1";
 
 /// How long a dial may take before it counts as failed.
 const DIAL_WAIT: Duration = Duration::from_secs(5);
+/// Longest wait to write a relay a peer named into `config.toml`.
+const CONFIG_WAIT: Duration = Duration::from_secs(5);
 /// A connection that heard nothing for this long is closed (milliseconds):
 /// two of iroh's 5 s keep-alives, so a peer that moved or vanished is let go
 /// in seconds rather than iroh's half a minute, and its sessions are made
@@ -187,6 +189,31 @@ pub(crate) struct Shared {
     others: Vec<(&'static [u8], mpsc::Sender<Connection>)>,
     /// Whether this machine keeps the log (a witness does not).
     pub keeps_data: bool,
+    pub relays: Relays,
+}
+
+/// The relays this machine uses: `[sync] relays` as the instance opened,
+/// and those peers named in their hellos since. Replication, the lease and
+/// federation read it at each dial. Cheap to clone.
+#[derive(Clone)]
+pub struct Relays(Arc<Mutex<Vec<RelayUrl>>>);
+
+impl Relays {
+    pub fn of(instance: &Instance) -> Relays {
+        Relays(Arc::new(Mutex::new(relays(instance))))
+    }
+
+    pub fn get(&self) -> Vec<RelayUrl> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// Adds those of `named` not known yet, and returns them.
+    fn add_new(&self, named: Vec<RelayUrl>) -> Vec<RelayUrl> {
+        let mut known = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let new: Vec<RelayUrl> = named.into_iter().filter(|r| !known.contains(r)).collect();
+        known.extend(new.iter().cloned());
+        new
+    }
 }
 
 /// The running replication service of one instance.
@@ -215,6 +242,7 @@ impl SyncService {
         others: Vec<(&'static [u8], mpsc::Sender<Connection>)>,
         keeps_data: bool,
     ) -> SyncService {
+        let relays = Relays::of(&instance);
         let (log_grew, _) = watch::channel(0u64);
         let (registry_grew, _) = watch::channel(0u64);
         let shared = Arc::new(Shared {
@@ -229,6 +257,7 @@ impl SyncService {
             tasks: Tasks::new(),
             others,
             keeps_data,
+            relays,
         });
         let hook = shared.log_grew.clone();
         store.set_commit_hook(Box::new(move || {
@@ -245,9 +274,15 @@ impl SyncService {
         &self.shared.endpoint
     }
 
-    /// The relays of the identity replication runs on (`[sync] relays`).
+    /// The relays this machine uses now: `[sync] relays`, and those peers
+    /// named since.
     pub fn relays(&self) -> Vec<RelayUrl> {
-        relays(&self.shared.instance)
+        self.shared.relays.get()
+    }
+
+    /// The same relays, as a handle that follows what peers name later.
+    pub fn relay_set(&self) -> Relays {
+        self.shared.relays.clone()
     }
 
     /// The UDP addresses the endpoint is bound to.
@@ -316,6 +351,29 @@ impl SyncService {
 }
 
 impl Shared {
+    /// Takes up the relays a peer uses that this machine did not know: into
+    /// `config.toml`, so a restart keeps them, and into the running endpoint.
+    async fn learn_relays(&self, named: &[String]) {
+        let known = self.relays.get();
+        let new: Vec<RelayUrl> =
+            named.iter().filter_map(|r| r.parse::<RelayUrl>().ok()).filter(|r| !known.contains(r)).collect();
+        if new.is_empty() {
+            return;
+        }
+        let home = self.instance.home.clone();
+        let texts: Vec<String> = new.iter().map(ToString::to_string).collect();
+        let save = move || Instance::open(&home).and_then(|mut on_disk| on_disk.add_relays(&texts));
+        match roost_tasks::blocking("the config", CONFIG_WAIT, save).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return tracing::warn!(error = %e, "a relay a peer named is not taken up"),
+            Err(e) => return tracing::warn!(error = %e, "a relay a peer named is not taken up"),
+        }
+        for relay in self.relays.add_new(new) {
+            tracing::info!(%relay, "using a relay a peer named");
+            self.endpoint.insert_relay(relay.clone(), Arc::new(iroh::RelayConfig::from(relay))).await;
+        }
+    }
+
     fn registry_changed(&self) {
         self.registry_grew.send_modify(|n| *n = n.wrapping_add(1));
     }
@@ -503,7 +561,7 @@ pub async fn bind_endpoint(
 }
 
 async fn dial(shared: &Arc<Shared>, peer: &InstanceEntry) -> Result<(), SyncError> {
-    let relays = relays(&shared.instance);
+    let relays = shared.relays.get();
     let addr = address::endpoint_addr(peer, &relays).await.map_err(|e| SyncError::NoAddress(e.to_string()))?;
     let conn = dial::connect(&shared.endpoint, addr, ALPN, DIAL_WAIT)
         .await

@@ -110,6 +110,7 @@ pub async fn run(
         keeps_data: shared.keeps_data,
         machines,
         heads: heads.clone(),
+        relays: shared.relays.get().iter().map(ToString::to_string).collect(),
     };
     frame::write(&mut send, &hello).await?;
     let hello = frame::read(&mut recv, HELLO_WAIT).await?;
@@ -121,6 +122,7 @@ pub async fn run(
             return Err(e);
         }
     };
+    shared.learn_relays(&peer.greeting.relays).await;
     let dialer = if expected.is_some() { shared.instance.id.clone() } else { peer.id.clone() };
     let entries = peer.greeting.entries;
     let cancel = shared.tasks.token().child_token();
