@@ -38,7 +38,8 @@ struct PeerLink {
 
 pub(crate) struct Links {
     endpoint: Endpoint,
-    /// Relays peers may be reached through (`[sync] relays`).
+    /// Relays peers may be reached through (replication's set: `[sync]
+    /// relays`, and those peers named since).
     relays: roost_sync::Relays,
     inbox: mpsc::Sender<(NodeId, Bytes)>,
     peers: Mutex<HashMap<NodeId, PeerLink>>,

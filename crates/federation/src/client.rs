@@ -344,8 +344,8 @@ impl Connections {
         let endpoint = format!("{} over QUIC", peer.name);
         let failed = |why: String| OpenError::Connect { endpoint: endpoint.clone(), why };
         let from = self.endpoint().await.map_err(|e| failed(e.to_string()))?;
-        // Replication's relays: a machine that joined since this started
-        // learned them then.
+        // Replication's relays: with those learned at join or named by a
+        // peer since this started.
         let relays = (self.sync)().map_or_else(|| self.relays.clone(), |sync| sync.relays());
         let to = roost_sync::address::endpoint_addr(peer, &relays).await.map_err(|e| failed(e.to_string()))?;
         let connection =
