@@ -550,6 +550,24 @@ fn firewall(host: &Host, chain: &str, rule: &[&str]) {
     assert!(out.status.success(), "iptables {args:?} on {}: {}", host.name, String::from_utf8_lossy(&out.stderr));
 }
 
+/// Drops every UDP packet between `host` and `other` (rules on `host`), so
+/// QUIC cannot go direct between them; TCP still passes.
+fn drop_udp_between(host: &Host, other: &Host) {
+    let other_ip = other.addr.to_string();
+    firewall(host, "OUTPUT", &["-p", "udp", "-d", &other_ip, "-j", "DROP"]);
+    firewall(host, "INPUT", &["-p", "udp", "-s", &other_ip, "-j", "DROP"]);
+}
+
+/// A memory written on each of `a` and `b` reaches the other within `limit`.
+fn replicates_both_ways(a: &Host, b: &Host, limit: Duration) {
+    for (writer, reader) in [(b, a), (a, b)] {
+        let id = add(writer, &format!("written on {} behind the wall", writer.name), false);
+        eventually(&format!("{} reading what {} wrote", reader.name, writer.name), limit, || {
+            reader.roost(&["memory", "get", &id, "--json"]).status.success().then_some(())
+        });
+    }
+}
+
 /// Creates `host`'s instance and names `relay` in its config.toml, as
 /// README says to before serving.
 fn name_a_relay(host: &Host, relay: &str) {
@@ -605,15 +623,8 @@ fn a_relay_named_on_one_machine_reaches_the_others_and_carries_them() {
         if named.contains("vps.lan:3340") { Ok(()) } else { Err(named) }
     });
     // Then no UDP passes between them: they carry on through the relay.
-    let laptop_ip = laptop.addr.to_string();
-    firewall(home, "OUTPUT", &["-p", "udp", "-d", &laptop_ip, "-j", "DROP"]);
-    firewall(home, "INPUT", &["-p", "udp", "-s", &laptop_ip, "-j", "DROP"]);
-    for (writer, reader) in [(laptop, home), (home, laptop)] {
-        let id = add(writer, &format!("written on {} behind the wall", writer.name), false);
-        eventually(&format!("{} reading what {} wrote", reader.name, writer.name), Duration::from_secs(60), || {
-            reader.roost(&["memory", "get", &id, "--json"]).status.success().then_some(())
-        });
-    }
+    drop_udp_between(home, laptop);
+    replicates_both_ways(home, laptop, Duration::from_secs(60));
     let peer = eventually_showing("the laptop's sync status naming a relayed path to home", REPLICATION, || {
         let status = json_of(laptop.roost(&["sync", "status", "--json"]));
         let peers = status["peers"].as_array().cloned().unwrap_or_default();
@@ -634,9 +645,7 @@ fn two_machines_that_cannot_reach_each_other_directly_meet_through_a_relay() {
     // so QUIC cannot go direct (pairing, over TCP, still can).
     let mut relay = lan.host("vps").spawn_roost(&["relay", "--bind", "0.0.0.0:3340"]);
     listening_addr(&mut relay);
-    let laptop_ip = laptop.addr.to_string();
-    firewall(home, "OUTPUT", &["-p", "udp", "-d", &laptop_ip, "-j", "DROP"]);
-    firewall(home, "INPUT", &["-p", "udp", "-s", &laptop_ip, "-j", "DROP"]);
+    drop_udp_between(home, laptop);
     // Each machine names the relay in its config.toml before it serves.
     for host in [home, laptop] {
         name_a_relay(host, "http://vps.lan:3340");
@@ -645,12 +654,7 @@ fn two_machines_that_cannot_reach_each_other_directly_meet_through_a_relay() {
     join(&lan, "laptop", "home");
 
     // Replication both ways, through the relay.
-    for (writer, reader) in [(laptop, home), (home, laptop)] {
-        let id = add(writer, &format!("written on {} behind the wall", writer.name), false);
-        eventually(&format!("{} reading what {} wrote", reader.name, writer.name), Duration::from_secs(30), || {
-            reader.roost(&["memory", "get", &id, "--json"]).status.success().then_some(())
-        });
-    }
+    replicates_both_ways(home, laptop, Duration::from_secs(30));
     // `roost sync status` says the path is relayed, with its round-trip time.
     let peer = eventually("home's sync status naming the laptop's path", Duration::from_secs(15), || {
         let status = json_of(home.roost(&["sync", "status", "--json"]));
