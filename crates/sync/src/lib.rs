@@ -363,10 +363,9 @@ impl Shared {
         let home = self.instance.home.clone();
         let texts: Vec<String> = new.iter().map(ToString::to_string).collect();
         let save = move || Instance::open(&home).and_then(|mut on_disk| on_disk.add_relays(&texts));
-        match roost_tasks::blocking("the config", CONFIG_WAIT, save).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => return tracing::warn!(error = %e, "a relay a peer named is not taken up"),
-            Err(e) => return tracing::warn!(error = %e, "a relay a peer named is not taken up"),
+        let saved = roost_tasks::blocking("the config", CONFIG_WAIT, save).await.map_err(|e| e.to_string());
+        if let Err(e) = saved.and_then(|written| written.map_err(|e| e.to_string())) {
+            return tracing::warn!(error = %e, "a relay a peer named is not taken up");
         }
         for relay in self.relays.add_new(new) {
             tracing::info!(%relay, "using a relay a peer named");
