@@ -14,7 +14,7 @@ use roost_identity::cert::MachineClaims;
 use roost_identity::pairing::{self, JoinGrant, JoinRequest, KnownMachine, PairingCode, Side};
 use roost_identity::seal::KdfParams;
 use roost_identity::token::Token;
-use roost_identity::{Certificate, MasterSeed, Revocation, RevocationClaims, Role, hex};
+use roost_identity::{Certificate, MasterSeed, Recipient, Revocation, RevocationClaims, Role, Rotation, RotationClaims, hex};
 use roost_lease::{Ballot, Envelope, Message as Lease, Refusal, View};
 
 const JOINER: &str = "01a20806-d444-7c97-be1f-ef8bd5bf8a9d";
@@ -36,6 +36,19 @@ fn main() {
     };
     let revocations = [revocation(0), revocation(41)];
     write(root, "revocation", &[revocations[0].to_bytes(), revocations[1].to_bytes(), revocations[1].to_text().into_bytes()]);
+
+    // Kept: the machine whose X25519 secret the fuzz target holds ([4; 32]),
+    // and one more.
+    let kept = |id: &str, secret: u8| Recipient {
+        instance_id: id.into(),
+        x25519_key: x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::from([secret; 32])).to_bytes(),
+    };
+    let recipients = [kept(CHAIN, 4), kept(JOINER, 5)];
+    let claims = RotationClaims { issuer: CHAIN, issued_at: 1_790_000_000, recipients: &recipients };
+    let rotation = Rotation::issue(&seed, &MasterSeed([10; 32]), claims, [11; 32]).expect("a rotation");
+    let claims = RotationClaims { issuer: CHAIN, issued_at: 1_790_000_001, recipients: &recipients[..1] };
+    let one_kept = Rotation::issue(&seed, &MasterSeed([12; 32]), claims, [13; 32]).expect("a rotation");
+    write(root, "rotation", &[rotation.to_bytes(), one_kept.to_bytes(), rotation.to_text().into_bytes()]);
 
     let key = SigningKey::from_bytes(&[6; 32]);
     let token = |audience: &str, issued_at: i64, lifetime: i64| {
@@ -107,6 +120,7 @@ fn main() {
         Message::Heads(heads.clone()),
         Message::Machines(machines),
         Message::Revocations(revocations.iter().map(Revocation::to_text).collect()),
+        Message::Rotations(vec![rotation.to_text(), one_kept.to_text()]),
     ];
     let mut sync: Vec<Vec<u8>> = messages.iter().map(Message::encode).collect();
     sync.push(first.encode());
@@ -161,6 +175,7 @@ fn main() {
         chain: KnownMachine { certificate: home.to_text(), addresses: vec!["http://home.lan:7151".into()] },
         machines: vec![KnownMachine { certificate: laptop.to_text(), addresses: vec!["http://10.0.0.3:7151".into()] }],
         relays: vec!["https://relay.example".into()],
+        rotations: vec![rotation.to_text()],
     };
     let request = serde_json::to_vec(&request).expect("a request serialises");
     let grant = serde_json::to_vec(&grant).expect("a grant serialises");

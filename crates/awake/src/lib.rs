@@ -156,13 +156,15 @@ impl AwakeService {
             "quorum" => None,
             "etcd" if settings.etcd_endpoints.is_empty() => return Err(AwakeError::NoEtcdEndpoints),
             "etcd" => {
-                let key = format!("/roost/{}/awake", instance.roost_id());
+                let key = format!("/roost/{}/awake", instance.chain_key());
                 let client = roost_etcd::EtcdLease::new(settings.etcd_endpoints.clone(), key, IO_WAIT)?;
                 Some(Arc::new(client))
             }
             other => return Err(AwakeError::UnknownBackend(other.to_string())),
         };
-        let chain = instance.roost_id().to_string();
+        // Votes outlive rotations of the identity: they are kept under the
+        // Roost ID the chain was created with.
+        let chain = instance.chain_key().to_string();
         let mut durable = state::load(&instance.home, &chain)?;
         // The machine that created the chain starts as its only voter; one
         // that joined waits for the holder to admit it.

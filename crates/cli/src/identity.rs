@@ -38,6 +38,15 @@ pub enum IdentityCommand {
     Unprotect,
 }
 
+/// The chain's earlier Roost IDs, oldest first, with when each was left.
+pub fn earlier_ids(instance: &Instance) -> serde_json::Value {
+    let ids = instance
+        .earlier_ids()
+        .into_iter()
+        .map(|(id, until)| json!({"roost_id": id.to_string(), "until": roost_store::unix_time_text(until)}));
+    serde_json::Value::Array(ids.collect())
+}
+
 /// Reads a passphrase from `ROOST_PASSPHRASE` or the person, asking twice when `confirm`.
 fn passphrase(prompt: &str, confirm: bool) -> anyhow::Result<String> {
     prompt::secret("ROOST_PASSPHRASE", prompt, confirm.then_some("Repeat passphrase: "))
@@ -57,12 +66,16 @@ pub fn whoami(instance: &Instance, as_json: bool) -> anyhow::Result<()> {
         "certificate_valid": instance.certificate_valid(),
         "certificate_issued_at": cert.claims.issued_at,
         "holds_seed": instance.seed.is_some(),
+        "earlier_roost_ids": earlier_ids(instance),
     });
     if as_json {
         out::json(&report)?;
         return Ok(());
     }
     say!("Roost ID      {}", instance.roost_id())?;
+    for (id, until) in instance.earlier_ids().iter().rev() {
+        say!("  was         {id} (until {}, when a machine was revoked)", roost_store::unix_time_text(*until))?;
+    }
     say!("machine       {} ({})", out::field(&instance.config.name), instance.id)?;
     say!("role          {}", cert.claims.role.as_str())?;
     say!(
@@ -135,7 +148,7 @@ pub fn run(home: &Path, command: IdentityCommand) -> anyhow::Result<()> {
                 Some(instance) => instance,
                 None => Instance::init(home, &roost_instance::default_name())?,
             };
-            instance.adopt_chain(&instance.open_store()?, seed, None, role, &[])?;
+            instance.adopt_chain(&instance.open_store()?, seed, None, role, &[], &[])?;
             say!("this machine is now {} ({}) in chain {}", instance.config.name, role.as_str(), instance.roost_id())?;
             restart_on_new_identity(&instance)
         }
@@ -168,7 +181,13 @@ pub fn leave(home: &Path, force: bool) -> anyhow::Result<()> {
         bail!("this is the chain's last home machine; leaving would leave no home (pass --force to leave anyway)");
     }
     crate::lease::leave_the_voters(&instance)?;
-    instance.revoke(&store, &instance.id)?;
+    // The others move to a new identity this machine never holds; the
+    // rotation goes out to them before the revocation does.
+    let id = instance.id.clone();
+    if machines.iter().any(|m| m.id != id && !m.is_revoked()) {
+        instance.rotate(&store, &id)?;
+    }
+    instance.revoke(&store, &id)?;
     instance.forget_seed()?;
     say!("left chain {}: this machine's certificate is revoked here and its seed is gone", instance.roost_id())?;
     Ok(())

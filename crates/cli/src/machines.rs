@@ -91,7 +91,7 @@ pub fn rename(home: &Path, name: &str) -> anyhow::Result<()> {
 }
 
 pub fn run(home: &Path, command: InstanceCommand) -> anyhow::Result<()> {
-    let instance = Instance::open(home)?;
+    let mut instance = Instance::open(home)?;
     let store = instance.open_store()?;
     match command {
         InstanceCommand::Register { url } => {
@@ -118,6 +118,15 @@ pub fn run(home: &Path, command: InstanceCommand) -> anyhow::Result<()> {
                 out::field(&revoked.name),
                 out::field(&revoked.id)
             )?;
+            // It still holds the seed: move the chain to one it never sees.
+            let old = instance.roost_id();
+            instance.rotate(&store, &revoked.id)?;
+            say!(
+                "the chain's Roost ID is now {} (was {old}): the machines that stay take the new identity through replication, and nothing {} certifies joins",
+                instance.roost_id(),
+                out::field(&revoked.name)
+            )?;
+            crate::identity::restart_on_new_identity(&instance)?;
         }
     }
     Ok(())

@@ -209,7 +209,7 @@ pub fn join(home: &Path, options: JoinOptions) -> anyhow::Result<()> {
             known.push((cert, usable(machine)));
         }
     }
-    instance.adopt_chain(&store, seed, Some(certificate), Role::Satellite, &known)?;
+    instance.adopt_chain(&store, seed, Some(certificate), Role::Satellite, &known, &grant.rotations)?;
     let shown = sponsor.shown().to_string();
     let relays = [grant.relays, sponsor.relays().to_vec()].concat();
     drop(sponsor);

@@ -25,6 +25,7 @@ pub fn status(instance: &Instance, as_json: bool) -> anyhow::Result<()> {
         "home": instance.home,
         "version": env!("CARGO_PKG_VERSION"),
         "roost_id": instance.roost_id().to_string(),
+        "earlier_roost_ids": crate::identity::earlier_ids(instance),
         "machine_key_fingerprint": instance.key_fingerprint(),
         "counts": counts,
         "lamport": lamport.0,
@@ -39,6 +40,9 @@ pub fn status(instance: &Instance, as_json: bool) -> anyhow::Result<()> {
     say!("instance   {} ({})", out::field(&instance.config.name), instance.id)?;
     say!("home       {}", instance.home.display())?;
     say!("chain      {}", instance.roost_id())?;
+    if let Some((id, _)) = instance.earlier_ids().last() {
+        say!("           was {id} before a machine was revoked (roost whoami lists every earlier ID)")?;
+    }
     say!("machine    key {}", instance.key_fingerprint())?;
     say!("clock      lamport {}, {} change records", lamport.0, changes)?;
     let contents: Vec<String> = counts.iter().map(|(k, v)| format!("{v} {k}")).collect();

@@ -210,6 +210,11 @@ fn one_awake(lan: &Lan, names: &[&str], limit: Duration) -> String {
     })
 }
 
+/// The chain's Roost ID as `roost whoami` on `host` shows it.
+fn roost_id(host: &Host) -> String {
+    json_of(host.roost(&["whoami", "--json"]))["roost_id"].as_str().expect("a Roost ID").to_string()
+}
+
 /// `roost machines --json` on `host`.
 fn machines(host: &Host) -> Vec<Value> {
     json_of(host.roost(&["machines", "--json"])).as_array().cloned().unwrap_or_default()
@@ -692,7 +697,7 @@ fn a_machine_revoked_on_one_machine_is_refused_by_every_machine() {
     if !root_or_skip("a_machine_revoked_on_one_machine_is_refused_by_every_machine") {
         return;
     }
-    let lan = Lan::new(&MACHINES);
+    let mut lan = Lan::new(&MACHINES);
     let _gateways = serve(&lan, &MACHINES);
     join(&lan, "laptop", "home");
     join(&lan, "vps", "home");
@@ -706,8 +711,27 @@ fn a_machine_revoked_on_one_machine_is_refused_by_every_machine() {
     });
 
     let laptop_id = status(lan.host("laptop"))["id"].as_str().unwrap().to_string();
+    let first_id = roost_id(lan.host("home"));
     let revoked_at = Instant::now();
     succeeded(lan.host("home").roost(&["instance", "revoke", &laptop_id]));
+
+    // The revocation rotated the chain's identity: home moved at once, the
+    // vps moves when replication brings it the new seed, sealed to its key;
+    // both say which Roost ID the chain had before.
+    let rotated_id = roost_id(lan.host("home"));
+    assert_ne!(rotated_id, first_id, "home did not rotate the identity");
+    eventually("the vps taking the rotated identity", Duration::from_secs(10), || {
+        let vps = json_of(lan.host("vps").roost(&["whoami", "--json"]));
+        (vps["roost_id"] == rotated_id.as_str() && vps["earlier_roost_ids"][0]["roost_id"] == first_id.as_str())
+            .then_some(())
+    });
+    eprintln!(
+        "the vps took the rotated identity {:.2} s after home revoked the laptop",
+        revoked_at.elapsed().as_secs_f64()
+    );
+    let whoami = succeeded(lan.host("vps").roost(&["whoami"]));
+    assert!(whoami.contains(&format!("was         {first_id}")), "whoami does not show the old Roost ID: {whoami}");
+    assert_eq!(roost_id(lan.host("laptop")), first_id, "the laptop is left on the old identity");
 
     // Within 10 s the vps, which was told only by replication, refuses the
     // laptop: listed revoked, no sync session, no federation, no vote.
@@ -724,12 +748,17 @@ fn a_machine_revoked_on_one_machine_is_refused_by_every_machine() {
     eprintln!("the vps refused the laptop {:.2} s after home revoked it", revoked_at.elapsed().as_secs_f64());
     let awake = one_awake(&lan, &["home", "vps"], Duration::from_secs(30));
     assert_ne!(awake, "laptop");
-    for host in ["home", "vps"] {
-        let listed = machines(lan.host(host));
-        let voters: Vec<&Value> = listed.iter().filter(|m| m["role"] == "awake" || m["role"] == "standby").collect();
-        assert_eq!(voters.len(), 2, "{host} lists only home and the vps as voters: {listed:?}");
-        assert!(voters.iter().all(|m| m["id"] != laptop_id.as_str()), "{host}: {listed:?}");
-    }
+    eventually("home and the vps listing only the two of them as voters", Duration::from_secs(10), || {
+        ["home", "vps"]
+            .iter()
+            .all(|host| {
+                let listed = machines(lan.host(host));
+                let voters: Vec<&Value> =
+                    listed.iter().filter(|m| m["role"] == "awake" || m["role"] == "standby").collect();
+                voters.len() == 2 && voters.iter().all(|m| m["id"] != laptop_id.as_str())
+            })
+            .then_some(())
+    });
 
     // The laptop's later writes reach no one; home and the vps go on
     // replicating; nothing written before the revocation is lost.
@@ -742,6 +771,29 @@ fn a_machine_revoked_on_one_machine_is_refused_by_every_machine() {
     }
     assert_eq!(found_on(&lan, "home", "plover"), ["home", "vps"], "home no longer asks the laptop");
 
+    // The laptop still holds the old seed: it certifies a fresh machine by
+    // pairing, which learns from it where home and the vps are and knocks
+    // with that certificate. Both refuse it, and neither ever lists it.
+    lan.add("intruder");
+    let _intruder = serve(&lan, &["intruder"]);
+    join(&lan, "intruder", "laptop");
+    let intruder_id = status(lan.host("intruder"))["id"].as_str().unwrap().to_string();
+    eventually_showing("home and the vps refusing the machine the laptop certified", Duration::from_secs(30), || {
+        let sync = json_of(lan.host("intruder").roost(&["sync", "status", "--json"]));
+        let refused = |name: &str| {
+            sync["peers"].as_array().into_iter().flatten().any(|p| {
+                p["name"] == name && p["last_error"].as_str().is_some_and(|e| e.contains("not from this identity"))
+            })
+        };
+        (refused("home.lan") && refused("vps.lan")).then_some(()).ok_or_else(|| sync.to_string())
+    });
+    for host in ["home", "vps"] {
+        let listed = machines(lan.host(host));
+        assert!(listed.iter().all(|m| m["id"] != intruder_id.as_str()), "{host} registered the intruder: {listed:?}");
+    }
+    let found = found_on(&lan, "intruder", "plover");
+    assert!(!found.iter().any(|on| on == "home" || on == "vps"), "the intruder reached them: {found:?}");
+
     // `roost leave` on the vps revokes it across the chain too: home hears it
     // from replication.
     let vps_id = status(lan.host("vps"))["id"].as_str().unwrap().to_string();
@@ -749,6 +801,14 @@ fn a_machine_revoked_on_one_machine_is_refused_by_every_machine() {
     eventually("home listing the vps as revoked after it left", Duration::from_secs(10), || {
         machines(lan.host("home")).iter().any(|m| m["id"] == vps_id.as_str() && m["status"] == "revoked").then_some(())
     });
+    // Leaving rotated the identity once more, to one the vps never held.
+    eventually("home taking the identity the vps rotated to as it left", Duration::from_secs(10), || {
+        let home = json_of(lan.host("home").roost(&["whoami", "--json"]));
+        let earlier: Vec<&str> =
+            home["earlier_roost_ids"].as_array()?.iter().filter_map(|e| e["roost_id"].as_str()).collect();
+        (earlier == [first_id.as_str(), rotated_id.as_str()]).then_some(())
+    });
+    assert_eq!(one_awake(&lan, &["home"], Duration::from_secs(30)), "home");
     assert_one_holder_at_a_time(&lan);
 }
 

@@ -15,7 +15,7 @@ use crate::Entry;
 use crate::wire::{Reader, WireError, Writer};
 
 /// Bumped on any incompatible change to these messages or to [`Entry`].
-pub const PROTOCOL_VERSION: u16 = 4;
+pub const PROTOCOL_VERSION: u16 = 5;
 
 /// Origin instance id → sequence number of the latest entry held.
 pub type Heads = BTreeMap<String, u64>;
@@ -71,6 +71,9 @@ pub enum Message {
     /// Revocations signed by the identity (text form) the peer has not been
     /// told yet: every machine refuses a revoked one once it hears of it.
     Revocations(Vec<String>),
+    /// The rotations the chain's identity went through (text form), oldest
+    /// first: a machine behind adopts the new identity if it is kept.
+    Rotations(Vec<String>),
 }
 
 const HELLO: u8 = 1;
@@ -78,6 +81,11 @@ const ENTRIES: u8 = 2;
 const HEADS: u8 = 3;
 const MACHINES: u8 = 5;
 const REVOCATIONS: u8 = 6;
+const ROTATIONS: u8 = 7;
+/// The most rotations one [`Message::Rotations`] carries, and the longest
+/// (a rotation keeps at most 64 machines).
+const MAX_ROTATIONS: usize = 256;
+const MAX_ROTATION_LEN: usize = 12 * 1024;
 /// The longest revocation one [`Message::Revocations`] carries (they are
 /// a fixed 248 characters).
 const MAX_REVOCATION_LEN: usize = 512;
@@ -101,6 +109,10 @@ impl Message {
             Message::Revocations(revocations) => {
                 w.u8(REVOCATIONS);
                 write_strings(&mut w, revocations);
+            }
+            Message::Rotations(rotations) => {
+                w.u8(ROTATIONS);
+                write_strings(&mut w, rotations);
             }
             Message::Entries(entries) => {
                 w.u8(ENTRIES).bytes(&(entries.len() as u32).to_be_bytes());
@@ -132,6 +144,7 @@ impl Message {
             }
             MACHINES => Message::Machines(read_machines(&mut r)?),
             REVOCATIONS => Message::Revocations(read_strings(&mut r, MAX_MACHINES, MAX_REVOCATION_LEN, "revocation")?),
+            ROTATIONS => Message::Rotations(read_strings(&mut r, MAX_ROTATIONS, MAX_ROTATION_LEN, "rotation")?),
             ENTRIES => {
                 let count = u32::from_be_bytes(r.array()?) as usize;
                 if count > MAX_BATCH {
@@ -369,6 +382,7 @@ mod tests {
             ]),
             Message::Revocations(vec!["r1".into(), "r2".into()]),
             Message::Revocations(vec![]),
+            Message::Rotations(vec!["r1".into(), "r".repeat(9000)]),
         ];
         for m in messages {
             let mut bytes = m.encode();

@@ -119,6 +119,8 @@ pub enum Received {
     Machines(Vec<Machine>),
     /// Revocations (text form) to check and take.
     Revocations(Vec<String>),
+    /// Rotations of the identity (text form) to check and take.
+    Rotations(Vec<String>),
 }
 
 /// What the store made of one received entry.
@@ -250,6 +252,7 @@ impl Session {
             }
             Message::Machines(machines) => Ok(Received::Machines(machines)),
             Message::Revocations(revocations) => Ok(Received::Revocations(revocations)),
+            Message::Rotations(rotations) => Ok(Received::Rotations(rotations)),
             Message::Hello { .. } => Err(SessionError::SecondHello),
         }
     }

@@ -216,6 +216,9 @@ fn admit(
     let machines = known
         .into_iter()
         .filter(|e| !e.is_revoked() && e.id != instance.id && e.id != joiner_id)
+        // Those still on a certificate from before a rotation reach the
+        // joiner through replication once they are certified again.
+        .filter(|e| Certificate::from_text(&e.certificate).is_ok_and(|c| c.verify(&instance.identity_key()).is_ok()))
         .map(|e| KnownMachine { certificate: e.certificate, addresses: e.addresses })
         .collect();
     let grant = JoinGrant {
@@ -224,6 +227,7 @@ fn admit(
         chain: KnownMachine { certificate: instance.certificate.to_text(), addresses: instance.advertised_urls() },
         machines,
         relays: instance.config.sync.relays.clone(),
+        rotations: instance.lineage_texts(),
     };
     Ok(key.seal(0, &serde_json::to_vec(&grant).expect("grants serialise")))
 }

@@ -14,6 +14,7 @@ pub mod cert;
 pub mod export;
 pub mod pairing;
 pub mod revocation;
+pub mod rotation;
 pub mod seal;
 pub mod seed;
 pub mod token;
@@ -24,6 +25,7 @@ use thiserror::Error;
 
 pub use cert::{Certificate, Role};
 pub use revocation::{Revocation, RevocationClaims};
+pub use rotation::{Recipient, Rotation, RotationClaims};
 pub use seed::{MasterSeed, RoostId};
 pub use token::{Token, TokenError, TokenVerifier};
 

@@ -318,6 +318,11 @@ pub struct JoinGrant {
     /// uses them too.
     #[serde(default)]
     pub relays: Vec<String>,
+    /// The rotations that led to the chain's identity (text form, oldest
+    /// first): the joiner keeps the chain's votes under the Roost ID it was
+    /// created with, as the others do.
+    #[serde(default)]
+    pub rotations: Vec<String>,
 }
 
 /// A chain machine as a joiner on another network reaches it: its machine

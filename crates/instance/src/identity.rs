@@ -104,7 +104,7 @@ impl Instance {
     /// Whether this machine created the chain it belongs to: its founder is
     /// the chain's first voter; every other machine is admitted by the holder.
     pub fn founded_chain(&self) -> bool {
-        std::fs::read_to_string(self.home.join(FOUNDER)).is_ok_and(|id| id.trim() == self.roost_id().to_string())
+        std::fs::read_to_string(self.home.join(FOUNDER)).is_ok_and(|id| id.trim() == self.chain_key().to_string())
     }
 
     /// The chain's identity public key.
@@ -162,7 +162,8 @@ impl Instance {
     /// `certificate` (or a fresh self-issued one in `role`), forgets the
     /// machines of any other chain and the old chain's lease epochs, and
     /// registers itself and the `known` machines of the new chain with
-    /// where they can be reached.
+    /// where they can be reached. `rotations` are those that led to the
+    /// chain's identity (text form, oldest first).
     pub fn adopt_chain(
         &mut self,
         store: &roost_store::Store,
@@ -170,8 +171,10 @@ impl Instance {
         certificate: Option<Certificate>,
         role: Role,
         known: &[(Certificate, Vec<String>)],
+        rotations: &[String],
     ) -> Result<()> {
         self.adopt_identity(seed, certificate, role)?;
+        self.take_lineage(rotations)?;
         let identity = self.identity_key();
         let ours = |text: &str| Certificate::from_text(text).is_ok_and(|c| c.verify(&identity).is_ok());
         store.forget_instances(|e| ours(&e.certificate))?;

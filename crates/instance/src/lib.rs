@@ -7,6 +7,7 @@
 //! <home>/keys/seed.kek        key that seals the machine keys and the master seed at rest (mode 0600)
 //! <home>/keys/seed.sealed     the chain's master seed, AES-256-GCM sealed (or with a passphrase)
 //! <home>/certificate     this machine's certificate, signed by the identity
+//! <home>/rotations       the identities the chain had before this one (see `rotation`)
 //! <home>/instances.json  the registry, for tools that read it before the database
 //! <home>/roost.db        the SQLite store (WAL)
 //! ```
@@ -22,6 +23,7 @@ mod files;
 mod identity;
 mod keys;
 mod registry;
+mod rotation;
 
 use std::path::{Path, PathBuf};
 
@@ -35,6 +37,7 @@ use roost_store::Store;
 
 pub use files::{make_private, private_by_default, replace, write_new};
 pub use identity::{SEED_PASSPHRASE_VAR, SOCKET, ServingLock, parse_key_hex, unix_now};
+pub use rotation::{Adopted, recorded_rotations};
 
 /// The gateway address used when neither config nor flag names one.
 pub const DEFAULT_BIND: &str = "127.0.0.1:7151";
@@ -270,6 +273,8 @@ pub struct Instance {
     pub seed: Option<MasterSeed>,
     /// This machine's certificate.
     pub certificate: Certificate,
+    /// The rotations the chain went through, oldest first.
+    lineage: Vec<roost_identity::Rotation>,
 }
 
 impl Instance {
@@ -301,7 +306,8 @@ impl Instance {
                     .into(),
             });
         }
-        Ok(Instance { home: home.to_path_buf(), id, config, machine_key, x25519_key, seed, certificate })
+        let lineage = rotation::read_lineage(home, &certificate.identity_key)?;
+        Ok(Instance { home: home.to_path_buf(), id, config, machine_key, x25519_key, seed, certificate, lineage })
     }
 
     /// Creates a new instance named `name`; refuses if one exists. Resumes a

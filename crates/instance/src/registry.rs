@@ -60,12 +60,15 @@ impl Instance {
         Ok(revoked)
     }
 
-    /// Takes a revocation a peer passed on, if the identity signed it: the
-    /// machine it names is refused from now on. The revoked machine's id
-    /// when it was new here.
+    /// Takes a revocation a peer passed on, if the identity signed it (this
+    /// one or one the chain had before a rotation): the machine it names is
+    /// refused from now on. The revoked machine's id when it was new here.
     pub fn take_revocation(&self, store: &Store, text: &str) -> Result<Option<String>> {
         let revocation = Revocation::from_text(text)?;
-        revocation.verify(&self.identity_key())?;
+        if !self.identity_keys().iter().any(|identity| revocation.verify(identity).is_ok()) {
+            // Refused: say why against the current identity.
+            revocation.verify(&self.identity_key())?;
+        }
         let claims = &revocation.claims;
         let new = store.take_revocation(
             &claims.instance_id,

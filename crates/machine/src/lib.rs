@@ -1,7 +1,8 @@
 //! One running machine: the instance and the services that depend on its
 //! identity — replication and the awake role — started together and, when
 //! the identity changes (`roost join` or `roost identity import` while
-//! `roost serve` runs), stopped together and started again on the new one.
+//! `roost serve` runs, or a rotation replication took), stopped together and
+//! started again on the new one.
 //!
 //! The QUIC endpoint outlives them: it is keyed by the machine key, which a
 //! new identity does not change, so the UDP port peers know stays bound. The
@@ -61,6 +62,9 @@ pub struct Machine {
     /// Their other ends, until the gateway takes them.
     waiting: std::sync::Mutex<Vec<(&'static [u8], mpsc::Receiver<Connection>)>>,
     running: RwLock<Running>,
+    /// Bumped by replication when this machine took a rotation of the
+    /// chain's identity: the services start again on it.
+    identity_changed: tokio::sync::watch::Sender<u64>,
     /// Serialises reloads.
     changing: tokio::sync::Mutex<()>,
 }
@@ -82,16 +86,28 @@ impl Machine {
                 ((*alpn, sender), (*alpn, receiver))
             })
             .unzip();
-        let running = run(instance, &store, &endpoint, part, &handed_over)?;
-        Ok(Arc::new(Machine {
+        let (identity_changed, mut rotated) = tokio::sync::watch::channel(0u64);
+        let running = run(instance, &store, &endpoint, part, &handed_over, &identity_changed)?;
+        let machine = Arc::new(Machine {
             store,
             endpoint,
             part,
             handed_over,
             waiting: std::sync::Mutex::new(waiting),
             running: RwLock::new(running),
+            identity_changed,
             changing: tokio::sync::Mutex::new(()),
-        }))
+        });
+        let weak = Arc::downgrade(&machine);
+        tokio::spawn(async move {
+            while rotated.changed().await.is_ok() {
+                let Some(machine) = weak.upgrade() else { return };
+                if let Err(e) = machine.reload().await {
+                    tracing::error!(error = %e, "could not start again on the rotated identity");
+                }
+            }
+        });
+        Ok(machine)
     }
 
     fn running(&self) -> std::sync::RwLockReadGuard<'_, Running> {
@@ -146,7 +162,8 @@ impl Machine {
             tracing::info!(%relay, "using a relay learned at join");
             self.endpoint.insert_relay(relay.clone(), Arc::new(iroh::RelayConfig::from(relay))).await;
         }
-        let running = run(Arc::new(fresh), &self.store, &self.endpoint, self.part, &self.handed_over)?;
+        let running =
+            run(Arc::new(fresh), &self.store, &self.endpoint, self.part, &self.handed_over, &self.identity_changed)?;
         *self.running.write().unwrap_or_else(std::sync::PoisonError::into_inner) = running;
         Ok(Reloaded::Restarted { roost_id })
     }
@@ -200,6 +217,7 @@ fn run(
     endpoint: &Endpoint,
     part: Part,
     handed_over: &[(&'static [u8], mpsc::Sender<Connection>)],
+    identity_changed: &tokio::sync::watch::Sender<u64>,
 ) -> Result<Running, MachineError> {
     let (lease_connections, accepted) = mpsc::channel(16);
     let mut others = vec![(roost_awake::ALPN, lease_connections)];
@@ -207,7 +225,14 @@ fn run(
     // A witness keeps no log, but still learns the chain's machines (and is
     // known to them) through replication's hellos.
     let keeps_data = part == Part::Machine;
-    let sync = Arc::new(SyncService::start_on(instance.clone(), store.clone(), endpoint.clone(), others, keeps_data));
+    let sync = Arc::new(SyncService::start_on(
+        instance.clone(),
+        store.clone(),
+        endpoint.clone(),
+        others,
+        keeps_data,
+        identity_changed.clone(),
+    ));
     let caught_up = keeps_data.then(|| sync.clone());
     let relays = sync.relay_set();
     let awake =

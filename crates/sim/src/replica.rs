@@ -263,7 +263,7 @@ impl Replica {
         match received {
             Received::Heads => {}
             Received::Entries(batch) => self.apply_through(peer, batch, now),
-            Received::Machines(_) | Received::Revocations(_) => {
+            Received::Machines(_) | Received::Revocations(_) | Received::Rotations(_) => {
                 unreachable!("the simulator sends heads and entries only")
             }
         }

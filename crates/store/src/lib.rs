@@ -208,6 +208,11 @@ pub fn now_text() -> String {
     time_text(time::OffsetDateTime::now_utc())
 }
 
+/// Unix seconds as the same RFC 3339 UTC text (the epoch if out of range).
+pub fn unix_time_text(seconds: i64) -> String {
+    time_text(time::OffsetDateTime::from_unix_timestamp(seconds).unwrap_or(time::OffsetDateTime::UNIX_EPOCH))
+}
+
 /// `t` as the RFC 3339 UTC text stored in every timestamp column.
 pub fn time_text(t: time::OffsetDateTime) -> String {
     let format =

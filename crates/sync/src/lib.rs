@@ -190,6 +190,9 @@ pub(crate) struct Shared {
     /// Whether this machine keeps the log (a witness does not).
     pub keeps_data: bool,
     pub relays: Relays,
+    /// Bumped when this machine took a rotation of the chain's identity:
+    /// whoever runs this service starts it again on the new identity.
+    pub identity_changed: watch::Sender<u64>,
 }
 
 /// The relays this machine uses: `[sync] relays` as the instance opened,
@@ -234,13 +237,16 @@ impl SyncService {
     /// the protocols whose connections go to `others`), which it keeps when
     /// it stops: a machine that takes another identity restarts replication
     /// on the same key and port. Without `keeps_data` (a witness) it
-    /// exchanges only the machines of the chain, never entries.
+    /// exchanges only the machines of the chain, never entries. It bumps
+    /// `identity_changed` when this machine takes a rotation of the chain's
+    /// identity.
     pub fn start_on(
         instance: Arc<Instance>,
         store: Arc<Store>,
         endpoint: Endpoint,
         others: Vec<(&'static [u8], mpsc::Sender<Connection>)>,
         keeps_data: bool,
+        identity_changed: watch::Sender<u64>,
     ) -> SyncService {
         let relays = Relays::of(&instance);
         let (log_grew, _) = watch::channel(0u64);
@@ -258,6 +264,7 @@ impl SyncService {
             others,
             keeps_data,
             relays,
+            identity_changed,
         });
         let hook = shared.log_grew.clone();
         store.set_commit_hook(Box::new(move || {

@@ -88,6 +88,20 @@ async fn own_addresses(shared: &Shared) -> Result<Vec<String>, SyncError> {
         .await?)
 }
 
+/// `error`, or the peer's refusal if it closed the connection refusing this
+/// machine: that is what `sync status` should say.
+fn refused_by_peer(conn: &Connection, error: SyncError) -> SyncError {
+    match conn.close_reason() {
+        Some(iroh::endpoint::ConnectionError::ApplicationClosed(close))
+            if close.error_code == VarInt::from_u32(CLOSE_REFUSED) =>
+        {
+            let reason = String::from_utf8_lossy(&close.reason);
+            SyncError::Refused(format!("by the peer: {}", reason.trim_start_matches("refused: ")))
+        }
+        _ => error,
+    }
+}
+
 /// Runs a session on an open connection; `expected` is the peer's id when
 /// this side dialed.
 pub async fn run(
@@ -113,7 +127,7 @@ pub async fn run(
         relays: shared.relays.get().iter().map(ToString::to_string).collect(),
     };
     frame::write(&mut send, &hello).await?;
-    let hello = frame::read(&mut recv, HELLO_WAIT).await?;
+    let hello = frame::read(&mut recv, HELLO_WAIT).await.map_err(|e| refused_by_peer(&conn, e))?;
     let peer = match check_hello(&shared, &conn, hello, expected).await {
         Ok(peer) => peer,
         Err(e) => {
@@ -158,6 +172,7 @@ pub async fn run(
         r = receiver(&shared, &peer, &mut recv, &control, &acked, replies) => r,
     };
     shared.release(&peer.id, token);
+    let outcome = outcome.map_err(|e| refused_by_peer(&conn, e));
     if let Err(e) = &outcome {
         tracing::info!(peer = %name, error = %e, "sync session ended");
         shared.update(&peer.id, |l| l.last_error = Some(e.to_string()));
@@ -188,12 +203,14 @@ async fn check_hello(
     let identity = shared.instance.identity_key();
     let own = &greeting.machines[0];
     let cert = Certificate::from_text(&own.certificate)
-        .ok()
-        .filter(|c| c.verify(&identity).is_ok())
-        .ok_or_else(|| SyncError::Refused("the peer's certificate is not from this identity".into()))?;
+        .map_err(|_| SyncError::Refused("the peer's certificate is malformed".into()))?;
     if cert.claims.signing_key != *conn.remote_id().as_bytes() {
         return Err(SyncError::Refused("the peer's certificate names another machine key".into()));
     }
+    // A machine already registered is known by its key, whichever identity
+    // its certificate is from (the two sides of a rotation meet this way);
+    // registering a new one takes a certificate from this identity.
+    let current = cert.verify(&identity).is_ok();
     let id = cert.claims.instance_id.clone();
     if id == shared.instance.id || expected.is_some_and(|e| e != id) {
         return Err(SyncError::Refused(format!("the peer is {id}, not the machine dialed")));
@@ -217,7 +234,13 @@ async fn check_hello(
             Ok(entry) if entry.is_revoked() => {
                 return Err(SyncError::Refused(format!("machine {} is revoked", entry.name)));
             }
-            Ok(entry) => refresh_certificate(&instance, &store, &entry, &cert),
+            Ok(entry) if !current && entry.signing_key != roost_identity::hex(&cert.claims.signing_key) => {
+                return Err(SyncError::Refused(format!("machine {} has another key here", entry.name)));
+            }
+            Ok(entry) => current && refresh_certificate(&instance, &store, &entry, &cert),
+            Err(StoreError::NotFound { .. }) if !current => {
+                return Err(SyncError::Refused("the peer's certificate is not from this identity".into()));
+            }
             Err(StoreError::NotFound { .. }) => {
                 instance.register(&store, &cert, &reported).map_err(|e| SyncError::Refused(e.to_string()))?;
                 true
@@ -240,8 +263,11 @@ async fn check_hello(
 /// it was taken.
 fn refresh_certificate(instance: &Instance, store: &Store, entry: &InstanceEntry, cert: &Certificate) -> bool {
     let known = Certificate::from_text(&entry.certificate).ok();
-    let newer = known
-        .is_none_or(|k| k.claims.issued_at < cert.claims.issued_at && k.claims.signing_key == cert.claims.signing_key);
+    // Newer, or the first from this identity after a rotation.
+    let newer = known.is_none_or(|k| {
+        k.claims.signing_key == cert.claims.signing_key
+            && (k.claims.issued_at < cert.claims.issued_at || k.verify(&instance.identity_key()).is_err())
+    });
     newer && instance.register(store, cert, &[]).is_ok()
 }
 
@@ -281,6 +307,26 @@ fn learn(instance: &Instance, store: &Store, machines: &[Machine], peer: &str, o
     grew
 }
 
+/// Sends the peer the rotations recorded here it has not been told yet, if
+/// any, the whole lineage in order; marks them told.
+async fn send_rotations(
+    shared: &Arc<Shared>,
+    send: &mut SendStream,
+    told: &mut HashSet<String>,
+) -> Result<(), SyncError> {
+    let home = shared.instance.home.clone();
+    let reading = move || roost_instance::recorded_rotations(&home);
+    let recorded = roost_tasks::blocking("reading the rotations", STORE_WAIT, reading).await?.unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "could not read the rotations to pass on");
+        Vec::new()
+    });
+    if recorded.iter().any(|r| !told.contains(r)) {
+        told.extend(recorded.iter().cloned());
+        frame::write(send, &Message::Rotations(recorded)).await?;
+    }
+    Ok(())
+}
+
 /// Sends the peer the revocations it has not been told yet, if any; marks
 /// them told.
 async fn send_revocations(
@@ -315,6 +361,37 @@ async fn take_revocations(shared: &Arc<Shared>, revocations: Vec<String>) -> Res
     Ok(roost_tasks::blocking("taking revocations", STORE_WAIT, taking).await?)
 }
 
+/// Takes the rotations a peer passed on, oldest first; when this machine
+/// adopted a new identity, asks for replication and the lease to start
+/// again on it.
+async fn take_rotations(shared: &Arc<Shared>, rotations: Vec<String>) -> Result<(), SyncError> {
+    let held = shared.instance.lineage_texts();
+    let news: Vec<String> = rotations.into_iter().filter(|r| !held.contains(r)).collect();
+    if news.is_empty() {
+        return Ok(());
+    }
+    let (home, store) = (shared.instance.home.clone(), shared.store.clone());
+    let taking = move || {
+        let mut adopted = false;
+        for text in &news {
+            match Instance::open(&home).and_then(|instance| instance.take_rotation(&store, text)) {
+                Ok(Some(taken)) => {
+                    let (roost_id, left_behind) = (taken.roost_id, taken.left_behind);
+                    tracing::warn!(%roost_id, ?left_behind, "the chain's identity rotated; this machine took the new one");
+                    adopted = true;
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "ignored a rotation a peer passed on"),
+            }
+        }
+        adopted
+    };
+    if roost_tasks::blocking("taking rotations", STORE_WAIT, taking).await? {
+        shared.identity_changed.send_modify(|n| *n += 1);
+    }
+    Ok(())
+}
+
 /// The machines (not revoked, not this one) whose certificate or addresses
 /// the peer has not been told yet; marks them told.
 async fn news(shared: &Arc<Shared>, told: &mut Told) -> Result<Vec<Machine>, SyncError> {
@@ -346,9 +423,12 @@ async fn sender(
     let mut registry_grew = shared.registry_grew.subscribe();
     let mut last_news_at = tokio::time::Instant::now();
     let mut advertised = own_addresses(shared).await?;
-    // Revocations go first: the peer refuses a revoked machine's entries
+    // The identity's rotations go first, then revocations: the peer adopts
+    // the identity this machine has (a machine that rotates as it leaves
+    // is refused right after), and refuses a revoked machine's entries
     // before any of them can arrive from here.
-    let mut revocations_told = HashSet::new();
+    let (mut rotations_told, mut revocations_told) = (HashSet::new(), HashSet::new());
+    send_rotations(shared, send, &mut rotations_told).await?;
     send_revocations(shared, send, &mut revocations_told).await?;
     loop {
         while let Ok(message) = replies.try_recv() {
@@ -389,6 +469,7 @@ async fn sender(
             if !machines.is_empty() {
                 frame::write(send, &Message::Machines(machines)).await?;
             }
+            send_rotations(shared, send, &mut rotations_told).await?;
             send_revocations(shared, send, &mut revocations_told).await?;
         }
         let heads = blocking(store, |s| s.heads()).await?;
@@ -527,6 +608,7 @@ async fn receiver(
                     }
                 }
                 Received::Revocations(revocations) => take_revocations(shared, revocations).await?,
+                Received::Rotations(rotations) => take_rotations(shared, rotations).await?,
             }
         }
     };

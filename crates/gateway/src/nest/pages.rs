@@ -11,7 +11,9 @@ use serde::Deserialize;
 use roost_store::Keep;
 
 use super::session::{Visitor, same_secret};
-use super::templates::{ConflictPage, ConflictsPage, InstancesPage, MemoriesPage, MemoryPage, PanelFragment, page};
+use super::templates::{
+    ConflictPage, ConflictsPage, EarlierId, InstancesPage, MemoriesPage, MemoryPage, PanelFragment, page,
+};
 use super::views::{self, ConflictView};
 use super::{PageError, chrome, forbidden};
 use crate::AppState;
@@ -20,7 +22,15 @@ use crate::sync_api::resolve_conflict;
 
 pub(crate) async fn instances(State(state): State<Arc<AppState>>, visitor: Visitor) -> Result<Response, PageError> {
     let rows = views::instance_rows(&state).await?;
-    Ok(page(StatusCode::OK, &InstancesPage { chrome: chrome(&state, &visitor, "instances"), rows }))
+    let instance = state.current_instance()?;
+    let earlier = instance
+        .earlier_ids()
+        .into_iter()
+        .rev()
+        .map(|(id, until)| EarlierId { roost_id: id.to_string(), until: roost_store::unix_time_text(until) })
+        .collect();
+    let roost_id = instance.roost_id().to_string();
+    Ok(page(StatusCode::OK, &InstancesPage { chrome: chrome(&state, &visitor, "instances"), roost_id, earlier, rows }))
 }
 
 /// The instances table alone, for the page's auto-refresh.

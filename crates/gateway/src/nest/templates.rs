@@ -29,7 +29,15 @@ pub(crate) struct LoginPage {
 #[template(path = "nest/instances.html")]
 pub(crate) struct InstancesPage {
     pub chrome: Chrome,
+    pub roost_id: String,
+    /// The chain's earlier Roost IDs, newest first: a revocation rotates it.
+    pub earlier: Vec<EarlierId>,
     pub rows: Vec<InstanceRow>,
+}
+
+pub(crate) struct EarlierId {
+    pub roost_id: String,
+    pub until: String,
 }
 
 /// The instances table alone, swapped in by the refresh script.
