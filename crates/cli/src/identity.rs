@@ -36,6 +36,13 @@ pub enum IdentityCommand {
     Protect,
     /// Seal the seed at rest with the local key file again (needs ROOST_SEED_PASSPHRASE).
     Unprotect,
+    /// Keep the local key (it seals the machine keys and the seed) in the OS keyring
+    /// (Secret Service through secret-tool, or the macOS Keychain) instead of keys/seed.kek.
+    Keyring {
+        /// Move it back into keys/seed.kek.
+        #[arg(long)]
+        off: bool,
+    },
 }
 
 /// The chain's earlier Roost IDs, oldest first, with when each was left.
@@ -125,6 +132,18 @@ pub fn run(home: &Path, command: IdentityCommand) -> anyhow::Result<()> {
             instance.protect_seed(None)?;
             say!("the seed is sealed with this machine's key file again")?;
             Ok(())
+        }
+        IdentityCommand::Keyring { off } => {
+            let instance = Instance::open(home)?;
+            let moved = instance.keep_key_in_keyring(!off)?;
+            match (off, moved) {
+                (false, true) => say!(
+                    "the local key is in the OS keyring now and keys/seed.kek is gone; roost needs the keyring unlocked to start"
+                ),
+                (false, false) => say!("the local key is in the OS keyring already"),
+                (true, true) => say!("the local key is in keys/seed.kek again and out of the OS keyring"),
+                (true, false) => say!("the local key is in keys/seed.kek already"),
+            }
         }
         IdentityCommand::Import { file, force, role } => {
             let role = Role::parse(&role).context("--role must be home or satellite")?;

@@ -272,3 +272,109 @@ fn a_passphrase_protected_seed_needs_its_passphrase() {
     assert!(run(&["identity", "unprotect"], &[("ROOST_SEED_PASSPHRASE", "seed passphrase 1")]).status.success());
     assert_eq!(json_of(&run(&["whoami", "--json"], &[]))["holds_seed"], true);
 }
+
+/// A session bus with an unlocked Secret Service (gnome-keyring) of its own,
+/// under a home of its own; both stop on drop. `None` when the tools are
+/// not installed (`scripts/install-test-deps` installs them).
+struct SecretService {
+    bus: String,
+    home: tempfile::TempDir,
+    daemon: std::process::Child,
+}
+
+impl SecretService {
+    fn start() -> Option<SecretService> {
+        let installed = |tool: &str| Command::new("sh").args(["-c", &format!("command -v {tool}")]).output().ok();
+        if ["dbus-daemon", "gnome-keyring-daemon", "secret-tool"]
+            .iter()
+            .any(|tool| !installed(tool).is_some_and(|o| o.status.success()))
+        {
+            eprintln!("skipping: dbus-daemon, gnome-keyring-daemon or secret-tool is not installed");
+            return None;
+        }
+        let home = tempfile::tempdir().unwrap();
+        let mut daemon = Command::new("dbus-daemon")
+            .args(["--session", "--nofork", "--print-address=1"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(daemon.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let service = SecretService { bus: line.trim().to_string(), home, daemon };
+        let mut keyring = service
+            .command("gnome-keyring-daemon")
+            .args(["--unlock", "--components=secrets", "--daemonize"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(&mut keyring.stdin.take().unwrap(), b"keyring password").unwrap();
+        assert!(keyring.wait().unwrap().success(), "gnome-keyring-daemon did not start");
+        Some(service)
+    }
+
+    /// `program` in this session: its bus and its home.
+    fn command(&self, program: &str) -> Command {
+        let mut command = Command::new(program);
+        command.env("DBUS_SESSION_BUS_ADDRESS", &self.bus).env("HOME", self.home.path());
+        command
+    }
+}
+
+impl Drop for SecretService {
+    fn drop(&mut self) {
+        let _ = self.daemon.kill();
+        let _ = self.daemon.wait();
+    }
+}
+
+#[test]
+fn the_local_key_moves_into_the_os_keyring_and_back() {
+    let Some(session) = SecretService::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("a");
+    let run = |args: &[&str]| {
+        let mut roost = session.command(roost_bin());
+        roost.arg("--home").arg(&home).args(args).output().unwrap()
+    };
+    assert!(run(&["init", "--name", "a"]).status.success());
+    let id =
+        json_of(&run(&["memory", "add", "sealed under the moved key", "--json"]))["id"].as_str().unwrap().to_string();
+    let before = json_of(&run(&["whoami", "--json"]));
+    let instance = before["instance_id"].as_str().unwrap().to_string();
+    let in_keyring = || {
+        let mut lookup = session.command("secret-tool");
+        lookup.args(["lookup", "service", "roost", "instance", &instance]).output().unwrap()
+    };
+
+    let moved = run(&["identity", "keyring"]);
+    assert!(moved.status.success(), "{}", stderr(&moved));
+    assert!(!home.join("keys/seed.kek").exists(), "the key file stays on disk");
+    assert_eq!(in_keyring().stdout.len(), 64, "the keyring holds the key as hex");
+    // Everything sealed under it still opens: the machine keys, the seed.
+    let after = json_of(&run(&["whoami", "--json"]));
+    assert_eq!(
+        (after["signing_key"].clone(), after["holds_seed"].clone()),
+        (before["signing_key"].clone(), true.into())
+    );
+    assert!(run(&["memory", "get", &id]).status.success());
+    // Without the keyring, roost says so in one line and changes nothing.
+    let locked = Command::new(roost_bin())
+        .arg("--home")
+        .arg(&home)
+        .args(["whoami"])
+        .env("DBUS_SESSION_BUS_ADDRESS", "unix:path=/nonexistent")
+        .output()
+        .unwrap();
+    assert!(!locked.status.success());
+    assert!(stderr(&locked).starts_with("roost: error: keyring: secret-tool failed"), "{}", stderr(&locked));
+    assert_eq!(stderr(&locked).trim().lines().count(), 1, "{}", stderr(&locked));
+
+    let back = run(&["identity", "keyring", "--off"]);
+    assert!(back.status.success(), "{}", stderr(&back));
+    assert!(home.join("keys/seed.kek").exists());
+    assert!(!in_keyring().status.success(), "the keyring still holds the key");
+    let plain = Command::new(roost_bin()).arg("--home").arg(&home).args(["whoami", "--json"]).output().unwrap();
+    assert_eq!(json_of(&plain)["holds_seed"], true, "the key file alone opens everything again");
+}

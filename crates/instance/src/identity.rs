@@ -10,7 +10,7 @@ use roost_identity::seal::{
 };
 use roost_identity::{Certificate, MasterSeed, Role, RoostId, hex};
 
-use crate::{Config, Instance, InstanceError, Result, files, unhex};
+use crate::{Config, Instance, InstanceError, Result, files, keyring, unhex};
 
 const KEK: &str = "keys/seed.kek";
 const SEALED_SEED: &str = "keys/seed.sealed";
@@ -48,11 +48,17 @@ pub(crate) fn create_identity(home: &Path, config: &Config) -> Result<()> {
 /// The key that seals this machine's secrets at rest (the seed, unless a
 /// passphrase protects it, and the machine keys), created on first use.
 pub(crate) fn local_kek(home: &Path) -> Result<[u8; 32]> {
-    files::write_new_or_keep(&home.join(KEK), hex(&rand::random::<[u8; 32]>()).as_bytes())?;
+    if !keyring::holds_key(home) {
+        files::write_new_or_keep(&home.join(KEK), hex(&rand::random::<[u8; 32]>()).as_bytes())?;
+    }
     read_kek(home)
 }
 
+/// The local key, from `keys/seed.kek` or from the OS keyring.
 fn read_kek(home: &Path) -> Result<[u8; 32]> {
+    if keyring::holds_key(home) {
+        return keyring::read(&crate::read_id(home)?);
+    }
     crate::read_secret(&home.join(KEK))
 }
 
@@ -231,6 +237,28 @@ impl Instance {
         self.config.sync = sync;
         let text = toml::to_string(&self.config).expect("config serialises");
         files::replace(&self.home.join("config.toml"), text.as_bytes())?;
+        Ok(true)
+    }
+
+    /// Moves the local key into the OS keyring (`true`: the key file is
+    /// removed once the keyring gives the key back) or back into
+    /// `keys/seed.kek` (`false`: the keyring entry is removed once the file
+    /// is written). True if anything moved.
+    pub fn keep_key_in_keyring(&self, on: bool) -> Result<bool> {
+        if keyring::holds_key(&self.home) == on {
+            return Ok(false);
+        }
+        let key = read_kek(&self.home)?;
+        let file = self.home.join(KEK);
+        if on {
+            keyring::store(&self.id, &key)?;
+            keyring::mark(&self.home, true)?;
+            std::fs::remove_file(&file).map_err(|source| InstanceError::Io { path: file, source })?;
+        } else {
+            files::write_new_or_keep(&file, hex(&key).as_bytes())?;
+            keyring::mark(&self.home, false)?;
+            keyring::clear(&self.id)?;
+        }
         Ok(true)
     }
 

@@ -4,7 +4,8 @@
 //! <home>/config.toml     name and gateway settings (written last: its presence means "initialised")
 //! <home>/instance-id     globally unique id, generated once
 //! <home>/keys/machine.sealed  this machine's Ed25519 and X25519 secret keys, AES-256-GCM sealed
-//! <home>/keys/seed.kek        key that seals the machine keys and the master seed at rest (mode 0600)
+//! <home>/keys/seed.kek        key that seals the machine keys and the master seed at rest (mode 0600),
+//!                             or `keys/seed.kek.keyring` when that key is in the OS keyring
 //! <home>/keys/seed.sealed     the chain's master seed, AES-256-GCM sealed (or with a passphrase)
 //! <home>/certificate     this machine's certificate, signed by the identity
 //! <home>/rotations       the identities the chain had before this one (see `rotation`)
@@ -21,6 +22,7 @@
 pub mod addresses;
 mod files;
 mod identity;
+mod keyring;
 mod keys;
 mod registry;
 mod rotation;
@@ -68,6 +70,8 @@ pub enum InstanceError {
     Store(#[from] roost_store::StoreError),
     #[error(transparent)]
     Identity(#[from] roost_identity::IdentityError),
+    #[error("keyring: {0}")]
+    Keyring(String),
     #[error(
         "this machine holds no usable seed: it left its chain, or the seed is passphrase-protected and ROOST_SEED_PASSPHRASE is not set"
     )]

@@ -109,3 +109,91 @@ fn a_tampered_certificate_is_refused() {
     }
     a.register(&store, &genuine, &[]).unwrap();
 }
+
+/// Three machines of one chain: `a` created it, `b` and `c` joined; each
+/// registers the others, as replication would have.
+fn chain_of_three(dir: &std::path::Path) -> [Instance; 3] {
+    let a = Instance::init(&dir.join("a"), "a").unwrap();
+    let mut b = Instance::init(&dir.join("b"), "b").unwrap();
+    let mut c = Instance::init(&dir.join("c"), "c").unwrap();
+    for joiner in [&mut b, &mut c] {
+        let cert = a.certify(joiner.own_claims(roost_identity::Role::Satellite)).unwrap();
+        joiner.adopt_identity(a.seed.clone().unwrap(), Some(cert), roost_identity::Role::Satellite).unwrap();
+    }
+    let machines = [a, b, c];
+    for one in &machines {
+        let store = one.open_store().unwrap();
+        for other in machines.iter().filter(|m| m.id != one.id) {
+            one.register(&store, &other.certificate, &[]).unwrap();
+        }
+    }
+    machines
+}
+
+#[test]
+fn a_rotation_moves_the_machines_it_keeps_and_leaves_the_revoked_one_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let [mut a, b, c] = chain_of_three(dir.path());
+    let first = a.roost_id();
+    let a_store = a.open_store().unwrap();
+    let old_revocation = a.revoke(&a_store, &c.id).unwrap();
+    assert!(old_revocation.is_revoked());
+    let rotation = a.rotate(&a_store, &c.id).unwrap();
+    assert!(rotation.keeps(&a.id) && rotation.keeps(&b.id) && !rotation.keeps(&c.id));
+    let rotated = a.roost_id();
+    assert_ne!(rotated, first);
+    assert!(a.certificate_valid(), "a certified itself again under the new identity");
+
+    // b takes it: the new identity, a certificate from it, the old ID kept
+    // in the lineage; the lease's key stays the chain's first Roost ID.
+    let b_store = b.open_store().unwrap();
+    let taken = b.take_rotation(&b_store, &rotation.to_text()).unwrap().expect("new to b");
+    assert_eq!(taken.roost_id, rotated);
+    assert_eq!(taken.left_behind, ["c"], "c was registered at b and is not kept");
+    let b = Instance::open(&b.home).unwrap();
+    assert_eq!(b.roost_id(), rotated);
+    assert!(b.certificate_valid());
+    let earlier: Vec<_> = b.earlier_ids().into_iter().map(|(id, _)| id).collect();
+    assert_eq!(earlier, std::slice::from_ref(&first));
+    assert_eq!((b.chain_key(), a.chain_key()), (first.clone(), first.clone()));
+    assert!(b.take_rotation(&b_store, &rotation.to_text()).unwrap().is_none(), "taken once");
+    assert!(b_store.instance_by_id(&c.id).unwrap().is_revoked());
+    // A revocation the old identity signed still counts after the rotation.
+    let revocations = a_store.revocations().unwrap();
+    let (_, text) = revocations.iter().find(|(id, _)| *id == c.id).unwrap();
+    b.take_revocation(&b_store, text).unwrap();
+
+    // c holds the old seed but cannot open the new one; what it certifies
+    // from the old seed no longer registers anywhere.
+    let c_store = c.open_store().unwrap();
+    let refused = c.take_rotation(&c_store, &rotation.to_text()).unwrap_err();
+    assert!(refused.to_string().contains("not among those the rotation keeps"), "{refused}");
+    assert_eq!(Instance::open(&c.home).unwrap().roost_id(), first);
+    let stranger = Instance::init(&dir.path().join("d"), "d").unwrap();
+    let minted = c.certify(stranger.own_claims(roost_identity::Role::Satellite)).unwrap();
+    for (machine, store) in [(&a, &a_store), (&b, &b_store)] {
+        let err = machine.register(store, &minted, &[]).unwrap_err();
+        assert!(err.to_string().contains("another identity"), "{err}");
+    }
+}
+
+#[test]
+fn a_rotation_from_another_identity_or_altered_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let [mut a, b, _c] = chain_of_three(dir.path());
+    let foreign = {
+        let mut other = Instance::init(&dir.path().join("x"), "x").unwrap();
+        let store = other.open_store().unwrap();
+        other.register(&store, &other.certificate.clone(), &[]).unwrap();
+        other.rotate(&store, "").unwrap()
+    };
+    let b_store = b.open_store().unwrap();
+    let err = b.take_rotation(&b_store, &foreign.to_text()).unwrap_err();
+    assert!(err.to_string().contains("another identity"), "{err}");
+
+    let a_store = a.open_store().unwrap();
+    let mut altered = a.rotate(&a_store, "").unwrap();
+    altered.issued_at += 1;
+    assert!(b.take_rotation(&b_store, &altered.to_text()).is_err());
+    assert_eq!(Instance::open(&b.home).unwrap().roost_id(), b.roost_id(), "b stays where it was");
+}
