@@ -332,6 +332,17 @@ async fn the_nest_in_a_real_browser() {
     assert!(text_of(browser, "dl.fields").await.contains("The penguin colony lives on charlie only"));
     screenshot(browser, "09-memory-on-another-instance.png").await;
 
+    // Revoking charlie rotates the chain's identity: the instances page
+    // shows the new Roost ID and the one before it.
+    let first_id = json_of(roost(&h[0], &["whoami", "--json"]))["roost_id"].as_str().unwrap().to_string();
+    assert!(roost(&h[0], &["instance", "revoke", "charlie"]).status.success());
+    let rotated_id = json_of(roost(&h[0], &["whoami", "--json"]))["roost_id"].as_str().unwrap().to_string();
+    assert_ne!(rotated_id, first_id);
+    browser.goto(&a.url("/nest")).await.unwrap();
+    assert!(text_of(browser, ".roost-id").await.contains(&rotated_id));
+    assert!(text_of(browser, ".earlier-id").await.contains(&first_id));
+    screenshot(browser, "10-instances-after-a-revocation.png").await;
+
     // Log out: the session is gone.
     browser.goto(&a.url("/nest")).await.unwrap();
     browser.find(Locator::Css("form.logout button")).await.unwrap().click().await.unwrap();
