@@ -378,3 +378,29 @@ fn the_local_key_moves_into_the_os_keyring_and_back() {
     let plain = Command::new(roost_bin()).arg("--home").arg(&home).args(["whoami", "--json"]).output().unwrap();
     assert_eq!(json_of(&plain)["holds_seed"], true, "the key file alone opens everything again");
 }
+
+#[test]
+fn a_machine_joining_after_a_revocation_takes_the_rotated_identity_and_its_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let (homes, served) = common::chain(dir.path(), &["a", "b"]);
+    let roost_id = |home: &Path| json_of(&roost(home, &["whoami", "--json"]))["roost_id"].as_str().unwrap().to_string();
+    let first = roost_id(&homes[0]);
+    let revoked = roost(&homes[0], &["instance", "revoke", "b"]);
+    assert!(revoked.status.success(), "{}", stderr(&revoked));
+    assert!(stdout(&revoked).contains("Roost ID is now"), "{}", stdout(&revoked));
+    let rotated = roost_id(&homes[0]);
+    assert_ne!(rotated, first);
+
+    let c = dir.path().join("c");
+    assert!(roost(&c, &["init", "--name", "c"]).status.success());
+    let _c = Served::start(&c);
+    common::join(&c, &homes[0], &served[0]);
+    let joined = json_of(&roost(&c, &["whoami", "--json"]));
+    assert_eq!(joined["roost_id"], rotated.as_str());
+    assert_eq!(joined["earlier_roost_ids"][0]["roost_id"], first.as_str(), "{joined}");
+    // Its votes go under the chain's first Roost ID, as a's do.
+    until("c in a's voters", || {
+        let listed = json_of(&roost(&homes[0], &["machines", "--json"]));
+        listed.as_array().into_iter().flatten().any(|m| m["name"] == "c" && m["role"] == "standby")
+    });
+}

@@ -179,8 +179,10 @@ impl Instance {
         known: &[(Certificate, Vec<String>)],
         rotations: &[String],
     ) -> Result<()> {
+        // Checked before anything changes: a bad grant leaves this machine as it was.
+        let lineage = crate::rotation::Lineage::leading_to(rotations, &seed.identity_key().verifying_key().to_bytes())?;
         self.adopt_identity(seed, certificate, role)?;
-        self.take_lineage(rotations)?;
+        self.take_lineage(lineage)?;
         let identity = self.identity_key();
         let ours = |text: &str| Certificate::from_text(text).is_ok_and(|c| c.verify(&identity).is_ok());
         store.forget_instances(|e| ours(&e.certificate))?;

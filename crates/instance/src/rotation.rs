@@ -57,6 +57,25 @@ fn parse_lineage(texts: &[String]) -> Result<Vec<Rotation>, String> {
     Ok(lineage)
 }
 
+/// Rotations checked to lead to an identity, with their text form.
+pub(crate) struct Lineage {
+    texts: Vec<String>,
+    rotations: Vec<Rotation>,
+}
+
+impl Lineage {
+    /// Checks that `texts` (oldest first) lead to `identity`, the key of
+    /// the identity a machine is about to take; nothing is written yet.
+    pub(crate) fn leading_to(texts: &[String], identity: &[u8; 32]) -> Result<Lineage> {
+        let invalid = |why: String| IdentityError::Invalid(format!("the chain's rotations: {why}"));
+        let rotations = parse_lineage(texts).map_err(invalid)?;
+        if rotations.last().is_some_and(|last| last.new_identity != *identity) {
+            return Err(invalid("they do not lead to the chain's identity".into()).into());
+        }
+        Ok(Lineage { texts: texts.to_vec(), rotations })
+    }
+}
+
 /// The rotations recorded in `home`, text form, oldest first: what
 /// replication passes on (read afresh, so one recorded by a command while
 /// `serve` runs goes out too).
@@ -147,25 +166,20 @@ impl Instance {
         Ok(Some(Adopted { roost_id: fresh.roost_id(), left_behind }))
     }
 
-    /// Replaces the lineage with `texts`, the rotations that led to the
+    /// Replaces the lineage with `lineage`, the rotations that led to the
     /// identity this machine just took (a join grant carries them).
-    pub(crate) fn take_lineage(&mut self, texts: &[String]) -> Result<()> {
-        let invalid = |why: String| IdentityError::Invalid(format!("the chain's rotations: {why}"));
-        let lineage = parse_lineage(texts).map_err(invalid)?;
-        if lineage.last().is_some_and(|last| last.new_identity != self.certificate.identity_key) {
-            return Err(invalid("they do not lead to the chain's identity".into()).into());
-        }
+    pub(crate) fn take_lineage(&mut self, lineage: Lineage) -> Result<()> {
         let path = self.home.join(LINEAGE);
-        if lineage.is_empty() {
+        if lineage.rotations.is_empty() {
             match std::fs::remove_file(&path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(source) => return Err(InstanceError::Io { path, source }),
             }
         } else {
-            files::replace(&path, (texts.join("\n") + "\n").as_bytes())?;
+            files::replace(&path, (lineage.texts.join("\n") + "\n").as_bytes())?;
         }
-        self.lineage = lineage;
+        self.lineage = lineage.rotations;
         Ok(())
     }
 
