@@ -33,6 +33,14 @@ pub fn write_new(path: &Path, bytes: &[u8]) -> Result<()> {
     place(path, bytes, |tmp, path| fs::hard_link(tmp, path))
 }
 
+/// Removes `path`; one already gone is fine.
+pub(crate) fn remove_if_present(path: &Path) -> Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(path)(e)),
+        _ => Ok(()),
+    }
+}
+
 /// Atomically replaces `path` (mode 0600) with `bytes`: readers see the old
 /// file or the new one, never a mix, and a crash leaves one of the two.
 pub fn replace(path: &Path, bytes: &[u8]) -> Result<()> {

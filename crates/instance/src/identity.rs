@@ -119,6 +119,12 @@ impl Instance {
             .expect("read_certificate checked the identity key")
     }
 
+    /// Whether `certificate` (text form) is one this chain's current
+    /// identity issued.
+    pub fn issued(&self, certificate: &str) -> bool {
+        Certificate::from_text(certificate).is_ok_and(|c| c.verify(&self.identity_key()).is_ok())
+    }
+
     /// Whether this machine's own certificate verifies against its identity.
     pub fn certificate_valid(&self) -> bool {
         self.certificate.verify(&self.identity_key()).is_ok()
@@ -183,9 +189,7 @@ impl Instance {
         let lineage = crate::rotation::Lineage::leading_to(rotations, &seed.identity_key().verifying_key().to_bytes())?;
         self.adopt_identity(seed, certificate, role)?;
         self.take_lineage(lineage)?;
-        let identity = self.identity_key();
-        let ours = |text: &str| Certificate::from_text(text).is_ok_and(|c| c.verify(&identity).is_ok());
-        store.forget_instances(|e| ours(&e.certificate))?;
+        store.forget_instances(|e| self.issued(&e.certificate))?;
         store.reset_epoch_fence_for_new_chain()?;
         self.register_self(store)?;
         for (cert, addresses) in known {
@@ -285,12 +289,7 @@ impl Instance {
     /// Forgets the seed (after leaving the chain). The certificate stays, so
     /// the machine can still say which chain it was part of.
     pub fn forget_seed(&mut self) -> Result<()> {
-        let path = self.home.join(SEALED_SEED);
-        match std::fs::remove_file(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(source) => return Err(InstanceError::Io { path, source }),
-        }
+        files::remove_if_present(&self.home.join(SEALED_SEED))?;
         self.seed = None;
         Ok(())
     }

@@ -4,15 +4,17 @@
 //! (`security`).
 //!
 //! Through the platform's own tool rather than a D-Bus client compiled in:
-//! the keyring is read once at start, and the gateway's resident memory
+//! the keyring is read once per process, and the gateway's resident memory
 //! stays what it was. Every call is bounded, since start-up waits on it.
 //!
 //! `keys/seed.kek.keyring` marks a home whose key is in the keyring; the key
 //! is stored under the instance id, so two homes never share an entry.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::{InstanceError, Result, files, unhex};
@@ -31,18 +33,36 @@ fn unavailable(reason: String) -> InstanceError {
     InstanceError::Keyring(reason)
 }
 
+/// Keys this process has read, by instance id: opening an instance needs
+/// the key more than once, and the keyring is asked only the first time.
+static READ: Mutex<BTreeMap<String, [u8; 32]>> = Mutex::new(BTreeMap::new());
+
+fn read_keys() -> MutexGuard<'static, BTreeMap<String, [u8; 32]>> {
+    READ.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// The local key of instance `id`, from the keyring.
 pub(crate) fn read(id: &str) -> Result<[u8; 32]> {
+    if let Some(key) = read_keys().get(id) {
+        return Ok(*key);
+    }
+    let key = lookup(id)?;
+    read_keys().insert(id.to_string(), key);
+    Ok(key)
+}
+
+/// Asks the keyring for the key of instance `id`.
+fn lookup(id: &str) -> Result<[u8; 32]> {
     let text = run(&lookup_command(id), None)?;
     unhex(text.trim())
         .and_then(|b| <[u8; 32]>::try_from(b).ok())
         .ok_or_else(|| unavailable(format!("the keyring holds no Roost key for instance {id}")))
 }
 
-/// Stores `key` for instance `id`, then reads it back.
+/// Stores `key` for instance `id`, then asks for it back.
 pub(crate) fn store(id: &str, key: &[u8; 32]) -> Result<()> {
     run(&store_command(id, key), Some(&roost_core::hex::encode(key)))?;
-    if read(id)? != *key {
+    if lookup(id)? != *key {
         return Err(unavailable("the keyring did not give back the key it was given".into()));
     }
     Ok(())
@@ -50,20 +70,14 @@ pub(crate) fn store(id: &str, key: &[u8; 32]) -> Result<()> {
 
 /// Removes the key of instance `id` from the keyring.
 pub(crate) fn clear(id: &str) -> Result<()> {
+    read_keys().remove(id);
     run(&clear_command(id), None).map(drop)
 }
 
 /// Marks `home` as keeping its key in the keyring (`on`), or not.
 pub(crate) fn mark(home: &Path, on: bool) -> Result<()> {
     let path = home.join(MARKER);
-    if on {
-        return files::replace(&path, b"the local key is in the OS keyring\n");
-    }
-    match std::fs::remove_file(&path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(source) => Err(InstanceError::Io { path, source }),
-    }
+    if on { files::replace(&path, b"the local key is in the OS keyring\n") } else { files::remove_if_present(&path) }
 }
 
 #[cfg(not(target_os = "macos"))]

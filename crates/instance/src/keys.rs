@@ -52,12 +52,7 @@ fn seal_plain_keys(home: &Path, kek: &[u8; 32]) -> Result<()> {
         &seal_machine_keys_at_rest(&signing, &x25519, kek, &rand::random()),
     )?;
     for plain in [PLAIN_SIGNING, PLAIN_X25519] {
-        let path = home.join(plain);
-        match std::fs::remove_file(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(source) => return Err(InstanceError::Io { path, source }),
-        }
+        files::remove_if_present(&home.join(plain))?;
     }
     Ok(())
 }

@@ -88,6 +88,16 @@ pub fn recorded_rotations(home: &Path) -> Result<Vec<String>> {
     }
 }
 
+/// Writes the lineage file, one rotation per line; none removes it.
+fn write_lineage(home: &Path, texts: &[String]) -> Result<()> {
+    let path = home.join(LINEAGE);
+    if texts.is_empty() {
+        files::remove_if_present(&path)
+    } else {
+        files::replace(&path, (texts.join("\n") + "\n").as_bytes())
+    }
+}
+
 impl Instance {
     /// The Roost ID the chain was created with: the lease keeps its votes
     /// and its etcd key under it, so they outlive rotations.
@@ -146,10 +156,10 @@ impl Instance {
     }
 
     /// Takes a rotation a peer passed on: if the chain's identity signed it
-    /// and it keeps this machine, adopts the new identity (on disk; the
-    /// running services pick it up on reload). What changed, when it was
-    /// new here.
-    pub fn take_rotation(&self, store: &Store, text: &str) -> Result<Option<Adopted>> {
+    /// and it keeps this machine, adopts the new identity, here and on disk
+    /// (the running services pick it up on reload). What changed, when it
+    /// was new here.
+    pub fn take_rotation(&mut self, store: &Store, text: &str) -> Result<Option<Adopted>> {
         let rotation = Rotation::from_text(text)?;
         let current = self.identity_key().to_bytes();
         if rotation.new_identity == current || self.adopted().iter().any(|r| r.new_identity == rotation.new_identity) {
@@ -160,25 +170,15 @@ impl Instance {
         }
         rotation.verify(&self.identity_key())?;
         let seed = rotation.open_seed(&self.id, &self.x25519_key)?;
-        let mut fresh = Instance::open(&self.home)?;
-        fresh.record(&rotation)?;
-        let left_behind = fresh.adopt_rotation(store, &rotation, seed)?;
-        Ok(Some(Adopted { roost_id: fresh.roost_id(), left_behind }))
+        self.record(&rotation)?;
+        let left_behind = self.adopt_rotation(store, &rotation, seed)?;
+        Ok(Some(Adopted { roost_id: self.roost_id(), left_behind }))
     }
 
     /// Replaces the lineage with `lineage`, the rotations that led to the
     /// identity this machine just took (a join grant carries them).
     pub(crate) fn take_lineage(&mut self, lineage: Lineage) -> Result<()> {
-        let path = self.home.join(LINEAGE);
-        if lineage.rotations.is_empty() {
-            match std::fs::remove_file(&path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(source) => return Err(InstanceError::Io { path, source }),
-            }
-        } else {
-            files::replace(&path, (lineage.texts.join("\n") + "\n").as_bytes())?;
-        }
+        write_lineage(&self.home, &lineage.texts)?;
         self.lineage = lineage.rotations;
         Ok(())
     }
@@ -189,7 +189,7 @@ impl Instance {
         let text = rotation.to_text();
         if !texts.contains(&text) {
             texts.push(text);
-            files::replace(&self.home.join(LINEAGE), (texts.join("\n") + "\n").as_bytes())?;
+            write_lineage(&self.home, &texts)?;
         }
         Ok(())
     }
@@ -197,8 +197,8 @@ impl Instance {
     /// Takes `seed` (the rotation's new identity) and a certificate from it
     /// with this machine's claims, then revokes, under the new identity,
     /// every registered machine the rotation does not keep: whatever the old
-    /// seed certified in the meantime stays out.
-    /// The names of the machines left behind.
+    /// seed certified in the meantime stays out. Returns the names of the
+    /// machines left behind.
     fn adopt_rotation(&mut self, store: &Store, rotation: &Rotation, seed: MasterSeed) -> Result<Vec<String>> {
         let mut claims = self.certificate.claims.clone();
         claims.issued_at = unix_now().max(claims.issued_at + 1);

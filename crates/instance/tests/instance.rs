@@ -133,7 +133,7 @@ fn chain_of_three(dir: &std::path::Path) -> [Instance; 3] {
 #[test]
 fn a_rotation_moves_the_machines_it_keeps_and_leaves_the_revoked_one_behind() {
     let dir = tempfile::tempdir().unwrap();
-    let [mut a, b, c] = chain_of_three(dir.path());
+    let [mut a, mut b, mut c] = chain_of_three(dir.path());
     let first = a.roost_id();
     let a_store = a.open_store().unwrap();
     let old_revocation = a.revoke(&a_store, &c.id).unwrap();
@@ -150,7 +150,8 @@ fn a_rotation_moves_the_machines_it_keeps_and_leaves_the_revoked_one_behind() {
     let taken = b.take_rotation(&b_store, &rotation.to_text()).unwrap().expect("new to b");
     assert_eq!(taken.roost_id, rotated);
     assert_eq!(taken.left_behind, ["c"], "c was registered at b and is not kept");
-    let b = Instance::open(&b.home).unwrap();
+    assert_eq!(b.roost_id(), rotated);
+    let mut b = Instance::open(&b.home).unwrap();
     assert_eq!(b.roost_id(), rotated);
     assert!(b.certificate_valid());
     let earlier: Vec<_> = b.earlier_ids().into_iter().map(|(id, _)| id).collect();
@@ -180,7 +181,8 @@ fn a_rotation_moves_the_machines_it_keeps_and_leaves_the_revoked_one_behind() {
 #[test]
 fn a_rotation_from_another_identity_or_altered_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let [mut a, b, _c] = chain_of_three(dir.path());
+    let [mut a, mut b, _c] = chain_of_three(dir.path());
+    let before = b.roost_id();
     let foreign = {
         let mut other = Instance::init(&dir.path().join("x"), "x").unwrap();
         let store = other.open_store().unwrap();
@@ -195,5 +197,6 @@ fn a_rotation_from_another_identity_or_altered_is_refused() {
     let mut altered = a.rotate(&a_store, "").unwrap();
     altered.issued_at += 1;
     assert!(b.take_rotation(&b_store, &altered.to_text()).is_err());
-    assert_eq!(Instance::open(&b.home).unwrap().roost_id(), b.roost_id(), "b stays where it was");
+    assert_eq!(Instance::open(&b.home).unwrap().roost_id(), before, "b stays where it was");
+    assert_eq!(b.roost_id(), before);
 }

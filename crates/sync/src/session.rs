@@ -372,9 +372,16 @@ async fn take_rotations(shared: &Arc<Shared>, rotations: Vec<String>) -> Result<
     }
     let (home, store) = (shared.instance.home.clone(), shared.store.clone());
     let taking = move || {
+        let mut instance = match Instance::open(&home) {
+            Ok(instance) => instance,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not open this instance to take a rotation");
+                return false;
+            }
+        };
         let mut adopted = false;
         for text in &news {
-            match Instance::open(&home).and_then(|instance| instance.take_rotation(&store, text)) {
+            match instance.take_rotation(&store, text) {
                 Ok(Some(taken)) => {
                     let (roost_id, left_behind) = (taken.roost_id, taken.left_behind);
                     tracing::warn!(%roost_id, ?left_behind, "the chain's identity rotated; this machine took the new one");
