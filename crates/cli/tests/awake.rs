@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::{Served, configure, roost, signal, succeeded, until};
-use roost_awake::events::{self, Term};
+use roost_awake::events::{self, Event, Term};
 use roost_awake::status::Role;
 use roost_awake::{LeaseReport, LeaseStatus, clock};
 use serde_json::Value;
@@ -111,10 +111,18 @@ fn assert_no_overlap(homes: &[PathBuf], ended: Option<Duration>) {
     }
 }
 
+/// The first `kind` event of `epoch` in `home`'s log, on the shared clock,
+/// once it is there: the log is appended by a thread of its own, so a role
+/// the API already reports may not be in the file yet.
+fn logged(home: &Path, kind: &str, epoch: u64) -> Event {
+    let find = || events::read(home).unwrap().into_iter().find(|e| e.event == kind && e.epoch == Some(epoch));
+    until(&format!("{} logs {kind} at epoch {epoch}", home.display()), || find().is_some());
+    find().unwrap()
+}
+
 /// When `home` last became awake, on the shared clock.
 fn awake_at(home: &Path, epoch: u64) -> Duration {
-    let events = events::read(home).unwrap();
-    events.iter().find(|e| e.event == "awake" && e.epoch == Some(epoch)).map(|e| e.at).unwrap()
+    logged(home, "awake", epoch).at
 }
 
 /// Kills the holder with SIGKILL and waits for another machine to take a
@@ -210,8 +218,7 @@ fn survives_kill_pause_and_handoffs(etcd: Option<&str>) {
         let l = lease(&served[paused]);
         l["role"] == "standby" && l["epoch"].as_u64() == Some(taker_epoch)
     });
-    let resumed = events::read(&h[paused]).unwrap();
-    let asleep = resumed.iter().rfind(|e| e.event == "asleep" && e.epoch == Some(paused_epoch)).unwrap();
+    let asleep = logged(&h[paused], "asleep", paused_epoch);
     assert!(
         asleep.until.unwrap() <= awake_at(&h[taker], taker_epoch),
         "the paused holder's authority ended before the new one began: {asleep:?}"
