@@ -121,6 +121,16 @@ enum Command {
 struct Snapshot {
     status: LeaseStatus,
     turned_at: Duration,
+    working: Option<Working>,
+}
+
+/// The grant a holder works under: its epoch, and when its lease ends on
+/// this machine's clock ([`clock::now`]). Work that must not outlive the
+/// lease (a reply's send) checks the end right before it starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Working {
+    pub epoch: u64,
+    pub until: Duration,
 }
 
 struct Shared {
@@ -195,7 +205,7 @@ impl AwakeService {
         let (roster_sender, roster) = mpsc::channel(1);
         let shared = Arc::new(Shared {
             commands: commands_sender,
-            snapshot: Mutex::new(Snapshot { status: starting, turned_at: now }),
+            snapshot: Mutex::new(Snapshot { status: starting, turned_at: now, working: None }),
         });
         let accepting = links.clone();
         tasks.spawn(async move {
@@ -242,6 +252,14 @@ impl AwakeService {
         // cannot play its part in the role.
         status.ok = lag < STALLED && status.votes_error.is_none();
         status
+    }
+
+    /// The grant this machine works under, if it holds the role and is not
+    /// handing it over; none once the lease has run out, whatever the loop
+    /// last published.
+    pub fn working(&self) -> Option<Working> {
+        let working = self.shared.snapshot.lock().expect("lease snapshot poisoned").working?;
+        (clock::now() < working.until).then_some(working)
     }
 
     /// Takes the role here: by handoff from the holder, or by a fresh grant
@@ -747,6 +765,7 @@ impl Driver {
         self.lease_end = self.shell.node().lease_end();
         let status =
             self.setup.describe(self.shell.node(), &self.names, self.shell.settled(), self.persister.failure(), now);
-        *self.shared.snapshot.lock().expect("lease snapshot poisoned") = Snapshot { status, turned_at: now };
+        let working = self.shell.node().working().map(|(epoch, until)| Working { epoch, until });
+        *self.shared.snapshot.lock().expect("lease snapshot poisoned") = Snapshot { status, turned_at: now, working };
     }
 }

@@ -4,6 +4,7 @@
 //! library code the gateway runs: `memory` goes through `roost_mcp::execute`
 //! and so through the store's one write door, exactly as an MCP tool call does.
 
+mod agent;
 mod bench;
 mod bench_failover;
 mod bench_federation;
@@ -88,6 +89,9 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Talk to the agent (it answers from whichever machine is awake) and read its conversations.
+    #[command(subcommand)]
+    Agent(agent::AgentCommand),
     /// Serve MCP over stdin/stdout, for clients that launch their servers.
     Mcp,
     /// Show this instance: id, name, contents, and whether its gateway answers.
@@ -205,6 +209,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             runtime()?.block_on(serve::witness(instance, bind))
         }
         Command::Wakeup { force } => lease::wakeup(&Instance::open(&home)?, force),
+        Command::Agent(command) => agent::run(&Instance::open(&home)?, command),
         Command::Mcp => {
             init_logging("warn");
             let instance = Instance::open_or_init(&home, &roost_instance::default_name())?;

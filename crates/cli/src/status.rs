@@ -60,6 +60,9 @@ pub fn status(instance: &Instance, as_json: bool) -> anyhow::Result<()> {
             Err(e) => say!("awake      the gateway's lease status is not understood here ({e})")?,
         }
     }
+    if let Some(agent) = gateway.as_ref().and_then(crate::agent::describe) {
+        say!("agent      {agent}")?;
+    }
     Ok(())
 }
 

@@ -18,6 +18,7 @@ pub enum Table {
     Contacts,
     Settings,
     AgentState,
+    AgentMessages,
 }
 
 /// What values a field holds and how they are checked.
@@ -215,8 +216,25 @@ const AGENT_STATE_FIELDS: &[Field] = &[
     Field::new(EPOCH, FieldKind::Int { min: 1, max: i64::MAX }, "Lease epoch of the write.").required(),
 ];
 
+/// An inbound message of the agent, recorded by whichever machine received it
+/// (the row's origin).
+const AGENT_MESSAGE_FIELDS: &[Field] = &[
+    Field::new("key", FieldKind::Line(300), "The channel and the channel's message id: one row per message.")
+        .required()
+        .unique()
+        .immutable(),
+    Field::new("channel", FieldKind::Line(32), "Where the message came from (webhook, telegram, cli).")
+        .required()
+        .immutable()
+        .filterable(),
+    Field::new("topic", FieldKind::Line(200), "The conversation it belongs to.").required().immutable().filterable(),
+    Field::new("message_id", FieldKind::Line(200), "The channel's own id of the message.").required().immutable(),
+    Field::new("sender", FieldKind::Line(200), "Who sent it, as the channel names them.").immutable(),
+    Field::new("text", FieldKind::Text, "The message, with secrets redacted.").required().immutable(),
+];
+
 impl Table {
-    pub const ALL: [Table; 8] = [
+    pub const ALL: [Table; 9] = [
         Table::Memories,
         Table::Projects,
         Table::Sources,
@@ -225,6 +243,7 @@ impl Table {
         Table::Contacts,
         Table::Settings,
         Table::AgentState,
+        Table::AgentMessages,
     ];
 
     /// The SQL table name.
@@ -238,6 +257,7 @@ impl Table {
             Table::Contacts => "contacts",
             Table::Settings => "settings",
             Table::AgentState => "agent_state",
+            Table::AgentMessages => "agent_messages",
         }
     }
 
@@ -252,6 +272,7 @@ impl Table {
             Table::Contacts => "contact",
             Table::Settings => "setting",
             Table::AgentState => "agent_state",
+            Table::AgentMessages => "agent_message",
         }
     }
 
@@ -269,6 +290,7 @@ impl Table {
             Table::Contacts => CONTACT_FIELDS,
             Table::Settings => SETTING_FIELDS,
             Table::AgentState => AGENT_STATE_FIELDS,
+            Table::AgentMessages => AGENT_MESSAGE_FIELDS,
         }
     }
 
@@ -284,7 +306,7 @@ impl Table {
     /// Whether a row's id is derived from its natural key, so that the same
     /// key created on two instances is the same row.
     pub fn id_from_key(self) -> bool {
-        matches!(self, Table::Settings | Table::AgentState)
+        matches!(self, Table::Settings | Table::AgentState | Table::AgentMessages)
     }
 
     /// Whether the table holds state of the awake role: written only by the
@@ -298,6 +320,13 @@ impl Table {
         matches!(self, Table::AgentState)
     }
 
+    /// Whether people and their tools read and write it (MCP tools and CLI
+    /// commands are generated for it). The agent's tables are the agent's:
+    /// inbound messages are recorded by the channels, replies by the holder.
+    pub fn for_people(self) -> bool {
+        !matches!(self, Table::AgentState | Table::AgentMessages)
+    }
+
     /// One-sentence description of what a row is, for tool descriptions.
     pub fn about(self) -> &'static str {
         match self {
@@ -309,6 +338,7 @@ impl Table {
             Table::Contacts => "a contact: a person or organisation with how to reach them",
             Table::Settings => "a setting: a key and value, either shared by all instances or local to this one",
             Table::AgentState => "agent state: a key and value kept by the machine holding the lease, with its epoch",
+            Table::AgentMessages => "an agent message: one inbound message of a conversation, from any channel",
         }
     }
 }

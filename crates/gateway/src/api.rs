@@ -103,6 +103,7 @@ async fn health(State(state): State<Arc<AppState>>) -> Response {
         "database": database,
         "sync": {"peers": crate::sync_api::peers(&state).await},
         "lease": lease,
+        "agent": crate::agent_api::health(&state),
     });
     (status, Json(body)).into_response()
 }

@@ -25,6 +25,7 @@
 //! The gateway holds no logic of its own: requests go to `roost-mcp` and
 //! `roost-store`, and every wait it makes on the database is bounded.
 
+pub mod agent_api;
 mod api;
 mod auth;
 pub mod conn;
@@ -210,6 +211,7 @@ impl Gateway {
         let protected = api::protected_routes(state.clone())
             .merge(sync_api::routes(state.clone()))
             .merge(lease_api::routes(state.clone()))
+            .merge(agent_api::routes(state.clone()))
             .merge(machines_api::routes(state.clone()))
             .merge(federation_api::routes(state.clone()))
             .merge(mcp)

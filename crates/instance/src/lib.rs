@@ -93,6 +93,117 @@ pub struct Config {
     pub lease: LeaseConfig,
     #[serde(default, skip_serializing_if = "SyncConfig::is_unset")]
     pub sync: SyncConfig,
+    #[serde(default, skip_serializing_if = "AgentConfig::is_unset")]
+    pub agent: AgentConfig,
+}
+
+/// `[agent]`: what answers the messages the channels bring, on whichever
+/// machine is awake.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// `"echo"` (built in), or a program and its arguments, which reads the
+    /// message as JSON on stdin and writes the reply on stdout.
+    #[serde(default)]
+    pub handler: Handler,
+    /// How long one run of the handler may take.
+    #[serde(default = "default_handler_timeout")]
+    pub handler_timeout_ms: u64,
+    /// Runs of the handler before a message is marked failed.
+    #[serde(default = "default_attempts")]
+    pub attempts: u32,
+    #[serde(default, skip_serializing_if = "WebhookConfig::is_unset")]
+    pub webhook: WebhookConfig,
+}
+
+/// The agent's handler.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum Handler {
+    /// A built-in handler by name: `echo`.
+    Builtin(String),
+    /// A program and its arguments.
+    Program(Vec<String>),
+}
+
+impl Default for Handler {
+    fn default() -> Handler {
+        Handler::Builtin("echo".into())
+    }
+}
+
+impl std::fmt::Display for Handler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Handler::Builtin(name) => write!(f, "{name} (built in)"),
+            Handler::Program(argv) => write!(f, "{}", argv.join(" ")),
+        }
+    }
+}
+
+/// `[agent.webhook]`: where replies to webhook messages go.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// Replies are POSTed here as JSON, with an `Idempotency-Key` header.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+}
+
+impl WebhookConfig {
+    fn is_unset(&self) -> bool {
+        self.url.is_none()
+    }
+}
+
+impl Default for AgentConfig {
+    fn default() -> AgentConfig {
+        AgentConfig {
+            handler: Handler::default(),
+            handler_timeout_ms: default_handler_timeout(),
+            attempts: default_attempts(),
+            webhook: WebhookConfig::default(),
+        }
+    }
+}
+
+impl AgentConfig {
+    fn is_unset(&self) -> bool {
+        self == &AgentConfig::default()
+    }
+
+    /// What is wrong with the settings, in one line, if anything.
+    pub(crate) fn invalid(&self) -> Option<String> {
+        match &self.handler {
+            Handler::Builtin(name) if name != "echo" => {
+                return Some(format!(
+                    "[agent] handler: {name:?} is not a built-in handler; use \"echo\" or a list: [\"program\", \"arg\"]"
+                ));
+            }
+            Handler::Program(argv) if argv.first().is_none_or(|p| p.is_empty()) => {
+                return Some("[agent] handler: the list needs a program first, e.g. [\"cat\"]".into());
+            }
+            _ => {}
+        }
+        if self.handler_timeout_ms == 0 || self.attempts == 0 {
+            return Some("[agent] handler_timeout_ms and attempts must be at least 1".into());
+        }
+        match self.webhook.url.as_deref().map(url::Url::parse) {
+            Some(Ok(url)) if !matches!(url.scheme(), "http" | "https") => {
+                Some(format!("[agent.webhook] url: {url} is not an http:// or https:// URL"))
+            }
+            Some(Err(e)) => Some(format!("[agent.webhook] url: not a URL ({e})")),
+            _ => None,
+        }
+    }
+}
+
+fn default_handler_timeout() -> u64 {
+    60_000
+}
+
+fn default_attempts() -> u32 {
+    3
 }
 
 /// `[sync]`: how this machine reaches the others.
@@ -294,7 +405,7 @@ impl Instance {
             let at = line.map(|n| format!(" (line {n})")).unwrap_or_default();
             InstanceError::Corrupt { path: config_path.clone(), reason: format!("{}{at}", e.message()) }
         })?;
-        if let Some(reason) = config.sync.invalid_relay() {
+        if let Some(reason) = config.sync.invalid_relay().or_else(|| config.agent.invalid()) {
             return Err(InstanceError::Corrupt { path: config_path, reason });
         }
         let id = read_id(home)?;
@@ -335,6 +446,7 @@ impl Instance {
             federation: Default::default(),
             lease: Default::default(),
             sync: Default::default(),
+            agent: Default::default(),
         };
         identity::create_identity(home, &config)?;
         let text = toml::to_string(&config).expect("config serialises");

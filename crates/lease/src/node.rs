@@ -449,6 +449,15 @@ impl Node {
         }
     }
 
+    /// The epoch and lease end of a holder that may take on work: awake and
+    /// not handing the role over (from `Action::Pause` to its `Resume`).
+    pub fn working(&self) -> Option<(u64, Duration)> {
+        match &self.role {
+            Role::Awake(h) if h.outgoing.is_none() => Some((h.ballot.round, h.valid_until)),
+            _ => None,
+        }
+    }
+
     /// Whether this node, the target of a handoff at `epoch`, waits for its
     /// log to catch up with the holder's head.
     pub fn awaits_log(&self, epoch: u64) -> bool {

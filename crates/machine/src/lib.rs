@@ -21,6 +21,9 @@ use thiserror::Error;
 use tokio::sync::mpsc;
 
 use roost_awake::{AwakeService, Part};
+
+pub mod agent;
+use agent::AgentService;
 use roost_federation::SyncSource;
 use roost_instance::Instance;
 use roost_store::Store;
@@ -50,11 +53,15 @@ struct Running {
     instance: Arc<Instance>,
     sync: Arc<SyncService>,
     awake: Arc<AwakeService>,
+    /// None on a witness, which holds no ledger and is never awake.
+    agent: Option<Arc<AgentService>>,
 }
 
 pub struct Machine {
     store: Arc<Store>,
     endpoint: Endpoint,
+    /// The gateway's address, where the agent's handler finds MCP.
+    gateway: SocketAddr,
     part: Part,
     /// Where replication hands the connections of the protocols the gateway
     /// serves, by ALPN (a full machine only).
@@ -87,10 +94,11 @@ impl Machine {
             })
             .unzip();
         let (identity_changed, mut rotated) = tokio::sync::watch::channel(0u64);
-        let running = run(instance, &store, &endpoint, part, &handed_over, &identity_changed)?;
+        let running = run(instance, &store, &endpoint, gateway, part, &handed_over, &identity_changed)?;
         let machine = Arc::new(Machine {
             store,
             endpoint,
+            gateway,
             part,
             handed_over,
             waiting: std::sync::Mutex::new(waiting),
@@ -125,6 +133,10 @@ impl Machine {
 
     pub fn awake(&self) -> Arc<AwakeService> {
         self.running().awake.clone()
+    }
+
+    pub fn agent(&self) -> Option<Arc<AgentService>> {
+        self.running().agent.clone()
     }
 
     /// The connections other machines open here with `alpn` (one of
@@ -162,18 +174,29 @@ impl Machine {
             tracing::info!(%relay, "using a relay learned at join");
             self.endpoint.insert_relay(relay.clone(), Arc::new(iroh::RelayConfig::from(relay))).await;
         }
-        let running =
-            run(Arc::new(fresh), &self.store, &self.endpoint, self.part, &self.handed_over, &self.identity_changed)?;
+        let running = run(
+            Arc::new(fresh),
+            &self.store,
+            &self.endpoint,
+            self.gateway,
+            self.part,
+            &self.handed_over,
+            &self.identity_changed,
+        )?;
         *self.running.write().unwrap_or_else(std::sync::PoisonError::into_inner) = running;
         Ok(Reloaded::Restarted { roost_id })
     }
 
-    /// Stops the lease first (a holder releases the role), then replication.
+    /// Stops the agent first (no work outlives the role it was started
+    /// under), then the lease (a holder releases the role), then replication.
     async fn stop_services(&self) {
-        let (sync, awake) = {
+        let (sync, awake, agent) = {
             let running = self.running();
-            (running.sync.clone(), running.awake.clone())
+            (running.sync.clone(), running.awake.clone(), running.agent.clone())
         };
+        if let Some(agent) = agent {
+            agent.stop().await;
+        }
         awake.stop().await;
         sync.stop().await;
     }
@@ -215,6 +238,7 @@ fn run(
     instance: Arc<Instance>,
     store: &Arc<Store>,
     endpoint: &Endpoint,
+    gateway: SocketAddr,
     part: Part,
     handed_over: &[(&'static [u8], mpsc::Sender<Connection>)],
     identity_changed: &tokio::sync::watch::Sender<u64>,
@@ -235,7 +259,18 @@ fn run(
     ));
     let caught_up = keeps_data.then(|| sync.clone());
     let relays = sync.relay_set();
-    let awake =
-        AwakeService::start(instance.clone(), store.clone(), caught_up, endpoint.clone(), relays, accepted, part)?;
-    Ok(Running { instance, sync, awake: Arc::new(awake) })
+    let awake = Arc::new(AwakeService::start(
+        instance.clone(),
+        store.clone(),
+        caught_up,
+        endpoint.clone(),
+        relays,
+        accepted,
+        part,
+    )?);
+    let agent = keeps_data.then(|| {
+        let mcp_url = format!("http://{gateway}/mcp");
+        Arc::new(AgentService::start(&instance, store.clone(), awake.clone(), sync.clone(), mcp_url))
+    });
+    Ok(Running { instance, sync, awake, agent })
 }

@@ -37,9 +37,9 @@ impl Action {
             Action::ListSyncConflicts,
             Action::ResolveSyncConflict,
         ];
-        // Agent-owned state is the awake machine's, written through its own
-        // fenced door: no tool reads or writes it.
-        for table in Table::ALL.into_iter().filter(|t| !t.agent_owned()) {
+        // The agent's tables are written by its channels and the awake
+        // machine's fenced door: no generic tool reads or writes them.
+        for table in Table::ALL.into_iter().filter(|t| t.for_people()) {
             all.extend([
                 Action::Create(table),
                 Action::Get(table),

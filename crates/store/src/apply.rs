@@ -299,8 +299,13 @@ fn apply_version(
                 tx.prepare_cached(&format!("UPDATE {} SET vv = ?2 WHERE id = ?1", entry.table.name()))?
                     .execute(rusqlite::params![entry.row_id.as_str(), vector_text(&state.vector)])?;
             }
-            record_conflict(tx, entry.table, &entry.row_id, &state.version, &loser, now)?;
-            ctx.conflicts_open = Some(true);
+            // An inbound message is written once, by whichever machines
+            // received it, all with what the channel sent: two creations
+            // are one message, not a choice for a person to make.
+            if entry.table != Table::AgentMessages {
+                record_conflict(tx, entry.table, &entry.row_id, &state.version, &loser, now)?;
+                ctx.conflicts_open = Some(true);
+            }
         }
     }
     if !ctx.conflicts_open(tx)? {

@@ -7,6 +7,7 @@
 //! appends the change record in one transaction. SQLite triggers refuse any
 //! other write to those tables, so the rule holds even for code that forgets it.
 
+pub mod agent;
 mod apply;
 mod checkpoint;
 pub mod conflicts;

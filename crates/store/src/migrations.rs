@@ -303,8 +303,22 @@ fn v9(tx: &Transaction) -> rusqlite::Result<()> {
     )
 }
 
+/// The agent's inbound messages: one row per channel message (its id is
+/// derived from the channel and the channel's message id), recorded by any
+/// machine; the replies are agent state.
+fn v10(tx: &Transaction) -> rusqlite::Result<()> {
+    tx.execute_batch(&format!(
+        "CREATE TABLE agent_messages ({SYSTEM_COLUMNS},
+            key TEXT, channel TEXT, topic TEXT, message_id TEXT, sender TEXT, text TEXT,
+            vv TEXT NOT NULL DEFAULT '{{}}', version_seq INTEGER);
+         CREATE INDEX agent_messages_key ON agent_messages (key);
+         CREATE INDEX agent_messages_topic ON agent_messages (topic, created_at);"
+    ))?;
+    guard(tx, "agent_messages", "synced tables are")
+}
+
 type Migration = fn(&Transaction) -> rusqlite::Result<()>;
-const MIGRATIONS: &[Migration] = &[v1, v2, v3, v4, v5, v6, v7, v8, v9];
+const MIGRATIONS: &[Migration] = &[v1, v2, v3, v4, v5, v6, v7, v8, v9, v10];
 
 /// Brings the database up to the newest schema, each step in one transaction.
 pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {

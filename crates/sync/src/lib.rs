@@ -38,6 +38,7 @@ use tokio_util::sync::CancellationToken;
 
 use roost_tasks::{Blocked, Tasks};
 
+pub use roost_core::protocol::Heads;
 use roost_core::session::SessionError;
 use roost_instance::Instance;
 use roost_store::{InstanceEntry, Store, StoreError};
@@ -158,9 +159,13 @@ struct PeerLive {
     address: Option<String>,
     /// The live session's connection, for its path and round-trip time.
     connection: Option<Connection>,
+    /// The peer said in its hello that it keeps the log (not a witness).
+    keeps_log: bool,
     last_sync: Option<String>,
     behind: u64,
     ahead: u64,
+    /// The heads the peer last reported (a peer that keeps the log only).
+    holds: Heads,
     last_error: Option<String>,
 }
 
@@ -341,6 +346,21 @@ impl SyncService {
             .collect())
     }
 
+    /// Changes after every commit that may have grown the log, written here
+    /// or applied from a peer.
+    pub fn log_grew(&self) -> watch::Receiver<u64> {
+        self.shared.log_grew.subscribe()
+    }
+
+    /// Every peer with a live session that keeps the log, with the heads it
+    /// last reported: what it is known to hold. The agent sends a reply only
+    /// once each of them holds the reply's commit, and a new holder starts
+    /// only once it holds what they held.
+    pub fn connected_holdings(&self) -> Vec<(String, Heads)> {
+        let live = self.shared.live.lock().expect("peer status poisoned");
+        live.iter().filter(|(_, l)| l.connected && l.keeps_log).map(|(id, l)| (id.clone(), l.holds.clone())).collect()
+    }
+
     /// Ends every session and stops accepting and dialing, waiting a bounded
     /// time for all of it to end; the endpoint stays open for whatever runs
     /// on it next.
@@ -434,6 +454,11 @@ fn path_of(conn: &Connection) -> Option<(&'static str, f64)> {
     let path = paths.iter().find(|p| p.is_selected())?;
     let kind = if path.is_relay() { "relayed" } else { "direct" };
     Some((kind, path.rtt().as_secs_f64() * 1000.0))
+}
+
+/// Whether a log at `ours` holds every entry of a log at `theirs`.
+pub fn holds(ours: &Heads, theirs: &Heads) -> bool {
+    roost_core::protocol::behind(ours, theirs) == 0
 }
 
 /// The remote IP of the connection's path in use; `None` through a relay.

@@ -155,6 +155,8 @@ pub async fn run(
         l.last_sync = Some(now_text());
         l.behind = if entries { behind(&heads, &peer.greeting.heads) } else { 0 };
         l.ahead = if entries { behind(&peer.greeting.heads, &heads) } else { 0 };
+        l.keeps_log = entries;
+        l.holds = if entries { peer.greeting.heads.clone() } else { Heads::new() };
     });
     let (id, name) = (peer.id.clone(), peer.name.clone());
     let _ = blocking(&store, move |s| s.mark_seen(&id)).await;
@@ -601,6 +603,7 @@ async fn receiver(
                         if link.greeting.entries {
                             l.behind = behind(&ours, &heads);
                             l.ahead = behind(&heads, &ours);
+                            l.holds = heads;
                         }
                         l.last_sync = Some(now_text());
                     });

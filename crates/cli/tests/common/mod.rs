@@ -258,3 +258,111 @@ pub fn listening_address(child: &mut std::process::Child) -> String {
         .unwrap_or_else(|| panic!("unexpected first line from roost serve: {line:?}"))
         .to_string()
 }
+
+/// One reply a [`Webhook`] received.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub key: String,
+    pub body: Value,
+}
+
+/// A local webhook receiver: records every POST with its `Idempotency-Key`
+/// and answers 200, or 500 while `failing` is set. Plain HTTP/1.1 with
+/// keep-alive, a thread per connection; stops with the test process.
+pub struct Webhook {
+    pub url: String,
+    pub deliveries: std::sync::Arc<std::sync::Mutex<Vec<Delivery>>>,
+    pub failing: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Webhook {
+    pub fn start() -> Webhook {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let deliveries = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let failing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (kept, fail) = (deliveries.clone(), failing.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let (kept, fail) = (kept.clone(), fail.clone());
+                std::thread::spawn(move || serve_hook(stream, &kept, &fail));
+            }
+        });
+        Webhook { url, deliveries, failing }
+    }
+
+    pub fn deliveries(&self) -> Vec<Delivery> {
+        self.deliveries.lock().unwrap().clone()
+    }
+}
+
+fn serve_hook(
+    stream: std::net::TcpStream,
+    kept: &std::sync::Mutex<Vec<Delivery>>,
+    failing: &std::sync::atomic::AtomicBool,
+) {
+    use std::io::{Read, Write};
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut writer = stream;
+    loop {
+        let mut headers = Vec::new();
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                return;
+            }
+            if line == "\r\n" {
+                break;
+            }
+            headers.push(line.trim_end().to_string());
+        }
+        let header = |name: &str| {
+            headers.iter().find_map(|h| {
+                let (k, v) = h.split_once(':')?;
+                k.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+            })
+        };
+        let length: usize = header("content-length").and_then(|l| l.parse().ok()).unwrap_or(0);
+        let mut body = vec![0; length];
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        let status = if failing.load(std::sync::atomic::Ordering::SeqCst) {
+            "500 Internal Server Error"
+        } else {
+            let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            kept.lock().unwrap().push(Delivery { key: header("idempotency-key").unwrap_or_default(), body });
+            "200 OK"
+        };
+        if write!(writer, "HTTP/1.1 {status}\r\nContent-Length: 0\r\n\r\n").is_err() {
+            return;
+        }
+    }
+}
+
+/// Appends an `[agent]` section to the config.toml of `home`.
+pub fn configure_agent(home: &Path, section: &str) {
+    use std::io::Write;
+    let mut config = std::fs::OpenOptions::new().append(true).open(home.join("config.toml")).unwrap();
+    writeln!(config, "\n{section}").unwrap();
+}
+
+/// POSTs `body` as JSON to `url` (plain HTTP/1.0, bounded); the status and
+/// the parsed answer.
+pub fn post_json(addr: &str, path: &str, body: &Value) -> (u16, Value) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let body = body.to_string();
+    write!(
+        stream,
+        "POST {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let answer = response.split("\r\n\r\n").nth(1).and_then(|b| serde_json::from_str(b).ok()).unwrap_or(Value::Null);
+    (status, answer)
+}

@@ -1,0 +1,301 @@
+//! The awake agent through real `roost serve` processes: messages posted to
+//! any machine are answered once, from the awake one, through a fenced
+//! outbox, across a kill -9 of the holder; the handler is any program;
+//! secrets never reach the replicated log.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::{Served, Webhook, configure, configure_agent, post_json, roost, succeeded, until};
+use serde_json::{Value, json};
+
+fn lease(s: &Served) -> Value {
+    s.get("/health").map(|h| h["lease"].clone()).unwrap_or(Value::Null)
+}
+
+/// The one machine awake, once every running machine names it holder.
+fn holder(served: &[&Served]) -> usize {
+    let mut found = None;
+    until("one agreed holder", || {
+        let leases: Vec<Value> = served.iter().map(|s| lease(s)).collect();
+        let awake: Vec<usize> = (0..served.len()).filter(|i| leases[*i]["role"] == "awake").collect();
+        let agreed = awake.len() == 1 && leases.iter().all(|l| l["holder"]["id"] == leases[awake[0]]["holder"]["id"]);
+        found = agreed.then(|| awake[0]);
+        agreed
+    });
+    found.unwrap()
+}
+
+fn ledger_of(s: &Served, topic: &str) -> Vec<Value> {
+    s.get(&format!("/api/v1/agent/topics/{topic}")).and_then(|v| v["messages"].as_array().cloned()).unwrap_or_default()
+}
+
+fn post(s: &Served, channel: &str, topic: &str, id: &str, text: &str) -> Value {
+    let body = json!({"channel": channel, "topic": topic, "message_id": id, "sender": "ann", "text": text});
+    let (status, answer) = post_json(&s.addr, "/api/v1/agent/messages", &body);
+    assert_eq!(status, 202, "{answer}");
+    answer
+}
+
+fn chain_with_agent(root: &Path, names: &[&str], agent: &str) -> (Vec<PathBuf>, Vec<Served>) {
+    let (h, served) = common::chain_with(
+        root,
+        names,
+        &[],
+        |homes| {
+            for home in homes {
+                configure(home, "ttl_ms", "2000");
+                configure_agent(home, agent);
+            }
+        },
+        |_| 0,
+    );
+    let n = names.len();
+    until("every machine counts and hears every voter", || {
+        served.iter().all(|s| {
+            let l = lease(s);
+            l["voters"] == n && l["voters_heard"] == n
+        })
+    });
+    (h, served)
+}
+
+/// Three machines; 150 messages over 6 topics posted to every machine in
+/// turn, standbys included. After the first 30 the holder is killed with -9
+/// (30 more go to the others while nobody is awake, and it comes back once
+/// another machine holds the role); after 90 the holder is stopped with
+/// SIGSTOP for three lease TTLs while 30 more arrive, then continued. Every
+/// message gets exactly one distinct reply at the webhook, no idempotency
+/// key carries two different bodies, each topic's replies arrive in message
+/// order, and every machine holds the same ledger.
+#[test]
+fn every_message_is_answered_once_from_the_awake_machine_through_a_kill_and_a_pause_of_the_holder() {
+    const MESSAGES: usize = 150;
+    let hook = Webhook::start();
+    let root = tempfile::tempdir().unwrap();
+    let (h, mut served) =
+        chain_with_agent(root.path(), &["a", "b", "c"], &format!("[agent.webhook]\nurl = \"{}\"", hook.url));
+    let topics: Vec<String> = (0..6).map(|t| format!("topic-{t}")).collect();
+    let mut order: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut n = 0;
+    let mut post_round = |served: &[Served], alive: &[usize]| {
+        for _ in 0..30 {
+            let topic = &topics[n % topics.len()];
+            let id = format!("m{n}");
+            let at = &served[alive[n % alive.len()]];
+            let answer = post(at, "webhook", topic, &id, &format!("message {n}"));
+            assert_eq!(answer["duplicate"], false);
+            order.entry(topic.clone()).or_default().push(id);
+            n += 1;
+        }
+    };
+    post_round(&served, &[0, 1, 2]);
+    let killed = holder(&served.iter().collect::<Vec<_>>());
+    served[killed].child.kill().unwrap();
+    served[killed].child.wait().unwrap();
+    let alive: Vec<usize> = (0..3).filter(|i| *i != killed).collect();
+    post_round(&served, &alive);
+    holder(&alive.iter().map(|i| &served[*i]).collect::<Vec<_>>());
+    served[killed] = Served::start(&h[killed]);
+    post_round(&served, &[0, 1, 2]);
+
+    let paused = holder(&served.iter().collect::<Vec<_>>());
+    common::signal(&served[paused].child, "STOP");
+    let others: Vec<usize> = (0..3).filter(|i| *i != paused).collect();
+    post_round(&served, &others);
+    std::thread::sleep(Duration::from_secs(6));
+    common::signal(&served[paused].child, "CONT");
+    post_round(&served, &[0, 1, 2]);
+    // A message delivered twice to one machine is recorded once.
+    assert_eq!(post(&served[0], "webhook", &topics[0], "m0", "message 0")["duplicate"], true);
+    let killed_and_paused = (killed, paused);
+
+    until("a reply to every message at the webhook", || {
+        let answered: BTreeSet<String> =
+            hook.deliveries().iter().filter_map(|d| d.body["message_id"].as_str().map(String::from)).collect();
+        answered.len() == MESSAGES
+    });
+    let deliveries = hook.deliveries();
+    let mut bodies_by_key: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
+    let mut texts_by_message: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for d in &deliveries {
+        bodies_by_key.entry(&d.key).or_default().insert(d.body.to_string());
+        texts_by_message
+            .entry(d.body["message_id"].as_str().unwrap())
+            .or_default()
+            .insert(d.body["text"].as_str().unwrap());
+    }
+    for (key, bodies) in &bodies_by_key {
+        assert_eq!(bodies.len(), 1, "idempotency key {key} carried different bodies: {bodies:?}");
+    }
+    for (message, texts) in &texts_by_message {
+        assert_eq!(texts.len(), 1, "message {message} got different replies: {texts:?}");
+    }
+    assert_eq!(bodies_by_key.len(), MESSAGES, "one key per message");
+    for (topic, ids) in &order {
+        let mut first_seen: Vec<&str> = Vec::new();
+        for d in deliveries.iter().filter(|d| d.body["topic"] == topic.as_str()) {
+            let id = d.body["message_id"].as_str().unwrap();
+            if !first_seen.contains(&id) {
+                first_seen.push(id);
+            }
+        }
+        if first_seen != *ids {
+            let ledger: Vec<String> = ledger_of(&served[0], topic)
+                .iter()
+                .map(|m| {
+                    format!("{} at {} by {} epoch {}", m["message_id"], m["received_at"], m["received_by"], m["epoch"])
+                })
+                .collect();
+            let ids: Vec<String> =
+                h.iter().map(|home| std::fs::read_to_string(home.join("instance-id")).unwrap()).collect();
+            let sent: Vec<String> = deliveries
+                .iter()
+                .filter(|d| d.body["topic"] == topic.as_str())
+                .map(|d| format!("{} epoch {} by {}", d.body["message_id"], d.body["epoch"], d.body["machine"]))
+                .collect();
+            panic!(
+                "replies in {topic} left out of message order: {first_seen:?}\n\
+                 killed, paused {killed_and_paused:?}, machines {ids:?}\n{ledger:#?}\n{sent:#?}"
+            );
+        }
+    }
+    println!("re-sends under the same key: {}", deliveries.len() - bodies_by_key.len());
+
+    let settled = |s: &Served, topic: &str| {
+        topic_view(s, topic).into_iter().map(|(id, stage, reply, _)| (id, stage, reply)).collect::<Vec<_>>()
+    };
+    until("every machine holds the same ledger, every reply sent", || {
+        topics.iter().all(|t| {
+            let first = settled(&served[0], t);
+            first.len() == order[t].len()
+                && first.iter().all(|(_, stage, _)| stage == "sent")
+                && served.iter().all(|s| settled(s, t) == first)
+        })
+    });
+    // Each reply names the machine and epoch that committed it.
+    let machines: BTreeSet<String> =
+        topics.iter().flat_map(|t| topic_view(&served[0], t)).map(|(_, _, _, by)| by).collect();
+    assert!(!machines.is_empty());
+}
+
+/// (message id, stage, reply, replied by) of each message of `topic`.
+fn topic_view(s: &Served, name: &str) -> Vec<(String, String, String, String)> {
+    ledger_of(s, name)
+        .iter()
+        .map(|m| {
+            let text = |k: &str| m[k].as_str().unwrap_or_default().to_string();
+            (text("message_id"), text("stage"), text("reply"), text("replied_by"))
+        })
+        .collect()
+}
+
+/// `roost agent say` on a standby: the awake machine runs the handler, a
+/// program that gets the message, the topic's history and the MCP URL as
+/// JSON on stdin and the topic and epoch in its environment; the reply is
+/// printed where it was asked.
+#[test]
+fn roost_agent_say_on_a_standby_is_answered_by_the_handler_program_on_the_awake_machine() {
+    let root = tempfile::tempdir().unwrap();
+    let seen = root.path().join("seen.json");
+    let script =
+        format!("cat > {}; printf 'handled in %s at epoch %s' \"$ROOST_TOPIC\" \"$ROOST_EPOCH\"", seen.display());
+    let handler = format!("[agent]\nhandler = [\"sh\", \"-c\", {}]", toml_string(&script));
+    let (h, served) = chain_with_agent(root.path(), &["a", "b"], &handler);
+    let awake = holder(&served.iter().collect::<Vec<_>>());
+    let standby = 1 - awake;
+    let epoch = lease(&served[awake])["epoch"].as_u64().unwrap();
+
+    let first = succeeded(roost(&h[standby], &["agent", "say", "plans", "what is on today?"]));
+    assert_eq!(first.trim(), format!("handled in plans at epoch {epoch}"));
+    let second = succeeded(roost(&h[standby], &["agent", "say", "plans", "and tomorrow?"]));
+    assert_eq!(second.trim(), format!("handled in plans at epoch {epoch}"));
+    let input: Value = serde_json::from_str(&std::fs::read_to_string(&seen).unwrap()).unwrap();
+    assert_eq!(input["message"]["text"], "and tomorrow?");
+    assert_eq!(input["message"]["channel"], "cli");
+    assert_eq!(input["epoch"], epoch);
+    assert_eq!(input["mcp_url"], format!("http://{}/mcp", served[awake].addr));
+    let history: Vec<(&str, &str)> = input["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| (t["role"].as_str().unwrap(), t["text"].as_str().unwrap()))
+        .collect();
+    assert_eq!(history, [("message", "what is on today?"), ("reply", first.trim())]);
+
+    let tail = succeeded(roost(&h[standby], &["agent", "tail", "plans"]));
+    assert!(tail.contains("> cli: what is on today?") && tail.contains("< handled in plans"), "{tail}");
+    let topics = succeeded(roost(&h[awake], &["agent", "topics"]));
+    assert!(topics.starts_with("plans  2 messages"), "{topics}");
+    let status = succeeded(roost(&h[standby], &["status"]));
+    assert!(status.contains("agent      standing by; handler sh -c"), "{status}");
+}
+
+fn toml_string(s: &str) -> String {
+    serde_json::to_string(s).unwrap()
+}
+
+/// A handler that fails is run again up to `attempts` times, then the
+/// message is marked failed with why, and `roost agent say` says so; one
+/// that hangs is killed at its timeout.
+#[test]
+fn a_failing_or_hanging_handler_is_retried_a_bounded_number_of_times_then_marked_failed() {
+    for (program, expected) in [
+        (r#"["sh", "-c", "echo out of tokens >&2; exit 3"]"#, "exited with exit status: 3: out of tokens"),
+        (r#"["sleep", "10"]"#, "no reply within 300ms; the handler was killed"),
+    ] {
+        let root = tempfile::tempdir().unwrap();
+        let home = root.path().join("solo");
+        succeeded(roost(&home, &["init", "--name", "solo"]));
+        configure_agent(&home, &format!("[agent]\nhandler = {program}\nhandler_timeout_ms = 300\nattempts = 2"));
+        let _served = Served::start(&home);
+        let out = roost(&home, &["agent", "say", "t", "hello", "--wait", "30"]);
+        assert!(!out.status.success());
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(said.contains("the agent could not answer") && said.contains(expected), "{said}");
+        let entry =
+            &serde_json::from_str::<Value>(&succeeded(roost(&home, &["agent", "tail", "t", "--json"]))).unwrap();
+        assert_eq!((entry["stage"].as_str(), entry["attempts"].as_u64()), (Some("failed"), Some(2)), "{entry}");
+    }
+}
+
+/// A secret in a message is redacted before the message is written: no
+/// byte of it reaches the database (or its write-ahead log), the ledger, the
+/// reply or the webhook.
+#[test]
+fn secrets_in_a_message_never_reach_the_replicated_log() {
+    let hook = Webhook::start();
+    let root = tempfile::tempdir().unwrap();
+    let home = root.path().join("solo");
+    succeeded(roost(&home, &["init", "--name", "solo"]));
+    configure_agent(&home, &format!("[agent.webhook]\nurl = \"{}\"", hook.url));
+    let served = Served::start(&home);
+    let secret = "sk-ant-api03-Zq8RkT2mW9vLxN4pY7sB";
+    post(&served, "webhook", "keys", "k1", &format!("my key is {secret} and Authorization: Bearer abcDEF123456789"));
+    until("the reply at the webhook", || !hook.deliveries().is_empty());
+    let reply = hook.deliveries()[0].body["text"].as_str().unwrap().to_string();
+    assert_eq!(reply, "echo #1 in keys: my key is [REDACTED] and Authorization: Bearer [REDACTED]");
+    let stored = ledger_of(&served, "keys");
+    assert_eq!(stored[0]["text"], "my key is [REDACTED] and Authorization: Bearer [REDACTED]");
+    for file in ["roost.db", "roost.db-wal"] {
+        let bytes = std::fs::read(home.join(file)).unwrap_or_default();
+        for needle in [secret, "abcDEF123456789"] {
+            assert!(!bytes.windows(needle.len()).any(|w| w == needle.as_bytes()), "{needle} is in {file}");
+        }
+    }
+    // Bad input is refused in one line and records nothing.
+    let (status, answer) = post_json(
+        &served.addr,
+        "/api/v1/agent/messages",
+        &json!({"channel": "Web Hook", "topic": "t", "message_id": "1", "text": "x"}),
+    );
+    assert_eq!(status, 400);
+    assert!(answer["error"].as_str().unwrap().contains("is not a channel name"), "{answer}");
+    let (status, answer) = post_json(&served.addr, "/api/v1/agent/messages", &json!({"topic": "t"}));
+    assert_eq!(status, 400);
+    assert!(answer["error"].as_str().unwrap().contains("missing field"), "{answer}");
+    assert_eq!(ledger_of(&served, "t").len(), 0);
+}

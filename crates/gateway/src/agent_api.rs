@@ -1,0 +1,145 @@
+//! The agent's API: inbound messages (the webhook channel, and `roost agent
+//! say` through the socket), the topics and their history, and what the
+//! agent is doing here.
+//!
+//! Any machine records an inbound message, awake or not: it answers 202 once
+//! the row is durable in its store, and replication carries it to the holder.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use roost_agent::ledger::{self, Stage};
+use roost_agent::redact;
+use roost_machine::agent::AgentStatus;
+use roost_store::agent::Inbound;
+
+use crate::AppState;
+use crate::api::{ApiError, with_store};
+
+pub(crate) fn routes(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/api/v1/agent", get(status))
+        .route("/api/v1/agent/messages", post(receive))
+        .route("/api/v1/agent/topics", get(topics))
+        .route("/api/v1/agent/topics/{topic}", get(topic))
+        .with_state(state)
+}
+
+/// The agent part of `/health`: none where no agent runs (a witness, or a
+/// process without the lease).
+pub(crate) fn health(state: &AppState) -> Option<AgentStatus> {
+    state.machine.as_ref().and_then(|m| m.agent()).map(|agent| agent.status())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InboundBody {
+    channel: String,
+    topic: String,
+    message_id: String,
+    #[serde(default)]
+    sender: Option<String>,
+    text: String,
+}
+
+const EXPECTED: &str = "expected JSON {\"channel\", \"topic\", \"message_id\", \"text\"} and optionally \"sender\"";
+
+async fn receive(State(state): State<Arc<AppState>>, body: Json<Value>) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let bad = |why: String| ApiError(StatusCode::BAD_REQUEST, why);
+    let body: InboundBody = serde_json::from_value(body.0).map_err(|e| bad(format!("{e}; {EXPECTED}")))?;
+    if !ledger::valid_channel(&body.channel) {
+        return Err(bad(format!(
+            "channel {:?} is not a channel name: use 1 to 32 lowercase letters, digits, - or _",
+            body.channel
+        )));
+    }
+    // What enters the replicated log never holds a secret.
+    let text = redact(&body.text);
+    let (message, recorded) = with_store(&state, move |store| {
+        store.record_message(&Inbound {
+            channel: &body.channel,
+            topic: &body.topic,
+            message_id: &body.message_id,
+            sender: body.sender.as_deref(),
+            text: &text,
+        })
+    })
+    .await?;
+    if let Some(agent) = state.machine.as_ref().and_then(|m| m.agent()) {
+        agent.wake();
+    }
+    Ok((StatusCode::ACCEPTED, Json(json!({"id": message.id, "duplicate": !recorded}))))
+}
+
+async fn status(State(state): State<Arc<AppState>>) -> Json<Option<AgentStatus>> {
+    Json(health(&state))
+}
+
+#[derive(Serialize)]
+struct TopicSummary {
+    topic: String,
+    messages: u64,
+    last_at: String,
+}
+
+async fn topics(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
+    let topics = with_store(&state, |store| store.topics()).await?;
+    let topics: Vec<TopicSummary> =
+        topics.into_iter().map(|(topic, messages, last_at)| TopicSummary { topic, messages, last_at }).collect();
+    Ok(Json(json!({ "topics": topics })))
+}
+
+/// One message of a topic with where its reply stands.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct TopicEntry {
+    pub id: String,
+    pub channel: String,
+    pub message_id: String,
+    pub sender: Option<String>,
+    pub text: String,
+    pub received_at: String,
+    pub received_by: String,
+    /// None until the holder claims it.
+    pub stage: Option<Stage>,
+    pub reply: Option<String>,
+    pub attempts: u32,
+    pub error: Option<String>,
+    /// The epoch and machine of the reply record's last write.
+    pub epoch: Option<u64>,
+    pub replied_by: Option<String>,
+    pub idempotency_key: Option<String>,
+}
+
+async fn topic(State(state): State<Arc<AppState>>, Path(topic): Path<String>) -> Result<Json<Value>, ApiError> {
+    let wanted = topic.clone();
+    let entries = with_store(&state, move |store| store.ledger(Some(&wanted))).await?;
+    let entries: Vec<TopicEntry> = entries
+        .into_iter()
+        .map(|e| {
+            let reply = e.reply.as_ref();
+            TopicEntry {
+                id: e.message.id,
+                channel: e.message.channel,
+                message_id: e.message.message_id,
+                sender: e.message.sender,
+                text: e.message.text,
+                received_at: e.message.received_at,
+                received_by: e.message.received_by,
+                stage: reply.map(|(r, _)| r.stage),
+                reply: reply.and_then(|(r, _)| r.text.clone()),
+                attempts: reply.map_or(0, |(r, _)| r.attempts),
+                error: reply.and_then(|(r, _)| r.error.clone()),
+                epoch: reply.map(|(_, epoch)| *epoch),
+                replied_by: reply.map(|(r, _)| r.machine.clone()),
+                idempotency_key: reply.map(|(r, _)| r.key.clone()),
+            }
+        })
+        .collect();
+    Ok(Json(json!({ "topic": topic, "messages": entries })))
+}

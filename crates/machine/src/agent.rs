@@ -1,0 +1,489 @@
+//! The agent's shell: on the awake machine, reads the ledger, asks
+//! `roost_agent::ledger::plan` what to do, and does it — claims a message,
+//! runs the handler, commits the reply under the lease epoch, sends it, and
+//! commits that it was sent. On a standby it does nothing but report.
+//!
+//! A reply is sent only while this machine still works under the epoch it
+//! was planned under, and the request is bounded by what is left of the lease
+//! ([`AwakeService::working`], checked right before each attempt). Every
+//! write goes through the store's door under that epoch, so once this
+//! machine has heard of a later grant its writes are refused; what it wrote
+//! before hearing is fenced wherever it arrives.
+
+use std::collections::HashSet;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::{Notify, mpsc};
+
+use roost_agent::ledger::{self, CLI_CHANNEL, Counts, Limits, Work};
+use roost_agent::{Message, Reply, redact};
+use roost_awake::{AwakeService, Working, clock};
+use roost_instance::{Handler, Instance};
+use roost_store::Store;
+use roost_sync::{Heads, SyncService};
+use roost_tasks::Tasks;
+
+/// Every read or write of the store is bounded by this.
+const DB_WAIT: Duration = Duration::from_secs(5);
+/// How often the ledger is read when nothing wakes the loop.
+const TICK: Duration = Duration::from_millis(250);
+/// A send attempt needs at least this much of the lease left.
+const SEND_MARGIN: Duration = Duration::from_millis(50);
+/// One webhook request is bounded by this (and by the lease).
+const SEND_WAIT: Duration = Duration::from_secs(5);
+/// Topics worked on at once.
+const PARALLEL: usize = 8;
+/// How often a reply waiting for its commit to reach the peers looks again.
+const HELD_POLL: Duration = Duration::from_millis(10);
+/// How long a new holder waits for sessions with the voters it has not
+/// met before it goes on with those it has: one that is down never comes.
+const MEET_WAIT: Duration = Duration::from_secs(2);
+/// How often a round waiting to take in what the peers held looks again.
+const SETTLE_POLL: Duration = Duration::from_millis(10);
+
+/// What `/health`, `roost status` and the Nest show of the agent.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentStatus {
+    pub handler: String,
+    /// This machine holds the role and works the ledger.
+    pub working: bool,
+    /// It holds the role and is still taking in what the connected
+    /// machines held when it took it, before it answers anything.
+    pub catching_up: bool,
+    pub epoch: Option<u64>,
+    #[serde(flatten)]
+    pub counts: Counts,
+    /// Messages whose handler or send is under way here.
+    pub in_flight: usize,
+    pub webhook: Option<String>,
+    /// How long ago this machine last had a reply accepted by a channel.
+    pub last_sent_ms_ago: Option<u64>,
+    /// The last thing that went wrong here, in one line.
+    pub last_error: Option<String>,
+}
+
+struct Shared {
+    status: Mutex<AgentStatus>,
+    last_sent: Mutex<Option<Instant>>,
+    wake: Notify,
+}
+
+/// The agent of one running machine.
+pub struct AgentService {
+    shared: Arc<Shared>,
+    tasks: Tasks,
+}
+
+/// What every piece of work needs.
+struct Context {
+    me: String,
+    name: String,
+    store: Arc<Store>,
+    awake: Arc<AwakeService>,
+    sync: Arc<SyncService>,
+    handler: Handler,
+    handler_timeout: Duration,
+    webhook: Option<String>,
+    mcp_url: String,
+    http: reqwest::Client,
+    shared: Arc<Shared>,
+}
+
+impl AgentService {
+    /// Starts the loop for `instance`, whose gateway answers MCP at `mcp_url`.
+    pub fn start(
+        instance: &Instance,
+        store: Arc<Store>,
+        awake: Arc<AwakeService>,
+        sync: Arc<SyncService>,
+        mcp_url: String,
+    ) -> AgentService {
+        let config = &instance.config.agent;
+        let status = AgentStatus {
+            handler: config.handler.to_string(),
+            webhook: config.webhook.url.clone(),
+            ..AgentStatus::default()
+        };
+        let shared = Arc::new(Shared { status: Mutex::new(status), last_sent: Mutex::new(None), wake: Notify::new() });
+        // reqwest takes its TLS settings (for an https:// webhook) from
+        // rustls's process-wide provider; Roost uses ring everywhere.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::builder().no_proxy().build().expect("an HTTP client with a TLS provider builds");
+        let context = Arc::new(Context {
+            me: instance.id.clone(),
+            name: instance.config.name.clone(),
+            store,
+            awake,
+            sync,
+            handler: config.handler.clone(),
+            handler_timeout: Duration::from_millis(config.handler_timeout_ms),
+            webhook: config.webhook.url.clone(),
+            mcp_url,
+            http,
+            shared: shared.clone(),
+        });
+        let limits = Limits { attempts: config.attempts, ..Limits::default() };
+        let tasks = Tasks::new();
+        tasks.spawn(run(context, limits, tasks.clone()));
+        AgentService { shared, tasks }
+    }
+
+    pub fn status(&self) -> AgentStatus {
+        let mut status = self.shared.status.lock().expect("agent status poisoned").clone();
+        status.last_sent_ms_ago =
+            self.shared.last_sent.lock().expect("agent status poisoned").map(|at| at.elapsed().as_millis() as u64);
+        status
+    }
+
+    /// A message was recorded: look at the ledger now, not at the next tick.
+    pub fn wake(&self) {
+        self.shared.wake.notify_one();
+    }
+
+    /// Ends the loop and whatever it started (a handler is killed; a reply
+    /// committed and not confirmed is sent again by the next holder).
+    pub async fn stop(&self) {
+        if !self.tasks.stop(DB_WAIT).await {
+            tracing::warn!("agent tasks still running {DB_WAIT:?} after the stop");
+        }
+    }
+}
+
+impl Drop for AgentService {
+    fn drop(&mut self) {
+        self.tasks.cancel();
+    }
+}
+
+async fn run(context: Arc<Context>, limits: Limits, tasks: Tasks) {
+    let mut busy: HashSet<String> = HashSet::new();
+    let mut settle = Settle::default();
+    let mut log_grew = context.sync.log_grew();
+    let (done, mut finished) = mpsc::unbounded_channel::<String>();
+    loop {
+        let wait = if settle.waiting() { SETTLE_POLL } else { TICK };
+        tokio::select! {
+            _ = context.shared.wake.notified() => {}
+            _ = log_grew.changed() => {}
+            _ = tokio::time::sleep(wait) => {}
+            Some(topic) = finished.recv() => { busy.remove(&topic); }
+        }
+        while let Ok(topic) = finished.try_recv() {
+            busy.remove(&topic);
+        }
+        let working = context.awake.working();
+        let store = context.store.clone();
+        // The heads first: the ledger read after them holds every entry
+        // they count.
+        let read = move || {
+            let heads = store.heads()?;
+            Ok::<_, roost_store::StoreError>((heads, store.ledger(None)?))
+        };
+        let (heads, entries) = match roost_tasks::blocking("reading the agent ledger", DB_WAIT, read).await {
+            Ok(Ok(read)) => read,
+            Ok(Err(e)) => {
+                context.failed(format!("cannot read the ledger: {e}"));
+                continue;
+            }
+            Err(e) => {
+                context.failed(e.to_string());
+                continue;
+            }
+        };
+        let counts = ledger::counts(&entries);
+        let settled = working.is_some_and(|w| {
+            let first = !settle.started(Some(w.epoch));
+            let required = if first { context.voters_to_meet() } else { Vec::new() };
+            (!first && counts.queued + counts.unsent == 0)
+                || settle.ready(w.epoch, &heads, context.sync.connected_holdings(), &required)
+        });
+        {
+            let mut status = context.shared.status.lock().expect("agent status poisoned");
+            status.working = working.is_some();
+            status.catching_up = working.is_some() && !settle.started(working.map(|w| w.epoch));
+            status.epoch = working.map(|w| w.epoch);
+            status.counts = counts;
+            status.in_flight = busy.len();
+        }
+        let Some(working) = working.filter(|_| settled) else { continue };
+        let plan = ledger::plan(&entries, working.epoch, &|topic| busy.contains(topic), limits);
+        for work in plan.into_iter().take(PARALLEL.saturating_sub(busy.len())) {
+            let topic = work.topic().to_string();
+            busy.insert(topic.clone());
+            let (context, done) = (context.clone(), done.clone());
+            tasks.spawn(async move {
+                context.perform(work, working.epoch).await;
+                let _ = done.send(topic);
+                context.shared.wake.notify_one();
+            });
+        }
+    }
+}
+
+/// Before each round of work, the holder takes in everything the machines
+/// it is connected to held when the round began, so that:
+///
+/// - a new holder sees the last holder's commits (a reply is sent only once
+///   every connected machine holds its commit), and never answers a message
+///   whose reply it has not seen;
+/// - a message recorded on a standby before one recorded here is answered
+///   first, as the topic's order says, once it has had time to arrive.
+///
+/// A machine that goes away meanwhile is not waited for; but a new holder's
+/// first round waits for a session with every voter that keeps the log and
+/// that the lease hears (those that granted it the role among them), so a
+/// holder restarted or elected before its sessions are up does not start
+/// from what it alone holds.
+#[derive(Default)]
+struct Settle {
+    /// What each connected machine held when this round began.
+    target: Option<Vec<(String, Heads)>>,
+    /// The epoch whose first round has been settled.
+    started: Option<u64>,
+    /// When the first round of an epoch began waiting for the voters.
+    meeting: Option<(u64, Instant)>,
+}
+
+impl Settle {
+    fn waiting(&self) -> bool {
+        self.target.is_some()
+    }
+
+    fn started(&self, epoch: Option<u64>) -> bool {
+        epoch.is_some() && self.started == epoch
+    }
+
+    fn ready(&mut self, epoch: u64, ours: &Heads, connected: Vec<(String, Heads)>, required: &[String]) -> bool {
+        let since = match self.meeting {
+            Some((e, since)) if e == epoch => since,
+            _ => self.meeting.insert((epoch, Instant::now())).1,
+        };
+        let met = required.iter().all(|id| connected.iter().any(|(peer, _)| peer == id));
+        if !met && since.elapsed() < MEET_WAIT {
+            self.target = None;
+            return false;
+        }
+        let target = self.target.get_or_insert_with(|| connected.clone());
+        let still: HashSet<&str> = connected.iter().map(|(id, _)| id.as_str()).collect();
+        let settled = target
+            .iter()
+            .filter(|(id, _)| still.contains(id.as_str()))
+            .all(|(_, theirs)| roost_sync::holds(ours, theirs));
+        if settled {
+            tracing::debug!(epoch, ?required, ?target, ?ours, "agent round settled");
+            self.target = None;
+            self.started = Some(epoch);
+        }
+        settled
+    }
+}
+
+impl Context {
+    fn failed(&self, why: String) {
+        tracing::warn!(%why, "agent");
+        self.shared.status.lock().expect("agent status poisoned").last_error = Some(why);
+    }
+
+    /// The other voters a new holder waits to have a session with: every
+    /// one but the witnesses and those the lease knows are not live (one it
+    /// has not heard from since it started counts, for a bounded time).
+    fn voters_to_meet(&self) -> Vec<String> {
+        let lease = self.awake.status();
+        lease
+            .voter_ids
+            .iter()
+            .filter(|id| **id != self.me)
+            .filter(|id| lease.peers.iter().find(|p| p.id == **id).is_none_or(|p| p.live && !p.witness))
+            .cloned()
+            .collect()
+    }
+
+    /// Still the holder at `epoch`, with more than `margin` of the lease left.
+    fn still_working(&self, epoch: u64, margin: Duration) -> Option<Working> {
+        self.awake.working().filter(|w| w.epoch == epoch && clock::now() + margin < w.until)
+    }
+
+    async fn write(&self, reply: Reply, epoch: u64) -> bool {
+        if self.still_working(epoch, Duration::ZERO).is_none() {
+            return false;
+        }
+        let store = self.store.clone();
+        let message = reply.message.clone();
+        match roost_tasks::blocking("writing a reply record", DB_WAIT, move || store.write_reply(&reply, epoch)).await {
+            Ok(Ok(())) => true,
+            Ok(Err(e)) => {
+                self.failed(format!("the reply record of {message} was not written: {e}"));
+                false
+            }
+            Err(e) => {
+                self.failed(e.to_string());
+                false
+            }
+        }
+    }
+
+    async fn perform(&self, work: Work, epoch: u64) {
+        match work {
+            Work::Run { message, attempt, history, count } => {
+                let claim = Reply::claimed(&message.id, attempt, None, &self.me);
+                if !self.write(claim.clone(), epoch).await {
+                    return;
+                }
+                match self.answer(&message, &history, count, epoch).await {
+                    Ok(text) => {
+                        let replied = claim.replied(redact(&text), &self.me);
+                        if self.write(replied.clone(), epoch).await && self.held_by_peers(epoch).await {
+                            self.deliver(&message, replied, epoch, epoch).await;
+                        }
+                    }
+                    Err(why) => {
+                        self.failed(format!("the handler failed on message {} (run {attempt}): {why}", message.id));
+                        self.write(Reply::claimed(&message.id, attempt, Some(why), &self.me), epoch).await;
+                    }
+                }
+            }
+            Work::Send { message, reply, epoch: committed } => self.deliver(&message, reply, committed, epoch).await,
+            Work::Fail { reply, .. } => {
+                self.write(reply.failed(&self.me), epoch).await;
+            }
+        }
+    }
+
+    /// Waits until every connected machine that keeps the log holds this
+    /// machine's log as it is now (the reply just committed with it), so
+    /// that whichever of them holds the role next sees the reply and sends
+    /// it again as it is, never a second one. False when the role is lost
+    /// first.
+    async fn held_by_peers(&self, epoch: u64) -> bool {
+        let store = self.store.clone();
+        let mine = match roost_tasks::blocking("reading the log's head", DB_WAIT, move || store.heads()).await {
+            Ok(Ok(heads)) => heads,
+            Ok(Err(e)) => {
+                self.failed(format!("cannot read the log's head: {e}"));
+                return false;
+            }
+            Err(e) => {
+                self.failed(e.to_string());
+                return false;
+            }
+        };
+        let ours: Heads = mine.into_iter().filter(|(origin, _)| *origin == self.me).collect();
+        loop {
+            if self.still_working(epoch, SEND_MARGIN).is_none() {
+                return false;
+            }
+            if self.sync.connected_holdings().iter().all(|(_, theirs)| roost_sync::holds(theirs, &ours)) {
+                return true;
+            }
+            tokio::time::sleep(HELD_POLL).await;
+        }
+    }
+
+    /// The handler's reply to `message`.
+    async fn answer(
+        &self,
+        message: &Message,
+        history: &[ledger::Turn],
+        count: usize,
+        epoch: u64,
+    ) -> Result<String, String> {
+        let argv = match &self.handler {
+            Handler::Builtin(_) => return Ok(ledger::echo(&message.text, &message.topic, count)),
+            Handler::Program(argv) => argv,
+        };
+        let input = json!({
+            "message": message,
+            "history": history,
+            "mcp_url": self.mcp_url,
+            "epoch": epoch,
+            "machine": self.name,
+        });
+        let mut child = tokio::process::Command::new(&argv[0])
+            .args(&argv[1..])
+            .env("ROOST_MCP_URL", &self.mcp_url)
+            .env("ROOST_TOPIC", &message.topic)
+            .env("ROOST_EPOCH", epoch.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", argv[0]))?;
+        let mut stdin = child.stdin.take().expect("stdin is piped");
+        let run = async move {
+            // A handler that does not read its input still gets to answer.
+            let _ = stdin.write_all(input.to_string().as_bytes()).await;
+            drop(stdin);
+            child.wait_with_output().await
+        };
+        let output = match tokio::time::timeout(self.handler_timeout, run).await {
+            Ok(Ok(output)) => output,
+            Ok(Err(e)) => return Err(format!("{} failed: {e}", argv[0])),
+            Err(_) => return Err(format!("no reply within {:?}; the handler was killed", self.handler_timeout)),
+        };
+        if !output.status.success() {
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            let said = stderr.lines().next().unwrap_or("").trim();
+            return Err(format!("{} exited with {}: {said}", argv[0], output.status));
+        }
+        let reply =
+            String::from_utf8(output.stdout).map_err(|_| format!("{} wrote a reply that is not UTF-8", argv[0]))?;
+        let reply = reply.trim_end_matches('\n').to_string();
+        if reply.trim().is_empty() {
+            return Err(format!("{} wrote no reply", argv[0]));
+        }
+        Ok(reply)
+    }
+
+    /// Sends a committed reply (committed under `committed`) while this
+    /// machine works under `epoch`, then commits that it was sent.
+    async fn deliver(&self, message: &Message, reply: Reply, committed: u64, epoch: u64) {
+        if message.channel == CLI_CHANNEL {
+            // `roost agent say` reads the reply from the ledger.
+            self.write(reply.sent(&self.me), epoch).await;
+            return self.sent();
+        }
+        let Some(url) = &self.webhook else {
+            self.failed(format!("a reply to a {} message waits: no [agent.webhook] url is set", message.channel));
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            return;
+        };
+        let body = json!({
+            "channel": message.channel,
+            "topic": message.topic,
+            "message_id": message.message_id,
+            "reply_index": 0,
+            "text": reply.text,
+            "epoch": committed,
+            "machine": reply.machine,
+        });
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let Some(working) = self.still_working(epoch, SEND_MARGIN) else { return };
+            let left = working.until.saturating_sub(clock::now());
+            let request =
+                self.http.post(url).header("Idempotency-Key", &reply.key).json(&body).timeout(left.min(SEND_WAIT));
+            match request.send().await {
+                Ok(response) if response.status().is_success() => {
+                    self.write(reply.sent(&self.me), epoch).await;
+                    return self.sent();
+                }
+                Ok(response) => {
+                    self.failed(format!("the webhook answered {} to reply {}", response.status(), reply.key))
+                }
+                Err(e) => self.failed(format!("the webhook did not take reply {}: {e}", reply.key)),
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(4));
+        }
+    }
+
+    fn sent(&self) {
+        *self.shared.last_sent.lock().expect("agent status poisoned") = Some(Instant::now());
+    }
+}
