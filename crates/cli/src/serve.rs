@@ -137,13 +137,33 @@ pub async fn stdio(instance: Instance) -> anyhow::Result<()> {
     let federation = ThroughGateway::new(&instance, store.clone());
     federation.start_refreshing();
     let config = &instance.config;
-    let tools =
-        RoostTools::new(store, &config.name, &config.federation.peer_tools).with_remote(Arc::new(federation.clone()));
+    let tools = RoostTools::new(store, &config.name, &config.federation.peer_tools)
+        .with_remote(Arc::new(federation.clone()))
+        .with_agent(Arc::new(GatewayAgent(instance.home.clone())));
     let transport = roost_mcp::stdio::transport(tokio::io::stdin(), tokio::io::stdout());
     let service = tools.serve(transport).await.context("starting the MCP session on stdio")?;
     let ended = service.waiting().await.context("MCP session on stdio");
     federation.stop().await;
     ended.map(drop)
+}
+
+/// `roost_agent_status` in `roost mcp`: asks this machine's gateway, which
+/// runs the lease.
+struct GatewayAgent(PathBuf);
+
+impl roost_mcp::AgentSource for GatewayAgent {
+    fn status(&self) -> roost_mcp::Pending<Result<serde_json::Value, String>> {
+        let home = self.0.clone();
+        Box::pin(async move {
+            let ask = move || crate::http::local(&home, "/health", None, crate::http::WAIT);
+            let health = match roost_tasks::blocking("asking the gateway", crate::http::WAIT * 2, ask).await {
+                Ok(Ok(health)) => health,
+                Ok(Err(e)) => return Err(format!("{e:#}")),
+                Err(e) => return Err(e.to_string()),
+            };
+            Ok(roost_mcp::agent_status(&health["lease"], &health["agent"]))
+        })
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -80,12 +80,12 @@ fn contents(list: &Value, key: &str, field: &str) -> Vec<String> {
     list[key].as_array().unwrap().iter().map(|r| r[field].as_str().unwrap_or_default().to_string()).collect()
 }
 
-async fn exercise_every_tool(client: &Client) {
+async fn exercise_every_tool(client: &Client, gateway_runs: bool) {
     let tools = client.list_all_tools().await.unwrap();
     assert_eq!(
         tools.len(),
-        41,
-        "7 memory tools, 5 tools for each of 6 other tables, 2 for sync conflicts, 2 federated"
+        43,
+        "7 memory tools, 5 tools for each of 6 other tables, 2 for sync conflicts, 2 federated, 2 of the agent"
     );
     for tool in &tools {
         assert!(tool.description.as_ref().is_some_and(|d| d.len() > 40), "{} needs a real description", tool.name);
@@ -282,6 +282,19 @@ async fn exercise_every_tool(client: &Client) {
     s.refused("roost_resolve_sync_conflict", json!({"id": "0123abcd", "keep": "remote"}), "no conflict").await;
     s.refused("roost_resolve_sync_conflict", json!({"id": "0123abcd", "keep": "theirs"}), "keep must be").await;
 
+    // The agent: its status comes from the lease, which `roost serve` runs
+    // (`roost mcp` asks it, and says so when it is not running).
+    if gateway_runs {
+        let status = s.read("roost_agent_status", json!({})).await;
+        assert_eq!((status["awake"].as_bool(), status["role"].as_str()), (Some(true), Some("awake")), "{status}");
+        assert_eq!(status["agent"]["handler"], json!("echo (built in)"));
+    } else {
+        s.refused("roost_agent_status", json!({}), "roost serve is not running").await;
+    }
+    let topic = s.read("roost_agent_topic", json!({"topic": "nothing yet"})).await;
+    assert_eq!((topic["count"].as_u64(), topic["messages"].as_array().map(Vec::len)), (Some(0), Some(0)));
+    s.refused("roost_agent_topic", json!({}), "`topic` is required").await;
+
     let listed: BTreeSet<String> = tools.iter().map(|t| t.name.to_string()).collect();
     let missing: Vec<_> = listed.difference(&s.called).collect();
     assert!(missing.is_empty(), "tools never exercised: {missing:?}");
@@ -292,7 +305,7 @@ async fn every_tool_over_streamable_http() {
     let dir = tempfile::tempdir().unwrap();
     let served = common::Served::start(&dir.path().join("home"));
     let client = connect_http(&served.addr).await;
-    exercise_every_tool(&client).await;
+    exercise_every_tool(&client, true).await;
     client.cancel().await.unwrap();
     assert!(served.stop().success(), "serve exits cleanly on SIGTERM");
 }
@@ -301,7 +314,7 @@ async fn every_tool_over_streamable_http() {
 async fn every_tool_over_stdio() {
     let dir = tempfile::tempdir().unwrap();
     let client = connect_stdio(&dir.path().join("home")).await;
-    exercise_every_tool(&client).await;
+    exercise_every_tool(&client, false).await;
     client.cancel().await.unwrap();
 }
 

@@ -31,6 +31,22 @@ pub(crate) fn routes(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
+/// `roost_agent_status` in `roost serve`: the running machine's lease and
+/// agent.
+pub(crate) struct MachineAgent(pub std::sync::Weak<roost_machine::Machine>);
+
+impl roost_mcp::AgentSource for MachineAgent {
+    fn status(&self) -> roost_mcp::Pending<Result<Value, String>> {
+        let machine = self.0.upgrade();
+        Box::pin(async move {
+            let machine = machine.ok_or("this machine is shutting down")?;
+            let lease = serde_json::to_value(machine.awake().status()).map_err(|e| e.to_string())?;
+            let agent = serde_json::to_value(machine.agent().map(|a| a.status())).map_err(|e| e.to_string())?;
+            Ok(roost_mcp::agent_status(&lease, &agent))
+        })
+    }
+}
+
 /// The agent part of `/health`: none where no agent runs (a witness, or a
 /// process without the lease).
 pub(crate) fn health(state: &AppState) -> Option<AgentStatus> {

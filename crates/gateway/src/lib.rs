@@ -168,8 +168,11 @@ impl Gateway {
             Federation::new(&self.instance, self.store.clone(), sync)
         });
         let config = &self.instance.config;
-        let tools = RoostTools::new(self.store.clone(), &config.name, &config.federation.peer_tools)
+        let mut tools = RoostTools::new(self.store.clone(), &config.name, &config.federation.peer_tools)
             .with_remote(Arc::new(federation.clone()));
+        if let Some(machine) = &self.machine {
+            tools = tools.with_agent(Arc::new(agent_api::MachineAgent(Arc::downgrade(machine))));
+        }
         if let Some(incoming) = self.machine.as_ref().and_then(|m| m.take_connections(roost_federation::ALPN)) {
             tokio::spawn(mcp_quic::serve(incoming, tools.clone(), self.store.clone(), cancel.clone()));
         }

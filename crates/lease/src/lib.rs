@@ -48,6 +48,9 @@ pub use shell::{Effect, Shell};
 pub use tenure::Tenure;
 pub use view::{View, ViewId};
 
-/// The lease protocol's version. Machines on another version are not
-/// eligible to take the role and say so in their status.
-pub const PROTOCOL_VERSION: u16 = 2;
+/// The lease protocol's version, which is also the agent's: the holder of
+/// the role runs the agent (its ledger rules, outbox and channels), so a
+/// change to either is a new version. Machines on another version are not
+/// eligible to take the role and say so in their status. Version 3: the
+/// agent's ledger and fenced outbox.
+pub const PROTOCOL_VERSION: u16 = 3;

@@ -24,6 +24,11 @@ pub enum Action {
     SearchAll,
     /// The registered instances with status and cached summaries.
     ListInstances,
+    /// Whether this machine is the awake one, at which epoch, and what its
+    /// agent is doing.
+    AgentStatus,
+    /// One conversation of the agent: its messages and replies.
+    AgentTopic,
 }
 
 impl Action {
@@ -36,6 +41,8 @@ impl Action {
             Action::ListInstances,
             Action::ListSyncConflicts,
             Action::ResolveSyncConflict,
+            Action::AgentStatus,
+            Action::AgentTopic,
         ];
         // The agent's tables are written by its channels and the awake
         // machine's fenced door: no generic tool reads or writes them.
@@ -65,6 +72,8 @@ impl Action {
             Action::ResolveSyncConflict => "roost_resolve_sync_conflict".into(),
             Action::SearchAll => "roost_search_all".into(),
             Action::ListInstances => "roost_list_instances".into(),
+            Action::AgentStatus => "roost_agent_status".into(),
+            Action::AgentTopic => "roost_agent_topic".into(),
         }
     }
 
@@ -83,6 +92,8 @@ impl Action {
                 | Action::ListSyncConflicts
                 | Action::SearchAll
                 | Action::ListInstances
+                | Action::AgentStatus
+                | Action::AgentTopic
         )
     }
 
@@ -134,6 +145,14 @@ impl Action {
             Action::ListInstances => "List the user's instances (machines): id, name, role, sync state, and a cached \
                 summary of each (projects, memory counts by category, health) with its age; a stale summary is marked \
                 stale. Use it to choose where to look, then pass `instance` to another tool to run it there."
+                .into(),
+            Action::AgentStatus => "Say whether this machine is the awake one, the one whose agent answers messages \
+                now: its role, the lease epoch it holds or last saw, the holder, and its agent (handler, messages \
+                queued, unsent, failed, in flight). An agent host calls it before acting as the agent."
+                .into(),
+            Action::AgentTopic => "Read one of the agent's conversations (a topic): its messages in order, each with its \
+                sender, text (secrets redacted), where its reply stands (claimed, replied, sent, failed), the reply, and \
+                the machine and lease epoch that wrote it. The last `limit` messages (default 50)."
                 .into(),
             Action::Get(Table::Memories) => {
                 "Fetch one memory by id, with its access count (fetching counts as an access).".into()
@@ -211,7 +230,14 @@ impl Action {
                 });
                 (props.as_object().cloned().unwrap_or_default(), vec!["query"])
             }
-            Action::MemoryStats | Action::ListInstances => (Map::new(), vec![]),
+            Action::MemoryStats | Action::ListInstances | Action::AgentStatus => (Map::new(), vec![]),
+            Action::AgentTopic => {
+                let props = json!({
+                    "topic": {"type": "string", "description": "The conversation's name (see roost agent topics)."},
+                    "limit": limit,
+                });
+                (props.as_object().cloned().unwrap_or_default(), vec!["topic"])
+            }
             Action::ListSyncConflicts => {
                 let props = json!({
                     "include_resolved": {"type": "boolean", "description": "Also list resolved conflicts."},
@@ -247,6 +273,8 @@ impl Action {
             Action::ResolveSyncConflict => "Resolve sync conflict".into(),
             Action::SearchAll => "Search every machine".into(),
             Action::ListInstances => "List machines".into(),
+            Action::AgentStatus => "Agent status".into(),
+            Action::AgentTopic => "Read a conversation".into(),
         }
     }
 
@@ -309,6 +337,23 @@ impl Action {
                     &["id", "name", "role", "this"],
                 );
                 listing("instances", machine)
+            }
+            Action::AgentStatus => object(
+                json!({"awake": {"type": "boolean"}, "role": string(), "epoch": nullable(integer()),
+                       "holder": {"type": ["object", "null"]}, "agent": {"type": ["object", "null"]}}),
+                &["awake", "role"],
+            ),
+            Action::AgentTopic => {
+                let message = object(
+                    json!({"message_id": string(), "channel": string(), "sender": nullable(string()), "text": string(),
+                           "received_at": string(), "stage": nullable(string()), "reply": nullable(string()),
+                           "epoch": nullable(integer()), "replied_by": nullable(string())}),
+                    &["message_id", "channel", "text", "received_at"],
+                );
+                object(
+                    json!({"topic": string(), "count": integer(), "messages": {"type": "array", "items": message}}),
+                    &["topic", "count", "messages"],
+                )
             }
         };
         if !self.runs_on_one_instance() {

@@ -59,6 +59,24 @@ pub type RemoteError = Box<dyn std::error::Error + Send + Sync>;
 
 /// What the server can ask of the other instances: implemented by
 /// `roost-federation`, which holds the connections.
+/// Where `roost_agent_status` learns about the lease and the agent: the
+/// running machine in `roost serve`, its gateway for `roost mcp`.
+pub trait AgentSource: Send + Sync + 'static {
+    /// `{awake, role, epoch, holder, agent}`.
+    fn status(&self) -> Pending<Result<Value, String>>;
+}
+
+/// `roost_agent_status`'s answer from `/health`'s `lease` and `agent` parts.
+pub fn agent_status(lease: &Value, agent: &Value) -> Value {
+    json!({
+        "awake": lease["role"] == "awake",
+        "role": lease.get("role").cloned().unwrap_or(Value::from("unknown")),
+        "epoch": lease["epoch"],
+        "holder": lease["holder"],
+        "agent": agent,
+    })
+}
+
 pub trait Remote: Send + Sync + 'static {
     /// Runs `tool` with `args` on `instance` (name or id) and returns its
     /// result labelled with where it ran.
@@ -75,6 +93,7 @@ pub struct RoostTools {
     store: Arc<Store>,
     tools: Arc<Vec<Tool>>,
     remote: Option<Arc<dyn Remote>>,
+    agent: Option<Arc<dyn AgentSource>>,
     /// This instance's name, which the `instance` argument may use.
     name: Arc<str>,
     /// Tools other machines may call here.
@@ -91,6 +110,7 @@ impl RoostTools {
             store,
             tools: Arc::new(Action::all().into_iter().map(Action::tool).collect()),
             remote: None,
+            agent: None,
             name: name.into(),
             peer_tools: Arc::new(peer_tools.iter().cloned().collect()),
             caller: None,
@@ -106,6 +126,12 @@ impl RoostTools {
     /// The same server, able to forward calls to other instances.
     pub fn with_remote(mut self, remote: Arc<dyn Remote>) -> RoostTools {
         self.remote = Some(remote);
+        self
+    }
+
+    /// The same server, able to say what the lease and the agent are doing.
+    pub fn with_agent(mut self, agent: Arc<dyn AgentSource>) -> RoostTools {
+        self.agent = Some(agent);
         self
     }
 
@@ -164,6 +190,10 @@ impl RoostTools {
         match action {
             Action::SearchAll => self.remote()?.search_all(args).await.map_err(|e| e.to_string()),
             Action::ListInstances => self.remote()?.list_instances().await.map_err(|e| e.to_string()),
+            Action::AgentStatus => match &self.agent {
+                Some(agent) => agent.status().await,
+                None => Err("this server does not run the lease; ask the one `roost serve` runs".into()),
+            },
             _ => {
                 let store = self.store.clone();
                 roost_tasks::blocking("the tool", TOOL_WAIT, move || execute(&store, action, args))
@@ -324,8 +354,27 @@ pub fn execute(store: &Store, action: Action, mut args: Map<String, Value>) -> R
             Ok(json!({"count": hits.len(), "results": hits}))
         }
         Action::MemoryStats => store.memory_stats().map_err(err),
-        Action::SearchAll | Action::ListInstances => {
-            Err(format!("{} spans instances: call it through the MCP server", action.tool_name()))
+        Action::SearchAll | Action::ListInstances | Action::AgentStatus => {
+            Err(format!("{} needs the running server: call it through MCP", action.tool_name()))
+        }
+        Action::AgentTopic => {
+            let topic = take_string(&mut args, "topic")?.ok_or("argument `topic` is required")?;
+            let limit = take_u32(&mut args, "limit")?.unwrap_or(50).clamp(1, 500) as usize;
+            let entries = store.ledger(Some(&topic)).map_err(err)?;
+            let skip = entries.len().saturating_sub(limit);
+            let messages: Vec<Value> = entries[skip..]
+                .iter()
+                .map(|e| {
+                    let reply = e.reply.as_ref();
+                    json!({
+                        "message_id": e.message.message_id, "channel": e.message.channel, "sender": e.message.sender,
+                        "text": e.message.text, "received_at": e.message.received_at,
+                        "stage": reply.map(|(r, _)| r.stage), "reply": reply.and_then(|(r, _)| r.text.clone()),
+                        "epoch": reply.map(|(_, epoch)| epoch), "replied_by": reply.map(|(r, _)| r.machine.clone()),
+                    })
+                })
+                .collect();
+            Ok(json!({"topic": topic, "count": messages.len(), "messages": messages}))
         }
         Action::ListSyncConflicts => {
             let include_resolved = match args.remove("include_resolved") {
