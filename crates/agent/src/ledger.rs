@@ -170,8 +170,9 @@ pub struct Turn {
 /// What the holder does next for one topic.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Work {
-    /// Claim the message (this is the `attempt`th run) and run the handler.
-    Run { message: Message, attempt: u32, history: Vec<Turn>, count: usize },
+    /// Claim the message (this is the `attempt`th run) and run the handler
+    /// (with the topic's [`context`]).
+    Run { message: Message, attempt: u32 },
     /// Send a committed reply, as committed (under `epoch`).
     Send { message: Message, reply: Reply, epoch: u64 },
     /// The handler failed `Limits::attempts` times: record it as failed.
@@ -203,7 +204,8 @@ pub fn by_topic(entries: &[Entry]) -> Vec<(String, Vec<&Entry>)> {
         .collect()
 }
 
-/// What the holder at `epoch` does next: at most one piece of work per
+/// What the holder at `epoch` does next, from the messages not done yet
+/// (done ones may be left out): at most one piece of work per
 /// topic, for the topic's first message not done, skipping topics in
 /// `busy` (work already under way). A later message of a topic waits for
 /// the earlier ones, so replies go out in message order.
@@ -219,19 +221,14 @@ pub fn plan(entries: &[Entry], epoch: u64, busy: &dyn Fn(&str) -> bool, limits: 
         let entry = entries[at];
         let message = entry.message.clone();
         let next = match &entry.reply {
-            None => Work::Run { message, attempt: 1, history: history(&entries[..at], limits), count: at + 1 },
+            None => Work::Run { message, attempt: 1 },
             // A later holder wrote it: this machine's grant is over, it
             // just has not heard yet.
             Some((_, written)) if *written > epoch => continue,
             Some((reply, written)) => match reply.stage {
                 Stage::Replied => Work::Send { message, reply: reply.clone(), epoch: *written },
                 Stage::Claimed if reply.attempts >= limits.attempts => Work::Fail { message, reply: reply.clone() },
-                Stage::Claimed => Work::Run {
-                    message,
-                    attempt: reply.attempts + 1,
-                    history: history(&entries[..at], limits),
-                    count: at + 1,
-                },
+                Stage::Claimed => Work::Run { message, attempt: reply.attempts + 1 },
                 Stage::Sent | Stage::Failed => unreachable!("done entries are skipped"),
             },
         };
@@ -244,10 +241,14 @@ pub fn plan(entries: &[Entry], epoch: u64, busy: &dyn Fn(&str) -> bool, limits: 
     work
 }
 
-/// The last `limits.history` turns before a message.
-fn history(earlier: &[&Entry], limits: Limits) -> Vec<Turn> {
+/// What the handler is told of a message's topic, from the topic's entries:
+/// the last `limits.history` turns before the message, and the message's
+/// place in the topic (1 for the first).
+pub fn context(topic: &[Entry], message_id: &str, limits: Limits) -> (Vec<Turn>, usize) {
+    let (_, entries) = by_topic(topic).into_iter().next().unwrap_or_default();
+    let at = entries.iter().position(|e| e.message.id == message_id).unwrap_or(entries.len());
     let mut turns = Vec::new();
-    for entry in earlier {
+    for entry in &entries[..at] {
         let m = &entry.message;
         turns.push(Turn { role: "message".into(), text: m.text.clone(), sender: m.sender.clone() });
         if let Some((Reply { text: Some(text), .. }, _)) = &entry.reply {
@@ -255,10 +256,11 @@ fn history(earlier: &[&Entry], limits: Limits) -> Vec<Turn> {
         }
     }
     let skip = turns.len().saturating_sub(limits.history);
-    turns.split_off(skip)
+    (turns.split_off(skip), at + 1)
 }
 
-/// The ledger in numbers, for `/health` and `roost status`.
+/// The ledger in numbers, for `/health` and `roost status` (the store
+/// counts them).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counts {
     pub messages: usize,
@@ -269,19 +271,6 @@ pub struct Counts {
     pub sent: usize,
     pub failed: usize,
     pub topics: usize,
-}
-
-pub fn counts(entries: &[Entry]) -> Counts {
-    let mut counts = Counts { messages: entries.len(), topics: by_topic(entries).len(), ..Counts::default() };
-    for entry in entries {
-        match entry.reply.as_ref().map(|(r, _)| r.stage) {
-            None | Some(Stage::Claimed) => counts.queued += 1,
-            Some(Stage::Replied) => counts.unsent += 1,
-            Some(Stage::Sent) => counts.sent += 1,
-            Some(Stage::Failed) => counts.failed += 1,
-        }
-    }
-    counts
 }
 
 /// The built-in handler: echoes the message with the topic's message count.
@@ -333,8 +322,11 @@ mod tests {
         let work = plan(&entries, 2, NOT_BUSY, Limits::default());
         assert_eq!(work.len(), 2);
         match &work[0] {
-            Work::Run { message, attempt, history, count } => {
-                assert_eq!((message.id.as_str(), *attempt, *count), ("t-2", 1, 2));
+            Work::Run { message, attempt } => {
+                assert_eq!((message.id.as_str(), *attempt), ("t-2", 1));
+                let topic: Vec<Entry> = entries.iter().filter(|e| e.message.topic == "t").cloned().collect();
+                let (history, count) = context(&topic, &message.id, Limits::default());
+                assert_eq!(count, 2);
                 assert_eq!(history.iter().map(|t| t.text.as_str()).collect::<Vec<_>>(), ["hello 1", "reply 1"]);
             }
             other => panic!("{other:?}"),
@@ -379,17 +371,5 @@ mod tests {
         assert_ne!(idempotency_key("m", 0), idempotency_key("m", 1));
         assert_ne!(idempotency_key("m", 0), idempotency_key("n", 0));
         assert!(valid_channel("webhook") && valid_channel("cli") && !valid_channel("Web hook") && !valid_channel(""));
-    }
-
-    #[test]
-    fn counts_add_up() {
-        let entries = vec![
-            entry("t", 1, Some((Stage::Sent, 1, 1))),
-            entry("t", 2, Some((Stage::Replied, 1, 1))),
-            entry("u", 1, None),
-            entry("u", 2, Some((Stage::Failed, 3, 1))),
-        ];
-        let c = counts(&entries);
-        assert_eq!((c.messages, c.queued, c.unsent, c.sent, c.failed, c.topics), (4, 1, 1, 1, 1, 2));
     }
 }

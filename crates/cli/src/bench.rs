@@ -70,6 +70,18 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 3)]
         runs: usize,
     },
+    /// The agent: inbound → reply latency, sustained messages/s, and the reply gap at failover.
+    Agent {
+        /// Messages timed one at a time, to the holder and then to a standby.
+        #[arg(long, default_value_t = 300)]
+        messages: usize,
+        /// Messages posted at once for the sustained rate.
+        #[arg(long, default_value_t = 2000)]
+        burst: usize,
+        /// Holders killed with -9 (each restarted before the next).
+        #[arg(long, default_value_t = 5)]
+        kills: usize,
+    },
     /// The awake role: unplanned failover after kill -9, and the pause of a planned handoff.
     Failover {
         /// Holders killed (each restarted before the next).
@@ -117,6 +129,7 @@ pub fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Failover { kills, handoffs, ttl_ms, etcd } => {
             return crate::bench_failover::run(kills, handoffs, ttl_ms, etcd.as_deref());
         }
+        BenchCommand::Agent { messages, burst, kills } => return crate::bench_agent::run(messages, burst, kills),
         BenchCommand::Federation { memories, searches, runs } => {
             return crate::bench_federation::run(memories, searches, runs);
         }

@@ -6,6 +6,7 @@
 
 mod agent;
 mod bench;
+mod bench_agent;
 mod bench_failover;
 mod bench_federation;
 mod bench_netns;

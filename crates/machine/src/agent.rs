@@ -37,14 +37,14 @@ const SEND_MARGIN: Duration = Duration::from_millis(50);
 /// One webhook request is bounded by this (and by the lease).
 const SEND_WAIT: Duration = Duration::from_secs(5);
 /// Topics worked on at once.
-const PARALLEL: usize = 8;
+const PARALLEL: usize = 32;
 /// How often a reply waiting for its commit to reach the peers looks again.
-const HELD_POLL: Duration = Duration::from_millis(10);
+const HELD_POLL: Duration = Duration::from_millis(2);
 /// How long a new holder waits for sessions with the voters it has not
 /// met before it goes on with those it has: one that is down never comes.
 const MEET_WAIT: Duration = Duration::from_secs(2);
 /// How often a round waiting to take in what the peers held looks again.
-const SETTLE_POLL: Duration = Duration::from_millis(10);
+const SETTLE_POLL: Duration = Duration::from_millis(2);
 
 /// What `/health`, `roost status` and the Nest show of the agent.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -182,9 +182,9 @@ async fn run(context: Arc<Context>, limits: Limits, tasks: Tasks) {
         // they count.
         let read = move || {
             let heads = store.heads()?;
-            Ok::<_, roost_store::StoreError>((heads, store.ledger(None)?))
+            Ok::<_, roost_store::StoreError>((heads, store.open_ledger()?, store.agent_counts()?))
         };
-        let (heads, entries) = match roost_tasks::blocking("reading the agent ledger", DB_WAIT, read).await {
+        let (heads, entries, counts) = match roost_tasks::blocking("reading the agent ledger", DB_WAIT, read).await {
             Ok(Ok(read)) => read,
             Ok(Err(e)) => {
                 context.failed(format!("cannot read the ledger: {e}"));
@@ -195,12 +195,11 @@ async fn run(context: Arc<Context>, limits: Limits, tasks: Tasks) {
                 continue;
             }
         };
-        let counts = ledger::counts(&entries);
         let settled = working.is_some_and(|w| {
             let first = !settle.started(Some(w.epoch));
             let required = if first { context.voters_to_meet() } else { Vec::new() };
             (!first && counts.queued + counts.unsent == 0)
-                || settle.ready(w.epoch, &heads, context.sync.connected_holdings(), &required)
+                || settle.ready(w.epoch, &heads, context.live_holdings(), &required)
         });
         {
             let mut status = context.shared.status.lock().expect("agent status poisoned");
@@ -217,7 +216,7 @@ async fn run(context: Arc<Context>, limits: Limits, tasks: Tasks) {
             busy.insert(topic.clone());
             let (context, done) = (context.clone(), done.clone());
             tasks.spawn(async move {
-                context.perform(work, working.epoch).await;
+                context.perform(work, working.epoch, limits).await;
                 let _ = done.send(topic);
                 context.shared.wake.notify_one();
             });
@@ -289,6 +288,16 @@ impl Context {
         self.shared.status.lock().expect("agent status poisoned").last_error = Some(why);
     }
 
+    /// The machines that keep the log, with a live session, and that the
+    /// lease heard within a TTL, with what each holds. A machine that died
+    /// keeps its session until it times out (seconds); the lease stops
+    /// hearing it within a TTL, and it is not waited for from then on.
+    fn live_holdings(&self) -> Vec<(String, Heads)> {
+        let lease = self.awake.status();
+        let heard = |id: &str| lease.peers.iter().any(|p| p.id == id && p.live);
+        self.sync.connected_holdings().into_iter().filter(|(id, _)| heard(id)).collect()
+    }
+
     /// The other voters a new holder waits to have a session with: every
     /// one but the witnesses and those the lease knows are not live (one it
     /// has not heard from since it started counts, for a bounded time).
@@ -327,13 +336,20 @@ impl Context {
         }
     }
 
-    async fn perform(&self, work: Work, epoch: u64) {
+    async fn perform(&self, work: Work, epoch: u64, limits: Limits) {
         match work {
-            Work::Run { message, attempt, history, count } => {
+            Work::Run { message, attempt } => {
                 let claim = Reply::claimed(&message.id, attempt, None, &self.me);
                 if !self.write(claim.clone(), epoch).await {
                     return;
                 }
+                let (store, topic) = (self.store.clone(), message.topic.clone());
+                let read = move || store.ledger(Some(&topic));
+                let (history, count) = match roost_tasks::blocking("reading the topic", DB_WAIT, read).await {
+                    Ok(Ok(entries)) => ledger::context(&entries, &message.id, limits),
+                    Ok(Err(e)) => return self.failed(format!("cannot read topic {}: {e}", message.topic)),
+                    Err(e) => return self.failed(e.to_string()),
+                };
                 match self.answer(&message, &history, count, epoch).await {
                     Ok(text) => {
                         let replied = claim.replied(redact(&text), &self.me);
@@ -377,7 +393,7 @@ impl Context {
             if self.still_working(epoch, SEND_MARGIN).is_none() {
                 return false;
             }
-            if self.sync.connected_holdings().iter().all(|(_, theirs)| roost_sync::holds(theirs, &ours)) {
+            if self.live_holdings().iter().all(|(_, theirs)| roost_sync::holds(theirs, &ours)) {
                 return true;
             }
             tokio::time::sleep(HELD_POLL).await;

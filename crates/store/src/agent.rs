@@ -3,10 +3,9 @@
 //! reply records (agent state under `reply/<message row id>`, written by the
 //! holder under its epoch). The rules are `roost_agent::ledger`'s.
 
-use rusqlite::OptionalExtension;
 use serde_json::{Map, Value, json};
 
-use roost_agent::{Entry, Message, Reply, ledger};
+use roost_agent::{Counts, Entry, Message, Reply, ledger};
 use roost_core::{RowId, Table};
 
 use crate::door::{Mutation, find_live};
@@ -66,16 +65,57 @@ impl Store {
     /// The ledger: every message (of `topic`, when given) with its reply
     /// record and that record's epoch, in the order received.
     pub fn ledger(&self, topic: Option<&str>) -> Result<Vec<Entry>> {
+        self.entries(if topic.is_some() { "m.topic = ?1" } else { "1" }, topic)
+    }
+
+    /// The messages not done yet (no reply record, or one claimed or
+    /// replied but not sent): what the holder plans from.
+    pub fn open_ledger(&self) -> Result<Vec<Entry>> {
+        self.entries("(s.value IS NULL OR json_extract(s.value, '$.stage') IN ('claimed', 'replied'))", None)
+    }
+
+    /// The ledger in numbers.
+    pub fn agent_counts(&self) -> Result<Counts> {
         self.read(|c| {
-            let mut statement = c.prepare_cached(
+            let counted = c
+                .prepare_cached(
+                    "SELECT count(*), count(DISTINCT m.topic),
+                        sum(s.value IS NULL OR json_extract(s.value, '$.stage') = 'claimed'),
+                        sum(json_extract(s.value, '$.stage') = 'replied'),
+                        sum(json_extract(s.value, '$.stage') = 'sent'),
+                        sum(json_extract(s.value, '$.stage') = 'failed')
+                 FROM agent_messages m
+                 LEFT JOIN agent_state s ON s.key = 'reply/' || m.id AND s.deleted_at IS NULL
+                 WHERE m.deleted_at IS NULL",
+                )?
+                .query_row([], |r| {
+                    let n = |i: usize| r.get::<_, Option<i64>>(i).map(|v| v.unwrap_or(0) as usize);
+                    Ok(Counts {
+                        messages: n(0)?,
+                        topics: n(1)?,
+                        queued: n(2)?,
+                        unsent: n(3)?,
+                        sent: n(4)?,
+                        failed: n(5)?,
+                    })
+                })?;
+            Ok(counted)
+        })
+    }
+
+    /// The entries whose message and reply record meet `condition` (which
+    /// may name `?1`, bound to `topic`), in the order received.
+    fn entries(&self, condition: &str, topic: Option<&str>) -> Result<Vec<Entry>> {
+        self.read(|c| {
+            let mut statement = c.prepare_cached(&format!(
                 "SELECT m.id, m.channel, m.topic, m.message_id, m.sender, m.text, m.created_at, m.origin,
                         s.value, s.epoch
                  FROM agent_messages m
                  LEFT JOIN agent_state s ON s.key = 'reply/' || m.id AND s.deleted_at IS NULL
-                 WHERE m.deleted_at IS NULL AND (?1 IS NULL OR m.topic = ?1)
-                 ORDER BY m.created_at, m.id",
-            )?;
-            let rows = statement.query_map([topic], |r| {
+                 WHERE m.deleted_at IS NULL AND {condition}
+                 ORDER BY m.created_at, m.id"
+            ))?;
+            let rows = statement.query_map(rusqlite::params_from_iter(topic), |r| {
                 let message = Message {
                     id: r.get(0)?,
                     channel: r.get(1)?,
@@ -134,15 +174,6 @@ impl Store {
             )?;
             let rows = statement.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64, r.get(2)?)))?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
-        })
-    }
-
-    /// Whether any message is recorded (cheap: the agent loop asks often).
-    pub fn has_messages(&self) -> Result<bool> {
-        self.read(|c| {
-            Ok(c.query_row("SELECT 1 FROM agent_messages WHERE deleted_at IS NULL LIMIT 1", [], |_| Ok(()))
-                .optional()?
-                .is_some())
         })
     }
 }
