@@ -79,6 +79,18 @@ pub enum Stage {
     Failed,
 }
 
+impl Stage {
+    /// The stage's name, as serialized.
+    pub fn label(self) -> &'static str {
+        match self {
+            Stage::Claimed => "claimed",
+            Stage::Replied => "replied",
+            Stage::Sent => "sent",
+            Stage::Failed => "failed",
+        }
+    }
+}
+
 /// A message's reply record, as kept in agent state (its epoch is the
 /// row's).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,10 +1,12 @@
-//! Sans-IO core of the awake agent: the message ledger's rules and the
-//! fenced outbox's decisions (`ledger`), and the redaction of secrets before
+//! Sans-IO core of the awake agent: the message ledger's rules and what to
+//! do next (`ledger`), when work may start and a reply may leave
+//! (`outbox`), and the redaction of secrets before
 //! a conversation enters the replicated log (`redact`). Plain functions over
 //! values; the shell in `roost-machine` reads the store, runs the handler and
 //! talks to the channels.
 
 pub mod ledger;
+pub mod outbox;
 pub mod redact;
 
 pub use ledger::{Counts, Entry, Limits, Message, Reply, Stage, Turn, Work};

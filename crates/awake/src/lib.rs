@@ -131,6 +131,9 @@ struct Snapshot {
 pub struct Working {
     pub epoch: u64,
     pub until: Duration,
+    /// Held by this machine's vote alone (`wakeup --force`): the person said
+    /// the others are down.
+    pub forced: bool,
 }
 
 struct Shared {
@@ -214,6 +217,7 @@ impl AwakeService {
             }
         });
         tasks.spawn(watch_roster(store.clone(), roster_sender));
+        tasks.spawn(watch_fence(store.clone(), internal_sender.clone()));
         if let Some(sync) = sync {
             tasks.spawn(watch_caught_up(sync, internal_sender.clone()));
         }
@@ -378,6 +382,24 @@ async fn watch_roster(store: Arc<Store>, roster: mpsc::Sender<Vec<InstanceEntry>
             }
             Ok(Err(e)) => tracing::warn!(error = %e, "cannot read the registry for the lease"),
             Err(e) => tracing::warn!(error = %e, "no registry for the lease"),
+        }
+        tokio::time::sleep(ROSTER_EVERY).await;
+    }
+}
+
+/// Tells the node the highest epoch the log has seen, which replication may
+/// have learned before the lease did.
+async fn watch_fence(store: Arc<Store>, internal: mpsc::Sender<Fact>) {
+    loop {
+        let store = store.clone();
+        match roost_tasks::blocking("reading the epoch fence", IO_WAIT, move || store.highest_epoch()).await {
+            Ok(Ok(epoch)) => {
+                if internal.send(Fact::Input(Input::EpochSeen(epoch))).await.is_err() {
+                    return;
+                }
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot read the epoch fence"),
+            Err(e) => tracing::warn!(error = %e, "no epoch fence for the lease"),
         }
         tokio::time::sleep(ROSTER_EVERY).await;
     }
@@ -691,7 +713,7 @@ impl Driver {
         });
     }
 
-    /// Raises the log's epoch fence to the highest epoch the lease has seen.
+    /// Raises the log's epoch fence to the highest epoch the lease knows was granted (not a round merely promised).
     fn fence_to(&mut self, epoch: u64) {
         if epoch <= self.fenced_to {
             return;
@@ -761,11 +783,12 @@ impl Driver {
     }
 
     fn publish(&mut self, now: Duration) {
-        self.fence_to(self.shell.node().max_round());
+        self.fence_to(self.shell.node().highest_grant());
         self.lease_end = self.shell.node().lease_end();
         let status =
             self.setup.describe(self.shell.node(), &self.names, self.shell.settled(), self.persister.failure(), now);
-        let working = self.shell.node().working().map(|(epoch, until)| Working { epoch, until });
+        let node = self.shell.node();
+        let working = node.working().map(|(epoch, until)| Working { epoch, until, forced: node.forced() });
         *self.shared.snapshot.lock().expect("lease snapshot poisoned") = Snapshot { status, turned_at: now, working };
     }
 }

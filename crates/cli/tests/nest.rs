@@ -332,6 +332,33 @@ async fn the_nest_in_a_real_browser() {
     assert!(text_of(browser, "dl.fields").await.contains("The penguin colony lives on charlie only"));
     screenshot(browser, "09-memory-on-another-instance.png").await;
 
+    // The agent: a message said on bravo is answered by whichever machine is
+    // awake; alpha's Agent page lists the topic and shows the reply, its
+    // stage, the machine that sent it and its epoch.
+    let said = roost(&h[1], &["agent", "say", "nest-tour", "hello from bravo"]);
+    assert!(said.status.success(), "{}", String::from_utf8_lossy(&said.stderr));
+    browser.goto(&a.url("/nest/agent")).await.unwrap();
+    eventually("the topic on alpha's Agent page", || async {
+        browser.goto(&a.url("/nest/agent")).await.unwrap();
+        browser.find(Locator::Css(r#"tr[data-topic="nest-tour"] a"#)).await.is_ok()
+    })
+    .await;
+    assert!(!text_of(browser, ".agent-status").await.is_empty());
+    screenshot(browser, "11-agent.png").await;
+    browser.find(Locator::Css(r#"tr[data-topic="nest-tour"] a"#)).await.unwrap().click().await.unwrap();
+    eventually("the topic's page", || path_is(browser, "/nest/agent/topics/nest-tour")).await;
+    eventually("the reply marked sent", || async {
+        browser.refresh().await.unwrap();
+        text_of(browser, "li.message .stage").await == "sent"
+    })
+    .await;
+    assert_eq!(text_of(browser, "li.message .said").await, "hello from bravo");
+    assert!(text_of(browser, "li.message .reply").await.contains("hello from bravo"));
+    let by = text_of(browser, "li.message .replied-by").await;
+    assert!(["alpha", "bravo", "charlie"].contains(&by.as_str()), "replied by {by:?}");
+    assert!(text_of(browser, "li.message .epoch").await.parse::<u64>().is_ok_and(|e| e >= 1));
+    screenshot(browser, "12-agent-topic.png").await;
+
     // Revoking charlie rotates the chain's identity: the instances page
     // shows the new Roost ID and the one before it.
     let first_id = json_of(roost(&h[0], &["whoami", "--json"]))["roost_id"].as_str().unwrap().to_string();

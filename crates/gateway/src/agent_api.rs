@@ -97,18 +97,22 @@ async fn status(State(state): State<Arc<AppState>>) -> Json<Option<AgentStatus>>
     Json(health(&state))
 }
 
+/// One conversation: its messages and when the last came.
 #[derive(Serialize)]
-struct TopicSummary {
-    topic: String,
-    messages: u64,
-    last_at: String,
+pub(crate) struct TopicSummary {
+    pub topic: String,
+    pub messages: u64,
+    pub last_at: String,
+}
+
+/// Every topic this machine's ledger holds, for the API and the Nest.
+pub(crate) async fn topic_summaries(state: &AppState) -> Result<Vec<TopicSummary>, ApiError> {
+    let topics = with_store(state, |store| store.topics()).await?;
+    Ok(topics.into_iter().map(|(topic, messages, last_at)| TopicSummary { topic, messages, last_at }).collect())
 }
 
 async fn topics(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
-    let topics = with_store(&state, |store| store.topics()).await?;
-    let topics: Vec<TopicSummary> =
-        topics.into_iter().map(|(topic, messages, last_at)| TopicSummary { topic, messages, last_at }).collect();
-    Ok(Json(json!({ "topics": topics })))
+    Ok(Json(json!({ "topics": topic_summaries(&state).await? })))
 }
 
 /// One message of a topic with where its reply stands.
@@ -132,10 +136,11 @@ pub struct TopicEntry {
     pub idempotency_key: Option<String>,
 }
 
-async fn topic(State(state): State<Arc<AppState>>, Path(topic): Path<String>) -> Result<Json<Value>, ApiError> {
-    let wanted = topic.clone();
-    let entries = with_store(&state, move |store| store.ledger(Some(&wanted))).await?;
-    let entries: Vec<TopicEntry> = entries
+/// A topic's messages in order, each with where its reply stands, for the
+/// API and the Nest.
+pub(crate) async fn topic_entries(state: &AppState, topic: String) -> Result<Vec<TopicEntry>, ApiError> {
+    let entries = with_store(state, move |store| store.ledger(Some(&topic))).await?;
+    Ok(entries
         .into_iter()
         .map(|e| {
             let reply = e.reply.as_ref();
@@ -156,6 +161,10 @@ async fn topic(State(state): State<Arc<AppState>>, Path(topic): Path<String>) ->
                 idempotency_key: reply.map(|(r, _)| r.key.clone()),
             }
         })
-        .collect();
+        .collect())
+}
+
+async fn topic(State(state): State<Arc<AppState>>, Path(topic): Path<String>) -> Result<Json<Value>, ApiError> {
+    let entries = topic_entries(&state, topic.clone()).await?;
     Ok(Json(json!({ "topic": topic, "messages": entries })))
 }

@@ -88,6 +88,10 @@ pub enum Input {
     },
     /// Whether this machine's log holds everything its reachable peers hold.
     LogCaughtUp(bool),
+    /// The highest epoch this machine's log has seen (its epoch fence): a
+    /// grant this node asks for later, a forced one included, is above it,
+    /// so the log never refuses the new holder's writes.
+    EpochSeen(u64),
     /// The holder's log head, asked for by [`Action::NeedHead`].
     Head(Heads),
     /// The handoff target's log now covers `head`.
@@ -335,6 +339,12 @@ pub struct Node {
     /// When each peer was last sent this node's view, and which.
     views_told: BTreeMap<NodeId, (ViewId, Duration)>,
     max_round: u64,
+    /// The highest epoch this node knows was granted (its own grants, the
+    /// proposals it accepted, claims and views it heard): what the log's
+    /// epoch fence rises to. Not a round merely promised, which a machine
+    /// cut off from the rest promises itself again and again; fencing the
+    /// log at such a round would refuse the real holder's writes.
+    granted: u64,
     next_req: u64,
     rng: u64,
     next_attempt: Duration,
@@ -362,7 +372,9 @@ impl Node {
     /// joined from no view at all).
     pub fn new(config: Config, durable: Durable, now: Duration) -> Node {
         let promised = durable.promised.as_ref().map_or(0, |b| b.round);
-        let max_round = promised.max(durable.view.as_ref().map_or(0, |v| v.id.epoch));
+        let granted =
+            durable.accepted.as_ref().map_or(0, |(b, _)| b.round).max(durable.view.as_ref().map_or(0, |v| v.id.epoch));
+        let max_round = promised.max(granted);
         let active = durable.view.iter().flat_map(|v| v.voters.iter().cloned()).collect();
         Node {
             rng: config.seed | 1,
@@ -376,6 +388,7 @@ impl Node {
             views_heard: BTreeMap::new(),
             views_told: BTreeMap::new(),
             max_round,
+            granted,
             next_req: 1,
             next_attempt: now,
             last_heartbeat: None,
@@ -458,6 +471,12 @@ impl Node {
         }
     }
 
+    /// Whether this node holds the role by its own vote alone, after
+    /// `wakeup --force`, until a majority answers again.
+    pub fn forced(&self) -> bool {
+        matches!(&self.role, Role::Awake(h) if h.forced)
+    }
+
     /// Whether this node, the target of a handoff at `epoch`, waits for its
     /// log to catch up with the holder's head.
     pub fn awaits_log(&self, epoch: u64) -> bool {
@@ -467,6 +486,17 @@ impl Node {
     /// The highest round this node has seen promised or granted.
     pub fn max_round(&self) -> u64 {
         self.max_round
+    }
+
+    /// The highest epoch this node knows was granted: the log's epoch fence.
+    pub fn highest_grant(&self) -> u64 {
+        self.granted
+    }
+
+    /// Notes an epoch known to have been granted.
+    fn granted(&mut self, epoch: u64) {
+        self.granted = self.granted.max(epoch);
+        self.max_round = self.max_round.max(epoch);
     }
 
     pub fn durable(&self) -> &Durable {
@@ -487,6 +517,7 @@ impl Node {
                 self.revoked = revoked.into_iter().collect();
             }
             Input::LogCaughtUp(done) => self.log_caught_up = done,
+            Input::EpochSeen(epoch) => self.granted(epoch),
             Input::Head(head) => self.head(head),
             Input::CaughtUp { epoch, head } => self.caught_up(epoch, head),
             Input::External(answer) => self.on_external(answer, now),
@@ -861,7 +892,7 @@ impl Node {
         // `max_round` also counts rounds merely promised: a voter outside the
         // accepting majority may have promised a higher round to a proposer
         // that never got a majority. The grant stands; the round stays known.
-        self.max_round = self.max_round.max(epoch);
+        self.granted(epoch);
         self.role = Role::Awake(holding);
         self.free_since = None;
         self.actions.push(Action::Awake { epoch });
@@ -891,6 +922,9 @@ impl Node {
             Refusal::Reserved { .. } => 0,
         };
         self.max_round = self.max_round.max(seen);
+        if let Refusal::Open { holder, .. } = &why {
+            self.granted(holder.round);
+        }
         let voters = self.voters();
         let majority = self.majority();
         match &mut self.role {
@@ -1002,6 +1036,9 @@ impl Node {
             if let Some(promised) = &self.acceptor.durable().promised {
                 self.max_round = self.max_round.max(promised.round);
             }
+            if let Some((accepted, _)) = &self.acceptor.durable().accepted {
+                self.granted(accepted.round);
+            }
             self.send(from, answer);
             return;
         }
@@ -1049,7 +1086,7 @@ impl Node {
         if !self.acceptor.adopt(view) {
             return;
         }
-        self.max_round = self.max_round.max(epoch);
+        self.granted(epoch);
         self.actions.push(Action::Persist(self.acceptor.durable().clone()));
         if self.eligible() != was_eligible {
             // Admitted or removed: the others (a holder choosing whom to hand
@@ -1135,7 +1172,7 @@ impl Node {
         let claim = peer.claim;
         self.peers.insert(from.to_string(), peer);
         let Some(claimed) = claim else { return };
-        self.max_round = self.max_round.max(claimed);
+        self.granted(claimed);
         let Role::Awake(holding) = &self.role else { return };
         let mine = holding.ballot.round;
         if claimed > mine {
@@ -1349,7 +1386,7 @@ impl Node {
         if !expected {
             return self.abort(from, epoch, &Abort::NotWaiting);
         }
-        self.max_round = self.max_round.max(epoch);
+        self.granted(epoch);
         self.role = Role::Standby;
         self.handoff_in = Some(HandoffIn {
             holder: from.to_string(),
@@ -1375,7 +1412,7 @@ impl Node {
             return;
         }
         self.handoff_in = None;
-        self.max_round = self.max_round.max(epoch);
+        self.granted(epoch);
         self.wakeup.get_or_insert(Wakeup { deadline: now + self.config.handoff_timeout, refusal: None });
         self.attempt(false, now);
     }

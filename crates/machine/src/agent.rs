@@ -21,6 +21,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::{Notify, mpsc};
 
 use roost_agent::ledger::{self, CLI_CHANNEL, Counts, Limits, Work};
+use roost_agent::outbox::{self, Settle};
 use roost_agent::{Message, Reply, redact};
 use roost_awake::{AwakeService, Working, clock};
 use roost_instance::{Handler, Instance};
@@ -33,16 +34,13 @@ const DB_WAIT: Duration = Duration::from_secs(5);
 /// How often the ledger is read when nothing wakes the loop.
 const TICK: Duration = Duration::from_millis(250);
 /// A send attempt needs at least this much of the lease left.
-const SEND_MARGIN: Duration = Duration::from_millis(50);
+const SEND_MARGIN: Duration = outbox::SEND_MARGIN;
 /// One webhook request is bounded by this (and by the lease).
 const SEND_WAIT: Duration = Duration::from_secs(5);
 /// Topics worked on at once.
 const PARALLEL: usize = 32;
 /// How often a reply waiting for its commit to reach the peers looks again.
 const HELD_POLL: Duration = Duration::from_millis(2);
-/// How long a new holder waits for sessions with the voters it has not
-/// met before it goes on with those it has: one that is down never comes.
-const MEET_WAIT: Duration = Duration::from_secs(2);
 /// How often a round waiting to take in what the peers held looks again.
 const SETTLE_POLL: Duration = Duration::from_millis(2);
 
@@ -167,6 +165,7 @@ async fn run(context: Arc<Context>, limits: Limits, tasks: Tasks) {
     let (done, mut finished) = mpsc::unbounded_channel::<String>();
     loop {
         let wait = if settle.waiting() { SETTLE_POLL } else { TICK };
+        let now = clock::now();
         tokio::select! {
             _ = context.shared.wake.notified() => {}
             _ = log_grew.changed() => {}
@@ -197,9 +196,10 @@ async fn run(context: Arc<Context>, limits: Limits, tasks: Tasks) {
         };
         let settled = working.is_some_and(|w| {
             let first = !settle.started(Some(w.epoch));
-            let required = if first { context.voters_to_meet() } else { Vec::new() };
+            let (required, keepers) = context.voters(w.forced);
+            let meet = outbox::Meet { me: &context.me, keepers: &keepers, required: &required };
             (!first && counts.queued + counts.unsent == 0)
-                || settle.ready(w.epoch, &heads, context.live_holdings(), &required)
+                || settle.ready(w.epoch, &heads, &context.reports(), meet, now)
         });
         {
             let mut status = context.shared.status.lock().expect("agent status poisoned");
@@ -224,97 +224,38 @@ async fn run(context: Arc<Context>, limits: Limits, tasks: Tasks) {
     }
 }
 
-/// Before each round of work, the holder takes in everything the machines
-/// it is connected to held when the round began, so that:
-///
-/// - a new holder sees the last holder's commits (a reply is sent only once
-///   every connected machine holds its commit), and never answers a message
-///   whose reply it has not seen;
-/// - a message recorded on a standby before one recorded here is answered
-///   first, as the topic's order says, once it has had time to arrive.
-///
-/// A machine that goes away meanwhile is not waited for; but a new holder's
-/// first round waits for a session with every voter that keeps the log and
-/// that the lease hears (those that granted it the role among them), so a
-/// holder restarted or elected before its sessions are up does not start
-/// from what it alone holds.
-#[derive(Default)]
-struct Settle {
-    /// What each connected machine held when this round began.
-    target: Option<Vec<(String, Heads)>>,
-    /// The epoch whose first round has been settled.
-    started: Option<u64>,
-    /// When the first round of an epoch began waiting for the voters.
-    meeting: Option<(u64, Instant)>,
-}
-
-impl Settle {
-    fn waiting(&self) -> bool {
-        self.target.is_some()
-    }
-
-    fn started(&self, epoch: Option<u64>) -> bool {
-        epoch.is_some() && self.started == epoch
-    }
-
-    fn ready(&mut self, epoch: u64, ours: &Heads, connected: Vec<(String, Heads)>, required: &[String]) -> bool {
-        let since = match self.meeting {
-            Some((e, since)) if e == epoch => since,
-            _ => self.meeting.insert((epoch, Instant::now())).1,
-        };
-        let met = required.iter().all(|id| connected.iter().any(|(peer, _)| peer == id));
-        if !met && since.elapsed() < MEET_WAIT {
-            self.target = None;
-            return false;
-        }
-        let target = self.target.get_or_insert_with(|| connected.clone());
-        let still: HashSet<&str> = connected.iter().map(|(id, _)| id.as_str()).collect();
-        let settled = target
-            .iter()
-            .filter(|(id, _)| still.contains(id.as_str()))
-            .all(|(_, theirs)| roost_sync::holds(ours, theirs));
-        if settled {
-            tracing::debug!(epoch, ?required, ?target, ?ours, "agent round settled");
-            self.target = None;
-            self.started = Some(epoch);
-        }
-        settled
-    }
-}
-
 impl Context {
     fn failed(&self, why: String) {
         tracing::warn!(%why, "agent");
         self.shared.status.lock().expect("agent status poisoned").last_error = Some(why);
     }
 
-    /// The machines that keep the log, with a live session, and that the
-    /// lease heard within a TTL, with what each holds. A machine that died
-    /// keeps its session until it times out (seconds); the lease stops
-    /// hearing it within a TTL, and it is not waited for from then on.
-    fn live_holdings(&self) -> Vec<(String, Heads)> {
-        let lease = self.awake.status();
-        let heard = |id: &str| lease.peers.iter().any(|p| p.id == id && p.live);
-        self.sync.connected_holdings().into_iter().filter(|(id, _)| heard(id)).collect()
+    /// What each machine with a live session that keeps the log last
+    /// reported, on the lease's clock.
+    fn reports(&self) -> Vec<outbox::Report> {
+        let now = clock::now();
+        self.sync
+            .connected_holdings()
+            .into_iter()
+            .map(|(peer, heads, age)| outbox::Report { peer, heads, at: now.saturating_sub(age) })
+            .collect()
     }
 
-    /// The other voters a new holder waits to have a session with: every
-    /// one but the witnesses and those the lease knows are not live (one it
-    /// has not heard from since it started counts, for a bounded time).
-    fn voters_to_meet(&self) -> Vec<String> {
+    /// The other voters a new holder's first round waits to meet, and the
+    /// voters a reply's commit must reach a majority of.
+    fn voters(&self, forced: bool) -> (Vec<String>, Vec<String>) {
         let lease = self.awake.status();
-        lease
-            .voter_ids
-            .iter()
-            .filter(|id| **id != self.me)
-            .filter(|id| lease.peers.iter().find(|p| p.id == **id).is_none_or(|p| p.live && !p.witness))
-            .cloned()
-            .collect()
+        let seen: Vec<outbox::Seen> =
+            lease.peers.iter().map(|p| outbox::Seen { id: p.id.clone(), live: p.live, witness: p.witness }).collect();
+        (
+            outbox::voters_to_meet(&self.me, &lease.voter_ids, &seen),
+            outbox::keepers(&self.me, &lease.voter_ids, &seen, forced),
+        )
     }
 
     /// Still the holder at `epoch`, with more than `margin` of the lease left.
     fn still_working(&self, epoch: u64, margin: Duration) -> Option<Working> {
-        self.awake.working().filter(|w| w.epoch == epoch && clock::now() + margin < w.until)
+        self.awake.working().filter(|w| w.epoch == epoch && outbox::may_send(clock::now(), w.until, margin))
     }
 
     async fn write(&self, reply: Reply, epoch: u64) -> bool {
@@ -370,11 +311,11 @@ impl Context {
         }
     }
 
-    /// Waits until every connected machine that keeps the log holds this
+    /// Waits until a majority of the voters that keep the log hold this
     /// machine's log as it is now (the reply just committed with it), so
-    /// that whichever of them holds the role next sees the reply and sends
-    /// it again as it is, never a second one. False when the role is lost
-    /// first.
+    /// that whichever machine holds the role next sees the reply and sends
+    /// it again as it is, never a second one ([`outbox::held`]). False when
+    /// the role is lost first.
     async fn held_by_peers(&self, epoch: u64) -> bool {
         let store = self.store.clone();
         let mine = match roost_tasks::blocking("reading the log's head", DB_WAIT, move || store.heads()).await {
@@ -393,7 +334,9 @@ impl Context {
             if self.still_working(epoch, SEND_MARGIN).is_none() {
                 return false;
             }
-            if self.live_holdings().iter().all(|(_, theirs)| roost_sync::holds(theirs, &ours)) {
+            let forced = self.awake.working().is_some_and(|w| w.forced);
+            let (_, keepers) = self.voters(forced);
+            if outbox::held(&self.me, &ours, &keepers, &self.reports()) {
                 return true;
             }
             tokio::time::sleep(HELD_POLL).await;

@@ -19,6 +19,12 @@
 //! 4. After the heal and quiet, every replica has the same heads, rows and
 //!    open conflicts, holds nothing back, and holds every acknowledged write
 //!    as it was acknowledged.
+//! 5. The agent's receiver, which honours idempotency keys, never gets two
+//!    different replies for one message (one key per message, one body per
+//!    key).
+//! 6. Every inbound message a machine acknowledged is answered once the
+//!    network has healed, in every run that promises a holder after the heal
+//!    (invariant 3), unless every machine holding it died for good.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -33,6 +39,8 @@ pub enum Invariant {
     Epochs,
     Liveness,
     Convergence,
+    OneReply,
+    Answered,
 }
 
 impl Invariant {
@@ -43,6 +51,8 @@ impl Invariant {
             Invariant::Epochs => 2,
             Invariant::Liveness => 3,
             Invariant::Convergence => 4,
+            Invariant::OneReply => 5,
+            Invariant::Answered => 6,
         }
     }
 }
@@ -55,6 +65,8 @@ impl fmt::Display for Invariant {
             Invariant::Epochs => "epochs increase and fence effects",
             Invariant::Liveness => "a holder soon after the heal",
             Invariant::Convergence => "replicas converge, no acknowledged write lost",
+            Invariant::OneReply => "one reply per message at the receiver",
+            Invariant::Answered => "every acknowledged message answered after the heal",
         };
         write!(f, "invariant {} ({name})", self.number())
     }
@@ -85,8 +97,14 @@ pub struct Checker {
     issued: Vec<Issued>,
     highest_accepted: Option<u64>,
     acked: BTreeMap<(String, u64), [u8; 32]>,
+    /// Inbound messages a machine acknowledged, by message id.
+    inbound: BTreeMap<String, usize>,
+    /// What the receiver took: the reply of each message and its key.
+    replies: BTreeMap<String, (String, String)>,
     pub grants: u64,
     pub accepted: u64,
+    /// Replies the receiver got again under a key it had (re-sends).
+    pub resent: u64,
 }
 
 impl Checker {
@@ -153,6 +171,47 @@ impl Checker {
     /// A write its machine committed: it must never be lost.
     pub fn acked(&mut self, origin: String, seq: u64, hash: [u8; 32]) {
         self.acked.insert((origin, seq), hash);
+    }
+
+    /// An inbound message `machine` acknowledged.
+    pub fn inbound(&mut self, id: &str, machine: usize) {
+        self.inbound.entry(id.to_string()).or_insert(machine);
+    }
+
+    pub fn messages(&self) -> (usize, usize) {
+        (self.inbound.len(), self.replies.len())
+    }
+
+    /// Invariant 5: the receiver gets `text` for `message` under `key`.
+    pub fn reply(&mut self, message: &str, key: &str, text: &str) -> Result<(), Violation> {
+        match self.replies.get(message) {
+            None => {
+                self.replies.insert(message.to_string(), (key.to_string(), text.to_string()));
+                Ok(())
+            }
+            Some((k, t)) if k == key && t == text => {
+                self.resent += 1;
+                Ok(())
+            }
+            Some((k, t)) => fail(
+                Invariant::OneReply,
+                format!("message {message} got {text:?} under key {key} after {t:?} under key {k}"),
+            ),
+        }
+    }
+
+    /// Invariant 6: every message acknowledged and held by a live replica
+    /// (`held`) has its reply.
+    pub fn answered(&self, held: &dyn Fn(&str) -> bool) -> Result<(), Violation> {
+        let unanswered: Vec<&String> =
+            self.inbound.keys().filter(|id| !self.replies.contains_key(*id) && held(id)).collect();
+        match unanswered.first() {
+            None => Ok(()),
+            Some(first) => fail(
+                Invariant::Answered,
+                format!("{} acknowledged messages unanswered after the heal, {first} among them", unanswered.len()),
+            ),
+        }
     }
 
     pub fn writes(&self) -> usize {

@@ -16,7 +16,13 @@
 //! `wakeup --force` once the other machine has crashed for good. Clients
 //! write to shared rows at random machines; the holder makes effects stamped
 //! with its epoch, which a fencing sink accepts only if no higher epoch came
-//! before. [`check`] lists the invariants asserted after every step.
+//! before. Inbound agent messages arrive at random machines; the holder
+//! answers them through the real ledger rules (`roost_agent::ledger::plan`,
+//! the reply record's stages) and the outbox's (`roost_agent::outbox`:
+//! settle before a round, send only once the peers hold the commit and
+//! while the lease lasts), writing through the real store, to a receiver
+//! that honours idempotency keys. [`check`] lists the invariants asserted
+//! after every step.
 //!
 //! Modules: [`rng`] (the seeded generator), [`clock`] (local clocks),
 //! [`net`] (links and what happens to a message), [`replica`] (one machine's
@@ -53,10 +59,14 @@ pub enum Bug {
     /// The shell sends what the node says at once, without waiting for the
     /// voter state it rests on to be on disk.
     SendBeforePersist,
+    /// The agent's outbox sends a committed reply without checking that its
+    /// lease still runs (and still under the epoch it was planned in).
+    SendWithoutLease,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 4] = [Bug::IgnoreDrift, Bug::StaleSink, Bug::ForgetVotes, Bug::SendBeforePersist];
+    pub const ALL: [Bug; 5] =
+        [Bug::IgnoreDrift, Bug::StaleSink, Bug::ForgetVotes, Bug::SendBeforePersist, Bug::SendWithoutLease];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -64,6 +74,7 @@ impl Bug {
             Bug::StaleSink => "stale-sink",
             Bug::ForgetVotes => "forget-votes",
             Bug::SendBeforePersist => "send-before-persist",
+            Bug::SendWithoutLease => "send-without-lease",
         }
     }
 

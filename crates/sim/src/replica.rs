@@ -27,9 +27,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use ed25519_dalek::SigningKey;
+use roost_agent::outbox::Report;
+use roost_agent::{Entry, Reply};
 use roost_core::Table;
 use roost_core::protocol::{Heads, Message, SignedEntry, behind};
 use roost_core::session::{Greeting, Received, Session, Timing};
+use roost_store::agent::Inbound;
 use roost_store::{InstanceEntry, ListQuery, Mutation, Standing, Store, StoreError, Verdict};
 use serde_json::{Map, Value};
 
@@ -55,6 +58,8 @@ pub struct Replica {
     clock: Arc<AtomicU64>,
     store: Store,
     sessions: BTreeMap<String, Session>,
+    /// When each peer last reported its heads (local time).
+    reported: BTreeMap<String, Duration>,
 }
 
 /// The part of a replica that must be identical everywhere once it has
@@ -107,12 +112,22 @@ impl Replica {
             store.register_instance(&entry_of(name)).expect("registering a simulated machine");
         }
         let heads = store.heads().expect("the simulated disk reads");
-        Replica { me: me.to_string(), heads, fenced_to: 0, dir, clock, store, sessions: BTreeMap::new() }
+        Replica {
+            me: me.to_string(),
+            heads,
+            fenced_to: 0,
+            dir,
+            clock,
+            store,
+            sessions: BTreeMap::new(),
+            reported: BTreeMap::new(),
+        }
     }
 
     /// A crash: the store is closed and opened again on what it committed.
     pub fn crash(&mut self) {
         self.sessions.clear();
+        self.reported.clear();
         self.store = open(&self.dir, &self.me, &self.clock);
         self.heads = self.store.heads().expect("the simulated disk reads");
         self.fenced_to = 0;
@@ -173,8 +188,57 @@ impl Replica {
         Some((self.me.clone(), seq, hash))
     }
 
-    /// Raises the store's epoch fence to `epoch` (the highest the lease has
-    /// seen), as the real driver does.
+    /// Records an inbound message of `topic` with the channel's id `id`, as
+    /// any machine does; its log position once committed (acknowledged to
+    /// the channel), or None when the message was recorded before.
+    pub fn record_message(&mut self, topic: &str, id: &str, now: Duration) -> Option<(String, u64, [u8; 32])> {
+        self.at(now);
+        let inbound = Inbound { channel: "sim", topic, message_id: id, sender: None, text: id };
+        let (_, recorded) = self.store.record_message(&inbound).expect("the simulated disk writes");
+        if recorded { self.written() } else { None }
+    }
+
+    /// The messages not answered yet, as the holder plans from them.
+    pub fn open_ledger(&self) -> Vec<Entry> {
+        self.store.open_ledger().expect("the simulated disk reads")
+    }
+
+    /// Every message with its reply record.
+    pub fn ledger(&self) -> Vec<Entry> {
+        self.store.ledger(None).expect("the simulated disk reads")
+    }
+
+    /// A reply record written under `epoch`; its log position, or None when
+    /// the store's fence refuses the epoch.
+    pub fn write_reply(&mut self, reply: &Reply, epoch: u64, now: Duration) -> Option<(String, u64, [u8; 32])> {
+        self.at(now);
+        match self.store.write_reply(reply, epoch) {
+            Ok(()) => self.written(),
+            Err(StoreError::StaleEpoch { .. }) => None,
+            Err(e) => panic!("the reply record's write failed: {e}"),
+        }
+    }
+
+    /// The peers heard from lately and the heads each last reported, and
+    /// when: the machines the holder is connected to, and what each holds.
+    pub fn peer_holdings(&self, now: Duration) -> Vec<Report> {
+        self.sessions
+            .iter()
+            .filter(|(_, s)| now < s.heard() + HEARD)
+            .filter_map(|(peer, s)| {
+                let at = *self.reported.get(peer)?;
+                Some(Report { peer: peer.clone(), heads: s.peer_heads().clone(), at })
+            })
+            .collect()
+    }
+
+    /// The highest epoch the store has seen.
+    pub fn highest_epoch(&self) -> u64 {
+        self.store.highest_epoch().expect("the simulated disk reads")
+    }
+
+    /// Raises the store's epoch fence to `epoch` (the highest the lease knows
+    /// was granted), as the real driver does.
     pub fn fence(&mut self, epoch: u64) {
         if epoch > self.fenced_to {
             self.fenced_to = epoch;
@@ -197,7 +261,7 @@ impl Replica {
     pub fn converged(&self) -> Converged {
         let query = ListQuery { limit: 100_000, ..ListQuery::default() };
         let mut rows = BTreeMap::new();
-        for table in [Table::Settings, Table::AgentState] {
+        for table in [Table::Settings, Table::AgentState, Table::AgentMessages] {
             for row in self.store.list(table, &query).expect("the simulated disk reads") {
                 let id = row["id"].as_str().unwrap_or_default().to_string();
                 rows.insert(id, Value::Object(row).to_string());
@@ -261,7 +325,9 @@ impl Replica {
         self.at(now);
         let received = self.session(peer, now).receive(message, now).expect("honest machines keep the protocol");
         match received {
-            Received::Heads => {}
+            Received::Heads => {
+                self.reported.insert(peer.to_string(), now);
+            }
             Received::Entries(batch) => self.apply_through(peer, batch, now),
             Received::Machines(_) | Received::Revocations(_) | Received::Rotations(_) => {
                 unreachable!("the simulator sends heads and entries only")

@@ -13,10 +13,13 @@
 //! quiet for ten seconds (`QUIET`) and the replicas must have converged.
 
 use std::cmp::Ordering;
-use std::collections::{BTreeSet, BinaryHeap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
 use std::panic::{self, AssertUnwindSafe};
 use std::time::Duration;
 
+use roost_agent::ledger::{self, Limits, Work};
+use roost_agent::outbox::{self, Heads, SEND_MARGIN, Seen, Settle};
+use roost_agent::{Message, Reply};
 use roost_core::protocol;
 use roost_lease::{Action, Config, Durable, Effect, Envelope, Input, Node, Shell, Tenure, View};
 
@@ -38,6 +41,11 @@ macro_rules! note {
 
 /// Quiet time after the liveness deadline before convergence is checked.
 const QUIET: u64 = 10 * SEC;
+/// The agent's outbox stops this long before the end, so that what it
+/// wrote last has reached every replica when convergence is checked.
+const OUTBOX_QUIET: u64 = 3 * SEC;
+/// Topics the inbound messages fall into.
+const TOPICS: u64 = 8;
 /// How soon a forced wakeup must give a holder, with the other machine dead.
 const FORCE_BOUND: u64 = SEC;
 
@@ -85,6 +93,26 @@ enum Event {
     },
     /// An effect reaches the sink.
     Effect(usize),
+    /// An inbound message of the agent reaches a random machine.
+    Inbound,
+    /// The agent's outbox on a machine: send what is ready, plan more.
+    Outbox(usize, u64),
+    /// A reply reaches the receiver.
+    Reply {
+        from: usize,
+        life: u64,
+        topic: String,
+        message: String,
+        key: String,
+        text: String,
+    },
+    /// The receiver's 2xx reaches the machine that sent the reply.
+    ReplyTaken {
+        to: usize,
+        life: u64,
+        topic: String,
+        message: String,
+    },
     /// Draw the next fault.
     Chaos,
     ClientWrite,
@@ -197,6 +225,27 @@ struct Machine {
     dead: bool,
     /// Part of the chain: a founder, or joined by now.
     joined: bool,
+    /// The agent's outbox: volatile, as in the real shell.
+    outbox: Outbox,
+}
+
+/// What the simulated shell keeps of the agent's work between turns.
+#[derive(Default)]
+struct Outbox {
+    settle: Settle,
+    /// A committed reply per topic, waiting to leave or for the receiver.
+    jobs: BTreeMap<String, Job>,
+}
+
+struct Job {
+    message: Message,
+    reply: Reply,
+    /// The epoch it is sent under.
+    epoch: u64,
+    /// What the peers must hold before it leaves.
+    commit: Heads,
+    /// When it last left (true time), while no answer came.
+    sent_at: Option<u64>,
 }
 
 impl Machine {
@@ -272,6 +321,7 @@ impl World {
                     caught_up: None,
                     dead: false,
                     joined: i < founders,
+                    outbox: Outbox::default(),
                 }
             })
             .collect();
@@ -319,6 +369,7 @@ impl World {
         }
         world.schedule_at(SEC, Event::Chaos);
         world.schedule_at(SEC, Event::ClientWrite);
+        world.schedule_at(SEC, Event::Inbound);
         world.schedule_at(heal - SPIKE_MAX, Event::SpikesOff);
         world.schedule_at(heal, Event::Heal);
         if world.scenario.force {
@@ -470,6 +521,10 @@ impl World {
             Event::Sync(n, life) => {
                 if self.timer(n, life, Event::Sync(n, life), (100 * MS, 250 * MS)) {
                     self.sync(n)?;
+                    // As the driver's fence watcher does.
+                    if let Some(epoch) = self.machines[n].replica.as_ref().map(Replica::highest_epoch) {
+                        self.input(n, Input::EpochSeen(epoch))?;
+                    }
                 }
                 Ok(())
             }
@@ -481,6 +536,35 @@ impl World {
             }
             Event::Deliver { from, to, payload } => self.deliver(from, to, payload),
             Event::Effect(id) => self.sink(id),
+            Event::Inbound => {
+                if self.now < self.scenario.heal_at {
+                    self.inbound();
+                    let gap = self.rng.between(2 * SEC, 8 * SEC);
+                    self.schedule(gap, Event::Inbound);
+                }
+                Ok(())
+            }
+            Event::Outbox(n, life) => {
+                if self.now + OUTBOX_QUIET < self.end
+                    && self.timer(n, life, Event::Outbox(n, life), (100 * MS, 300 * MS))
+                {
+                    self.outbox(n);
+                }
+                Ok(())
+            }
+            Event::Reply { from, life, topic, message, key, text } => {
+                note!(self, usize::MAX, "receiver takes the reply to {message} ({key})");
+                self.checker.reply(&message, &key, &text)?;
+                for delay in self.net.fate(&mut self.rng, false) {
+                    let taken = Event::ReplyTaken { to: from, life, topic: topic.clone(), message: message.clone() };
+                    self.schedule(delay, taken);
+                }
+                Ok(())
+            }
+            Event::ReplyTaken { to, life, topic, message } => {
+                self.reply_taken(to, life, &topic, &message);
+                Ok(())
+            }
             Event::Chaos => {
                 if self.now + SEC < self.scenario.heal_at {
                     self.chaos()?;
@@ -559,7 +643,14 @@ impl World {
                 let replicas: Vec<(&str, &Replica)> =
                     live.iter().filter_map(|m| Some((m.config.me.as_str(), m.replica.as_ref()?))).collect();
                 let origins: Vec<&str> = replicas.iter().map(|(name, _)| *name).collect();
-                self.checker.convergence(&replicas, &origins, live.len() == self.machines.len())
+                self.checker.convergence(&replicas, &origins, live.len() == self.machines.len())?;
+                let held: BTreeSet<String> =
+                    replicas.iter().flat_map(|(_, r)| r.ledger().into_iter().map(|e| e.message.message_id)).collect();
+                // Only a chain promised a holder after the heal can answer.
+                if self.live_from.is_none() {
+                    return Ok(());
+                }
+                self.checker.answered(&|id| held.contains(id))
             }
         }
     }
@@ -601,6 +692,8 @@ impl World {
             let (sync, agent) = (self.rng.below(250 * MS), self.rng.below(300 * MS));
             self.schedule(sync, Event::Sync(n, life));
             self.schedule(agent, Event::Agent(n, life));
+            let outbox = self.rng.below(100 * MS);
+            self.schedule(outbox, Event::Outbox(n, life));
         }
         if left { self.input(n, Input::Leave) } else { Ok(()) }
     }
@@ -630,6 +723,7 @@ impl World {
         m.landing = None;
         m.log_stuck = false;
         m.caught_up = None;
+        m.outbox = Outbox::default();
         if let Some(replica) = &mut m.replica {
             replica.crash();
         }
@@ -730,10 +824,10 @@ impl World {
             }
         }
         // As the real driver does after every turn: the store's epoch fence
-        // rises to the highest epoch the lease has seen.
+        // rises to the highest epoch the lease knows was granted.
         let m = &mut self.machines[n];
         if let (Some(shell), Some(replica)) = (&m.node, &mut m.replica) {
-            replica.fence(shell.node().max_round());
+            replica.fence(shell.node().highest_grant());
         }
         Ok(())
     }
@@ -988,6 +1082,136 @@ impl World {
         }
         self.sink = Some(self.sink.map_or(epoch, |highest| highest.max(epoch)));
         self.checker.accept(id, &self.names)
+    }
+
+    /// An inbound message reaches a random running machine, which records
+    /// it (and so acknowledges it to the channel).
+    fn inbound(&mut self) {
+        let n = self.rng.below(self.machines.len() as u64) as usize;
+        let id = format!("msg{}", self.fresh_id());
+        let topic = format!("topic-{}", self.rng.below(TOPICS));
+        let now = self.local(n);
+        let m = &mut self.machines[n];
+        let Some(replica) = m.replica.as_mut().filter(|_| m.node.is_some() && m.paused.is_none()) else { return };
+        let Some((origin, seq, hash)) = replica.record_message(&topic, &id, now) else { return };
+        self.checker.acked(origin, seq, hash);
+        self.checker.inbound(&id, n);
+        note!(self, n, "records inbound {id} in {topic}");
+    }
+
+    /// The agent's outbox turn: the real shell's rules, on the simulated
+    /// machine. Sends each committed reply whose commit the peers hold, while
+    /// the lease lasts; then, once the round has settled, plans more.
+    fn outbox(&mut self, n: usize) {
+        let now = self.local(n);
+        let bug = self.bug == Some(Bug::SendWithoutLease);
+        let me = self.names[n].clone();
+        let m = &mut self.machines[n];
+        if m.agent_paused || !m.running() {
+            return;
+        }
+        let Some(shell) = m.node.as_ref() else { return };
+        let node = shell.node();
+        let working = node.may_act(now).zip(node.lease_end());
+        let status = node.status(now);
+        let life = m.life;
+        let Some(replica) = m.replica.as_mut() else { return };
+        let peers = replica.peer_holdings(now);
+        let seen: Vec<Seen> =
+            status.peers.iter().map(|p| Seen { id: p.id.clone(), live: p.live, witness: p.witness }).collect();
+        let keepers = outbox::keepers(&me, &status.voter_ids, &seen, node.forced());
+        let mut leaving = Vec::new();
+        m.outbox.jobs.retain(|topic, job| {
+            let leased =
+                working.is_some_and(|(epoch, until)| epoch == job.epoch && outbox::may_send(now, until, SEND_MARGIN));
+            if !leased && !bug {
+                // The role is gone or going: the next holder sends it.
+                return working.is_some_and(|(epoch, _)| epoch == job.epoch);
+            }
+            if outbox::held(&me, &job.commit, &keepers, &peers) && job.sent_at.is_none_or(|at| self.now >= at + SEC) {
+                job.sent_at = Some(self.now);
+                leaving.push((
+                    topic.clone(),
+                    job.message.message_id.clone(),
+                    job.reply.key.clone(),
+                    job.reply.text.clone(),
+                ));
+            }
+            true
+        });
+        if let Some((epoch, _)) = working {
+            let required = outbox::voters_to_meet(&me, &status.voter_ids, &seen);
+            let heads = replica.heads().clone();
+            let meet = outbox::Meet { me: &me, keepers: &keepers, required: &required };
+            if m.outbox.settle.ready(epoch, &heads, &peers, meet, now) {
+                let open = replica.open_ledger();
+                let jobs = &m.outbox.jobs;
+                let plan = ledger::plan(&open, epoch, &|topic| jobs.contains_key(topic), Limits::default());
+                for work in plan {
+                    let job = match work {
+                        Work::Run { message, attempt } => {
+                            let claim = Reply::claimed(&message.id, attempt, None, &me);
+                            if replica.write_reply(&claim, epoch, now).is_none() {
+                                continue;
+                            }
+                            // A handler whose every answer differs: two runs
+                            // for one message would show at the receiver.
+                            let text = format!("{me} at epoch {epoch}, draw {}", self.rng.next_u64() % 1_000_000);
+                            let replied = claim.replied(text, &me);
+                            let Some((origin, seq, hash)) = replica.write_reply(&replied, epoch, now) else { continue };
+                            self.checker.acked(origin.clone(), seq, hash);
+                            Job { message, reply: replied, epoch, commit: Heads::from([(origin, seq)]), sent_at: None }
+                        }
+                        Work::Send { message, reply, .. } => {
+                            Job { message, reply, epoch, commit: replica.heads().clone(), sent_at: None }
+                        }
+                        Work::Fail { reply, .. } => {
+                            replica.write_reply(&reply.failed(&me), epoch, now);
+                            continue;
+                        }
+                    };
+                    m.outbox.jobs.insert(job.message.topic.clone(), job);
+                }
+            }
+        }
+        for (topic, message, key, text) in leaving {
+            note!(self, n, "sends the reply to {message} ({key})");
+            let text = text.unwrap_or_default();
+            for delay in self.net.fate(&mut self.rng, false) {
+                let reply = Event::Reply {
+                    from: n,
+                    life,
+                    topic: topic.clone(),
+                    message: message.clone(),
+                    key: key.clone(),
+                    text: text.clone(),
+                };
+                self.schedule(delay, reply);
+            }
+        }
+    }
+
+    /// The receiver took a reply `n` sent: it commits that it was sent, if it
+    /// still works under the reply's epoch.
+    fn reply_taken(&mut self, n: usize, life: u64, topic: &str, message: &str) {
+        let now = self.local(n);
+        let me = self.names[n].clone();
+        let m = &mut self.machines[n];
+        if m.life != life || !m.running() {
+            return;
+        }
+        let Some(job) = m.outbox.jobs.remove(topic) else { return };
+        if job.message.message_id != message {
+            m.outbox.jobs.insert(topic.to_string(), job);
+            return;
+        }
+        let working = m.node.as_ref().and_then(|shell| shell.node().may_act(now));
+        if working == Some(job.epoch)
+            && let Some(replica) = m.replica.as_mut()
+            && let Some((origin, seq, hash)) = replica.write_reply(&job.reply.sent(&me), job.epoch, now)
+        {
+            self.checker.acked(origin, seq, hash);
+        }
     }
 
     fn client_write(&mut self) {

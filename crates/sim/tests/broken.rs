@@ -13,6 +13,7 @@ fn expected(bug: Bug) -> &'static [Invariant] {
         Bug::IgnoreDrift => &[Invariant::OneHolder],
         Bug::StaleSink => &[Invariant::Epochs],
         Bug::ForgetVotes | Bug::SendBeforePersist => &[Invariant::OneHolder, Invariant::Epochs],
+        Bug::SendWithoutLease => &[Invariant::OneReply],
     }
 }
 

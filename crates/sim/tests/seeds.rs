@@ -1,4 +1,4 @@
-//! Runs many seeds (`ROOST_SIM_SEEDS`, default 1000, from `ROOST_SIM_SEED`,
+//! Runs many seeds (`ROOST_SIM_SEEDS`, default 400, from `ROOST_SIM_SEED`,
 //! default 0), each a random scenario of one to two simulated minutes, and
 //! fails with the seed, the broken invariant, the last events and the replay
 //! command of every failing seed. `ROOST_SIM_BUG` runs a deliberately broken
@@ -15,7 +15,7 @@ fn env(name: &str) -> Option<String> {
 #[test]
 fn seeds() {
     let first: u64 = env("ROOST_SIM_SEED").map_or(0, |v| v.parse().expect("ROOST_SIM_SEED is a number"));
-    let count: u64 = env("ROOST_SIM_SEEDS").map_or(1000, |v| v.parse().expect("ROOST_SIM_SEEDS is a number"));
+    let count: u64 = env("ROOST_SIM_SEEDS").map_or(400, |v| v.parse().expect("ROOST_SIM_SEEDS is a number"));
     let bug = env("ROOST_SIM_BUG").map(|v| Bug::parse(&v).expect("ROOST_SIM_BUG names a bug"));
     let started = Instant::now();
     let results = roost_sim::run_many(first, count, bug);

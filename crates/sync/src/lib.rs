@@ -164,8 +164,10 @@ struct PeerLive {
     last_sync: Option<String>,
     behind: u64,
     ahead: u64,
-    /// The heads the peer last reported (a peer that keeps the log only).
+    /// The heads the peer last reported (a peer that keeps the log only),
+    /// and when.
     holds: Heads,
+    reported: Option<std::time::Instant>,
     last_error: Option<String>,
 }
 
@@ -353,12 +355,14 @@ impl SyncService {
     }
 
     /// Every peer with a live session that keeps the log, with the heads it
-    /// last reported: what it is known to hold. The agent sends a reply only
-    /// once each of them holds the reply's commit, and a new holder starts
-    /// only once it holds what they held.
-    pub fn connected_holdings(&self) -> Vec<(String, Heads)> {
+    /// last reported (what it is known to hold) and how long ago it did:
+    /// what the agent's outbox decides by (`roost_agent::outbox`).
+    pub fn connected_holdings(&self) -> Vec<(String, Heads, std::time::Duration)> {
         let live = self.shared.live.lock().expect("peer status poisoned");
-        live.iter().filter(|(_, l)| l.connected && l.keeps_log).map(|(id, l)| (id.clone(), l.holds.clone())).collect()
+        live.iter()
+            .filter(|(_, l)| l.connected && l.keeps_log)
+            .filter_map(|(id, l)| Some((id.clone(), l.holds.clone(), l.reported?.elapsed())))
+            .collect()
     }
 
     /// Ends every session and stops accepting and dialing, waiting a bounded
@@ -454,11 +458,6 @@ fn path_of(conn: &Connection) -> Option<(&'static str, f64)> {
     let path = paths.iter().find(|p| p.is_selected())?;
     let kind = if path.is_relay() { "relayed" } else { "direct" };
     Some((kind, path.rtt().as_secs_f64() * 1000.0))
-}
-
-/// Whether a log at `ours` holds every entry of a log at `theirs`.
-pub fn holds(ours: &Heads, theirs: &Heads) -> bool {
-    roost_core::protocol::behind(ours, theirs) == 0
 }
 
 /// The remote IP of the connection's path in use; `None` through a relay.

@@ -157,6 +157,7 @@ pub async fn run(
         l.ahead = if entries { behind(&peer.greeting.heads, &heads) } else { 0 };
         l.keeps_log = entries;
         l.holds = if entries { peer.greeting.heads.clone() } else { Heads::new() };
+        l.reported = Some(std::time::Instant::now());
     });
     let (id, name) = (peer.id.clone(), peer.name.clone());
     let _ = blocking(&store, move |s| s.mark_seen(&id)).await;
@@ -604,6 +605,7 @@ async fn receiver(
                             l.behind = behind(&ours, &heads);
                             l.ahead = behind(&heads, &ours);
                             l.holds = heads;
+                            l.reported = Some(std::time::Instant::now());
                         }
                         l.last_sync = Some(now_text());
                     });

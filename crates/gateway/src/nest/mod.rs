@@ -73,6 +73,8 @@ pub(crate) fn routes(state: Arc<AppState>) -> Router {
         .route("/nest/conflicts/{id}/resolve", post(pages::resolve))
         .route("/nest/memories", get(pages::memories))
         .route("/nest/memories/{id}", get(pages::memory))
+        .route("/nest/agent", get(pages::agent))
+        .route("/nest/agent/topics/{topic}", get(pages::agent_topic))
         .route("/nest/static/{file}", get(assets::file))
         .layer(axum::middleware::from_fn_with_state(state.clone(), refuse_other_sites))
         .layer(axum::middleware::map_response(protective_headers))

@@ -1,4 +1,4 @@
-//! The signed-in pages: instances, conflicts, memories.
+//! The signed-in pages: instances, conflicts, memories, the agent.
 
 use std::sync::Arc;
 
@@ -12,11 +12,13 @@ use roost_store::Keep;
 
 use super::session::{Visitor, same_secret};
 use super::templates::{
-    ConflictPage, ConflictsPage, EarlierId, InstancesPage, MemoriesPage, MemoryPage, PanelFragment, page,
+    AgentPage, AgentTopicPage, ConflictPage, ConflictsPage, EarlierId, InstancesPage, MemoriesPage, MemoryPage,
+    PanelFragment, page,
 };
-use super::views::{self, ConflictView};
+use super::views::{self, AgentEntryView, ConflictView};
 use super::{PageError, chrome, forbidden};
 use crate::AppState;
+use crate::agent_api;
 use crate::api::{ApiError, with_store};
 use crate::sync_api::resolve_conflict;
 
@@ -146,4 +148,21 @@ pub(crate) async fn memory(
     let fields = views::memory_fields(&state, id.clone(), params.on.clone()).await?;
     let chrome = chrome(&state, &visitor, "memories");
     Ok(page(StatusCode::OK, &MemoryPage { chrome, id, on: params.on, fields }))
+}
+
+pub(crate) async fn agent(State(state): State<Arc<AppState>>, visitor: Visitor) -> Result<Response, PageError> {
+    let topics = agent_api::topic_summaries(&state).await?;
+    let agent = agent_api::health(&state);
+    Ok(page(StatusCode::OK, &AgentPage { chrome: chrome(&state, &visitor, "agent"), agent, topics }))
+}
+
+pub(crate) async fn agent_topic(
+    State(state): State<Arc<AppState>>,
+    visitor: Visitor,
+    Path(topic): Path<String>,
+) -> Result<Response, PageError> {
+    let entries = agent_api::topic_entries(&state, topic.clone()).await?;
+    let names = with_store(&state, |s| s.instances()).await?;
+    let entries = entries.into_iter().map(|e| AgentEntryView::of(e, &names)).collect();
+    Ok(page(StatusCode::OK, &AgentTopicPage { chrome: chrome(&state, &visitor, "agent"), topic, entries }))
 }

@@ -5,7 +5,9 @@ use askama::Template;
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 
-use super::views::{ConflictView, InstanceRow, MemorySearch};
+use super::views::{AgentEntryView, ConflictView, InstanceRow, MemorySearch};
+use crate::agent_api::TopicSummary;
+use roost_machine::agent::AgentStatus;
 
 /// What the page frame shows: the instance, the signed-in nav, a flash.
 pub(crate) struct Chrome {
@@ -97,4 +99,21 @@ pub(crate) fn page(status: StatusCode, template: &impl Template) -> Response {
         Ok(html) => (status, Html(html)).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("cannot render the page: {e}")).into_response(),
     }
+}
+
+#[derive(Template)]
+#[template(path = "nest/agent.html")]
+pub(crate) struct AgentPage {
+    pub chrome: Chrome,
+    /// None where no agent runs (a witness).
+    pub agent: Option<AgentStatus>,
+    pub topics: Vec<TopicSummary>,
+}
+
+#[derive(Template)]
+#[template(path = "nest/agent_topic.html")]
+pub(crate) struct AgentTopicPage {
+    pub chrome: Chrome,
+    pub topic: String,
+    pub entries: Vec<AgentEntryView>,
 }
