@@ -357,6 +357,43 @@ pub(crate) async fn memory_fields(
     Ok(fields)
 }
 
+/// One message of a topic as the Agent page shows it: machines by name, a
+/// message not yet claimed as `received`.
+pub struct AgentEntryView {
+    pub id: String,
+    pub channel: String,
+    pub sender: Option<String>,
+    pub text: String,
+    pub received_at: String,
+    pub received_by: String,
+    pub stage: &'static str,
+    pub reply: Option<String>,
+    pub attempts: u32,
+    pub error: Option<String>,
+    pub epoch: Option<u64>,
+    pub replied_by: Option<String>,
+}
+
+impl AgentEntryView {
+    pub(crate) fn of(entry: TopicEntry, names: &[InstanceEntry]) -> AgentEntryView {
+        let name_of = |id: &str| names.iter().find(|e| e.id == id).map_or(id.to_string(), |e| e.name.clone());
+        AgentEntryView {
+            received_by: name_of(&entry.received_by),
+            replied_by: entry.replied_by.as_deref().map(name_of),
+            stage: entry.stage.map_or("received", Stage::label),
+            id: entry.id,
+            channel: entry.channel,
+            sender: entry.sender,
+            text: entry.text,
+            received_at: entry.received_at,
+            reply: entry.reply,
+            attempts: entry.attempts,
+            error: entry.error,
+            epoch: entry.epoch,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -404,42 +441,5 @@ mod tests {
     fn timestamps_read_as_ages() {
         assert_eq!(ago("not a time"), "not a time");
         assert!(ago("2020-01-01T00:00:00.000Z").ends_with("d ago"));
-    }
-}
-
-/// One message of a topic as the Agent page shows it: machines by name, a
-/// message not yet claimed as `received`.
-pub struct AgentEntryView {
-    pub id: String,
-    pub channel: String,
-    pub sender: Option<String>,
-    pub text: String,
-    pub received_at: String,
-    pub received_by: String,
-    pub stage: &'static str,
-    pub reply: Option<String>,
-    pub attempts: u32,
-    pub error: Option<String>,
-    pub epoch: Option<u64>,
-    pub replied_by: Option<String>,
-}
-
-impl AgentEntryView {
-    pub(crate) fn of(entry: TopicEntry, names: &[InstanceEntry]) -> AgentEntryView {
-        let name_of = |id: &str| names.iter().find(|e| e.id == id).map_or(id.to_string(), |e| e.name.clone());
-        AgentEntryView {
-            received_by: name_of(&entry.received_by),
-            replied_by: entry.replied_by.as_deref().map(name_of),
-            stage: entry.stage.map_or("received", Stage::label),
-            id: entry.id,
-            channel: entry.channel,
-            sender: entry.sender,
-            text: entry.text,
-            received_at: entry.received_at,
-            reply: entry.reply,
-            attempts: entry.attempts,
-            error: entry.error,
-            epoch: entry.epoch,
-        }
     }
 }
