@@ -67,6 +67,8 @@ def plan(tools):
         ("roost_list_sync_conflicts", {"include_resolved": True}),
         ("roost_resolve_sync_conflict", {"id": MISSING_CONFLICT, "keep": "local"}),
         ("roost_get_memory", lambda ids: {"id": ids["memory"], "instance": "checker"}),
+        ("roost_agent_status", {}),
+        ("roost_agent_topic", {"topic": "checker", "limit": 5}),
     ]
     for create in CREATES:
         table = create.removeprefix("roost_store_").removeprefix("roost_create_")

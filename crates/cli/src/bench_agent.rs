@@ -7,7 +7,6 @@
 //! gets after it.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -19,7 +18,8 @@ use roost_awake::LeaseStatus;
 use roost_awake::status::Role;
 
 use crate::bench::{ServedProcess, percentile_ms};
-use crate::bench_sync::{roost, same_identity};
+use crate::bench_failover::{Machine, start_registered};
+use crate::bench_sync::same_identity;
 use crate::out::{note, say};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -27,12 +27,6 @@ const TOPICS: usize = 20;
 
 /// When each reply reached the receiver, by message id (the first time).
 type Arrivals = Arc<Mutex<HashMap<String, Instant>>>;
-
-struct Machine {
-    home: PathBuf,
-    addr: String,
-    process: Option<ServedProcess>,
-}
 
 pub fn run(messages: usize, burst: usize, kills: usize) -> anyhow::Result<()> {
     if cfg!(debug_assertions) {
@@ -50,20 +44,7 @@ pub fn run(messages: usize, burst: usize, kills: usize) -> anyhow::Result<()> {
             let mut config = std::fs::OpenOptions::new().append(true).open(home.join("config.toml"))?;
             std::io::Write::write_all(&mut config, format!("\n[agent.webhook]\nurl = \"{url}\"\n").as_bytes())?;
         }
-        let mut machines: Vec<Machine> = homes
-            .iter()
-            .map(|home| {
-                let process = ServedProcess::start(home)?;
-                Ok(Machine { home: home.clone(), addr: process.addr.clone(), process: Some(process) })
-            })
-            .collect::<anyhow::Result<_>>()?;
-        for (i, machine) in machines.iter().enumerate() {
-            for (j, peer) in machines.iter().enumerate() {
-                if i != j {
-                    roost(&machine.home, &["instance", "register", &format!("http://{}", peer.addr)])?;
-                }
-            }
-        }
+        let mut machines = start_registered(&homes)?;
         let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
         let mut sent = 0usize;
         let mut post = |machine: &Machine, topic: usize| {

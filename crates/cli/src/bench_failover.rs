@@ -23,10 +23,30 @@ const FAILOVER_SLACK: Duration = Duration::from_secs(1);
 const PAUSE_TARGET: Duration = Duration::from_millis(300);
 const WAIT: Duration = Duration::from_secs(30);
 
-struct Machine {
-    home: PathBuf,
-    addr: String,
-    process: Option<ServedProcess>,
+/// One `roost serve` of a benchmark's chain.
+pub(crate) struct Machine {
+    pub home: PathBuf,
+    pub addr: String,
+    pub process: Option<ServedProcess>,
+}
+
+/// Serves each home and registers every machine with every other.
+pub(crate) fn start_registered(homes: &[PathBuf]) -> anyhow::Result<Vec<Machine>> {
+    let machines: Vec<Machine> = homes
+        .iter()
+        .map(|home| {
+            let process = ServedProcess::start(home)?;
+            Ok(Machine { home: home.clone(), addr: process.addr.clone(), process: Some(process) })
+        })
+        .collect::<anyhow::Result<_>>()?;
+    for (i, machine) in machines.iter().enumerate() {
+        for (j, peer) in machines.iter().enumerate() {
+            if i != j {
+                roost(&machine.home, &["instance", "register", &format!("http://{}", peer.addr)])?;
+            }
+        }
+    }
+    Ok(machines)
 }
 
 impl Machine {
@@ -58,20 +78,7 @@ pub fn run(kills: usize, handoffs: usize, ttl_ms: u64, etcd: Option<&str>) -> an
         }
         std::fs::write(&config, text)?;
     }
-    let mut machines: Vec<Machine> = homes
-        .iter()
-        .map(|home| {
-            let process = ServedProcess::start(home)?;
-            Ok(Machine { home: home.clone(), addr: process.addr.clone(), process: Some(process) })
-        })
-        .collect::<anyhow::Result<_>>()?;
-    for (i, machine) in machines.iter().enumerate() {
-        for (j, peer) in machines.iter().enumerate() {
-            if i != j {
-                roost(&machine.home, &["instance", "register", &format!("http://{}", peer.addr)])?;
-            }
-        }
-    }
+    let mut machines = start_registered(&homes)?;
     settle(&machines)?;
     let formed = clock::now();
 

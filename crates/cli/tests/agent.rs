@@ -9,12 +9,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{Served, Webhook, configure, configure_agent, post_json, roost, succeeded, until};
+use common::{Served, Webhook, configure, configure_agent, lease, post_json, roost, succeeded, until};
 use serde_json::{Value, json};
-
-fn lease(s: &Served) -> Value {
-    s.get("/health").map(|h| h["lease"].clone()).unwrap_or(Value::Null)
-}
 
 /// The one machine awake, once every running machine names it holder.
 fn holder(served: &[&Served]) -> usize {
@@ -54,12 +50,7 @@ fn chain_with_agent(root: &Path, names: &[&str], agent: &str) -> (Vec<PathBuf>, 
         |_| 0,
     );
     let n = names.len();
-    until("every machine counts and hears every voter", || {
-        served.iter().all(|s| {
-            let l = lease(s);
-            l["voters"] == n && l["voters_heard"] == n
-        })
-    });
+    common::until_every_voter_heard(&served, n);
     (h, served)
 }
 

@@ -12,7 +12,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{Served, configure, roost, signal, succeeded, until};
+use common::{Served, configure, lease, roost, signal, succeeded, until};
 use roost_awake::events::{self, Event, Term};
 use roost_awake::status::Role;
 use roost_awake::{LeaseReport, LeaseStatus, clock};
@@ -56,17 +56,8 @@ fn chain_at(
     };
     let (h, served) = common::chain_with(root, names, witnesses, setup, |_| 0);
     let n = names.len();
-    until("every machine counts and hears every voter", || {
-        served.iter().all(|s| {
-            let l = lease(s);
-            l["voters"] == n && l["voters_heard"] == n
-        })
-    });
+    common::until_every_voter_heard(&served, n);
     (h, served)
-}
-
-fn lease(s: &Served) -> Value {
-    s.get("/health").map(|h| h["lease"].clone()).unwrap_or(Value::Null)
 }
 
 fn role(s: &Served) -> String {

@@ -366,3 +366,18 @@ pub fn post_json(addr: &str, path: &str, body: &Value) -> (u16, Value) {
     let answer = response.split("\r\n\r\n").nth(1).and_then(|b| serde_json::from_str(b).ok()).unwrap_or(Value::Null);
     (status, answer)
 }
+
+/// The lease part of a machine's `/health`, or null while it does not answer.
+pub fn lease(s: &Served) -> Value {
+    s.get("/health").map(|h| h["lease"].clone()).unwrap_or(Value::Null)
+}
+
+/// Waits until every machine counts `n` voters and hears them all.
+pub fn until_every_voter_heard(served: &[Served], n: usize) {
+    until("every machine counts and hears every voter", || {
+        served.iter().all(|s| {
+            let l = lease(s);
+            l["voters"] == n && l["voters_heard"] == n
+        })
+    });
+}
