@@ -176,30 +176,17 @@ async fn run(context: Arc<Context>, limits: Limits, tasks: Tasks) {
             busy.remove(&topic);
         }
         let working = context.awake.working();
-        let store = context.store.clone();
         // The heads first: the ledger read after them holds every entry
         // they count.
-        let read = move || {
-            let heads = store.heads()?;
-            Ok::<_, roost_store::StoreError>((heads, store.open_ledger()?, store.agent_counts()?))
-        };
-        let (heads, entries, counts) = match roost_tasks::blocking("reading the agent ledger", DB_WAIT, read).await {
-            Ok(Ok(read)) => read,
-            Ok(Err(e)) => {
-                context.failed(format!("cannot read the ledger: {e}"));
-                continue;
-            }
-            Err(e) => {
-                context.failed(e.to_string());
-                continue;
-            }
-        };
+        let read = |store: &Store| Ok((store.heads()?, store.open_ledger()?, store.agent_counts()?));
+        let Some((heads, entries, counts)) = context.on_store("reading the agent ledger", read).await else { continue };
         let settled = working.is_some_and(|w| {
-            let first = !settle.started(Some(w.epoch));
-            let (required, keepers) = context.voters(w.forced);
-            let meet = outbox::Meet { me: &context.me, keepers: &keepers, required: &required };
-            (!first && counts.queued + counts.unsent == 0)
-                || settle.ready(w.epoch, &heads, &context.reports(), meet, now)
+            let idle = settle.started(Some(w.epoch)) && counts.queued + counts.unsent == 0;
+            idle || {
+                let (required, keepers) = context.voters(w.forced);
+                let meet = outbox::Meet { me: &context.me, keepers: &keepers, required: &required };
+                settle.ready(w.epoch, &heads, &context.reports(), meet, now)
+            }
         });
         {
             let mut status = context.shared.status.lock().expect("agent status poisoned");
@@ -225,6 +212,27 @@ async fn run(context: Arc<Context>, limits: Limits, tasks: Tasks) {
 }
 
 impl Context {
+    /// Runs `work` on the store off the async threads, bounded by
+    /// [`DB_WAIT`]; a failure is recorded as the last error, naming `what`.
+    async fn on_store<T: Send + 'static>(
+        &self,
+        what: &'static str,
+        work: impl FnOnce(&Store) -> Result<T, roost_store::StoreError> + Send + 'static,
+    ) -> Option<T> {
+        let store = self.store.clone();
+        match roost_tasks::blocking(what, DB_WAIT, move || work(&store)).await {
+            Ok(Ok(value)) => Some(value),
+            Ok(Err(e)) => {
+                self.failed(format!("{what}: {e}"));
+                None
+            }
+            Err(e) => {
+                self.failed(e.to_string());
+                None
+            }
+        }
+    }
+
     fn failed(&self, why: String) {
         tracing::warn!(%why, "agent");
         self.shared.status.lock().expect("agent status poisoned").last_error = Some(why);
@@ -262,19 +270,7 @@ impl Context {
         if self.still_working(epoch, Duration::ZERO).is_none() {
             return false;
         }
-        let store = self.store.clone();
-        let message = reply.message.clone();
-        match roost_tasks::blocking("writing a reply record", DB_WAIT, move || store.write_reply(&reply, epoch)).await {
-            Ok(Ok(())) => true,
-            Ok(Err(e)) => {
-                self.failed(format!("the reply record of {message} was not written: {e}"));
-                false
-            }
-            Err(e) => {
-                self.failed(e.to_string());
-                false
-            }
-        }
+        self.on_store("writing a reply record", move |store| store.write_reply(&reply, epoch)).await.is_some()
     }
 
     async fn perform(&self, work: Work, epoch: u64, limits: Limits) {
@@ -284,13 +280,12 @@ impl Context {
                 if !self.write(claim.clone(), epoch).await {
                     return;
                 }
-                let (store, topic) = (self.store.clone(), message.topic.clone());
-                let read = move || store.ledger(Some(&topic));
-                let (history, count) = match roost_tasks::blocking("reading the topic", DB_WAIT, read).await {
-                    Ok(Ok(entries)) => ledger::context(&entries, &message.id, limits),
-                    Ok(Err(e)) => return self.failed(format!("cannot read topic {}: {e}", message.topic)),
-                    Err(e) => return self.failed(e.to_string()),
+                let topic = message.topic.clone();
+                let Some(entries) = self.on_store("reading the topic", move |store| store.ledger(Some(&topic))).await
+                else {
+                    return;
                 };
+                let (history, count) = ledger::context(&entries, &message.id, limits);
                 match self.answer(&message, &history, count, epoch).await {
                     Ok(text) => {
                         let replied = claim.replied(redact(&text), &self.me);
@@ -317,25 +312,11 @@ impl Context {
     /// it again as it is, never a second one ([`outbox::held`]). False when
     /// the role is lost first.
     async fn held_by_peers(&self, epoch: u64) -> bool {
-        let store = self.store.clone();
-        let mine = match roost_tasks::blocking("reading the log's head", DB_WAIT, move || store.heads()).await {
-            Ok(Ok(heads)) => heads,
-            Ok(Err(e)) => {
-                self.failed(format!("cannot read the log's head: {e}"));
-                return false;
-            }
-            Err(e) => {
-                self.failed(e.to_string());
-                return false;
-            }
-        };
+        let Some(mine) = self.on_store("reading the log's head", |store| store.heads()).await else { return false };
         let ours: Heads = mine.into_iter().filter(|(origin, _)| *origin == self.me).collect();
         loop {
-            if self.still_working(epoch, SEND_MARGIN).is_none() {
-                return false;
-            }
-            let forced = self.awake.working().is_some_and(|w| w.forced);
-            let (_, keepers) = self.voters(forced);
+            let Some(working) = self.still_working(epoch, SEND_MARGIN) else { return false };
+            let (_, keepers) = self.voters(working.forced);
             if outbox::held(&self.me, &ours, &keepers, &self.reports()) {
                 return true;
             }
