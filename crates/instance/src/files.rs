@@ -73,6 +73,31 @@ pub(crate) fn open_lock(path: &Path) -> Result<fs::File> {
     OpenOptions::new().create(true).truncate(false).read(true).write(true).mode(0o600).open(path).map_err(io(path))
 }
 
+/// Takes a lock on `path` (created as by [`open_lock`]), shared or
+/// exclusive, waiting at most `within` for another process to release it:
+/// a reader on the boot path never hangs behind a stuck writer. Released when
+/// the returned file is dropped.
+pub(crate) fn lock_within(path: &Path, exclusive: bool, within: std::time::Duration) -> Result<fs::File> {
+    let file = open_lock(path)?;
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let attempt = if exclusive { file.try_lock() } else { file.try_lock_shared() };
+        match attempt {
+            Ok(()) => return Ok(file),
+            Err(fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            Err(fs::TryLockError::WouldBlock) => {
+                return Err(io(path)(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("another process held it for over {} s", within.as_secs()),
+                )));
+            }
+            Err(fs::TryLockError::Error(source)) => return Err(io(path)(source)),
+        }
+    }
+}
+
 /// From now on, files and directories this process creates are owner-only
 /// unless it asks otherwise: sets the umask to 0077. The `roost` binary calls
 /// it first thing, before anything opens a file.

@@ -17,6 +17,18 @@ const SEALED_SEED: &str = "keys/seed.sealed";
 const CERTIFICATE: &str = "certificate";
 /// Holds the Roost ID of the chain this machine created, if it created one.
 const FOUNDER: &str = "founder";
+/// Locked exclusively while the seed, the certificate and the lineage change
+/// together, and shared while a process reads them, so that a command run
+/// during a rotation never sees the new seed beside the old certificate.
+const IDENTITY_LOCK: &str = "identity.lock";
+/// How long either side waits for the other: a change takes milliseconds.
+const IDENTITY_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Holds the identity files still for a reader (`exclusive` false) or a
+/// writer, until dropped.
+pub(crate) fn lock_identity(home: &Path, exclusive: bool) -> Result<std::fs::File> {
+    files::lock_within(&home.join(IDENTITY_LOCK), exclusive, IDENTITY_LOCK_WAIT)
+}
 
 /// On first creation: a new chain whose only machine is this one, a home.
 /// Keeps whatever an interrupted earlier creation already wrote.
@@ -161,8 +173,10 @@ impl Instance {
         };
         certificate.verify(&seed.identity_key().verifying_key())?;
         // Seed first, then certificate: a crash between the two leaves them
-        // disagreeing, which `Instance::open` detects and reports.
+        // disagreeing, which `Instance::open` detects and reports; a reader
+        // meanwhile waits on the lock.
         let kek = read_kek(&self.home)?;
+        let _writing = lock_identity(&self.home, true)?;
         files::replace(&self.home.join(SEALED_SEED), &seal_seed_at_rest(&seed, &kek, &rand::random()))?;
         files::replace(&self.home.join(CERTIFICATE), certificate.to_text().as_bytes())?;
         self.seed = Some(seed);

@@ -410,6 +410,7 @@ impl Instance {
         }
         let id = read_id(home)?;
         let (machine_key, x25519_key) = keys::read(home)?;
+        let reading = identity::lock_identity(home, false)?;
         let seed = identity::read_seed(home)?;
         let certificate = identity::read_certificate(home)?;
         if let Some(seed) = &seed
@@ -422,6 +423,7 @@ impl Instance {
             });
         }
         let lineage = rotation::read_lineage(home, &certificate.identity_key)?;
+        drop(reading);
         Ok(Instance { home: home.to_path_buf(), id, config, machine_key, x25519_key, seed, certificate, lineage })
     }
 

@@ -131,6 +131,33 @@ fn chain_of_three(dir: &std::path::Path) -> [Instance; 3] {
 }
 
 #[test]
+fn a_machine_opened_while_it_takes_rotations_never_shows_half_of_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let [mut a, mut b, _c] = chain_of_three(dir.path());
+    let (a_store, b_store) = (a.open_store().unwrap(), b.open_store().unwrap());
+    let rotations: Vec<String> = (0..20).map(|_| a.rotate(&a_store, "").unwrap().to_text()).collect();
+    let home = b.home.clone();
+    let taking = std::sync::atomic::AtomicBool::new(true);
+    std::thread::scope(|s| {
+        let reader = s.spawn(|| {
+            let mut opened = 0;
+            while taking.load(std::sync::atomic::Ordering::Relaxed) {
+                let seen = Instance::open(&home).unwrap_or_else(|e| panic!("after {opened} opens: {e}"));
+                assert!(seen.certificate_valid());
+                opened += 1;
+            }
+            opened
+        });
+        for text in &rotations {
+            b.take_rotation(&b_store, text).unwrap().expect("each rotation is new to b");
+        }
+        taking.store(false, std::sync::atomic::Ordering::Relaxed);
+        assert!(reader.join().unwrap() > 0);
+    });
+    assert_eq!(Instance::open(&home).unwrap().roost_id(), a.roost_id());
+}
+
+#[test]
 fn a_rotation_moves_the_machines_it_keeps_and_leaves_the_revoked_one_behind() {
     let dir = tempfile::tempdir().unwrap();
     let [mut a, mut b, mut c] = chain_of_three(dir.path());
