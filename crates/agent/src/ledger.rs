@@ -199,8 +199,11 @@ impl Work {
     }
 }
 
-/// The ledger's topics, each in message order: by when received, then id
-/// (so every machine orders one topic alike).
+/// The ledger's topics, each in message order: by when received, and
+/// messages received in the same millisecond in the order `entries` has them
+/// (the store's: by the Lamport clock of their writes, then id, so every
+/// machine orders one topic alike and one machine's messages as it wrote
+/// them).
 pub fn by_topic(entries: &[Entry]) -> Vec<(String, Vec<&Entry>)> {
     let mut topics: std::collections::BTreeMap<&str, Vec<&Entry>> = Default::default();
     for entry in entries {
@@ -209,8 +212,7 @@ pub fn by_topic(entries: &[Entry]) -> Vec<(String, Vec<&Entry>)> {
     topics
         .into_iter()
         .map(|(topic, mut entries)| {
-            entries
-                .sort_by(|a, b| (&a.message.received_at, &a.message.id).cmp(&(&b.message.received_at, &b.message.id)));
+            entries.sort_by(|a, b| a.message.received_at.cmp(&b.message.received_at));
             (topic.to_string(), entries)
         })
         .collect()
@@ -350,6 +352,17 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn messages_of_one_millisecond_keep_the_order_the_ledger_gives_them() {
+        let mut later = entry("t", 9, None);
+        let mut earlier = entry("t", 3, None);
+        // Written in that order within one millisecond; their ids sort the other way.
+        later.message.received_at = earlier.message.received_at.clone();
+        (earlier.message.id, later.message.id) = ("t-z".into(), "t-a".into());
+        let work = plan(&[earlier, later], 1, NOT_BUSY, Limits::default());
+        assert!(matches!(&work[..], [Work::Run { message, .. }] if message.id == "t-z"), "{work:?}");
     }
 
     #[test]

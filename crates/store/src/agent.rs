@@ -113,7 +113,7 @@ impl Store {
                  FROM agent_messages m
                  LEFT JOIN agent_state s ON s.key = 'reply/' || m.id AND s.deleted_at IS NULL
                  WHERE m.deleted_at IS NULL AND {condition}
-                 ORDER BY m.created_at, m.id"
+                 ORDER BY m.created_at, m.lamport, m.id"
             ))?;
             let rows = statement.query_map(rusqlite::params_from_iter(topic), |r| {
                 let message = Message {
