@@ -1,13 +1,15 @@
 //! Sans-IO core of the awake agent: the message ledger's rules and what to
 //! do next (`ledger`), when work may start and a reply may leave
 //! (`outbox`), and the redaction of secrets before
-//! a conversation enters the replicated log (`redact`). Plain functions over
+//! a conversation enters the replicated log (`redact`), and the Telegram Bot
+//! API's shapes (`telegram`). Plain functions over
 //! values; the shell in `roost-machine` reads the store, runs the handler and
 //! talks to the channels.
 
 pub mod ledger;
 pub mod outbox;
 pub mod redact;
+pub mod telegram;
 
 pub use ledger::{Counts, Entry, Limits, Message, Reply, Stage, Turn, Work};
 pub use redact::redact;

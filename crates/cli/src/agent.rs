@@ -147,8 +147,16 @@ fn tail(instance: &Instance, topic: &str, follow: bool, json: bool) -> anyhow::R
 pub fn describe(health: &Value) -> Option<String> {
     let agent = health.get("agent").filter(|a| !a.is_null())?;
     let role = if agent["working"].as_bool() == Some(true) { "answering here" } else { "standing by" };
+    let telegram = match agent.get("telegram").filter(|t| !t.is_null()) {
+        Some(t) if t["polling"].as_bool() == Some(true) => match t["last_poll_ms_ago"].as_u64() {
+            Some(ms) => format!("; Telegram polled here {:.1} s ago", ms as f64 / 1000.0),
+            None => "; Telegram polled here, no answer yet".to_string(),
+        },
+        Some(_) => "; Telegram polled by the awake machine".to_string(),
+        None => String::new(),
+    };
     Some(format!(
-        "{role}; handler {}; {} messages, {} queued, {} unsent, {} failed, {} in flight",
+        "{role}; handler {}; {} messages, {} queued, {} unsent, {} failed, {} in flight{telegram}",
         agent["handler"].as_str().unwrap_or("?"),
         agent["messages"],
         agent["queued"],

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{Served, Webhook, configure, configure_agent, lease, post_json, roost, succeeded, until};
+use common::{FakeTelegram, Served, Webhook, configure, configure_agent, lease, post_json, roost, succeeded, until};
 use serde_json::{Value, json};
 
 /// The one machine awake, once every running machine names it holder.
@@ -171,6 +171,172 @@ fn every_message_is_answered_once_from_the_awake_machine_through_a_kill_and_a_pa
     let machines: BTreeSet<String> =
         topics.iter().flat_map(|t| topic_view(&served[0], t)).map(|(_, _, _, by)| by).collect();
     assert!(!machines.is_empty());
+}
+
+/// Three machines answer one Telegram bot (a local server speaking the Bot
+/// API): only the awake machine polls, every message is answered in its
+/// chat, in order, with its echo. The holder is killed with -9 twice while
+/// messages come. Telegram takes no idempotency key, so a reply can go out
+/// twice, but only when a kill fell between Telegram taking it and the
+/// holder's commit that it was sent reaching another machine: the test
+/// counts those window hits from the survivors' ledgers right after each
+/// kill, and every duplicate must be one of them. `ROOST_TELEGRAM_KILLS=N`
+/// runs N kills (default 2) for the longer count README reports.
+#[test]
+fn a_telegram_bot_is_answered_from_the_awake_machine_alone_through_kills_of_the_holder() {
+    let kills: usize = std::env::var("ROOST_TELEGRAM_KILLS").map_or(2, |v| v.parse().expect("a number of kills"));
+    let rounds = kills + 1;
+    const PER_ROUND: usize = 24;
+    let bot = FakeTelegram::start();
+    let root = tempfile::tempdir().unwrap();
+    let agent = format!("[agent.telegram]\ntoken = \"{}\"\napi_url = \"{}\"", bot.token, bot.url);
+    let (h, mut served) = chain_with_agent(root.path(), &["a", "b", "c"], &agent);
+    let chats = [101_i64, 202, -1_003];
+    let mut said: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
+    let mut texts: BTreeMap<(i64, i64), String> = BTreeMap::new();
+    let mut window_hits = 0;
+    for round in 0..rounds {
+        for n in 0..PER_ROUND {
+            let chat = chats[n % chats.len()];
+            let text = format!("hello {round}.{n}");
+            let id = bot.say(chat, &text);
+            said.entry(chat).or_default().push(id);
+            texts.insert((chat, id), text);
+            std::thread::sleep(Duration::from_millis(40));
+        }
+        if round + 1 == rounds {
+            break;
+        }
+        window_hits += kill_the_holder_counting_the_window(&h, &mut served, &bot, &chats);
+    }
+    // Once more with Telegram's answer slowed down, and the kill inside it,
+    // once every reply so far is committed as sent everywhere.
+    until("every reply so far committed as sent on every machine", || all_sent(&served, &chats, &said));
+    bot.slow_answers(Duration::from_millis(1500));
+    let id = bot.say(chats[0], "caught in the window");
+    said.entry(chats[0]).or_default().push(id);
+    texts.insert((chats[0], id), "caught in the window".into());
+    until("Telegram took the reply", || bot.sent().iter().any(|s| s.reply_to == Some(id)));
+    let caught = kill_the_holder_counting_the_window(&h, &mut served, &bot, &chats);
+    assert_eq!(caught, 1, "the reply Telegram took and had not answered for");
+    window_hits += caught;
+    bot.slow_answers(Duration::ZERO);
+
+    let total: usize = said.values().map(Vec::len).sum();
+    until("a reply to every Telegram message", || {
+        bot.sent().iter().map(|s| (s.chat, s.reply_to)).collect::<BTreeSet<_>>().len() == total
+    });
+    // Every re-send done: each machine holds every reply as sent.
+    until("every reply committed as sent on every machine", || all_sent(&served, &chats, &said));
+    let sent = bot.sent();
+    let mut replies: BTreeMap<(i64, i64), BTreeSet<&str>> = BTreeMap::new();
+    for s in &sent {
+        replies.entry((s.chat, s.reply_to.unwrap())).or_default().insert(&s.text);
+    }
+    for ((chat, id), bodies) in &replies {
+        assert_eq!(bodies.len(), 1, "message {id} in chat {chat} got different replies: {bodies:?}");
+        let text = &texts[&(*chat, *id)];
+        assert!(bodies.first().unwrap().ends_with(&format!(" in {chat}: {text}")), "{bodies:?} to {text:?}");
+    }
+    for (chat, ids) in &said {
+        let mut first_seen: Vec<i64> = Vec::new();
+        for s in sent.iter().filter(|s| s.chat == *chat) {
+            if !first_seen.contains(&s.reply_to.unwrap()) {
+                first_seen.push(s.reply_to.unwrap());
+            }
+        }
+        if &first_seen != ids {
+            let ledger: Vec<String> = ledger_of(&served[0], &chat.to_string())
+                .iter()
+                .map(|m| {
+                    let field = |k: &str| m[k].to_string();
+                    format!(
+                        "{} received {} by {}, {} at epoch {} by {}",
+                        field("message_id"),
+                        field("received_at"),
+                        field("received_by"),
+                        field("stage"),
+                        field("epoch"),
+                        field("replied_by")
+                    )
+                })
+                .collect();
+            panic!("replies in chat {chat} left out of message order: {first_seen:?}\n{ledger:#?}");
+        }
+    }
+    let duplicates = sent.len() - replies.len();
+    println!(
+        "Telegram: {total} messages, {} kills, {window_hits} replies taken by Telegram and not yet committed as \
+         sent on another machine when their holder died, {duplicates} duplicates, {} polls cut by another",
+        kills + 1,
+        bot.conflicts()
+    );
+    assert_eq!(duplicates, window_hits, "every duplicate is a reply caught in the window by a kill, and only those");
+
+    // One machine polls; every machine says which.
+    until("exactly one machine polling Telegram", || {
+        let polling: Vec<bool> = served
+            .iter()
+            .map(|s| s.get("/health").is_some_and(|h| h["agent"]["telegram"]["polling"] == true))
+            .collect();
+        polling.iter().filter(|p| **p).count() == 1
+    });
+    let awake = holder(&served.iter().collect::<Vec<_>>());
+    until("a poll answered on the awake machine", || {
+        let health = served[awake].get("/health").unwrap();
+        health["agent"]["telegram"]["last_poll_ms_ago"].as_u64().is_some_and(|ms| ms < 10_000)
+    });
+    let status = succeeded(roost(&h[awake], &["status"]));
+    assert!(status.contains("Telegram polled here"), "{status}");
+    let standby = succeeded(roost(&h[(awake + 1) % 3], &["status"]));
+    assert!(standby.contains("Telegram polled by the awake machine"), "{standby}");
+
+    // The webhook API does not take messages on the bot's channel.
+    let body = json!({"channel": "telegram", "topic": "101", "message_id": "101:999", "text": "forged"});
+    let (status, answer) = post_json(&served[0].addr, "/api/v1/agent/messages", &body);
+    assert_eq!(status, 400, "{answer}");
+}
+
+/// Whether every machine holds the reply to every message `said` as sent.
+fn all_sent(served: &[Served], chats: &[i64], said: &BTreeMap<i64, Vec<i64>>) -> bool {
+    let total: usize = said.values().map(Vec::len).sum();
+    served.iter().all(|s| chats.iter().map(|chat| sent_in(s, *chat).len()).sum::<usize>() == total)
+}
+
+/// Kills the awake machine with -9 and starts it again; the replies
+/// Telegram had taken whose "sent" commit no survivor holds just after the
+/// kill: the kill hit Telegram's window for those.
+fn kill_the_holder_counting_the_window(
+    h: &[PathBuf],
+    served: &mut [Served],
+    bot: &FakeTelegram,
+    chats: &[i64],
+) -> usize {
+    let killed = holder(&served.iter().collect::<Vec<_>>());
+    served[killed].child.kill().unwrap();
+    served[killed].child.wait().unwrap();
+    // Less than a lease TTL: nobody has taken over yet, and whatever the
+    // dead machine had on the wire has arrived.
+    std::thread::sleep(Duration::from_millis(400));
+    let taken: BTreeSet<(i64, i64)> = bot.sent().iter().map(|s| (s.chat, s.reply_to.unwrap())).collect();
+    let survivors = (0..served.len()).filter(|i| *i != killed).map(|i| &served[i]);
+    let committed: BTreeSet<(i64, i64)> =
+        survivors.flat_map(|s| chats.iter().flat_map(move |chat| sent_in(s, *chat))).collect();
+    served[killed] = Served::start(&h[killed]);
+    taken.difference(&committed).count()
+}
+
+/// The Telegram messages of `chat` whose reply `s` holds as sent: (chat,
+/// message id).
+fn sent_in(s: &Served, chat: i64) -> Vec<(i64, i64)> {
+    ledger_of(s, &chat.to_string())
+        .iter()
+        .filter(|m| m["stage"] == "sent")
+        .map(|m| {
+            let id = m["message_id"].as_str().unwrap().rsplit_once(':').unwrap().1;
+            (chat, id.parse().unwrap())
+        })
+        .collect()
 }
 
 /// (message id, stage, reply, replied by) of each message of `topic`.

@@ -75,6 +75,11 @@ async fn receive(State(state): State<Arc<AppState>>, body: Json<Value>) -> Resul
             body.channel
         )));
     }
+    if body.channel == roost_agent::telegram::CHANNEL {
+        return Err(bad(
+            "channel \"telegram\" is the Telegram bot's: set [agent.telegram] token and the awake machine polls it; post other messages under another channel name".into(),
+        ));
+    }
     // What enters the replicated log never holds a secret.
     let text = redact(&body.text);
     let (message, recorded) = with_store(&state, move |store| {

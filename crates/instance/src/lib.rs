@@ -114,6 +114,8 @@ pub struct AgentConfig {
     pub attempts: u32,
     #[serde(default, skip_serializing_if = "WebhookConfig::is_unset")]
     pub webhook: WebhookConfig,
+    #[serde(default, skip_serializing_if = "TelegramConfig::is_unset")]
+    pub telegram: TelegramConfig,
 }
 
 /// The agent's handler.
@@ -156,6 +158,58 @@ impl WebhookConfig {
     }
 }
 
+/// `[agent.telegram]`: a Telegram bot the awake machine answers as.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TelegramConfig {
+    /// The bot's token from @BotFather; none: no Telegram.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// Where the Bot API answers.
+    #[serde(default = "default_telegram_api", skip_serializing_if = "is_default_telegram_api")]
+    pub api_url: String,
+}
+
+impl Default for TelegramConfig {
+    fn default() -> TelegramConfig {
+        TelegramConfig { token: None, api_url: default_telegram_api() }
+    }
+}
+
+impl TelegramConfig {
+    fn is_unset(&self) -> bool {
+        self == &TelegramConfig::default()
+    }
+
+    /// What is wrong with the settings, in one line, if anything.
+    fn invalid(&self) -> Option<String> {
+        if let Some(token) = &self.token {
+            let well_formed = token.split_once(':').is_some_and(|(bot, secret)| {
+                !bot.is_empty()
+                    && bot.bytes().all(|b| b.is_ascii_digit())
+                    && !secret.is_empty()
+                    && secret.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            });
+            if !well_formed {
+                return Some("[agent.telegram] token: not a bot token (digits, a colon, then letters, digits, _ or -); copy it from @BotFather".into());
+            }
+        }
+        match url::Url::parse(&self.api_url) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") => None,
+            Ok(url) => Some(format!("[agent.telegram] api_url: {url} is not an http:// or https:// URL")),
+            Err(e) => Some(format!("[agent.telegram] api_url: not a URL ({e})")),
+        }
+    }
+}
+
+fn default_telegram_api() -> String {
+    "https://api.telegram.org".into()
+}
+
+fn is_default_telegram_api(url: &str) -> bool {
+    url == default_telegram_api()
+}
+
 impl Default for AgentConfig {
     fn default() -> AgentConfig {
         AgentConfig {
@@ -163,6 +217,7 @@ impl Default for AgentConfig {
             handler_timeout_ms: default_handler_timeout(),
             attempts: default_attempts(),
             webhook: WebhookConfig::default(),
+            telegram: TelegramConfig::default(),
         }
     }
 }
@@ -193,7 +248,7 @@ impl AgentConfig {
                 Some(format!("[agent.webhook] url: {url} is not an http:// or https:// URL"))
             }
             Some(Err(e)) => Some(format!("[agent.webhook] url: not a URL ({e})")),
-            _ => None,
+            _ => self.telegram.invalid(),
         }
     }
 }

@@ -9,6 +9,12 @@
 //! write goes through the store's door under that epoch, so once this
 //! machine has heard of a later grant its writes are refused; what it wrote
 //! before hearing is fenced wherever it arrives.
+//!
+//! Channels: webhook messages arrive through the gateway on any machine and
+//! replies are POSTed to `[agent.webhook] url`; Telegram is polled by the
+//! awake machine ([`telegram`]); `cli` replies are read from the ledger.
+
+mod telegram;
 
 use std::collections::HashSet;
 use std::process::Stdio;
@@ -22,6 +28,7 @@ use tokio::sync::{Notify, mpsc};
 
 use roost_agent::ledger::{self, CLI_CHANNEL, Counts, Limits, Work};
 use roost_agent::outbox::{self, Settle};
+use roost_agent::telegram::{Answer, CHANNEL as TELEGRAM};
 use roost_agent::{Message, Reply, redact};
 use roost_awake::{AwakeService, Working, clock};
 use roost_instance::{Handler, Instance};
@@ -63,11 +70,17 @@ pub struct AgentStatus {
     pub last_sent_ms_ago: Option<u64>,
     /// The last thing that went wrong here, in one line.
     pub last_error: Option<String>,
+    /// The Telegram channel, when a bot is configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub telegram: Option<ChannelStatus>,
 }
+
+pub use telegram::ChannelStatus;
 
 struct Shared {
     status: Mutex<AgentStatus>,
     last_sent: Mutex<Option<Instant>>,
+    telegram_polled: Mutex<Option<Instant>>,
     wake: Notify,
 }
 
@@ -87,6 +100,7 @@ struct Context {
     handler: Handler,
     handler_timeout: Duration,
     webhook: Option<String>,
+    telegram: Option<telegram::Telegram>,
     mcp_url: String,
     http: reqwest::Client,
     shared: Arc<Shared>,
@@ -105,9 +119,15 @@ impl AgentService {
         let status = AgentStatus {
             handler: config.handler.to_string(),
             webhook: config.webhook.url.clone(),
+            telegram: config.telegram.token.is_some().then(ChannelStatus::default),
             ..AgentStatus::default()
         };
-        let shared = Arc::new(Shared { status: Mutex::new(status), last_sent: Mutex::new(None), wake: Notify::new() });
+        let shared = Arc::new(Shared {
+            status: Mutex::new(status),
+            last_sent: Mutex::new(None),
+            telegram_polled: Mutex::new(None),
+            wake: Notify::new(),
+        });
         // reqwest takes its TLS settings (for an https:// webhook) from
         // rustls's process-wide provider; Roost uses ring everywhere.
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -121,12 +141,16 @@ impl AgentService {
             handler: config.handler.clone(),
             handler_timeout: Duration::from_millis(config.handler_timeout_ms),
             webhook: config.webhook.url.clone(),
+            telegram: telegram::Telegram::new(&config.telegram, http.clone()),
             mcp_url,
             http,
             shared: shared.clone(),
         });
         let limits = Limits { attempts: config.attempts, ..Limits::default() };
         let tasks = Tasks::new();
+        if context.telegram.is_some() {
+            tasks.spawn(telegram::poll(context.clone()));
+        }
         tasks.spawn(run(context, limits, tasks.clone()));
         AgentService { shared, tasks }
     }
@@ -135,6 +159,10 @@ impl AgentService {
         let mut status = self.shared.status.lock().expect("agent status poisoned").clone();
         status.last_sent_ms_ago =
             self.shared.last_sent.lock().expect("agent status poisoned").map(|at| at.elapsed().as_millis() as u64);
+        let polled = *self.shared.telegram_polled.lock().expect("agent status poisoned");
+        if let Some(telegram) = &mut status.telegram {
+            telegram.last_poll_ms_ago = polled.map(|at| at.elapsed().as_millis() as u64);
+        }
         status
     }
 
@@ -236,6 +264,12 @@ impl Context {
     fn failed(&self, why: String) {
         tracing::warn!(%why, "agent");
         self.shared.status.lock().expect("agent status poisoned").last_error = Some(why);
+    }
+
+    fn telegram_status(&self, change: impl FnOnce(&mut ChannelStatus)) {
+        if let Some(telegram) = &mut self.shared.status.lock().expect("agent status poisoned").telegram {
+            change(telegram);
+        }
     }
 
     /// What each machine with a live session that keeps the log last
@@ -381,17 +415,54 @@ impl Context {
     }
 
     /// Sends a committed reply (committed under `committed`) while this
-    /// machine works under `epoch`, then commits that it was sent.
+    /// machine works under `epoch`, retrying with backoff, then commits that
+    /// it was sent.
     async fn deliver(&self, message: &Message, reply: Reply, committed: u64, epoch: u64) {
         if message.channel == CLI_CHANNEL {
             // `roost agent say` reads the reply from the ledger.
             self.write(reply.sent(&self.me), epoch).await;
             return self.sent();
         }
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let Some(working) = self.still_working(epoch, SEND_MARGIN) else { return };
+            let bound = working.until.saturating_sub(clock::now()).min(SEND_WAIT);
+            let retry_after = match self.send_once(message, &reply, committed, bound).await {
+                Answer::Done(()) => {
+                    self.write(reply.sent(&self.me), epoch).await;
+                    return self.sent();
+                }
+                Answer::RetryAfter(after) => after,
+                Answer::Failed(why) => {
+                    self.failed(why);
+                    backoff
+                }
+            };
+            tokio::time::sleep(retry_after).await;
+            backoff = (backoff * 2).min(Duration::from_secs(4));
+        }
+    }
+
+    /// One attempt at handing `reply` to its channel, bounded by `bound`.
+    async fn send_once(&self, message: &Message, reply: &Reply, committed: u64, bound: Duration) -> Answer<()> {
+        if message.channel == TELEGRAM {
+            return match &self.telegram {
+                Some(telegram) => {
+                    match telegram.send(message, reply.text.as_deref().unwrap_or_default(), bound).await {
+                        Answer::Failed(why) => {
+                            Answer::Failed(format!("Telegram did not take reply {}: {why}", reply.key))
+                        }
+                        answer => answer,
+                    }
+                }
+                None => Answer::Failed("a reply to a Telegram message waits: no [agent.telegram] token is set".into()),
+            };
+        }
         let Some(url) = &self.webhook else {
-            self.failed(format!("a reply to a {} message waits: no [agent.webhook] url is set", message.channel));
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            return;
+            return Answer::Failed(format!(
+                "a reply to a {} message waits: no [agent.webhook] url is set",
+                message.channel
+            ));
         };
         let body = json!({
             "channel": message.channel,
@@ -402,24 +473,13 @@ impl Context {
             "epoch": committed,
             "machine": reply.machine,
         });
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            let Some(working) = self.still_working(epoch, SEND_MARGIN) else { return };
-            let left = working.until.saturating_sub(clock::now());
-            let request =
-                self.http.post(url).header("Idempotency-Key", &reply.key).json(&body).timeout(left.min(SEND_WAIT));
-            match request.send().await {
-                Ok(response) if response.status().is_success() => {
-                    self.write(reply.sent(&self.me), epoch).await;
-                    return self.sent();
-                }
-                Ok(response) => {
-                    self.failed(format!("the webhook answered {} to reply {}", response.status(), reply.key))
-                }
-                Err(e) => self.failed(format!("the webhook did not take reply {}: {e}", reply.key)),
+        let request = self.http.post(url).header("Idempotency-Key", &reply.key).json(&body).timeout(bound);
+        match request.send().await {
+            Ok(response) if response.status().is_success() => Answer::Done(()),
+            Ok(response) => {
+                Answer::Failed(format!("the webhook answered {} to reply {}", response.status(), reply.key))
             }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(4));
+            Err(e) => Answer::Failed(format!("the webhook did not take reply {}: {e}", reply.key)),
         }
     }
 

@@ -11,7 +11,7 @@ use rmcp::ServiceExt;
 use rmcp::model::{CallToolRequestParams, ClientConfig};
 use rmcp::service::{RoleClient, RunningService};
 use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
 
 pub type Client = RunningService<RoleClient, ClientConfig>;
 
@@ -296,42 +296,54 @@ impl Webhook {
     }
 }
 
+/// One HTTP/1.1 request off a keep-alive connection: its request line,
+/// headers and body; None once the peer closes.
+fn read_request(reader: &mut BufReader<std::net::TcpStream>) -> Option<(String, Vec<String>, Vec<u8>)> {
+    use std::io::Read;
+    let mut request_line = String::new();
+    if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
+        return None;
+    }
+    let mut headers = Vec::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return None;
+        }
+        if line == "\r\n" {
+            break;
+        }
+        headers.push(line.trim_end().to_string());
+    }
+    let length: usize = header_of(&headers, "content-length").and_then(|l| l.parse().ok()).unwrap_or(0);
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).ok()?;
+    Some((request_line.trim_end().to_string(), headers, body))
+}
+
+fn header_of(headers: &[String], name: &str) -> Option<String> {
+    headers.iter().find_map(|h| {
+        let (k, v) = h.split_once(':')?;
+        k.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+    })
+}
+
 fn serve_hook(
     stream: std::net::TcpStream,
     kept: &std::sync::Mutex<Vec<Delivery>>,
     failing: &std::sync::atomic::AtomicBool,
 ) {
-    use std::io::{Read, Write};
+    use std::io::Write;
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let mut writer = stream;
-    loop {
-        let mut headers = Vec::new();
-        loop {
-            let mut line = String::new();
-            if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                return;
-            }
-            if line == "\r\n" {
-                break;
-            }
-            headers.push(line.trim_end().to_string());
-        }
-        let header = |name: &str| {
-            headers.iter().find_map(|h| {
-                let (k, v) = h.split_once(':')?;
-                k.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
-            })
-        };
-        let length: usize = header("content-length").and_then(|l| l.parse().ok()).unwrap_or(0);
-        let mut body = vec![0; length];
-        if reader.read_exact(&mut body).is_err() {
-            return;
-        }
+    while let Some((_, headers, body)) = read_request(&mut reader) {
         let status = if failing.load(std::sync::atomic::Ordering::SeqCst) {
             "500 Internal Server Error"
         } else {
             let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
-            kept.lock().unwrap().push(Delivery { key: header("idempotency-key").unwrap_or_default(), body });
+            kept.lock()
+                .unwrap()
+                .push(Delivery { key: header_of(&headers, "idempotency-key").unwrap_or_default(), body });
             "200 OK"
         };
         if write!(writer, "HTTP/1.1 {status}\r\nContent-Length: 0\r\n\r\n").is_err() {
@@ -340,7 +352,150 @@ fn serve_hook(
     }
 }
 
-/// Appends an `[agent]` section to the config.toml of `home`.
+/// A message a [`FakeTelegram`] bot sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BotSent {
+    pub chat: i64,
+    pub reply_to: Option<i64>,
+    pub text: String,
+}
+
+#[derive(Default)]
+struct Bot {
+    next_update: i64,
+    next_message: i64,
+    /// Updates not yet confirmed (asked past).
+    pending: Vec<Value>,
+    sent: Vec<BotSent>,
+    /// Counts `getUpdates` requests; a newer one ends an older one, as
+    /// Telegram does, with 409 Conflict.
+    polls: u64,
+    conflicts: u64,
+    /// How long `sendMessage` answers after taking a message.
+    answer_delay: Duration,
+}
+
+/// A local server speaking the Telegram Bot API's `getUpdates` (long
+/// polling, offsets confirming updates, 409 when a second poller cuts in)
+/// and `sendMessage`, for one bot `token`. The test speaks to the bot with
+/// [`FakeTelegram::say`].
+pub struct FakeTelegram {
+    pub url: String,
+    pub token: String,
+    bot: std::sync::Arc<(std::sync::Mutex<Bot>, std::sync::Condvar)>,
+}
+
+impl FakeTelegram {
+    pub fn start() -> FakeTelegram {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let token = format!("{}:AAH-fake_{}", rand_digits(), rand_digits());
+        let bot = std::sync::Arc::new((std::sync::Mutex::new(Bot::default()), std::sync::Condvar::new()));
+        let (shared, path) = (bot.clone(), format!("/bot{token}/"));
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let (bot, path) = (shared.clone(), path.clone());
+                std::thread::spawn(move || serve_bot(stream, &bot, &path));
+            }
+        });
+        FakeTelegram { url, token, bot }
+    }
+
+    /// A person writes `text` in `chat`; the bot's message id for it.
+    pub fn say(&self, chat: i64, text: &str) -> i64 {
+        let (lock, wake) = &*self.bot;
+        let mut bot = lock.lock().unwrap();
+        bot.next_update += 1;
+        bot.next_message += 1;
+        let update = json!({
+            "update_id": 1000 + bot.next_update,
+            "message": {"message_id": bot.next_message, "chat": {"id": chat, "type": "private"},
+                        "from": {"id": 7, "is_bot": false, "first_name": "Ann"}, "date": 0, "text": text},
+        });
+        bot.pending.push(update);
+        wake.notify_all();
+        bot.next_message
+    }
+
+    pub fn sent(&self) -> Vec<BotSent> {
+        self.bot.0.lock().unwrap().sent.clone()
+    }
+
+    /// From now on `sendMessage` answers `delay` after it took the message,
+    /// as over a slow network: a kill then falls between the two.
+    pub fn slow_answers(&self, delay: Duration) {
+        self.bot.0.lock().unwrap().answer_delay = delay;
+    }
+
+    /// Polls ended by a newer poll: two pollers at once.
+    pub fn conflicts(&self) -> u64 {
+        self.bot.0.lock().unwrap().conflicts
+    }
+}
+
+fn rand_digits() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos() as u64 + 1
+}
+
+fn serve_bot(stream: std::net::TcpStream, bot: &(std::sync::Mutex<Bot>, std::sync::Condvar), path: &str) {
+    use std::io::Write;
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut writer = stream;
+    while let Some((request_line, _, body)) = read_request(&mut reader) {
+        let target = request_line.split_whitespace().nth(1).unwrap_or_default();
+        let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        let (status, answer) = match target.strip_prefix(path) {
+            Some("getUpdates") => get_updates(bot, &body),
+            Some("sendMessage") => {
+                let mut state = bot.0.lock().unwrap();
+                state.sent.push(BotSent {
+                    chat: body["chat_id"].as_i64().unwrap(),
+                    reply_to: body["reply_parameters"]["message_id"].as_i64(),
+                    text: body["text"].as_str().unwrap().to_string(),
+                });
+                state.next_message += 1;
+                let (answer, delay) = (state.next_message, state.answer_delay);
+                drop(state);
+                std::thread::sleep(delay);
+                (200, json!({"ok": true, "result": {"message_id": answer}}))
+            }
+            _ => (404, json!({"ok": false, "error_code": 404, "description": "Not Found"})),
+        };
+        let answer = answer.to_string();
+        let head = format!(
+            "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            answer.len()
+        );
+        if writer.write_all((head + &answer).as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
+fn get_updates(bot: &(std::sync::Mutex<Bot>, std::sync::Condvar), body: &Value) -> (u16, Value) {
+    let (lock, wake) = bot;
+    let offset = body["offset"].as_i64().unwrap_or(0);
+    let deadline = std::time::Instant::now() + Duration::from_secs(body["timeout"].as_u64().unwrap_or(0));
+    let mut state = lock.lock().unwrap();
+    state.pending.retain(|u| u["update_id"].as_i64().unwrap() >= offset);
+    state.polls += 1;
+    let mine = state.polls;
+    wake.notify_all();
+    loop {
+        if state.polls != mine {
+            state.conflicts += 1;
+            let why =
+                "Conflict: terminated by other getUpdates request; make sure that only one bot instance is running";
+            return (409, json!({"ok": false, "error_code": 409, "description": why}));
+        }
+        let now = std::time::Instant::now();
+        if !state.pending.is_empty() || now >= deadline {
+            return (200, json!({"ok": true, "result": state.pending.iter().take(100).collect::<Vec<_>>()}));
+        }
+        state = wake.wait_timeout(state, deadline - now).unwrap().0;
+    }
+}
+
 pub fn configure_agent(home: &Path, section: &str) {
     use std::io::Write;
     let mut config = std::fs::OpenOptions::new().append(true).open(home.join("config.toml")).unwrap();
