@@ -871,3 +871,60 @@ fn two_machines_each_behind_its_own_nat_pair_and_work_through_a_relay() {
     assert!(path == "direct" || path == "relayed", "{peer}");
     eprintln!("through two NATs: {awake} awake, home reaches the laptop {path}, round trip {} ms", peer["rtt_ms"]);
 }
+
+/// The conversation `topic` as `roost agent tail --json` on `host` shows
+/// it: (message, reply, machine that replied) in order.
+fn conversation(host: &Host, topic: &str) -> Vec<(String, String, String)> {
+    let lines = succeeded(host.roost(&["agent", "tail", topic, "--json"]));
+    let text = |e: &Value, k: &str| e[k].as_str().unwrap_or_default().to_string();
+    lines
+        .lines()
+        .map(|line| serde_json::from_str::<Value>(line).unwrap())
+        .map(|e| (text(&e, "text"), text(&e, "reply"), text(&e, "replied_by")))
+        .collect()
+}
+
+/// README's agent journey on three machines: `roost agent say` on a standby
+/// is answered from the awake machine; once that machine is killed, the one
+/// awake next answers, with the conversation so far as its context; every
+/// machine shows the same conversation.
+#[test]
+fn the_agent_answers_from_whichever_machine_is_awake_across_three_machines() {
+    if !root_or_skip("the_agent_answers_from_whichever_machine_is_awake_across_three_machines") {
+        return;
+    }
+    let lan = Lan::new(&MACHINES);
+    let mut gateways = serve(&lan, &MACHINES);
+    join(&lan, "laptop", "home");
+    join(&lan, "vps", "home");
+    three_voters(&lan);
+    let awake = one_awake(&lan, &MACHINES, Duration::from_secs(30));
+    let id_of =
+        |name: &str| json_of(lan.host(name).roost(&["whoami", "--json"]))["instance_id"].as_str().unwrap().to_string();
+    let ids: Vec<String> = MACHINES.iter().map(|name| id_of(name)).collect();
+    let id = |name: &str| ids[MACHINES.iter().position(|n| *n == name).unwrap()].clone();
+    let standby = MACHINES.into_iter().find(|name| *name != awake).unwrap();
+    let first = succeeded(lan.host(standby).roost(&["agent", "say", "plans", "what is on today?"]));
+    assert_eq!(first.trim(), "echo #1 in plans: what is on today?");
+
+    let at = MACHINES.iter().position(|name| *name == awake).unwrap();
+    gateways[at].kill().unwrap();
+    gateways[at].wait().unwrap();
+    let survivors: Vec<&str> = MACHINES.into_iter().filter(|name| *name != awake).collect();
+    let next = one_awake(&lan, &survivors, Duration::from_secs(30));
+    let asker = survivors.iter().find(|name| **name != next).unwrap();
+    let said = Instant::now();
+    let second = succeeded(lan.host(asker).roost(&["agent", "say", "plans", "and tomorrow?"]));
+    assert_eq!(second.trim(), "echo #2 in plans: and tomorrow?", "the new holder continued the conversation");
+    eprintln!("{next}, awake now, answered what was asked on {asker} in {:.2} s", said.elapsed().as_secs_f64());
+
+    let expected = vec![
+        ("what is on today?".to_string(), first.trim().to_string(), id(&awake)),
+        ("and tomorrow?".to_string(), second.trim().to_string(), id(&next)),
+    ];
+    for name in &survivors {
+        eventually(&format!("the conversation on {name}"), REPLICATION, || {
+            (conversation(lan.host(name), "plans") == expected).then_some(())
+        });
+    }
+}
