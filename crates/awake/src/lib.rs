@@ -114,6 +114,7 @@ const COMMAND_WAIT: Duration = Duration::from_secs(10);
 enum Command {
     Wakeup { force: bool, reply: CommandReply },
     Leave { reply: CommandReply },
+    HandOver { why: String, reply: CommandReply },
     Stop { done: oneshot::Sender<()> },
 }
 
@@ -275,6 +276,13 @@ impl AwakeService {
     /// Hands the role to a standby (when held here) and stops taking it.
     pub async fn leave(&self) -> Result<Settled, CommandError> {
         self.command(|reply| Command::Leave { reply }).await
+    }
+
+    /// Hands the role, held here, to a live standby because this machine
+    /// cannot do its work (`why`, recorded in the role's event log); it
+    /// stays eligible to take the role again.
+    pub async fn hand_over(&self, why: String) -> Result<Settled, CommandError> {
+        self.command(|reply| Command::HandOver { why, reply }).await
     }
 
     async fn command(&self, make: impl FnOnce(CommandReply) -> Command) -> Result<Settled, CommandError> {
@@ -565,14 +573,18 @@ impl Driver {
     }
 
     fn admit(&mut self, command: Command) -> Option<Input> {
-        let (input, reply) = match command {
-            Command::Wakeup { force, reply } => (Input::Wakeup { force }, reply),
-            Command::Leave { reply } => (Input::Leave, reply),
+        let (input, reply, why) = match command {
+            Command::Wakeup { force, reply } => (Input::Wakeup { force }, reply, None),
+            Command::Leave { reply } => (Input::Leave, reply, None),
+            Command::HandOver { why, reply } => (Input::HandOver, reply, Some(why)),
             Command::Stop { .. } => unreachable!("the loop handles a stop itself"),
         };
         if self.pending.is_some() {
             let _ = reply.send(Err(CommandError::Busy));
             return None;
+        }
+        if let Some(why) = why {
+            self.events.record(json!({"event": "hand-over", "node": self.me, "reason": why}), clock::now());
         }
         self.pending = Some(reply);
         Some(input)

@@ -56,6 +56,7 @@ pub fn handoff_failure(why: &HandoffFailure) -> String {
         HandoffFailure::NoStandby => {
             "no eligible standby is reachable to take the role; this machine stays awake".into()
         }
+        HandoffFailure::NotHolder => "this machine does not hold the role".into(),
         HandoffFailure::NotRemoved => "no awake machine removed this one from the voters in time, so it stays one \
                                        (run `roost status` on another machine; a chain needs an awake machine to \
                                        let one go)"

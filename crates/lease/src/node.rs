@@ -76,6 +76,9 @@ pub enum Input {
     },
     /// `roost leave`: hand the role off (if held) and stop taking it.
     Leave,
+    /// The holder cannot do the role's work (its agent is stuck): hand the
+    /// role to a live standby and stay eligible.
+    HandOver,
     /// The machine is shutting down: a holder stops acting and releases its
     /// lease, so another machine takes it at once rather than after the TTL.
     Stop,
@@ -511,6 +514,7 @@ impl Node {
             Input::Received { from, envelope } => self.receive(from, envelope, now),
             Input::Wakeup { force } => self.wakeup(force, now),
             Input::Leave => self.leave(now),
+            Input::HandOver => self.hand_over(now),
             Input::Stop => self.stop(now),
             Input::Members { active, revoked } => {
                 self.active = active.into_iter().collect();
@@ -1364,17 +1368,34 @@ impl Node {
         let Role::Awake(_) = &self.role else {
             return self.start_leaving(now);
         };
-        let ttl = self.config.tenure.ttl;
-        let target = self
-            .peers
-            .iter()
-            .filter(|(id, p)| p.eligible && now < p.heard + ttl && !self.incompatible.contains_key(*id))
-            .max_by_key(|(_, p)| p.heard)
-            .map(|(id, _)| id.clone());
-        match target {
+        match self.live_standby(now) {
             Some(target) => self.begin_outgoing(&target, true, now),
             None => self.actions.push(Action::HandoffFailed { reason: HandoffFailure::NoStandby }),
         }
+    }
+
+    fn hand_over(&mut self, now: Duration) {
+        let Role::Awake(holding) = &self.role else {
+            return self.actions.push(Action::HandoffFailed { reason: HandoffFailure::NotHolder });
+        };
+        if holding.outgoing.is_some() {
+            return self.actions.push(Action::HandoffFailed { reason: HandoffFailure::Yielding });
+        }
+        match self.live_standby(now) {
+            Some(target) => self.begin_outgoing(&target, false, now),
+            None => self.actions.push(Action::HandoffFailed { reason: HandoffFailure::NoStandby }),
+        }
+    }
+
+    /// The eligible standby heard from most recently, within a TTL, that
+    /// speaks this protocol.
+    fn live_standby(&self, now: Duration) -> Option<NodeId> {
+        let ttl = self.config.tenure.ttl;
+        self.peers
+            .iter()
+            .filter(|(id, p)| p.eligible && now < p.heard + ttl && !self.incompatible.contains_key(*id))
+            .max_by_key(|(_, p)| p.heard)
+            .map(|(id, _)| id.clone())
     }
 
     fn on_handoff_begin(&mut self, from: &str, epoch: u64, head: Heads, now: Duration) {

@@ -86,8 +86,11 @@ pub enum HandoffFailure {
     Yielding,
     /// A wakeup on a machine not admitted as a voter.
     NotAVoter,
-    /// A leave with no eligible standby in reach: the holder stays awake.
+    /// A leave or hand-over with no eligible standby in reach: the holder
+    /// stays awake.
     NoStandby,
+    /// A hand-over asked of a machine that does not hold the role.
+    NotHolder,
     /// A leave that no awake machine completed by removing this one from the
     /// voters in time: it stays one, eligible again.
     NotRemoved,

@@ -461,3 +461,30 @@ fn force_makes_the_machines_it_hears_the_voters_and_the_others_rejoin_later() {
     assert_eq!(net.holder(), Some(other));
     assert_eq!(views(&net), vec![names(&["a", "b"]); 2]);
 }
+
+#[test]
+fn a_holder_that_cannot_work_hands_the_role_over_and_stays_eligible() {
+    let mut net = Net::new(&["a", "b", "c"], None);
+    net.run(Duration::from_secs(2));
+    let holder = net.holder().unwrap();
+    let standby = (holder + 1) % 3;
+    net.input(standby, Input::HandOver);
+    net.run(Duration::from_millis(200));
+    let refused = |net: &Net, at: usize, why: HandoffFailure| {
+        net.log.iter().any(|(i, a)| *i == at && matches!(a, Action::HandoffFailed { reason } if *reason == why))
+    };
+    assert!(refused(&net, standby, HandoffFailure::NotHolder), "only the holder hands the role over");
+    net.input(holder, Input::HandOver);
+    net.run(Duration::from_secs(2));
+    let next = net.holder().unwrap();
+    assert_ne!(next, holder, "a live standby took the role");
+    assert_eq!(net.nodes[holder].status(net.now).not_eligible, None, "the old holder may take the role again");
+    assert_eq!(net.nodes[next].view().unwrap().voters.len(), 3);
+    // With no standby to take it, the holder keeps the role.
+    let mut alone = Net::new(&["a"], None);
+    alone.run(Duration::from_secs(2));
+    alone.input(0, Input::HandOver);
+    alone.run(Duration::from_secs(2));
+    assert!(refused(&alone, 0, HandoffFailure::NoStandby));
+    assert_eq!(alone.holder(), Some(0));
+}
