@@ -297,6 +297,57 @@ fn a_telegram_bot_is_answered_from_the_awake_machine_alone_through_kills_of_the_
     assert_eq!(status, 400, "{answer}");
 }
 
+/// Item 7, liveness: the awake machine cannot reach the webhook (its own
+/// setting points nowhere) while the others can. With a message waiting
+/// and nothing done for `stuck_after_ms`, it hands the role to a standby,
+/// says why in its role log and its status, and stays eligible; the standby
+/// sends the reply it committed, under the same key.
+#[test]
+fn a_holder_that_cannot_deliver_hands_the_role_to_a_standby_that_can() {
+    let hook = Webhook::start();
+    let nowhere = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}/hook", listener.local_addr().unwrap())
+    };
+    let root = tempfile::tempdir().unwrap();
+    let (h, served) = common::chain_with(
+        root.path(),
+        &["a", "b", "c"],
+        &[],
+        |homes| {
+            for (i, home) in homes.iter().enumerate() {
+                configure(home, "ttl_ms", "2000");
+                let url = if i == 0 { &nowhere } else { &hook.url };
+                configure_agent(home, &format!("[agent]\nstuck_after_ms = 2000\n[agent.webhook]\nurl = \"{url}\""));
+            }
+        },
+        |_| 0,
+    );
+    common::until_every_voter_heard(&served, 3);
+    if holder(&served.iter().collect::<Vec<_>>()) != 0 {
+        succeeded(roost(&h[0], &["wakeup"]));
+    }
+    assert_eq!(holder(&served.iter().collect::<Vec<_>>()), 0);
+    let posted = std::time::Instant::now();
+    post(&served[0], "webhook", "support", "m1", "is anyone there?");
+    until("the reply at the webhook", || !hook.deliveries().is_empty());
+    let took = posted.elapsed();
+    let next = holder(&served.iter().collect::<Vec<_>>());
+    assert_ne!(next, 0, "a standby holds the role");
+    eprintln!("the reply arrived {:.1} s after the message, from the machine that took the role", took.as_secs_f64());
+
+    let events = std::fs::read_to_string(h[0].join("lease-events.jsonl")).unwrap();
+    let handed = events.lines().find(|l| l.contains("\"hand-over\"")).expect("a hand-over in a's role log");
+    assert!(handed.contains("messages wait"), "{handed}");
+    let health = served[0].get("/health").unwrap();
+    assert!(health["agent"]["last_error"].as_str().unwrap().contains("handing the role over"), "{health}");
+    assert!(health["lease"]["not_eligible"].is_null(), "a stays eligible: {health}");
+    let deliveries = hook.deliveries();
+    let keys: BTreeSet<&str> = deliveries.iter().map(|d| d.key.as_str()).collect();
+    assert_eq!(keys.len(), 1, "one reply, under one key: {deliveries:?}");
+    assert_eq!(deliveries[0].body["text"], "echo #1 in support: is anyone there?");
+}
+
 /// Whether every machine holds the reply to every message `said` as sent.
 fn all_sent(served: &[Served], chats: &[i64], said: &BTreeMap<i64, Vec<i64>>) -> bool {
     let total: usize = said.values().map(Vec::len).sum();

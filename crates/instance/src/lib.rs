@@ -112,6 +112,11 @@ pub struct AgentConfig {
     /// Runs of the handler before a message is marked failed.
     #[serde(default = "default_attempts")]
     pub attempts: u32,
+    /// How long the awake machine may hold the role without getting work
+    /// done (no reply sent or handler answer while messages wait, or no
+    /// Telegram poll answered) before it hands the role to a standby.
+    #[serde(default = "default_stuck_after")]
+    pub stuck_after_ms: u64,
     #[serde(default, skip_serializing_if = "WebhookConfig::is_unset")]
     pub webhook: WebhookConfig,
     #[serde(default, skip_serializing_if = "TelegramConfig::is_unset")]
@@ -216,6 +221,7 @@ impl Default for AgentConfig {
             handler: Handler::default(),
             handler_timeout_ms: default_handler_timeout(),
             attempts: default_attempts(),
+            stuck_after_ms: default_stuck_after(),
             webhook: WebhookConfig::default(),
             telegram: TelegramConfig::default(),
         }
@@ -243,6 +249,9 @@ impl AgentConfig {
         if self.handler_timeout_ms == 0 || self.attempts == 0 {
             return Some("[agent] handler_timeout_ms and attempts must be at least 1".into());
         }
+        if self.stuck_after_ms < 1000 {
+            return Some("[agent] stuck_after_ms must be at least 1000 (a second)".into());
+        }
         match self.webhook.url.as_deref().map(url::Url::parse) {
             Some(Ok(url)) if !matches!(url.scheme(), "http" | "https") => {
                 Some(format!("[agent.webhook] url: {url} is not an http:// or https:// URL"))
@@ -254,6 +263,10 @@ impl AgentConfig {
 }
 
 fn default_handler_timeout() -> u64 {
+    60_000
+}
+
+fn default_stuck_after() -> u64 {
     60_000
 }
 

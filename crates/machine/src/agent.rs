@@ -27,6 +27,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::{Notify, mpsc};
 
 use roost_agent::ledger::{self, CLI_CHANNEL, Counts, Limits, Work};
+use roost_agent::liveness;
 use roost_agent::outbox::{self, Settle};
 use roost_agent::telegram::{Answer, CHANNEL as TELEGRAM};
 use roost_agent::{Message, Reply, redact};
@@ -81,6 +82,8 @@ struct Shared {
     status: Mutex<AgentStatus>,
     last_sent: Mutex<Option<Instant>>,
     telegram_polled: Mutex<Option<Instant>>,
+    /// When the handler last answered or a channel last took a reply.
+    progressed: Mutex<Option<Instant>>,
     wake: Notify,
 }
 
@@ -99,6 +102,7 @@ struct Context {
     sync: Arc<SyncService>,
     handler: Handler,
     handler_timeout: Duration,
+    stuck_after: Duration,
     webhook: Option<String>,
     telegram: Option<telegram::Telegram>,
     mcp_url: String,
@@ -126,6 +130,7 @@ impl AgentService {
             status: Mutex::new(status),
             last_sent: Mutex::new(None),
             telegram_polled: Mutex::new(None),
+            progressed: Mutex::new(None),
             wake: Notify::new(),
         });
         // reqwest takes its TLS settings (for an https:// webhook) from
@@ -140,6 +145,7 @@ impl AgentService {
             sync,
             handler: config.handler.clone(),
             handler_timeout: Duration::from_millis(config.handler_timeout_ms),
+            stuck_after: Duration::from_millis(config.stuck_after_ms),
             webhook: config.webhook.url.clone(),
             telegram: telegram::Telegram::new(&config.telegram, http.clone()),
             mcp_url,
@@ -191,6 +197,10 @@ async fn run(context: Arc<Context>, limits: Limits, tasks: Tasks) {
     let mut settle = Settle::default();
     let mut log_grew = context.sync.log_grew();
     let (done, mut finished) = mpsc::unbounded_channel::<String>();
+    // The epoch this machine holds and since when; when it last asked to
+    // hand the role over.
+    let mut held: Option<(u64, Instant)> = None;
+    let mut handing: Option<Instant> = None;
     loop {
         let wait = if settle.waiting() { SETTLE_POLL } else { TICK };
         let now = clock::now();
@@ -223,6 +233,18 @@ async fn run(context: Arc<Context>, limits: Limits, tasks: Tasks) {
             status.epoch = working.map(|w| w.epoch);
             status.counts = counts;
             status.in_flight = busy.len();
+        }
+        if let Some(w) = working {
+            let since = match held {
+                Some((epoch, since)) if epoch == w.epoch => since,
+                _ => held.insert((w.epoch, Instant::now())).1,
+            };
+            if let Some(why) = context.stuck(since, counts.queued + counts.unsent)
+                && handing.is_none_or(|at| at.elapsed() > context.stuck_after)
+            {
+                handing = Some(Instant::now());
+                tasks.spawn(context.clone().hand_over(why));
+            }
         }
         let Some(working) = working.filter(|_| settled) else { continue };
         let plan = ledger::plan(&entries, working.epoch, &|topic| busy.contains(topic), limits);
@@ -264,6 +286,33 @@ impl Context {
     fn failed(&self, why: String) {
         tracing::warn!(%why, "agent");
         self.shared.status.lock().expect("agent status poisoned").last_error = Some(why);
+    }
+
+    /// Why this machine, holding the role since `since` with `waiting`
+    /// messages open, should hand it over ([`liveness::stuck`]).
+    fn stuck(&self, since: Instant, waiting: usize) -> Option<String> {
+        let age = |at: &Mutex<Option<Instant>>| at.lock().expect("agent status poisoned").map(|at| at.elapsed());
+        let progress = liveness::Progress {
+            held_for: since.elapsed(),
+            since_progress: age(&self.shared.progressed),
+            waiting,
+            since_poll: self.telegram.as_ref().map(|_| age(&self.shared.telegram_polled)),
+        };
+        liveness::stuck(&progress, self.stuck_after)
+    }
+
+    /// Gives the role to a live standby, saying why; this machine stays
+    /// eligible. Without a standby it keeps the role and says so.
+    async fn hand_over(self: Arc<Self>, why: String) {
+        self.failed(format!("handing the role over: {why}"));
+        match self.awake.hand_over(why.clone()).await {
+            Ok(settled) => tracing::warn!(%settled, %why, "handed the role over"),
+            Err(e) => self.failed(format!("cannot hand the role over ({why}): {e}")),
+        }
+    }
+
+    fn progressed(&self) {
+        *self.shared.progressed.lock().expect("agent status poisoned") = Some(Instant::now());
     }
 
     fn telegram_status(&self, change: impl FnOnce(&mut ChannelStatus)) {
@@ -322,6 +371,7 @@ impl Context {
                 let (history, count) = ledger::context(&entries, &message.id, limits);
                 match self.answer(&message, &history, count, epoch).await {
                     Ok(text) => {
+                        self.progressed();
                         let replied = claim.replied(redact(&text), &self.me);
                         if self.write(replied.clone(), epoch).await && self.held_by_peers(epoch).await {
                             self.deliver(&message, replied, epoch, epoch).await;
@@ -485,5 +535,6 @@ impl Context {
 
     fn sent(&self) {
         *self.shared.last_sent.lock().expect("agent status poisoned") = Some(Instant::now());
+        self.progressed();
     }
 }

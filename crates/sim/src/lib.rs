@@ -12,7 +12,8 @@
 //! partitions (symmetric, one-way, bridge); crashes, also in the middle of
 //! carrying out a step's actions, with restarts that keep only what the
 //! shell persisted; process pauses longer than the lease; handoffs (some
-//! stalled so they time out), leaves, witnesses, two-voter chains, and
+//! stalled so they time out), a holder handing the role over as a stuck
+//! agent does, leaves, witnesses, two-voter chains, and
 //! `wakeup --force` once the other machine has crashed for good. Clients
 //! write to shared rows at random machines; the holder makes effects stamped
 //! with its epoch, which a fencing sink accepts only if no higher epoch came

@@ -1328,6 +1328,14 @@ impl World {
                 self.net.storm(id, max);
                 self.schedule(lasting, Event::Calm(id));
             }
+            7 if self.rng.chance(250_000) => {
+                // The holder's agent is stuck: it hands the role over.
+                if let Some(n) = holder.filter(|h| running.contains(h)) {
+                    note!(self, n, "hands the role over");
+                    self.handoff_asked = Some(self.now);
+                    self.input(n, Input::HandOver)?;
+                }
+            }
             7 => {
                 if let Some(&n) = running.get(self.rng.below(running.len().max(1) as u64) as usize) {
                     note!(self, n, "wakeup");
