@@ -75,7 +75,8 @@ pub enum Stage {
     Replied,
     /// The channel accepted it.
     Sent,
-    /// The handler failed [`Limits::attempts`] times; shown, never retried.
+    /// The handler failed [`Limits::attempts`] times, or the channel refused
+    /// the reply for good; shown, never retried.
     Failed,
 }
 
@@ -135,6 +136,14 @@ impl Reply {
     pub fn sent(&self, machine: &str) -> Reply {
         assert!(matches!(self.stage, Stage::Replied | Stage::Sent), "only a committed reply is sent");
         Reply { stage: Stage::Sent, error: None, machine: machine.to_string(), ..self.clone() }
+    }
+
+    /// The channel refused the committed reply for good (the chat is gone,
+    /// the bot is blocked): shown as failed, with why, and never sent again.
+    /// Its text stays: a message still has one reply at most.
+    pub fn refused(&self, why: String, machine: &str) -> Reply {
+        assert_eq!(self.stage, Stage::Replied, "only a committed reply is refused");
+        Reply { stage: Stage::Failed, error: Some(why), machine: machine.to_string(), ..self.clone() }
     }
 
     /// Given up after the handler failed too often.

@@ -15,25 +15,29 @@ pub struct Progress {
     pub since_progress: Option<Duration>,
     /// Messages not yet answered or not yet sent.
     pub waiting: usize,
-    /// Since a Telegram poll last succeeded here: `None` without a bot,
-    /// `Some(None)` if none has yet.
-    pub since_poll: Option<Option<Duration>>,
+    /// Since there have been messages waiting without a break.
+    pub waiting_for: Duration,
+    /// How long this machine's Telegram polls have been failing, one after
+    /// another (a long poll held open is not failing); `None` when they are
+    /// not, or without a bot.
+    pub polls_failing_for: Option<Duration>,
 }
 
 /// Why the holder should hand the role over, if it should: nothing done for
-/// longer than `bound` since it took the role or last got something done.
+/// longer than `bound` while work waited, counted from when it took the
+/// role, last got something done or work began to wait, whichever is last.
 pub fn stuck(progress: &Progress, bound: Duration) -> Option<String> {
-    let quiet = |since: Option<Duration>| since.map_or(progress.held_for, |s| s.min(progress.held_for));
-    let idle = quiet(progress.since_progress);
+    let since = progress.held_for.min(progress.waiting_for);
+    let idle = progress.since_progress.map_or(since, |s| s.min(since));
     if progress.waiting > 0 && idle > bound {
-        return Some(format!(
-            "no handler answer and no reply taken for {} s while {} messages wait",
-            idle.as_secs(),
-            progress.waiting
-        ));
+        let waiting = match progress.waiting {
+            1 => "1 message waits".to_string(),
+            n => format!("{n} messages wait"),
+        };
+        return Some(format!("no handler answer and no reply taken for {} s while {waiting}", idle.as_secs()));
     }
-    let unpolled = quiet(progress.since_poll?);
-    (unpolled > bound).then(|| format!("no Telegram poll answered for {} s", unpolled.as_secs()))
+    let failing = progress.polls_failing_for?.min(progress.held_for);
+    (failing > bound).then(|| format!("every Telegram poll has failed for {} s", failing.as_secs()))
 }
 
 #[cfg(test)]
@@ -46,13 +50,26 @@ mod tests {
         Duration::from_secs(s)
     }
 
+    fn quiet() -> Progress {
+        Progress {
+            held_for: secs(600),
+            since_progress: Some(secs(300)),
+            waiting: 0,
+            waiting_for: secs(0),
+            polls_failing_for: None,
+        }
+    }
+
     #[test]
-    fn a_holder_is_stuck_only_when_work_waits_past_the_bound_since_it_took_the_role_or_last_progressed() {
-        let idle = Progress { held_for: secs(600), since_progress: Some(secs(300)), waiting: 0, since_poll: None };
-        assert_eq!(stuck(&idle, BOUND), None, "nothing waits");
-        let waiting = Progress { waiting: 4, ..idle };
+    fn a_holder_is_stuck_only_when_work_waits_past_the_bound_with_nothing_done() {
+        assert_eq!(stuck(&quiet(), BOUND), None, "nothing waits");
+        let waiting = Progress { waiting: 4, waiting_for: secs(400), ..quiet() };
         let why = stuck(&waiting, BOUND).unwrap();
         assert!(why.contains("300 s while 4 messages wait"), "{why}");
+        let one = Progress { waiting: 1, ..waiting };
+        assert!(stuck(&one, BOUND).unwrap().ends_with("while 1 message waits"));
+        let just_came = Progress { waiting_for: secs(1), ..waiting };
+        assert_eq!(stuck(&just_came, BOUND), None, "a message that came after a quiet hour");
         let fresh = Progress { held_for: secs(30), ..waiting };
         assert_eq!(stuck(&fresh, BOUND), None, "the role was taken 30 s ago");
         let never = Progress { held_for: secs(61), since_progress: None, ..waiting };
@@ -63,12 +80,12 @@ mod tests {
 
     #[test]
     fn a_holder_whose_polls_all_fail_is_stuck() {
-        let polling =
-            Progress { held_for: secs(600), since_progress: None, waiting: 0, since_poll: Some(Some(secs(5))) };
-        assert_eq!(stuck(&polling, BOUND), None);
-        let failing = Progress { since_poll: Some(Some(secs(90))), ..polling };
-        assert!(stuck(&failing, BOUND).unwrap().contains("no Telegram poll answered for 90 s"));
-        let never = Progress { since_poll: Some(None), held_for: secs(61), ..polling };
-        assert!(stuck(&never, BOUND).is_some());
+        assert_eq!(stuck(&quiet(), BOUND), None, "a long poll held open is no failure");
+        let briefly = Progress { polls_failing_for: Some(secs(5)), ..quiet() };
+        assert_eq!(stuck(&briefly, BOUND), None);
+        let failing = Progress { polls_failing_for: Some(secs(90)), ..quiet() };
+        assert!(stuck(&failing, BOUND).unwrap().contains("every Telegram poll has failed for 90 s"));
+        let fresh = Progress { held_for: secs(30), ..failing };
+        assert_eq!(stuck(&fresh, BOUND), None, "counted from when the role was taken");
     }
 }

@@ -55,7 +55,10 @@ pub enum Answer<T> {
     Done(T),
     /// Flood control: ask again after this long.
     RetryAfter(Duration),
-    /// Anything else, in one line.
+    /// Refused for good (a chat that is gone, a bot the person blocked):
+    /// asking again would get the same answer.
+    Refused(String),
+    /// Anything else, in one line: worth asking again.
     Failed(String),
 }
 
@@ -122,8 +125,13 @@ fn answer<T>(status: u16, body: &[u8], read: impl FnOnce(Value) -> Result<T, Str
             return Answer::RetryAfter(Duration::from_secs(after.clamp(1, 3600)));
         }
         let code = envelope.error_code.unwrap_or(i64::from(status));
-        let why = envelope.description.unwrap_or_else(|| "no description".into());
-        return Answer::Failed(format!("error {code}: {}", one_line(&why)));
+        let why =
+            format!("error {code}: {}", one_line(&envelope.description.unwrap_or_else(|| "no description".into())));
+        return match code {
+            400 | 403 => Answer::Refused(why),
+            401 | 404 => Answer::Failed(format!("{why}; check [agent.telegram] token (and api_url)")),
+            _ => Answer::Failed(why),
+        };
     }
     match read(envelope.result.unwrap_or(Value::Null)) {
         Ok(value) => Answer::Done(value),
@@ -135,11 +143,20 @@ fn one_line(text: &str) -> String {
     text.lines().next().unwrap_or("").chars().take(200).collect()
 }
 
-/// Reads a `getUpdates` answer, oldest update first.
+/// Reads a `getUpdates` answer, oldest update first. An update not
+/// understood only moves the offset (if it has an id), so one odd update
+/// never holds up the rest.
 pub fn read_updates(status: u16, body: &[u8]) -> Answer<Vec<Update>> {
     answer(status, body, |result| {
-        let raw: Vec<RawUpdate> = serde_json::from_value(result).map_err(|e| format!("updates not understood: {e}"))?;
-        let mut updates: Vec<Update> = raw.into_iter().map(Update::from).collect();
+        let Value::Array(raw) = result else { return Err("updates not understood: not a list".into()) };
+        let mut updates: Vec<Update> = raw
+            .into_iter()
+            .filter_map(|value| {
+                let id = value.get("update_id").and_then(Value::as_i64)?;
+                let read = serde_json::from_value::<RawUpdate>(value);
+                Some(read.map_or(Update { update_id: id, message: None }, Update::from))
+            })
+            .collect();
         updates.sort_by_key(|u| u.update_id);
         Ok(updates)
     })
@@ -167,14 +184,10 @@ pub fn next_offset(current: i64, updates: &[Update]) -> i64 {
     updates.iter().map(|u| u.update_id.saturating_add(1)).fold(current, i64::max)
 }
 
-/// The `getUpdates` query: from `offset`, holding the request open up to
-/// `wait` (whole seconds) when there is nothing yet.
-pub fn updates_query(offset: i64, wait: Duration) -> Vec<(&'static str, String)> {
-    vec![
-        ("offset", offset.to_string()),
-        ("timeout", wait.as_secs().to_string()),
-        ("allowed_updates", "[\"message\"]".to_string()),
-    ]
+/// The `getUpdates` body: from `offset`, held open up to `wait` (whole
+/// seconds) when there is nothing yet, messages only.
+pub fn updates_request(offset: i64, wait: Duration) -> Value {
+    json!({ "offset": offset, "timeout": wait.as_secs(), "allowed_updates": ["message"] })
 }
 
 /// The `sendMessage` body for `text`, the reply to `message` (a Telegram
@@ -238,6 +251,11 @@ mod tests {
         ]}"#;
         let Answer::Done(updates) = read_updates(200, body) else { panic!("read") };
         assert_eq!(updates.iter().map(|u| u.update_id).collect::<Vec<_>>(), [11, 12, 13, 14]);
+        let odd = br#"{"ok":true,"result":[{"update_id":3,"message":{"chat":"x"}},{"no":"id"},
+            {"update_id":4,"message":{"message_id":1,"chat":{"id":5},"text":"hi"}}]}"#;
+        let Answer::Done(read) = read_updates(200, odd) else { panic!("read") };
+        let seen: Vec<(i64, bool)> = read.iter().map(|u| (u.update_id, u.message.is_some())).collect();
+        assert_eq!(seen, [(3, false), (4, true)]);
         let first = updates[0].message.clone().unwrap();
         assert_eq!((first.chat.as_str(), first.message_id.as_str()), ("-100", "-100:4"));
         assert_eq!((first.sender.as_deref(), first.text.as_str()), (Some("Ann"), "hello"));
@@ -253,6 +271,14 @@ mod tests {
         let flood =
             br#"{"ok":false,"error_code":429,"description":"Too Many Requests","parameters":{"retry_after":7}}"#;
         assert_eq!(read_sent(429, flood), Answer::RetryAfter(Duration::from_secs(7)));
+        let blocked = br#"{"ok":false,"error_code":403,"description":"Forbidden: bot was blocked by the user"}"#;
+        assert_eq!(
+            read_sent(403, blocked),
+            Answer::Refused("error 403: Forbidden: bot was blocked by the user".into())
+        );
+        let unauthorized = br#"{"ok":false,"error_code":401,"description":"Unauthorized"}"#;
+        let Answer::Failed(why) = read_sent(401, unauthorized) else { panic!("failed") };
+        assert!(why.ends_with("check [agent.telegram] token (and api_url)"), "{why}");
         let conflict =
             br#"{"ok":false,"error_code":409,"description":"Conflict: terminated by other getUpdates request"}"#;
         let Answer::Failed(why) = read_updates(409, conflict) else { panic!("failed") };

@@ -579,7 +579,8 @@ impl Driver {
             Command::HandOver { why, reply } => (Input::HandOver, reply, Some(why)),
             Command::Stop { .. } => unreachable!("the loop handles a stop itself"),
         };
-        if self.pending.is_some() {
+        // A command whose caller stopped waiting no longer holds the loop.
+        if self.pending.as_ref().is_some_and(|pending| !pending.is_closed()) {
             let _ = reply.send(Err(CommandError::Busy));
             return None;
         }

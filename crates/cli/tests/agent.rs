@@ -282,10 +282,12 @@ fn a_telegram_bot_is_answered_from_the_awake_machine_alone_through_kills_of_the_
         polling.iter().filter(|p| **p).count() == 1
     });
     let awake = holder(&served.iter().collect::<Vec<_>>());
-    until("a poll answered on the awake machine", || {
-        let health = served[awake].get("/health").unwrap();
-        health["agent"]["telegram"]["last_poll_ms_ago"].as_u64().is_some_and(|ms| ms < 10_000)
-    });
+    // The poller is live: one more message is answered, and the poll that
+    // brought it is seconds old.
+    let id = bot.say(chats[1], "still there?");
+    until("the reply to one more message", || bot.sent().iter().any(|s| s.reply_to == Some(id)));
+    let health = served[awake].get("/health").unwrap();
+    assert!(health["agent"]["telegram"]["last_poll_ms_ago"].as_u64().is_some_and(|ms| ms < 10_000), "{health}");
     let status = succeeded(roost(&h[awake], &["status"]));
     assert!(status.contains("Telegram polled here"), "{status}");
     let standby = succeeded(roost(&h[(awake + 1) % 3], &["status"]));
@@ -318,7 +320,10 @@ fn a_holder_that_cannot_deliver_hands_the_role_to_a_standby_that_can() {
             for (i, home) in homes.iter().enumerate() {
                 configure(home, "ttl_ms", "2000");
                 let url = if i == 0 { &nowhere } else { &hook.url };
-                configure_agent(home, &format!("[agent]\nstuck_after_ms = 2000\n[agent.webhook]\nurl = \"{url}\""));
+                let agent = format!(
+                    "[agent]\nhandler_timeout_ms = 1000\nstuck_after_ms = 2000\n[agent.webhook]\nurl = \"{url}\""
+                );
+                configure_agent(home, &agent);
             }
         },
         |_| 0,
@@ -338,7 +343,7 @@ fn a_holder_that_cannot_deliver_hands_the_role_to_a_standby_that_can() {
 
     let events = std::fs::read_to_string(h[0].join("lease-events.jsonl")).unwrap();
     let handed = events.lines().find(|l| l.contains("\"hand-over\"")).expect("a hand-over in a's role log");
-    assert!(handed.contains("messages wait"), "{handed}");
+    assert!(handed.contains("while 1 message waits"), "{handed}");
     let health = served[0].get("/health").unwrap();
     assert!(health["agent"]["last_error"].as_str().unwrap().contains("handing the role over"), "{health}");
     assert!(health["lease"]["not_eligible"].is_null(), "a stays eligible: {health}");

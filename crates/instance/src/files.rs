@@ -90,7 +90,7 @@ pub(crate) fn lock_within(path: &Path, exclusive: bool, within: std::time::Durat
             Err(fs::TryLockError::WouldBlock) => {
                 return Err(io(path)(std::io::Error::new(
                     std::io::ErrorKind::TimedOut,
-                    format!("another process held it for over {} s", within.as_secs()),
+                    format!("another roost process held it for over {} s; try again in a moment", within.as_secs()),
                 )));
             }
             Err(fs::TryLockError::Error(source)) => return Err(io(path)(source)),

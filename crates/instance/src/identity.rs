@@ -17,9 +17,11 @@ const SEALED_SEED: &str = "keys/seed.sealed";
 const CERTIFICATE: &str = "certificate";
 /// Holds the Roost ID of the chain this machine created, if it created one.
 const FOUNDER: &str = "founder";
-/// Locked exclusively while the seed, the certificate and the lineage change
-/// together, and shared while a process reads them, so that a command run
-/// during a rotation never sees the new seed beside the old certificate.
+/// Locked exclusively while the seed and the certificate change together,
+/// and shared while a process reads them (with the lineage), so that a
+/// command run during a rotation never sees the new seed beside the old
+/// certificate. The lineage is written outside it: a reader takes only the
+/// rotations that lead to the certificate it read.
 const IDENTITY_LOCK: &str = "identity.lock";
 /// How long either side waits for the other: a change takes milliseconds.
 const IDENTITY_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);

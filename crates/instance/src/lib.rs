@@ -249,8 +249,11 @@ impl AgentConfig {
         if self.handler_timeout_ms == 0 || self.attempts == 0 {
             return Some("[agent] handler_timeout_ms and attempts must be at least 1".into());
         }
-        if self.stuck_after_ms < 1000 {
-            return Some("[agent] stuck_after_ms must be at least 1000 (a second)".into());
+        if self.stuck_after_ms <= self.handler_timeout_ms {
+            return Some(format!(
+                "[agent] stuck_after_ms ({}) must be longer than handler_timeout_ms ({}): a handler still within its time is not stuck",
+                self.stuck_after_ms, self.handler_timeout_ms
+            ));
         }
         match self.webhook.url.as_deref().map(url::Url::parse) {
             Some(Ok(url)) if !matches!(url.scheme(), "http" | "https") => {
@@ -267,7 +270,7 @@ fn default_handler_timeout() -> u64 {
 }
 
 fn default_stuck_after() -> u64 {
-    60_000
+    120_000
 }
 
 fn default_attempts() -> u32 {

@@ -240,7 +240,25 @@ struct Outgoing {
     target: NodeId,
     deadline: Duration,
     head: Option<Heads>,
-    leaving: bool,
+    purpose: Purpose,
+}
+
+/// Why a holder hands the role over: a standby asked for it (`roost wakeup`
+/// there), or a command here waits for the outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Purpose {
+    Asked,
+    /// `roost leave`: hand the role off and stop taking it.
+    Leave,
+    /// The holder cannot do the role's work: hand it off, stay eligible.
+    HandOver,
+}
+
+impl Purpose {
+    /// A command on this machine waits for a `HandoffDone` or `HandoffFailed`.
+    fn reported(self) -> bool {
+        self != Purpose::Asked
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -281,7 +299,7 @@ struct Yielding {
     deadline: Duration,
     /// When the release last went out to the voters that had not confirmed it.
     last_sent: Duration,
-    leaving: bool,
+    purpose: Purpose,
 }
 
 /// A holder's word to its successor that the lease is released, repeated
@@ -1203,14 +1221,14 @@ impl Node {
         };
         match refuse {
             Some(why) => self.abort(from, epoch, &why),
-            None => self.begin_outgoing(from, false, now),
+            None => self.begin_outgoing(from, Purpose::Asked, now),
         }
     }
 
-    fn begin_outgoing(&mut self, target: &str, leaving: bool, now: Duration) {
+    fn begin_outgoing(&mut self, target: &str, purpose: Purpose, now: Duration) {
         let deadline = now + self.config.handoff_timeout;
         let Role::Awake(holding) = &mut self.role else { return };
-        holding.outgoing = Some(Outgoing { target: target.to_string(), deadline, head: None, leaving });
+        holding.outgoing = Some(Outgoing { target: target.to_string(), deadline, head: None, purpose });
         self.actions.push(Action::Pause { epoch: holding.ballot.round });
         self.actions.push(Action::NeedHead);
     }
@@ -1231,7 +1249,7 @@ impl Node {
         if epoch != mine || outgoing.head.as_ref() != Some(&head) {
             self.abort(from, mine, &Abort::AckMismatch);
             self.actions.push(Action::Resume { epoch: mine });
-            if outgoing.leaving {
+            if outgoing.purpose.reported() {
                 self.actions.push(Action::HandoffFailed { reason: HandoffFailure::Aborted(Abort::AckMismatch) });
             }
             return;
@@ -1246,10 +1264,10 @@ impl Node {
             released: BTreeSet::new(),
             deadline: now + self.config.handoff_timeout,
             last_sent: now,
-            leaving: outgoing.leaving,
+            purpose: outgoing.purpose,
         });
         self.announce(now);
-        self.left |= outgoing.leaving;
+        self.left |= outgoing.purpose == Purpose::Leave;
         self.release(req, ballot, Some(from.to_string()));
     }
 
@@ -1267,13 +1285,16 @@ impl Node {
 
     fn finish_yield(&mut self, now: Duration) {
         let Role::Yielding(yielding) = &self.role else { return };
-        let (target, epoch, leaving) = (yielding.target.clone(), yielding.ballot.round, yielding.leaving);
+        let (target, epoch, purpose) = (yielding.target.clone(), yielding.ballot.round, yielding.purpose);
         self.role = Role::Standby;
         self.send(&target, Message::HandoffYield { epoch });
         let until = now + self.config.handoff_timeout;
-        self.yielded = Some(Yielded { target, epoch, last_sent: now, until });
-        if leaving {
-            self.start_leaving(now);
+        self.yielded = Some(Yielded { target: target.clone(), epoch, last_sent: now, until });
+        match purpose {
+            Purpose::Leave => self.start_leaving(now),
+            // The target takes the role at the next epoch.
+            Purpose::HandOver => self.actions.push(Action::HandoffDone { holder: Some(target), epoch: epoch + 1 }),
+            Purpose::Asked => {}
         }
     }
 
@@ -1369,7 +1390,7 @@ impl Node {
             return self.start_leaving(now);
         };
         match self.live_standby(now) {
-            Some(target) => self.begin_outgoing(&target, true, now),
+            Some(target) => self.begin_outgoing(&target, Purpose::Leave, now),
             None => self.actions.push(Action::HandoffFailed { reason: HandoffFailure::NoStandby }),
         }
     }
@@ -1382,7 +1403,7 @@ impl Node {
             return self.actions.push(Action::HandoffFailed { reason: HandoffFailure::Yielding });
         }
         match self.live_standby(now) {
-            Some(target) => self.begin_outgoing(&target, false, now),
+            Some(target) => self.begin_outgoing(&target, Purpose::HandOver, now),
             None => self.actions.push(Action::HandoffFailed { reason: HandoffFailure::NoStandby }),
         }
     }
@@ -1443,7 +1464,7 @@ impl Node {
             && let Some(outgoing) = holding.outgoing.take_if(|o| o.target == from)
         {
             self.actions.push(Action::Resume { epoch: holding.ballot.round });
-            if outgoing.leaving {
+            if outgoing.purpose.reported() {
                 let reason = HandoffFailure::Refused { by: from.to_string(), reason: reason.clone() };
                 self.actions.push(Action::HandoffFailed { reason });
             }

@@ -478,6 +478,16 @@ fn a_holder_that_cannot_work_hands_the_role_over_and_stays_eligible() {
     net.run(Duration::from_secs(2));
     let next = net.holder().unwrap();
     assert_ne!(next, holder, "a live standby took the role");
+    let epoch = net.nodes[next].status(net.now).epoch.unwrap();
+    let done = net.log.iter().find_map(|(i, a)| match a {
+        Action::HandoffDone { holder: Some(to), epoch } if *i == holder => Some((to.clone(), *epoch)),
+        _ => None,
+    });
+    assert_eq!(done, Some((net.nodes[next].me().to_string(), epoch)), "the hand-over is reported done");
+    // Once more, from the new holder back: nothing is left waiting.
+    net.input(next, Input::HandOver);
+    net.run(Duration::from_secs(2));
+    assert_ne!(net.holder(), Some(next));
     assert_eq!(net.nodes[holder].status(net.now).not_eligible, None, "the old holder may take the role again");
     assert_eq!(net.nodes[next].view().unwrap().voters.len(), 3);
     // With no standby to take it, the holder keeps the role.

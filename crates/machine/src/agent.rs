@@ -82,6 +82,8 @@ struct Shared {
     status: Mutex<AgentStatus>,
     last_sent: Mutex<Option<Instant>>,
     telegram_polled: Mutex<Option<Instant>>,
+    /// Since when every Telegram poll here has failed, if they do.
+    telegram_failing: Mutex<Option<Instant>>,
     /// When the handler last answered or a channel last took a reply.
     progressed: Mutex<Option<Instant>>,
     wake: Notify,
@@ -130,6 +132,7 @@ impl AgentService {
             status: Mutex::new(status),
             last_sent: Mutex::new(None),
             telegram_polled: Mutex::new(None),
+            telegram_failing: Mutex::new(None),
             progressed: Mutex::new(None),
             wake: Notify::new(),
         });
@@ -201,6 +204,8 @@ async fn run(context: Arc<Context>, limits: Limits, tasks: Tasks) {
     // hand the role over.
     let mut held: Option<(u64, Instant)> = None;
     let mut handing: Option<Instant> = None;
+    // Since when messages have waited without a break.
+    let mut waiting_since: Option<Instant> = None;
     loop {
         let wait = if settle.waiting() { SETTLE_POLL } else { TICK };
         let now = clock::now();
@@ -234,12 +239,17 @@ async fn run(context: Arc<Context>, limits: Limits, tasks: Tasks) {
             status.counts = counts;
             status.in_flight = busy.len();
         }
+        let waiting = counts.queued + counts.unsent;
+        if waiting == 0 {
+            waiting_since = None;
+        }
         if let Some(w) = working {
+            let waited = waiting_since.get_or_insert_with(Instant::now).elapsed();
             let since = match held {
                 Some((epoch, since)) if epoch == w.epoch => since,
                 _ => held.insert((w.epoch, Instant::now())).1,
             };
-            if let Some(why) = context.stuck(since, counts.queued + counts.unsent)
+            if let Some(why) = context.stuck(since, waiting, waited)
                 && handing.is_none_or(|at| at.elapsed() > context.stuck_after)
             {
                 handing = Some(Instant::now());
@@ -289,14 +299,15 @@ impl Context {
     }
 
     /// Why this machine, holding the role since `since` with `waiting`
-    /// messages open, should hand it over ([`liveness::stuck`]).
-    fn stuck(&self, since: Instant, waiting: usize) -> Option<String> {
+    /// messages open for `waited`, should hand it over ([`liveness::stuck`]).
+    fn stuck(&self, since: Instant, waiting: usize, waited: Duration) -> Option<String> {
         let age = |at: &Mutex<Option<Instant>>| at.lock().expect("agent status poisoned").map(|at| at.elapsed());
         let progress = liveness::Progress {
             held_for: since.elapsed(),
             since_progress: age(&self.shared.progressed),
             waiting,
-            since_poll: self.telegram.as_ref().map(|_| age(&self.shared.telegram_polled)),
+            waiting_for: waited,
+            polls_failing_for: age(&self.shared.telegram_failing),
         };
         liveness::stuck(&progress, self.stuck_after)
     }
@@ -342,6 +353,22 @@ impl Context {
             outbox::voters_to_meet(&self.me, &lease.voter_ids, &seen),
             outbox::keepers(&self.me, &lease.voter_ids, &seen, forced),
         )
+    }
+
+    /// Returns once this machine no longer works under `epoch`: a request
+    /// raced against it is dropped within [`TICK`] of the role moving.
+    async fn role_ends(&self, epoch: u64) {
+        while self.awake.working().is_some_and(|w| w.epoch == epoch) {
+            tokio::time::sleep(TICK).await;
+        }
+    }
+
+    /// Sleeps `wait`, or less if the role at `epoch` ends first.
+    async fn sleep_while_working(&self, wait: Duration, epoch: u64) {
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = self.role_ends(epoch) => {}
+        }
     }
 
     /// Still the holder at `epoch`, with more than `margin` of the lease left.
@@ -483,12 +510,17 @@ impl Context {
                     return self.sent();
                 }
                 Answer::RetryAfter(after) => after,
+                Answer::Refused(why) => {
+                    self.failed(format!("{why}; the reply is marked failed"));
+                    self.write(reply.refused(why, &self.me), epoch).await;
+                    return;
+                }
                 Answer::Failed(why) => {
                     self.failed(why);
                     backoff
                 }
             };
-            tokio::time::sleep(retry_after).await;
+            self.sleep_while_working(retry_after, epoch).await;
             backoff = (backoff * 2).min(Duration::from_secs(4));
         }
     }
@@ -502,6 +534,7 @@ impl Context {
                         Answer::Failed(why) => {
                             Answer::Failed(format!("Telegram did not take reply {}: {why}", reply.key))
                         }
+                        Answer::Refused(why) => Answer::Refused(format!("Telegram refused reply {}: {why}", reply.key)),
                         answer => answer,
                     }
                 }

@@ -9,11 +9,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use serde_json::json;
 
 use roost_agent::redact;
 use roost_agent::telegram::{self, Answer, CHANNEL, OFFSET_KEY, Update};
-use roost_awake::clock;
 use roost_instance::TelegramConfig;
 use roost_store::Store;
 use roost_store::agent::Inbound;
@@ -62,8 +60,7 @@ impl Telegram {
     }
 
     async fn updates(&self, offset: i64, wait: Duration) -> Answer<Vec<Update>> {
-        let body = json!({ "offset": offset, "timeout": wait.as_secs(), "allowed_updates": ["message"] });
-        match self.call("getUpdates", body, wait + REQUEST_SLACK).await {
+        match self.call("getUpdates", telegram::updates_request(offset, wait), wait + REQUEST_SLACK).await {
             Ok((status, body)) => telegram::read_updates(status, &body),
             Err(why) => Answer::Failed(why),
         }
@@ -101,33 +98,39 @@ pub(super) async fn poll(context: Arc<Context>) {
         };
         offset = offset.max(stored.and_then(|s| s.value.parse().ok()).unwrap_or(0));
         context.telegram_status(|s| s.offset = Some(offset));
-        // Held open no longer than the lease lasts, so a machine that lost
-        // the role stops asking soon after.
-        let wait = POLL_WAIT.min(working.until.saturating_sub(clock::now()));
+        // A long poll, dropped as soon as the role moves.
         let polled = tokio::select! {
-            answer = telegram.updates(offset, Duration::from_secs(wait.as_secs())) => answer,
-            () = role_ends(&context, working.epoch) => continue,
+            answer = telegram.updates(offset, POLL_WAIT) => answer,
+            () = context.role_ends(working.epoch) => continue,
         };
         let updates = match polled {
             Answer::Done(updates) => updates,
             Answer::RetryAfter(after) => {
-                tokio::time::sleep(after).await;
+                context.sleep_while_working(after, working.epoch).await;
                 continue;
             }
             // Cut by the next holder's poll as the role moved: not a failure.
-            Answer::Failed(_) if context.awake.working().is_none_or(|w| w.epoch != working.epoch) => continue,
-            Answer::Failed(why) => {
+            Answer::Failed(_) | Answer::Refused(_)
+                if context.awake.working().is_none_or(|w| w.epoch != working.epoch) =>
+            {
+                continue;
+            }
+            Answer::Failed(why) | Answer::Refused(why) => {
                 context.failed(format!("polling Telegram: {why}"));
-                tokio::time::sleep(backoff).await;
+                context.shared.telegram_failing.lock().expect("agent status poisoned").get_or_insert_with(Instant::now);
+                context.sleep_while_working(backoff, working.epoch).await;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
                 continue;
             }
         };
-        backoff = FIRST_BACKOFF;
         *context.shared.telegram_polled.lock().expect("agent status poisoned") = Some(Instant::now());
+        *context.shared.telegram_failing.lock().expect("agent status poisoned") = None;
         if !record(&context, &updates).await {
+            context.sleep_while_working(backoff, working.epoch).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
             continue;
         }
+        backoff = FIRST_BACKOFF;
         let next = telegram::next_offset(offset, &updates);
         if next == offset {
             continue;
@@ -140,15 +143,9 @@ pub(super) async fn poll(context: Arc<Context>) {
         let write = move |store: &Store| store.write_agent_state(OFFSET_KEY, &next.to_string(), working.epoch);
         if context.on_store("writing the Telegram offset", write).await.is_some() {
             offset = next;
+        } else {
+            context.sleep_while_working(backoff, working.epoch).await;
         }
-    }
-}
-
-/// Returns once this machine no longer works under `epoch`: a poll open
-/// then is dropped, so two machines poll at once for [`TICK`] at most.
-async fn role_ends(context: &Context, epoch: u64) {
-    while context.awake.working().is_some_and(|w| w.epoch == epoch) {
-        tokio::time::sleep(TICK).await;
     }
 }
 
