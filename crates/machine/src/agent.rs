@@ -166,11 +166,10 @@ impl AgentService {
 
     pub fn status(&self) -> AgentStatus {
         let mut status = self.shared.status.lock().expect("agent status poisoned").clone();
-        status.last_sent_ms_ago =
-            self.shared.last_sent.lock().expect("agent status poisoned").map(|at| at.elapsed().as_millis() as u64);
-        let polled = *self.shared.telegram_polled.lock().expect("agent status poisoned");
+        let ms_ago = |at: &Mutex<Option<Instant>>| age(at).map(|age| age.as_millis() as u64);
+        status.last_sent_ms_ago = ms_ago(&self.shared.last_sent);
         if let Some(telegram) = &mut status.telegram {
-            telegram.last_poll_ms_ago = polled.map(|at| at.elapsed().as_millis() as u64);
+            telegram.last_poll_ms_ago = ms_ago(&self.shared.telegram_polled);
         }
         status
     }
@@ -193,6 +192,11 @@ impl Drop for AgentService {
     fn drop(&mut self) {
         self.tasks.cancel();
     }
+}
+
+/// How long ago the moment kept in `at` was, if one was.
+fn age(at: &Mutex<Option<Instant>>) -> Option<Duration> {
+    at.lock().expect("agent status poisoned").map(|at| at.elapsed())
 }
 
 async fn run(context: Arc<Context>, limits: Limits, tasks: Tasks) {
@@ -301,7 +305,6 @@ impl Context {
     /// Why this machine, holding the role since `since` with `waiting`
     /// messages open for `waited`, should hand it over ([`liveness::stuck`]).
     fn stuck(&self, since: Instant, waiting: usize, waited: Duration) -> Option<String> {
-        let age = |at: &Mutex<Option<Instant>>| at.lock().expect("agent status poisoned").map(|at| at.elapsed());
         let progress = liveness::Progress {
             held_for: since.elapsed(),
             since_progress: age(&self.shared.progressed),
