@@ -26,7 +26,7 @@ fn holder(served: &[&Served]) -> usize {
 }
 
 fn ledger_of(s: &Served, topic: &str) -> Vec<Value> {
-    s.get(&format!("/api/v1/agent/topics/{topic}")).and_then(|v| v["messages"].as_array().cloned()).unwrap_or_default()
+    common::topic_messages(&s.addr, topic)
 }
 
 fn post(s: &Served, channel: &str, topic: &str, id: &str, text: &str) -> Value {
@@ -109,52 +109,18 @@ fn every_message_is_answered_once_from_the_awake_machine_through_a_kill_and_a_pa
             hook.deliveries().iter().filter_map(|d| d.body["message_id"].as_str().map(String::from)).collect();
         answered.len() == MESSAGES
     });
-    let deliveries = hook.deliveries();
-    let mut bodies_by_key: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
-    let mut texts_by_message: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
-    for d in &deliveries {
-        bodies_by_key.entry(&d.key).or_default().insert(d.body.to_string());
-        texts_by_message
-            .entry(d.body["message_id"].as_str().unwrap())
-            .or_default()
-            .insert(d.body["text"].as_str().unwrap());
-    }
-    for (key, bodies) in &bodies_by_key {
-        assert_eq!(bodies.len(), 1, "idempotency key {key} carried different bodies: {bodies:?}");
-    }
-    for (message, texts) in &texts_by_message {
-        assert_eq!(texts.len(), 1, "message {message} got different replies: {texts:?}");
-    }
-    assert_eq!(bodies_by_key.len(), MESSAGES, "one key per message");
-    for (topic, ids) in &order {
-        let mut first_seen: Vec<&str> = Vec::new();
-        for d in deliveries.iter().filter(|d| d.body["topic"] == topic.as_str()) {
-            let id = d.body["message_id"].as_str().unwrap();
-            if !first_seen.contains(&id) {
-                first_seen.push(id);
-            }
-        }
-        if first_seen != *ids {
-            let ledger: Vec<String> = ledger_of(&served[0], topic)
-                .iter()
-                .map(|m| {
-                    format!("{} at {} by {} epoch {}", m["message_id"], m["received_at"], m["received_by"], m["epoch"])
-                })
-                .collect();
-            let ids: Vec<String> =
-                h.iter().map(|home| std::fs::read_to_string(home.join("instance-id")).unwrap()).collect();
-            let sent: Vec<String> = deliveries
-                .iter()
-                .filter(|d| d.body["topic"] == topic.as_str())
-                .map(|d| format!("{} epoch {} by {}", d.body["message_id"], d.body["epoch"], d.body["machine"]))
-                .collect();
-            panic!(
-                "replies in {topic} left out of message order: {first_seen:?}\n\
-                 killed, paused {killed_and_paused:?}, machines {ids:?}\n{ledger:#?}\n{sent:#?}"
-            );
-        }
-    }
-    println!("re-sends under the same key: {}", deliveries.len() - bodies_by_key.len());
+    let re_sends = common::one_reply_each_in_order(&hook.deliveries(), &order, &BTreeSet::new(), |topic| {
+        let ledger: Vec<String> = ledger_of(&served[0], topic)
+            .iter()
+            .map(|m| {
+                format!("{} at {} by {} epoch {}", m["message_id"], m["received_at"], m["received_by"], m["epoch"])
+            })
+            .collect();
+        let ids: Vec<String> =
+            h.iter().map(|home| std::fs::read_to_string(home.join("instance-id")).unwrap()).collect();
+        format!("killed, paused {killed_and_paused:?}, machines {ids:?}\n{ledger:#?}")
+    });
+    println!("re-sends under the same key: {re_sends}");
 
     let settled = |s: &Served, topic: &str| {
         topic_view(s, topic).into_iter().map(|(id, stage, reply, _)| (id, stage, reply)).collect::<Vec<_>>()

@@ -203,11 +203,17 @@ fn one_awake(lan: &Lan, names: &[&str], limit: Duration) -> String {
     eventually("one machine awake, and all agreeing which", limit, || {
         let leases: Vec<Value> =
             names.iter().map(|name| status(lan.host(name))["gateway"]["health"]["lease"].clone()).collect();
-        let awake: Vec<usize> = (0..names.len()).filter(|i| leases[*i]["role"] == "awake").collect();
-        let [holder] = awake.as_slice() else { return None };
-        let id = leases[*holder]["holder"]["id"].clone();
-        leases.iter().all(|l| l["holder"]["id"] == id).then(|| names[*holder].to_string())
+        agreed_holder(names, &leases)
     })
+}
+
+/// The one of `names` awake by `leases` (theirs, in order), if exactly one
+/// is and every one of them names it holder.
+fn agreed_holder(names: &[&str], leases: &[Value]) -> Option<String> {
+    let awake: Vec<usize> = (0..names.len()).filter(|i| leases[*i]["role"] == "awake").collect();
+    let [holder] = awake.as_slice() else { return None };
+    let id = leases[*holder]["holder"]["id"].clone();
+    leases.iter().all(|l| l["holder"]["id"] == id).then(|| names[*holder].to_string())
 }
 
 /// The chain's Roost ID as `roost whoami` on `host` shows it.
@@ -256,8 +262,7 @@ fn serve(lan: &Lan, names: &[&str]) -> Vec<Child> {
 /// Waits until every machine lists the three as voters, one of them awake.
 fn three_voters(lan: &Lan) {
     eventually("three voters and one of them awake, on every machine", Duration::from_secs(30), || {
-        lan.hosts()
-            .iter()
+        running_roost(lan)
             .all(|host| {
                 let roles: Vec<String> =
                     machines(host).iter().map(|m| m["role"].as_str().unwrap_or_default().to_string()).collect();
@@ -269,10 +274,15 @@ fn three_voters(lan: &Lan) {
     });
 }
 
+/// The machines of `lan` with an instance of Roost.
+fn running_roost(lan: &Lan) -> impl Iterator<Item = &Host> {
+    lan.hosts().iter().filter(|host| instance_home(host).exists())
+}
+
 /// Every term of every machine as the holder, and none overlapping.
 fn assert_one_holder_at_a_time(lan: &Lan) -> Vec<events::Term> {
     let mut terms = Vec::new();
-    for host in lan.hosts() {
+    for host in running_roost(lan) {
         terms.extend(events::terms(&events::read(&instance_home(host)).unwrap(), None));
     }
     if let Some((a, b)) = events::overlap(&terms) {
@@ -927,4 +937,292 @@ fn the_agent_answers_from_whichever_machine_is_awake_across_three_machines() {
             (conversation(lan.host(name), "plans") == expected).then_some(())
         });
     }
+}
+
+/// Where `host`'s gateway listens on the Lan (`roost serve --bind 0.0.0.0:7151`).
+fn gateway_of(host: &Host) -> String {
+    format!("{}:7151", host.addr)
+}
+
+/// Waits until exactly one of `names` is awake, each of them answering
+/// `/health` to `desk` and naming it holder; returns its name.
+fn awake_seen_from(desk: &Host, lan: &Lan, names: &[&str]) -> String {
+    let gateways: Vec<String> = names.iter().map(|name| gateway_of(lan.host(name))).collect();
+    eventually_showing("one machine awake, seen from the desk", Duration::from_secs(30), || {
+        let asked = gateways.clone();
+        let leases: Vec<Value> = desk.inside(move || {
+            asked.iter().map(|at| common::get_json(at, "/health").map_or(Value::Null, |h| h["lease"].clone())).collect()
+        });
+        agreed_holder(names, &leases).ok_or_else(|| {
+            let roles: Vec<String> = names.iter().zip(&leases).map(|(n, l)| format!("{n}: {}", l["role"])).collect();
+            roles.join(", ")
+        })
+    })
+}
+
+/// The messages a driver posted, each topic's ids in the order posted; those
+/// a machine took while it was out of touch with the others; and how many
+/// posts a machine did not take (down, stopped), so the driver tried the
+/// next.
+#[derive(Default)]
+struct Posted {
+    order: std::collections::BTreeMap<String, Vec<String>>,
+    late: std::collections::BTreeSet<String>,
+    tried_again: usize,
+}
+
+/// Which machine (an index into the driver's posters) is out of touch with
+/// the others, from the moment a fault begins until its sessions are up
+/// again and it has sent what it took meanwhile: what it takes in until
+/// then reaches the awake machine late.
+type OutOfTouch = std::sync::Arc<std::sync::Mutex<Option<usize>>>;
+
+/// Waits until `name`, asked from `desk`, has a live replication session
+/// with each of its `peers` and holds nothing they lack.
+fn in_touch(desk: &Host, lan: &Lan, name: &str, peers: usize) {
+    let at = gateway_of(lan.host(name));
+    eventually_showing(&format!("{name} in touch with the others again"), Duration::from_secs(60), || {
+        let asked = at.clone();
+        let health = desk.inside(move || common::get_json(&asked, "/health")).unwrap_or(Value::Null);
+        let sessions = health["sync"]["peers"].as_array().cloned().unwrap_or_default();
+        let live = sessions.iter().filter(|p| !p["address"].is_null() && p["ahead"] == 0).count();
+        (live == peers).then_some(()).ok_or_else(|| format!("{live} live sessions with nothing to send"))
+    });
+}
+
+/// A request for a [`local_poster`]: the message, and where to say how the
+/// POST went.
+type PostJob = (Value, std::sync::mpsc::Sender<Result<(u16, Value), String>>);
+
+/// A thread in `host`'s network posting each message it is given to the
+/// gateway there over loopback, as a channel's bridge running on that
+/// machine would (a loopback caller needs no token), each POST bounded by
+/// two seconds.
+fn local_poster(host: &Host) -> std::sync::mpsc::Sender<PostJob> {
+    let (jobs, queue) = std::sync::mpsc::channel::<PostJob>();
+    host.thread(move || {
+        for (body, outcome) in queue {
+            let posted =
+                common::try_post_json("127.0.0.1:7151", "/api/v1/agent/messages", &body, Duration::from_secs(2));
+            let _ = outcome.send(posted);
+        }
+    });
+    jobs
+}
+
+/// Posts `messages` webhook messages over `topics` topics, each to a machine
+/// picked at random among `posters` (the next one when that one does not
+/// take it), `pace` apart.
+fn post_messages(
+    posters: &[std::sync::mpsc::Sender<PostJob>],
+    out_of_touch: &OutOfTouch,
+    messages: usize,
+    topics: usize,
+    pace: Duration,
+    seed: u64,
+) -> Posted {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut posted = Posted::default();
+    for n in 0..messages {
+        let topic = format!("topic-{}", rng.random_range(0..topics));
+        let id = format!("m{n}");
+        let body = serde_json::json!({
+            "channel": "webhook", "topic": topic, "message_id": id, "sender": "ann", "text": format!("message {n}"),
+        });
+        let mut at = rng.random_range(0..posters.len());
+        let started = Instant::now();
+        loop {
+            let late = *out_of_touch.lock().unwrap() == Some(at);
+            let (said, outcome) = std::sync::mpsc::channel();
+            posters[at].send((body.clone(), said)).expect("the poster thread");
+            match outcome.recv().expect("the poster's answer") {
+                Ok((202, _)) => {
+                    if late {
+                        posted.late.insert(id.clone());
+                    }
+                    break;
+                }
+                outcome => {
+                    assert!(
+                        started.elapsed() < Duration::from_secs(60),
+                        "no machine took {id} in a minute: {outcome:?}"
+                    );
+                    posted.tried_again += 1;
+                    at = (at + 1) % posters.len();
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+        }
+        posted.order.entry(topic).or_default().push(id);
+        std::thread::sleep(pace);
+    }
+    posted
+}
+
+/// One machine's terms as the holder from its role log, a term left open by
+/// a kill -9 ending at that kill (`deaths`, in order).
+fn terms_through_kills(log: &[events::Event], deaths: &[Duration]) -> Vec<events::Term> {
+    let mut terms = Vec::new();
+    let mut rest = log;
+    for death in deaths {
+        let lived = rest.iter().take_while(|e| e.at <= *death).count();
+        terms.extend(events::terms(&rest[..lived], Some(*death)));
+        rest = &rest[lived..];
+    }
+    terms.extend(events::terms(rest, None));
+    terms
+}
+
+/// (message id, stage, reply) of each message of `topic` as `host`'s
+/// gateway lists it to a caller on that machine.
+fn ledger_on(host: &Host, topic: &str) -> Vec<(String, String, String)> {
+    let topic = topic.to_string();
+    host.inside(move || {
+        common::topic_messages("127.0.0.1:7151", &topic)
+            .iter()
+            .map(|m| {
+                let text = |k: &str| m[k].as_str().unwrap_or_default().to_string();
+                (text("message_id"), text("stage"), text("reply"))
+            })
+            .collect()
+    })
+}
+
+/// The agent under faults on three machines of a Lan: a fourth machine runs
+/// the webhook receiver; a bridge on each machine posts messages over 20
+/// topics to its own gateway, the machine picked at random for each message,
+/// standbys included (a machine cut off still takes them), while the awake
+/// machine is in turn killed with -9 (and started again), stopped with
+/// SIGSTOP past its lease, and cut off by its cable coming out, a fault
+/// every few seconds, until every message is posted. Then every message has
+/// one distinct reply, no idempotency key carries two bodies, each topic's
+/// replies arrive in message order (but for messages a machine took while
+/// out of touch with the awake one, answered when they reach it), every
+/// machine holds the same ledger, and no two machines were ever awake at
+/// once. `ROOST_AGENT_CHAOS_MESSAGES`
+/// (default 300) sets how many messages; README's figures come from 2,000.
+#[test]
+fn every_message_is_answered_once_while_the_awake_machine_is_killed_stopped_and_cut_off() {
+    if !root_or_skip("every_message_is_answered_once_while_the_awake_machine_is_killed_stopped_and_cut_off") {
+        return;
+    }
+    const TOPICS: usize = 20;
+    const TTL: Duration = Duration::from_secs(2);
+    let messages: usize = std::env::var("ROOST_AGENT_CHAOS_MESSAGES").ok().and_then(|n| n.parse().ok()).unwrap_or(300);
+    let mut lan = Lan::new(&MACHINES);
+    lan.add("desk");
+    let desk = lan.host("desk").clone();
+    let listener = desk.inside(|| std::net::TcpListener::bind("0.0.0.0:0").expect("a port on the desk"));
+    let hook = common::Webhook::listening(listener, &desk.hostname);
+    for name in MACHINES {
+        let host = lan.host(name);
+        succeeded(host.roost(&["init", "--name", &host.hostname]));
+        common::configure(&instance_home(host), "ttl_ms", &TTL.as_millis().to_string());
+        common::configure_agent(&instance_home(host), &format!("[agent.webhook]\nurl = \"{}\"", hook.url));
+    }
+    let mut gateways = serve(&lan, &MACHINES);
+    join(&lan, "laptop", "home");
+    join(&lan, "vps", "home");
+    three_voters(&lan);
+
+    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    eprintln!("posting {messages} messages, topics and machines picked by seed {seed}");
+    let posters: Vec<_> = MACHINES.iter().map(|name| local_poster(lan.host(name))).collect();
+    let out_of_touch = OutOfTouch::default();
+    let marked = out_of_touch.clone();
+    let driver =
+        std::thread::spawn(move || post_messages(&posters, &marked, messages, TOPICS, Duration::from_millis(60), seed));
+    let mut faults: Vec<String> = Vec::new();
+    let mut kills: Vec<(usize, Duration)> = Vec::new();
+    while faults.len() < 3 || !driver.is_finished() {
+        std::thread::sleep(Duration::from_secs(2));
+        let holder = awake_seen_from(&desk, &lan, &MACHINES);
+        let at = MACHINES.iter().position(|name| *name == holder).unwrap();
+        *out_of_touch.lock().unwrap() = Some(at);
+        let fault = match faults.len() % 3 {
+            0 => {
+                gateways[at].kill().unwrap();
+                gateways[at].wait().unwrap();
+                kills.push((at, clock::now()));
+                let others: Vec<&str> = MACHINES.into_iter().filter(|name| *name != holder).collect();
+                awake_seen_from(&desk, &lan, &others);
+                gateways[at] = serve(&lan, &[holder.as_str()]).remove(0);
+                "killed with -9"
+            }
+            1 => {
+                common::signal(&gateways[at], "STOP");
+                std::thread::sleep(3 * TTL);
+                common::signal(&gateways[at], "CONT");
+                "stopped for three TTLs"
+            }
+            _ => {
+                lan.cut(&holder);
+                std::thread::sleep(3 * TTL);
+                lan.heal(&holder);
+                "cut off for three TTLs"
+            }
+        };
+        in_touch(&desk, &lan, &holder, MACHINES.len() - 1);
+        std::thread::sleep(Duration::from_secs(1));
+        *out_of_touch.lock().unwrap() = None;
+        faults.push(format!("{holder} {fault}"));
+    }
+    let posted = driver.join().expect("the driver");
+    eprintln!(
+        "faults: {faults:?}; {} posts went to another machine; {} messages taken out of touch",
+        posted.tried_again,
+        posted.late.len()
+    );
+
+    let answered = || -> std::collections::BTreeSet<String> {
+        hook.deliveries().iter().filter_map(|d| d.body["message_id"].as_str().map(String::from)).collect()
+    };
+    eventually_showing("a reply to every message at the webhook", Duration::from_secs(120), || {
+        let n = answered().len();
+        (n == messages).then_some(()).ok_or_else(|| format!("{n} of {messages} answered"))
+    });
+    let re_sends = common::one_reply_each_in_order(&hook.deliveries(), &posted.order, &posted.late, |topic| {
+        let topic_owned = topic.to_string();
+        let ledger: Vec<String> = lan.host("home").inside(move || {
+            common::topic_messages("127.0.0.1:7151", &topic_owned)
+                .iter()
+                .map(|m| {
+                    format!(
+                        "{} at {} by {} replied by {} epoch {}",
+                        m["message_id"], m["received_at"], m["received_by"], m["replied_by"], m["epoch"]
+                    )
+                })
+                .collect()
+        });
+        let roles: Vec<String> = MACHINES
+            .iter()
+            .flat_map(|name| events::read(&instance_home(lan.host(name))).unwrap())
+            .map(|e| format!("{:.3} {} {} {:?} {:?}", e.at.as_secs_f64(), e.node, e.event, e.epoch, e.reason))
+            .collect();
+        format!("late: {:?}\n{topic} on home: {ledger:#?}\nroles: {roles:#?}", posted.late)
+    });
+    eventually_showing("every machine holding the same ledger, every reply sent", REPLICATION, || {
+        for (topic, ids) in &posted.order {
+            let ledgers: Vec<_> = MACHINES.iter().map(|name| ledger_on(lan.host(name), topic)).collect();
+            let settled = ledgers[0].len() == ids.len() && ledgers[0].iter().all(|(_, stage, _)| stage == "sent");
+            if !settled || ledgers.iter().any(|l| *l != ledgers[0]) {
+                return Err(format!("{topic}: {ledgers:?}"));
+            }
+        }
+        Ok(())
+    });
+    let mut terms = Vec::new();
+    for (at, name) in MACHINES.iter().enumerate() {
+        let deaths: Vec<Duration> = kills.iter().filter(|(k, _)| *k == at).map(|(_, when)| *when).collect();
+        terms.extend(terms_through_kills(&events::read(&instance_home(lan.host(name))).unwrap(), &deaths));
+    }
+    if let Some((a, b)) = events::overlap(&terms) {
+        panic!("two machines awake at once: {a:?} and {b:?}");
+    }
+    eprintln!(
+        "{messages} messages, {} deliveries, {re_sends} re-sends under the same key; {} terms as holder",
+        hook.deliveries().len(),
+        terms.len()
+    );
 }

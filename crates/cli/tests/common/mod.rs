@@ -52,13 +52,7 @@ impl Served {
     /// GET `path` on this gateway and parse the JSON body (plain HTTP/1.0,
     /// bounded), or None when it does not answer.
     pub fn get(&self, path: &str) -> Option<Value> {
-        use std::io::{Read, Write};
-        let mut stream = std::net::TcpStream::connect(&self.addr).ok()?;
-        stream.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
-        write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response).ok()?;
-        serde_json::from_str(response.split("\r\n\r\n").nth(1)?).ok()
+        get_json(&self.addr, path)
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -79,6 +73,38 @@ impl Drop for Served {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// GET `path` at `addr` (IP:port) and parse the JSON body (plain HTTP/1.0,
+/// bounded), or None when nothing answers in time.
+pub fn get_json(addr: &str, path: &str) -> Option<Value> {
+    let (_, answer) = exchange(addr, &format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n"), HTTP_LIMIT).ok()?;
+    (!answer.is_null()).then_some(answer)
+}
+
+/// How long [`get_json`] and [`try_post_json`] wait to connect, and then
+/// for the answer.
+const HTTP_LIMIT: Duration = Duration::from_secs(3);
+
+/// Sends one HTTP/1.0 `request` to `addr` and reads the answer until the
+/// server closes: its status and its body parsed as JSON (null if it is
+/// not), or what went wrong, within `limit` for the connection and again
+/// for the answer.
+fn exchange(addr: &str, request: &str, limit: Duration) -> Result<(u16, Value), String> {
+    use std::io::{Read, Write};
+    let at: std::net::SocketAddr = addr.parse().map_err(|e| format!("{addr}: {e}"))?;
+    let mut stream =
+        std::net::TcpStream::connect_timeout(&at, limit).map_err(|e| format!("connecting to {addr}: {e}"))?;
+    stream
+        .set_read_timeout(Some(limit))
+        .and_then(|()| stream.set_write_timeout(Some(limit)))
+        .map_err(|e| e.to_string())?;
+    stream.write_all(request.as_bytes()).map_err(|e| format!("sending to {addr}: {e}"))?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).map_err(|e| format!("reading from {addr}: {e}"))?;
+    let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let answer = response.split("\r\n\r\n").nth(1).and_then(|b| serde_json::from_str(b).ok()).unwrap_or(Value::Null);
+    Ok((status, answer))
 }
 
 pub fn signal(child: &Child, name: &str) {
@@ -277,8 +303,12 @@ pub struct Webhook {
 
 impl Webhook {
     pub fn start() -> Webhook {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        Webhook::listening(std::net::TcpListener::bind("127.0.0.1:0").unwrap(), "127.0.0.1")
+    }
+
+    /// A receiver on `listener`, which the machines reach as `host`.
+    pub fn listening(listener: std::net::TcpListener, host: &str) -> Webhook {
+        let url = format!("http://{host}:{}/hook", listener.local_addr().unwrap().port());
         let deliveries = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let failing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (kept, fail) = (deliveries.clone(), failing.clone());
@@ -350,6 +380,68 @@ fn serve_hook(
             return;
         }
     }
+}
+
+/// Checks what a [`Webhook`] received against the messages posted, each
+/// topic's message ids in the order they were posted: every message has one
+/// key and one reply text, no key carried two different bodies, and each
+/// topic's replies first arrived in message order, leaving out the `late`
+/// messages (taken by a machine out of touch with the awake one, so
+/// answered whenever they reach it); `explain(topic)` adds to the panic when
+/// not. Returns the re-sends: deliveries beyond one per key.
+pub fn one_reply_each_in_order(
+    deliveries: &[Delivery],
+    order: &std::collections::BTreeMap<String, Vec<String>>,
+    late: &std::collections::BTreeSet<String>,
+    explain: impl Fn(&str) -> String,
+) -> usize {
+    use std::collections::{BTreeMap, BTreeSet};
+    let mut bodies_by_key: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
+    let mut texts_by_message: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for d in deliveries {
+        bodies_by_key.entry(&d.key).or_default().insert(d.body.to_string());
+        texts_by_message
+            .entry(d.body["message_id"].as_str().unwrap_or_default())
+            .or_default()
+            .insert(d.body["text"].as_str().unwrap_or_default());
+    }
+    for (key, bodies) in &bodies_by_key {
+        assert_eq!(bodies.len(), 1, "idempotency key {key} carried different bodies: {bodies:?}");
+    }
+    for (message, texts) in &texts_by_message {
+        assert_eq!(texts.len(), 1, "message {message} got different replies: {texts:?}");
+    }
+    let messages: usize = order.values().map(Vec::len).sum();
+    assert_eq!(texts_by_message.len(), messages, "a reply to every message posted, and to nothing else");
+    assert_eq!(bodies_by_key.len(), messages, "one key per message");
+    for (topic, ids) in order {
+        let in_topic: Vec<&Delivery> = deliveries.iter().filter(|d| d.body["topic"] == topic.as_str()).collect();
+        let mut first_seen: Vec<&str> = Vec::new();
+        for d in &in_topic {
+            let id = d.body["message_id"].as_str().unwrap_or_default();
+            if !first_seen.contains(&id) && !late.contains(id) {
+                first_seen.push(id);
+            }
+        }
+        let in_order: Vec<&String> = ids.iter().filter(|id| !late.contains(*id)).collect();
+        if first_seen != in_order {
+            let sent: Vec<String> = in_topic
+                .iter()
+                .map(|d| format!("{} epoch {} by {}", d.body["message_id"], d.body["epoch"], d.body["machine"]))
+                .collect();
+            panic!("replies in {topic} left out of message order: {first_seen:?}\n{}\n{sent:#?}", explain(topic));
+        }
+    }
+    deliveries.len() - bodies_by_key.len()
+}
+
+/// The messages of `topic` as the gateway at `addr` lists them, each with
+/// its stage, reply and the machine that replied; empty while it does not
+/// answer.
+pub fn topic_messages(addr: &str, topic: &str) -> Vec<Value> {
+    get_json(addr, &format!("/api/v1/agent/topics/{topic}"))
+        .and_then(|v| v["messages"].as_array().cloned())
+        .unwrap_or_default()
 }
 
 /// A message a [`FakeTelegram`] bot sent.
@@ -505,21 +597,18 @@ pub fn configure_agent(home: &Path, section: &str) {
 /// POSTs `body` as JSON to `url` (plain HTTP/1.0, bounded); the status and
 /// the parsed answer.
 pub fn post_json(addr: &str, path: &str, body: &Value) -> (u16, Value) {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    try_post_json(addr, path, body, Duration::from_secs(10)).unwrap_or_else(|e| panic!("POST {path}: {e}"))
+}
+
+/// [`post_json`], saying what went wrong instead of panicking, within
+/// `limit` to connect and again for the answer.
+pub fn try_post_json(addr: &str, path: &str, body: &Value, limit: Duration) -> Result<(u16, Value), String> {
     let body = body.to_string();
-    write!(
-        stream,
-        "POST {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+    let request = format!(
+        "POST {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let answer = response.split("\r\n\r\n").nth(1).and_then(|b| serde_json::from_str(b).ok()).unwrap_or(Value::Null);
-    (status, answer)
+    );
+    exchange(addr, &request, limit)
 }
 
 /// The lease part of a machine's `/health`, or null while it does not answer.

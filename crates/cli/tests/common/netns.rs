@@ -115,6 +115,29 @@ impl Host {
             .spawn()
             .unwrap_or_else(|e| panic!("starting roost {args:?} on {}: {e}", self.name))
     }
+
+    /// Runs `work` on a thread of the test process moved into this machine's
+    /// network namespace, so the test can listen and connect as a program on
+    /// this machine would (files and names stay the test's: use addresses).
+    /// Sockets made there stay there when handed to other threads.
+    pub fn thread<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> std::thread::JoinHandle<T> {
+        use std::os::fd::AsFd;
+        let (path, name) = (Path::new("/run/netns").join(&self.namespace), self.name.clone());
+        std::thread::spawn(move || {
+            let namespace = std::fs::File::open(&path).unwrap_or_else(|e| panic!("opening {}: {e}", path.display()));
+            rustix::thread::move_into_link_name_space(
+                namespace.as_fd(),
+                Some(rustix::thread::LinkNameSpaceType::Network),
+            )
+            .unwrap_or_else(|e| panic!("entering the network of {name}: {e}"));
+            work()
+        })
+    }
+
+    /// [`Host::thread`], waiting for what `work` returns.
+    pub fn inside<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> T {
+        self.thread(work).join().unwrap_or_else(|_| panic!("work inside {} panicked", self.name))
+    }
 }
 
 fn roost_bin() -> &'static str {
