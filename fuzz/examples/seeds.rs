@@ -137,7 +137,7 @@ fn main() {
         Lease::Reject { req: 3, why: Refusal::Reserved { successor: JOINER.into() } },
         Lease::Release { req: 4, ballot: ballot.clone(), successor: Some(JOINER.into()) },
         Lease::Released { req: 4, ballot },
-        Lease::Heartbeat { claim: Some(7), eligible: true, witness: false, leaving: false },
+        Lease::Heartbeat { claim: Some(7), eligible: true, witness: false, leaving: false, able: true },
         Lease::Incompatible { version: 9 },
         Lease::HandoffAsk { epoch: 7 },
         Lease::HandoffBegin { epoch: 7, head: heads.clone() },

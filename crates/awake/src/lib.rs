@@ -115,6 +115,7 @@ enum Command {
     Wakeup { force: bool, reply: CommandReply },
     Leave { reply: CommandReply },
     HandOver { why: String, reply: CommandReply },
+    Able(bool),
     Stop { done: oneshot::Sender<()> },
 }
 
@@ -285,6 +286,13 @@ impl AwakeService {
         self.command(|reply| Command::HandOver { why, reply }).await
     }
 
+    /// Tells the others whether this machine could do the agent's work now
+    /// (reach its channels), so a holder that cannot hands the role to one
+    /// that can. Waits only for room in the loop's queue.
+    pub async fn set_able(&self, able: bool) {
+        let _ = self.shared.commands.send(Command::Able(able)).await;
+    }
+
     async fn command(&self, make: impl FnOnce(CommandReply) -> Command) -> Result<Settled, CommandError> {
         let (reply, answer) = oneshot::channel();
         self.shared.commands.send(make(reply)).await.map_err(|_| CommandError::Stopped)?;
@@ -359,6 +367,7 @@ impl Setup {
                     witness: p.witness,
                     eligible: p.eligible,
                     leaving: p.leaving,
+                    able: p.able,
                     live: p.live,
                 })
                 .collect(),
@@ -516,6 +525,7 @@ impl Driver {
                         let _ = done.send(());
                         return;
                     }
+                    Command::Able(able) => Input::Able(able),
                     command => match self.admit(command) {
                         Some(input) => input,
                         None => continue,
@@ -577,7 +587,7 @@ impl Driver {
             Command::Wakeup { force, reply } => (Input::Wakeup { force }, reply, None),
             Command::Leave { reply } => (Input::Leave, reply, None),
             Command::HandOver { why, reply } => (Input::HandOver, reply, Some(why)),
-            Command::Stop { .. } => unreachable!("the loop handles a stop itself"),
+            Command::Stop { .. } | Command::Able(_) => unreachable!("the loop handles these itself"),
         };
         // A command whose caller stopped waiting no longer holds the loop.
         if self.pending.as_ref().is_some_and(|pending| !pending.is_closed()) {

@@ -143,6 +143,8 @@ pub struct PeerSeen {
     pub witness: bool,
     pub eligible: bool,
     pub leaving: bool,
+    /// Said it could do the agent's work (reach its channels).
+    pub able: bool,
     /// Heard within a TTL.
     pub live: bool,
 }

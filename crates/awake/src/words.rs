@@ -54,7 +54,8 @@ pub fn handoff_failure(why: &HandoffFailure) -> String {
                                       (or take the role with --force when the others are really down)"
             .into(),
         HandoffFailure::NoStandby => {
-            "no eligible standby is reachable to take the role; this machine stays awake".into()
+            "no eligible standby that can do the agent's work is reachable to take the role; this machine stays awake"
+                .into()
         }
         HandoffFailure::NotHolder => "this machine does not hold the role".into(),
         HandoffFailure::NotRemoved => "no awake machine removed this one from the voters in time, so it stays one \

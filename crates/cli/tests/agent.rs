@@ -272,11 +272,12 @@ fn a_telegram_bot_is_answered_from_the_awake_machine_alone_through_kills_of_the_
     assert_eq!(status, 400, "{answer}");
 }
 
-/// Item 7, liveness: the awake machine cannot reach the webhook (its own
-/// setting points nowhere) while the others can. With a message waiting
-/// and nothing done for `stuck_after_ms`, it hands the role to a standby,
-/// says why in its role log and its status, and stays eligible; the standby
-/// sends the reply it committed, under the same key.
+/// Item 7, liveness: the awake machine a and the standby b cannot reach the
+/// webhook (their settings point nowhere) while c can, and each says so to
+/// the others. With a message waiting and nothing done for
+/// `stuck_after_ms`, a hands the role to c, the standby that can, says why
+/// in its role log and its status, and stays eligible; c sends the reply a
+/// committed, under the same key.
 #[test]
 fn a_holder_that_cannot_deliver_hands_the_role_to_a_standby_that_can() {
     let hook = Webhook::start();
@@ -292,7 +293,7 @@ fn a_holder_that_cannot_deliver_hands_the_role_to_a_standby_that_can() {
         |homes| {
             for (i, home) in homes.iter().enumerate() {
                 configure(home, "ttl_ms", "2000");
-                let url = if i == 0 { &nowhere } else { &hook.url };
+                let url = if i < 2 { &nowhere } else { &hook.url };
                 let agent = format!(
                     "[agent]\nhandler_timeout_ms = 1000\nstuck_after_ms = 2000\n[agent.webhook]\nurl = \"{url}\""
                 );
@@ -306,12 +307,18 @@ fn a_holder_that_cannot_deliver_hands_the_role_to_a_standby_that_can() {
         succeeded(roost(&h[0], &["wakeup"]));
     }
     assert_eq!(holder(&served.iter().collect::<Vec<_>>()), 0);
+    until("a hearing that b cannot reach the webhook and c can", || {
+        let peers = lease(&served[0])["peers"].as_array().cloned().unwrap_or_default();
+        let able = |name: &str| peers.iter().find(|p| p["name"] == name).map(|p| p["able"] == true);
+        able("b") == Some(false) && able("c") == Some(true)
+    });
     let posted = std::time::Instant::now();
     post(&served[0], "webhook", "support", "m1", "is anyone there?");
     until("the reply at the webhook", || !hook.deliveries().is_empty());
     let took = posted.elapsed();
     let next = holder(&served.iter().collect::<Vec<_>>());
-    assert_ne!(next, 0, "a standby holds the role");
+    assert_eq!(next, 2, "the standby that reaches the webhook holds the role");
+    assert_eq!(served[1].get("/health").unwrap()["agent"]["reaches_channels"], false);
     eprintln!("the reply arrived {:.1} s after the message, from the machine that took the role", took.as_secs_f64());
 
     let events = std::fs::read_to_string(h[0].join("lease-events.jsonl")).unwrap();

@@ -52,5 +52,6 @@ pub use view::{View, ViewId};
 /// the role runs the agent (its ledger rules, outbox and channels), so a
 /// change to either is a new version. Machines on another version are not
 /// eligible to take the role and say so in their status. Version 3: the
-/// agent's ledger and fenced outbox.
-pub const PROTOCOL_VERSION: u16 = 3;
+/// agent's ledger and fenced outbox; 4: heartbeats say whether a machine
+/// could do the agent's work now.
+pub const PROTOCOL_VERSION: u16 = 4;

@@ -53,13 +53,16 @@ pub enum Message {
     },
     /// Sent to every peer each renewal period: the round this node claims to
     /// hold (if awake), whether it could take the role, whether it is a
-    /// witness, and whether it is leaving the chain (the holder then removes
-    /// it from the voters).
+    /// witness, whether it is leaving the chain (the holder then removes it
+    /// from the voters), and whether it could do the role's work now (reach
+    /// the agent's channels): a holder that cannot hands the role to one that
+    /// can.
     Heartbeat {
         claim: Option<u64>,
         eligible: bool,
         witness: bool,
         leaving: bool,
+        able: bool,
     },
     /// The receiver speaks another protocol version.
     Incompatible {
@@ -275,8 +278,8 @@ impl Message {
                 w.u8(7).i64(*req as i64);
                 write_ballot(w, ballot);
             }
-            Message::Heartbeat { claim, eligible, witness, leaving } => {
-                w.u8(8).i64(claim.map_or(-1, |c| c as i64)).bool(*eligible).bool(*witness).bool(*leaving);
+            Message::Heartbeat { claim, eligible, witness, leaving, able } => {
+                w.u8(8).i64(claim.map_or(-1, |c| c as i64)).bool(*eligible).bool(*witness).bool(*leaving).bool(*able);
             }
             Message::Incompatible { version } => {
                 w.u8(9).i64(i64::from(*version));
@@ -338,6 +341,7 @@ impl Message {
                 eligible: r.bool()?,
                 witness: r.bool()?,
                 leaving: r.bool()?,
+                able: r.bool()?,
             },
             9 => Message::Incompatible {
                 version: u16::try_from(n).map_err(|_| WireError("lease message: bad version".into()))?,
@@ -384,8 +388,8 @@ mod tests {
             Message::Reject { req: 3, why: Refusal::Reserved { successor: "c".into() } },
             Message::Release { req: 4, ballot: ballot.clone(), successor: None },
             Message::Released { req: 4, ballot },
-            Message::Heartbeat { claim: Some(7), eligible: true, witness: false, leaving: true },
-            Message::Heartbeat { claim: None, eligible: false, witness: true, leaving: false },
+            Message::Heartbeat { claim: Some(7), eligible: true, witness: false, leaving: true, able: false },
+            Message::Heartbeat { claim: None, eligible: false, witness: true, leaving: false, able: true },
             Message::Incompatible { version: 9 },
             Message::HandoffBegin { epoch: 7, head: heads.clone() },
             Message::HandoffAck { epoch: 7, head: heads },

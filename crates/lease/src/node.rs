@@ -77,8 +77,13 @@ pub enum Input {
     /// `roost leave`: hand the role off (if held) and stop taking it.
     Leave,
     /// The holder cannot do the role's work (its agent is stuck): hand the
-    /// role to a live standby and stay eligible.
+    /// role to a live standby that can and stay eligible.
     HandOver,
+    /// Whether this machine could do the role's work now (its agent reaches
+    /// its channels); told to every peer in heartbeats. It stays eligible
+    /// either way: with the holder gone, a machine that can only record
+    /// messages is better than none.
+    Able(bool),
     /// The machine is shutting down: a holder stops acting and releases its
     /// lease, so another machine takes it at once rather than after the TTL.
     Stop,
@@ -195,6 +200,7 @@ struct Peer {
     eligible: bool,
     witness: bool,
     leaving: bool,
+    able: bool,
 }
 
 /// A machine this node has heard from, as its status shows it.
@@ -204,6 +210,8 @@ pub struct PeerSeen {
     pub witness: bool,
     pub eligible: bool,
     pub leaving: bool,
+    /// Said it could do the role's work.
+    pub able: bool,
     /// Heard within a TTL.
     pub live: bool,
 }
@@ -373,6 +381,8 @@ pub struct Node {
     free_since: Option<Duration>,
     log_caught_up: bool,
     left: bool,
+    /// What [`Input::Able`] last said.
+    able: bool,
     /// A leave waiting for the holder to remove this machine, until then.
     leaving: Option<Duration>,
     /// The highest epoch this machine has held.
@@ -416,6 +426,7 @@ impl Node {
             free_since: None,
             log_caught_up: false,
             left: false,
+            able: true,
             leaving: None,
             held: 0,
             unstored: false,
@@ -533,6 +544,11 @@ impl Node {
             Input::Wakeup { force } => self.wakeup(force, now),
             Input::Leave => self.leave(now),
             Input::HandOver => self.hand_over(now),
+            Input::Able(able) => {
+                if std::mem::replace(&mut self.able, able) != able {
+                    self.announce(now);
+                }
+            }
             Input::Stop => self.stop(now),
             Input::Members { active, revoked } => {
                 self.active = active.into_iter().collect();
@@ -932,6 +948,7 @@ impl Node {
             eligible: self.eligible(),
             witness: self.config.witness,
             leaving: self.left,
+            able: self.able,
         };
         for peer in self.peers() {
             self.send(&peer, heartbeat.clone());
@@ -1069,8 +1086,8 @@ impl Node {
             Message::Accepted { req, ballot } => self.on_accepted(from, req, &ballot, now),
             Message::Reject { req, why } => self.on_reject(from, req, why, now),
             Message::Released { req, .. } => self.on_released(from, req, now),
-            Message::Heartbeat { claim, eligible, witness, leaving } => {
-                let peer = Peer { heard: now, claim, eligible, witness, leaving };
+            Message::Heartbeat { claim, eligible, witness, leaving, able } => {
+                let peer = Peer { heard: now, claim, eligible, witness, leaving, able };
                 self.on_heartbeat(from, peer, now)
             }
             Message::Incompatible { version } => {
@@ -1389,7 +1406,7 @@ impl Node {
         let Role::Awake(_) = &self.role else {
             return self.start_leaving(now);
         };
-        match self.live_standby(now) {
+        match self.live_standby(now, false) {
             Some(target) => self.begin_outgoing(&target, Purpose::Leave, now),
             None => self.actions.push(Action::HandoffFailed { reason: HandoffFailure::NoStandby }),
         }
@@ -1402,20 +1419,23 @@ impl Node {
         if holding.outgoing.is_some() {
             return self.actions.push(Action::HandoffFailed { reason: HandoffFailure::Yielding });
         }
-        match self.live_standby(now) {
+        match self.live_standby(now, true) {
             Some(target) => self.begin_outgoing(&target, Purpose::HandOver, now),
             None => self.actions.push(Action::HandoffFailed { reason: HandoffFailure::NoStandby }),
         }
     }
 
-    /// The eligible standby heard from most recently, within a TTL, that
-    /// speaks this protocol.
-    fn live_standby(&self, now: Duration) -> Option<NodeId> {
+    /// The eligible standby heard from within a TTL that speaks this
+    /// protocol: one that says it can do the role's work before one that
+    /// does not (only such a one when `able_only`), then the one heard from
+    /// most recently.
+    fn live_standby(&self, now: Duration, able_only: bool) -> Option<NodeId> {
         let ttl = self.config.tenure.ttl;
         self.peers
             .iter()
             .filter(|(id, p)| p.eligible && now < p.heard + ttl && !self.incompatible.contains_key(*id))
-            .max_by_key(|(_, p)| p.heard)
+            .filter(|(_, p)| p.able || !able_only)
+            .max_by_key(|(_, p)| (p.able, p.heard))
             .map(|(id, _)| id.clone())
     }
 
@@ -1571,6 +1591,7 @@ impl Node {
                     witness: p.witness,
                     eligible: p.eligible,
                     leaving: p.leaving,
+                    able: p.able,
                     live: now < p.heard + ttl,
                 })
                 .collect(),

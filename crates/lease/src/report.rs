@@ -86,8 +86,8 @@ pub enum HandoffFailure {
     Yielding,
     /// A wakeup on a machine not admitted as a voter.
     NotAVoter,
-    /// A leave or hand-over with no eligible standby in reach: the holder
-    /// stays awake.
+    /// A leave with no eligible standby in reach, or a hand-over with none
+    /// that can do the role's work: the holder stays awake.
     NoStandby,
     /// A hand-over asked of a machine that does not hold the role.
     NotHolder,

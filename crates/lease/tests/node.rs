@@ -498,3 +498,32 @@ fn a_holder_that_cannot_work_hands_the_role_over_and_stays_eligible() {
     assert!(refused(&alone, 0, HandoffFailure::NoStandby));
     assert_eq!(alone.holder(), Some(0));
 }
+
+/// A hand-over goes to a standby that says it can do the role's work, never
+/// to one that says it cannot; with none that can, the holder keeps the role.
+#[test]
+fn a_holder_hands_the_role_only_to_a_standby_that_can_work() {
+    let mut net = Net::new(&["a", "b", "c"], None);
+    net.run(Duration::from_secs(2));
+    let holder = net.holder().unwrap();
+    let (cannot, can) = ((holder + 1) % 3, (holder + 2) % 3);
+    net.input(cannot, Input::Able(false));
+    net.run(Duration::from_secs(1));
+    assert!(
+        net.nodes[holder].status(net.now).peers.iter().any(|p| p.id == net.nodes[cannot].me() && !p.able),
+        "the holder heard which standby cannot work"
+    );
+    net.input(holder, Input::HandOver);
+    net.run(Duration::from_secs(2));
+    assert_eq!(net.holder(), Some(can), "the role went to the standby that can work");
+
+    net.input(holder, Input::Able(false));
+    net.run(Duration::from_secs(1));
+    net.input(can, Input::HandOver);
+    net.run(Duration::from_secs(2));
+    let refused = net.log.iter().any(|(i, a)| {
+        *i == can && matches!(a, Action::HandoffFailed { reason } if *reason == HandoffFailure::NoStandby)
+    });
+    assert!(refused, "no standby that can work: the hand-over is refused");
+    assert_eq!(net.holder(), Some(can), "and the holder keeps the role");
+}

@@ -14,6 +14,7 @@
 //! replies are POSTed to `[agent.webhook] url`; Telegram is polled by the
 //! awake machine ([`telegram`]); `cli` replies are read from the ledger.
 
+mod reach;
 mod telegram;
 
 use std::collections::HashSet;
@@ -71,6 +72,11 @@ pub struct AgentStatus {
     pub last_sent_ms_ago: Option<u64>,
     /// The last thing that went wrong here, in one line.
     pub last_error: Option<String>,
+    /// Whether this machine reaches the endpoints its replies go to (none
+    /// until first tried, or when there are none): a holder that cannot
+    /// work hands the role only to a machine that does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reaches_channels: Option<bool>,
     /// The Telegram channel, when a bot is configured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub telegram: Option<ChannelStatus>,
@@ -159,6 +165,11 @@ impl AgentService {
         let tasks = Tasks::new();
         if context.telegram.is_some() {
             tasks.spawn(telegram::poll(context.clone()));
+        }
+        let bot_api = config.telegram.token.is_some().then_some(config.telegram.api_url.as_str());
+        let endpoints = reach::endpoints(config.webhook.url.as_deref().into_iter().chain(bot_api));
+        if !endpoints.is_empty() {
+            tasks.spawn(reach::watch(context.clone(), endpoints));
         }
         tasks.spawn(run(context, limits, tasks.clone()));
         AgentService { shared, tasks }

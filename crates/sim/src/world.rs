@@ -1329,6 +1329,13 @@ impl World {
                 self.schedule(lasting, Event::Calm(id));
             }
             7 if self.rng.chance(250_000) => {
+                // A machine's channels go out of reach or come back: the
+                // role is handed over only to one that says it can work.
+                if let Some(&n) = running.get(self.rng.below(running.len().max(1) as u64) as usize) {
+                    let able = self.rng.chance(500_000);
+                    note!(self, n, "says it {} do the agent's work", if able { "can" } else { "cannot" });
+                    self.input(n, Input::Able(able))?;
+                }
                 // The holder's agent is stuck: it hands the role over.
                 if let Some(n) = holder.filter(|h| running.contains(h)) {
                     note!(self, n, "hands the role over");
