@@ -110,12 +110,7 @@ fn every_message_is_answered_once_from_the_awake_machine_through_a_kill_and_a_pa
         answered.len() == MESSAGES
     });
     let re_sends = common::one_reply_each_in_order(&hook.deliveries(), &order, &BTreeSet::new(), |topic| {
-        let ledger: Vec<String> = ledger_of(&served[0], topic)
-            .iter()
-            .map(|m| {
-                format!("{} at {} by {} epoch {}", m["message_id"], m["received_at"], m["received_by"], m["epoch"])
-            })
-            .collect();
+        let ledger = common::ledger_lines(&served[0].addr, topic);
         let ids: Vec<String> =
             h.iter().map(|home| std::fs::read_to_string(home.join("instance-id")).unwrap()).collect();
         format!("killed, paused {killed_and_paused:?}, machines {ids:?}\n{ledger:#?}")
@@ -213,21 +208,7 @@ fn a_telegram_bot_is_answered_from_the_awake_machine_alone_through_kills_of_the_
             }
         }
         if &first_seen != ids {
-            let ledger: Vec<String> = ledger_of(&served[0], &chat.to_string())
-                .iter()
-                .map(|m| {
-                    let field = |k: &str| m[k].to_string();
-                    format!(
-                        "{} received {} by {}, {} at epoch {} by {}",
-                        field("message_id"),
-                        field("received_at"),
-                        field("received_by"),
-                        field("stage"),
-                        field("epoch"),
-                        field("replied_by")
-                    )
-                })
-                .collect();
+            let ledger = common::ledger_lines(&served[0].addr, &chat.to_string());
             panic!("replies in chat {chat} left out of message order: {first_seen:?}\n{ledger:#?}");
         }
     }
@@ -392,13 +373,7 @@ fn sent_in(s: &Served, chat: i64) -> Vec<(i64, i64)> {
 
 /// (message id, stage, reply, replied by) of each message of `topic`.
 fn topic_view(s: &Served, name: &str) -> Vec<(String, String, String, String)> {
-    ledger_of(s, name)
-        .iter()
-        .map(|m| {
-            let text = |k: &str| m[k].as_str().unwrap_or_default().to_string();
-            (text("message_id"), text("stage"), text("reply"), text("replied_by"))
-        })
-        .collect()
+    common::topic_view(&s.addr, name)
 }
 
 /// `roost agent say` on a standby: the awake machine runs the handler, a

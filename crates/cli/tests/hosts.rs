@@ -947,12 +947,8 @@ fn gateway_of(host: &Host) -> String {
 /// Waits until exactly one of `names` is awake, each of them answering
 /// `/health` to `desk` and naming it holder; returns its name.
 fn awake_seen_from(desk: &Host, lan: &Lan, names: &[&str]) -> String {
-    let gateways: Vec<String> = names.iter().map(|name| gateway_of(lan.host(name))).collect();
     eventually_showing("one machine awake, seen from the desk", Duration::from_secs(30), || {
-        let asked = gateways.clone();
-        let leases: Vec<Value> = desk.inside(move || {
-            asked.iter().map(|at| common::get_json(at, "/health").map_or(Value::Null, |h| h["lease"].clone())).collect()
-        });
+        let leases: Vec<Value> = names.iter().map(|name| health_seen_from(desk, lan, name)["lease"].clone()).collect();
         agreed_holder(names, &leases).ok_or_else(|| {
             let roles: Vec<String> = names.iter().zip(&leases).map(|(n, l)| format!("{n}: {}", l["role"])).collect();
             roles.join(", ")
@@ -980,10 +976,8 @@ type OutOfTouch = std::sync::Arc<std::sync::Mutex<Option<usize>>>;
 /// Waits until `name`, asked from `desk`, has a live replication session
 /// with each of its `peers` and holds nothing they lack.
 fn in_touch(desk: &Host, lan: &Lan, name: &str, peers: usize) {
-    let at = gateway_of(lan.host(name));
     eventually_showing(&format!("{name} in touch with the others again"), Duration::from_secs(60), || {
-        let asked = at.clone();
-        let health = desk.inside(move || common::get_json(&asked, "/health")).unwrap_or(Value::Null);
+        let health = health_seen_from(desk, lan, name);
         let sessions = health["sync"]["peers"].as_array().cloned().unwrap_or_default();
         let live = sessions.iter().filter(|p| !p["address"].is_null() && p["ahead"] == 0).count();
         (live == peers).then_some(()).ok_or_else(|| format!("{live} live sessions with nothing to send"))
@@ -1079,14 +1073,18 @@ fn terms_through_kills(log: &[events::Event], deaths: &[Duration]) -> Vec<events
 fn ledger_on(host: &Host, topic: &str) -> Vec<(String, String, String)> {
     let topic = topic.to_string();
     host.inside(move || {
-        common::topic_messages("127.0.0.1:7151", &topic)
-            .iter()
-            .map(|m| {
-                let text = |k: &str| m[k].as_str().unwrap_or_default().to_string();
-                (text("message_id"), text("stage"), text("reply"))
-            })
+        common::topic_view("127.0.0.1:7151", &topic)
+            .into_iter()
+            .map(|(id, stage, reply, _)| (id, stage, reply))
             .collect()
     })
+}
+
+/// What `name`'s `/health` says to a caller on `desk`; null while it does
+/// not answer.
+fn health_seen_from(desk: &Host, lan: &Lan, name: &str) -> Value {
+    let at = gateway_of(lan.host(name));
+    desk.inside(move || common::get_json(&at, "/health")).unwrap_or(Value::Null)
 }
 
 /// The agent under faults on three machines of a Lan: a fourth machine runs
@@ -1100,8 +1098,8 @@ fn ledger_on(host: &Host, topic: &str) -> Vec<(String, String, String)> {
 /// replies arrive in message order (but for messages a machine took while
 /// out of touch with the awake one, answered when they reach it), every
 /// machine holds the same ledger, and no two machines were ever awake at
-/// once. `ROOST_AGENT_CHAOS_MESSAGES`
-/// (default 300) sets how many messages; README's figures come from 2,000.
+/// once. `ROOST_AGENT_CHAOS_MESSAGES` (default 300) sets how many messages;
+/// README's figures come from 2,000.
 #[test]
 fn every_message_is_answered_once_while_the_awake_machine_is_killed_stopped_and_cut_off() {
     if !root_or_skip("every_message_is_answered_once_while_the_awake_machine_is_killed_stopped_and_cut_off") {
@@ -1183,24 +1181,14 @@ fn every_message_is_answered_once_while_the_awake_machine_is_killed_stopped_and_
         (n == messages).then_some(()).ok_or_else(|| format!("{n} of {messages} answered"))
     });
     let re_sends = common::one_reply_each_in_order(&hook.deliveries(), &posted.order, &posted.late, |topic| {
-        let topic_owned = topic.to_string();
-        let ledger: Vec<String> = lan.host("home").inside(move || {
-            common::topic_messages("127.0.0.1:7151", &topic_owned)
-                .iter()
-                .map(|m| {
-                    format!(
-                        "{} at {} by {} replied by {} epoch {}",
-                        m["message_id"], m["received_at"], m["received_by"], m["replied_by"], m["epoch"]
-                    )
-                })
-                .collect()
-        });
+        let topic = topic.to_string();
+        let ledger = lan.host("home").inside(move || common::ledger_lines("127.0.0.1:7151", &topic));
         let roles: Vec<String> = MACHINES
             .iter()
             .flat_map(|name| events::read(&instance_home(lan.host(name))).unwrap())
             .map(|e| format!("{:.3} {} {} {:?} {:?}", e.at.as_secs_f64(), e.node, e.event, e.epoch, e.reason))
             .collect();
-        format!("late: {:?}\n{topic} on home: {ledger:#?}\nroles: {roles:#?}", posted.late)
+        format!("late: {:?}\non home: {ledger:#?}\nroles: {roles:#?}", posted.late)
     });
     eventually_showing("every machine holding the same ledger, every reply sent", REPLICATION, || {
         for (topic, ids) in &posted.order {

@@ -444,6 +444,39 @@ pub fn topic_messages(addr: &str, topic: &str) -> Vec<Value> {
         .unwrap_or_default()
 }
 
+/// (message id, stage, reply, replied by) of each message of `topic` at
+/// the gateway at `addr`.
+pub fn topic_view(addr: &str, topic: &str) -> Vec<(String, String, String, String)> {
+    topic_messages(addr, topic)
+        .iter()
+        .map(|m| {
+            let text = |k: &str| m[k].as_str().unwrap_or_default().to_string();
+            (text("message_id"), text("stage"), text("reply"), text("replied_by"))
+        })
+        .collect()
+}
+
+/// Each message of `topic` at the gateway at `addr` in one line: who
+/// received it when, its stage, and the epoch and machine of its reply; for
+/// a test's panic.
+pub fn ledger_lines(addr: &str, topic: &str) -> Vec<String> {
+    topic_messages(addr, topic)
+        .iter()
+        .map(|m| {
+            let field = |k: &str| m[k].to_string();
+            format!(
+                "{} received {} by {}, {} at epoch {} by {}",
+                field("message_id"),
+                field("received_at"),
+                field("received_by"),
+                field("stage"),
+                field("epoch"),
+                field("replied_by")
+            )
+        })
+        .collect()
+}
+
 /// A message a [`FakeTelegram`] bot sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BotSent {
