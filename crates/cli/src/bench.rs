@@ -1,6 +1,7 @@
-//! `roost bench store`: write-door rate, FTS search latency, MCP round trip
-//! and idle memory of `roost serve`, each run on a fresh temporary instance
-//! filled with synthetic memories. Reports every run and the medians.
+//! `roost bench store`: write-door rate, FTS search latency, MCP round trip,
+//! memories stored over stdio MCP one per call and in batches, and idle
+//! memory of `roost serve`, each run on a fresh temporary instance filled
+//! with synthetic memories. Reports every run and the medians.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -11,7 +12,7 @@ use anyhow::Context;
 use clap::Subcommand;
 use rmcp::ServiceExt;
 use rmcp::model::{CallToolRequestParams, ClientConfig};
-use rmcp::transport::StreamableHttpClientTransport;
+use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
 use serde_json::{Map, Value, json};
 
 use crate::out::{self, note, say};
@@ -114,6 +115,8 @@ struct RunResult {
     search_p99_ms: f64,
     mcp_search_p50_ms: f64,
     mcp_search_p99_ms: f64,
+    stdio_store_single_per_sec: f64,
+    stdio_store_batch_per_sec: f64,
     idle_rss_mib: f64,
 }
 
@@ -158,6 +161,8 @@ pub fn run(command: BenchCommand) -> anyhow::Result<()> {
             "search_p99_ms": median(|r| r.search_p99_ms),
             "mcp_search_p50_ms": median(|r| r.mcp_search_p50_ms),
             "mcp_search_p99_ms": median(|r| r.mcp_search_p99_ms),
+            "stdio_store_single_per_sec": median(|r| r.stdio_store_single_per_sec).round(),
+            "stdio_store_batch_per_sec": median(|r| r.stdio_store_batch_per_sec).round(),
             "idle_rss_mib": median(|r| r.idle_rss_mib),
         },
         "targets": {"search_p50_ms": "< 5", "idle_rss_mib": "< 20"},
@@ -177,6 +182,12 @@ pub fn run(command: BenchCommand) -> anyhow::Result<()> {
             "  MCP search (HTTP)  p50 {:.3} ms, p99 {:.3} ms",
             num(&m["mcp_search_p50_ms"]),
             num(&m["mcp_search_p99_ms"])
+        )?;
+        let (single, batch) = (num(&m["stdio_store_single_per_sec"]), num(&m["stdio_store_batch_per_sec"]));
+        say!(
+            "  MCP store (stdio)  {single} memories/s one per call, {batch} memories/s in batches of {}   ({:.1}x)",
+            roost_mcp::catalog::MAX_BATCH,
+            batch / single
         )?;
         say!("  idle RSS of serve  {:.1} MiB   (target < 20 MiB)", num(&m["idle_rss_mib"]))?;
     }
@@ -222,6 +233,11 @@ fn one_run(memories: usize, searches: usize, mcp_calls: usize, seed: u64) -> any
         .build()?
         .block_on(mcp_round_trips(store.clone(), instance, &queries[..mcp_calls]))?;
     drop(store);
+    let (stdio_store_single_per_sec, stdio_store_batch_per_sec) = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?
+        .block_on(stdio_store_rates(&home, mcp_calls))?;
 
     let idle_rss_mib = idle_rss(&home)?;
     Ok(RunResult {
@@ -230,6 +246,8 @@ fn one_run(memories: usize, searches: usize, mcp_calls: usize, seed: u64) -> any
         search_p99_ms: percentile_ms(&mut search_times, 0.99),
         mcp_search_p50_ms: percentile_ms(&mut mcp_times.clone(), 0.50),
         mcp_search_p99_ms: percentile_ms(&mut mcp_times.clone(), 0.99),
+        stdio_store_single_per_sec,
+        stdio_store_batch_per_sec,
         idle_rss_mib,
     })
 }
@@ -262,6 +280,35 @@ async fn mcp_round_trips(
     let _ = stop.send(());
     server.await??;
     Ok(times)
+}
+
+/// Memories per second stored through `roost mcp` on `home`, as a client
+/// that launches it sees them: `calls` calls of `roost_store_memory`, then as
+/// many memories by `roost_store_memories` in full batches (at least one).
+async fn stdio_store_rates(home: &std::path::Path, calls: usize) -> anyhow::Result<(f64, f64)> {
+    let mut command = tokio::process::Command::new(std::env::current_exe()?);
+    command.arg("--home").arg(home).arg("mcp").env("RUST_LOG", "warn");
+    let client = ClientConfig::default().serve(TokioChildProcess::new(command)?).await.context("starting roost mcp")?;
+    let memory = |i: usize| json!({"content": format!("stdio memory {i} about the garden"), "importance": 1 + i % 10});
+    let started = Instant::now();
+    for i in 0..calls {
+        let args = memory(i).as_object().cloned().unwrap_or_default();
+        let result = client.call_tool(CallToolRequestParams::new("roost_store_memory").with_arguments(args)).await?;
+        anyhow::ensure!(result.is_error != Some(true), "store failed over stdio: {result:?}");
+    }
+    let single = calls as f64 / started.elapsed().as_secs_f64();
+    let batch = roost_mcp::catalog::MAX_BATCH;
+    let batches = calls.div_ceil(batch).max(1);
+    let started = Instant::now();
+    for b in 0..batches {
+        let memories: Vec<Value> = (b * batch..(b + 1) * batch).map(memory).collect();
+        let args = json!({"memories": memories}).as_object().cloned().unwrap_or_default();
+        let result = client.call_tool(CallToolRequestParams::new("roost_store_memories").with_arguments(args)).await?;
+        anyhow::ensure!(result.is_error != Some(true), "batch store failed over stdio: {result:?}");
+    }
+    let batched = (batches * batch) as f64 / started.elapsed().as_secs_f64();
+    client.cancel().await?;
+    Ok((single, batched))
 }
 
 /// Starts `roost serve` on `home`, waits until it listens and settles, and

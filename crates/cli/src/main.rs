@@ -12,9 +12,11 @@ mod bench_federation;
 mod bench_netns;
 mod bench_sync;
 mod conflicts;
+mod crow;
 mod federate;
 mod http;
 mod identity;
+mod import;
 mod lease;
 mod machines;
 mod memory;
@@ -105,6 +107,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Bring in data from elsewhere: a Crow database, or memories as JSON lines. Running it again adds nothing.
+    #[command(subcommand)]
+    Import(import::ImportCommand),
     /// Export or import the chain's identity seed.
     #[command(subcommand)]
     Identity(identity::IdentityCommand),
@@ -221,6 +226,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Search(args) => memory::run(&Instance::open(&home)?, memory::MemoryCommand::Search(args)),
         Command::Whoami { json } => identity::whoami(&Instance::open(&home)?, json),
         Command::Identity(command) => identity::run(&home, command),
+        Command::Import(command) => import::run(&Instance::open(&home)?, command),
         Command::Pair { no_wait } => pair::pair(&home, !no_wait),
         Command::Join { url, code, name, yes, force } => {
             pair::join(&home, pair::JoinOptions { url, code, name, yes, force })

@@ -72,6 +72,10 @@ impl<'a> Session<'a> {
     }
 }
 
+fn batch_of(n: usize) -> Vec<Value> {
+    (0..n).map(|i| json!({"content": format!("fact {i}")})).collect()
+}
+
 fn id(v: &Value) -> String {
     v["id"].as_str().expect("row has an id").to_string()
 }
@@ -84,8 +88,8 @@ async fn exercise_every_tool(client: &Client, gateway_runs: bool) {
     let tools = client.list_all_tools().await.unwrap();
     assert_eq!(
         tools.len(),
-        43,
-        "7 memory tools, 5 tools for each of 6 other tables, 2 for sync conflicts, 2 federated, 2 of the agent"
+        44,
+        "8 memory tools, 5 tools for each of 6 other tables, 2 for sync conflicts, 2 federated, 2 of the agent"
     );
     for tool in &tools {
         assert!(tool.description.as_ref().is_some_and(|d| d.len() > 40), "{} needs a real description", tool.name);
@@ -197,6 +201,26 @@ async fn exercise_every_tool(client: &Client, gateway_runs: bool) {
     assert_eq!(stats["deleted"], json!(1));
     assert_eq!(stats["by_category"]["preference"], json!(1));
     assert_eq!(stats["by_project"]["Roost"], json!(1));
+
+    // Many memories in one call: one change record each, all or none.
+    s.called.insert("roost_store_memories".into());
+    let batch: Vec<Value> =
+        (0..500).map(|i| json!({"content": format!("batch fact {i}"), "category": "batch"})).collect();
+    let stored = common::ok(client, "roost_store_memories", json!({"memories": batch})).await;
+    assert_eq!(stored["count"], json!(500));
+    assert_eq!(stored["items"][499]["content"], json!("batch fact 499"), "stored in order");
+    s.expect_changes(500, "roost_store_memories of 500").await;
+    let mut too_many = batch_of(501);
+    s.refused("roost_store_memories", json!({"memories": too_many.clone()}), "give 1 to 500 per call").await;
+    too_many.truncate(3);
+    too_many[1] = json!({"content": "x", "importance": 11});
+    s.refused("roost_store_memories", json!({"memories": too_many}), "memory 2 of 3: field `importance`").await;
+    s.refused("roost_store_memories", json!({"memories": []}), "give 1 to 500 per call").await;
+    let batch_hits = s.read("roost_list_memories", json!({"category": "batch", "limit": 500})).await;
+    assert_eq!(batch_hits["count"], json!(500));
+    for hit in batch_hits["items"].as_array().unwrap() {
+        s.write("roost_delete_memory", json!({"id": id(hit)})).await;
+    }
 
     // Bad arguments.
     s.refused("roost_store_memory", json!({"category": "x"}), "field `content`: is required").await;

@@ -8,10 +8,15 @@ use serde_json::{Map, Value, json};
 
 use roost_core::{Field, FieldKind, Table};
 
+/// Most memories one `roost_store_memories` call saves.
+pub const MAX_BATCH: usize = 500;
+
 /// What a tool does, independent of its name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
     Create(Table),
+    /// Save many memories in one call and one transaction.
+    StoreMemories,
     Get(Table),
     List(Table),
     Update(Table),
@@ -36,6 +41,7 @@ impl Action {
     pub fn all() -> Vec<Action> {
         let mut all = vec![
             Action::SearchMemories,
+            Action::StoreMemories,
             Action::SearchAll,
             Action::MemoryStats,
             Action::ListInstances,
@@ -62,6 +68,7 @@ impl Action {
         match self {
             Action::Create(Table::Memories) => "roost_store_memory".into(),
             Action::Create(t) => format!("roost_create_{}", t.singular()),
+            Action::StoreMemories => "roost_store_memories".into(),
             Action::Get(t) => format!("roost_get_{}", t.singular()),
             Action::List(t) => format!("roost_list_{}", t.name()),
             Action::Update(t) => format!("roost_update_{}", t.singular()),
@@ -119,6 +126,11 @@ impl Action {
                 recalled in later conversations. Keep one idea per memory and write it so it stands alone. Set importance \
                 (1-10) to how much it matters; use tags and project to group. Returns the stored memory with its id."
                 .into(),
+            Action::StoreMemories => format!(
+                "Save several memories at once (1 to {MAX_BATCH}), each as roost_store_memory takes it, in one \
+                transaction: all are stored or, if one is invalid, none (the error names it). Use it when saving \
+                many facts together: one call instead of one per memory. Returns the stored memories with their ids."
+            ),
             Action::SearchMemories => "Search memories by full text (SQLite FTS5, ranked by bm25, best first). Query syntax: \
                 plain words (all must match), \"exact phrase\", OR, NOT, prefix*. Optional filters: category, \
                 min_importance, project (id or name), tag. Each result has the memory, its score (higher is more relevant) and a \
@@ -198,6 +210,15 @@ impl Action {
                 }));
                 (props, vec!["id"])
             }
+            Action::StoreMemories => {
+                let Value::Object(mut memory) = Action::Create(Table::Memories).input_schema() else {
+                    unreachable!("schemas are objects")
+                };
+                memory.insert("description".into(), json!("One memory, as roost_store_memory takes it."));
+                let props = json!({"memories": {"type": "array", "minItems": 1, "maxItems": MAX_BATCH,
+                    "items": memory, "description": "The memories to save, in order."}});
+                (props.as_object().cloned().unwrap_or_default(), vec!["memories"])
+            }
             Action::Get(_) | Action::Delete(_) => (Map::from_iter([("id".to_string(), id)]), vec!["id"]),
             Action::List(t) => {
                 let mut props: Map<String, Value> =
@@ -262,6 +283,7 @@ impl Action {
         let words = |t: &str| t.replace('_', " ");
         match self {
             Action::Create(Table::Memories) => "Store memory".into(),
+            Action::StoreMemories => "Store memories".into(),
             Action::Create(t) => format!("Create {}", words(t.singular())),
             Action::Get(t) => format!("Get {}", words(t.singular())),
             Action::List(t) => format!("List {}", words(t.name())),
@@ -282,7 +304,7 @@ impl Action {
     /// as the first call left them: reads, updates and deletes do; a create
     /// makes another row.
     pub fn idempotent(self) -> bool {
-        !matches!(self, Action::Create(_))
+        !matches!(self, Action::Create(_) | Action::StoreMemories)
     }
 
     /// The JSON Schema of the tool's structured result, as [`crate::execute`]
@@ -293,6 +315,7 @@ impl Action {
             Action::Create(t) | Action::Update(t) => row_schema(t, false),
             Action::Get(t) => row_schema(t, t == Table::Memories),
             Action::List(t) => listing("items", row_schema(t, t == Table::Memories)),
+            Action::StoreMemories => listing("items", row_schema(Table::Memories, false)),
             Action::Delete(_) => object(json!({"deleted": string(), "table": string()}), &["deleted", "table"]),
             Action::SearchMemories => {
                 let hit = json!({"memory": row_schema(Table::Memories, false), "score": number(), "snippet": string()});

@@ -308,6 +308,11 @@ pub fn execute(store: &Store, action: Action, mut args: Map<String, Value>) -> R
     let err = |e: roost_store::StoreError| e.to_string();
     match action {
         Action::Create(table) => store.write(Mutation::Create { table, fields: args }).map(Value::Object).map_err(err),
+        Action::StoreMemories => {
+            let memories = batch_of_memories(args.remove("memories"))?;
+            let items = store.write_all(memories).map_err(err)?;
+            Ok(json!({"count": items.len(), "items": items}))
+        }
         Action::Get(table) => {
             let id = take_string(&mut args, "id")?.ok_or("argument `id` is required")?;
             let row = store.get(table, &id).map_err(err)?;
@@ -400,6 +405,34 @@ pub fn execute(store: &Store, action: Action, mut args: Map<String, Value>) -> R
             Ok(json!({"conflict": conflict, "row": row}))
         }
     }
+}
+
+/// The `memories` argument as creates, each checked first so that an error
+/// names the memory it is about.
+fn batch_of_memories(memories: Option<Value>) -> Result<Vec<Mutation>, String> {
+    let Some(Value::Array(memories)) = memories else {
+        return Err("argument `memories` is required: an array of memories, each as roost_store_memory takes it".into());
+    };
+    if memories.is_empty() || memories.len() > catalog::MAX_BATCH {
+        return Err(format!(
+            "argument `memories` holds {} memories; give 1 to {} per call",
+            memories.len(),
+            catalog::MAX_BATCH
+        ));
+    }
+    let count = memories.len();
+    memories
+        .into_iter()
+        .enumerate()
+        .map(|(i, memory)| {
+            let Value::Object(fields) = memory else {
+                return Err(format!("memory {} of {count} is not an object of fields; nothing was stored", i + 1));
+            };
+            roost_core::validate::validate_create(Table::Memories, &fields)
+                .map_err(|e| format!("memory {} of {count}: {e}; nothing was stored", i + 1))?;
+            Ok(Mutation::Create { table: Table::Memories, fields })
+        })
+        .collect()
 }
 
 fn take_string(args: &mut Map<String, Value>, name: &str) -> Result<Option<String>, String> {

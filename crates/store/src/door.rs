@@ -122,6 +122,31 @@ impl Store {
         written
     }
 
+    /// Creates rows brought in from elsewhere (another program's database, a
+    /// file), in order, in one transaction, each through the door as a
+    /// create. A row's id is named by its `source`, so importing the same
+    /// thing again, here or on another machine, finds the row already there
+    /// (or deleted since) and skips it. A row that fails validation or names
+    /// a taken unique value is skipped with the reason; nothing of it is
+    /// written, and the rest go ahead.
+    pub fn import(&self, rows: Vec<Imported>) -> Result<Vec<ImportOutcome>> {
+        let mut writer = self.writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let outcomes = writer.with_door_open(|conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let mut outcomes = Vec::with_capacity(rows.len());
+            for row in rows {
+                outcomes.push(import_one(&tx, &self.author, row)?);
+            }
+            tx.commit()?;
+            Ok(outcomes)
+        });
+        drop(writer);
+        if outcomes.as_ref().is_ok_and(|o| o.iter().any(|o| matches!(o, ImportOutcome::Added(_)))) {
+            self.committed();
+        }
+        outcomes
+    }
+
     /// Writes `value` under `key` as the holder of lease `epoch`: the
     /// [`Mutation::AgentState`] write, read back as agent state.
     pub fn write_agent_state(&self, key: &str, value: &str, epoch: u64) -> Result<AgentState> {
@@ -130,23 +155,80 @@ impl Store {
     }
 }
 
+/// A row to create from elsewhere: `source` names it there (a program, its
+/// database and the row's id), once and for all.
+#[derive(Debug, Clone)]
+pub struct Imported {
+    pub table: Table,
+    pub source: String,
+    pub fields: Map<String, Value>,
+}
+
+/// What [`Store::import`] did with one row.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ImportOutcome {
+    Added(Map<String, Value>),
+    /// Nothing was written; why, in one line.
+    Skipped(String),
+}
+
+fn import_one(tx: &Transaction, author: &Author, row: Imported) -> Result<ImportOutcome> {
+    if row.table.agent_owned() {
+        return Err(StoreError::AgentOwned(row.table.name()));
+    }
+    let named = RowId::named("import", &row.source);
+    match create_as(tx, author, row.table, &row.fields, Some(named)) {
+        Ok(Some(written)) => Ok(ImportOutcome::Added(written)),
+        Ok(None) if row.table.id_from_key() => Ok(ImportOutcome::Skipped(format!(
+            "this {} is already set here",
+            row.table.natural_key().map_or("row", |key| key.name)
+        ))),
+        Ok(None) => Ok(ImportOutcome::Skipped("already imported".into())),
+        // Each is found before anything of the row is written.
+        Err(e @ (StoreError::Invalid(_) | StoreError::Duplicate(_) | StoreError::NotFound { .. })) => {
+            Ok(ImportOutcome::Skipped(e.to_string()))
+        }
+        Err(e) => Err(e),
+    }
+}
+
 fn create(tx: &Transaction, author: &Author, table: Table, input: &Map<String, Value>) -> Result<Map<String, Value>> {
+    let written = create_as(tx, author, table, input, None)?;
+    Ok(written.expect("a create that is not an import always writes"))
+}
+
+/// Creates a row. An import names its row's id (unless the table's key
+/// does) and writes nothing when that row exists here, even deleted.
+fn create_as(
+    tx: &Transaction,
+    author: &Author,
+    table: Table,
+    input: &Map<String, Value>,
+    imported: Option<RowId>,
+) -> Result<Option<Map<String, Value>>> {
     let mut fields = validate::validate_create(table, input)?;
     resolve_project(tx, table, &mut fields)?;
+    let local = is_local(&fields);
+    let keyed = match (table.id_from_key(), table.natural_key()) {
+        // A local setting is a different row from a shared one of the same key.
+        (true, Some(key)) => Some(RowId::named(
+            if local { "settings/local" } else { table.name() },
+            fields[key.name].as_str().unwrap_or_default(),
+        )),
+        _ => None,
+    };
+    let is_import = imported.is_some();
+    let id = match keyed.or(imported) {
+        Some(id) => id,
+        None => RowId::v7(author.now_unix_ms(), rand::random()),
+    };
+    let previous = stored_vector(tx, table, &id)?;
+    if is_import && previous.is_some() {
+        return Ok(None);
+    }
     check_unique(tx, table, &fields, None)?;
     let now = author.now();
     validate::derive(table, &mut fields, &now);
-
-    let local = is_local(&fields);
-    let id = match (table.id_from_key(), table.natural_key()) {
-        // A local setting is a different row from a shared one of the same key.
-        (true, Some(key)) => RowId::named(
-            if local { "settings/local" } else { table.name() },
-            fields[key.name].as_str().unwrap_or_default(),
-        ),
-        _ => RowId::v7(author.now_unix_ms(), rand::random()),
-    };
-    let previous = stored_vector(tx, table, &id)?;
     let stamp = Stamp::next(tx, author, local, previous.as_deref())?;
     if previous.is_some() {
         // A name-based id whose row was deleted: the new row takes its place.
@@ -154,7 +236,7 @@ fn create(tx: &Transaction, author: &Author, table: Table, input: &Map<String, V
     } else {
         insert_fresh(tx, author, table, &id, &fields, &stamp, &now)?;
     }
-    finish(tx, author, table, Op::Insert, &id, &stamp, &now)
+    finish(tx, author, table, Op::Insert, &id, &stamp, &now).map(Some)
 }
 
 /// The stored version vector of row `id`, if the row exists.

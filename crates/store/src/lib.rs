@@ -32,7 +32,7 @@ use roost_core::ValidationError;
 
 pub use apply::Verdict;
 pub use conflicts::{Conflict, ConflictVersion, Keep, KeepError};
-pub use door::Mutation;
+pub use door::{ImportOutcome, Imported, Mutation};
 pub use fence::AgentState;
 pub use log::StoredChange;
 pub use query::{ListQuery, SearchHit, SearchQuery, Sort};
