@@ -29,8 +29,8 @@ use tokio::sync::{mpsc, oneshot};
 use roost_core::protocol::Heads;
 use roost_instance::Instance;
 use roost_lease::{
-    Action, Config, Effect, Envelope, ExternalAnswer, ExternalRequest, Grantor, Input, Node, NodeId, Shell, Tenure,
-    View,
+    Action, Config, Effect, Envelope, ExternalAnswer, ExternalRequest, Grantor, Input, Node, NodeId, Shell, Takeover,
+    Tenure, View,
 };
 use roost_store::{InstanceEntry, Store};
 use roost_sync::{PeerState, SyncService};
@@ -39,7 +39,7 @@ use roost_tasks::Tasks;
 pub use iroh::endpoint::Connection;
 pub use link::ALPN;
 pub use state::StateError;
-pub use status::{LeaseReport, LeaseStatus, Part};
+pub use status::{LeaseReport, LeaseStatus, Part, TakeoverSeen};
 
 use status::{AwakeRecord, Backend, Machine, PeerSeen, Role};
 
@@ -55,6 +55,8 @@ const CAUGHT_UP_EVERY: Duration = Duration::from_millis(200);
 pub const AWAKE_KEY: &str = "awake";
 /// A loop that has not turned for this long is reported stalled.
 const STALLED: Duration = Duration::from_secs(2);
+/// Takeovers of the role the status keeps.
+const KEPT_TAKEOVERS: usize = 10;
 
 #[derive(Debug, Error)]
 pub enum AwakeError {
@@ -241,6 +243,7 @@ impl AwakeService {
             etcd,
             grants: Arc::default(),
             fenced_to: 0,
+            takeovers: Vec::new(),
             tasks: tasks.clone(),
             releases: tasks.child(),
         };
@@ -383,6 +386,7 @@ impl Setup {
             // Measured when the status is read: `AwakeService::status`.
             loop_lag_ms: 0,
             ok: true,
+            takeovers: Vec::new(),
         }
     }
 }
@@ -471,6 +475,8 @@ struct Driver {
     grants: Arc<Mutex<HashMap<u64, roost_etcd::Grant>>>,
     /// The highest epoch handed to the store's fence.
     fenced_to: u64,
+    /// The last times this machine took the role, oldest first.
+    takeovers: Vec<TakeoverSeen>,
     /// Where the driver's own helper work runs (reads, writes, etcd calls).
     tasks: Tasks,
     /// etcd releases under way, which a stop waits for.
@@ -670,8 +676,9 @@ impl Driver {
                 Effect::Act(action) => action,
             };
             match action {
-                Action::Awake { epoch } => {
+                Action::Awake { epoch, how } => {
                     self.events.record(json!({"event": "awake", "epoch": epoch, "node": self.me}), now);
+                    self.took_role(epoch, how);
                     // A machine that knows no other voters is a chain of one
                     // only in its own eyes (its registry may be incomplete):
                     // it writes nothing that would meet another's at one epoch.
@@ -805,11 +812,35 @@ impl Driver {
         });
     }
 
+    /// Keeps the last takeovers for the status, and counts and times them.
+    fn took_role(&mut self, epoch: u64, how: Takeover) {
+        let (word, took) = match how {
+            Takeover::First => ("first", None),
+            Takeover::Failover { silent } => ("failover", Some(silent)),
+            Takeover::Handoff { took } => ("handoff", Some(took)),
+        };
+        let metrics = roost_metrics::metrics();
+        roost_metrics::count(&metrics.takeovers, &[("how", word)]);
+        if let Some(took) = took {
+            roost_metrics::time(&metrics.takeover_seconds, &[("how", word)], took);
+        }
+        if self.takeovers.len() == KEPT_TAKEOVERS {
+            self.takeovers.remove(0);
+        }
+        self.takeovers.push(TakeoverSeen {
+            epoch,
+            how: word.into(),
+            took_ms: took.map(|d| d.as_millis() as u64),
+            at_unix: roost_instance::unix_now().max(0) as u64,
+        });
+    }
+
     fn publish(&mut self, now: Duration) {
         self.fence_to(self.shell.node().highest_grant());
         self.lease_end = self.shell.node().lease_end();
-        let status =
+        let mut status =
             self.setup.describe(self.shell.node(), &self.names, self.shell.settled(), self.persister.failure(), now);
+        status.takeovers = self.takeovers.clone();
         let node = self.shell.node();
         let working = node.working().map(|(epoch, until)| Working { epoch, until, forced: node.forced() });
         *self.shared.snapshot.lock().expect("lease snapshot poisoned") = Snapshot { status, turned_at: now, working };

@@ -40,6 +40,22 @@ pub struct LeaseStatus {
     /// The loop turns and its votes can be stored: this machine can play its
     /// part in the role.
     pub ok: bool,
+    /// The last times this machine took the role, oldest first.
+    #[serde(default)]
+    pub takeovers: Vec<TakeoverSeen>,
+}
+
+/// One time this machine took the role.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TakeoverSeen {
+    pub epoch: u64,
+    /// `failover`, `handoff` or `first`.
+    pub how: String,
+    /// A failover from the last claim heard of the holder before, a handoff
+    /// from its start; none for the first.
+    pub took_ms: Option<u64>,
+    /// When, in seconds since the Unix epoch.
+    pub at_unix: u64,
 }
 
 /// `/api/v1/lease`: the status, and what the replicated log holds of the role.

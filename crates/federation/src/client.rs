@@ -249,6 +249,26 @@ impl Connections {
         args: Map<String, Value>,
         limit: Duration,
     ) -> Result<Value, CallError> {
+        let started = std::time::Instant::now();
+        let outcome = self.call_within(peer, tool, args, limit).await;
+        let word = match &outcome {
+            Ok(_) => "answered",
+            Err(CallError::TimedOut) => "timed_out",
+            Err(CallError::Unreachable(_)) => "unreachable",
+            Err(CallError::Refused(_)) => "refused",
+        };
+        let labels = [("peer", peer.id.as_str()), ("outcome", word)];
+        roost_metrics::time(&roost_metrics::metrics().federation_seconds, &labels, started.elapsed());
+        outcome
+    }
+
+    async fn call_within(
+        &self,
+        peer: &InstanceEntry,
+        tool: &str,
+        args: Map<String, Value>,
+        limit: Duration,
+    ) -> Result<Value, CallError> {
         let id = &peer.id;
         // The session a call timed out on is dropped: a peer that moved
         // or stalled leaves a connection that looks open and answers nothing.

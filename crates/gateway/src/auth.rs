@@ -25,8 +25,30 @@ fn refuse(status: StatusCode, reason: &str) -> Response {
     (status, Json(json!({"error": reason}))).into_response()
 }
 
-fn unauthorized(reason: &str) -> Response {
-    refuse(StatusCode::UNAUTHORIZED, reason)
+/// Refuses a request for its token (or the lack of one), counted under
+/// `kind`, a short fixed name for the reason.
+fn refuse_token(status: StatusCode, kind: &'static str, reason: &str) -> Response {
+    roost_metrics::count(&roost_metrics::metrics().token_refusals, &[("reason", kind)]);
+    refuse(status, reason)
+}
+
+fn unauthorized(kind: &'static str, reason: &str) -> Response {
+    refuse_token(StatusCode::UNAUTHORIZED, kind, reason)
+}
+
+/// A token error's short fixed name, for the refusal counter.
+fn kind_of(e: &TokenError) -> &'static str {
+    match e {
+        TokenError::Malformed(_) => "malformed",
+        TokenError::UnknownIssuer(_) => "unknown_issuer",
+        TokenError::RevokedIssuer(_) => "revoked",
+        TokenError::WrongAudience(_) => "wrong_audience",
+        TokenError::Expired => "expired",
+        TokenError::FromTheFuture => "from_the_future",
+        TokenError::TooLong => "too_long",
+        TokenError::BadSignature => "bad_signature",
+        TokenError::Replayed => "replayed",
+    }
 }
 
 /// Marks a request that came over the instance's Unix socket (mode 0600 in
@@ -53,7 +75,7 @@ pub(crate) async fn require_token(State(state): State<Arc<AppState>>, mut reques
         return next.run(request).await;
     }
     let Some(&ConnectInfo(peer)) = request.extensions().get::<ConnectInfo<SocketAddr>>() else {
-        return unauthorized("the caller's address is unknown");
+        return unauthorized("no_address", "the caller's address is unknown");
     };
     let bearer = request.headers().get(header::AUTHORIZATION).map(|v| v.to_str().unwrap_or("").to_string());
     let Some(value) = bearer else {
@@ -63,13 +85,13 @@ pub(crate) async fn require_token(State(state): State<Arc<AppState>>, mut reques
             return next.run(request).await;
         }
         tracing::warn!(%peer, "refused call: no token and not a loopback caller naming a loopback host");
-        return unauthorized("a machine token is required (Authorization: Bearer rt1...)");
+        return unauthorized("missing", "a machine token is required (Authorization: Bearer rt1...)");
     };
     // The scheme name is case-insensitive (RFC 9110).
     let (scheme, token) = value.split_at(value.find(' ').unwrap_or(value.len()));
     if !scheme.eq_ignore_ascii_case("bearer") {
         tracing::warn!(%peer, "refused call: Authorization is not a bearer token");
-        return unauthorized("Authorization must be a bearer token");
+        return unauthorized("not_bearer", "Authorization must be a bearer token");
     }
     match verify(&state, token.trim().to_string()).await {
         Ok(issuer) => {
@@ -77,9 +99,9 @@ pub(crate) async fn require_token(State(state): State<Arc<AppState>>, mut reques
             request.extensions_mut().insert(Caller::Machine { id: issuer });
             next.run(request).await
         }
-        Err((status, reason)) => {
+        Err((status, kind, reason)) => {
             tracing::warn!(%peer, %reason, "refused call");
-            refuse(status, &reason)
+            refuse_token(status, kind, &reason)
         }
     }
 }
@@ -98,10 +120,10 @@ fn names_loopback(host: &str) -> bool {
 /// Checks a token against the registry and the nonces already seen; returns
 /// the issuer's id, or the status and reason of the refusal: 403 for a
 /// revoked machine (known, and refused), 401 for anything not authenticated.
-async fn verify(state: &Arc<AppState>, token: String) -> Result<String, (StatusCode, String)> {
+async fn verify(state: &Arc<AppState>, token: String) -> Result<String, (StatusCode, &'static str, String)> {
     let refusal = |e: TokenError| match e {
-        TokenError::RevokedIssuer(_) => (StatusCode::FORBIDDEN, e.to_string()),
-        _ => (StatusCode::UNAUTHORIZED, e.to_string()),
+        TokenError::RevokedIssuer(_) => (StatusCode::FORBIDDEN, kind_of(&e), e.to_string()),
+        _ => (StatusCode::UNAUTHORIZED, kind_of(&e), e.to_string()),
     };
     let (claims, _) = roost_identity::Token::decode(&token).map_err(refusal)?;
     let issuer = claims.issuer.clone();
@@ -111,7 +133,7 @@ async fn verify(state: &Arc<AppState>, token: String) -> Result<String, (StatusC
         Err(e) => Err(e),
     })
     .await
-    .map_err(|e| (e.0, format!("cannot check the registry: {}", e.1)))?;
+    .map_err(|e| (e.0, "unchecked", format!("cannot check the registry: {}", e.1)))?;
     let lookup = |_: &str| {
         let Some(e) = &entry else { return Issuer::Unknown };
         let key = roost_instance::parse_key_hex(&e.signing_key)
@@ -129,7 +151,7 @@ async fn verify(state: &Arc<AppState>, token: String) -> Result<String, (StatusC
     let (nonce, expires_at) = (token.nonce, token.expires_at);
     let fresh = with_store(state, move |s| s.remember_token_nonce(&nonce, expires_at, now))
         .await
-        .map_err(|e| (e.0, format!("cannot record the token as used: {}", e.1)))?;
+        .map_err(|e| (e.0, "unchecked", format!("cannot record the token as used: {}", e.1)))?;
     if !fresh {
         return Err(refusal(TokenError::Replayed));
     }

@@ -11,6 +11,7 @@
 //!   and conflicts) and the pairing endpoints a joining machine talks to;
 //! - `/api/v1/lease`: the awake role as this machine sees it, and the
 //!   wakeup and leave commands (from this machine only);
+//! - `/metrics`: Prometheus metrics ([`metrics_api`]);
 //! - `/nest/...`: the Nest, a dashboard for a browser, behind its own
 //!   password login ([`nest`]).
 //!
@@ -36,6 +37,7 @@ mod lease_api;
 mod machines_api;
 mod mcp_http;
 mod mcp_quic;
+mod metrics_api;
 pub mod nest;
 mod pair;
 mod pair_quic;
@@ -217,6 +219,7 @@ impl Gateway {
             .merge(agent_api::routes(state.clone()))
             .merge(machines_api::routes(state.clone()))
             .merge(federation_api::routes(state.clone()))
+            .merge(metrics_api::routes(state.clone()))
             .merge(mcp)
             .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_token));
         api::public_routes(state.clone())

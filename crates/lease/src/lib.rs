@@ -42,7 +42,9 @@ mod view;
 pub use acceptor::{Acceptor, Durable};
 pub use ballot::{Ballot, NodeId};
 pub use message::{Envelope, MAX_VOTERS, Message, Refusal};
-pub use node::{Action, Config, ExternalAnswer, ExternalRequest, Grantor, Input, LeaseRole, Node, PeerSeen, Status};
+pub use node::{
+    Action, Config, ExternalAnswer, ExternalRequest, Grantor, Input, LeaseRole, Node, PeerSeen, Status, Takeover,
+};
 pub use report::{Abort, Failover, HandoffFailure, NotEligible, SleepReason, Stage};
 pub use shell::{Effect, Shell};
 pub use tenure::Tenure;

@@ -122,6 +122,7 @@ pub enum Action {
     /// Start acting as the agent, stamping effects with `epoch`.
     Awake {
         epoch: u64,
+        how: Takeover,
     },
     /// Stop acting now.
     Asleep {
@@ -329,12 +330,30 @@ struct HandoffIn {
     epoch: u64,
     stage: Stage,
     deadline: Duration,
+    /// When this machine first heard of the handoff.
+    since: Duration,
+}
+
+/// How a machine came to hold the role, as far as it can tell: for the
+/// operator's view of failovers and handoffs, never for a decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Takeover {
+    /// It had never heard another machine claim the role.
+    First,
+    /// It took the role after the last claim it heard from another machine
+    /// went `silent` that long before.
+    Failover { silent: Duration },
+    /// It was handed the role (a `roost wakeup`, or a holder leaving or
+    /// handing over), which `took` that long from the start.
+    Handoff { took: Duration },
 }
 
 /// A `roost wakeup` (or a handoff this machine was chosen for) waiting for
 /// this machine to become awake.
 #[derive(Debug, Clone)]
 struct Wakeup {
+    /// When the move began: the command, or the holder's first word of it.
+    since: Duration,
     deadline: Duration,
     /// The holder that refused to hand over, and why: it is not asked again
     /// within this wakeup, and its answer is reported if the wakeup fails.
@@ -391,6 +410,8 @@ pub struct Node {
     /// through the shell, which holds them until the state is stored.
     unstored: bool,
     handoff_in: Option<HandoffIn>,
+    /// When another machine's claim to the role was last heard.
+    claim_heard: Option<Duration>,
     wakeup: Option<Wakeup>,
     yielded: Option<Yielded>,
     loopback: VecDeque<(NodeId, Message)>,
@@ -431,6 +452,7 @@ impl Node {
             held: 0,
             unstored: false,
             handoff_in: None,
+            claim_heard: None,
             wakeup: None,
             yielded: None,
             loopback: VecDeque::new(),
@@ -933,8 +955,14 @@ impl Node {
         self.granted(epoch);
         self.role = Role::Awake(holding);
         self.free_since = None;
-        self.actions.push(Action::Awake { epoch });
-        if self.wakeup.take().is_some() {
+        let wakeup = self.wakeup.take();
+        let how = match (&wakeup, self.claim_heard) {
+            (Some(wakeup), _) => Takeover::Handoff { took: now.saturating_sub(wakeup.since) },
+            (None, Some(heard)) => Takeover::Failover { silent: now.saturating_sub(heard) },
+            (None, None) => Takeover::First,
+        };
+        self.actions.push(Action::Awake { epoch, how });
+        if wakeup.is_some() {
             self.actions.push(Action::HandoffDone { holder: Some(self.config.me.clone()), epoch });
         }
         self.announce(now);
@@ -1211,6 +1239,7 @@ impl Node {
         let claim = peer.claim;
         self.peers.insert(from.to_string(), peer);
         let Some(claimed) = claim else { return };
+        self.claim_heard = Some(now);
         self.granted(claimed);
         let Role::Awake(holding) = &self.role else { return };
         let mine = holding.ballot.round;
@@ -1372,7 +1401,7 @@ impl Node {
         } else if !self.is_voter(&self.config.me) {
             return self.actions.push(Action::HandoffFailed { reason: HandoffFailure::NotAVoter });
         }
-        self.wakeup = Some(Wakeup { deadline: now + self.config.handoff_timeout * 2, refusal: None });
+        self.wakeup = Some(Wakeup { since: now, deadline: now + self.config.handoff_timeout * 2, refusal: None });
         match self.believed_holder(now) {
             Some((holder, epoch)) if !force && holder != self.config.me => self.ask_for_handoff(&holder, epoch, now),
             _ => self.attempt(force, now),
@@ -1398,7 +1427,8 @@ impl Node {
 
     fn ask_for_handoff(&mut self, holder: &str, epoch: u64, now: Duration) {
         let deadline = now + self.config.handoff_timeout;
-        self.handoff_in = Some(HandoffIn { holder: holder.to_string(), epoch, stage: Stage::Asked, deadline });
+        self.handoff_in =
+            Some(HandoffIn { holder: holder.to_string(), epoch, stage: Stage::Asked, deadline, since: now });
         self.send(holder, Message::HandoffAsk { epoch });
     }
 
@@ -1450,11 +1480,13 @@ impl Node {
         }
         self.granted(epoch);
         self.role = Role::Standby;
+        let since = self.handoff_in.as_ref().map_or(now, |asked| asked.since);
         self.handoff_in = Some(HandoffIn {
             holder: from.to_string(),
             epoch,
             stage: Stage::CatchingUp,
             deadline: now + self.config.handoff_timeout,
+            since,
         });
         self.actions.push(Action::CatchUp { epoch, head });
     }
@@ -1470,12 +1502,14 @@ impl Node {
     }
 
     fn on_handoff_yield(&mut self, from: &str, epoch: u64, now: Duration) {
-        if !self.handoff_in.as_ref().is_some_and(|i| i.holder == from && i.epoch == epoch && i.stage == Stage::Acked) {
+        let Some(incoming) =
+            self.handoff_in.take_if(|i| i.holder == from && i.epoch == epoch && i.stage == Stage::Acked)
+        else {
             return;
-        }
-        self.handoff_in = None;
+        };
         self.granted(epoch);
-        self.wakeup.get_or_insert(Wakeup { deadline: now + self.config.handoff_timeout, refusal: None });
+        let deadline = now + self.config.handoff_timeout;
+        self.wakeup.get_or_insert(Wakeup { since: incoming.since, deadline, refusal: None });
         self.attempt(false, now);
     }
 

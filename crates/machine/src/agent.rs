@@ -512,7 +512,7 @@ impl Context {
         if message.channel == CLI_CHANNEL {
             // `roost agent say` reads the reply from the ledger.
             self.write(reply.sent(&self.me), epoch).await;
-            return self.sent();
+            return self.sent(message);
         }
         let mut backoff = Duration::from_millis(100);
         loop {
@@ -521,7 +521,7 @@ impl Context {
             let retry_after = match self.send_once(message, &reply, committed, bound).await {
                 Answer::Done(()) => {
                     self.write(reply.sent(&self.me), epoch).await;
-                    return self.sent();
+                    return self.sent(message);
                 }
                 Answer::RetryAfter(after) => after,
                 Answer::Refused(why) => {
@@ -580,7 +580,10 @@ impl Context {
         }
     }
 
-    fn sent(&self) {
+    fn sent(&self, message: &Message) {
+        if let Some(age) = roost_store::age_of(&message.received_at) {
+            roost_metrics::metrics().agent_reply_seconds.observe(age.as_secs_f64());
+        }
         *self.shared.last_sent.lock().expect("agent status poisoned") = Some(Instant::now());
         self.progressed();
     }

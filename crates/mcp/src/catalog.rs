@@ -563,7 +563,8 @@ mod tests {
             let hints = tool.annotations.as_ref().unwrap();
             let spans = matches!(action, Action::SearchAll | Action::ListInstances);
             assert_eq!(hints.open_world_hint, Some(spans), "{}", tool.name);
-            assert_eq!(hints.idempotent_hint, Some(!matches!(action, Action::Create(_))), "{}", tool.name);
+            let creates = matches!(action, Action::Create(_) | Action::StoreMemories);
+            assert_eq!(hints.idempotent_hint, Some(!creates), "{}", tool.name);
         }
     }
 }

@@ -284,7 +284,10 @@ impl ServerHandler for RoostTools {
             return Err(ErrorData::invalid_params(format!("unknown tool {:?}", request.name), None));
         };
         let args = request.arguments.unwrap_or_default();
-        Ok(match self.run(self.caller_of(&context), action, args).await {
+        let outcome = self.run(self.caller_of(&context), action, args).await;
+        let labels = [("tool", request.name.as_ref()), ("outcome", if outcome.is_ok() { "ok" } else { "error" })];
+        roost_metrics::count(&roost_metrics::metrics().tool_calls, &labels);
+        Ok(match outcome {
             Ok(value) => CallToolResult::structured(value),
             Err(message) => {
                 tracing::debug!(tool = %request.name, %message, "tool refused");

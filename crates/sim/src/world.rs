@@ -895,8 +895,8 @@ impl World {
 
     fn act(&mut self, n: usize, action: Action) -> Result<(), Violation> {
         match action {
-            Action::Awake { epoch } => {
-                note!(self, n, "AWAKE epoch {epoch}");
+            Action::Awake { epoch, how } => {
+                note!(self, n, "AWAKE epoch {epoch} ({how:?})");
                 self.machines[n].agent_paused = false;
                 self.checker.grant(n, epoch, &self.names)?;
             }

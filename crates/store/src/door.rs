@@ -99,6 +99,7 @@ impl Store {
                 return Err(StoreError::AgentOwned(table.name()));
             }
         }
+        let started = std::time::Instant::now();
         let mut writer = self.writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let written = writer.with_door_open(|conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -117,6 +118,7 @@ impl Store {
         });
         drop(writer);
         if written.is_ok() {
+            roost_metrics::metrics().write_door_seconds.observe(started.elapsed().as_secs_f64());
             self.committed();
         }
         written

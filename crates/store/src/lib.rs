@@ -214,6 +214,13 @@ pub fn unix_time_text(seconds: i64) -> String {
     time_text(time::OffsetDateTime::from_unix_timestamp(seconds).unwrap_or(time::OffsetDateTime::UNIX_EPOCH))
 }
 
+/// How long ago a stored timestamp was, by the system clock (zero for one
+/// ahead of it); none when the text is not a timestamp.
+pub fn age_of(stamp: &str) -> Option<std::time::Duration> {
+    let then = time::OffsetDateTime::parse(stamp, &time::format_description::well_known::Rfc3339).ok()?;
+    Some((time::OffsetDateTime::now_utc() - then).try_into().unwrap_or_default())
+}
+
 /// `t` as the RFC 3339 UTC text stored in every timestamp column.
 pub fn time_text(t: time::OffsetDateTime) -> String {
     let format =

@@ -109,6 +109,9 @@ pub struct PeerStatus {
     pub behind: u64,
     /// Entries this machine holds that the peer lacks.
     pub ahead: u64,
+    /// How long either side has lacked entries of the other (0 when
+    /// neither does): replication lag in time.
+    pub lag_seconds: f64,
     pub last_error: Option<String>,
 }
 
@@ -168,6 +171,8 @@ struct PeerLive {
     /// and when.
     holds: Heads,
     reported: Option<std::time::Instant>,
+    /// Since when either side has lacked entries of the other, if it does.
+    out_of_step_since: Option<std::time::Instant>,
     last_error: Option<String>,
 }
 
@@ -342,6 +347,7 @@ impl SyncService {
                     last_sync: l.last_sync.or(e.last_seen),
                     behind: l.behind,
                     ahead: l.ahead,
+                    lag_seconds: l.out_of_step_since.map_or(0.0, |since| since.elapsed().as_secs_f64()),
                     last_error: l.last_error,
                 }
             })
@@ -409,7 +415,14 @@ impl Shared {
     }
 
     fn update(&self, peer: &str, f: impl FnOnce(&mut PeerLive)) {
-        f(self.live.lock().expect("peer status poisoned").entry(peer.to_string()).or_default());
+        let mut live = self.live.lock().expect("peer status poisoned");
+        let l = live.entry(peer.to_string()).or_default();
+        f(l);
+        if l.behind == 0 && l.ahead == 0 {
+            l.out_of_step_since = None;
+        } else {
+            l.out_of_step_since.get_or_insert_with(std::time::Instant::now);
+        }
     }
 
     /// Registers an established session; false if a better one exists (the

@@ -16,7 +16,7 @@ use iroh::endpoint::{Connection, RecvStream, SendStream, VarInt};
 use tokio::sync::{Notify, mpsc};
 
 use roost_core::protocol::{Heads, MAX_BATCH, Machine, Message, PROTOCOL_VERSION, SignedEntry, behind};
-use roost_core::session::{self, Greeting, Received, Session, Timing};
+use roost_core::session::{self, Greeting, Received, Session, Timing, Verdict};
 use roost_identity::Certificate;
 use roost_instance::Instance;
 use roost_instance::addresses::{host_and_port, is_loopback_url, url_for};
@@ -550,7 +550,7 @@ async fn receiver(
                     Ok(()) = log_grew.changed() => {
                         let held = control.lock().retry();
                         if let Some(held) = held {
-                            apply_through(store, control, held).await?;
+                            apply_through(store, control, peer, held).await?;
                         }
                         continue;
                     }
@@ -579,7 +579,7 @@ async fn receiver(
                         let reported = peer_heads.clone();
                         blocking(store, move |s| s.pace_search_index(behind(&s.heads()?, &reported))).await?;
                     }
-                    apply_through(store, control, batch).await?;
+                    apply_through(store, control, peer, batch).await?;
                     let reported = peer_heads.clone();
                     let heads = blocking(store, move |s| {
                         let heads = s.heads()?;
@@ -632,7 +632,12 @@ async fn receiver(
 
 /// Applies `batch`, and what the session holds back whenever something
 /// applied (it may be ready now), as the session says.
-async fn apply_through(store: &Arc<Store>, control: &Control, batch: Vec<SignedEntry>) -> Result<(), SyncError> {
+async fn apply_through(
+    store: &Arc<Store>,
+    control: &Control,
+    peer: &str,
+    batch: Vec<SignedEntry>,
+) -> Result<(), SyncError> {
     let mut attempt = Some(batch);
     while let Some(batch) = attempt {
         let (batch, verdicts) = blocking(store, move |s| {
@@ -640,6 +645,15 @@ async fn apply_through(store: &Arc<Store>, control: &Control, batch: Vec<SignedE
             Ok((batch, verdicts))
         })
         .await?;
+        for verdict in &verdicts {
+            let verdict = match verdict {
+                Verdict::Applied => "applied",
+                Verdict::Duplicate => "duplicate",
+                Verdict::NotReady => "held",
+                Verdict::Refused(_) => "refused",
+            };
+            roost_metrics::count(&roost_metrics::metrics().entries, &[("peer", peer), ("verdict", verdict)]);
+        }
         attempt = control.lock().applied(batch, &verdicts)?;
     }
     Ok(())

@@ -91,6 +91,18 @@ const HTTP_LIMIT: Duration = Duration::from_secs(3);
 /// not), or what went wrong, within `limit` for the connection and again
 /// for the answer.
 fn exchange(addr: &str, request: &str, limit: Duration) -> Result<(u16, Value), String> {
+    let (status, body) = exchange_text(addr, request, limit)?;
+    Ok((status, serde_json::from_str(&body).unwrap_or(Value::Null)))
+}
+
+/// GET `path` at `addr` with the extra header lines `headers` (each ending
+/// in CRLF): the status and the body as text.
+pub fn get_text(addr: &str, path: &str, headers: &str) -> Result<(u16, String), String> {
+    exchange_text(addr, &format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n{headers}\r\n"), HTTP_LIMIT)
+}
+
+/// [`exchange`], with the body as text.
+fn exchange_text(addr: &str, request: &str, limit: Duration) -> Result<(u16, String), String> {
     use std::io::{Read, Write};
     let at: std::net::SocketAddr = addr.parse().map_err(|e| format!("{addr}: {e}"))?;
     let mut stream =
@@ -103,8 +115,8 @@ fn exchange(addr: &str, request: &str, limit: Duration) -> Result<(u16, Value), 
     let mut response = String::new();
     stream.read_to_string(&mut response).map_err(|e| format!("reading from {addr}: {e}"))?;
     let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let answer = response.split("\r\n\r\n").nth(1).and_then(|b| serde_json::from_str(b).ok()).unwrap_or(Value::Null);
-    Ok((status, answer))
+    let body = response.split_once("\r\n\r\n").map(|(_, body)| body.to_string()).unwrap_or_default();
+    Ok((status, body))
 }
 
 pub fn signal(child: &Child, name: &str) {

@@ -116,10 +116,8 @@ pub(crate) fn short_id(id: &str) -> String {
 
 /// A stored timestamp as "N s/min/h/d ago"; the text itself if it does not parse.
 pub(crate) fn ago(stamp: &str) -> String {
-    let Ok(then) = time::OffsetDateTime::parse(stamp, &time::format_description::well_known::Rfc3339) else {
-        return stamp.to_string();
-    };
-    let seconds = (time::OffsetDateTime::now_utc() - then).whole_seconds().max(0);
+    let Some(age) = roost_store::age_of(stamp) else { return stamp.to_string() };
+    let seconds = age.as_secs();
     match seconds {
         0..5 => "just now".into(),
         5..60 => format!("{seconds} s ago"),
