@@ -55,7 +55,7 @@ pub fn earlier_ids(instance: &Instance) -> serde_json::Value {
 }
 
 /// Reads a passphrase from `ROOST_PASSPHRASE` or the person, asking twice when `confirm`.
-fn passphrase(prompt: &str, confirm: bool) -> anyhow::Result<String> {
+pub fn passphrase(prompt: &str, confirm: bool) -> anyhow::Result<String> {
     prompt::secret("ROOST_PASSPHRASE", prompt, confirm.then_some("Repeat passphrase: "))
 }
 

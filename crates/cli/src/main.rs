@@ -5,6 +5,7 @@
 //! and so through the store's one write door, exactly as an MCP tool call does.
 
 mod agent;
+mod backup;
 mod bench;
 mod bench_agent;
 mod bench_failover;
@@ -107,6 +108,10 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Copy this instance to FILE while it runs: the database, its files and, sealed with a passphrase, its keys.
+    Backup { file: PathBuf },
+    /// Bring an instance back from a backup FILE into --home (which must hold none).
+    Restore { file: PathBuf },
     /// Bring in data from elsewhere: a Crow database, or memories as JSON lines. Running it again adds nothing.
     #[command(subcommand)]
     Import(import::ImportCommand),
@@ -226,6 +231,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Search(args) => memory::run(&Instance::open(&home)?, memory::MemoryCommand::Search(args)),
         Command::Whoami { json } => identity::whoami(&Instance::open(&home)?, json),
         Command::Identity(command) => identity::run(&home, command),
+        Command::Backup { file } => backup::backup(&home, &file),
+        Command::Restore { file } => backup::restore(&home, &file),
         Command::Import(command) => import::run(&Instance::open(&home)?, command),
         Command::Pair { no_wait } => pair::pair(&home, !no_wait),
         Command::Join { url, code, name, yes, force } => {

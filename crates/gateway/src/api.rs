@@ -57,7 +57,7 @@ impl From<StoreError> for ApiError {
             | StoreError::Ambiguous(_)
             | StoreError::Revoked { .. }
             | StoreError::AgentOwned(_) => StatusCode::BAD_REQUEST,
-            StoreError::Busy | StoreError::Indexing { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            StoreError::Busy | StoreError::Indexing { .. } | StoreError::Restoring => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError(status, e.to_string())

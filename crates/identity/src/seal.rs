@@ -151,15 +151,62 @@ pub fn seal_seed_with_passphrase(
     salt: [u8; 16],
     nonce: [u8; 12],
 ) -> Result<Vec<u8>, IdentityError> {
+    under_passphrase(PASSPHRASE_MAGIC, PASSPHRASE_AAD, &seed.0, passphrase, kdf, salt, nonce)
+}
+
+/// `plaintext` sealed under `passphrase`: `magic`, the Argon2id parameters,
+/// salt, nonce, ciphertext.
+fn under_passphrase(
+    magic: &[u8; 4],
+    aad: &[u8],
+    plaintext: &[u8],
+    passphrase: &str,
+    kdf: KdfParams,
+    salt: [u8; 16],
+    nonce: [u8; 12],
+) -> Result<Vec<u8>, IdentityError> {
     let key = passphrase_key(passphrase, &salt, kdf)?;
-    let mut out = PASSPHRASE_MAGIC.to_vec();
+    let mut out = magic.to_vec();
     for n in [kdf.memory_kib, kdf.iterations, kdf.parallelism] {
         out.extend_from_slice(&n.to_be_bytes());
     }
     out.extend_from_slice(&salt);
     out.extend_from_slice(&nonce);
-    out.extend_from_slice(&seal(&key, &nonce, PASSPHRASE_AAD, &seed.0));
+    out.extend_from_slice(&seal(&key, &nonce, aad, plaintext));
     Ok(out)
+}
+
+/// Opens what [`under_passphrase`] sealed with `magic` and `aad`.
+fn from_passphrase(magic: &[u8; 4], aad: &[u8], bytes: &[u8], passphrase: &str) -> Result<Vec<u8>, IdentityError> {
+    if bytes.len() < 4 + 12 + 16 + 12 + 16 || !bytes.starts_with(magic) {
+        return Err(IdentityError::Malformed("passphrase-sealed data".into()));
+    }
+    let word = |i: usize| u32::from_be_bytes(bytes[4 + 4 * i..8 + 4 * i].try_into().expect("4 bytes"));
+    let kdf = KdfParams { memory_kib: word(0), iterations: word(1), parallelism: word(2) };
+    let salt: [u8; 16] = bytes[16..32].try_into().expect("16 bytes");
+    let nonce: [u8; 12] = bytes[32..44].try_into().expect("12 bytes");
+    let key = passphrase_key(passphrase, &salt, kdf)?;
+    open(&key, &nonce, aad, &bytes[44..])
+}
+
+const BACKUP_MAGIC: &[u8; 4] = b"RBS1";
+const BACKUP_AAD: &[u8] = b"roost/backup-secrets/v1";
+
+/// A backup's secrets (the machine's keys, the seed) sealed under a passphrase.
+pub fn seal_backup_secrets(
+    secrets: &[u8],
+    passphrase: &str,
+    kdf: KdfParams,
+    salt: [u8; 16],
+    nonce: [u8; 12],
+) -> Result<Vec<u8>, IdentityError> {
+    under_passphrase(BACKUP_MAGIC, BACKUP_AAD, secrets, passphrase, kdf, salt, nonce)
+}
+
+/// Opens what [`seal_backup_secrets`] sealed; a wrong passphrase is
+/// [`IdentityError::WrongPassphrase`].
+pub fn open_backup_secrets(bytes: &[u8], passphrase: &str) -> Result<Vec<u8>, IdentityError> {
+    from_passphrase(BACKUP_MAGIC, BACKUP_AAD, bytes, passphrase)
 }
 
 /// Whether a stored seed needs a passphrase to open.
@@ -171,12 +218,7 @@ pub fn open_seed_with_passphrase(bytes: &[u8], passphrase: &str) -> Result<Maste
     if bytes.len() != 4 + 12 + 16 + 12 + 48 || !needs_passphrase(bytes) {
         return Err(IdentityError::Malformed("passphrase-sealed seed file".into()));
     }
-    let word = |i: usize| u32::from_be_bytes(bytes[4 + 4 * i..8 + 4 * i].try_into().expect("4 bytes"));
-    let kdf = KdfParams { memory_kib: word(0), iterations: word(1), parallelism: word(2) };
-    let salt: [u8; 16] = bytes[16..32].try_into().expect("16 bytes");
-    let nonce: [u8; 12] = bytes[32..44].try_into().expect("12 bytes");
-    let key = passphrase_key(passphrase, &salt, kdf)?;
-    let seed = open(&key, &nonce, PASSPHRASE_AAD, &bytes[44..])?;
+    let seed = from_passphrase(PASSPHRASE_MAGIC, PASSPHRASE_AAD, bytes, passphrase)?;
     Ok(MasterSeed(seed.try_into().expect("32-byte plaintext")))
 }
 
@@ -192,5 +234,15 @@ mod passphrase_tests {
         assert!(needs_passphrase(&sealed));
         assert_eq!(open_seed_with_passphrase(&sealed, "a long passphrase").unwrap(), seed);
         assert_eq!(open_seed_with_passphrase(&sealed, "another one"), Err(IdentityError::WrongPassphrase));
+    }
+
+    #[test]
+    fn backup_secrets_round_trip_and_are_not_a_seed_file() {
+        let fast = KdfParams { memory_kib: 64, iterations: 1, parallelism: 1 };
+        let sealed = seal_backup_secrets(&[5; 96], "a long passphrase", fast, [1; 16], [2; 12]).unwrap();
+        assert_eq!(open_backup_secrets(&sealed, "a long passphrase").unwrap(), vec![5; 96]);
+        assert_eq!(open_backup_secrets(&sealed, "wrong"), Err(IdentityError::WrongPassphrase));
+        assert!(open_seed_with_passphrase(&sealed, "a long passphrase").is_err());
+        assert!(open_backup_secrets(&sealed[..40], "a long passphrase").is_err());
     }
 }

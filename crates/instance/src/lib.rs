@@ -20,6 +20,7 @@
 //! directories never touch each other's files.
 
 pub mod addresses;
+pub mod backup;
 mod files;
 mod identity;
 mod keyring;

@@ -103,6 +103,7 @@ impl Store {
         let mut writer = self.writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let written = writer.with_door_open(|conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            crate::restore::refuse_while_restoring(&tx)?;
             let mut rows = Vec::with_capacity(mutations.len());
             for mutation in mutations {
                 rows.push(match mutation {
@@ -135,6 +136,7 @@ impl Store {
         let mut writer = self.writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let outcomes = writer.with_door_open(|conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            crate::restore::refuse_while_restoring(&tx)?;
             let mut outcomes = Vec::with_capacity(rows.len());
             for row in rows {
                 outcomes.push(import_one(&tx, &self.author, row)?);

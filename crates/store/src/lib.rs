@@ -19,6 +19,7 @@ mod migrations;
 mod nonces;
 pub mod query;
 pub mod registry;
+mod restore;
 mod row;
 mod search_index;
 
@@ -78,6 +79,10 @@ pub enum StoreError {
         "the database holds {0}, which Roost never writes; it was changed by another program: restore it from a backup or another machine"
     )]
     Damaged(String),
+    #[error(
+        "this machine was restored from a backup and first takes back from its peers the entries it wrote after the backup, so that its log goes on instead of forking; writes resume once `roost serve` has reached a peer (see `roost sync status`)"
+    )]
+    Restoring,
     #[error("database error: {0}")]
     Sqlite(rusqlite::Error),
     #[error("cannot create the database {path}: {source}")]
@@ -110,6 +115,8 @@ pub struct Store {
     writer: Arc<Mutex<DoorConnection>>,
     readers: Mutex<Vec<Connection>>,
     on_commit: std::sync::RwLock<Option<Box<dyn Fn() + Send + Sync>>>,
+    /// Restored from a backup and still waiting for its own log ([`restore`]).
+    restoring: std::sync::atomic::AtomicBool,
     _checkpointer: checkpoint::Checkpointer,
 }
 
@@ -133,6 +140,7 @@ impl Store {
         claim_instance(writer.raw_mut(), origin)?;
         let author = door::Author { origin: origin.to_string(), key, clock };
         door::sign_unsigned(&mut writer, &author)?;
+        let restoring = restore::marked(writer.raw_mut())?;
         let writer = Arc::new(Mutex::new(writer));
         let checkpointer = checkpoint::Checkpointer::start(path, &writer)?;
         Ok(Store {
@@ -141,6 +149,7 @@ impl Store {
             writer,
             readers: Mutex::new(Vec::new()),
             on_commit: std::sync::RwLock::new(None),
+            restoring: std::sync::atomic::AtomicBool::new(restoring),
             _checkpointer: checkpointer,
         })
     }

@@ -80,6 +80,17 @@ pub(crate) async fn blocking<T: Send + 'static>(
     Ok(roost_tasks::blocking("a replication database call", STORE_WAIT, move || f(&store)).await??)
 }
 
+/// After a restore: tells the store what a peer that keeps the log holds of
+/// this machine's own log (`peer_heads`), which decides when its writes
+/// resume (see `roost_store`'s `restore`).
+async fn own_log_held(store: &Arc<Store>, peer_heads: &Heads) -> Result<(), SyncError> {
+    if !store.restoring() {
+        return Ok(());
+    }
+    let held = peer_heads.get(store.origin()).copied().unwrap_or(0);
+    blocking(store, move |s| s.own_log_heard(held).map(|_| ())).await
+}
+
 /// The addresses this machine advertises (reads the running gateway's
 /// address file and the network interfaces).
 async fn own_addresses(shared: &Shared) -> Result<Vec<String>, SyncError> {
@@ -161,6 +172,9 @@ pub async fn run(
     });
     let (id, name) = (peer.id.clone(), peer.name.clone());
     let _ = blocking(&store, move |s| s.mark_seen(&id)).await;
+    if entries {
+        own_log_held(&store, &peer.greeting.heads).await?;
+    }
 
     let reported = peer.greeting.heads.clone();
     let cursor = blocking(&store, move |s| s.scan_start(&reported)).await?;
@@ -591,6 +605,9 @@ async fn receiver(
                         l.behind = behind(&heads, &peer_heads);
                         l.last_sync = Some(now_text());
                     });
+                    if link.greeting.entries {
+                        own_log_held(store, &peer_heads).await?;
+                    }
                     ours = Some(heads.clone());
                     let due = control.lock().heads_due(&heads, control.now());
                     if due && replies.send(Message::Heads(heads)).await.is_err() {
@@ -600,6 +617,9 @@ async fn receiver(
                 Received::Heads => {
                     let ours = blocking(store, |s| s.heads()).await?;
                     let heads = control.lock().peer_heads().clone();
+                    if link.greeting.entries {
+                        own_log_held(store, &heads).await?;
+                    }
                     shared.update(peer, |l| {
                         if link.greeting.entries {
                             l.behind = behind(&ours, &heads);
