@@ -12,6 +12,7 @@ mod bench_failover;
 mod bench_federation;
 mod bench_netns;
 mod bench_sync;
+mod config;
 mod conflicts;
 mod crow;
 mod federate;
@@ -22,12 +23,14 @@ mod lease;
 mod machines;
 mod memory;
 mod nest;
+mod notify;
 mod out;
 mod pair;
 mod pair_relay;
 mod prompt;
 mod relay;
 mod serve;
+mod service;
 mod status;
 mod sync;
 
@@ -35,7 +38,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use roost_instance::Instance;
 
@@ -112,6 +115,16 @@ enum Command {
     Backup { file: PathBuf },
     /// Bring an instance back from a backup FILE into --home (which must hold none).
     Restore { file: PathBuf },
+    /// Check config.toml.
+    #[command(subcommand)]
+    Config(config::ConfigCommand),
+    /// Run `roost serve` as a user service (systemd on Linux, launchd on macOS).
+    #[command(subcommand)]
+    Service(service::ServiceCommand),
+    /// Print shell completions for SHELL (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
+    /// Print the manual page (roff), e.g. `roost manpage > roost.1`.
+    Manpage,
     /// Bring in data from elsewhere: a Crow database, or memories as JSON lines. Running it again adds nothing.
     #[command(subcommand)]
     Import(import::ImportCommand),
@@ -232,6 +245,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Whoami { json } => identity::whoami(&Instance::open(&home)?, json),
         Command::Identity(command) => identity::run(&home, command),
         Command::Backup { file } => backup::backup(&home, &file),
+        Command::Config(command) => config::run(&home, command),
+        Command::Service(command) => service::run(&home, command),
+        Command::Completions { shell } => {
+            let mut buffer = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "roost", &mut buffer);
+            out::raw(&buffer)
+        }
+        Command::Manpage => {
+            let mut buffer = Vec::new();
+            clap_mangen::Man::new(Cli::command()).render(&mut buffer)?;
+            out::raw(&buffer)
+        }
         Command::Restore { file } => backup::restore(&home, &file),
         Command::Import(command) => import::run(&Instance::open(&home)?, command),
         Command::Pair { no_wait } => pair::pair(&home, !no_wait),

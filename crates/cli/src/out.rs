@@ -80,6 +80,11 @@ pub fn field(text: &str) -> Cow<'_, str> {
     escape(text, &[])
 }
 
+/// Bytes of `roost`'s own making (completions, the manual page) on stdout, as they are.
+pub fn raw(bytes: &[u8]) -> anyhow::Result<()> {
+    write(bytes)
+}
+
 fn write(bytes: &[u8]) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     match out.write_all(bytes).and_then(|()| out.flush()) {

@@ -124,7 +124,15 @@ async fn announce_and_serve(
         tracing::warn!(error = %e, "cannot print the gateway's address on stdout");
     }
     tracing::info!(%addr, home = %instance.home.display(), "gateway started");
+    let notifier = crate::notify::Notifier::from_env();
+    if let Some(notifier) = &notifier {
+        notifier.send(&format!("READY=1\nSTATUS=listening on http://{addr}"));
+        notifier.keep_watchdog(gateway.store.clone(), gateway.machine.clone());
+    }
     let served = gateway.serve(listener, socket.listener.take(), shutdown_signal()).await;
+    if let Some(notifier) = &notifier {
+        notifier.send("STOPPING=1");
+    }
     instance.clear_gateway_addr();
     drop(socket);
     served?;
