@@ -344,11 +344,22 @@ impl ServedProcess {
         home: &std::path::Path,
         bind: &str,
     ) -> anyhow::Result<ServedProcess> {
+        ServedProcess::spawn(namespace, home, bind, Stdio::inherit())
+    }
+
+    /// [`ServedProcess::start`] with its log thrown away (`roost demo`
+    /// shows what happens; the log would only interleave with it).
+    pub(crate) fn start_quiet(home: &std::path::Path) -> anyhow::Result<ServedProcess> {
+        ServedProcess::spawn(None, home, "127.0.0.1:0", Stdio::null())
+    }
+
+    fn spawn(namespace: Option<&str>, home: &std::path::Path, bind: &str, log: Stdio) -> anyhow::Result<ServedProcess> {
         let mut child = crate::bench_netns::command_in(namespace, &std::env::current_exe()?)
             .args(["serve", "--bind", bind, "--home"])
             .arg(home)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
+            .stderr(log)
             .spawn()?;
         let mut line = String::new();
         BufReader::new(child.stdout.take().context("serve stdout")?).read_line(&mut line)?;

@@ -15,6 +15,7 @@ mod bench_sync;
 mod config;
 mod conflicts;
 mod crow;
+mod demo;
 mod federate;
 mod http;
 mod identity;
@@ -115,6 +116,12 @@ enum Command {
     Backup { file: PathBuf },
     /// Bring an instance back from a backup FILE into --home (which must hold none).
     Restore { file: PathBuf },
+    /// Watch three machines on this one chain by pairing, replicate, search each other, resolve a conflict and fail over.
+    Demo {
+        /// Plain lines, no spinner; exits 0 only when every step held (for CI).
+        #[arg(long)]
+        script: bool,
+    },
     /// Check config.toml.
     #[command(subcommand)]
     Config(config::ConfigCommand),
@@ -246,6 +253,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Identity(command) => identity::run(&home, command),
         Command::Backup { file } => backup::backup(&home, &file),
         Command::Config(command) => config::run(&home, command),
+        Command::Demo { script } => demo::run(script),
         Command::Service(command) => service::run(&home, command),
         Command::Completions { shell } => {
             let mut buffer = Vec::new();
