@@ -144,7 +144,6 @@ pub fn run(command: BenchCommand) -> anyhow::Result<()> {
     for run in 1..=runs {
         note!("run {run}/{runs}: {memories} memories");
         let result = one_run(memories, searches, mcp_calls, run as u64)?;
-        note!("  {result:?}");
         results.push(result);
     }
     let median = |f: fn(&RunResult) -> f64| {
@@ -170,6 +169,31 @@ pub fn run(command: BenchCommand) -> anyhow::Result<()> {
     if json {
         out::json(&summary)?;
     } else {
+        let rows = results.iter().enumerate().map(|(i, r)| {
+            vec![
+                (i + 1).to_string(),
+                format!("{:.0}", r.insert_per_sec),
+                format!("{:.3}", r.search_p50_ms),
+                format!("{:.3}", r.search_p99_ms),
+                format!("{:.3}", r.mcp_search_p50_ms),
+                format!("{:.3}", r.mcp_search_p99_ms),
+                format!("{:.0}", r.stdio_store_single_per_sec),
+                format!("{:.0}", r.stdio_store_batch_per_sec),
+                format!("{:.1}", r.idle_rss_mib),
+            ]
+        });
+        let header = [
+            "RUN",
+            "WRITES/S",
+            "FTS P50 MS",
+            "FTS P99 MS",
+            "MCP P50 MS",
+            "MCP P99 MS",
+            "STDIO 1/CALL/S",
+            "STDIO BATCH/S",
+            "IDLE RSS MIB",
+        ];
+        out::table(&header, rows)?;
         let m = &summary["median"];
         say!("median of {runs} run(s), {memories} memories:")?;
         say!("  write door         {} memories/s", m["insert_per_sec"])?;

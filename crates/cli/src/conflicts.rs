@@ -54,16 +54,16 @@ pub fn run(instance: &Instance, command: ConflictsCommand) -> anyhow::Result<()>
                 out::json(&conflicts)?;
                 return Ok(());
             }
-            for c in &conflicts {
-                say!(
-                    "{}  {:<10} {}  {} field(s) differ  {}",
-                    out::field(c.id.get(..8).unwrap_or(&c.id)),
-                    c.table,
-                    out::field(&c.row_id),
-                    c.differing.len(),
-                    out::field(state(c))
-                )?;
-            }
+            let rows = conflicts.iter().map(|c| {
+                vec![
+                    out::field(c.id.get(..8).unwrap_or(&c.id)).into_owned(),
+                    c.table.to_string(),
+                    out::field(&c.row_id).into_owned(),
+                    c.differing.len().to_string(),
+                    out::field(state(c)).into_owned(),
+                ]
+            });
+            out::table(&["ID", "TABLE", "ROW", "FIELDS DIFFERING", "STATE"], rows)?;
             note!("{} conflict(s)", conflicts.len());
         }
         ConflictsCommand::Show { id, json } => {

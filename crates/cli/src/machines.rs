@@ -36,21 +36,23 @@ pub fn list(instance: &Instance, as_json: bool) -> anyhow::Result<()> {
         return Ok(());
     }
     let text = |v: Option<&str>| out::field(v.unwrap_or("-")).into_owned();
-    say!("{:<22} {:<8} {:<11} {:<8} {:<24} {:<36} ADDRESSES", "NAME", "ROLE", "SYNC", "VERSION", "LAST SEEN", "ID")?;
-    for m in &machines {
+    let rows = machines.iter().map(|m| {
         let name = if m.this { format!("{} *", text(Some(&m.name))) } else { text(Some(&m.name)) };
         let addresses: Vec<String> = m.addresses.iter().map(|a| text(Some(a))).collect();
         let addresses =
             if addresses.is_empty() { "none known: it cannot be dialed".into() } else { addresses.join(" ") };
         let sync = if m.status == Standing::Revoked { "revoked".into() } else { text(Some(&m.sync)) };
-        say!(
-            "{name:<22} {:<8} {sync:<11} {:<8} {:<24} {:<36} {addresses}",
-            m.role.as_str(),
+        vec![
+            name,
+            m.role.as_str().to_string(),
+            sync,
             text(m.version.as_deref()),
             text(m.last_seen.as_deref()),
             text(Some(&m.id)),
-        )?;
-    }
+            addresses,
+        ]
+    });
+    out::table(&["NAME", "ROLE", "SYNC", "VERSION", "LAST SEEN", "ID", "ADDRESSES"], rows)?;
     say!("(* this machine)")?;
     Ok(())
 }

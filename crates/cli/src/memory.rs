@@ -211,28 +211,24 @@ pub fn run(instance: &Instance, command: MemoryCommand) -> anyhow::Result<()> {
         Action::Delete(_) => say!("deleted memory {}", cell(&result["deleted"]))?,
         Action::Get(_) => print_memory(&result)?,
         Action::SearchMemories => {
-            for hit in result["results"].as_array().into_iter().flatten() {
+            let rows = result["results"].as_array().into_iter().flatten().map(|hit| {
                 let m = &hit["memory"];
-                say!(
-                    "{}  {:>2}  {:<12} {}",
-                    cell(&m["id"]),
-                    m["importance"],
-                    cell(&m["category"]),
-                    one_line(text(&hit["snippet"]), 200)
-                )?;
-            }
+                let snippet = one_line(text(&hit["snippet"]), 200);
+                vec![cell(&m["id"]), m["importance"].to_string(), cell(&m["category"]), snippet]
+            });
+            out::table(&["ID", "IMP", "CATEGORY", "MATCH"], rows)?;
             note!("{} result(s)", result["count"]);
         }
         Action::List(_) => {
-            for m in result["items"].as_array().into_iter().flatten() {
-                say!(
-                    "{}  {:>2}  {:<12} {}",
+            let rows = result["items"].as_array().into_iter().flatten().map(|m| {
+                vec![
                     cell(&m["id"]),
-                    m["importance"],
+                    m["importance"].to_string(),
                     cell(&m["category"]),
-                    one_line(text(&m["content"]), 80)
-                )?;
-            }
+                    one_line(text(&m["content"]), 80),
+                ]
+            });
+            out::table(&["ID", "IMP", "CATEGORY", "CONTENT"], rows)?;
             note!("{} memor{}", result["count"], if result["count"] == 1 { "y" } else { "ies" });
         }
         _ => out::json(&result)?,
@@ -254,17 +250,17 @@ fn search_all(instance: &Instance, store: Store, args: Map<String, Value>, json:
         out::json(&merged)?;
         return Ok(());
     }
-    for hit in &merged.results {
+    let rows = merged.results.iter().map(|hit| {
         let holders: Vec<_> = hit.holders.iter().map(|h| out::field(&h.name)).collect();
-        say!(
-            "{}  {:.2}  {:<12} {}  [{}]",
-            out::field(&hit.id),
-            hit.score,
+        vec![
+            out::field(&hit.id).into_owned(),
+            format!("{:.2}", hit.score),
             cell(&hit.memory["category"]),
             one_line(text(&hit.snippet), 200),
-            holders.join(", ")
-        )?;
-    }
+            holders.join(", "),
+        ]
+    });
+    out::table(&["ID", "SCORE", "CATEGORY", "MATCH", "HELD BY"], rows)?;
     for report in &merged.instances {
         let detail = report.reason.as_deref().map(|r| format!(": {}", out::field(r))).unwrap_or_default();
         note!("{}: {} in {:.1} ms{detail}", out::field(&report.instance.name), report.outcome.label(), report.ms);

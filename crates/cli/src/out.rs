@@ -80,6 +80,28 @@ pub fn field(text: &str) -> Cow<'_, str> {
     escape(text, &[])
 }
 
+/// A table on stdout: the header and one row per entry, columns sized to
+/// their widest cell (by display width), wrapped to the terminal's width on
+/// a terminal only. Each cell is shown as [`field`] shows a value: every
+/// control character escaped, newline and tab too. No rows, no table.
+pub fn table(header: &[&str], rows: impl IntoIterator<Item = Vec<String>>) -> anyhow::Result<()> {
+    use std::io::IsTerminal;
+    let mut rows = rows.into_iter().peekable();
+    if rows.peek().is_none() {
+        return Ok(());
+    }
+    let mut table = comfy_table::Table::new();
+    table.load_preset(comfy_table::presets::NOTHING).set_header(header.iter().copied());
+    if std::io::stdout().is_terminal() {
+        table.set_content_arrangement(comfy_table::ContentArrangement::Dynamic);
+    }
+    for row in rows {
+        table.add_row(row.iter().map(|cell| field(cell).into_owned()));
+    }
+    let text: String = table.lines().map(|line| format!("{}\n", line.trim())).collect();
+    write(text.as_bytes())
+}
+
 /// Bytes of `roost`'s own making (completions, the manual page) on stdout, as they are.
 pub fn raw(bytes: &[u8]) -> anyhow::Result<()> {
     write(bytes)
