@@ -60,6 +60,7 @@ def plan(tools):
         calls.append((f"roost_list_{plural}", {"limit": 10}))
         calls.append((f"roost_update_{table}", lambda ids, t=table: {"id": ids[t], **CLEARS[t]}))
     calls += [
+        ("roost_store_memories", {"memories": [{"content": "Tea at four"}, {"content": "Coffee never", "importance": 2}]}),
         ("roost_search_memories", {"query": "tea", "limit": 5}),
         ("roost_search_all", {"query": "tea"}),
         ("roost_memory_stats", {}),
@@ -128,7 +129,10 @@ async def check(url):
                 problems = list(Draft202012Validator(tool.output_schema).iter_errors(structured))
                 if problems:
                     failures.append(f"{name}: result does not match its output schema: {problems[0].message}")
-                if name.startswith(("roost_store_", "roost_create_")):
+                if name == "roost_store_memories":
+                    if structured["count"] != len(args["memories"]):
+                        failures.append(f"{name}: stored {structured['count']} of {len(args['memories'])}")
+                elif name.startswith(("roost_store_", "roost_create_")):
                     table = name.removeprefix("roost_store_").removeprefix("roost_create_")
                     ids[table] = structured["id"]
                 if name.startswith("roost_update_"):

@@ -48,9 +48,12 @@ use crate::out::{note, say};
 #[derive(Parser)]
 #[command(name = "roost", version, about = "One person's AI-agent memory, on every machine they own.")]
 struct Cli {
-    /// Instance directory [default: ~/.roost]
+    /// Instance directory [default: ~/.roost if it exists, else ~/.local/share/roost ($XDG_DATA_HOME/roost); on macOS ~/Library/Application Support/roost]
     #[arg(long, global = true, env = "ROOST_HOME", value_name = "DIR")]
     home: Option<PathBuf>,
+    /// How `serve`, `witness`, `relay` and `mcp` write their log to stderr: text, or one JSON object a line with its spans
+    #[arg(long, global = true, env = "ROOST_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -226,23 +229,23 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Serve { bind, name, insecure_http } => {
-            init_logging("info");
+            init_logging("info", cli.log_format);
             let instance = Instance::open_or_init(&home, &name.unwrap_or_else(roost_instance::default_name))?;
             runtime()?.block_on(serve::serve(instance, bind, insecure_http))
         }
         Command::Relay { bind } => {
-            init_logging("info");
+            init_logging("info", cli.log_format);
             runtime()?.block_on(relay::run(bind))
         }
         Command::Witness { bind, name } => {
-            init_logging("info");
+            init_logging("info", cli.log_format);
             let instance = Instance::open_or_init(&home, &name.unwrap_or_else(roost_instance::default_name))?;
             runtime()?.block_on(serve::witness(instance, bind))
         }
         Command::Wakeup { force } => lease::wakeup(&Instance::open(&home)?, force),
         Command::Agent(command) => agent::run(&Instance::open(&home)?, command),
         Command::Mcp => {
-            init_logging("warn");
+            init_logging("warn", cli.log_format);
             let instance = Instance::open_or_init(&home, &roost_instance::default_name())?;
             runtime()?.block_on(serve::stdio(instance))
         }
@@ -311,9 +314,19 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
 /// Logs go to stderr (stdout carries `roost mcp`'s protocol); `RUST_LOG` overrides.
-fn init_logging(default: &str) {
+fn init_logging(default: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let log = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => log.init(),
+        LogFormat::Json => log.json().with_current_span(true).with_span_list(true).init(),
+    }
 }

@@ -141,3 +141,30 @@ fn two_instances_on_one_machine_stay_apart() {
     let key = std::fs::metadata(a.join("keys/machine.sealed")).unwrap();
     assert_eq!(std::os::unix::fs::PermissionsExt::mode(&key.permissions()) & 0o777, 0o600);
 }
+
+#[test]
+fn without_home_an_instance_lives_where_the_platform_keeps_data_or_in_an_earlier_roost() {
+    let dir = tempfile::tempdir().unwrap();
+    let user = dir.path();
+    let run = |data: Option<&std::path::Path>, args: &[&str]| {
+        let mut command = std::process::Command::new(common::roost_bin());
+        command.args(args).env("HOME", user).env_remove("ROOST_HOME").env_remove("XDG_DATA_HOME");
+        if let Some(data) = data {
+            command.env("XDG_DATA_HOME", data);
+        }
+        let out = command.output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let said = run(None, &["init", "--name", "first"]);
+    assert!(said.contains(&user.join(".local/share/roost").display().to_string()), "{said}");
+    assert!(user.join(".local/share/roost/config.toml").exists());
+    let data = user.join("data");
+    run(Some(&data), &["init", "--name", "second"]);
+    assert!(data.join("roost/config.toml").exists(), "$XDG_DATA_HOME/roost");
+
+    // A home made where earlier versions put it is used as it is.
+    run(None, &["--home", user.join(".roost").to_str().unwrap(), "init", "--name", "earlier"]);
+    let status: Value = serde_json::from_str(&run(Some(&data), &["status", "--json"])).unwrap();
+    assert_eq!(status["name"], "earlier");
+}

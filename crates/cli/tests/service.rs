@@ -174,3 +174,31 @@ fn completions_and_the_manual_page_cover_every_command() {
     let bad = roost(&home, &["completions", "tcsh"]);
     assert!(!bad.status.success());
 }
+
+#[test]
+fn json_logs_are_one_object_a_line_with_a_span_per_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let mut child = Command::new(roost_bin())
+        .args(["serve", "--bind", "127.0.0.1:0", "--name", "logs", "--log-format", "json", "--home"])
+        .arg(&home)
+        .env("RUST_LOG", "info,tower_http=debug")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let addr = listening_address(&mut child);
+    assert!(common::get_json(&addr, "/health?secret=hunter2").is_some());
+    signal(&child, "TERM");
+    let out = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<serde_json::Value> =
+        log.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not JSON: {l:?}"))).collect();
+    assert!(lines.iter().any(|l| l["fields"]["message"] == "gateway started"), "{log}");
+    let request = lines
+        .iter()
+        .find(|l| l["span"]["name"] == "request" && l["span"]["path"] == "/health")
+        .unwrap_or_else(|| panic!("no line inside the request's span: {log}"));
+    assert_eq!(request["span"]["method"], "GET");
+    assert!(!log.contains("hunter2"), "the query is never logged: {log}");
+}

@@ -58,6 +58,7 @@ use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, Stream
 use roost_machine::Machine;
 use tokio::net::{TcpListener, UnixListener};
 use tokio_util::sync::CancellationToken;
+use tower_http::trace::TraceLayer;
 
 use roost_federation::Federation;
 use roost_identity::TokenVerifier;
@@ -222,11 +223,17 @@ impl Gateway {
             .merge(metrics_api::routes(state.clone()))
             .merge(mcp)
             .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_token));
+        // One span per request, named by its method and path (never the
+        // query, which may carry what was searched for).
+        let traced = TraceLayer::new_for_http().make_span_with(|request: &axum::http::Request<axum::body::Body>| {
+            tracing::info_span!("request", method = %request.method(), path = %request.uri().path())
+        });
         api::public_routes(state.clone())
             .merge(pair::routes(state.clone()))
             .merge(protected)
             .layer(axum::middleware::from_fn(guard::api))
             .merge(nest::routes(state))
+            .layer(traced)
     }
 
     /// Serves on `listener` (and on the Unix `socket`, when given) until

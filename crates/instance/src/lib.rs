@@ -569,8 +569,32 @@ pub fn key_fingerprint(public_key: &[u8]) -> String {
 
 /// The home directory to use: the flag or `ROOST_HOME` (resolved by the
 /// caller), else `~/.roost`.
+/// The instance directory when none is given: `~/.roost` where it exists
+/// (homes made by earlier versions, or by choice), else where the platform
+/// keeps an application's data: `$XDG_DATA_HOME/roost` (by default
+/// `~/.local/share/roost`) on Linux, `~/Library/Application Support/roost`
+/// on macOS.
 pub fn default_home() -> PathBuf {
-    std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(".")).join(".roost")
+    let user = std::env::var_os("HOME").filter(|h| !h.is_empty()).map(PathBuf::from).unwrap_or_else(|| ".".into());
+    let data = std::env::var_os("XDG_DATA_HOME").map(PathBuf::from);
+    home_under(&user, data, cfg!(target_os = "macos"))
+}
+
+/// [`default_home`] for the user directory `user`, `$XDG_DATA_HOME` as
+/// `data`, on macOS or not.
+fn home_under(user: &Path, data: Option<PathBuf>, macos: bool) -> PathBuf {
+    let earlier = user.join(".roost");
+    if earlier.exists() {
+        return earlier;
+    }
+    if macos {
+        return user.join("Library/Application Support/roost");
+    }
+    // The XDG specification ignores a relative path.
+    match data.filter(|d| d.is_absolute()) {
+        Some(data) => data.join("roost"),
+        None => user.join(".local/share/roost"),
+    }
 }
 
 /// A name for a new instance when none is given: the host's name.
@@ -602,3 +626,21 @@ pub(crate) fn read_secret(path: &Path) -> Result<[u8; 32]> {
 }
 
 pub(crate) use roost_core::hex::decode as unhex;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_home_is_an_earlier_roost_else_the_platforms_data_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let user = dir.path();
+        assert_eq!(home_under(user, None, false), user.join(".local/share/roost"));
+        assert_eq!(home_under(user, Some("/data".into()), false), Path::new("/data/roost"));
+        assert_eq!(home_under(user, Some("relative".into()), false), user.join(".local/share/roost"));
+        assert_eq!(home_under(user, None, true), user.join("Library/Application Support/roost"));
+        std::fs::create_dir(user.join(".roost")).unwrap();
+        assert_eq!(home_under(user, Some("/data".into()), false), user.join(".roost"));
+        assert_eq!(home_under(user, None, true), user.join(".roost"));
+    }
+}

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use iroh::endpoint::{Connection, RecvStream, SendStream, VarInt};
 use tokio::sync::{Notify, mpsc};
+use tracing::Instrument;
 
 use roost_core::protocol::{Heads, MAX_BATCH, Machine, Message, PROTOCOL_VERSION, SignedEntry, behind};
 use roost_core::session::{self, Greeting, Received, Session, Timing, Verdict};
@@ -114,8 +115,19 @@ fn refused_by_peer(conn: &Connection, error: SyncError) -> SyncError {
 }
 
 /// Runs a session on an open connection; `expected` is the peer's id when
-/// this side dialed.
+/// this side dialed. Everything it logs is inside one span, `sync_session`.
 pub async fn run(
+    shared: Arc<Shared>,
+    conn: Connection,
+    send: SendStream,
+    recv: RecvStream,
+    expected: Option<&str>,
+) -> Result<(), SyncError> {
+    let span = tracing::info_span!("sync_session", peer = %conn.remote_id().fmt_short(), dialed = expected.is_some());
+    session(shared, conn, send, recv, expected).instrument(span).await
+}
+
+async fn session(
     shared: Arc<Shared>,
     conn: Connection,
     mut send: SendStream,
