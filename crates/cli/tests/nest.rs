@@ -344,6 +344,15 @@ async fn the_nest_in_a_real_browser() {
     })
     .await;
     assert!(!text_of(browser, ".agent-status").await.is_empty());
+    // The awake role beside it: who holds it, at which epoch, whether the
+    // others could fail over, and when this machine took it.
+    let holder = text_of(browser, ".role-panel .holder").await;
+    assert!(
+        ["alpha", "bravo", "charlie"].iter().any(|n| holder.starts_with(n)) && holder.contains("epoch"),
+        "{holder}"
+    );
+    assert!(["awake", "standby"].contains(&text_of(browser, ".role-panel .role").await.as_str()));
+    assert!(!text_of(browser, ".role-panel .failover").await.is_empty());
     screenshot(browser, "11-agent.png").await;
     browser.find(Locator::Css(r#"tr[data-topic="nest-tour"] a"#)).await.unwrap().click().await.unwrap();
     eventually("the topic's page", || path_is(browser, "/nest/agent/topics/nest-tour")).await;

@@ -15,7 +15,7 @@ use super::templates::{
     AgentPage, AgentTopicPage, ConflictPage, ConflictsPage, EarlierId, InstancesPage, MemoriesPage, MemoryPage,
     PanelFragment, page,
 };
-use super::views::{self, AgentEntryView, ConflictView};
+use super::views::{self, AgentEntryView, ConflictView, RoleView};
 use super::{PageError, chrome, forbidden};
 use crate::AppState;
 use crate::agent_api;
@@ -153,7 +153,8 @@ pub(crate) async fn memory(
 pub(crate) async fn agent(State(state): State<Arc<AppState>>, visitor: Visitor) -> Result<Response, PageError> {
     let topics = agent_api::topic_summaries(&state).await?;
     let agent = agent_api::health(&state);
-    Ok(page(StatusCode::OK, &AgentPage { chrome: chrome(&state, &visitor, "agent"), agent, topics }))
+    let role = state.awake().map(|awake| RoleView::of(&awake.status()));
+    Ok(page(StatusCode::OK, &AgentPage { chrome: chrome(&state, &visitor, "agent"), agent, role, topics }))
 }
 
 pub(crate) async fn agent_topic(

@@ -5,7 +5,7 @@ use askama::Template;
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 
-use super::views::{AgentEntryView, ConflictView, InstanceRow, MemorySearch};
+use super::views::{AgentEntryView, ConflictView, InstanceRow, MemorySearch, RoleView};
 use crate::agent_api::TopicSummary;
 use roost_machine::agent::AgentStatus;
 
@@ -107,6 +107,8 @@ pub(crate) struct AgentPage {
     pub chrome: Chrome,
     /// None where no agent runs (a witness).
     pub agent: Option<AgentStatus>,
+    /// The awake role as this machine sees it; none where no lease runs.
+    pub role: Option<RoleView>,
     pub topics: Vec<TopicSummary>,
 }
 
