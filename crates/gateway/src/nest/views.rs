@@ -392,6 +392,54 @@ impl AgentEntryView {
     }
 }
 
+/// The awake role as the Agent page shows it: this machine's part, the
+/// holder, whether a failover could happen now, and the last times this
+/// machine took the role.
+pub(crate) struct RoleView {
+    pub role: String,
+    pub epoch: Option<u64>,
+    pub holder: Option<String>,
+    pub voters: usize,
+    pub voters_heard: usize,
+    /// Whether the others could take over if the holder died, in words.
+    pub failover: String,
+    pub takeovers: Vec<TakeoverRow>,
+}
+
+/// One time this machine took the role.
+pub(crate) struct TakeoverRow {
+    pub epoch: u64,
+    pub how: String,
+    /// How long it took, or a dash for the first.
+    pub took: String,
+    pub when: String,
+}
+
+impl RoleView {
+    pub(crate) fn of(status: &roost_awake::LeaseStatus) -> RoleView {
+        let takeovers = status
+            .takeovers
+            .iter()
+            .rev()
+            .map(|t| TakeoverRow {
+                epoch: t.epoch,
+                how: t.how.clone(),
+                took: t.took_ms.map_or_else(|| "-".to_string(), |ms| format!("{ms} ms")),
+                when: ago(&roost_store::unix_time_text(t.at_unix as i64)),
+            })
+            .collect();
+        RoleView {
+            role: status.role.to_string(),
+            epoch: status.epoch,
+            holder: status.holder.as_ref().map(|h| h.name.clone()),
+            voters: status.voters,
+            voters_heard: status.voters_heard,
+            failover: status.failover.clone(),
+            takeovers,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -439,53 +487,5 @@ mod tests {
     fn timestamps_read_as_ages() {
         assert_eq!(ago("not a time"), "not a time");
         assert!(ago("2020-01-01T00:00:00.000Z").ends_with("d ago"));
-    }
-}
-
-/// The awake role as the Agent page shows it: this machine's part, the
-/// holder, whether a failover could happen now, and the last times this
-/// machine took the role.
-pub(crate) struct RoleView {
-    pub role: String,
-    pub epoch: Option<u64>,
-    pub holder: Option<String>,
-    pub voters: usize,
-    pub voters_heard: usize,
-    /// Whether the others could take over if the holder died, in words.
-    pub failover: String,
-    pub takeovers: Vec<TakeoverRow>,
-}
-
-/// One time this machine took the role.
-pub(crate) struct TakeoverRow {
-    pub epoch: u64,
-    pub how: String,
-    /// How long it took, or a dash for the first.
-    pub took: String,
-    pub when: String,
-}
-
-impl RoleView {
-    pub(crate) fn of(status: &roost_awake::LeaseStatus) -> RoleView {
-        let takeovers = status
-            .takeovers
-            .iter()
-            .rev()
-            .map(|t| TakeoverRow {
-                epoch: t.epoch,
-                how: t.how.clone(),
-                took: t.took_ms.map_or_else(|| "-".to_string(), |ms| format!("{ms} ms")),
-                when: ago(&roost_store::unix_time_text(t.at_unix as i64)),
-            })
-            .collect();
-        RoleView {
-            role: status.role.to_string(),
-            epoch: status.epoch,
-            holder: status.holder.as_ref().map(|h| h.name.clone()),
-            voters: status.voters,
-            voters_heard: status.voters_heard,
-            failover: status.failover.clone(),
-            takeovers,
-        }
     }
 }
