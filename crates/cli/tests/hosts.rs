@@ -192,9 +192,9 @@ fn status(host: &Host) -> Value {
     json_of(host.roost(&["status", "--json"]))
 }
 
-/// The instance directory `roost` uses on `host` (`~/.roost`).
+/// The instance directory `roost` uses on `host` by default (`~/.local/share/roost`).
 fn instance_home(host: &Host) -> std::path::PathBuf {
-    host.home.join(".roost")
+    host.home.join(".local/share/roost")
 }
 
 /// Waits until exactly one of `names` is awake and they all agree which;

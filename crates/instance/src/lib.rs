@@ -567,9 +567,8 @@ pub fn key_fingerprint(public_key: &[u8]) -> String {
     hex(&Sha256::digest(public_key)[..8])
 }
 
-/// The home directory to use: the flag or `ROOST_HOME` (resolved by the
-/// caller), else `~/.roost`.
-/// The instance directory when none is given: `~/.roost` where it exists
+/// The instance directory when neither the flag nor `ROOST_HOME` gives one
+/// (the caller resolves those): `~/.roost` where it exists
 /// (homes made by earlier versions, or by choice), else where the platform
 /// keeps an application's data: `$XDG_DATA_HOME/roost` (by default
 /// `~/.local/share/roost`) on Linux, `~/Library/Application Support/roost`

@@ -64,7 +64,7 @@ pub struct Host {
     pub namespace: String,
     /// Its address on the Lan (eth0 in the namespace).
     pub addr: Ipv4Addr,
-    /// Its HOME: roost keeps its instance in `HOME/.roost`.
+    /// Its HOME: roost keeps its instance in `HOME/.local/share/roost`.
     pub home: PathBuf,
     /// The bridge-side end of its cable; down means unplugged.
     pub veth: String,
@@ -74,7 +74,7 @@ impl Host {
     /// `program args...` inside this machine: its namespace, its host name
     /// (a UTS namespace of its own, which `ip netns exec` does not give),
     /// its hosts file, its HOME, and no ROOST_HOME so roost finds
-    /// `HOME/.roost` as it would on a real machine.
+    /// `HOME/.local/share/roost` as it would on a real machine.
     pub fn command(&self, program: &str, args: &[&str]) -> Command {
         let mut command = Command::new("ip");
         command
@@ -84,6 +84,7 @@ impl Host {
             .args(args)
             .env("HOME", &self.home)
             .env_remove("ROOST_HOME")
+            .env_remove("XDG_DATA_HOME")
             .env("RUST_LOG", std::env::var("ROOST_TEST_LOG").unwrap_or_else(|_| "warn".into()))
             .stdin(Stdio::null());
         command
