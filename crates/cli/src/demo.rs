@@ -152,6 +152,7 @@ impl Demo {
                 started.elapsed().as_millis()
             ));
         }
+        self.every_voter_heard()?;
         let holder = self.holder()?;
         said.push(format!("{} is awake", self.machines[holder].name));
         Ok(said.join("; "))
@@ -249,6 +250,9 @@ impl Demo {
     }
 
     fn failover(&mut self) -> anyhow::Result<String> {
+        // Two of three voters take over only once each hears the other:
+        // the pi has just been stopped and started again.
+        self.every_voter_heard()?;
         let holder = self.holder()?;
         let name = self.machines[holder].name;
         let killed_at = Instant::now();
@@ -272,6 +276,16 @@ impl Demo {
             self.machines[standby].name,
             String::from_utf8_lossy(&reply.stdout).trim()
         ))
+    }
+
+    /// Waits until every machine counts all three as voters and hears them.
+    fn every_voter_heard(&self) -> anyhow::Result<()> {
+        until("every machine a voter, each heard by all", || {
+            Ok(self
+                .machines
+                .iter()
+                .all(|m| lease(&m.addr).is_some_and(|l| l.voters == NAMES.len() && l.voters_heard == NAMES.len())))
+        })
     }
 
     /// The one machine awake, once every running machine names it.
