@@ -165,13 +165,14 @@ impl Links {
     }
 
     async fn dial(&self, peer: &InstanceEntry) -> Option<Connection> {
-        let address = match roost_sync::address::endpoint_addr(peer, &self.relays.get()).await {
-            Ok(address) => address,
-            Err(e) => {
-                tracing::debug!(peer = %peer.name, error = %e, "lease peer cannot be dialed");
-                return None;
-            }
-        };
+        let address =
+            match roost_sync::address::endpoint_addr(peer, &self.relays.get(), &self.endpoint.bound_sockets()).await {
+                Ok(address) => address,
+                Err(e) => {
+                    tracing::debug!(peer = %peer.name, error = %e, "lease peer cannot be dialed");
+                    return None;
+                }
+            };
         roost_sync::dial::connect(&self.endpoint, address, ALPN, DIAL_WAIT)
             .await
             .inspect_err(|e| tracing::debug!(peer = %peer.name, error = %e, "lease dial failed"))

@@ -367,7 +367,9 @@ impl Connections {
         // Replication's relays: with those learned at join or named by a
         // peer since this started.
         let relays = (self.sync)().map_or_else(|| self.relays.clone(), |sync| sync.relays());
-        let to = roost_sync::address::endpoint_addr(peer, &relays).await.map_err(|e| failed(e.to_string()))?;
+        let to = roost_sync::address::endpoint_addr(peer, &relays, &from.bound_sockets())
+            .await
+            .map_err(|e| failed(e.to_string()))?;
         let connection =
             roost_sync::dial::connect(&from, to, ALPN, CONNECT_WAIT).await.map_err(|e| failed(e.to_string()))?;
         let (send, recv) = connection.open_bi().await.map_err(|e| failed(e.to_string()))?;

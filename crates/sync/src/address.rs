@@ -68,15 +68,33 @@ pub async fn resolve(urls: &[String]) -> Result<Vec<SocketAddr>, NoAddress> {
     if found.is_empty() { Err(NoAddress::Unresolved(last_error)) } else { Ok(found) }
 }
 
+/// True if dialing `socket` would reach the endpoint bound at `own`: the
+/// same address, or a loopback or unspecified one at a port bound on every
+/// interface. A peer's loopback URL, passed on by a third machine, names
+/// this machine's own loopback; dialed, it answers with the wrong key and
+/// can fail the whole connection before the peer's real address is tried.
+fn reaches_itself(socket: &SocketAddr, own: &[SocketAddr]) -> bool {
+    own.iter().any(|bound| {
+        bound.port() == socket.port()
+            && (bound.ip() == socket.ip()
+                || (bound.ip().is_unspecified() && (socket.ip().is_loopback() || socket.ip().is_unspecified())))
+    })
+}
+
 /// The peer's endpoint id with every address it may be reached at, and
 /// every relay it may be reached through: a peer whose addresses do not
-/// resolve from here is still dialed through the relays.
-pub async fn endpoint_addr(peer: &InstanceEntry, relays: &[RelayUrl]) -> Result<EndpointAddr, NoAddress> {
+/// resolve from here is still dialed through the relays. Addresses that
+/// would reach this endpoint itself (bound at `own`) are left out.
+pub async fn endpoint_addr(
+    peer: &InstanceEntry,
+    relays: &[RelayUrl],
+    own: &[SocketAddr],
+) -> Result<EndpointAddr, NoAddress> {
     let key = roost_core::hex::decode_array(&peer.signing_key)
         .and_then(|k| PublicKey::from_bytes(&k).ok())
         .ok_or(NoAddress::BadKey)?;
     let sockets = match resolve(&peer.addresses).await {
-        Ok(sockets) => sockets,
+        Ok(sockets) => sockets.into_iter().filter(|s| !reaches_itself(s, own)).collect(),
         Err(_) if !relays.is_empty() => Vec::new(),
         Err(e) => return Err(e),
     };
@@ -95,5 +113,18 @@ mod tests {
         assert_eq!(resolve(&[]).await, Err(NoAddress::None));
         let nameless = vec!["http://:7151".to_string()];
         assert!(matches!(resolve(&nameless).await, Err(NoAddress::Unresolved(_))));
+    }
+
+    #[test]
+    fn a_loopback_address_at_a_port_bound_everywhere_is_this_endpoint() {
+        let socket = |s: &str| s.parse::<SocketAddr>().unwrap();
+        let everywhere = [socket("0.0.0.0:7151"), socket("[::]:7151")];
+        assert!(reaches_itself(&socket("127.0.0.1:7151"), &everywhere));
+        assert!(reaches_itself(&socket("[::1]:7151"), &everywhere));
+        assert!(!reaches_itself(&socket("127.0.0.1:7152"), &everywhere), "another machine on this host");
+        assert!(!reaches_itself(&socket("10.0.0.2:7151"), &everywhere), "another host");
+        let loopback_only = [socket("127.0.0.1:7151")];
+        assert!(reaches_itself(&socket("127.0.0.1:7151"), &loopback_only));
+        assert!(!reaches_itself(&socket("10.0.0.2:7151"), &loopback_only));
     }
 }

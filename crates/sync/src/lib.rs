@@ -605,7 +605,9 @@ pub async fn bind_endpoint(
 
 async fn dial(shared: &Arc<Shared>, peer: &InstanceEntry) -> Result<(), SyncError> {
     let relays = shared.relays.get();
-    let addr = address::endpoint_addr(peer, &relays).await.map_err(|e| SyncError::NoAddress(e.to_string()))?;
+    let addr = address::endpoint_addr(peer, &relays, &shared.endpoint.bound_sockets())
+        .await
+        .map_err(|e| SyncError::NoAddress(e.to_string()))?;
     let conn = dial::connect(&shared.endpoint, addr, ALPN, DIAL_WAIT)
         .await
         .map_err(|e| SyncError::Stream(format!("{}: {e}", peer.name)))?;
