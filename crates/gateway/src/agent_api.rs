@@ -12,7 +12,8 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
+use utoipa::ToSchema;
 
 use roost_agent::ledger::{self, Stage};
 use roost_agent::redact;
@@ -20,7 +21,7 @@ use roost_machine::agent::AgentStatus;
 use roost_store::agent::Inbound;
 
 use crate::AppState;
-use crate::api::{ApiError, with_store};
+use crate::api::{ApiError, Body, ErrorBody, with_store};
 
 pub(crate) fn routes(state: Arc<AppState>) -> Router {
     Router::new()
@@ -53,9 +54,12 @@ pub(crate) fn health(state: &AppState) -> Option<AgentStatus> {
     state.machine.as_ref().and_then(|m| m.agent()).map(|agent| agent.status())
 }
 
-#[derive(Deserialize)]
+/// An inbound message.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct InboundBody {
+pub(crate) struct InboundBody {
+    /// 1 to 32 lowercase letters, digits, - or _; not `telegram`.
+    #[schema(pattern = "^[a-z0-9_-]{1,32}$")]
     channel: String,
     topic: String,
     message_id: String,
@@ -66,9 +70,29 @@ struct InboundBody {
 
 const EXPECTED: &str = "expected JSON {\"channel\", \"topic\", \"message_id\", \"text\"} and optionally \"sender\"";
 
-async fn receive(State(state): State<Arc<AppState>>, body: Json<Value>) -> Result<(StatusCode, Json<Value>), ApiError> {
+/// A message recorded: its id, and whether it had come before.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Recorded {
+    id: String,
+    duplicate: bool,
+}
+
+#[utoipa::path(post, path = "/api/v1/agent/messages", tag = "agent", request_body = InboundBody,
+    security(("token" = []), ()),
+    responses(
+        (status = 202, description = "Durable here; replication carries it to the awake machine", body = Recorded),
+        (status = 400, description = "The body is malformed or names a bad channel", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "A cross-site request", body = ErrorBody),
+        (status = 415, description = "The body is not JSON", body = ErrorBody),
+        (status = 503, description = "The database is busy", body = ErrorBody),
+    ))]
+pub(crate) async fn receive(
+    State(state): State<Arc<AppState>>,
+    Body(body): Body<Value>,
+) -> Result<(StatusCode, Json<Recorded>), ApiError> {
     let bad = |why: String| ApiError(StatusCode::BAD_REQUEST, why);
-    let body: InboundBody = serde_json::from_value(body.0).map_err(|e| bad(format!("{e}; {EXPECTED}")))?;
+    let body: InboundBody = serde_json::from_value(body).map_err(|e| bad(format!("{e}; {EXPECTED}")))?;
     if !ledger::valid_channel(&body.channel) {
         return Err(bad(format!(
             "channel {:?} is not a channel name: use 1 to 32 lowercase letters, digits, - or _",
@@ -95,15 +119,20 @@ async fn receive(State(state): State<Arc<AppState>>, body: Json<Value>) -> Resul
     if let Some(agent) = state.machine.as_ref().and_then(|m| m.agent()) {
         agent.wake();
     }
-    Ok((StatusCode::ACCEPTED, Json(json!({"id": message.id, "duplicate": !recorded}))))
+    Ok((StatusCode::ACCEPTED, Json(Recorded { id: message.id, duplicate: !recorded })))
 }
 
-async fn status(State(state): State<Arc<AppState>>) -> Json<Option<AgentStatus>> {
+#[utoipa::path(get, path = "/api/v1/agent", tag = "agent", security(("token" = []), ()),
+    responses(
+        (status = 200, description = "The agent here; null where none runs", body = Option<Object>),
+        (status = 401, description = "No valid token", body = ErrorBody),
+    ))]
+pub(crate) async fn status(State(state): State<Arc<AppState>>) -> Json<Option<AgentStatus>> {
     Json(health(&state))
 }
 
 /// One conversation: its messages and when the last came.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub(crate) struct TopicSummary {
     pub topic: String,
     pub messages: u64,
@@ -116,12 +145,24 @@ pub(crate) async fn topic_summaries(state: &AppState) -> Result<Vec<TopicSummary
     Ok(topics.into_iter().map(|(topic, messages, last_at)| TopicSummary { topic, messages, last_at }).collect())
 }
 
-async fn topics(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
-    Ok(Json(json!({ "topics": topic_summaries(&state).await? })))
+/// Every topic this machine's ledger holds.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct TopicList {
+    topics: Vec<TopicSummary>,
+}
+
+#[utoipa::path(get, path = "/api/v1/agent/topics", tag = "agent", security(("token" = []), ()),
+    responses(
+        (status = 200, description = "The conversations", body = TopicList),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 503, description = "The database is busy", body = ErrorBody),
+    ))]
+pub(crate) async fn topics(State(state): State<Arc<AppState>>) -> Result<Json<TopicList>, ApiError> {
+    Ok(Json(TopicList { topics: topic_summaries(&state).await? }))
 }
 
 /// One message of a topic with where its reply stands.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, ToSchema)]
 pub struct TopicEntry {
     pub id: String,
     pub channel: String,
@@ -131,6 +172,7 @@ pub struct TopicEntry {
     pub received_at: String,
     pub received_by: String,
     /// None until the holder claims it.
+    #[schema(value_type = Option<String>)]
     pub stage: Option<Stage>,
     pub reply: Option<String>,
     pub attempts: u32,
@@ -169,7 +211,25 @@ pub(crate) async fn topic_entries(state: &AppState, topic: String) -> Result<Vec
         .collect())
 }
 
-async fn topic(State(state): State<Arc<AppState>>, Path(topic): Path<String>) -> Result<Json<Value>, ApiError> {
-    let entries = topic_entries(&state, topic.clone()).await?;
-    Ok(Json(json!({ "topic": topic, "messages": entries })))
+/// A topic's messages in order.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct TopicHistory {
+    topic: String,
+    messages: Vec<TopicEntry>,
+}
+
+#[utoipa::path(get, path = "/api/v1/agent/topics/{topic}", tag = "agent",
+    params(("topic" = String, Path, description = "The topic")),
+    security(("token" = []), ()),
+    responses(
+        (status = 200, description = "Its messages, each with where its reply stands", body = TopicHistory),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 503, description = "The database is busy", body = ErrorBody),
+    ))]
+pub(crate) async fn topic(
+    State(state): State<Arc<AppState>>,
+    Path(topic): Path<String>,
+) -> Result<Json<TopicHistory>, ApiError> {
+    let messages = topic_entries(&state, topic.clone()).await?;
+    Ok(Json(TopicHistory { topic, messages }))
 }

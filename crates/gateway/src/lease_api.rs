@@ -11,14 +11,14 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use roost_awake::status::{AwakeRecord, Record};
 use roost_awake::{CommandError, LeaseReport, LeaseStatus, Settled};
 
 use crate::AppState;
-use crate::api::{ApiError, NoArguments, with_store};
+use crate::api::{ApiError, Body, ErrorBody, NoArguments, with_store};
 use crate::auth::OverSocket;
 
 pub(crate) fn routes(state: Arc<AppState>) -> Router {
@@ -36,15 +36,23 @@ pub(crate) fn health(state: &AppState) -> Option<LeaseStatus> {
 
 /// `/health`'s view, plus what the replicated log holds: the last holder's
 /// `awake` record and this machine's epoch fence.
-async fn status(State(state): State<Arc<AppState>>) -> Result<Json<Option<LeaseReport>>, ApiError> {
+#[utoipa::path(get, path = "/api/v1/lease", tag = "lease", security(("token" = []), ()),
+    responses(
+        (status = 200, description = "The lease as this machine sees it; null where it does not run", body = Option<Object>),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 503, description = "The database is busy", body = ErrorBody),
+    ))]
+pub(crate) async fn status(State(state): State<Arc<AppState>>) -> Result<Json<Option<LeaseReport>>, ApiError> {
     let (record, fence) =
         with_store(&state, |s| Ok((s.agent_state(roost_awake::AWAKE_KEY)?, s.highest_epoch()?))).await?;
     let record = record.map(|r| Record { epoch: r.epoch, holder: serde_json::from_str::<AwakeRecord>(&r.value).ok() });
     Ok(Json(health(&state).map(|status| LeaseReport { status, record, fence })))
 }
 
-#[derive(Deserialize, Default)]
-struct WakeupRequest {
+/// Take the awake role here.
+#[derive(Deserialize, Default, ToSchema)]
+pub(crate) struct WakeupRequest {
+    /// Take it even without a quorum's votes.
     #[serde(default)]
     force: bool,
 }
@@ -55,24 +63,51 @@ fn awake(state: &AppState) -> Result<Arc<roost_awake::AwakeService>, ApiError> {
         .ok_or_else(|| ApiError(StatusCode::SERVICE_UNAVAILABLE, "the lease does not run in this process".into()))
 }
 
-fn answer(result: Result<Settled, CommandError>) -> Result<Json<Value>, ApiError> {
+/// How a lease command settled.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct CommandDone {
+    ok: bool,
+    message: String,
+}
+
+fn answer(result: Result<Settled, CommandError>) -> Result<Json<CommandDone>, ApiError> {
     result
-        .map(|settled| Json(json!({"ok": true, "message": settled.to_string()})))
+        .map(|settled| Json(CommandDone { ok: true, message: settled.to_string() }))
         .map_err(|e| ApiError(StatusCode::CONFLICT, e.to_string()))
 }
 
-async fn wakeup(
+#[utoipa::path(post, path = "/api/v1/lease/wakeup", tag = "lease", request_body = WakeupRequest,
+    responses(
+        (status = 200, description = "This machine holds the awake role", body = CommandDone),
+        (status = 400, description = "The body is malformed", body = ErrorBody),
+        (status = 403, description = "Not sent over the instance's Unix socket, or cross-site", body = ErrorBody),
+        (status = 409, description = "The role could not be taken", body = ErrorBody),
+        (status = 415, description = "The body is not JSON", body = ErrorBody),
+        (status = 422, description = "A field has the wrong type", body = ErrorBody),
+        (status = 503, description = "The lease does not run in this process", body = ErrorBody),
+    ))]
+pub(crate) async fn wakeup(
     State(state): State<Arc<AppState>>,
     _: OverSocket,
-    Json(body): Json<WakeupRequest>,
-) -> Result<Json<Value>, ApiError> {
+    Body(body): Body<WakeupRequest>,
+) -> Result<Json<CommandDone>, ApiError> {
     answer(awake(&state)?.wakeup(body.force).await)
 }
 
-async fn leave(
+#[utoipa::path(post, path = "/api/v1/lease/leave", tag = "lease", request_body = NoArguments,
+    responses(
+        (status = 200, description = "This machine left the vote", body = CommandDone),
+        (status = 400, description = "The body is malformed", body = ErrorBody),
+        (status = 403, description = "Not sent over the instance's Unix socket, or cross-site", body = ErrorBody),
+        (status = 409, description = "It could not leave", body = ErrorBody),
+        (status = 415, description = "The body is not JSON", body = ErrorBody),
+        (status = 422, description = "The body is not `{}`", body = ErrorBody),
+        (status = 503, description = "The lease does not run in this process", body = ErrorBody),
+    ))]
+pub(crate) async fn leave(
     State(state): State<Arc<AppState>>,
     _: OverSocket,
-    Json(NoArguments {}): Json<NoArguments>,
-) -> Result<Json<Value>, ApiError> {
+    Body(NoArguments {}): Body<NoArguments>,
+) -> Result<Json<CommandDone>, ApiError> {
     answer(awake(&state)?.leave().await)
 }

@@ -39,6 +39,7 @@ mod mcp_http;
 mod mcp_quic;
 mod metrics_api;
 pub mod nest;
+pub mod openapi;
 mod pair;
 mod pair_quic;
 pub mod sessions;
@@ -230,6 +231,7 @@ impl Gateway {
         });
         api::public_routes(state.clone())
             .merge(pair::routes(state.clone()))
+            .merge(openapi::routes(state.clone()))
             .merge(protected)
             .layer(axum::middleware::from_fn(guard::api))
             .merge(nest::routes(state))

@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use utoipa::ToSchema;
 
 use roost_awake::Part;
 use roost_machine::Reloaded;
@@ -16,7 +16,7 @@ use roost_store::Standing;
 use roost_store::registry::display_names;
 
 use crate::AppState;
-use crate::api::{ApiError, NoArguments, with_store};
+use crate::api::{ApiError, Body, ErrorBody, NoArguments, with_store};
 use crate::auth::OverSocket;
 
 pub(crate) fn routes(state: Arc<AppState>) -> Router {
@@ -24,7 +24,7 @@ pub(crate) fn routes(state: Arc<AppState>) -> Router {
 }
 
 /// The part a machine plays in the role, as this machine sees it now.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum MachinePart {
     Awake,
@@ -52,7 +52,7 @@ impl MachinePart {
 
 /// One row of `roost machines`, as `/api/v1/machines` answers it and the
 /// CLI reads it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct MachineRow {
     pub id: String,
     /// The name, with the end of the id when another machine shares it.
@@ -64,10 +64,24 @@ pub struct MachineRow {
     pub sync: String,
     pub version: Option<String>,
     pub last_seen: Option<String>,
+    /// `active`, or `revoked` for good.
+    #[schema(value_type = String, examples("active", "revoked"))]
     pub status: Standing,
 }
 
-async fn machines(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
+/// The machines of the chain.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct MachineList {
+    machines: Vec<MachineRow>,
+}
+
+#[utoipa::path(get, path = "/api/v1/machines", tag = "machines", security(("token" = []), ()),
+    responses(
+        (status = 200, description = "Each machine, its part in the role and its replication", body = MachineList),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 503, description = "The database is busy", body = ErrorBody),
+    ))]
+pub(crate) async fn machines(State(state): State<Arc<AppState>>) -> Result<Json<MachineList>, ApiError> {
     let entries = with_store(&state, |s| s.instances()).await?;
     let peers = crate::sync_api::peer_statuses(&state).await.unwrap_or_default();
     let lease = crate::lease_api::health(&state);
@@ -118,24 +132,43 @@ async fn machines(State(state): State<Arc<AppState>>) -> Result<Json<Value>, Api
             }
         })
         .collect();
-    Ok(Json(json!({"machines": rows})))
+    Ok(Json(MachineList { machines: rows }))
 }
 
 /// Restarts replication and the lease on the identity on disk, if it
 /// changed: `roost join` and `roost identity import` call this so the
 /// running gateway takes the new identity at once.
-async fn reload(
+/// Whether the reload restarted replication and the lease.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ReloadDone {
+    restarted: bool,
+    /// The identity now, when it changed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    roost_id: Option<String>,
+}
+
+#[utoipa::path(post, path = "/api/v1/local/reload", tag = "machines", request_body = NoArguments,
+    responses(
+        (status = 200, description = "Reloaded, or nothing changed", body = ReloadDone),
+        (status = 400, description = "The body is malformed", body = ErrorBody),
+        (status = 403, description = "Not sent over the instance's Unix socket, or cross-site", body = ErrorBody),
+        (status = 415, description = "The body is not JSON", body = ErrorBody),
+        (status = 422, description = "The body is not `{}`", body = ErrorBody),
+        (status = 500, description = "The identity on disk cannot be taken", body = ErrorBody),
+        (status = 503, description = "Replication does not run in this process", body = ErrorBody),
+    ))]
+pub(crate) async fn reload(
     State(state): State<Arc<AppState>>,
     _: OverSocket,
-    Json(NoArguments {}): Json<NoArguments>,
-) -> Result<Json<Value>, ApiError> {
+    Body(NoArguments {}): Body<NoArguments>,
+) -> Result<Json<ReloadDone>, ApiError> {
     let machine = state
         .machine
         .as_ref()
         .ok_or_else(|| ApiError(StatusCode::SERVICE_UNAVAILABLE, "replication does not run in this process".into()))?;
     match machine.reload().await {
-        Ok(Reloaded::Unchanged) => Ok(Json(json!({"restarted": false}))),
-        Ok(Reloaded::Restarted { roost_id }) => Ok(Json(json!({"restarted": true, "roost_id": roost_id}))),
+        Ok(Reloaded::Unchanged) => Ok(Json(ReloadDone { restarted: false, roost_id: None })),
+        Ok(Reloaded::Restarted { roost_id }) => Ok(Json(ReloadDone { restarted: true, roost_id: Some(roost_id) })),
         Err(e) => Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
     }
 }

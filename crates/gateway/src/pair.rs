@@ -19,8 +19,8 @@ use axum::http::StatusCode;
 use axum::routing::post;
 use axum::{Json, Router};
 use base64::Engine;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use roost_identity::cert::MachineClaims;
 use roost_identity::pairing::{self, JoinGrant, JoinRequest, KnownMachine, OFFER_LIFETIME, SessionKey, Side};
@@ -30,7 +30,7 @@ use roost_instance::{parse_key_hex, unix_now};
 use roost_store::registry::merge_addresses;
 
 use crate::AppState;
-use crate::api::ApiError;
+use crate::api::{ApiError, Body, ErrorBody};
 
 /// Exchanges waiting for their `finish`, by session id. The mutex also
 /// serialises reads and writes of the offer file within this process.
@@ -66,17 +66,43 @@ fn internal(e: impl std::fmt::Display) -> ApiError {
     ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
 }
 
-#[derive(Deserialize)]
+/// A joiner's first SPAKE2 message.
+#[derive(Deserialize, ToSchema)]
 pub(crate) struct StartRequest {
+    /// base64url.
     message: String,
 }
 
-async fn start(State(state): State<Arc<AppState>>, Json(req): Json<StartRequest>) -> Result<Json<Value>, ApiError> {
+/// The chain's SPAKE2 message and key confirmation, and the exchange's key.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct PairStarted {
+    session: String,
+    /// base64url.
+    message: String,
+    /// base64url.
+    confirmation: String,
+}
+
+#[utoipa::path(post, path = "/api/v1/pair/start", tag = "pairing", request_body = StartRequest,
+    responses(
+        (status = 200, description = "The chain's side of the exchange", body = PairStarted),
+        (status = 400, description = "The message is malformed", body = ErrorBody),
+        (status = 403, description = "A cross-site request", body = ErrorBody),
+        (status = 404, description = "No pairing code is on offer here", body = ErrorBody),
+        (status = 410, description = "The code is used up, expired or out of attempts", body = ErrorBody),
+        (status = 415, description = "The body is not JSON", body = ErrorBody),
+        (status = 422, description = "The body lacks `message`", body = ErrorBody),
+        (status = 500, description = "The offer on disk cannot be read or written", body = ErrorBody),
+    ))]
+pub(crate) async fn start(
+    State(state): State<Arc<AppState>>,
+    Body(req): Body<StartRequest>,
+) -> Result<Json<PairStarted>, ApiError> {
     Ok(Json(started(&state, req).await?))
 }
 
 /// The chain's answer to a joiner's first message, however it came.
-pub(crate) async fn started(state: &Arc<AppState>, req: StartRequest) -> Result<Value, ApiError> {
+pub(crate) async fn started(state: &Arc<AppState>, req: StartRequest) -> Result<PairStarted, ApiError> {
     let joiner_message = b64d(&req.message, "message")?;
     let worker = state.clone();
     roost_tasks::blocking("the pairing step", PAIRING_WAIT, move || begin(&worker, &joiner_message)).await?
@@ -84,7 +110,7 @@ pub(crate) async fn started(state: &Arc<AppState>, req: StartRequest) -> Result<
 
 /// Counts the attempt on disk, runs the chain's side of SPAKE2 and keeps the
 /// session for `finish`.
-fn begin(state: &AppState, joiner_message: &[u8]) -> Result<Value, ApiError> {
+fn begin(state: &AppState, joiner_message: &[u8]) -> Result<PairStarted, ApiError> {
     let instance = &state.instance;
     let mut sessions = state.pairing.0.lock().expect("pairing sessions poisoned");
     let _offer_lock = instance.lock_offer().map_err(internal)?;
@@ -106,21 +132,44 @@ fn begin(state: &AppState, joiner_message: &[u8]) -> Result<Value, ApiError> {
     sessions.retain(|_, s| s.deadline > Instant::now());
     let deadline = Instant::now() + Duration::from_secs(OFFER_LIFETIME as u64);
     sessions.insert(session.clone(), Session { key, deadline, code: offer.code.clone() });
-    Ok(json!({"session": session, "message": b64e(&chain_message), "confirmation": b64e(&confirmation)}))
+    Ok(PairStarted { session, message: b64e(&chain_message), confirmation: b64e(&confirmation) })
 }
 
-#[derive(Deserialize)]
+/// The joiner's key confirmation and its sealed join request.
+#[derive(Deserialize, ToSchema)]
 pub(crate) struct FinishRequest {
     session: String,
+    /// base64url.
     confirmation: String,
+    /// base64url.
     sealed: String,
 }
 
-async fn finish(
+/// The grant, sealed under the exchange's key.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct PairFinished {
+    /// base64url.
+    sealed: String,
+}
+
+#[utoipa::path(post, path = "/api/v1/pair/finish", tag = "pairing", request_body = FinishRequest,
+    responses(
+        (status = 200, description = "The joiner is certified and registered", body = PairFinished),
+        (status = 400, description = "A field is malformed", body = ErrorBody),
+        (status = 401, description = "The joiner used a different code", body = ErrorBody),
+        (status = 403, description = "A cross-site request", body = ErrorBody),
+        (status = 404, description = "No such exchange", body = ErrorBody),
+        (status = 409, description = "A machine with that id is already registered", body = ErrorBody),
+        (status = 410, description = "The exchange or the code expired, or the code was used", body = ErrorBody),
+        (status = 415, description = "The body is not JSON", body = ErrorBody),
+        (status = 422, description = "The body lacks a field", body = ErrorBody),
+        (status = 500, description = "The offer on disk cannot be read or written", body = ErrorBody),
+    ))]
+pub(crate) async fn finish(
     State(state): State<Arc<AppState>>,
     ConnectInfo(from): ConnectInfo<SocketAddr>,
-    Json(req): Json<FinishRequest>,
-) -> Result<Json<Value>, ApiError> {
+    Body(req): Body<FinishRequest>,
+) -> Result<Json<PairFinished>, ApiError> {
     Ok(Json(finished(&state, req, Some(from.ip())).await?))
 }
 
@@ -130,7 +179,7 @@ pub(crate) async fn finished(
     state: &Arc<AppState>,
     req: FinishRequest,
     from: Option<IpAddr>,
-) -> Result<Value, ApiError> {
+) -> Result<PairFinished, ApiError> {
     let confirmation = b64d(&req.confirmation, "confirmation")?;
     let sealed = b64d(&req.sealed, "sealed")?;
     let worker = state.clone();
@@ -139,7 +188,7 @@ pub(crate) async fn finished(
     if let Some(sync) = state.sync() {
         sync.registry_changed();
     }
-    Ok(json!({"sealed": b64e(&grant)}))
+    Ok(PairFinished { sealed: b64e(&grant) })
 }
 
 /// Where a joiner can be reached: what it advertises (no loopback URL unless

@@ -61,6 +61,9 @@ async fn exchange(state: &Arc<AppState>, conn: &Connection) -> Result<(), roost_
     Ok(())
 }
 
-fn answer(result: Result<Value, ApiError>) -> Value {
-    result.unwrap_or_else(|ApiError(status, message)| json!({"error": message, "status": status.as_u16()}))
+fn answer<T: serde::Serialize>(result: Result<T, ApiError>) -> Value {
+    match result {
+        Ok(answer) => json!(answer),
+        Err(ApiError(status, message)) => json!({"error": message, "status": status.as_u16()}),
+    }
 }

@@ -3,18 +3,19 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
+use utoipa::{IntoParams, ToSchema};
 
 use roost_store::{Conflict, Keep, Mutation};
 use roost_sync::PeerStatus;
 
 use crate::AppState;
-use crate::api::{ApiError, with_store};
+use crate::api::{ApiError, Body, ErrorBody, Params, with_store};
 
 pub(crate) fn routes(state: Arc<AppState>) -> Router {
     Router::new()
@@ -56,45 +57,125 @@ pub(crate) async fn resolve_conflict(
     .await
 }
 
-async fn status(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
-    let (heads, open) = with_store(&state, |s| Ok((s.heads()?, s.open_conflicts()?))).await?;
-    Ok(Json(json!({
-        "instance_id": state.instance.id,
-        "running": state.sync().is_some(),
-        "heads": heads,
-        "open_conflicts": open,
-        "peers": peers(&state).await,
-    })))
+/// Replication here: the log heads held, open conflicts, each peer.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct SyncStatus {
+    instance_id: String,
+    running: bool,
+    /// The highest sequence held of each machine's log, by machine id.
+    heads: std::collections::BTreeMap<String, u64>,
+    open_conflicts: u64,
+    /// Each peer's state and lag, or `{"error": ...}` when it cannot be read.
+    peers: Value,
 }
 
-#[derive(Deserialize)]
-struct ListParams {
+#[utoipa::path(get, path = "/api/v1/sync/status", tag = "replication", security(("token" = []), ()),
+    responses(
+        (status = 200, description = "Replication here", body = SyncStatus),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 503, description = "The database is busy", body = ErrorBody),
+    ))]
+pub(crate) async fn status(State(state): State<Arc<AppState>>) -> Result<Json<SyncStatus>, ApiError> {
+    let (heads, open) = with_store(&state, |s| Ok((s.heads()?, s.open_conflicts()?))).await?;
+    Ok(Json(SyncStatus {
+        instance_id: state.instance.id.clone(),
+        running: state.sync().is_some(),
+        heads,
+        open_conflicts: open,
+        peers: peers(&state).await,
+    }))
+}
+
+/// Which conflicts to list.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct ListParams {
+    /// Resolved ones too.
     all: Option<bool>,
+    /// The most to list (100 when absent).
     limit: Option<u32>,
 }
 
-async fn list(State(state): State<Arc<AppState>>, Query(p): Query<ListParams>) -> Result<Json<Value>, ApiError> {
+/// Conflicts, newest first.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ConflictList {
+    count: usize,
+    #[schema(value_type = Vec<Object>)]
+    conflicts: Vec<Conflict>,
+}
+
+#[utoipa::path(get, path = "/api/v1/conflicts", tag = "replication", params(ListParams),
+    security(("token" = []), ()),
+    responses(
+        (status = 200, description = "The conflicts", body = ConflictList),
+        (status = 400, description = "A parameter is malformed", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 503, description = "The database is busy", body = ErrorBody),
+    ))]
+pub(crate) async fn list(
+    State(state): State<Arc<AppState>>,
+    Params(p): Params<ListParams>,
+) -> Result<Json<ConflictList>, ApiError> {
     let conflicts = with_store(&state, move |s| s.conflicts(p.all.unwrap_or(false), p.limit.unwrap_or(100))).await?;
-    Ok(Json(json!({"count": conflicts.len(), "conflicts": conflicts})))
+    Ok(Json(ConflictList { count: conflicts.len(), conflicts }))
 }
 
-async fn show(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
-    let conflict = with_store(&state, move |s| s.conflict(&id)).await?;
-    Ok(Json(json!(conflict)))
+#[utoipa::path(get, path = "/api/v1/conflicts/{id}", tag = "replication",
+    params(("id" = String, Path, description = "The conflict's id")),
+    security(("token" = []), ()),
+    responses(
+        (status = 200, description = "The conflict: both sides and its state", body = Object),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 404, description = "No such conflict", body = ErrorBody),
+        (status = 503, description = "The database is busy", body = ErrorBody),
+    ))]
+pub(crate) async fn show(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Json<Conflict>, ApiError> {
+    Ok(Json(with_store(&state, move |s| s.conflict(&id)).await?))
 }
 
-#[derive(Deserialize)]
-struct ResolveBody {
+/// How to resolve a conflict.
+#[derive(Deserialize, ToSchema)]
+pub(crate) struct ResolveBody {
+    /// `local`, `remote`, or `merge` (with `fields`).
+    #[schema(pattern = "^(local|remote|merge)$")]
     keep: String,
+    /// The merged row's fields, for `merge`.
+    #[schema(value_type = Option<Object>)]
     fields: Option<Map<String, Value>>,
 }
 
-async fn resolve(
+/// A resolved conflict and the row written.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Resolved {
+    #[schema(value_type = Object)]
+    conflict: Conflict,
+    #[schema(value_type = Object)]
+    row: Map<String, Value>,
+}
+
+#[utoipa::path(post, path = "/api/v1/conflicts/{id}/resolve", tag = "replication",
+    params(("id" = String, Path, description = "The conflict's id")),
+    request_body = ResolveBody,
+    security(("token" = []), ()),
+    responses(
+        (status = 200, description = "Resolved, through the write door", body = Resolved),
+        (status = 400, description = "The body is malformed, or the conflict is already resolved", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "A cross-site request", body = ErrorBody),
+        (status = 404, description = "No such conflict", body = ErrorBody),
+        (status = 415, description = "The body is not JSON", body = ErrorBody),
+        (status = 422, description = "The body lacks a field or has one of the wrong type", body = ErrorBody),
+        (status = 503, description = "The database is busy", body = ErrorBody),
+    ))]
+pub(crate) async fn resolve(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
-    Json(body): Json<ResolveBody>,
-) -> Result<Json<Value>, ApiError> {
+    Body(body): Body<ResolveBody>,
+) -> Result<Json<Resolved>, ApiError> {
     let keep = Keep::parse(&body.keep, body.fields).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
     let (row, conflict) = resolve_conflict(&state, id, keep).await?;
-    Ok(Json(json!({"conflict": conflict, "row": row})))
+    Ok(Json(Resolved { conflict, row }))
 }

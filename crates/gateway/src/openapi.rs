@@ -1,0 +1,77 @@
+//! The API's OpenAPI 3.1 description, generated from the handlers' typed
+//! requests and answers (each handler's `#[utoipa::path]`), served at
+//! `/api/v1/openapi.json`.
+
+use std::sync::Arc;
+
+use axum::routing::get;
+use axum::{Json, Router};
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::{AppState, agent_api, api, federation_api, lease_api, machines_api, pair, sync_api};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Roost",
+        description = "One person's agent installation on several machines. Loopback callers naming a \
+                       loopback host need no token; other machines of the chain send a single-use token \
+                       (`Authorization: Bearer`). Every error is `{\"error\": \"...\"}`.",
+    ),
+    paths(
+        api::health,
+        api::certificate,
+        api::instance,
+        api::search,
+        api::memory,
+        api::instances,
+        sync_api::status,
+        sync_api::list,
+        sync_api::show,
+        sync_api::resolve,
+        lease_api::status,
+        lease_api::wakeup,
+        lease_api::leave,
+        machines_api::machines,
+        machines_api::reload,
+        agent_api::status,
+        agent_api::receive,
+        agent_api::topics,
+        agent_api::topic,
+        federation_api::forward,
+        federation_api::search,
+        pair::start,
+        pair::finish,
+    ),
+    modifiers(&TokenScheme)
+)]
+struct ApiDoc;
+
+/// Declares the `token` scheme the protected operations name.
+struct TokenScheme;
+
+impl Modify for TokenScheme {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        let mut bearer = Http::new(HttpAuthScheme::Bearer);
+        bearer.description = Some("A single-use token signed by a machine of this chain".into());
+        components.add_security_scheme("token", SecurityScheme::Http(bearer));
+    }
+}
+
+/// The document, with this build's version.
+pub fn document() -> utoipa::openapi::OpenApi {
+    let mut doc = ApiDoc::openapi();
+    doc.info.version = env!("CARGO_PKG_VERSION").into();
+    doc
+}
+
+/// `/api/v1/openapi.json`: public, like `/health`; it describes, it holds
+/// nothing of the store.
+pub(crate) fn routes(state: Arc<AppState>) -> Router {
+    let doc = Arc::new(document());
+    Router::new()
+        .route("/api/v1/openapi.json", get(move || async move { Json(doc.as_ref().clone()) }))
+        .with_state(state)
+}
