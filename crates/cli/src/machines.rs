@@ -7,7 +7,6 @@ use anyhow::Context;
 use clap::Subcommand;
 
 use roost_gateway::{MachinePart, MachineRow};
-use roost_identity::Certificate;
 use roost_instance::Instance;
 use roost_store::Standing;
 
@@ -100,10 +99,7 @@ pub fn run(home: &Path, command: InstanceCommand) -> anyhow::Result<()> {
             let base = http::base(&url);
             let health = http::get(&format!("{base}/health"), http::WAIT).context("health check")?;
             let answer = http::get(&format!("{base}/api/v1/certificate"), http::WAIT)?;
-            let cert = Certificate::from_text(answer["certificate"].as_str().unwrap_or_default())
-                .with_context(|| format!("{base} sent no valid certificate"))?;
-            cert.verify(&instance.identity_key()).with_context(|| format!("refusing {base}"))?;
-            instance.register(&store, &cert, std::slice::from_ref(&base))?;
+            let cert = instance.register_reached(&store, answer["certificate"].as_str().unwrap_or_default(), &base)?;
             say!(
                 "registered {} ({}, {}) at {}; it answers {}",
                 out::field(&cert.claims.name),
@@ -114,15 +110,12 @@ pub fn run(home: &Path, command: InstanceCommand) -> anyhow::Result<()> {
             )?;
         }
         InstanceCommand::Revoke { id } => {
-            let revoked = instance.revoke(&store, &id)?;
+            let (revoked, old) = instance.revoke_and_rotate(&store, &id)?;
             say!(
                 "revoked {} ({}); every machine of the chain refuses it once replication passes this on",
                 out::field(&revoked.name),
                 out::field(&revoked.id)
             )?;
-            // It still holds the seed: move the chain to one it never sees.
-            let old = instance.roost_id();
-            instance.rotate(&store, &revoked.id)?;
             say!(
                 "the chain's Roost ID is now {} (was {old}): the machines that stay take the new identity through replication, and nothing {} certifies joins",
                 instance.roost_id(),

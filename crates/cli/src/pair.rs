@@ -9,11 +9,11 @@ use base64::Engine;
 use serde_json::json;
 
 use roost_identity::pairing::{
-    self, JoinGrant, JoinRequest, KnownMachine, OFFER_LIFETIME, Offer, PairingCode, RelayedMachine, Side,
+    self, JoinGrant, JoinRequest, KnownMachine, OFFER_LIFETIME, PairingCode, RelayedMachine, Side,
 };
 use roost_identity::{Certificate, MasterSeed, Role, hex};
 use roost_instance::addresses::is_loopback_url;
-use roost_instance::{Instance, InstanceError, unix_now};
+use roost_instance::{Instance, unix_now};
 
 use crate::http;
 use crate::out::{self, say};
@@ -32,14 +32,7 @@ fn unb64(value: &serde_json::Value, what: &str) -> anyhow::Result<Vec<u8>> {
 /// Puts a fresh code on offer; with `wait`, follows the pairing to its end.
 pub fn pair(home: &Path, wait: bool) -> anyhow::Result<()> {
     let instance = Instance::open(home)?;
-    if instance.seed.is_none() {
-        return Err(InstanceError::NoSeed.into());
-    }
-    let code = PairingCode::generate(rand::random());
-    {
-        let _offer_lock = instance.lock_offer()?;
-        instance.save_offer(&Offer::new(&code, unix_now()))?;
-    }
+    let code = instance.offer_pairing_code()?;
     say!(
         "pairing code: {}  (valid for {} minutes, {} attempts)",
         code.display(),

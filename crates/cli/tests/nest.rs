@@ -368,10 +368,60 @@ async fn the_nest_in_a_real_browser() {
     assert!(text_of(browser, "li.message .epoch").await.parse::<u64>().is_ok_and(|e| e >= 1));
     screenshot(browser, "12-agent-topic.png").await;
 
-    // Revoking charlie rotates the chain's identity: the instances page
-    // shows the new Roost ID and the one before it.
+    // The Machines page: every machine with its part in the role.
+    browser.goto(&a.url("/nest/machines")).await.unwrap();
+    for name in ["alpha", "bravo", "charlie"] {
+        let row = browser.find(Locator::Css(&format!(r#"tr[data-machine="{name}"]"#))).await;
+        assert!(row.is_ok(), "{name} is not on the Machines page");
+    }
+    let roles: Vec<String> = {
+        let mut roles = Vec::new();
+        for cell in browser.find_all(Locator::Css("table.machines td.role")).await.unwrap() {
+            roles.push(cell.text().await.unwrap());
+        }
+        roles
+    };
+    assert!(roles.iter().any(|r| r == "awake"), "no awake machine listed: {roles:?}");
+
+    // A pairing code minted in the browser lets a new machine join with
+    // `roost join`, as the page says to run it.
+    browser.find(Locator::Css("section.pairing form button")).await.unwrap().click().await.unwrap();
+    eventually("the code on offer", || async { !text_of(browser, ".offer .code").await.is_empty() }).await;
+    let code = text_of(browser, ".offer .code").await;
+    let join = text_of(browser, ".offer .join").await;
+    assert!(join.starts_with("roost join http") && join.ends_with(&format!("--code {code}")), "{join}");
+    screenshot(browser, "13-machines-pairing-code.png").await;
+    let delta = dir.path().join("delta");
+    succeeded(roost(&delta, &["init", "--name", "delta"]));
+    let url = join.split_whitespace().nth(2).unwrap().to_string();
+    succeeded(roost(&delta, &["join", &url, "--code", &code, "--yes"]));
+    browser.refresh().await.unwrap();
+    assert!(browser.find(Locator::Css(r#"tr[data-machine="delta"]"#)).await.is_ok(), "delta is not listed");
+    assert!(text_of(browser, ".offer").await.contains("delta joined"));
+
+    // Renaming this machine: the row follows.
+    let name = browser.find(Locator::Css(r#"section.rename input[name="name"]"#)).await.unwrap();
+    name.clear().await.unwrap();
+    name.send_keys("alpha-home").await.unwrap();
+    browser.find(Locator::Css("section.rename button")).await.unwrap().click().await.unwrap();
+    eventually("the renamed row", || async {
+        browser.find(Locator::Css(r#"tr[data-machine="alpha-home"]"#)).await.is_ok()
+    })
+    .await;
+    assert!(text_of(browser, ".flash").await.contains("alpha-home"), "no word of the rename");
+    assert_eq!(json_of(roost(&h[0], &["whoami", "--json"]))["name"], "alpha-home");
+
+    // Revoking charlie from the page rotates the chain's identity; the
+    // revoke button needs its box ticked.
     let first_id = json_of(roost(&h[0], &["whoami", "--json"]))["roost_id"].as_str().unwrap().to_string();
-    assert!(roost(&h[0], &["instance", "revoke", "charlie"]).status.success());
+    let charlie_form = r#"tr[data-machine="charlie"] form.revoke"#;
+    browser.find(Locator::Css(&format!("{charlie_form} input[name=confirm]"))).await.unwrap().click().await.unwrap();
+    screenshot(browser, "14-machines-revoke.png").await;
+    browser.find(Locator::Css(&format!("{charlie_form} button"))).await.unwrap().click().await.unwrap();
+    eventually("charlie marked revoked", || async {
+        browser.find(Locator::Css(r#"tr[data-machine="charlie"][data-status="revoked"]"#)).await.is_ok()
+    })
+    .await;
     let rotated_id = json_of(roost(&h[0], &["whoami", "--json"]))["roost_id"].as_str().unwrap().to_string();
     assert_ne!(rotated_id, first_id);
     browser.goto(&a.url("/nest")).await.unwrap();

@@ -82,9 +82,15 @@ pub(crate) struct MachineList {
         (status = 503, description = "The database is busy", body = ErrorBody),
     ))]
 pub(crate) async fn machines(State(state): State<Arc<AppState>>) -> Result<Json<MachineList>, ApiError> {
-    let entries = with_store(&state, |s| s.instances()).await?;
-    let peers = crate::sync_api::peer_statuses(&state).await.unwrap_or_default();
-    let lease = crate::lease_api::health(&state);
+    Ok(Json(MachineList { machines: machine_rows(&state).await? }))
+}
+
+/// Every machine of the chain, its part in the role and its replication,
+/// for the API and the Nest's Machines page.
+pub(crate) async fn machine_rows(state: &AppState) -> Result<Vec<MachineRow>, ApiError> {
+    let entries = with_store(state, |s| s.instances()).await?;
+    let peers = crate::sync_api::peer_statuses(state).await.unwrap_or_default();
+    let lease = crate::lease_api::health(state);
     let names = display_names(&entries);
     let me = &state.instance.id;
     let holder = lease.as_ref().and_then(|l| l.holder.as_ref()).map(|h| h.id.as_str());
@@ -132,7 +138,7 @@ pub(crate) async fn machines(State(state): State<Arc<AppState>>) -> Result<Json<
             }
         })
         .collect();
-    Ok(Json(MachineList { machines: rows }))
+    Ok(rows)
 }
 
 /// Restarts replication and the lease on the identity on disk, if it
@@ -162,13 +168,19 @@ pub(crate) async fn reload(
     _: OverSocket,
     Body(NoArguments {}): Body<NoArguments>,
 ) -> Result<Json<ReloadDone>, ApiError> {
+    Ok(Json(reload_identity(&state).await?))
+}
+
+/// Restarts replication and the lease on the identity on disk if it
+/// changed (a join, an import, a rename, a revocation).
+pub(crate) async fn reload_identity(state: &AppState) -> Result<ReloadDone, ApiError> {
     let machine = state
         .machine
         .as_ref()
         .ok_or_else(|| ApiError(StatusCode::SERVICE_UNAVAILABLE, "replication does not run in this process".into()))?;
     match machine.reload().await {
-        Ok(Reloaded::Unchanged) => Ok(Json(ReloadDone { restarted: false, roost_id: None })),
-        Ok(Reloaded::Restarted { roost_id }) => Ok(Json(ReloadDone { restarted: true, roost_id: Some(roost_id) })),
+        Ok(Reloaded::Unchanged) => Ok(ReloadDone { restarted: false, roost_id: None }),
+        Ok(Reloaded::Restarted { roost_id }) => Ok(ReloadDone { restarted: true, roost_id: Some(roost_id) }),
         Err(e) => Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
     }
 }

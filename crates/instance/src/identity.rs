@@ -345,6 +345,19 @@ impl Instance {
     pub fn save_offer(&self, offer: &roost_identity::pairing::Offer) -> Result<()> {
         files::replace(&self.home.join(PAIRING), &serde_json::to_vec(offer).expect("offers serialise"))
     }
+
+    /// Puts a fresh pairing code on offer, replacing any earlier one
+    /// (`roost pair`, and the Nest's Machines page). Needs the seed: only a
+    /// machine holding it can certify a joiner.
+    pub fn offer_pairing_code(&self) -> Result<roost_identity::pairing::PairingCode> {
+        if self.seed.is_none() {
+            return Err(InstanceError::NoSeed);
+        }
+        let code = roost_identity::pairing::PairingCode::generate(rand::random());
+        let _offer_lock = self.lock_offer()?;
+        self.save_offer(&roost_identity::pairing::Offer::new(&code, unix_now()))?;
+        Ok(code)
+    }
 }
 
 const GATEWAY_ADDR: &str = "gateway.addr";

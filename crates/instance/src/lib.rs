@@ -77,6 +77,9 @@ pub enum InstanceError {
         "this machine holds no usable seed: it left its chain, or the seed is passphrase-protected and ROOST_SEED_PASSPHRASE is not set"
     )]
     NoSeed,
+    /// A machine offered for registration is not of this chain.
+    #[error("{0}")]
+    Refused(String),
 }
 
 pub type Result<T, E = InstanceError> = std::result::Result<T, E>;

@@ -45,6 +45,28 @@ impl Instance {
     /// Revokes a machine of the chain (by id or name) with a revocation the
     /// identity signs, which replication then passes to every machine; needs
     /// the seed. Rewrites `instances.json`.
+    /// Revokes `key` (an id or a name) and moves the chain to a new identity
+    /// it never sees, since it still holds the seed (`roost instance revoke`,
+    /// and the Nest's Machines page). Returns the machine revoked and the
+    /// Roost ID the chain had before.
+    pub fn revoke_and_rotate(&mut self, store: &Store, key: &str) -> Result<(InstanceEntry, String)> {
+        let revoked = self.revoke(store, key)?;
+        let before = self.roost_id().to_string();
+        self.rotate(store, &revoked.id)?;
+        Ok((revoked, before))
+    }
+
+    /// Registers the machine whose certificate `text` is, reached at `url`,
+    /// if the certificate is from this chain's identity (`roost instance
+    /// register URL`, and the Nest's Machines page).
+    pub fn register_reached(&self, store: &Store, text: &str, url: &str) -> Result<Certificate> {
+        let cert = Certificate::from_text(text)
+            .map_err(|e| InstanceError::Refused(format!("{url} sent no valid certificate: {e}")))?;
+        cert.verify(&self.identity_key()).map_err(|e| InstanceError::Refused(format!("refusing {url}: {e}")))?;
+        self.register(store, &cert, &[url.to_string()])?;
+        Ok(cert)
+    }
+
     pub fn revoke(&self, store: &Store, key: &str) -> Result<InstanceEntry> {
         let identity = self.seed.as_ref().ok_or(InstanceError::NoSeed)?.identity_key();
         let revoked = store.revoke_instance(key, |target, revoked_after| {

@@ -15,6 +15,7 @@
 
 mod assets;
 mod login;
+mod machines;
 mod pages;
 pub mod password;
 mod session;
@@ -68,6 +69,11 @@ pub(crate) fn routes(state: Arc<AppState>) -> Router {
         .route("/nest/panel", get(pages::panel))
         .route("/nest/login", get(login::form).post(login::submit))
         .route("/nest/logout", post(login::logout))
+        .route("/nest/machines", get(machines::list))
+        .route("/nest/machines/pair", post(machines::pair))
+        .route("/nest/machines/register", post(machines::register))
+        .route("/nest/machines/rename", post(machines::rename))
+        .route("/nest/machines/{id}/revoke", post(machines::revoke))
         .route("/nest/conflicts", get(pages::conflicts))
         .route("/nest/conflicts/{id}", get(pages::conflict))
         .route("/nest/conflicts/{id}/resolve", post(pages::resolve))

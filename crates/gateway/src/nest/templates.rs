@@ -50,6 +50,31 @@ pub(crate) struct PanelFragment {
 }
 
 #[derive(Template)]
+#[template(path = "nest/machines.html")]
+pub(crate) struct MachinesPage {
+    pub chrome: Chrome,
+    pub rows: Vec<crate::MachineRow>,
+    /// The pairing code on offer here, if one was ever minted.
+    pub offer: Option<OfferView>,
+    /// This machine holds the seed, so it can certify a new machine.
+    pub can_certify: bool,
+}
+
+/// A pairing code on offer and where it stands.
+pub(crate) struct OfferView {
+    pub code: String,
+    /// The command to run on the new machine.
+    pub join: String,
+    pub open: bool,
+    /// `open`, `used: NAME joined`, or why it can no longer be used.
+    pub state: String,
+    pub minutes_left: i64,
+    pub attempts_left: u32,
+    /// The words both machines show during the exchange.
+    pub sas: Option<String>,
+}
+
+#[derive(Template)]
 #[template(path = "nest/conflicts.html")]
 pub(crate) struct ConflictsPage {
     pub chrome: Chrome,
