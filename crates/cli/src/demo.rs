@@ -21,6 +21,7 @@ use roost_awake::LeaseStatus;
 use roost_awake::status::Role;
 
 use crate::bench::ServedProcess;
+use crate::demo_view::{self, Board, LiveView, Process, SharedBoard, StepState};
 use crate::out::say;
 
 /// The lease TTL the demo's machines run with: a failover worth watching.
@@ -28,6 +29,17 @@ const TTL_MS: u64 = 2000;
 /// How long any step may take before it is called failed.
 const STEP_WAIT: Duration = Duration::from_secs(30);
 const NAMES: [&str; 3] = ["home", "laptop", "pi"];
+/// A step of the demo: what it found, or why it did not hold.
+type Step = fn(&mut Demo) -> anyhow::Result<String>;
+
+/// Each step: what it shows, and the function that shows it.
+const STEPS: [(&str, Step); 5] = [
+    ("three machines, chained by pairing", Demo::chain),
+    ("a write reaches the others", Demo::propagation),
+    ("one search asks every machine", Demo::search_all),
+    ("a conflict while a machine is stopped, then resolved", Demo::conflict),
+    ("the awake machine killed: another takes over and answers", Demo::failover),
+];
 
 /// What Ctrl-C must take down: the machines' processes and their homes.
 #[derive(Default)]
@@ -52,17 +64,33 @@ pub fn run(script: bool) -> anyhow::Result<()> {
             if let Some(root) = &left.root {
                 let _ = std::fs::remove_dir_all(root);
             }
+            // The live view may have hidden the cursor.
+            eprint!("\x1b[?25h");
             eprintln!("\nroost demo: stopped; every machine and home removed");
             std::process::exit(130);
         }
     });
     let dir = tempfile::tempdir()?;
     leftovers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).root = Some(dir.path().to_path_buf());
-    let mut demo = Demo { root: dir.path().to_path_buf(), machines: Vec::new(), leftovers, script, failed: 0 };
+    let board: SharedBoard = Arc::new(Mutex::new(Board::new(&NAMES, &STEPS.map(|(what, _)| what))));
+    // The live view on a terminal; plain lines otherwise, with --script, and
+    // on a terminal that does not say where its cursor is.
+    let view = (!script && demo_view::available()).then(|| LiveView::start(board.clone(), lease).ok()).flatten();
+    let mut demo = Demo {
+        root: dir.path().to_path_buf(),
+        machines: Vec::new(),
+        leftovers,
+        lines: view.is_none(),
+        board,
+        failed: 0,
+    };
     let result = demo.all_steps();
+    // The last frame shows the machines still running.
+    let shown = view.map_or(Ok(()), LiveView::finish);
     let failed = demo.failed;
     drop(demo);
     result?;
+    shown?;
     if failed > 0 {
         bail!("{failed} step(s) did not hold");
     }
@@ -81,45 +109,56 @@ struct Demo {
     root: PathBuf,
     machines: Vec<Machine>,
     leftovers: Arc<Mutex<Leftovers>>,
-    script: bool,
+    /// Print a line per step (no live view).
+    lines: bool,
+    board: SharedBoard,
     failed: usize,
 }
 
 impl Demo {
     fn all_steps(&mut self) -> anyhow::Result<()> {
-        self.step("three machines, chained by pairing", Demo::chain)?;
-        self.step("a write reaches the others", Demo::propagation)?;
-        self.step("one search asks every machine", Demo::search_all)?;
-        self.step("a conflict while a machine is stopped, then resolved", Demo::conflict)?;
-        self.step("the awake machine killed: another takes over and answers", Demo::failover)?;
+        for (i, (what, step)) in STEPS.into_iter().enumerate() {
+            self.step(i, what, step)?;
+        }
         Ok(())
     }
 
-    /// Runs one step and prints what it found; a failed step is counted,
+    /// Runs one step and shows what it found; a failed step is counted,
     /// and the rest go on only if the chain still stands.
-    fn step(&mut self, what: &str, step: fn(&mut Demo) -> anyhow::Result<String>) -> anyhow::Result<()> {
-        let spinner = (!self.script).then(|| {
-            let spinner = indicatif::ProgressBar::new_spinner().with_message(what.to_string());
-            spinner.enable_steady_tick(Duration::from_millis(100));
-            spinner
-        });
+    fn step(&mut self, i: usize, what: &str, step: Step) -> anyhow::Result<()> {
         let started = Instant::now();
+        self.show(|b| b.steps[i].state = StepState::Running(started));
         let outcome = step(self);
-        if let Some(spinner) = spinner {
-            spinner.finish_and_clear();
-        }
         let took = started.elapsed().as_secs_f64();
         match outcome {
-            Ok(found) => say!("ok    {what} ({took:.1} s): {found}")?,
+            Ok(found) => {
+                if self.lines {
+                    say!("ok    {what} ({took:.1} s): {found}")?;
+                }
+                self.show(|b| b.steps[i].state = StepState::Held { took, found });
+            }
             Err(e) => {
                 self.failed += 1;
-                say!("FAIL  {what} ({took:.1} s): {e:#}")?;
+                if self.lines {
+                    say!("FAIL  {what} ({took:.1} s): {e:#}")?;
+                }
+                self.show(|b| b.steps[i].state = StepState::Failed { took, why: format!("{e:#}") });
                 if self.machines.iter().filter(|m| m.process.is_some()).count() < 2 {
                     bail!("the chain is gone; stopping the demo");
                 }
             }
         }
         Ok(())
+    }
+
+    /// Changes what the live view shows.
+    fn show(&self, change: impl FnOnce(&mut Board)) {
+        change(&mut demo_view::lock(&self.board));
+    }
+
+    /// Marks machine `i`'s process as `process` on the view.
+    fn mark(&self, i: usize, process: Process) {
+        self.show(|b| b.machines[i].process = process);
     }
 
     fn chain(&mut self) -> anyhow::Result<String> {
@@ -131,6 +170,11 @@ impl Demo {
             std::fs::write(&config, text)?;
             let process = ServedProcess::start_quiet(&home)?;
             self.leftovers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pids.push(process.child.id());
+            let (i, addr) = (self.machines.len(), process.addr.clone());
+            self.show(|b| {
+                b.machines[i].addr = Some(addr);
+                b.machines[i].process = Process::Serving;
+            });
             self.machines.push(Machine { name, home, addr: process.addr.clone(), process: Some(process) });
         }
         let mut said = Vec::new();
@@ -210,12 +254,14 @@ impl Demo {
         })?;
         let pid = self.machines[pi].process.as_ref().context("the pi runs")?.child.id().to_string();
         Command::new("kill").args(["-STOP", &pid]).status()?;
+        self.mark(pi, Process::Stopped);
         // Both sides change it without seeing each other: the pi's CLI
         // writes its own database while its gateway is stopped.
         let home_edit = roost(&self.machines[0].home, &["memory", "update", &id, "--content", "Dinner is at eight"]);
         let pi_edit =
             roost(&self.machines[pi].home, &["memory", "update", &id, "--content", "Dinner is at half past seven"]);
         Command::new("kill").args(["-CONT", &pid]).status()?;
+        self.mark(pi, Process::Serving);
         home_edit?;
         pi_edit?;
         let mut conflict = String::new();
@@ -257,6 +303,7 @@ impl Demo {
         let name = self.machines[holder].name;
         let killed_at = Instant::now();
         drop(self.machines[holder].process.take());
+        self.mark(holder, Process::Killed);
         let standby = (holder + 1) % self.machines.len();
         let home = self.machines[standby].home.clone();
         let exe = std::env::current_exe()?;

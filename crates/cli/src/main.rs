@@ -16,6 +16,7 @@ mod config;
 mod conflicts;
 mod crow;
 mod demo;
+mod demo_view;
 mod federate;
 mod http;
 mod identity;
