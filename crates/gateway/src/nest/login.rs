@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Form;
-use axum::extract::{ConnectInfo, FromRequestParts, State};
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request, State};
 use axum::http::header::{LOCATION, RETRY_AFTER, SET_COOKIE};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
@@ -33,6 +33,37 @@ impl FromRequestParts<Arc<AppState>> for Visitor {
         cookie(&parts.headers, SESSION_COOKIE)
             .and_then(|id| state.nest.sessions.find(&id))
             .ok_or_else(|| Redirect::to("/nest/login").into_response())
+    }
+}
+
+/// A signed-in visitor's form, its CSRF token matching the session's: an
+/// action's only way in. Otherwise nothing is done and 403 says why.
+pub(crate) struct SignedForm {
+    pub visitor: Visitor,
+    pub fields: Vec<(String, String)>,
+}
+
+impl SignedForm {
+    /// The first value of the field `name`.
+    pub fn field(&self, name: &str) -> Option<&str> {
+        self.fields.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+}
+
+impl FromRequest<Arc<AppState>> for SignedForm {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, state: &Arc<AppState>) -> Result<Self, Response> {
+        let (mut parts, body) = request.into_parts();
+        let visitor = Visitor::from_request_parts(&mut parts, state).await?;
+        let Form(fields) = Form::<Vec<(String, String)>>::from_request(Request::from_parts(parts, body), state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let signed = SignedForm { visitor, fields };
+        if !signed.field("csrf").is_some_and(|csrf| same_secret(csrf, &signed.visitor.csrf)) {
+            return Err(forbidden());
+        }
+        Ok(signed)
     }
 }
 

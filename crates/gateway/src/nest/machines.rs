@@ -8,7 +8,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Form;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
@@ -16,9 +15,10 @@ use axum::response::{IntoResponse, Redirect, Response};
 use roost_identity::pairing::{MAX_ATTEMPTS, Offer};
 use roost_instance::{Instance, InstanceError, unix_now};
 
-use super::session::{Visitor, same_secret};
+use super::login::SignedForm;
+use super::session::Visitor;
 use super::templates::{MachinesPage, OfferView, page};
-use super::{PageError, chrome, forbidden};
+use super::{PageError, chrome};
 use crate::AppState;
 use crate::api::{ApiError, with_store};
 use crate::machines_api::{machine_rows, reload_identity};
@@ -27,17 +27,6 @@ use crate::machines_api::{machine_rows, reload_identity};
 const STEP_WAIT: Duration = Duration::from_secs(10);
 /// How long the machine being registered has to send its certificate.
 const FETCH_WAIT: Duration = Duration::from_secs(10);
-
-type Fields = Vec<(String, String)>;
-
-fn field<'a>(form: &'a Fields, name: &str) -> Option<&'a str> {
-    form.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
-}
-
-/// The form's CSRF token matches the session's.
-fn signed(form: &Fields, visitor: &Visitor) -> bool {
-    field(form, "csrf").is_some_and(|csrf| same_secret(csrf, &visitor.csrf))
-}
 
 fn back(state: &AppState, visitor: &Visitor, message: String) -> Response {
     state.nest.sessions.flash(&visitor.id, message);
@@ -104,18 +93,11 @@ pub(crate) async fn list(State(state): State<Arc<AppState>>, visitor: Visitor) -
 
 /// Mints a pairing code, as `roost pair --no-wait` does; the page shows it
 /// with the command to run on the new machine.
-pub(crate) async fn pair(
-    State(state): State<Arc<AppState>>,
-    visitor: Visitor,
-    Form(form): Form<Fields>,
-) -> Result<Response, PageError> {
-    if !signed(&form, &visitor) {
-        return Ok(forbidden());
-    }
+pub(crate) async fn pair(State(state): State<Arc<AppState>>, form: SignedForm) -> Result<Response, PageError> {
     let code = on_instance(&state, "minting a pairing code", |instance, _| instance.offer_pairing_code()).await?;
     Ok(back(
         &state,
-        &visitor,
+        &form.visitor,
         format!("Pairing code {} is on offer: run the command below on the new machine.", code.display()),
     ))
 }
@@ -123,15 +105,8 @@ pub(crate) async fn pair(
 /// Registers a running machine of this chain by its gateway URL, as
 /// `roost instance register URL` does: its certificate must be from this
 /// chain's identity.
-pub(crate) async fn register(
-    State(state): State<Arc<AppState>>,
-    visitor: Visitor,
-    Form(form): Form<Fields>,
-) -> Result<Response, PageError> {
-    if !signed(&form, &visitor) {
-        return Ok(forbidden());
-    }
-    let url = field(&form, "url").unwrap_or_default().trim().trim_end_matches('/').to_string();
+pub(crate) async fn register(State(state): State<Arc<AppState>>, form: SignedForm) -> Result<Response, PageError> {
+    let url = form.field("url").unwrap_or_default().trim().trim_end_matches('/').to_string();
     let web = url.starts_with("http://") || url.starts_with("https://");
     if !web || roost_instance::addresses::host_and_port(&url).is_none_or(|(host, _)| host.is_empty()) {
         let message = format!("{url:?} is not a gateway URL: give one like http://laptop.lan:7151");
@@ -146,7 +121,7 @@ pub(crate) async fn register(
     if let Some(sync) = state.sync() {
         sync.registry_changed();
     }
-    Ok(back(&state, &visitor, format!("Registered {} at {url}.", cert.claims.name)))
+    Ok(back(&state, &form.visitor, format!("Registered {} at {url}.", cert.claims.name)))
 }
 
 /// The certificate the gateway at `url` serves, bounded by [`FETCH_WAIT`].
@@ -168,22 +143,15 @@ async fn fetch_certificate(url: &str) -> Result<String, PageError> {
 
 /// Renames this machine, as `roost rename NAME` does: a new certificate
 /// the others take the next time they hear from it.
-pub(crate) async fn rename(
-    State(state): State<Arc<AppState>>,
-    visitor: Visitor,
-    Form(form): Form<Fields>,
-) -> Result<Response, PageError> {
-    if !signed(&form, &visitor) {
-        return Ok(forbidden());
-    }
-    let name = field(&form, "name").unwrap_or_default().to_string();
+pub(crate) async fn rename(State(state): State<Arc<AppState>>, form: SignedForm) -> Result<Response, PageError> {
+    let name = form.field("name").unwrap_or_default().to_string();
     let renamed = on_instance(&state, "renaming this machine", move |instance, store| {
         instance.rename(store, &name)?;
         Ok(instance.config.name.clone())
     })
     .await?;
     reload_identity(&state).await?;
-    Ok(back(&state, &visitor, format!("This machine is now named {renamed}.")))
+    Ok(back(&state, &form.visitor, format!("This machine is now named {renamed}.")))
 }
 
 /// Revokes a machine for good, as `roost instance revoke` does, and moves
@@ -191,14 +159,10 @@ pub(crate) async fn rename(
 /// say so: a revocation cannot be undone.
 pub(crate) async fn revoke(
     State(state): State<Arc<AppState>>,
-    visitor: Visitor,
     Path(id): Path<String>,
-    Form(form): Form<Fields>,
+    form: SignedForm,
 ) -> Result<Response, PageError> {
-    if !signed(&form, &visitor) {
-        return Ok(forbidden());
-    }
-    if field(&form, "confirm") != Some("revoke") {
+    if form.field("confirm") != Some("revoke") {
         let message = "A revocation is permanent: tick the box that says so, then revoke; nothing was done.";
         return Err(PageError(StatusCode::BAD_REQUEST, message.into()));
     }
@@ -217,7 +181,7 @@ pub(crate) async fn revoke(
     reload_identity(&state).await?;
     Ok(back(
         &state,
-        &visitor,
+        &form.visitor,
         format!("Revoked {} for good; the chain's Roost ID moved on from {before}.", revoked.name),
     ))
 }

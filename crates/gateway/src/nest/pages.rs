@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use axum::Form;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{Redirect, Response};
@@ -10,13 +9,14 @@ use serde::Deserialize;
 
 use roost_store::Keep;
 
-use super::session::{Visitor, same_secret};
+use super::login::SignedForm;
+use super::session::Visitor;
 use super::templates::{
     AgentPage, AgentTopicPage, ConflictPage, ConflictsPage, EarlierId, InstancesPage, MemoriesPage, MemoryPage,
     PanelFragment, page,
 };
 use super::views::{self, AgentEntryView, ConflictView, RoleView};
-use super::{PageError, chrome, forbidden};
+use super::{PageError, chrome};
 use crate::AppState;
 use crate::agent_api;
 use crate::api::{ApiError, with_store};
@@ -65,21 +65,17 @@ pub(crate) async fn conflict(
 /// which replicates the resolution to the other machines.
 pub(crate) async fn resolve(
     State(state): State<Arc<AppState>>,
-    visitor: Visitor,
     Path(id): Path<String>,
-    Form(form): Form<Vec<(String, String)>>,
+    form: SignedForm,
 ) -> Result<Response, PageError> {
-    let field = |name: &str| form.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
-    if !field("csrf").is_some_and(|csrf| same_secret(csrf, &visitor.csrf)) {
-        return Ok(forbidden());
-    }
-    let keep = match field("keep") {
+    let keep = match form.field("keep") {
         Some("local") => Keep::Local,
         Some("remote") => Keep::Remote,
         Some("merge") => {
             let lookup = id.clone();
             let conflict = with_store(&state, move |s| s.conflict(&lookup)).await?;
             let edited = form
+                .fields
                 .iter()
                 .filter_map(|(k, v)| k.strip_prefix("field.").map(|name| (name.to_string(), v.clone())))
                 .collect();
@@ -97,7 +93,7 @@ pub(crate) async fn resolve(
     };
     let (_, conflict) = resolve_conflict(&state, id, keep).await?;
     let short: String = conflict.id.chars().take(12).collect();
-    state.nest.sessions.flash(&visitor.id, format!("Resolved conflict {short}: {how}."));
+    state.nest.sessions.flash(&form.visitor.id, format!("Resolved conflict {short}: {how}."));
     Ok(redirect_to_list())
 }
 
