@@ -4,17 +4,23 @@
 use roost_identity::{Certificate, Revocation, RevocationClaims, hex};
 use roost_store::{InstanceEntry, Standing, Store, registry::merge_addresses};
 
+use crate::addresses::is_loopback_url;
 use crate::{Instance, InstanceError, Result, files, unix_now};
 
 /// A registry entry describing the machine `cert` certifies, reachable at
-/// `addresses` and then at the URLs its certificate names.
-pub(crate) fn entry_for(cert: &Certificate, addresses: &[String]) -> InstanceEntry {
+/// `addresses` and then at the URLs its certificate names. A loopback URL
+/// there means that machine's own host: it is kept only for a machine on
+/// this host (`same_host`), which another machine would otherwise dial
+/// when it meant the certified one.
+pub(crate) fn entry_for(cert: &Certificate, addresses: &[String], same_host: bool) -> InstanceEntry {
     let claims = &cert.claims;
+    let named: Vec<String> =
+        claims.gateway_urls.iter().filter(|url| same_host || !is_loopback_url(url)).cloned().collect();
     InstanceEntry {
         id: claims.instance_id.clone(),
         name: claims.name.clone(),
         role: claims.role,
-        addresses: merge_addresses(addresses, &claims.gateway_urls),
+        addresses: merge_addresses(addresses, &named),
         certificate: cert.to_text(),
         signing_key: hex(&claims.signing_key),
         encryption_key: hex(&claims.x25519_key),
@@ -29,16 +35,18 @@ impl Instance {
     /// Records this machine in its own registry, then rewrites `instances.json`.
     pub fn register_self(&self, store: &Store) -> Result<()> {
         let addresses = self.advertised_urls();
-        store.register_instance(&entry_for(&self.certificate, &addresses))?;
+        store.register_instance(&entry_for(&self.certificate, &addresses, true))?;
         store.note_self_report(&self.id, &addresses, crate::VERSION)?;
         self.write_registry_file(store)
     }
 
     /// Adds or refreshes a machine certified by this chain, reachable at
-    /// `addresses` first, then rewrites `instances.json`.
+    /// `addresses` first, then rewrites `instances.json`. A loopback address
+    /// among them says the machine shares this host.
     pub fn register(&self, store: &Store, cert: &Certificate, addresses: &[String]) -> Result<()> {
         cert.verify(&self.identity_key())?;
-        store.register_instance(&entry_for(cert, addresses))?;
+        let same_host = addresses.iter().any(|a| is_loopback_url(a));
+        store.register_instance(&entry_for(cert, addresses, same_host))?;
         self.write_registry_file(store)
     }
 
@@ -116,5 +124,35 @@ impl Instance {
         let path = self.home.join("instances.json");
         let text = files::read(&path)?;
         serde_json::from_str(&text).map_err(|e| crate::InstanceError::Corrupt { path, reason: e.to_string() })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use roost_identity::cert::MachineClaims;
+    use roost_identity::{MasterSeed, Role};
+
+    use super::*;
+
+    fn certified(urls: &[&str]) -> Certificate {
+        let claims = MachineClaims {
+            instance_id: "01a2407a-46ce-766c-bca2-b5bd5c66845f".into(),
+            name: "home".into(),
+            role: Role::Satellite,
+            signing_key: [1; 32],
+            x25519_key: [2; 32],
+            gateway_urls: urls.iter().map(|u| u.to_string()).collect(),
+            issued_at: 1,
+        };
+        Certificate::issue(claims, &MasterSeed([3; 32]).identity_key()).unwrap()
+    }
+
+    #[test]
+    fn a_certificates_loopback_url_is_kept_only_for_a_machine_on_this_host() {
+        let cert = certified(&["http://127.0.0.1:7151", "http://home.lan:7151"]);
+        let far = entry_for(&cert, &["http://10.0.0.2:7151".into()], false);
+        assert_eq!(far.addresses, ["http://10.0.0.2:7151", "http://home.lan:7151"]);
+        let near = entry_for(&cert, &["http://127.0.0.1:7152".into()], true);
+        assert!(near.addresses.contains(&"http://127.0.0.1:7151".to_string()), "{:?}", near.addresses);
     }
 }
