@@ -1,10 +1,14 @@
 //! Sans-IO core of the pool, where conversations live on more than one
-//! machine: where the coordinator places a new topic (`placement`), and
-//! which messages ask to move a topic to another machine (`moves`). Plain
-//! functions over values; the shell decides when to call them.
+//! machine: who runs a topic, under which per-topic epoch, and when the
+//! coordinator may hand it to another machine (`ownership`); where the
+//! coordinator places a new topic (`placement`); and which messages ask to
+//! move a topic to another machine (`moves`). Plain values and functions,
+//! fed the time; the shell decides when to call them.
 
 pub mod moves;
+pub mod ownership;
 pub mod placement;
 
 pub use moves::{MoveRequest, parse_move};
+pub use ownership::{Coordinator, Grant, Refused, Tenure, Timing};
 pub use placement::{Candidate, Excluded, place};
