@@ -82,9 +82,6 @@ pub(crate) struct Recorded {
     responses(
         (status = 202, description = "Durable here; replication carries it to the awake machine", body = Recorded),
         (status = 400, description = "The body is malformed or names a bad channel", body = ErrorBody),
-        (status = 401, description = "No valid token", body = ErrorBody),
-        (status = 403, description = "A cross-site request", body = ErrorBody),
-        (status = 415, description = "The body is not JSON", body = ErrorBody),
         (status = 503, description = "The database is busy", body = ErrorBody),
     ))]
 pub(crate) async fn receive(
@@ -125,7 +122,6 @@ pub(crate) async fn receive(
 #[utoipa::path(get, path = "/api/v1/agent", tag = "agent", security(("token" = []), ()),
     responses(
         (status = 200, description = "The agent here; null where none runs", body = Option<Object>),
-        (status = 401, description = "No valid token", body = ErrorBody),
     ))]
 pub(crate) async fn status(State(state): State<Arc<AppState>>) -> Json<Option<AgentStatus>> {
     Json(health(&state))
@@ -154,7 +150,6 @@ pub(crate) struct TopicList {
 #[utoipa::path(get, path = "/api/v1/agent/topics", tag = "agent", security(("token" = []), ()),
     responses(
         (status = 200, description = "The conversations", body = TopicList),
-        (status = 401, description = "No valid token", body = ErrorBody),
         (status = 503, description = "The database is busy", body = ErrorBody),
     ))]
 pub(crate) async fn topics(State(state): State<Arc<AppState>>) -> Result<Json<TopicList>, ApiError> {
@@ -223,7 +218,6 @@ pub(crate) struct TopicHistory {
     security(("token" = []), ()),
     responses(
         (status = 200, description = "Its messages, each with where its reply stands", body = TopicHistory),
-        (status = 401, description = "No valid token", body = ErrorBody),
         (status = 503, description = "The database is busy", body = ErrorBody),
     ))]
 pub(crate) async fn topic(

@@ -65,15 +65,11 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
-        match Json::<T>::from_request(request, state).await {
-            Ok(Json(value)) => Ok(Body(value)),
-            Err(rejection) => Err(rejected_body(rejection)),
-        }
+        let Json(value) = Json::<T>::from_request(request, state)
+            .await
+            .map_err(|rejection: JsonRejection| ApiError(rejection.status(), rejection.body_text()))?;
+        Ok(Body(value))
     }
-}
-
-fn rejected_body(rejection: JsonRejection) -> ApiError {
-    ApiError(rejection.status(), rejection.body_text())
 }
 
 /// Query parameters whose rejection is answered as JSON, with 400.
@@ -83,15 +79,11 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Params<T> {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        match Query::<T>::from_request_parts(parts, state).await {
-            Ok(Query(value)) => Ok(Params(value)),
-            Err(rejection) => Err(rejected_query(rejection)),
-        }
+        let Query(value) = Query::<T>::from_request_parts(parts, state)
+            .await
+            .map_err(|rejection: QueryRejection| ApiError(StatusCode::BAD_REQUEST, rejection.body_text()))?;
+        Ok(Params(value))
     }
-}
-
-fn rejected_query(rejection: QueryRejection) -> ApiError {
-    ApiError(StatusCode::BAD_REQUEST, rejection.body_text())
 }
 
 impl From<StoreError> for ApiError {
@@ -214,7 +206,6 @@ pub(crate) struct InstanceInfo {
 #[utoipa::path(get, path = "/api/v1/instance", tag = "store", security(("token" = []), ()),
     responses(
         (status = 200, description = "This machine", body = InstanceInfo),
-        (status = 401, description = "No valid token", body = ErrorBody),
         (status = 503, description = "The database is busy", body = ErrorBody),
     ))]
 pub(crate) async fn instance(State(state): State<Arc<AppState>>) -> Result<Json<InstanceInfo>, ApiError> {
@@ -281,7 +272,6 @@ pub(crate) struct SearchResults {
     responses(
         (status = 200, description = "The memories found", body = SearchResults),
         (status = 400, description = "A parameter or the query is malformed", body = ErrorBody),
-        (status = 401, description = "No valid token", body = ErrorBody),
         (status = 404, description = "No project has that id or name", body = ErrorBody),
         (status = 503, description = "The database is busy or still indexing", body = ErrorBody),
     ))]
@@ -306,7 +296,6 @@ pub(crate) async fn search(
     security(("token" = []), ()),
     responses(
         (status = 200, description = "The memory's row", body = Object),
-        (status = 401, description = "No valid token", body = ErrorBody),
         (status = 404, description = "No such memory", body = ErrorBody),
         (status = 503, description = "The database is busy", body = ErrorBody),
     ))]
@@ -331,7 +320,6 @@ pub(crate) struct InstanceList {
 #[utoipa::path(get, path = "/api/v1/instances", tag = "machines", security(("token" = []), ()),
     responses(
         (status = 200, description = "The machines of the chain", body = InstanceList),
-        (status = 401, description = "No valid token", body = ErrorBody),
         (status = 503, description = "The registry cannot be read now", body = ErrorBody),
     ))]
 pub(crate) async fn instances(State(state): State<Arc<AppState>>) -> Result<Json<InstanceList>, ApiError> {

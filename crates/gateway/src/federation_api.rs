@@ -45,9 +45,7 @@ pub(crate) struct Forward {
     responses(
         (status = 200, description = "The tool's answer from that machine", body = Object),
         (status = 400, description = "No such machine or tool, or bad arguments", body = ErrorBody),
-        (status = 401, description = "No valid token", body = ErrorBody),
         (status = 403, description = "Not this machine's own client, or cross-site", body = ErrorBody),
-        (status = 415, description = "The body is not JSON", body = ErrorBody),
         (status = 422, description = "The body lacks a field or has an unknown one", body = ErrorBody),
         (status = 502, description = "The machine did not answer", body = ErrorBody),
     ))]
@@ -67,9 +65,7 @@ pub(crate) async fn forward(
     responses(
         (status = 200, description = "Each machine's answer, merged", body = Object),
         (status = 400, description = "Bad arguments", body = ErrorBody),
-        (status = 401, description = "No valid token", body = ErrorBody),
         (status = 403, description = "Not this machine's own client, or cross-site", body = ErrorBody),
-        (status = 415, description = "The body is not JSON", body = ErrorBody),
         (status = 422, description = "The body is not a JSON object", body = ErrorBody),
         (status = 502, description = "No machine answered", body = ErrorBody),
     ))]

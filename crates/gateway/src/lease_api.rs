@@ -39,7 +39,6 @@ pub(crate) fn health(state: &AppState) -> Option<LeaseStatus> {
 #[utoipa::path(get, path = "/api/v1/lease", tag = "lease", security(("token" = []), ()),
     responses(
         (status = 200, description = "The lease as this machine sees it; null where it does not run", body = Option<Object>),
-        (status = 401, description = "No valid token", body = ErrorBody),
         (status = 503, description = "The database is busy", body = ErrorBody),
     ))]
 pub(crate) async fn status(State(state): State<Arc<AppState>>) -> Result<Json<Option<LeaseReport>>, ApiError> {
@@ -82,7 +81,6 @@ fn answer(result: Result<Settled, CommandError>) -> Result<Json<CommandDone>, Ap
         (status = 400, description = "The body is malformed", body = ErrorBody),
         (status = 403, description = "Not sent over the instance's Unix socket, or cross-site", body = ErrorBody),
         (status = 409, description = "The role could not be taken", body = ErrorBody),
-        (status = 415, description = "The body is not JSON", body = ErrorBody),
         (status = 422, description = "A field has the wrong type", body = ErrorBody),
         (status = 503, description = "The lease does not run in this process", body = ErrorBody),
     ))]
@@ -100,7 +98,6 @@ pub(crate) async fn wakeup(
         (status = 400, description = "The body is malformed", body = ErrorBody),
         (status = 403, description = "Not sent over the instance's Unix socket, or cross-site", body = ErrorBody),
         (status = 409, description = "It could not leave", body = ErrorBody),
-        (status = 415, description = "The body is not JSON", body = ErrorBody),
         (status = 422, description = "The body is not `{}`", body = ErrorBody),
         (status = 503, description = "The lease does not run in this process", body = ErrorBody),
     ))]

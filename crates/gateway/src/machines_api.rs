@@ -78,7 +78,6 @@ pub(crate) struct MachineList {
 #[utoipa::path(get, path = "/api/v1/machines", tag = "machines", security(("token" = []), ()),
     responses(
         (status = 200, description = "Each machine, its part in the role and its replication", body = MachineList),
-        (status = 401, description = "No valid token", body = ErrorBody),
         (status = 503, description = "The database is busy", body = ErrorBody),
     ))]
 pub(crate) async fn machines(State(state): State<Arc<AppState>>) -> Result<Json<MachineList>, ApiError> {
@@ -158,7 +157,6 @@ pub(crate) struct ReloadDone {
         (status = 200, description = "Reloaded, or nothing changed", body = ReloadDone),
         (status = 400, description = "The body is malformed", body = ErrorBody),
         (status = 403, description = "Not sent over the instance's Unix socket, or cross-site", body = ErrorBody),
-        (status = 415, description = "The body is not JSON", body = ErrorBody),
         (status = 422, description = "The body is not `{}`", body = ErrorBody),
         (status = 500, description = "The identity on disk cannot be taken", body = ErrorBody),
         (status = 503, description = "Replication does not run in this process", body = ErrorBody),

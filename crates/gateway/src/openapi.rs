@@ -7,6 +7,7 @@ use std::sync::Arc;
 use axum::routing::get;
 use axum::{Json, Router};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::openapi::{Content, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use crate::{AppState, agent_api, api, federation_api, lease_api, machines_api, pair, sync_api};
@@ -44,7 +45,7 @@ use crate::{AppState, agent_api, api, federation_api, lease_api, machines_api, p
         pair::start,
         pair::finish,
     ),
-    modifiers(&TokenScheme)
+    modifiers(&TokenScheme, &LayerAnswers)
 )]
 struct ApiDoc;
 
@@ -58,6 +59,36 @@ impl Modify for TokenScheme {
         bearer.description = Some("A single-use token signed by a machine of this chain".into());
         components.add_security_scheme("token", SecurityScheme::Http(bearer));
     }
+}
+
+/// Adds the answers the gateway's layers give before any handler runs to
+/// every operation they guard, so no handler repeats them: 401 from the
+/// token check to each operation that names a security scheme, and from
+/// the cross-site guard 403 (a web page's request) and 415 (a body not sent
+/// as JSON) to each POST. An operation's own wording of one is kept.
+struct LayerAnswers;
+
+impl Modify for LayerAnswers {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for item in openapi.paths.paths.values_mut() {
+            for operation in [&mut item.get, &mut item.post].into_iter().flatten() {
+                if operation.security.is_some() {
+                    answers(operation, "401", "No valid token");
+                }
+            }
+            if let Some(operation) = &mut item.post {
+                answers(operation, "403", "A cross-site request");
+                answers(operation, "415", "The body is not JSON");
+            }
+        }
+    }
+}
+
+/// Declares that `operation` may answer `status` with an error body.
+fn answers(operation: &mut utoipa::openapi::path::Operation, status: &str, description: &str) {
+    let body = Content::new(Some(Ref::from_schema_name("ErrorBody")));
+    let answer = ResponseBuilder::new().description(description).content("application/json", body).build();
+    operation.responses.responses.entry(status.to_string()).or_insert(RefOr::T(answer));
 }
 
 /// The document, with this build's version.

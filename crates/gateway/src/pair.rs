@@ -87,10 +87,8 @@ pub(crate) struct PairStarted {
     responses(
         (status = 200, description = "The chain's side of the exchange", body = PairStarted),
         (status = 400, description = "The message is malformed", body = ErrorBody),
-        (status = 403, description = "A cross-site request", body = ErrorBody),
         (status = 404, description = "No pairing code is on offer here", body = ErrorBody),
         (status = 410, description = "The code is used up, expired or out of attempts", body = ErrorBody),
-        (status = 415, description = "The body is not JSON", body = ErrorBody),
         (status = 422, description = "The body lacks `message`", body = ErrorBody),
         (status = 500, description = "The offer on disk cannot be read or written", body = ErrorBody),
     ))]
@@ -157,11 +155,9 @@ pub(crate) struct PairFinished {
         (status = 200, description = "The joiner is certified and registered", body = PairFinished),
         (status = 400, description = "A field is malformed", body = ErrorBody),
         (status = 401, description = "The joiner used a different code", body = ErrorBody),
-        (status = 403, description = "A cross-site request", body = ErrorBody),
         (status = 404, description = "No such exchange", body = ErrorBody),
         (status = 409, description = "A machine with that id is already registered", body = ErrorBody),
         (status = 410, description = "The exchange or the code expired, or the code was used", body = ErrorBody),
-        (status = 415, description = "The body is not JSON", body = ErrorBody),
         (status = 422, description = "The body lacks a field", body = ErrorBody),
         (status = 500, description = "The offer on disk cannot be read or written", body = ErrorBody),
     ))]

@@ -72,7 +72,6 @@ pub(crate) struct SyncStatus {
 #[utoipa::path(get, path = "/api/v1/sync/status", tag = "replication", security(("token" = []), ()),
     responses(
         (status = 200, description = "Replication here", body = SyncStatus),
-        (status = 401, description = "No valid token", body = ErrorBody),
         (status = 503, description = "The database is busy", body = ErrorBody),
     ))]
 pub(crate) async fn status(State(state): State<Arc<AppState>>) -> Result<Json<SyncStatus>, ApiError> {
@@ -109,7 +108,6 @@ pub(crate) struct ConflictList {
     responses(
         (status = 200, description = "The conflicts", body = ConflictList),
         (status = 400, description = "A parameter is malformed", body = ErrorBody),
-        (status = 401, description = "No valid token", body = ErrorBody),
         (status = 503, description = "The database is busy", body = ErrorBody),
     ))]
 pub(crate) async fn list(
@@ -125,7 +123,6 @@ pub(crate) async fn list(
     security(("token" = []), ()),
     responses(
         (status = 200, description = "The conflict: both sides and its state", body = Object),
-        (status = 401, description = "No valid token", body = ErrorBody),
         (status = 404, description = "No such conflict", body = ErrorBody),
         (status = 503, description = "The database is busy", body = ErrorBody),
     ))]
@@ -163,10 +160,7 @@ pub(crate) struct Resolved {
     responses(
         (status = 200, description = "Resolved, through the write door", body = Resolved),
         (status = 400, description = "The body is malformed, or the conflict is already resolved", body = ErrorBody),
-        (status = 401, description = "No valid token", body = ErrorBody),
-        (status = 403, description = "A cross-site request", body = ErrorBody),
         (status = 404, description = "No such conflict", body = ErrorBody),
-        (status = 415, description = "The body is not JSON", body = ErrorBody),
         (status = 422, description = "The body lacks a field or has one of the wrong type", body = ErrorBody),
         (status = 503, description = "The database is busy", body = ErrorBody),
     ))]

@@ -20,7 +20,7 @@ use super::session::Visitor;
 use super::templates::{MachinesPage, OfferView, page};
 use super::{PageError, chrome};
 use crate::AppState;
-use crate::api::{ApiError, with_store};
+use crate::api::ApiError;
 use crate::machines_api::{machine_rows, reload_identity};
 
 /// How long a step on disk (the instance files, the store) may take.
@@ -64,12 +64,13 @@ async fn on_instance<T: Send + 'static>(
 }
 
 fn offer_view(offer: Offer, join_url: String, now: i64) -> OfferView {
-    let state = match (&offer.joined, offer.check(now)) {
+    let usable = offer.check(now);
+    let open = offer.joined.is_none() && usable.is_ok();
+    let state = match (&offer.joined, usable) {
         (Some(name), _) => format!("used: {name} joined"),
         (None, Ok(())) => "open".to_string(),
         (None, Err(refusal)) => refusal.to_string(),
     };
-    let open = offer.joined.is_none() && offer.check(now).is_ok();
     OfferView {
         join: format!("roost join {join_url} --code {}", offer.code),
         code: offer.code,
@@ -84,7 +85,12 @@ fn offer_view(offer: Offer, join_url: String, now: i64) -> OfferView {
 pub(crate) async fn list(State(state): State<Arc<AppState>>, visitor: Visitor) -> Result<Response, PageError> {
     let rows = machine_rows(&state).await?;
     let join_url = state.instance.advertised_urls().into_iter().next().unwrap_or_default();
-    let offer = on_instance(&state, "reading the pairing offer", |instance, _| instance.load_offer()).await?;
+    // The offer is a file in the home: no need to open the instance afresh.
+    let instance = state.instance.clone();
+    let offer = roost_tasks::blocking("reading the pairing offer", STEP_WAIT, move || instance.load_offer())
+        .await
+        .map_err(ApiError::from)?
+        .map_err(failed)?;
     let offer = offer.map(|o| offer_view(o, join_url, unix_now()));
     let can_certify = state.instance.seed.is_some();
     let chrome = chrome(&state, &visitor, "machines");
@@ -170,13 +176,8 @@ pub(crate) async fn revoke(
         let message = "This machine cannot revoke itself here: run `roost leave` on it instead; nothing was done.";
         return Err(PageError(StatusCode::BAD_REQUEST, message.into()));
     }
-    let entry = with_store(&state, {
-        let id = id.clone();
-        move |s| s.instance_by_id(&id)
-    })
-    .await?;
     let (revoked, before) =
-        on_instance(&state, "revoking a machine", move |instance, store| instance.revoke_and_rotate(store, &entry.id))
+        on_instance(&state, "revoking a machine", move |instance, store| instance.revoke_and_rotate(store, &id))
             .await?;
     reload_identity(&state).await?;
     Ok(back(
