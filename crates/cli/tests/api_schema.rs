@@ -7,25 +7,13 @@
 //! (`scripts/install-test-deps` installs it); `ROOST_REQUIRE_CONFORMANCE=1`
 //! makes that a failure instead.
 
-use std::process::{Command, Stdio};
+mod conformance;
 
 #[test]
 fn every_answer_of_the_api_matches_its_openapi_document() {
-    let venv = Command::new("python3").args(["-c", "import venv, ensurepip"]).stderr(Stdio::null()).status();
-    if !venv.is_ok_and(|s| s.success()) {
-        let why = "the API schema check needs python3 with venv: run ./scripts/install-test-deps";
-        if std::env::var("ROOST_REQUIRE_CONFORMANCE").as_deref() == Ok("1") {
-            panic!("ROOST_REQUIRE_CONFORMANCE=1 but {why}");
-        }
-        eprintln!("SKIPPED {why}");
-        return;
-    }
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/api-schema-check");
-    let out = Command::new(script).env("ROOST_BIN", env!("CARGO_BIN_EXE_roost")).output().expect("running the script");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    println!("{stdout}");
-    assert!(out.status.success(), "scripts/api-schema-check failed:\n{stdout}\n{stderr}");
+    let ready = conformance::runs("python3", &["-c", "import venv, ensurepip"]);
+    let why = "the API schema check needs python3 with venv: run ./scripts/install-test-deps";
+    let Some(stdout) = conformance::run_script("api-schema-check", ready, why) else { return };
     // Every operation was selected and tested, and cases ran.
     let line = |label: &str| {
         stdout.lines().find_map(|l| l.trim().strip_prefix(label)).map(str::trim).unwrap_or_default().to_string()

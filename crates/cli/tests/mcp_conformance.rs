@@ -6,28 +6,13 @@
 //! (`scripts/install-test-deps` installs them); `ROOST_REQUIRE_CONFORMANCE=1`
 //! makes that a failure instead.
 
-use std::process::{Command, Stdio};
-
-/// Whether `program args` runs and succeeds.
-fn runs(program: &str, args: &[&str]) -> bool {
-    Command::new(program).args(args).stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
-}
+mod conformance;
 
 #[test]
 fn the_official_conformance_suite_and_the_python_sdk_accept_roost() {
-    if !(runs("npm", &["--version"]) && runs("python3", &["-c", "import venv, ensurepip"])) {
-        let why = "the MCP conformance check needs npm and python3 with venv: run ./scripts/install-test-deps";
-        if std::env::var("ROOST_REQUIRE_CONFORMANCE").as_deref() == Ok("1") {
-            panic!("ROOST_REQUIRE_CONFORMANCE=1 but {why}");
-        }
-        eprintln!("SKIPPED {why}");
-        return;
-    }
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/mcp-conformance");
-    let out = Command::new(script).env("ROOST_BIN", env!("CARGO_BIN_EXE_roost")).output().expect("running the script");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    println!("{stdout}");
-    assert!(out.status.success(), "scripts/mcp-conformance failed:\n{stdout}\n{stderr}");
+    let ready =
+        conformance::runs("npm", &["--version"]) && conformance::runs("python3", &["-c", "import venv, ensurepip"]);
+    let why = "the MCP conformance check needs npm and python3 with venv: run ./scripts/install-test-deps";
+    let Some(stdout) = conformance::run_script("mcp-conformance", ready, why) else { return };
     assert!(stdout.contains("mcp schema check: 0 failures"), "{stdout}");
 }
