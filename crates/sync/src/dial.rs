@@ -85,6 +85,7 @@ fn close_all(endpoint: &Endpoint, peer: EndpointId) {
 #[cfg(test)]
 mod tests {
     use std::net::{Ipv4Addr, SocketAddr};
+    use std::sync::{Arc, Mutex};
 
     use ed25519_dalek::SigningKey;
     use iroh::TransportAddr;
@@ -100,13 +101,13 @@ mod tests {
         crate::bind_endpoint(&key, Some(loopback), &[], vec![ALPN.to_vec()]).await.expect("a loopback endpoint")
     }
 
-    /// Accepts connections on `server` and keeps them open.
-    fn keep_accepting(server: Endpoint) -> tokio::task::JoinHandle<()> {
+    /// Accepts connections on `server` into `kept`, which holds them open
+    /// after the task is stopped.
+    fn keep_accepting(server: Endpoint, kept: Arc<Mutex<Vec<Connection>>>) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
-            let mut kept = Vec::new();
             while let Some(incoming) = server.accept().await {
                 if let Ok(conn) = incoming.await {
-                    kept.push(conn);
+                    kept.lock().unwrap().push(conn);
                 }
             }
         })
@@ -120,18 +121,23 @@ mod tests {
     #[tokio::test]
     async fn a_dial_that_times_out_closes_the_open_connections_to_that_peer_and_the_next_dial_works() {
         let (client, server) = (endpoint(1).await, endpoint(2).await);
-        let accepting = keep_accepting(server.clone());
+        let kept = Arc::new(Mutex::new(Vec::new()));
+        let accepting = keep_accepting(server.clone(), kept.clone());
         let wait = Duration::from_secs(5);
 
         let open = connect(&client, address_of(&server), ALPN, wait).await.expect("the first dial");
-        let timed_out = connect(&client, address_of(&server), ALPN, Duration::ZERO).await;
-        assert_eq!(timed_out.unwrap_err(), DialError::TimedOut(Duration::ZERO));
+        // The peer stops taking connections: the next dial cannot finish.
+        accepting.abort();
+        let short = Duration::from_millis(300);
+        let timed_out = connect(&client, address_of(&server), ALPN, short).await;
+        assert_eq!(timed_out.unwrap_err(), DialError::TimedOut(short));
         let closed = tokio::time::timeout(wait, open.closed()).await.expect("the open connection closes");
         assert!(
             matches!(closed, ConnectionError::LocallyClosed),
             "closed by this side, not by the peer or a timeout: {closed:?}"
         );
 
+        let accepting = keep_accepting(server.clone(), kept);
         let again = connect(&client, address_of(&server), ALPN, wait).await.expect("a dial after the repair");
         assert!(again.close_reason().is_none());
 
