@@ -368,23 +368,35 @@ impl ServedProcess {
         home: &std::path::Path,
         bind: &str,
     ) -> anyhow::Result<ServedProcess> {
-        ServedProcess::spawn(namespace, home, bind, Stdio::inherit())
+        ServedProcess::spawn(namespace, home, bind, Stdio::inherit(), Command::spawn)
     }
 
     /// [`ServedProcess::start`] with its log thrown away (`roost demo`
     /// shows what happens; the log would only interleave with it).
-    pub(crate) fn start_quiet(home: &std::path::Path) -> anyhow::Result<ServedProcess> {
-        ServedProcess::spawn(None, home, "127.0.0.1:0", Stdio::null())
+    /// `spawn` starts the prepared command, so a caller can account for
+    /// the child from the moment it exists.
+    pub(crate) fn start_quiet(
+        home: &std::path::Path,
+        spawn: impl FnOnce(&mut Command) -> std::io::Result<std::process::Child>,
+    ) -> anyhow::Result<ServedProcess> {
+        ServedProcess::spawn(None, home, "127.0.0.1:0", Stdio::null(), spawn)
     }
 
-    fn spawn(namespace: Option<&str>, home: &std::path::Path, bind: &str, log: Stdio) -> anyhow::Result<ServedProcess> {
-        let mut child = crate::bench_netns::command_in(namespace, &std::env::current_exe()?)
+    fn spawn(
+        namespace: Option<&str>,
+        home: &std::path::Path,
+        bind: &str,
+        log: Stdio,
+        spawn: impl FnOnce(&mut Command) -> std::io::Result<std::process::Child>,
+    ) -> anyhow::Result<ServedProcess> {
+        let mut command = crate::bench_netns::command_in(namespace, &std::env::current_exe()?);
+        command
             .args(["serve", "--bind", bind, "--home"])
             .arg(home)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()?;
+            .stderr(log);
+        let mut child = spawn(&mut command)?;
         let mut line = String::new();
         BufReader::new(child.stdout.take().context("serve stdout")?).read_line(&mut line)?;
         let addr = line.split("http://").nth(1).and_then(|r| r.split_whitespace().next());

@@ -10,7 +10,7 @@
 //! for CI). Ctrl-C, or the end, stops every machine and removes every home.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -41,37 +41,91 @@ const STEPS: [(&str, Step); 5] = [
     ("the awake machine killed: another takes over and answers", Demo::failover),
 ];
 
-/// What Ctrl-C must take down: the machines' processes and their homes.
+/// How long Ctrl-C keeps trying to remove the homes: a killed child may
+/// finish the file operation it was in before it dies.
+const REMOVAL_WAIT: Duration = Duration::from_secs(5);
+
+/// Every child process the demo runs, and the directory holding the homes:
+/// what Ctrl-C must take down. A child is started only through
+/// [`Children::spawn`], under the same lock Ctrl-C takes, so none starts
+/// once the demo is stopping.
+struct Children {
+    root: PathBuf,
+    state: Mutex<Running>,
+}
+
 #[derive(Default)]
-struct Leftovers {
+struct Running {
     pids: Vec<u32>,
-    root: Option<PathBuf>,
+    stopping: bool,
+}
+
+impl Children {
+    fn new(root: PathBuf) -> Children {
+        Children { root, state: Mutex::default() }
+    }
+
+    fn running(&self) -> std::sync::MutexGuard<'_, Running> {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn spawn(&self, command: &mut Command) -> std::io::Result<Child> {
+        let mut running = self.running();
+        if running.stopping {
+            return Err(std::io::Error::other("the demo is stopping"));
+        }
+        let child = command.spawn()?;
+        running.pids.push(child.id());
+        Ok(child)
+    }
+
+    /// Forgets a child that has been waited for, so its id, free for
+    /// reuse, is never killed.
+    fn reaped(&self, pid: u32) {
+        self.running().pids.retain(|p| *p != pid);
+    }
+
+    /// Runs `command` to its end, its output collected.
+    fn output(&self, command: &mut Command) -> std::io::Result<Output> {
+        let child = self.spawn(command.stdout(Stdio::piped()).stderr(Stdio::piped()))?;
+        let pid = child.id();
+        let output = child.wait_with_output();
+        self.reaped(pid);
+        output
+    }
+
+    /// Kills every child and removes the homes, trying again while a dying
+    /// child still adds a file.
+    fn stop_all(&self) {
+        let mut running = self.running();
+        running.stopping = true;
+        for pid in &running.pids {
+            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+        }
+        let started = Instant::now();
+        while std::fs::remove_dir_all(&self.root).is_err() && self.root.exists() && started.elapsed() < REMOVAL_WAIT {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
 }
 
 pub fn run(script: bool) -> anyhow::Result<()> {
-    let leftovers = Arc::new(Mutex::new(Leftovers::default()));
-    let on_interrupt = leftovers.clone();
+    let dir = tempfile::tempdir()?;
+    let children = Arc::new(Children::new(dir.path().to_path_buf()));
+    let on_interrupt = children.clone();
     std::thread::spawn(move || {
         let waited = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map(|rt| rt.block_on(async { tokio::signal::ctrl_c().await.is_ok() }));
         if matches!(waited, Ok(true)) {
-            let left = on_interrupt.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            for pid in &left.pids {
-                let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
-            }
-            if let Some(root) = &left.root {
-                let _ = std::fs::remove_dir_all(root);
-            }
+            on_interrupt.stop_all();
             // The live view may have hidden the cursor.
             eprint!("\x1b[?25h");
             eprintln!("\nroost demo: stopped; every machine and home removed");
             std::process::exit(130);
         }
     });
-    let dir = tempfile::tempdir()?;
-    leftovers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).root = Some(dir.path().to_path_buf());
     let board: SharedBoard = Arc::new(Mutex::new(Board::new(&NAMES, &STEPS.map(|(what, _)| what))));
     // The live view on a terminal; plain lines otherwise, with --script, and
     // on a terminal that does not say where its cursor is.
@@ -79,7 +133,7 @@ pub fn run(script: bool) -> anyhow::Result<()> {
     let mut demo = Demo {
         root: dir.path().to_path_buf(),
         machines: Vec::new(),
-        leftovers,
+        children,
         lines: view.is_none(),
         board,
         failed: 0,
@@ -108,7 +162,7 @@ struct Machine {
 struct Demo {
     root: PathBuf,
     machines: Vec<Machine>,
-    leftovers: Arc<Mutex<Leftovers>>,
+    children: Arc<Children>,
     /// Print a line per step (no live view).
     lines: bool,
     board: SharedBoard,
@@ -164,12 +218,11 @@ impl Demo {
     fn chain(&mut self) -> anyhow::Result<String> {
         for name in NAMES {
             let home = self.root.join(name);
-            roost(&home, &["init", "--name", name])?;
+            self.roost(&home, &["init", "--name", name])?;
             let config = home.join("config.toml");
             let text = std::fs::read_to_string(&config)?.replace("ttl_ms = 3000", &format!("ttl_ms = {TTL_MS}"));
             std::fs::write(&config, text)?;
-            let process = ServedProcess::start_quiet(&home)?;
-            self.leftovers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pids.push(process.child.id());
+            let process = ServedProcess::start_quiet(&home, |command| self.children.spawn(command))?;
             let (i, addr) = (self.machines.len(), process.addr.clone());
             self.show(|b| {
                 b.machines[i].addr = Some(addr);
@@ -180,7 +233,7 @@ impl Demo {
         let mut said = Vec::new();
         for joiner in 1..self.machines.len() {
             let sponsor = &self.machines[0];
-            let offered = roost(&sponsor.home, &["pair", "--no-wait"])?;
+            let offered = self.roost(&sponsor.home, &["pair", "--no-wait"])?;
             let code = offered
                 .lines()
                 .find_map(|l| l.strip_prefix("pairing code: "))
@@ -189,7 +242,7 @@ impl Demo {
                 .to_string();
             let url = format!("http://{}", sponsor.addr);
             let started = Instant::now();
-            roost(&self.machines[joiner].home, &["join", &url, "--code", &code, "--yes"])?;
+            self.roost(&self.machines[joiner].home, &["join", &url, "--code", &code, "--yes"])?;
             said.push(format!(
                 "{} joined with {code} in {} ms",
                 self.machines[joiner].name,
@@ -203,7 +256,7 @@ impl Demo {
     }
 
     fn propagation(&mut self) -> anyhow::Result<String> {
-        let written = roost(&self.machines[0].home, &["memory", "add", "The demo's first memory", "--json"])?;
+        let written = self.roost(&self.machines[0].home, &["memory", "add", "The demo's first memory", "--json"])?;
         let id = serde_json::from_str::<Value>(&written)?["id"].as_str().context("the memory's id")?.to_string();
         let started = Instant::now();
         let mut said = Vec::new();
@@ -218,8 +271,11 @@ impl Demo {
     }
 
     fn search_all(&mut self) -> anyhow::Result<String> {
-        roost(&self.machines[1].home, &["memory", "add", "Kept on the laptop only: the bike lock code", "--local"])?;
-        let found = roost(&self.machines[0].home, &["search", "--all", "bike lock", "--json"])?;
+        self.roost(
+            &self.machines[1].home,
+            &["memory", "add", "Kept on the laptop only: the bike lock code", "--local"],
+        )?;
+        let found = self.roost(&self.machines[0].home, &["search", "--all", "bike lock", "--json"])?;
         let found: Value = serde_json::from_str(&found)?;
         let answers: Vec<String> = found["instances"]
             .as_array()
@@ -242,7 +298,7 @@ impl Demo {
     }
 
     fn conflict(&mut self) -> anyhow::Result<String> {
-        let written = roost(&self.machines[0].home, &["memory", "add", "Dinner is at seven", "--json"])?;
+        let written = self.roost(&self.machines[0].home, &["memory", "add", "Dinner is at seven", "--json"])?;
         let id = serde_json::from_str::<Value>(&written)?["id"].as_str().context("the memory's id")?.to_string();
         let pi = 2;
         until("the pi holds it", || {
@@ -257,9 +313,10 @@ impl Demo {
         self.mark(pi, Process::Stopped);
         // Both sides change it without seeing each other: the pi's CLI
         // writes its own database while its gateway is stopped.
-        let home_edit = roost(&self.machines[0].home, &["memory", "update", &id, "--content", "Dinner is at eight"]);
-        let pi_edit =
-            roost(&self.machines[pi].home, &["memory", "update", &id, "--content", "Dinner is at half past seven"]);
+        let home_edit =
+            self.roost(&self.machines[0].home, &["memory", "update", &id, "--content", "Dinner is at eight"]);
+        let pi_edit = self
+            .roost(&self.machines[pi].home, &["memory", "update", &id, "--content", "Dinner is at half past seven"]);
         Command::new("kill").args(["-CONT", &pid]).status()?;
         self.mark(pi, Process::Serving);
         home_edit?;
@@ -269,7 +326,9 @@ impl Demo {
             let lists: Vec<Value> = self
                 .machines
                 .iter()
-                .map(|m| roost(&m.home, &["conflicts", "list", "--json"]).and_then(|t| Ok(serde_json::from_str(&t)?)))
+                .map(|m| {
+                    self.roost(&m.home, &["conflicts", "list", "--json"]).and_then(|t| Ok(serde_json::from_str(&t)?))
+                })
                 .collect::<anyhow::Result<_>>()?;
             let open = lists.iter().all(|l| l.as_array().is_some_and(|a| a.len() == 1));
             if open {
@@ -277,18 +336,18 @@ impl Demo {
             }
             Ok(open)
         })?;
-        let shown = roost(&self.machines[1].home, &["memory", "get", &id, "--json"])?;
+        let shown = self.roost(&self.machines[1].home, &["memory", "get", &id, "--json"])?;
         let winner = serde_json::from_str::<Value>(&shown)?["content"].as_str().unwrap_or_default().to_string();
-        roost(&self.machines[0].home, &["conflicts", "resolve", &conflict, "--keep", "local"])?;
+        self.roost(&self.machines[0].home, &["conflicts", "resolve", &conflict, "--keep", "local"])?;
         until("every machine closes it", || {
             let mut closed = true;
             for m in &self.machines {
-                let list: Value = serde_json::from_str(&roost(&m.home, &["conflicts", "list", "--json"])?)?;
+                let list: Value = serde_json::from_str(&self.roost(&m.home, &["conflicts", "list", "--json"])?)?;
                 closed &= list.as_array().is_some_and(Vec::is_empty);
             }
             Ok(closed)
         })?;
-        let kept = roost(&self.machines[2].home, &["memory", "get", &id, "--json"])?;
+        let kept = self.roost(&self.machines[2].home, &["memory", "get", &id, "--json"])?;
         let kept = serde_json::from_str::<Value>(&kept)?["content"].as_str().unwrap_or_default().to_string();
         Ok(format!(
             "all three showed {winner:?} and kept the other version; resolved on home, every machine has {kept:?}"
@@ -302,13 +361,19 @@ impl Demo {
         let holder = self.holder()?;
         let name = self.machines[holder].name;
         let killed_at = Instant::now();
-        drop(self.machines[holder].process.take());
+        self.stop_machine(holder);
         self.mark(holder, Process::Killed);
         let standby = (holder + 1) % self.machines.len();
         let home = self.machines[standby].home.clone();
         let exe = std::env::current_exe()?;
+        let children = self.children.clone();
         let say = std::thread::spawn(move || {
-            Command::new(exe).arg("--home").arg(&home).args(["agent", "say", "demo", "Are you still there?"]).output()
+            children.output(Command::new(exe).arg("--home").arg(&home).args([
+                "agent",
+                "say",
+                "demo",
+                "Are you still there?",
+            ]))
         });
         let next = self.holder()?;
         let failover = killed_at.elapsed();
@@ -323,6 +388,25 @@ impl Demo {
             self.machines[standby].name,
             String::from_utf8_lossy(&reply.stdout).trim()
         ))
+    }
+
+    /// Runs `roost --home HOME ARGS` (this same binary) to its end; its
+    /// stdout, or its error line.
+    fn roost(&self, home: &Path, args: &[&str]) -> anyhow::Result<String> {
+        let out = self.children.output(Command::new(std::env::current_exe()?).arg("--home").arg(home).args(args))?;
+        if !out.status.success() {
+            bail!("roost {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Kills machine `i`'s process, if it runs.
+    fn stop_machine(&mut self, i: usize) {
+        if let Some(process) = self.machines[i].process.take() {
+            let pid = process.child.id();
+            drop(process);
+            self.children.reaped(pid);
+        }
     }
 
     /// Waits until every machine counts all three as voters and hears them.
@@ -362,8 +446,8 @@ impl Demo {
 
 impl Drop for Demo {
     fn drop(&mut self) {
-        for machine in &mut self.machines {
-            drop(machine.process.take());
+        for i in 0..self.machines.len() {
+            self.stop_machine(i);
         }
     }
 }
@@ -383,14 +467,4 @@ fn until(what: &str, mut done: impl FnMut() -> anyhow::Result<bool>) -> anyhow::
         std::thread::sleep(Duration::from_millis(20));
     }
     Ok(())
-}
-
-/// Runs `roost --home HOME ARGS` (this same binary); its stdout, or its
-/// error line.
-fn roost(home: &Path, args: &[&str]) -> anyhow::Result<String> {
-    let out = Command::new(std::env::current_exe()?).arg("--home").arg(home).args(args).output()?;
-    if !out.status.success() {
-        bail!("roost {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
