@@ -25,8 +25,11 @@ pub const CLI_CHANNEL: &str = "cli";
 
 /// The agent-state key of a message's reply record.
 pub fn reply_key(message_row_id: &str) -> String {
-    format!("reply/{message_row_id}")
+    format!("{REPLY_PREFIX}{message_row_id}")
 }
+
+/// What every reply record's key starts with.
+pub const REPLY_PREFIX: &str = "reply/";
 
 /// The natural key of a message row: what makes one channel message one
 /// row on every machine.

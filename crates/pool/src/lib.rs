@@ -8,7 +8,9 @@
 pub mod moves;
 pub mod ownership;
 pub mod placement;
+pub mod stamp;
 
 pub use moves::{MoveRequest, parse_move};
-pub use ownership::{Coordinator, Grant, Refused, Tenure, Timing};
+pub use ownership::{Coordinator, Grant, Member, Refused, Tenure, Timing};
 pub use placement::{Candidate, Excluded, place};
+pub use stamp::{is_topic_stamp, topic_stamp};

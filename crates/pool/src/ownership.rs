@@ -9,10 +9,22 @@
 //! delays and however the two clocks drift within the bound, the owner has
 //! stopped before the coordinator can hand the topic to another machine.
 //!
+//! A topic's epochs are *topic stamps* (`crate::stamp`): the coordinator's
+//! own lease epoch, then a sequence. A coordinator that takes the role
+//! after another grants nothing new until every grant the one before could
+//! have made has lapsed, and its stamps outrank all of that one's, so a
+//! grant it never heard of can neither overlap nor outrank its own.
+//!
+//! An owner told to drop a topic (it was moved) stops planning work on it,
+//! and releases it once nothing of it is in flight: the coordinator may
+//! then grant it at once, without waiting for the grant to lapse.
+//!
 //! Times are milliseconds of each side's own monotonic clock; nothing here
 //! reads a clock.
 
 use std::collections::BTreeMap;
+
+use crate::stamp::topic_stamp;
 
 /// How a grant is timed, the same on every machine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,6 +46,14 @@ impl Timing {
         let (slow, fast) = (1_000_000 - self.drift_ppm, 1_000_000 + self.drift_ppm);
         self.lease_ms * slow / fast
     }
+
+    /// How long, on a new coordinator's clock, a grant the coordinator
+    /// before it made may still run: the lease stretched by the worst drift,
+    /// and the margin.
+    pub fn inherited_ms(&self) -> u64 {
+        let (slow, fast) = (1_000_000 - self.drift_ppm, 1_000_000 + self.drift_ppm);
+        (self.lease_ms * fast).div_ceil(slow) + self.margin_ms
+    }
 }
 
 /// A grant of one topic to one machine.
@@ -52,8 +72,9 @@ pub struct Grant {
 pub enum Refused {
     /// Another machine's grant has not lapsed yet.
     Held { by: String },
-    /// The asker's epoch is not the topic's current one.
-    StaleEpoch { current: u64 },
+    /// This coordinator took the role too recently: a grant the one before
+    /// made may still run until `until_ms`.
+    Settling { until_ms: u64 },
 }
 
 #[derive(Debug, Clone)]
@@ -62,49 +83,92 @@ struct Placement {
     epoch: u64,
     /// The coordinator's time the grant lapses at.
     until_ms: u64,
+    /// The owner said it stopped acting under this epoch.
+    released: bool,
+}
+
+impl Placement {
+    /// Whether its owner may still act at `now_ms` (give or take the margin).
+    fn running(&self, now_ms: u64, margin_ms: u64) -> bool {
+        !self.released && now_ms < self.until_ms + margin_ms
+    }
 }
 
 /// The coordinator's side: every topic's owner, epoch and grant.
 #[derive(Debug, Clone)]
 pub struct Coordinator {
     timing: Timing,
+    /// The lease epoch this coordinator holds the role under.
+    lease_epoch: u64,
+    /// The sequence of the last topic stamp granted.
+    seq: u64,
+    /// Until when it grants no new epoch ([`Refused::Settling`]).
+    settling_until_ms: u64,
     topics: BTreeMap<String, Placement>,
 }
 
 impl Coordinator {
-    pub fn new(timing: Timing) -> Coordinator {
-        Coordinator { timing, topics: BTreeMap::new() }
+    /// The coordinator of the machine that took the role under lease
+    /// `lease_epoch`, at `now_ms`.
+    pub fn new(timing: Timing, lease_epoch: u64, now_ms: u64) -> Coordinator {
+        Coordinator {
+            timing,
+            lease_epoch,
+            seq: 0,
+            settling_until_ms: now_ms + timing.inherited_ms(),
+            topics: BTreeMap::new(),
+        }
     }
 
-    /// Grants `topic` to `to` at `now_ms`: a renewal when `to` owns it,
-    /// otherwise a new epoch, once any other owner's grant lapsed by the
-    /// margin.
+    /// Grants `topic` to `to` at `now_ms`: a renewal when `to` holds it,
+    /// otherwise a new epoch, once any other owner released it or its grant
+    /// lapsed by the margin, and never while settling.
     /// `asked_at_ms` is the asker's own time, carried back in the grant.
     pub fn grant(&mut self, topic: &str, to: &str, asked_at_ms: u64, now_ms: u64) -> Result<Grant, Refused> {
         let until_ms = now_ms + self.timing.lease_ms;
         let epoch = match self.topics.get(topic) {
-            Some(p) if p.owner == to && now_ms < p.until_ms => p.epoch,
-            Some(p) if p.owner != to && now_ms < p.until_ms + self.timing.margin_ms => {
+            Some(p) if p.owner == to && !p.released && now_ms < p.until_ms => p.epoch,
+            Some(p) if p.owner != to && p.running(now_ms, self.timing.margin_ms) => {
                 return Err(Refused::Held { by: p.owner.clone() });
             }
-            Some(p) => p.epoch + 1,
-            None => 1,
+            _ if now_ms < self.settling_until_ms => {
+                return Err(Refused::Settling { until_ms: self.settling_until_ms });
+            }
+            _ => {
+                self.seq += 1;
+                topic_stamp(self.lease_epoch, self.seq)
+            }
         };
-        let previous = self.topics.insert(topic.to_string(), Placement { owner: to.to_string(), epoch, until_ms });
-        debug_assert!(previous.is_none_or(|p| p.epoch <= epoch), "a topic's epoch never goes back");
+        let placement = Placement { owner: to.to_string(), epoch, until_ms, released: false };
+        let previous = self.topics.insert(topic.to_string(), placement);
+        assert!(previous.is_none_or(|p| p.epoch <= epoch), "a topic's epoch never goes back");
         Ok(Grant { topic: topic.to_string(), owner: to.to_string(), epoch, asked_at_ms })
     }
 
-    /// The topics whose owner's grant lapsed by the margin at `now_ms`:
-    /// to be placed again.
-    pub fn lapsed(&self, now_ms: u64) -> Vec<&str> {
-        let margin = self.timing.margin_ms;
-        self.topics.iter().filter(|(_, p)| now_ms >= p.until_ms + margin).map(|(t, _)| t.as_str()).collect()
+    /// `owner` stopped acting on `topic` under `epoch`: another machine may
+    /// be granted it at once.
+    pub fn release(&mut self, topic: &str, owner: &str, epoch: u64) {
+        if let Some(p) = self.topics.get_mut(topic)
+            && p.owner == owner
+            && p.epoch == epoch
+        {
+            p.released = true;
+        }
     }
 
-    /// The owner and epoch of `topic`, as the coordinator last granted it.
-    pub fn owner(&self, topic: &str) -> Option<(&str, u64)> {
-        self.topics.get(topic).map(|p| (p.owner.as_str(), p.epoch))
+    /// The topics `owner` may still be acting on at `now_ms`, with their
+    /// epochs.
+    pub fn held_by(&self, owner: &str, now_ms: u64) -> Vec<(&str, u64)> {
+        self.topics
+            .iter()
+            .filter(|(_, p)| p.owner == owner && p.running(now_ms, self.timing.margin_ms))
+            .map(|(t, p)| (t.as_str(), p.epoch))
+            .collect()
+    }
+
+    /// The owner and epoch of `topic`, while its owner may be acting on it.
+    pub fn owner(&self, topic: &str, now_ms: u64) -> Option<(&str, u64)> {
+        self.topics.get(topic).filter(|p| p.running(now_ms, self.timing.margin_ms)).map(|p| (p.owner.as_str(), p.epoch))
     }
 }
 
@@ -134,6 +198,81 @@ impl Tenure {
     pub fn acting(&self, now_ms: u64) -> Option<u64> {
         self.held.filter(|&(_, until)| now_ms < until).map(|(epoch, _)| epoch)
     }
+
+    /// The epoch held and until when (its own clock), lapsed or not.
+    pub fn held(&self) -> Option<(u64, u64)> {
+        self.held
+    }
+}
+
+/// One machine's side of every topic granted to it.
+#[derive(Debug, Clone, Default)]
+pub struct Member {
+    tenures: BTreeMap<String, Tenure>,
+    /// Topics it was told to drop, with the epoch dropped: it acts on them
+    /// no more and releases them once nothing of them is in flight.
+    dropped: BTreeMap<String, u64>,
+    /// Counts the new epochs taken: each one is a topic whose earlier
+    /// owner's work this machine must take in before acting.
+    generation: u64,
+}
+
+impl Member {
+    /// Takes a grant (see [`Tenure::granted`]).
+    pub fn granted(&mut self, grant: &Grant, timing: &Timing) {
+        let tenure = self.tenures.entry(grant.topic.clone()).or_default();
+        let before = tenure.held().map(|(epoch, _)| epoch);
+        tenure.granted(grant, timing);
+        let after = tenure.held().map(|(epoch, _)| epoch);
+        if after != before {
+            self.generation += 1;
+        }
+    }
+
+    /// The coordinator moved `topic` away from `epoch`.
+    pub fn drop_topic(&mut self, topic: &str, epoch: u64) {
+        if self.tenures.get(topic).and_then(Tenure::held).is_some_and(|(held, _)| held == epoch) {
+            self.dropped.insert(topic.to_string(), epoch);
+        }
+    }
+
+    /// The epoch this machine acts on `topic` under at `now_ms`, and until
+    /// when on its clock.
+    pub fn acting(&self, topic: &str, now_ms: u64) -> Option<(u64, u64)> {
+        let (epoch, until) = self.tenures.get(topic)?.held()?;
+        (now_ms < until && self.dropped.get(topic) != Some(&epoch)).then_some((epoch, until))
+    }
+
+    /// Every topic it acts on at `now_ms`, with its epoch.
+    pub fn owned(&self, now_ms: u64) -> Vec<(&str, u64)> {
+        self.tenures
+            .keys()
+            .filter_map(|topic| self.acting(topic, now_ms).map(|(epoch, _)| (topic.as_str(), epoch)))
+            .collect()
+    }
+
+    /// The dropped topics none of whose work is in flight (`busy` says
+    /// which are), to release; forgotten here once returned.
+    pub fn releasable(&mut self, busy: &dyn Fn(&str) -> bool) -> Vec<(String, u64)> {
+        let done: Vec<(String, u64)> =
+            self.dropped.iter().filter(|(topic, _)| !busy(topic)).map(|(t, e)| (t.clone(), *e)).collect();
+        for (topic, _) in &done {
+            self.dropped.remove(topic);
+            self.tenures.remove(topic);
+        }
+        done
+    }
+
+    /// Forgets every tenure lapsed by `now_ms` (none of them acts).
+    pub fn forget_lapsed(&mut self, now_ms: u64) {
+        self.tenures.retain(|topic, t| t.acting(now_ms).is_some() || self.dropped.contains_key(topic));
+    }
+
+    /// How many new epochs it has taken: a change means a round must first
+    /// take in what the others hold.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
 }
 
 #[cfg(test)]
@@ -143,16 +282,63 @@ mod tests {
 
     const TIMING: Timing = Timing { lease_ms: 3000, margin_ms: 500, drift_ppm: 1000 };
 
+    /// A coordinator under lease epoch 4 that has settled by time 0.
+    fn settled() -> Coordinator {
+        let inherited = TIMING.inherited_ms();
+        let mut c = Coordinator::new(TIMING, 4, 0);
+        c.settling_until_ms = 0;
+        assert!(inherited > TIMING.lease_ms + TIMING.margin_ms);
+        c
+    }
+
     #[test]
     fn a_topic_moves_only_after_its_owners_grant_lapsed() {
-        let mut c = Coordinator::new(TIMING);
-        assert_eq!(c.grant("t", "a", 7, 0).unwrap().epoch, 1);
+        let mut c = settled();
+        assert_eq!(c.grant("t", "a", 7, 0).unwrap().epoch, topic_stamp(4, 1));
         assert_eq!(c.grant("t", "b", 7, 3000), Err(Refused::Held { by: "a".into() }));
-        assert_eq!(c.grant("t", "a", 7, 2000).unwrap().epoch, 1, "a renewal keeps the epoch");
-        assert!(c.lapsed(5400).is_empty());
-        assert_eq!(c.lapsed(5500), ["t"]);
-        assert_eq!(c.grant("t", "b", 7, 5500).unwrap().epoch, 2);
-        assert_eq!(c.owner("t"), Some(("b", 2)));
+        assert_eq!(c.grant("t", "a", 7, 2000).unwrap().epoch, topic_stamp(4, 1), "a renewal keeps the epoch");
+        assert_eq!(c.owner("t", 5499), Some(("a", topic_stamp(4, 1))));
+        assert_eq!(c.owner("t", 5500), None);
+        assert_eq!(c.grant("t", "b", 7, 5500).unwrap().epoch, topic_stamp(4, 2));
+        assert_eq!(c.owner("t", 5500), Some(("b", topic_stamp(4, 2))));
+    }
+
+    #[test]
+    fn a_released_topic_moves_at_once() {
+        let mut c = settled();
+        let epoch = c.grant("t", "a", 0, 0).unwrap().epoch;
+        c.release("t", "b", epoch);
+        assert!(c.grant("t", "b", 0, 10).is_err(), "only the owner releases");
+        c.release("t", "a", epoch);
+        assert!(c.held_by("a", 10).is_empty());
+        assert_eq!(c.grant("t", "b", 0, 10).unwrap().epoch, topic_stamp(4, 2));
+    }
+
+    #[test]
+    fn a_new_coordinator_grants_nothing_new_until_earlier_grants_lapsed_and_outranks_them() {
+        let mut earlier = settled();
+        let old = earlier.grant("t", "a", 0, 0).unwrap().epoch;
+        let mut c = Coordinator::new(TIMING, 5, 100);
+        let until_ms = 100 + TIMING.inherited_ms();
+        assert_eq!(c.grant("t", "b", 0, 200), Err(Refused::Settling { until_ms }));
+        let new = c.grant("t", "b", 0, until_ms).unwrap().epoch;
+        assert!(new > old, "stamps of a later lease epoch outrank every earlier one");
+    }
+
+    #[test]
+    fn a_dropped_topic_stops_acting_and_is_released_once_idle() {
+        let mut m = Member::default();
+        let grant = Grant { topic: "t".into(), owner: "a".into(), epoch: 9, asked_at_ms: 0 };
+        m.granted(&grant, &TIMING);
+        assert_eq!(m.generation(), 1);
+        m.granted(&grant, &TIMING);
+        assert_eq!(m.generation(), 1, "a renewal is no new epoch");
+        assert_eq!(m.owned(10), [("t", 9)]);
+        m.drop_topic("t", 9);
+        assert_eq!(m.acting("t", 10), None);
+        assert!(m.releasable(&|_| true).is_empty(), "its work is still in flight");
+        assert_eq!(m.releasable(&|_| false), [("t".to_string(), 9)]);
+        assert!(m.owned(10).is_empty());
     }
 
     #[test]
@@ -202,7 +388,7 @@ mod tests {
         ) {
             let clocks: Vec<Clock> = (0..4).map(|i| Clock { rate_ppm: rates[i], offset_ms: offsets[i] }).collect();
             let coordinator_clock = clocks[3];
-            let mut coordinator = Coordinator::new(TIMING);
+            let mut coordinator = Coordinator::new(TIMING, 1, coordinator_clock.at(0));
             let mut tenures = vec![Tenure::default(); 3];
             // Each ask: who, how long after the one before, how long the
             // request travels, how long the answer travels.

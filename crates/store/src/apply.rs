@@ -281,7 +281,7 @@ fn apply_version(
         row: String::new(),
     };
     if let Some(epoch) = incoming.epoch {
-        fence::raise(tx, epoch)?;
+        fence::raise_for(tx, row.get("key").and_then(Value::as_str), epoch)?;
     }
     let current = current(tx, entry.table, &entry.row_id)?;
     match resolve(current.as_ref(), &incoming) {

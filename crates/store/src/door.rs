@@ -377,12 +377,37 @@ fn agent_state(tx: &Transaction, author: &Author, key: &str, value: &str, epoch:
         (EPOCH.to_string(), Value::from(epoch)),
     ]);
     let fields = validate::validate_create(table, &input)?;
-    let highest = fence::highest(tx)?;
-    if epoch < highest {
-        return Err(StoreError::StaleEpoch { given: epoch, highest });
-    }
-    fence::raise(tx, epoch)?;
     let id = fence::agent_state_id(key);
+    let stored_epoch = |tx: &Transaction| -> Result<u64> {
+        let sql = format!("SELECT {EPOCH} FROM {} WHERE id = ?1", table.name());
+        let mut statement = tx.prepare_cached(&sql)?;
+        let mut rows = statement.query([id.as_str()])?;
+        Ok(match rows.next()? {
+            Some(row) => row.get::<_, Option<i64>>(0)?.unwrap_or(0) as u64,
+            None => 0,
+        })
+    };
+    let highest = if roost_pool::is_topic_stamp(epoch) {
+        let topic = fence::topic_of(tx, key)?.ok_or_else(|| StoreError::NoTopic(key.to_string()))?;
+        let highest = fence::topic_highest(tx, &topic)?.max(stored_epoch(tx)?);
+        if epoch < highest {
+            return Err(StoreError::StaleTopicEpoch { topic, given: epoch, highest });
+        }
+        fence::raise_topic(tx, &topic, epoch)?;
+        highest.max(epoch)
+    } else {
+        let highest = fence::highest(tx)?;
+        if epoch < highest {
+            return Err(StoreError::StaleEpoch { given: epoch, highest });
+        }
+        let stored = stored_epoch(tx)?;
+        if roost_pool::is_topic_stamp(stored) {
+            let topic = fence::topic_of(tx, key)?.unwrap_or_default();
+            return Err(StoreError::StaleTopicEpoch { topic, given: epoch, highest: stored });
+        }
+        fence::raise(tx, epoch)?;
+        highest.max(epoch)
+    };
     let now = author.now();
     let Some(previous) = stored_vector(tx, table, &id)? else {
         let stamp = Stamp::next(tx, author, false, None)?;

@@ -14,6 +14,13 @@
 //!
 //! `epoch_fence` is local bookkeeping, not synced: the highest epoch seen and
 //! how many received entries were fenced.
+//!
+//! With the pool, a topic's reply records are written by the topic's owner
+//! under a *topic stamp* (`roost_pool::stamp`), and fenced per topic the
+//! same way: `topic_fence` keeps the highest stamp seen of each topic (from
+//! its grants, [`Store::observe_topic_epoch`], and from the reply records
+//! written or received), and the door refuses a stamp below it. Topic stamps
+//! outrank every lease epoch and never move the lease's fence.
 
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 use serde::Deserialize;
@@ -85,6 +92,25 @@ impl Store {
         )
     }
 
+    /// Raises `topic`'s fence to `stamp` (a grant of the topic this machine
+    /// learnt of) and returns the highest stamp seen of the topic.
+    pub fn observe_topic_epoch(&self, topic: &str, stamp: u64) -> Result<u64> {
+        checked(stamp)?;
+        let mut writer = self.writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        writer.with_door_open(|conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            raise_topic(&tx, topic, stamp)?;
+            let highest = topic_highest(&tx, topic)?;
+            tx.commit()?;
+            Ok(highest)
+        })
+    }
+
+    /// The highest stamp this instance has seen of `topic` (0 for none).
+    pub fn topic_epoch(&self, topic: &str) -> Result<u64> {
+        self.read(|c| topic_highest(c, topic))
+    }
+
     /// The agent state under `key`, if any.
     pub fn agent_state(&self, key: &str) -> Result<Option<AgentState>> {
         let id = agent_state_id(key);
@@ -125,6 +151,50 @@ pub(crate) fn raise(tx: &Transaction, epoch: u64) -> Result<()> {
     let epoch = i64::try_from(epoch).expect("epochs are checked against the field's range first");
     tx.prepare_cached("UPDATE epoch_fence SET highest = max(highest, ?1) WHERE id = 1")?.execute([epoch])?;
     Ok(())
+}
+
+/// The topic of the agent state under `key`: a reply record's, when its
+/// message is held here.
+pub(crate) fn topic_of(conn: &Connection, key: &str) -> Result<Option<String>> {
+    let Some(message) = key.strip_prefix(roost_agent::ledger::REPLY_PREFIX) else { return Ok(None) };
+    let mut statement = conn.prepare_cached("SELECT topic FROM agent_messages WHERE id = ?1")?;
+    let mut rows = statement.query([message])?;
+    Ok(match rows.next()? {
+        Some(row) => row.get(0)?,
+        None => None,
+    })
+}
+
+pub(crate) fn topic_highest(conn: &Connection, topic: &str) -> Result<u64> {
+    let mut statement = conn.prepare_cached("SELECT highest FROM topic_fence WHERE topic = ?1")?;
+    let mut rows = statement.query([topic])?;
+    Ok(match rows.next()? {
+        Some(row) => row.get::<_, i64>(0)? as u64,
+        None => 0,
+    })
+}
+
+/// Raises `topic`'s fence to `stamp`, already checked to be in range.
+pub(crate) fn raise_topic(tx: &Transaction, topic: &str, stamp: u64) -> Result<()> {
+    let stamp = i64::try_from(stamp).expect("stamps are checked against the field's range first");
+    tx.prepare_cached(
+        "INSERT INTO topic_fence (topic, highest) VALUES (?1, ?2)
+         ON CONFLICT (topic) DO UPDATE SET highest = max(highest, excluded.highest)",
+    )?
+    .execute(rusqlite::params![topic, stamp])?;
+    Ok(())
+}
+
+/// Raises the fence an applied version's epoch belongs to: its topic's for
+/// a topic stamp (when the topic is known here), else the lease's.
+pub(crate) fn raise_for(tx: &Transaction, key: Option<&str>, epoch: u64) -> Result<()> {
+    if !roost_pool::is_topic_stamp(epoch) {
+        return raise(tx, epoch);
+    }
+    match key.map(|key| topic_of(tx, key)).transpose()?.flatten() {
+        Some(topic) => raise_topic(tx, &topic, epoch),
+        None => Ok(()),
+    }
 }
 
 /// Counts one received entry fenced.

@@ -73,6 +73,10 @@ pub enum StoreError {
     AgentOwned(&'static str),
     #[error("epoch {given} is stale: this instance has seen epoch {highest}, a later grant of the lease")]
     StaleEpoch { given: u64, highest: u64 },
+    #[error("epoch {given} of topic {topic:?} is stale: this instance has seen {highest}, a later grant of the topic")]
+    StaleTopicEpoch { topic: String, given: u64, highest: u64 },
+    #[error("a topic epoch was given for {0}, which is no reply record of a message held here")]
+    NoTopic(String),
     #[error("database schema lacks column {0}")]
     SchemaMismatch(String),
     #[error(

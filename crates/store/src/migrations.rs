@@ -317,8 +317,20 @@ fn v10(tx: &Transaction) -> rusqlite::Result<()> {
     guard(tx, "agent_messages", "synced tables are")
 }
 
+/// The pool's fence: per topic, the highest topic stamp this instance has
+/// seen (local bookkeeping, guarded like `epoch_fence`).
+fn v11(tx: &Transaction) -> rusqlite::Result<()> {
+    tx.execute_batch(
+        "CREATE TABLE topic_fence (
+             topic TEXT PRIMARY KEY,
+             highest INTEGER NOT NULL
+         ) WITHOUT ROWID;",
+    )?;
+    guard(tx, "topic_fence", "the topic fence is")
+}
+
 type Migration = fn(&Transaction) -> rusqlite::Result<()>;
-const MIGRATIONS: &[Migration] = &[v1, v2, v3, v4, v5, v6, v7, v8, v9, v10];
+const MIGRATIONS: &[Migration] = &[v1, v2, v3, v4, v5, v6, v7, v8, v9, v10, v11];
 
 /// Brings the database up to the newest schema, each step in one transaction.
 pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {

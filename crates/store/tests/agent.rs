@@ -62,3 +62,35 @@ fn a_reply_record_replicates_with_its_epoch_and_a_stale_holder_is_fenced() {
     let stale = n[0].store.write_reply(&replied, 3);
     assert!(matches!(stale, Err(StoreError::StaleEpoch { given: 3, highest: 5 })), "{stale:?}");
 }
+
+#[test]
+fn a_topic_owners_reply_is_fenced_by_the_topics_later_grant_and_never_by_the_lease() {
+    use roost_pool::topic_stamp;
+    let mut n = nodes();
+    let (m, _) = n[0].store.record_message(&inbound("m1", "hi")).unwrap();
+    ship(&mut n, 0, 1);
+    let (old, new) = (topic_stamp(5, 1), topic_stamp(5, 2));
+    let claim = Reply::claimed(&m.id, 1, None, "a");
+    n[0].store.write_reply(&claim, old).unwrap();
+    assert_eq!(n[0].store.topic_epoch("t").unwrap(), old);
+    assert_eq!(n[0].store.highest_epoch().unwrap(), 0, "a topic stamp leaves the lease's fence alone");
+    ship(&mut n, 0, 1);
+    assert_eq!(n[1].store.topic_epoch("t").unwrap(), old, "a received record raises its topic's fence");
+
+    // The topic moved to B, whose claim reaches A: A's old stamp is refused.
+    n[1].store.write_reply(&Reply::claimed(&m.id, 2, None, "b"), new).unwrap();
+    ship(&mut n, 1, 0);
+    let stale = n[0].store.write_reply(&claim.replied("late".into(), "a"), old);
+    assert!(matches!(stale, Err(StoreError::StaleTopicEpoch { given, highest, .. }) if given == old && highest == new));
+    // Nor may a holder working without the pool write over it.
+    let plain = n[0].store.write_reply(&claim, 7);
+    assert!(matches!(plain, Err(StoreError::StaleTopicEpoch { given: 7, .. })), "{plain:?}");
+
+    // A grant learnt of fences before any record of it arrives.
+    let (m2, _) = n[0].store.record_message(&Inbound { topic: "u", ..inbound("m2", "hi") }).unwrap();
+    n[0].store.observe_topic_epoch("u", topic_stamp(6, 1)).unwrap();
+    let early = n[0].store.write_reply(&Reply::claimed(&m2.id, 1, None, "a"), new);
+    assert!(matches!(early, Err(StoreError::StaleTopicEpoch { .. })), "{early:?}");
+    let nowhere = n[0].store.write_reply(&Reply::claimed("no-such-message", 1, None, "a"), new);
+    assert!(matches!(nowhere, Err(StoreError::NoTopic(_))), "{nowhere:?}");
+}
