@@ -55,6 +55,18 @@ pub fn post(url: &str, body: &Value) -> anyhow::Result<Value> {
 /// GET when `body` is `None`, else POST it as JSON. [`NotRunning`] when no
 /// gateway listens there.
 pub fn local(home: &Path, path: &str, body: Option<&Value>, wait: Duration) -> anyhow::Result<Value> {
+    let method = if body.is_some() { reqwest::Method::POST } else { reqwest::Method::GET };
+    local_request(home, method, path, body, wait)
+}
+
+/// [`local`] with the method given.
+pub fn local_request(
+    home: &Path,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<&Value>,
+    wait: Duration,
+) -> anyhow::Result<Value> {
     let socket = home.join(SOCKET);
     if !socket.exists() {
         return Err(NotRunning(home.to_path_buf()).into());
@@ -62,9 +74,10 @@ pub fn local(home: &Path, path: &str, body: Option<&Value>, wait: Duration) -> a
     runtime()?.block_on(async {
         let client = reqwest::Client::builder().unix_socket(socket.as_path()).timeout(wait).build()?;
         let url = format!("http://localhost{path}");
+        let request = client.request(method, &url);
         let request = match body {
-            Some(body) => client.post(&url).json(body),
-            None => client.get(&url),
+            Some(body) => request.json(body),
+            None => request,
         };
         let response = match request.send().await {
             Ok(response) => response,

@@ -29,6 +29,7 @@ mod notify;
 mod out;
 mod pair;
 mod pair_relay;
+mod pool;
 mod prompt;
 mod relay;
 mod serve;
@@ -104,6 +105,14 @@ enum Command {
     /// Talk to the agent (it answers from whichever machine is awake) and read its conversations.
     #[command(subcommand)]
     Agent(agent::AgentCommand),
+    /// Where conversations run across machines (the pool): list, move one, name machines.
+    Pool {
+        #[command(subcommand)]
+        command: Option<pool::PoolCommand>,
+        /// Print the answer as JSON.
+        #[arg(long, global = true)]
+        json: bool,
+    },
     /// Serve MCP over stdin/stdout, for clients that launch their servers.
     Mcp,
     /// Show this instance: id, name, contents, and whether its gateway answers.
@@ -245,6 +254,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Wakeup { force } => lease::wakeup(&Instance::open(&home)?, force),
         Command::Agent(command) => agent::run(&Instance::open(&home)?, command),
+        Command::Pool { command, json } => pool::run(&Instance::open(&home)?, command, json),
         Command::Mcp => {
             init_logging("warn", cli.log_format);
             let instance = Instance::open_or_init(&home, &roost_instance::default_name())?;

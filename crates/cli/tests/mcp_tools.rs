@@ -88,13 +88,13 @@ async fn exercise_every_tool(client: &Client, gateway_runs: bool) {
     let tools = client.list_all_tools().await.unwrap();
     assert_eq!(
         tools.len(),
-        44,
-        "8 memory tools, 5 tools for each of 6 other tables, 2 for sync conflicts, 2 federated, 2 of the agent"
+        45,
+        "8 memory tools, 5 tools for each of 6 other tables, 2 for sync conflicts, 2 federated, 2 of the agent, the pool"
     );
     for tool in &tools {
         assert!(tool.description.as_ref().is_some_and(|d| d.len() > 40), "{} needs a real description", tool.name);
         assert_eq!(tool.input_schema["type"], json!("object"));
-        let spans_instances = ["roost_search_all", "roost_list_instances"].contains(&tool.name.as_ref());
+        let spans_instances = ["roost_search_all", "roost_list_instances", "roost_pool"].contains(&tool.name.as_ref());
         assert_eq!(tool.input_schema["properties"].get("instance").is_none(), spans_instances, "{}", tool.name);
     }
     let mut s = Session::new(client).await;
@@ -318,6 +318,8 @@ async fn exercise_every_tool(client: &Client, gateway_runs: bool) {
     let topic = s.read("roost_agent_topic", json!({"topic": "nothing yet"})).await;
     assert_eq!((topic["count"].as_u64(), topic["messages"].as_array().map(Vec::len)), (Some(0), Some(0)));
     s.refused("roost_agent_topic", json!({}), "`topic` is required").await;
+    // The pool is off unless configured.
+    s.refused("roost_pool", json!({"op": "status"}), "pool is off").await;
 
     let listed: BTreeSet<String> = tools.iter().map(|t| t.name.to_string()).collect();
     let missing: Vec<_> = listed.difference(&s.called).collect();

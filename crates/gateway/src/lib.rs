@@ -42,6 +42,7 @@ pub mod nest;
 pub mod openapi;
 mod pair;
 mod pair_quic;
+mod pool_api;
 pub mod sessions;
 mod sync_api;
 
@@ -175,7 +176,9 @@ impl Gateway {
         let mut tools = RoostTools::new(self.store.clone(), &config.name, &config.federation.peer_tools)
             .with_remote(Arc::new(federation.clone()));
         if let Some(machine) = &self.machine {
-            tools = tools.with_agent(Arc::new(agent_api::MachineAgent(Arc::downgrade(machine))));
+            tools = tools
+                .with_agent(Arc::new(agent_api::MachineAgent(Arc::downgrade(machine))))
+                .with_pool(Arc::new(pool_api::MachinePool(Arc::downgrade(machine))));
         }
         if let Some(incoming) = self.machine.as_ref().and_then(|m| m.take_connections(roost_federation::ALPN)) {
             tokio::spawn(mcp_quic::serve(incoming, tools.clone(), self.store.clone(), cancel.clone()));
@@ -219,6 +222,7 @@ impl Gateway {
             .merge(sync_api::routes(state.clone()))
             .merge(lease_api::routes(state.clone()))
             .merge(agent_api::routes(state.clone()))
+            .merge(pool_api::routes(state.clone()))
             .merge(machines_api::routes(state.clone()))
             .merge(federation_api::routes(state.clone()))
             .merge(metrics_api::routes(state.clone()))

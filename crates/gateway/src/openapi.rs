@@ -10,7 +10,7 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::{Content, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
-use crate::{AppState, agent_api, api, federation_api, lease_api, machines_api, pair, sync_api};
+use crate::{AppState, agent_api, api, federation_api, lease_api, machines_api, pair, pool_api, sync_api};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -40,6 +40,11 @@ use crate::{AppState, agent_api, api, federation_api, lease_api, machines_api, p
         agent_api::receive,
         agent_api::topics,
         agent_api::topic,
+        pool_api::status,
+        pool_api::machine,
+        pool_api::nickname,
+        pool_api::placement,
+        pool_api::transfer,
         federation_api::forward,
         federation_api::search,
         pair::start,

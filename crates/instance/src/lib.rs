@@ -99,6 +99,66 @@ pub struct Config {
     pub sync: SyncConfig,
     #[serde(default, skip_serializing_if = "AgentConfig::is_unset")]
     pub agent: AgentConfig,
+    #[serde(default, skip_serializing_if = "PoolConfig::is_unset")]
+    pub pool: PoolConfig,
+}
+
+/// `[pool]`: whether conversations may run on machines other than the
+/// awake one, and how many this machine takes.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PoolConfig {
+    /// Off, every topic runs on the awake machine.
+    #[serde(default)]
+    pub enabled: bool,
+    /// How many topics this machine carries relative to the others (0
+    /// takes none).
+    #[serde(default = "default_capacity")]
+    pub capacity: u32,
+    /// How long a grant of a topic lasts on the coordinator's clock.
+    #[serde(default = "default_topic_lease")]
+    pub lease_ms: u64,
+    /// How far a machine's clock may be from the coordinator's before it
+    /// takes no new topic.
+    #[serde(default = "default_clock_bound")]
+    pub clock_bound_ms: u64,
+    /// The fewest milliseconds between two transfers of one topic.
+    #[serde(default = "default_transfer_interval")]
+    pub transfer_interval_ms: u64,
+}
+
+impl Default for PoolConfig {
+    fn default() -> PoolConfig {
+        PoolConfig {
+            enabled: false,
+            capacity: default_capacity(),
+            lease_ms: default_topic_lease(),
+            clock_bound_ms: default_clock_bound(),
+            transfer_interval_ms: default_transfer_interval(),
+        }
+    }
+}
+
+impl PoolConfig {
+    fn is_unset(&self) -> bool {
+        self == &PoolConfig::default()
+    }
+}
+
+fn default_capacity() -> u32 {
+    1
+}
+
+fn default_topic_lease() -> u64 {
+    2_000
+}
+
+fn default_clock_bound() -> u64 {
+    2_000
+}
+
+fn default_transfer_interval() -> u64 {
+    1_000
 }
 
 /// `[agent]`: what answers the messages the channels bring, on whichever
@@ -524,6 +584,7 @@ impl Instance {
             lease: Default::default(),
             sync: Default::default(),
             agent: Default::default(),
+            pool: Default::default(),
         };
         identity::create_identity(home, &config)?;
         let text = toml::to_string(&config).expect("config serialises");

@@ -36,6 +36,8 @@ use roost_awake::{AwakeService, Working, clock};
 use roost_instance::{Handler, Instance};
 use roost_store::Store;
 use roost_sync::{Heads, SyncService};
+
+use crate::pool::PoolService;
 use roost_tasks::Tasks;
 
 /// Every read or write of the store is bounded by this.
@@ -108,6 +110,9 @@ struct Context {
     store: Arc<Store>,
     awake: Arc<AwakeService>,
     sync: Arc<SyncService>,
+    /// With the pool, the topics this machine runs are those it is granted,
+    /// each under its topic stamp; without, all of them while awake.
+    pool: Option<Arc<PoolService>>,
     handler: Handler,
     handler_timeout: Duration,
     stuck_after: Duration,
@@ -125,6 +130,7 @@ impl AgentService {
         store: Arc<Store>,
         awake: Arc<AwakeService>,
         sync: Arc<SyncService>,
+        pool: Option<Arc<PoolService>>,
         mcp_url: String,
     ) -> AgentService {
         let config = &instance.config.agent;
@@ -152,6 +158,7 @@ impl AgentService {
             store,
             awake,
             sync,
+            pool,
             handler: config.handler.clone(),
             handler_timeout: Duration::from_millis(config.handler_timeout_ms),
             stuck_after: Duration::from_millis(config.stuck_after_ms),
@@ -226,6 +233,7 @@ async fn run(context: Arc<Context>, limits: Limits, tasks: Tasks) {
         let now = clock::now();
         tokio::select! {
             _ = context.shared.wake.notified() => {}
+            () = context.gained() => {}
             _ = log_grew.changed() => {}
             _ = tokio::time::sleep(wait) => {}
             Some(topic) = finished.recv() => { busy.remove(&topic); }
@@ -238,18 +246,29 @@ async fn run(context: Arc<Context>, limits: Limits, tasks: Tasks) {
         // they count.
         let read = |store: &Store| Ok((store.heads()?, store.open_ledger()?, store.agent_counts()?));
         let Some((heads, entries, counts)) = context.on_store("reading the agent ledger", read).await else { continue };
-        let settled = working.is_some_and(|w| {
-            let idle = settle.started(Some(w.epoch)) && counts.queued + counts.unsent == 0;
+        // The topics this machine works and under which stamp, with the pool;
+        // a round's first take-in is then keyed by the pool's generation,
+        // which moves whenever a topic comes with a new stamp.
+        let owned = context.pool.as_ref().map(|pool| {
+            pool.set_busy(&busy);
+            (pool.owned(), pool.generation())
+        });
+        let round = match &owned {
+            Some((topics, generation)) => (!topics.is_empty()).then_some((*generation, false)),
+            None => working.map(|w| (w.epoch, w.forced)),
+        };
+        let settled = round.is_some_and(|(key, forced)| {
+            let idle = settle.started(Some(key)) && counts.queued + counts.unsent == 0;
             idle || {
-                let (required, keepers) = context.voters(w.forced);
+                let (required, keepers) = context.voters(forced);
                 let meet = outbox::Meet { me: &context.me, keepers: &keepers, required: &required };
-                settle.ready(w.epoch, &heads, &context.reports(), meet, now)
+                settle.ready(key, &heads, &context.reports(), meet, now)
             }
         });
         {
             let mut status = context.shared.status.lock().expect("agent status poisoned");
-            status.working = working.is_some();
-            status.catching_up = working.is_some() && !settle.started(working.map(|w| w.epoch));
+            status.working = round.is_some();
+            status.catching_up = round.is_some() && !settle.started(round.map(|(key, _)| key));
             status.epoch = working.map(|w| w.epoch);
             status.counts = counts;
             status.in_flight = busy.len();
@@ -258,7 +277,7 @@ async fn run(context: Arc<Context>, limits: Limits, tasks: Tasks) {
         if waiting == 0 {
             waiting_since = None;
         }
-        if let Some(w) = working {
+        if let Some(w) = working.filter(|_| owned.is_none()) {
             let waited = waiting_since.get_or_insert_with(Instant::now).elapsed();
             let since = match held {
                 Some((epoch, since)) if epoch == w.epoch => since,
@@ -271,14 +290,33 @@ async fn run(context: Arc<Context>, limits: Limits, tasks: Tasks) {
                 tasks.spawn(context.clone().hand_over(why));
             }
         }
-        let Some(working) = working.filter(|_| settled) else { continue };
-        let plan = ledger::plan(&entries, working.epoch, &|topic| busy.contains(topic), limits);
-        for work in plan.into_iter().take(PARALLEL.saturating_sub(busy.len())) {
+        if !settled {
+            continue;
+        }
+        // Each piece of work with the epoch it runs under.
+        let plan: Vec<(Work, u64)> = match (&owned, working) {
+            (Some((topics, _)), _) => topics
+                .iter()
+                .flat_map(|(topic, stamp)| {
+                    let of_topic: Vec<ledger::Entry> =
+                        entries.iter().filter(|e| e.message.topic == *topic).cloned().collect();
+                    ledger::plan(&of_topic, *stamp, &|topic| busy.contains(topic), limits)
+                        .into_iter()
+                        .map(|work| (work, *stamp))
+                })
+                .collect(),
+            (None, Some(working)) => ledger::plan(&entries, working.epoch, &|topic| busy.contains(topic), limits)
+                .into_iter()
+                .map(|work| (work, working.epoch))
+                .collect(),
+            (None, None) => continue,
+        };
+        for (work, epoch) in plan.into_iter().take(PARALLEL.saturating_sub(busy.len())) {
             let topic = work.topic().to_string();
             busy.insert(topic.clone());
             let (context, done) = (context.clone(), done.clone());
             tasks.spawn(async move {
-                context.perform(work, working.epoch, limits).await;
+                context.perform(work, epoch, limits).await;
                 let _ = done.send(topic);
                 context.shared.wake.notify_one();
             });
@@ -369,29 +407,49 @@ impl Context {
         )
     }
 
-    /// Returns once this machine no longer works under `epoch`: a request
-    /// raced against it is dropped within [`TICK`] of the role moving.
-    async fn role_ends(&self, epoch: u64) {
-        while self.awake.working().is_some_and(|w| w.epoch == epoch) {
+    /// Resolves when the pool grants this machine a topic (never without
+    /// the pool).
+    async fn gained(&self) {
+        match &self.pool {
+            Some(pool) => pool.gained().await,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Where this machine may work `topic` now: under its topic stamp with
+    /// the pool, else (and for work of no topic) under the lease while awake.
+    fn working_on(&self, topic: Option<&str>) -> Option<Working> {
+        match (&self.pool, topic) {
+            (Some(pool), Some(topic)) => pool.working(topic),
+            _ => self.awake.working(),
+        }
+    }
+
+    /// Returns once this machine no longer works `topic` under `epoch`: a
+    /// request raced against it is dropped within [`TICK`] of the role (or
+    /// the topic) moving.
+    async fn role_ends(&self, topic: Option<&str>, epoch: u64) {
+        while self.working_on(topic).is_some_and(|w| w.epoch == epoch) {
             tokio::time::sleep(TICK).await;
         }
     }
 
-    /// Sleeps `wait`, or less if the role at `epoch` ends first.
-    async fn sleep_while_working(&self, wait: Duration, epoch: u64) {
+    /// Sleeps `wait`, or less if the work on `topic` at `epoch` ends first.
+    async fn sleep_while_working(&self, wait: Duration, topic: Option<&str>, epoch: u64) {
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
-            () = self.role_ends(epoch) => {}
+            () = self.role_ends(topic, epoch) => {}
         }
     }
 
-    /// Still the holder at `epoch`, with more than `margin` of the lease left.
-    fn still_working(&self, epoch: u64, margin: Duration) -> Option<Working> {
-        self.awake.working().filter(|w| w.epoch == epoch && outbox::may_send(clock::now(), w.until, margin))
+    /// Still working `topic` at `epoch`, with more than `margin` of the
+    /// lease (or the topic's grant) left.
+    fn still_working(&self, topic: Option<&str>, epoch: u64, margin: Duration) -> Option<Working> {
+        self.working_on(topic).filter(|w| w.epoch == epoch && outbox::may_send(clock::now(), w.until, margin))
     }
 
-    async fn write(&self, reply: Reply, epoch: u64) -> bool {
-        if self.still_working(epoch, Duration::ZERO).is_none() {
+    async fn write(&self, topic: &str, reply: Reply, epoch: u64) -> bool {
+        if self.still_working(Some(topic), epoch, Duration::ZERO).is_none() {
             return false;
         }
         self.on_store("writing a reply record", move |store| store.write_reply(&reply, epoch)).await.is_some()
@@ -401,7 +459,7 @@ impl Context {
         match work {
             Work::Run { message, attempt } => {
                 let claim = Reply::claimed(&message.id, attempt, None, &self.me);
-                if !self.write(claim.clone(), epoch).await {
+                if !self.write(&message.topic, claim.clone(), epoch).await {
                     return;
                 }
                 let topic = message.topic.clone();
@@ -414,19 +472,22 @@ impl Context {
                     Ok(text) => {
                         self.progressed();
                         let replied = claim.replied(redact(&text), &self.me);
-                        if self.write(replied.clone(), epoch).await && self.held_by_peers(epoch).await {
+                        if self.write(&message.topic, replied.clone(), epoch).await
+                            && self.held_by_peers(Some(&message.topic), epoch).await
+                        {
                             self.deliver(&message, replied, epoch, epoch).await;
                         }
                     }
                     Err(why) => {
                         self.failed(format!("the handler failed on message {} (run {attempt}): {why}", message.id));
-                        self.write(Reply::claimed(&message.id, attempt, Some(why), &self.me), epoch).await;
+                        let failed = Reply::claimed(&message.id, attempt, Some(why), &self.me);
+                        self.write(&message.topic, failed, epoch).await;
                     }
                 }
             }
             Work::Send { message, reply, epoch: committed } => self.deliver(&message, reply, committed, epoch).await,
-            Work::Fail { reply, .. } => {
-                self.write(reply.failed(&self.me), epoch).await;
+            Work::Fail { message, reply } => {
+                self.write(&message.topic, reply.failed(&self.me), epoch).await;
             }
         }
     }
@@ -436,11 +497,11 @@ impl Context {
     /// that whichever machine holds the role next sees the reply and sends
     /// it again as it is, never a second one ([`outbox::held`]). False when
     /// the role is lost first.
-    async fn held_by_peers(&self, epoch: u64) -> bool {
+    async fn held_by_peers(&self, topic: Option<&str>, epoch: u64) -> bool {
         let Some(mine) = self.on_store("reading the log's head", |store| store.heads()).await else { return false };
         let ours: Heads = mine.into_iter().filter(|(origin, _)| *origin == self.me).collect();
         loop {
-            let Some(working) = self.still_working(epoch, SEND_MARGIN) else { return false };
+            let Some(working) = self.still_working(topic, epoch, SEND_MARGIN) else { return false };
             let (_, keepers) = self.voters(working.forced);
             if outbox::held(&self.me, &ours, &keepers, &self.reports()) {
                 return true;
@@ -511,22 +572,22 @@ impl Context {
     async fn deliver(&self, message: &Message, reply: Reply, committed: u64, epoch: u64) {
         if message.channel == CLI_CHANNEL {
             // `roost agent say` reads the reply from the ledger.
-            self.write(reply.sent(&self.me), epoch).await;
+            self.write(&message.topic, reply.sent(&self.me), epoch).await;
             return self.sent(message);
         }
         let mut backoff = Duration::from_millis(100);
         loop {
-            let Some(working) = self.still_working(epoch, SEND_MARGIN) else { return };
+            let Some(working) = self.still_working(Some(&message.topic), epoch, SEND_MARGIN) else { return };
             let bound = working.until.saturating_sub(clock::now()).min(SEND_WAIT);
             let retry_after = match self.send_once(message, &reply, committed, bound).await {
                 Answer::Done(()) => {
-                    self.write(reply.sent(&self.me), epoch).await;
+                    self.write(&message.topic, reply.sent(&self.me), epoch).await;
                     return self.sent(message);
                 }
                 Answer::RetryAfter(after) => after,
                 Answer::Refused(why) => {
                     self.failed(format!("{why}; the reply is marked failed"));
-                    self.write(reply.refused(why, &self.me), epoch).await;
+                    self.write(&message.topic, reply.refused(why, &self.me), epoch).await;
                     return;
                 }
                 Answer::Failed(why) => {
@@ -534,7 +595,7 @@ impl Context {
                     backoff
                 }
             };
-            self.sleep_while_working(retry_after, epoch).await;
+            self.sleep_while_working(retry_after, Some(&message.topic), epoch).await;
             backoff = (backoff * 2).min(Duration::from_secs(4));
         }
     }

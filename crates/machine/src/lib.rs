@@ -23,7 +23,9 @@ use tokio::sync::mpsc;
 use roost_awake::{AwakeService, Part};
 
 pub mod agent;
+pub mod pool;
 use agent::AgentService;
+use pool::PoolService;
 use roost_federation::SyncSource;
 use roost_instance::Instance;
 use roost_store::Store;
@@ -55,6 +57,8 @@ struct Running {
     awake: Arc<AwakeService>,
     /// None on a witness, which holds no ledger and is never awake.
     agent: Option<Arc<AgentService>>,
+    /// With `[pool] enabled` on a full machine.
+    pool: Option<Arc<PoolService>>,
 }
 
 pub struct Machine {
@@ -139,6 +143,11 @@ impl Machine {
         self.running().agent.clone()
     }
 
+    /// The pool, when this machine takes part in it.
+    pub fn pool(&self) -> Option<Arc<PoolService>> {
+        self.running().pool.clone()
+    }
+
     /// The connections other machines open here with `alpn` (one of
     /// [`gateway_protocols`]), for the one server that answers them; `None`
     /// on a witness, or once taken.
@@ -190,12 +199,15 @@ impl Machine {
     /// Stops the agent first (no work outlives the role it was started
     /// under), then the lease (a holder releases the role), then replication.
     async fn stop_services(&self) {
-        let (sync, awake, agent) = {
+        let (sync, awake, agent, pool) = {
             let running = self.running();
-            (running.sync.clone(), running.awake.clone(), running.agent.clone())
+            (running.sync.clone(), running.awake.clone(), running.agent.clone(), running.pool.clone())
         };
         if let Some(agent) = agent {
             agent.stop().await;
+        }
+        if let Some(pool) = pool {
+            pool.stop().await;
         }
         awake.stop().await;
         sync.stop().await;
@@ -268,9 +280,11 @@ fn run(
         accepted,
         part,
     )?);
+    let pool = (keeps_data && instance.config.pool.enabled)
+        .then(|| Arc::new(PoolService::start(&instance, store.clone(), awake.clone(), sync.clone())));
     let agent = keeps_data.then(|| {
         let mcp_url = format!("http://{gateway}/mcp");
-        Arc::new(AgentService::start(&instance, store.clone(), awake.clone(), sync.clone(), mcp_url))
+        Arc::new(AgentService::start(&instance, store.clone(), awake.clone(), sync.clone(), pool.clone(), mcp_url))
     });
-    Ok(Running { instance, sync, awake, agent })
+    Ok(Running { instance, sync, awake, agent, pool })
 }

@@ -34,6 +34,8 @@ pub enum Action {
     AgentStatus,
     /// One conversation of the agent: its messages and replies.
     AgentTopic,
+    /// The pool: where topics run, moving one, naming machines.
+    Pool,
 }
 
 impl Action {
@@ -49,6 +51,7 @@ impl Action {
             Action::ResolveSyncConflict,
             Action::AgentStatus,
             Action::AgentTopic,
+            Action::Pool,
         ];
         // The agent's tables are written by its channels and the awake
         // machine's fenced door: no generic tool reads or writes them.
@@ -81,6 +84,7 @@ impl Action {
             Action::ListInstances => "roost_list_instances".into(),
             Action::AgentStatus => "roost_agent_status".into(),
             Action::AgentTopic => "roost_agent_topic".into(),
+            Action::Pool => "roost_pool".into(),
         }
     }
 
@@ -107,7 +111,7 @@ impl Action {
     /// Whether the tool runs on one instance and so takes the `instance`
     /// argument; the federated tools span all instances themselves.
     pub fn runs_on_one_instance(self) -> bool {
-        !matches!(self, Action::SearchAll | Action::ListInstances)
+        !matches!(self, Action::SearchAll | Action::ListInstances | Action::Pool)
     }
 
     /// The argument names this tool accepts.
@@ -165,6 +169,12 @@ impl Action {
             Action::AgentTopic => "Read one of the agent's conversations (a topic): its messages in order, each with its \
                 sender, text (secrets redacted), where its reply stands (claimed, replied, sent, failed), the reply, and \
                 the machine and lease epoch that wrote it. The last `limit` messages (default 50)."
+                .into(),
+            Action::Pool => "The pool, where conversations (topics) run on several machines: `op` = status (every \
+                machine with its nickname, capacity, load and health, and every topic's machine), placement (where \
+                `topic` runs and why: pinned, placed or unowned), transfer (move `topic` to machine `to`, a nickname, \
+                name or id; `confirm` to move it to a machine that is offline) or nickname (name `machine` \
+                `nickname`). Any machine answers; it asks the coordinator. A refusal comes back as {error, status}."
                 .into(),
             Action::Get(Table::Memories) => {
                 "Fetch one memory by id, with its access count (fetching counts as an access).".into()
@@ -259,6 +269,22 @@ impl Action {
                 });
                 (props.as_object().cloned().unwrap_or_default(), vec!["topic"])
             }
+            Action::Pool => {
+                let props = json!({
+                    "op": {"type": "string", "enum": ["status", "placement", "transfer", "nickname", "ask"],
+                           "description": "What to do (ask is the machines' own)."},
+                    "topic": {"type": "string", "description": "The conversation (placement, transfer)."},
+                    "to": {"type": "string", "description": "The machine to move it to: nickname, name or id."},
+                    "confirm": {"type": "boolean", "description": "Move it even though that machine is offline."},
+                    "machine": {"type": "string", "description": "The machine to name: nickname, name or id."},
+                    "nickname": {"type": "string", "description": "Its new nickname."},
+                    "capacity": {"type": "integer"},
+                    "asked_at_ms": {"type": "integer"},
+                    "wall_ms": {"type": "integer"},
+                    "releases": {"type": "array"},
+                });
+                (props.as_object().cloned().unwrap_or_default(), vec!["op"])
+            }
             Action::ListSyncConflicts => {
                 let props = json!({
                     "include_resolved": {"type": "boolean", "description": "Also list resolved conflicts."},
@@ -297,6 +323,7 @@ impl Action {
             Action::ListInstances => "List machines".into(),
             Action::AgentStatus => "Agent status".into(),
             Action::AgentTopic => "Read a conversation".into(),
+            Action::Pool => "The pool".into(),
         }
     }
 
@@ -366,6 +393,7 @@ impl Action {
                        "holder": {"type": ["object", "null"]}, "agent": {"type": ["object", "null"]}}),
                 &["awake", "role"],
             ),
+            Action::Pool => json!({"type": "object"}),
             Action::AgentTopic => {
                 let message = object(
                     json!({"message_id": string(), "channel": string(), "sender": nullable(string()), "text": string(),
@@ -561,7 +589,7 @@ mod tests {
             let output = tool.output_schema.as_ref().unwrap_or_else(|| panic!("{} has no output schema", tool.name));
             assert_eq!(output["type"], json!("object"), "{}", tool.name);
             let hints = tool.annotations.as_ref().unwrap();
-            let spans = matches!(action, Action::SearchAll | Action::ListInstances);
+            let spans = matches!(action, Action::SearchAll | Action::ListInstances | Action::Pool);
             assert_eq!(hints.open_world_hint, Some(spans), "{}", tool.name);
             let creates = matches!(action, Action::Create(_) | Action::StoreMemories);
             assert_eq!(hints.idempotent_hint, Some(!creates), "{}", tool.name);

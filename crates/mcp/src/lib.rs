@@ -66,6 +66,13 @@ pub trait AgentSource: Send + Sync + 'static {
     fn status(&self) -> Pending<Result<Value, String>>;
 }
 
+/// Where `roost_pool` runs: the running machine's pool in `roost serve`.
+pub trait PoolSource: Send + Sync + 'static {
+    /// Runs one operation, from `machine` (a machine of the chain) or a
+    /// person (`None`); a refusal is an answer `{error, status}`.
+    fn call(&self, machine: Option<String>, args: Map<String, Value>) -> Pending<Value>;
+}
+
 /// `roost_agent_status`'s answer from `/health`'s `lease` and `agent` parts.
 pub fn agent_status(lease: &Value, agent: &Value) -> Value {
     json!({
@@ -94,6 +101,7 @@ pub struct RoostTools {
     tools: Arc<Vec<Tool>>,
     remote: Option<Arc<dyn Remote>>,
     agent: Option<Arc<dyn AgentSource>>,
+    pool: Option<Arc<dyn PoolSource>>,
     /// This instance's name, which the `instance` argument may use.
     name: Arc<str>,
     /// Tools other machines may call here.
@@ -111,6 +119,7 @@ impl RoostTools {
             tools: Arc::new(Action::all().into_iter().map(Action::tool).collect()),
             remote: None,
             agent: None,
+            pool: None,
             name: name.into(),
             peer_tools: Arc::new(peer_tools.iter().cloned().collect()),
             caller: None,
@@ -135,6 +144,12 @@ impl RoostTools {
         self
     }
 
+    /// The same server, answering `roost_pool`.
+    pub fn with_pool(mut self, pool: Arc<dyn PoolSource>) -> RoostTools {
+        self.pool = Some(pool);
+        self
+    }
+
     fn remote(&self) -> Result<&Arc<dyn Remote>, String> {
         self.remote.as_ref().ok_or_else(|| "this server cannot reach other instances".to_string())
     }
@@ -150,6 +165,10 @@ impl RoostTools {
     /// allowlist, and asking this instance to relay the call again.
     fn admit_machine(&self, caller: &str, action: Action, args: &Map<String, Value>) -> Result<(), String> {
         let tool = action.tool_name();
+        // The pool's own protocol: every machine of the chain asks it.
+        if action == Action::Pool {
+            return Ok(());
+        }
         if !action.runs_on_one_instance() {
             return Err(format!("{tool} spans instances; another instance may not relay it through this one"));
         }
@@ -190,6 +209,24 @@ impl RoostTools {
         match action {
             Action::SearchAll => self.remote()?.search_all(args).await.map_err(|e| e.to_string()),
             Action::ListInstances => self.remote()?.list_instances().await.map_err(|e| e.to_string()),
+            Action::Pool => match &self.pool {
+                // A machine reads a refusal's status from the answer; a
+                // person's client gets an error result.
+                Some(pool) => match caller {
+                    Caller::Machine { id } => Ok(pool.call(Some(id), args).await),
+                    Caller::Local => {
+                        let answer = pool.call(None, args).await;
+                        match answer.get("error").and_then(Value::as_str) {
+                            Some(refused) => Err(refused.to_string()),
+                            None => Ok(answer),
+                        }
+                    }
+                },
+                None => Err(
+                    "the pool is off on this machine, or this server does not run it; ask the one `roost serve` runs"
+                        .into(),
+                ),
+            },
             Action::AgentStatus => match &self.agent {
                 Some(agent) => agent.status().await,
                 None => Err("this server does not run the lease; ask the one `roost serve` runs".into()),
@@ -362,7 +399,7 @@ pub fn execute(store: &Store, action: Action, mut args: Map<String, Value>) -> R
             Ok(json!({"count": hits.len(), "results": hits}))
         }
         Action::MemoryStats => store.memory_stats().map_err(err),
-        Action::SearchAll | Action::ListInstances | Action::AgentStatus => {
+        Action::SearchAll | Action::ListInstances | Action::AgentStatus | Action::Pool => {
             Err(format!("{} needs the running server: call it through MCP", action.tool_name()))
         }
         Action::AgentTopic => {

@@ -111,6 +111,27 @@ impl Store {
         self.read(|c| topic_highest(c, topic))
     }
 
+    /// Every live agent state whose key starts with `prefix`, by key.
+    pub fn agent_states(&self, prefix: &str) -> Result<Vec<AgentState>> {
+        self.read(|c| {
+            let mut statement = c.prepare_cached(
+                "SELECT id, key, value, epoch, origin, updated_at FROM agent_state
+                 WHERE deleted_at IS NULL AND substr(key, 1, length(?1)) = ?1 ORDER BY key",
+            )?;
+            let rows = statement.query_map([prefix], |r| {
+                Ok(AgentState {
+                    id: r.get(0)?,
+                    key: r.get(1)?,
+                    value: r.get(2)?,
+                    epoch: r.get::<_, i64>(3)? as u64,
+                    origin: r.get(4)?,
+                    updated_at: r.get(5)?,
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
+
     /// The agent state under `key`, if any.
     pub fn agent_state(&self, key: &str) -> Result<Option<AgentState>> {
         let id = agent_state_id(key);

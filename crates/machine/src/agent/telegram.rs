@@ -101,12 +101,12 @@ pub(super) async fn poll(context: Arc<Context>) {
         // A long poll, dropped as soon as the role moves.
         let polled = tokio::select! {
             answer = telegram.updates(offset, POLL_WAIT) => answer,
-            () = context.role_ends(working.epoch) => continue,
+            () = context.role_ends(None, working.epoch) => continue,
         };
         let updates = match polled {
             Answer::Done(updates) => updates,
             Answer::RetryAfter(after) => {
-                context.sleep_while_working(after, working.epoch).await;
+                context.sleep_while_working(after, None, working.epoch).await;
                 continue;
             }
             // Cut by the next holder's poll as the role moved: not a failure.
@@ -118,7 +118,7 @@ pub(super) async fn poll(context: Arc<Context>) {
             Answer::Failed(why) | Answer::Refused(why) => {
                 context.failed(format!("polling Telegram: {why}"));
                 context.shared.telegram_failing.lock().expect("agent status poisoned").get_or_insert_with(Instant::now);
-                context.sleep_while_working(backoff, working.epoch).await;
+                context.sleep_while_working(backoff, None, working.epoch).await;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
                 continue;
             }
@@ -126,7 +126,7 @@ pub(super) async fn poll(context: Arc<Context>) {
         *context.shared.telegram_polled.lock().expect("agent status poisoned") = Some(Instant::now());
         *context.shared.telegram_failing.lock().expect("agent status poisoned") = None;
         if !record(&context, &updates).await {
-            context.sleep_while_working(backoff, working.epoch).await;
+            context.sleep_while_working(backoff, None, working.epoch).await;
             backoff = (backoff * 2).min(MAX_BACKOFF);
             continue;
         }
@@ -137,14 +137,14 @@ pub(super) async fn poll(context: Arc<Context>) {
         }
         // Asking for `next` makes Telegram forget what came before it: only
         // once a majority of the keepers hold the messages just recorded.
-        if !context.held_by_peers(working.epoch).await {
+        if !context.held_by_peers(None, working.epoch).await {
             continue;
         }
         let write = move |store: &Store| store.write_agent_state(OFFSET_KEY, &next.to_string(), working.epoch);
         if context.on_store("writing the Telegram offset", write).await.is_some() {
             offset = next;
         } else {
-            context.sleep_while_working(backoff, working.epoch).await;
+            context.sleep_while_working(backoff, None, working.epoch).await;
         }
     }
 }

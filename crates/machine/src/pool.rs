@@ -1,0 +1,628 @@
+//! The pool's shell: topics run on several machines, one owner each.
+//!
+//! Every machine with `[pool] enabled` asks the awake machine (the
+//! coordinator) every [`ASK_EVERY`] for the topics placed on it, and runs
+//! those it is granted under their topic stamps ([`PoolService::working`]);
+//! the agent's loop plans nothing else. The coordinator keeps the grants in
+//! a `roost_pool::Coordinator` (memory: a new coordinator settles first) and
+//! the placements, pins and nicknames as replicated agent state under its
+//! lease epoch (`pool/placement/<topic>`, `pool/nickname/<machine>`), so the
+//! next coordinator starts from them and every machine reads the nicknames.
+//!
+//! Everything the pool answers goes through [`PoolService::call`], one JSON
+//! operation at a time (`ask`, `status`, `placement`, `transfer`,
+//! `nickname`): on the coordinator it runs here; elsewhere it is forwarded
+//! to the coordinator as the MCP tool `roost_pool` over federation. A
+//! refusal is an answer `{"error", "status"}`, so its HTTP status survives
+//! the forwarding.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+use tokio::sync::Notify;
+
+use roost_awake::{AwakeService, Working, clock};
+use roost_federation::client::Connections;
+use roost_instance::{Instance, PoolConfig};
+use roost_pool::{Candidate, Coordinator, Grant, Member, Timing, place};
+use roost_store::Store;
+use roost_tasks::Tasks;
+
+/// How often a member asks the coordinator for its topics.
+const ASK_EVERY: Duration = Duration::from_millis(200);
+/// One ask, forwarded operation or store access is bounded by this.
+const CALL_WAIT: Duration = Duration::from_secs(2);
+/// The coordinator waits this much longer than a grant before re-placing.
+const MARGIN_MS: u64 = 500;
+/// The clocks' worst drift, as the lease assumes.
+const DRIFT_PPM: u64 = 10_000;
+const PLACEMENT: &str = "pool/placement/";
+const NICKNAME: &str = "pool/nickname/";
+/// The MCP tool the pool answers to on every machine.
+pub const TOOL: &str = "roost_pool";
+/// Why a machine without the pool answers nothing of it.
+pub const DISABLED: &str = "the pool is off on this machine: every topic runs on the awake machine; set [pool] enabled = true in config.toml to turn it on";
+
+/// A refusal: what was wrong and the HTTP status that says so.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolError {
+    pub status: u16,
+    pub message: String,
+}
+
+impl PoolError {
+    fn new(status: u16, message: impl Into<String>) -> PoolError {
+        PoolError { status, message: message.into() }
+    }
+
+    /// The answer that carries it, to travel as a tool result.
+    pub fn to_value(&self) -> Value {
+        json!({"error": self.message, "status": self.status})
+    }
+
+    /// The refusal a tool result carries, if it is one.
+    pub fn from_value(value: &Value) -> Option<PoolError> {
+        let message = value.get("error")?.as_str()?.to_string();
+        let status = value.get("status").and_then(Value::as_u64).unwrap_or(502) as u16;
+        Some(PoolError { status, message })
+    }
+}
+
+/// Where a topic is placed and whether a transfer pinned it there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Placed {
+    machine: String,
+    pinned: bool,
+}
+
+/// A machine as the coordinator last heard it ask.
+#[derive(Debug, Clone)]
+struct Seen {
+    capacity: u32,
+    at_ms: u64,
+    clock_offset_ms: i64,
+}
+
+/// The coordinator's state while this machine is awake.
+struct Coordinating {
+    lease_epoch: u64,
+    core: Coordinator,
+    machines: BTreeMap<String, Seen>,
+    placements: BTreeMap<String, Placed>,
+    /// When each topic last moved, for the rate limit.
+    moved_at_ms: BTreeMap<String, u64>,
+}
+
+/// An `ask`: what a member holds and releases, and when it asked.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Ask {
+    capacity: u32,
+    asked_at_ms: u64,
+    wall_ms: i64,
+    releases: Vec<(String, u64)>,
+}
+
+/// The coordinator's answer to an `ask`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Answer {
+    grants: Vec<(String, u64, u64)>,
+    drop: Vec<(String, u64)>,
+}
+
+struct Inner {
+    me: String,
+    config: PoolConfig,
+    timing: Timing,
+    store: Arc<Store>,
+    awake: Arc<AwakeService>,
+    connections: Connections,
+    member: Mutex<Member>,
+    coordinating: Mutex<Option<Coordinating>>,
+    /// Topics whose work is in flight here (the agent says).
+    busy: Mutex<HashSet<String>>,
+    /// Woken when this machine gains a topic.
+    gained: Notify,
+}
+
+/// The pool on one running machine.
+pub struct PoolService {
+    inner: Arc<Inner>,
+    tasks: Tasks,
+}
+
+impl PoolService {
+    /// Starts asking for topics, and coordinating while awake.
+    pub fn start(
+        instance: &Instance,
+        store: Arc<Store>,
+        awake: Arc<AwakeService>,
+        sync: Arc<roost_sync::SyncService>,
+    ) -> PoolService {
+        let config = instance.config.pool.clone();
+        let timing = Timing { lease_ms: config.lease_ms, margin_ms: MARGIN_MS, drift_ppm: DRIFT_PPM };
+        let inner = Arc::new(Inner {
+            me: instance.id.clone(),
+            config,
+            timing,
+            store,
+            awake,
+            connections: Connections::new(instance, Arc::new(move || Some(sync.clone()))),
+            member: Mutex::new(Member::default()),
+            coordinating: Mutex::new(None),
+            busy: Mutex::new(HashSet::new()),
+            gained: Notify::new(),
+        });
+        let tasks = Tasks::new();
+        tasks.spawn(run(inner.clone()));
+        PoolService { inner, tasks }
+    }
+
+    /// The topic stamp this machine works `topic` under now, and until when.
+    pub fn working(&self, topic: &str) -> Option<Working> {
+        let member = self.inner.member.lock().expect("pool member poisoned");
+        let (epoch, until) = member.acting(topic, now_ms())?;
+        Some(Working { epoch, until: Duration::from_millis(until), forced: false })
+    }
+
+    /// Every topic this machine works now, with its stamp.
+    pub fn owned(&self) -> Vec<(String, u64)> {
+        let member = self.inner.member.lock().expect("pool member poisoned");
+        member.owned(now_ms()).into_iter().map(|(t, e)| (t.to_string(), e)).collect()
+    }
+
+    /// Changes each time this machine takes a new topic epoch: its first
+    /// round after must take in what the other machines hold.
+    pub fn generation(&self) -> u64 {
+        self.inner.member.lock().expect("pool member poisoned").generation()
+    }
+
+    /// The topics whose work is in flight here.
+    pub fn set_busy(&self, busy: &HashSet<String>) {
+        *self.inner.busy.lock().expect("pool busy poisoned") = busy.clone();
+    }
+
+    /// Resolves when this machine gains a topic.
+    pub async fn gained(&self) {
+        self.inner.gained.notified().await;
+    }
+
+    /// Runs one operation of the pool (`op` in `args`), from `caller` (a
+    /// machine of the chain, or `None` for a person through this machine's
+    /// API or MCP): here on the coordinator, else forwarded to it.
+    pub async fn call(&self, caller: Option<&str>, args: Map<String, Value>) -> Value {
+        match self.inner.call(caller, args).await {
+            Ok(value) => value,
+            Err(e) => e.to_value(),
+        }
+    }
+
+    pub async fn stop(&self) {
+        if !self.tasks.stop(CALL_WAIT).await {
+            tracing::warn!("pool tasks still running {CALL_WAIT:?} after the stop");
+        }
+    }
+}
+
+impl Drop for PoolService {
+    fn drop(&mut self) {
+        self.tasks.cancel();
+    }
+}
+
+/// Milliseconds of CLOCK_BOOTTIME, the lease's clock.
+fn now_ms() -> u64 {
+    clock::now().as_millis() as u64
+}
+
+fn wall_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+async fn run(inner: Arc<Inner>) {
+    loop {
+        inner.coordinate().await;
+        inner.ask().await;
+        tokio::time::sleep(ASK_EVERY).await;
+    }
+}
+
+impl Inner {
+    /// The awake machine's id and lease epoch, if one is known.
+    fn coordinator(&self) -> Option<(String, u64)> {
+        let lease = self.awake.status();
+        Some((lease.holder?.id, lease.epoch?))
+    }
+
+    /// Keeps the coordinator's state while this machine is awake: started
+    /// from the replicated placements when it takes the role, dropped when
+    /// it loses it; places topics that have no machine or whose machine is
+    /// gone.
+    async fn coordinate(&self) {
+        let Some(working) = self.awake.working() else {
+            *self.coordinating.lock().expect("pool coordinator poisoned") = None;
+            return;
+        };
+        let fresh = self.coordinating.lock().expect("pool coordinator poisoned").as_ref().map(|c| c.lease_epoch)
+            != Some(working.epoch);
+        if fresh {
+            let placements = match self.on_store(|s| s.agent_states(PLACEMENT)).await {
+                Ok(states) => states
+                    .into_iter()
+                    .filter_map(|s| {
+                        let topic = s.key.strip_prefix(PLACEMENT)?.to_string();
+                        Some((topic, serde_json::from_str::<Placed>(&s.value).ok()?))
+                    })
+                    .collect(),
+                Err(_) => return,
+            };
+            *self.coordinating.lock().expect("pool coordinator poisoned") = Some(Coordinating {
+                lease_epoch: working.epoch,
+                core: Coordinator::new(self.timing, working.epoch, now_ms()),
+                machines: BTreeMap::new(),
+                placements,
+                moved_at_ms: BTreeMap::new(),
+            });
+        }
+        let Ok(topics) = self.on_store(|s| s.topics()).await else { return };
+        let mut writes = Vec::new();
+        {
+            let mut guard = self.coordinating.lock().expect("pool coordinator poisoned");
+            let Some(c) = guard.as_mut() else { return };
+            let now = now_ms();
+            for (topic, _, _) in topics {
+                let gone = c.placements.get(&topic).is_some_and(|p| {
+                    !c.online(&p.machine, now, self.timing.lease_ms) && c.core.owner(&topic, now).is_none()
+                });
+                if c.placements.contains_key(&topic) && !gone {
+                    continue;
+                }
+                let candidates = c.candidates(now, self.timing.lease_ms);
+                let Some(machine) = place(&candidates, self.config.clock_bound_ms as i64) else { continue };
+                let placed = Placed { machine: machine.to_string(), pinned: false };
+                writes.push((topic.clone(), placed.clone()));
+                c.placements.insert(topic, placed);
+            }
+        }
+        for (topic, placed) in writes {
+            self.record_placement(&topic, &placed, working.epoch).await;
+        }
+    }
+
+    async fn record_placement(&self, topic: &str, placed: &Placed, epoch: u64) {
+        let (key, value) = (format!("{PLACEMENT}{topic}"), serde_json::to_string(placed).expect("serializes"));
+        if let Err(e) = self.on_store(move |s| s.write_agent_state(&key, &value, epoch).map(drop)).await {
+            tracing::warn!(%topic, error = %e.message, "could not record a placement");
+        }
+    }
+
+    /// Asks the coordinator for this machine's topics and takes what it
+    /// answers.
+    async fn ask(&self) {
+        let releases = {
+            let busy = self.busy.lock().expect("pool busy poisoned").clone();
+            let mut member = self.member.lock().expect("pool member poisoned");
+            member.forget_lapsed(now_ms());
+            member.releasable(&|topic| busy.contains(topic))
+        };
+        let ask = Ask { capacity: self.config.capacity, asked_at_ms: now_ms(), wall_ms: wall_ms(), releases };
+        let Some((coordinator, _)) = self.coordinator() else { return };
+        let answered = if coordinator == self.me {
+            self.answer_ask(&self.me, ask)
+        } else {
+            let mut args = serde_json::to_value(&ask).expect("serializes").as_object().cloned().unwrap_or_default();
+            args.insert("op".into(), "ask".into());
+            self.forward(&coordinator, args).await
+        };
+        let answer = match answered.and_then(|v| {
+            serde_json::from_value::<Answer>(v).map_err(|e| PoolError::new(502, format!("a malformed grant: {e}")))
+        }) {
+            Ok(answer) => answer,
+            Err(e) => {
+                tracing::debug!(error = %e.message, "the coordinator did not answer the pool's ask");
+                return;
+            }
+        };
+        let before = self.member.lock().expect("pool member poisoned").generation();
+        for (topic, epoch, _) in &answer.grants {
+            if let Err(e) = self.store.observe_topic_epoch(topic, *epoch) {
+                tracing::warn!(%topic, error = %e, "could not raise the topic's fence");
+                return;
+            }
+        }
+        let mut member = self.member.lock().expect("pool member poisoned");
+        for (topic, epoch, asked_at_ms) in answer.grants {
+            member.granted(&Grant { topic, owner: self.me.clone(), epoch, asked_at_ms }, &self.timing);
+        }
+        for (topic, epoch) in answer.drop {
+            member.drop_topic(&topic, epoch);
+        }
+        if member.generation() != before {
+            self.gained.notify_one();
+        }
+    }
+
+    async fn on_store<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Store) -> Result<T, roost_store::StoreError> + Send + 'static,
+    ) -> Result<T, PoolError> {
+        let store = self.store.clone();
+        match roost_tasks::blocking("the pool's store access", CALL_WAIT, move || work(&store)).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => Err(PoolError::new(500, e.to_string())),
+            Err(e) => Err(PoolError::new(503, e.to_string())),
+        }
+    }
+
+    async fn call(&self, caller: Option<&str>, args: Map<String, Value>) -> Result<Value, PoolError> {
+        let op = args.get("op").and_then(Value::as_str).unwrap_or_default().to_string();
+        if op == "ask" && caller.is_none() {
+            return Err(PoolError::new(403, "only the chain's machines ask for topics"));
+        }
+        let Some((coordinator, epoch)) = self.coordinator() else {
+            return Err(PoolError::new(503, "no machine is awake to coordinate the pool; try again shortly"));
+        };
+        if coordinator != self.me {
+            if caller.is_some() {
+                return Err(PoolError::new(
+                    503,
+                    format!("this machine no longer coordinates the pool; {coordinator} does"),
+                ));
+            }
+            return self.forward(&coordinator, args).await;
+        }
+        match op.as_str() {
+            "ask" => {
+                let from = caller.unwrap_or(&self.me);
+                let ask: Ask = serde_json::from_value(Value::Object(args))
+                    .map_err(|e| PoolError::new(400, format!("a malformed ask: {e}")))?;
+                self.answer_ask(from, ask)
+            }
+            "status" => self.status(epoch).await,
+            "placement" => {
+                let topic = text(&args, "topic")?;
+                self.placement(&topic, &coordinator).await
+            }
+            "transfer" => {
+                let topic = text(&args, "topic")?;
+                let to = text(&args, "to")?;
+                let confirm = args.get("confirm").and_then(Value::as_bool).unwrap_or(false);
+                self.transfer(&topic, &to, confirm, epoch).await
+            }
+            "nickname" => {
+                let machine = text(&args, "machine")?;
+                let nickname = text(&args, "nickname")?;
+                self.set_nickname(&machine, &nickname, epoch).await
+            }
+            other => Err(PoolError::new(
+                400,
+                format!("unknown pool operation {other:?}; use status, placement, transfer or nickname"),
+            )),
+        }
+    }
+
+    /// Forwards an operation to the coordinator over federation.
+    async fn forward(&self, coordinator: &str, args: Map<String, Value>) -> Result<Value, PoolError> {
+        let id = coordinator.to_string();
+        let peer = self.on_store(move |s| s.instance(&id)).await.map_err(|_| {
+            PoolError::new(503, format!("the coordinator {coordinator} is not in this machine's registry"))
+        })?;
+        match self.connections.call(&peer, TOOL, args, CALL_WAIT).await {
+            Ok(value) => match PoolError::from_value(&value) {
+                Some(refused) => Err(refused),
+                None => Ok(value),
+            },
+            Err(e) => Err(PoolError::new(502, format!("the coordinator {} did not answer: {e}", peer.name))),
+        }
+    }
+
+    fn answer_ask(&self, from: &str, ask: Ask) -> Result<Value, PoolError> {
+        let now = now_ms();
+        let mut guard = self.coordinating.lock().expect("pool coordinator poisoned");
+        let c = guard.as_mut().ok_or_else(|| PoolError::new(503, "the coordinator is starting; ask again"))?;
+        c.machines.insert(
+            from.to_string(),
+            Seen { capacity: ask.capacity, at_ms: now, clock_offset_ms: ask.wall_ms - wall_ms() },
+        );
+        for (topic, epoch) in &ask.releases {
+            c.core.release(topic, from, *epoch);
+        }
+        let mut answer = Answer::default();
+        let mine: Vec<String> =
+            c.placements.iter().filter(|(_, p)| p.machine == from).map(|(t, _)| t.clone()).collect();
+        for topic in mine {
+            if let Ok(grant) = c.core.grant(&topic, from, ask.asked_at_ms, now) {
+                answer.grants.push((grant.topic, grant.epoch, grant.asked_at_ms));
+            }
+        }
+        answer.drop = c
+            .core
+            .held_by(from, now)
+            .into_iter()
+            .filter(|(topic, _)| c.placements.get(*topic).is_none_or(|p| p.machine != from))
+            .map(|(t, e)| (t.to_string(), e))
+            .collect();
+        Ok(serde_json::to_value(answer).expect("serializes"))
+    }
+
+    /// Every machine's nickname: the one set, else its name.
+    async fn nicknames(&self) -> Result<BTreeMap<String, (String, String)>, PoolError> {
+        let (machines, set) = self.on_store(|s| Ok((s.instances()?, s.agent_states(NICKNAME)?))).await?;
+        let set: BTreeMap<String, String> =
+            set.into_iter().filter_map(|s| Some((s.key.strip_prefix(NICKNAME)?.to_string(), s.value))).collect();
+        Ok(machines
+            .into_iter()
+            .filter(|m| !m.is_revoked())
+            .map(|m| {
+                let nickname = set.get(&m.id).cloned().unwrap_or_else(|| m.name.to_lowercase());
+                (m.id, (m.name, nickname))
+            })
+            .collect())
+    }
+
+    /// The machine `to` names: a nickname, a name or an id.
+    async fn resolve(&self, to: &str) -> Result<(String, String), PoolError> {
+        let wanted = to.trim().to_lowercase();
+        let machines = self.nicknames().await?;
+        machines
+            .iter()
+            .find(|(id, (name, nickname))| **id == to.trim() || *nickname == wanted || name.to_lowercase() == wanted)
+            .map(|(id, (_, nickname))| (id.clone(), nickname.clone()))
+            .ok_or_else(|| PoolError::new(404, format!("no machine is called {to:?}; `roost pool` lists them")))
+    }
+
+    async fn status(&self, epoch: u64) -> Result<Value, PoolError> {
+        let names = self.nicknames().await?;
+        let now = now_ms();
+        let guard = self.coordinating.lock().expect("pool coordinator poisoned");
+        let c = guard.as_ref().ok_or_else(|| PoolError::new(503, "the coordinator is starting; ask again"))?;
+        let bound = self.config.clock_bound_ms as i64;
+        let candidates = c.candidates(now, self.timing.lease_ms);
+        let machines: Vec<Value> = names
+            .iter()
+            .map(|(id, (name, nickname))| {
+                let seen = candidates.iter().find(|k| k.id == *id);
+                let excluded = seen.map_or(Some(roost_pool::Excluded::Offline), |k| k.excluded(bound));
+                json!({
+                    "id": id,
+                    "name": name,
+                    "nickname": nickname,
+                    "role": if *id == self.me { "coordinator" } else { "member" },
+                    "capacity": seen.map(|k| k.capacity),
+                    "load": c.placements.values().filter(|p| p.machine == *id).count(),
+                    "online": seen.is_some_and(|k| k.online),
+                    "clock_offset_ms": seen.map(|k| k.clock_offset_ms),
+                    "health": match excluded {
+                        None => "ok",
+                        Some(roost_pool::Excluded::Offline) => "offline",
+                        Some(roost_pool::Excluded::NoCapacity) => "no capacity",
+                        Some(roost_pool::Excluded::Quarantined) => "quarantined",
+                    },
+                })
+            })
+            .collect();
+        let topics: Vec<Value> = c
+            .placements
+            .iter()
+            .map(|(topic, p)| {
+                let owner = c.core.owner(topic, now);
+                json!({"topic": topic, "machine": p.machine, "pinned": p.pinned,
+                       "owner": owner.map(|o| o.0), "epoch": owner.map(|o| o.1)})
+            })
+            .collect();
+        Ok(json!({"coordinator": self.me, "epoch": epoch, "machines": machines, "topics": topics}))
+    }
+
+    async fn placement(&self, topic: &str, coordinator: &str) -> Result<Value, PoolError> {
+        let names = self.nicknames().await?;
+        let guard = self.coordinating.lock().expect("pool coordinator poisoned");
+        let c = guard.as_ref().ok_or_else(|| PoolError::new(503, "the coordinator is starting; ask again"))?;
+        let placed = c.placements.get(topic);
+        let owner = c.core.owner(topic, now_ms());
+        let reason = match placed {
+            Some(p) if p.pinned => "pinned",
+            Some(_) => "placed",
+            None => "unowned",
+        };
+        let machine = placed.map(|p| p.machine.clone());
+        let nickname = machine.as_ref().and_then(|m| names.get(m)).map(|(_, n)| n.clone());
+        Ok(json!({"topic": topic, "machine": machine, "nickname": nickname, "coordinator": coordinator,
+                  "reason": reason, "epoch": owner.map(|o| o.1)}))
+    }
+
+    async fn transfer(&self, topic: &str, to: &str, confirm: bool, epoch: u64) -> Result<Value, PoolError> {
+        let (machine, nickname) = self.resolve(to).await?;
+        let wanted = topic.to_string();
+        let known = self.on_store(move |s| Ok(s.topics()?.into_iter().any(|(t, _, _)| t == wanted))).await?;
+        if !known {
+            return Err(PoolError::new(
+                404,
+                format!("no conversation is called {topic:?}; `roost agent topics` lists them"),
+            ));
+        }
+        let placed = {
+            let now = now_ms();
+            let mut guard = self.coordinating.lock().expect("pool coordinator poisoned");
+            let c = guard.as_mut().ok_or_else(|| PoolError::new(503, "the coordinator is starting; ask again"))?;
+            let from = c.placements.get(topic).map(|p| p.machine.clone());
+            if from.as_deref() == Some(machine.as_str()) {
+                return Ok(json!({"topic": topic, "from": from, "to": machine, "nickname": nickname,
+                                 "moved": false, "pinned": c.placements[topic].pinned,
+                                 "said": format!("{topic} already runs on {nickname}")}));
+            }
+            let interval = self.config.transfer_interval_ms;
+            if let Some(at) = c.moved_at_ms.get(topic)
+                && now < at + interval
+            {
+                return Err(PoolError::new(
+                    429,
+                    format!("{topic} moved {} ms ago; a topic moves at most once every {interval} ms", now - at),
+                ));
+            }
+            if !c.online(&machine, now, self.timing.lease_ms) && !confirm {
+                return Err(PoolError::new(
+                    409,
+                    format!("{nickname} is offline: the topic would wait until it is back; confirm to move it anyway"),
+                ));
+            }
+            c.moved_at_ms.insert(topic.to_string(), now);
+            let placed = Placed { machine: machine.clone(), pinned: true };
+            c.placements.insert(topic.to_string(), placed.clone());
+            (from, placed)
+        };
+        let (from, placed) = placed;
+        self.record_placement(topic, &placed, epoch).await;
+        Ok(json!({"topic": topic, "from": from, "to": machine, "nickname": nickname, "moved": true, "pinned": true,
+                  "said": format!("moved {topic} to {nickname}")}))
+    }
+
+    async fn set_nickname(&self, machine: &str, nickname: &str, epoch: u64) -> Result<Value, PoolError> {
+        let nickname = nickname.trim().to_lowercase();
+        let valid = (1..=32).contains(&nickname.len())
+            && nickname.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !valid || nickname == "here" {
+            return Err(PoolError::new(
+                400,
+                format!("{nickname:?} cannot be a nickname: use 1 to 32 letters, digits or '-', not \"here\""),
+            ));
+        }
+        let (id, _) = self.resolve(machine).await?;
+        let taken = self.nicknames().await?.into_iter().any(|(other, (_, n))| other != id && n == nickname);
+        if taken {
+            return Err(PoolError::new(409, format!("another machine is already called {nickname:?}")));
+        }
+        let (key, value) = (format!("{NICKNAME}{id}"), nickname.clone());
+        self.on_store(move |s| s.write_agent_state(&key, &value, epoch).map(drop)).await?;
+        Ok(json!({"machine": id, "nickname": nickname}))
+    }
+}
+
+impl Coordinating {
+    /// Whether `machine` asked within a grant's length.
+    fn online(&self, machine: &str, now_ms: u64, lease_ms: u64) -> bool {
+        self.machines.get(machine).is_some_and(|seen| now_ms < seen.at_ms + lease_ms)
+    }
+
+    /// Every machine that has asked, as placement weighs it.
+    fn candidates(&self, now_ms: u64, lease_ms: u64) -> Vec<Candidate> {
+        self.machines
+            .iter()
+            .map(|(id, seen)| Candidate {
+                id: id.clone(),
+                capacity: seen.capacity,
+                active_topics: self.placements.values().filter(|p| p.machine == *id).count() as u32,
+                online: self.online(id, now_ms, lease_ms),
+                clock_offset_ms: seen.clock_offset_ms,
+            })
+            .collect()
+    }
+}
+
+fn text(args: &Map<String, Value>, name: &str) -> Result<String, PoolError> {
+    args.get(name)
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .ok_or_else(|| PoolError::new(400, format!("`{name}` is missing; give it as a string")))
+}
