@@ -478,7 +478,7 @@ fn twenty_thousand_session_initialisations_stay_under_the_rss_bound() {
     let fresh = open_session(&mut first);
     let listed = first.send("POST", "/mcp", &[JSON, MCP_ACCEPT, ("Mcp-Session-Id", &fresh)], &list);
     assert_eq!(listed.status, 200);
-    assert!(listed.message()["result"]["tools"].as_array().is_some_and(|t| t.len() == 44));
+    assert!(listed.message()["result"]["tools"].as_array().is_some_and(|t| t.len() == 45));
     let log = std::fs::read_to_string(&log).unwrap();
     assert!(log.contains("ended an MCP session"), "evictions are logged");
 }

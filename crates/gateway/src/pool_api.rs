@@ -122,6 +122,8 @@ pub(crate) struct NicknameBody {
         (status = 400, description = "Not a nickname", body = ErrorBody),
         (status = 404, description = "No such machine", body = ErrorBody),
         (status = 409, description = "Another machine has that nickname", body = ErrorBody),
+        (status = 415, description = "The body is not JSON", body = ErrorBody),
+        (status = 422, description = "The body lacks `nickname` or has other fields", body = ErrorBody),
         (status = 502, description = "The coordinator did not answer", body = ErrorBody),
         (status = 503, description = "The pool is off here, or no machine coordinates it now", body = ErrorBody),
     ))]
@@ -176,6 +178,7 @@ pub(crate) struct TransferBody {
         (status = 400, description = "The body is malformed", body = ErrorBody),
         (status = 404, description = "No such topic or machine", body = ErrorBody),
         (status = 409, description = "The machine is offline: confirm to move it anyway", body = ErrorBody),
+        (status = 422, description = "The body lacks `topic` or `to`, or has other fields", body = ErrorBody),
         (status = 429, description = "The topic moved too recently", body = ErrorBody),
         (status = 502, description = "The coordinator did not answer", body = ErrorBody),
         (status = 503, description = "The pool is off here, or no machine coordinates it now", body = ErrorBody),
