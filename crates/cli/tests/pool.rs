@@ -85,6 +85,13 @@ fn thirty_topics_spread_by_capacity_and_move_on_request() {
     assert_eq!((moved["moved"].clone(), moved["to"].clone()), (json!(true), json!(ids[to])));
     let placed = get_json(&addrs[2], "/api/v1/pool/placement?topic=t0").unwrap();
     assert_eq!((placed["machine"].clone(), placed["reason"].clone()), (json!(ids[to]), json!("pinned")));
+    // The old owner finishes what it has in flight and releases the topic:
+    // until then a message may still be answered there, once.
+    until("the new machine holds t0", || {
+        get_json(&addrs[0], "/api/v1/pool").is_some_and(|p| {
+            p["topics"].as_array().into_iter().flatten().any(|t| t["topic"] == "t0" && t["owner"] == ids[to].as_str())
+        })
+    });
     say(&addrs[0], "t0", "m0-after");
     until("the moved topic answered", || replied_by(&addrs[0], "t0", "m0-after").is_some());
     assert_eq!(replied_by(&addrs[0], "t0", "m0-after").unwrap(), ids[to], "answered by the machine it moved to");
