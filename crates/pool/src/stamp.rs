@@ -24,11 +24,6 @@ pub fn is_topic_stamp(epoch: u64) -> bool {
     epoch & TOPIC_FLAG != 0
 }
 
-/// The lease epoch of the coordinator that granted the stamp.
-pub fn coordinator_epoch(stamp: u64) -> u64 {
-    (stamp & !TOPIC_FLAG) >> SEQ_BITS
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -44,7 +39,6 @@ mod tests {
             prop_assert_eq!(topic_stamp(a.0, a.1).cmp(&topic_stamp(b.0, b.1)), a.cmp(&b));
             prop_assert!(topic_stamp(a.0, a.1) > plain && !is_topic_stamp(plain));
             prop_assert!(is_topic_stamp(topic_stamp(a.0, a.1)));
-            prop_assert_eq!(coordinator_epoch(topic_stamp(a.0, a.1)), a.0);
             prop_assert!(topic_stamp(a.0, a.1) <= i64::MAX as u64, "SQLite keeps it");
         }
     }

@@ -378,18 +378,12 @@ fn agent_state(tx: &Transaction, author: &Author, key: &str, value: &str, epoch:
     ]);
     let fields = validate::validate_create(table, &input)?;
     let id = fence::agent_state_id(key);
-    let stored_epoch = |tx: &Transaction| -> Result<u64> {
-        let sql = format!("SELECT {EPOCH} FROM {} WHERE id = ?1", table.name());
-        let mut statement = tx.prepare_cached(&sql)?;
-        let mut rows = statement.query([id.as_str()])?;
-        Ok(match rows.next()? {
-            Some(row) => row.get::<_, Option<i64>>(0)?.unwrap_or(0) as u64,
-            None => 0,
-        })
-    };
+    let sql = format!("SELECT {} FROM {} t WHERE t.id = ?1", select_list(table, "t"), table.name());
+    let current = tx.prepare_cached(&sql)?.query_row([id.as_str()], |r| row::row_json(table, r, 0)).optional()?;
+    let stored = current.as_ref().and_then(|row| fence::epoch_of(table, row)).unwrap_or(0);
     let highest = if roost_pool::is_topic_stamp(epoch) {
         let topic = fence::topic_of(tx, key)?.ok_or_else(|| StoreError::NoTopic(key.to_string()))?;
-        let highest = fence::topic_highest(tx, &topic)?.max(stored_epoch(tx)?);
+        let highest = fence::topic_highest(tx, &topic)?.max(stored);
         if epoch < highest {
             return Err(StoreError::StaleTopicEpoch { topic, given: epoch, highest });
         }
@@ -400,7 +394,6 @@ fn agent_state(tx: &Transaction, author: &Author, key: &str, value: &str, epoch:
         if epoch < highest {
             return Err(StoreError::StaleEpoch { given: epoch, highest });
         }
-        let stored = stored_epoch(tx)?;
         if roost_pool::is_topic_stamp(stored) {
             let topic = fence::topic_of(tx, key)?.unwrap_or_default();
             return Err(StoreError::StaleTopicEpoch { topic, given: epoch, highest: stored });
@@ -414,9 +407,7 @@ fn agent_state(tx: &Transaction, author: &Author, key: &str, value: &str, epoch:
         insert_fresh(tx, author, table, &id, &fields, &stamp, &now)?;
         return finish(tx, author, table, Op::Insert, &id, &stamp, &now);
     };
-    let sql = format!("SELECT {} FROM {} t WHERE t.id = ?1", select_list(table, "t"), table.name());
-    let current = tx.prepare_cached(&sql)?.query_row([id.as_str()], |r| row::row_json(table, r, 0))?;
-    let stored = fence::epoch_of(table, &current).unwrap_or(0);
+    let current = current.expect("a row with a stored version vector was read above");
     assert!(stored <= highest, "the fence is at or above every epoch this instance holds");
     if current.get("deleted_at").is_none() && table.fields().iter().all(|f| current.get(f.name) == fields.get(f.name)) {
         return Ok(current);
