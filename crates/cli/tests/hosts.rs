@@ -1214,3 +1214,153 @@ fn every_message_is_answered_once_while_the_awake_machine_is_killed_stopped_and_
         terms.len()
     );
 }
+
+// The pool.
+
+/// Each machine's `[pool] capacity`: the laptop carries twice the others' share.
+const CAPACITY: [(&str, u32); 3] = [("home", 1), ("laptop", 2), ("vps", 1)];
+
+/// Turns the pool on in each machine's `config.toml`, as README says, after
+/// `roost init`; starts every machine and chains them by pairing.
+fn pool_of_three(lan: &Lan, extra: &str) -> Vec<Child> {
+    for (name, capacity) in CAPACITY {
+        let host = lan.host(name);
+        succeeded(host.roost(&["init"]));
+        common::configure_agent(&instance_home(host), &format!("[pool]\nenabled = true\ncapacity = {capacity}"));
+        if !extra.is_empty() {
+            common::configure_agent(&instance_home(host), extra);
+        }
+    }
+    let gateways = serve(lan, &MACHINES);
+    join(lan, "laptop", "home");
+    join(lan, "vps", "home");
+    three_voters(lan);
+    eventually("every machine in the pool, online", Duration::from_secs(30), || {
+        let out = lan.host("home").roost(&["pool", "--json"]);
+        let pool: Value = serde_json::from_slice(&out.stdout).ok()?;
+        let machines = pool["machines"].as_array()?;
+        (machines.len() == 3 && machines.iter().all(|m| m["online"] == true)).then_some(())
+    });
+    gateways
+}
+
+/// `roost pool --json` on `host`.
+fn pool_seen_on(host: &Host) -> Value {
+    json_of(host.roost(&["pool", "--json"]))
+}
+
+/// The machine (id) that owns `topic` now, as `host`'s pool says.
+fn owner_seen_on(host: &Host, topic: &str) -> Option<String> {
+    let pool = pool_seen_on(host);
+    let topics = pool["topics"].as_array()?;
+    topics.iter().find(|t| t["topic"] == topic).and_then(|t| t["owner"].as_str().map(String::from))
+}
+
+/// Says `text` in `topic` on `host` with `roost agent say`; returns the
+/// reply and the machine (id) that answered it.
+fn say_in(host: &Host, topic: &str, text: &str) -> (String, String) {
+    let reply = succeeded(host.roost(&["agent", "say", topic, text])).trim().to_string();
+    let (_, said, by) = conversation(host, topic).into_iter().rev().find(|(asked, ..)| asked == text).unwrap();
+    assert_eq!(said, reply);
+    (reply, by)
+}
+
+/// The pool's journey on three machines of a Lan, as README tells it: the
+/// pool turned on in each config, thirty conversations spread by capacity;
+/// every machine says where a topic runs, alike; a transfer by the API and
+/// one by a chat message ("move this to laptop") move a topic, and "move it
+/// back here" returns it; a move to a machine that went away is refused
+/// until confirmed.
+#[test]
+fn the_pool_spreads_thirty_topics_and_moves_them_by_api_and_by_chat_across_three_machines() {
+    if !root_or_skip("the_pool_spreads_thirty_topics_and_moves_them_by_api_and_by_chat_across_three_machines") {
+        return;
+    }
+    let lan = Lan::new(&MACHINES);
+    let mut gateways = pool_of_three(&lan, "");
+    let id_of =
+        |name: &str| json_of(lan.host(name).roost(&["whoami", "--json"]))["instance_id"].as_str().unwrap().to_string();
+    let ids: std::collections::BTreeMap<&str, String> = MACHINES.iter().map(|name| (*name, id_of(name))).collect();
+    let name_of = |id: &str| *ids.iter().find(|(_, i)| *i == id).unwrap().0;
+
+    for i in 0..30 {
+        say_in(lan.host(MACHINES[i % 3]), &format!("t{i}"), &format!("hello {i}"));
+    }
+    let pool = pool_seen_on(lan.host("vps"));
+    let mut load: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+    for topic in pool["topics"].as_array().unwrap() {
+        *load.entry(name_of(topic["machine"].as_str().unwrap())).or_default() += 1;
+    }
+    eprintln!("thirty topics spread as {load:?}");
+    assert_eq!(load.values().sum::<usize>(), 30);
+    assert!((14..=16).contains(&load["laptop"]), "twice the capacity, twice the topics: {load:?}");
+    assert!((7..=8).contains(&load["home"]) && (7..=8).contains(&load["vps"]), "{load:?}");
+    for i in 0..30 {
+        let topic = format!("t{i}");
+        let seen: Vec<Value> = MACHINES
+            .iter()
+            .map(|name| json_of(lan.host(name).roost(&["pool", "placement", &topic, "--json"])))
+            .collect();
+        assert!(seen.iter().all(|p| *p == seen[0]), "every machine says the same of {topic}: {seen:?}");
+        let answered_by = &conversation(lan.host("home"), &topic)[0].2;
+        assert_eq!(seen[0]["machine"], answered_by.as_str(), "{topic} was answered where it is placed");
+        assert_eq!(seen[0]["reason"], "placed");
+    }
+
+    // By the API, on the vps: t0 moves, pinned, and is answered there.
+    let placed = |topic: &str| json_of(lan.host("home").roost(&["pool", "placement", topic, "--json"]));
+    let from = name_of(placed("t0")["machine"].as_str().unwrap());
+    let to = if from == "vps" { "home" } else { "vps" };
+    let body = serde_json::json!({"topic": "t0", "to": to});
+    let (status, moved) =
+        lan.host("vps").inside(move || common::post_json("127.0.0.1:7151", "/api/v1/pool/transfer", &body));
+    assert_eq!((status, moved["moved"].clone()), (200, Value::Bool(true)), "{moved}");
+    assert_eq!(placed("t0")["reason"], "pinned");
+    eventually("t0 held by the machine it moved to", Duration::from_secs(15), || {
+        (owner_seen_on(lan.host("home"), "t0") == Some(ids[to].clone())).then_some(())
+    });
+    let (_, by) = say_in(lan.host("laptop"), "t0", "still there?");
+    assert_eq!(name_of(&by), to, "answered by the machine it moved to");
+
+    // By chat, on home: "move this to laptop", then "move it back here".
+    let topic = (1..30).map(|i| format!("t{i}")).find(|t| placed(t)["machine"] == ids["home"].as_str()).unwrap();
+    let (reply, _) = say_in(lan.host("home"), &topic, "move this to laptop");
+    assert_eq!(reply, "Moved this conversation to laptop.");
+    eventually(&format!("{topic} held by the laptop"), Duration::from_secs(15), || {
+        (owner_seen_on(lan.host("home"), &topic) == Some(ids["laptop"].clone())).then_some(())
+    });
+    let (reply, by) = say_in(lan.host("home"), &topic, "what is on today?");
+    assert_eq!(name_of(&by), "laptop", "{reply}");
+    assert!(reply.ends_with("what is on today?"), "an ordinary message goes to the handler: {reply}");
+    // A topic moves at most once a second ([pool] transfer_interval_ms).
+    std::thread::sleep(Duration::from_secs(1));
+    let (reply, by) = say_in(lan.host("home"), &topic, "move it back here");
+    assert_eq!((reply.as_str(), name_of(&by)), ("Moved this conversation to home.", "laptop"));
+    eventually(&format!("{topic} held by home again"), Duration::from_secs(15), || {
+        (owner_seen_on(lan.host("home"), &topic) == Some(ids["home"].clone())).then_some(())
+    });
+    let (_, by) = say_in(lan.host("vps"), &topic, "back home?");
+    assert_eq!(name_of(&by), "home");
+    let (reply, _) = say_in(lan.host("home"), &topic, "move this to the toaster");
+    assert!(reply.starts_with("No machine is called \"toaster\""), "{reply}");
+
+    // A machine goes away: a move to it is refused until confirmed.
+    let awake = one_awake(&lan, &MACHINES, Duration::from_secs(30));
+    let gone = MACHINES.into_iter().rev().find(|name| *name != awake).unwrap();
+    let at = MACHINES.into_iter().find(|name| *name != awake && *name != gone).unwrap();
+    let index = MACHINES.iter().position(|name| *name == gone).unwrap();
+    gateways[index].kill().unwrap();
+    gateways[index].wait().unwrap();
+    eventually(&format!("{gone} offline in the pool"), Duration::from_secs(15), || {
+        let pool = pool_seen_on(lan.host(at));
+        let machines = pool["machines"].as_array()?;
+        machines.iter().any(|m| m["id"] == ids[gone].as_str() && m["online"] == false).then_some(())
+    });
+    let elsewhere = (1..30).map(|i| format!("t{i}")).find(|t| placed(t)["machine"] != ids[gone].as_str()).unwrap();
+    let refused = lan.host(at).roost(&["pool", "move", &elsewhere, gone]);
+    assert!(!refused.status.success());
+    let why = String::from_utf8_lossy(&refused.stderr);
+    assert!(why.contains("offline") && why.contains("confirm"), "{why}");
+    let confirmed = succeeded(lan.host(at).roost(&["pool", "move", &elsewhere, gone, "--confirm"]));
+    assert_eq!(confirmed.trim(), format!("moved {elsewhere} to {gone}"));
+}

@@ -249,10 +249,7 @@ async fn run(context: Arc<Context>, limits: Limits, tasks: Tasks) {
         // The topics this machine works and under which stamp, with the pool;
         // a round's first take-in is then keyed by the pool's generation,
         // which moves whenever a topic comes with a new stamp.
-        let owned = context.pool.as_ref().map(|pool| {
-            pool.set_busy(&busy);
-            (pool.owned(), pool.generation())
-        });
+        let owned = context.pool.as_ref().map(|pool| (pool.owned(), pool.generation()));
         let round = match &owned {
             Some((topics, generation)) => (!topics.is_empty()).then_some((*generation, false)),
             None => working.map(|w| (w.epoch, w.forced)),
@@ -313,10 +310,18 @@ async fn run(context: Arc<Context>, limits: Limits, tasks: Tasks) {
         };
         for (work, epoch) in plan.into_iter().take(PARALLEL.saturating_sub(busy.len())) {
             let topic = work.topic().to_string();
+            // With the pool, a topic moved since it was planned starts
+            // nothing; one that starts is not released until it ends.
+            if context.pool.as_ref().is_some_and(|pool| !pool.begin_work(&topic, epoch)) {
+                continue;
+            }
             busy.insert(topic.clone());
             let (context, done) = (context.clone(), done.clone());
             tasks.spawn(async move {
                 context.perform(work, epoch, limits).await;
+                if let Some(pool) = &context.pool {
+                    pool.end_work(&topic);
+                }
                 let _ = done.send(topic);
                 context.shared.wake.notify_one();
             });
@@ -518,6 +523,11 @@ impl Context {
         count: usize,
         epoch: u64,
     ) -> Result<String, String> {
+        if let Some(pool) = &self.pool
+            && let Some(said) = pool.answer_move(&message.topic, &message.text, &message.received_by).await
+        {
+            return Ok(said);
+        }
         let argv = match &self.handler {
             Handler::Builtin(_) => return Ok(ledger::echo(&message.text, &message.topic, count)),
             Handler::Program(argv) => argv,

@@ -16,7 +16,7 @@
 //! refusal is an answer `{"error", "status"}`, so its HTTP status survives
 //! the forwarding.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -27,7 +27,7 @@ use tokio::sync::Notify;
 use roost_awake::{AwakeService, Working, clock};
 use roost_federation::client::Connections;
 use roost_instance::{Instance, PoolConfig};
-use roost_pool::{Candidate, Coordinator, Grant, Member, Timing, place};
+use roost_pool::{Coordination, Grant, Member, MoveRequest, Placed, Settings, Timing, Transfer, TransferRefused};
 use roost_store::Store;
 use roost_tasks::Tasks;
 
@@ -71,29 +71,11 @@ impl PoolError {
     }
 }
 
-/// Where a topic is placed and whether a transfer pinned it there.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct Placed {
+/// A placement as the replicated `pool/placement/<topic>` row keeps it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct PlacedRow {
     machine: String,
     pinned: bool,
-}
-
-/// A machine as the coordinator last heard it ask.
-#[derive(Debug, Clone)]
-struct Seen {
-    capacity: u32,
-    at_ms: u64,
-    clock_offset_ms: i64,
-}
-
-/// The coordinator's state while this machine is awake.
-struct Coordinating {
-    lease_epoch: u64,
-    core: Coordinator,
-    machines: BTreeMap<String, Seen>,
-    placements: BTreeMap<String, Placed>,
-    /// When each topic last moved, for the rate limit.
-    moved_at_ms: BTreeMap<String, u64>,
 }
 
 /// An `ask`: what a member holds and releases, and when it asked.
@@ -115,14 +97,12 @@ struct Answer {
 struct Inner {
     me: String,
     config: PoolConfig,
-    timing: Timing,
+    settings: Settings,
     store: Arc<Store>,
     awake: Arc<AwakeService>,
     connections: Connections,
     member: Mutex<Member>,
-    coordinating: Mutex<Option<Coordinating>>,
-    /// Topics whose work is in flight here (the agent says).
-    busy: Mutex<HashSet<String>>,
+    coordinating: Mutex<Option<Coordination>>,
     /// Woken when this machine gains a topic.
     gained: Notify,
 }
@@ -142,17 +122,20 @@ impl PoolService {
         sync: Arc<roost_sync::SyncService>,
     ) -> PoolService {
         let config = instance.config.pool.clone();
-        let timing = Timing { lease_ms: config.lease_ms, margin_ms: MARGIN_MS, drift_ppm: DRIFT_PPM };
+        let settings = Settings {
+            timing: Timing { lease_ms: config.lease_ms, margin_ms: MARGIN_MS, drift_ppm: DRIFT_PPM },
+            clock_bound_ms: config.clock_bound_ms as i64,
+            transfer_interval_ms: config.transfer_interval_ms,
+        };
         let inner = Arc::new(Inner {
             me: instance.id.clone(),
             config,
-            timing,
+            settings,
             store,
             awake,
             connections: Connections::new(instance, Arc::new(move || Some(sync.clone()))),
             member: Mutex::new(Member::default()),
             coordinating: Mutex::new(None),
-            busy: Mutex::new(HashSet::new()),
             gained: Notify::new(),
         });
         let tasks = Tasks::new();
@@ -179,9 +162,16 @@ impl PoolService {
         self.inner.member.lock().expect("pool member poisoned").generation()
     }
 
-    /// The topics whose work is in flight here.
-    pub fn set_busy(&self, busy: &HashSet<String>) {
-        *self.inner.busy.lock().expect("pool busy poisoned") = busy.clone();
+    /// Starts a piece of work on `topic` under `stamp`, if this machine
+    /// still owns it under that stamp: until [`PoolService::end_work`], the
+    /// topic is not released, even once moved.
+    pub fn begin_work(&self, topic: &str, stamp: u64) -> bool {
+        self.inner.member.lock().expect("pool member poisoned").start(topic, stamp, now_ms())
+    }
+
+    /// The work [`PoolService::begin_work`] began on `topic` is over.
+    pub fn end_work(&self, topic: &str) {
+        self.inner.member.lock().expect("pool member poisoned").finish(topic);
     }
 
     /// Resolves when this machine gains a topic.
@@ -197,6 +187,34 @@ impl PoolService {
             Ok(value) => value,
             Err(e) => e.to_value(),
         }
+    }
+
+    /// The reply to a message of `topic` whose text asks to move the
+    /// conversation ("move this to the laptop", "move it back here"), once
+    /// the transfer ran or was refused; None for any other message, which
+    /// is the handler's. "Here" is the machine the message reached.
+    pub async fn answer_move(&self, topic: &str, text: &str, received_by: &str) -> Option<String> {
+        let machines = match self.inner.nicknames().await {
+            Ok(machines) => machines,
+            Err(e) => return Some(format!("Cannot tell which machines there are to move this to: {}", e.message)),
+        };
+        let here = machines.get(received_by).or_else(|| machines.get(&self.inner.me)).map(|(_, n)| n.as_str())?;
+        let nicknames: Vec<&str> = machines.values().map(|(_, nickname)| nickname.as_str()).collect();
+        let asked = match roost_pool::parse_move(text, &nicknames, here)? {
+            MoveRequest::To(nickname) => nickname,
+            MoveRequest::NoSuchMachine(name) => {
+                return Some(format!("No machine is called {name:?}; the machines are {}.", nicknames.join(", ")));
+            }
+        };
+        let mut args = Map::new();
+        args.insert("op".into(), "transfer".into());
+        args.insert("topic".into(), topic.into());
+        args.insert("to".into(), asked.clone().into());
+        Some(match self.inner.call(None, args).await {
+            Ok(done) if done["moved"] == true => format!("Moved this conversation to {asked}."),
+            Ok(_) => format!("This conversation runs on {asked}."),
+            Err(e) => format!("This conversation stays where it is: {}.", e.message),
+        })
     }
 
     pub async fn stop(&self) {
@@ -253,46 +271,29 @@ impl Inner {
                     .into_iter()
                     .filter_map(|s| {
                         let topic = s.key.strip_prefix(PLACEMENT)?.to_string();
-                        Some((topic, serde_json::from_str::<Placed>(&s.value).ok()?))
+                        let row = serde_json::from_str::<PlacedRow>(&s.value).ok()?;
+                        Some((topic, Placed { machine: row.machine, pinned: row.pinned }))
                     })
                     .collect(),
                 Err(_) => return,
             };
-            *self.coordinating.lock().expect("pool coordinator poisoned") = Some(Coordinating {
-                lease_epoch: working.epoch,
-                core: Coordinator::new(self.timing, working.epoch, now_ms()),
-                machines: BTreeMap::new(),
-                placements,
-                moved_at_ms: BTreeMap::new(),
-            });
+            *self.coordinating.lock().expect("pool coordinator poisoned") =
+                Some(Coordination::new(self.settings, working.epoch, now_ms(), placements));
         }
         let Ok(topics) = self.on_store(|s| s.topics()).await else { return };
-        let mut writes = Vec::new();
-        {
+        let writes = {
             let mut guard = self.coordinating.lock().expect("pool coordinator poisoned");
             let Some(c) = guard.as_mut() else { return };
-            let now = now_ms();
-            for (topic, _, _) in topics {
-                let gone = c.placements.get(&topic).is_some_and(|p| {
-                    !c.online(&p.machine, now, self.timing.lease_ms) && c.core.owner(&topic, now).is_none()
-                });
-                if c.placements.contains_key(&topic) && !gone {
-                    continue;
-                }
-                let candidates = c.candidates(now, self.timing.lease_ms);
-                let Some(machine) = place(&candidates, self.config.clock_bound_ms as i64) else { continue };
-                let placed = Placed { machine: machine.to_string(), pinned: false };
-                writes.push((topic.clone(), placed.clone()));
-                c.placements.insert(topic, placed);
-            }
-        }
+            c.place_topics(topics.iter().map(|(topic, _, _)| topic.as_str()), now_ms())
+        };
         for (topic, placed) in writes {
             self.record_placement(&topic, &placed, working.epoch).await;
         }
     }
 
     async fn record_placement(&self, topic: &str, placed: &Placed, epoch: u64) {
-        let (key, value) = (format!("{PLACEMENT}{topic}"), serde_json::to_string(placed).expect("serializes"));
+        let row = PlacedRow { machine: placed.machine.clone(), pinned: placed.pinned };
+        let (key, value) = (format!("{PLACEMENT}{topic}"), serde_json::to_string(&row).expect("serializes"));
         if let Err(e) = self.on_store(move |s| s.write_agent_state(&key, &value, epoch).map(drop)).await {
             tracing::warn!(%topic, error = %e.message, "could not record a placement");
         }
@@ -302,10 +303,9 @@ impl Inner {
     /// answers.
     async fn ask(&self) {
         let releases = {
-            let busy = self.busy.lock().expect("pool busy poisoned").clone();
             let mut member = self.member.lock().expect("pool member poisoned");
             member.forget_lapsed(now_ms());
-            member.releasable(&|topic| busy.contains(topic))
+            member.releasable()
         };
         let ask = Ask { capacity: self.config.capacity, asked_at_ms: now_ms(), wall_ms: wall_ms(), releases };
         let Some((coordinator, _)) = self.coordinator() else { return };
@@ -334,7 +334,7 @@ impl Inner {
         }
         let mut member = self.member.lock().expect("pool member poisoned");
         for (topic, epoch, asked_at_ms) in answer.grants {
-            member.granted(&Grant { topic, owner: self.me.clone(), epoch, asked_at_ms }, &self.timing);
+            member.granted(&Grant { topic, owner: self.me.clone(), epoch, asked_at_ms }, &self.settings.timing);
         }
         for (topic, epoch) in answer.drop {
             member.drop_topic(&topic, epoch);
@@ -419,35 +419,21 @@ impl Inner {
     }
 
     fn answer_ask(&self, from: &str, ask: Ask) -> Result<Value, PoolError> {
-        let now = now_ms();
         let mut guard = self.coordinating.lock().expect("pool coordinator poisoned");
         let c = guard.as_mut().ok_or_else(|| PoolError::new(503, "the coordinator is starting; ask again"))?;
-        c.machines.insert(
-            from.to_string(),
-            Seen { capacity: ask.capacity, at_ms: now, clock_offset_ms: ask.wall_ms - wall_ms() },
-        );
-        for (topic, epoch) in &ask.releases {
-            c.core.release(topic, from, *epoch);
-        }
-        let mut answer = Answer::default();
-        let mine: Vec<String> =
-            c.placements.iter().filter(|(_, p)| p.machine == from).map(|(t, _)| t.clone()).collect();
-        for topic in mine {
-            if let Ok(grant) = c.core.grant(&topic, from, ask.asked_at_ms, now) {
-                answer.grants.push((grant.topic, grant.epoch, grant.asked_at_ms));
-            }
-        }
-        answer.drop = c
-            .core
-            .held_by(from, now)
-            .into_iter()
-            .filter(|(topic, _)| c.placements.get(*topic).is_none_or(|p| p.machine != from))
-            .map(|(t, e)| (t.to_string(), e))
-            .collect();
-        Ok(serde_json::to_value(answer).expect("serializes"))
+        let asked = roost_pool::Ask {
+            capacity: ask.capacity,
+            asked_at_ms: ask.asked_at_ms,
+            clock_offset_ms: ask.wall_ms - wall_ms(),
+            releases: ask.releases,
+        };
+        let answer = c.ask(from, &asked, now_ms());
+        let grants = answer.grants.into_iter().map(|g| (g.topic, g.epoch, g.asked_at_ms)).collect();
+        Ok(serde_json::to_value(Answer { grants, drop: answer.drop }).expect("serializes"))
     }
 
-    /// Every machine's nickname: the one set, else its name.
+    /// Every machine's nickname: the one set, else the first label of its
+    /// name, lowercase ("home.lan" is "home").
     async fn nicknames(&self) -> Result<BTreeMap<String, (String, String)>, PoolError> {
         let (machines, set) = self.on_store(|s| Ok((s.instances()?, s.agent_states(NICKNAME)?))).await?;
         let set: BTreeMap<String, String> =
@@ -456,7 +442,7 @@ impl Inner {
             .into_iter()
             .filter(|m| !m.is_revoked())
             .map(|m| {
-                let nickname = set.get(&m.id).cloned().unwrap_or_else(|| m.name.to_lowercase());
+                let nickname = set.get(&m.id).cloned().unwrap_or_else(|| default_nickname(&m.name));
                 (m.id, (m.name, nickname))
             })
             .collect())
@@ -479,7 +465,7 @@ impl Inner {
         let guard = self.coordinating.lock().expect("pool coordinator poisoned");
         let c = guard.as_ref().ok_or_else(|| PoolError::new(503, "the coordinator is starting; ask again"))?;
         let bound = self.config.clock_bound_ms as i64;
-        let candidates = c.candidates(now, self.timing.lease_ms);
+        let candidates = c.candidates(now);
         let machines: Vec<Value> = names
             .iter()
             .map(|(id, (name, nickname))| {
@@ -491,7 +477,7 @@ impl Inner {
                     "nickname": nickname,
                     "role": if *id == self.me { "coordinator" } else { "member" },
                     "capacity": seen.map(|k| k.capacity),
-                    "load": c.placements.values().filter(|p| p.machine == *id).count(),
+                    "load": c.load(id),
                     "online": seen.is_some_and(|k| k.online),
                     "clock_offset_ms": seen.map(|k| k.clock_offset_ms),
                     "health": match excluded {
@@ -504,10 +490,10 @@ impl Inner {
             })
             .collect();
         let topics: Vec<Value> = c
-            .placements
+            .placements()
             .iter()
             .map(|(topic, p)| {
-                let owner = c.core.owner(topic, now);
+                let owner = c.owner(topic, now);
                 json!({"topic": topic, "machine": p.machine, "pinned": p.pinned,
                        "owner": owner.map(|o| o.0), "epoch": owner.map(|o| o.1)})
             })
@@ -519,8 +505,8 @@ impl Inner {
         let names = self.nicknames().await?;
         let guard = self.coordinating.lock().expect("pool coordinator poisoned");
         let c = guard.as_ref().ok_or_else(|| PoolError::new(503, "the coordinator is starting; ask again"))?;
-        let placed = c.placements.get(topic);
-        let owner = c.core.owner(topic, now_ms());
+        let placed = c.placement(topic);
+        let owner = c.owner(topic, now_ms());
         let reason = match placed {
             Some(p) if p.pinned => "pinned",
             Some(_) => "placed",
@@ -542,38 +528,33 @@ impl Inner {
                 format!("no conversation is called {topic:?}; `roost agent topics` lists them"),
             ));
         }
-        let placed = {
-            let now = now_ms();
+        let moved = {
             let mut guard = self.coordinating.lock().expect("pool coordinator poisoned");
             let c = guard.as_mut().ok_or_else(|| PoolError::new(503, "the coordinator is starting; ask again"))?;
-            let from = c.placements.get(topic).map(|p| p.machine.clone());
-            if from.as_deref() == Some(machine.as_str()) {
-                return Ok(json!({"topic": topic, "from": from, "to": machine, "nickname": nickname,
-                                 "moved": false, "pinned": c.placements[topic].pinned,
+            c.transfer(topic, &machine, confirm, now_ms())
+        };
+        let from = match moved {
+            Ok(Transfer::Already { pinned }) => {
+                return Ok(json!({"topic": topic, "from": machine, "to": machine, "nickname": nickname,
+                                 "moved": false, "pinned": pinned,
                                  "said": format!("{topic} already runs on {nickname}")}));
             }
-            let interval = self.config.transfer_interval_ms;
-            if let Some(at) = c.moved_at_ms.get(topic)
-                && now < at + interval
-            {
+            Ok(Transfer::Moved { from }) => from,
+            Err(TransferRefused::TooSoon { ago_ms }) => {
+                let interval = self.config.transfer_interval_ms;
                 return Err(PoolError::new(
                     429,
-                    format!("{topic} moved {} ms ago; a topic moves at most once every {interval} ms", now - at),
+                    format!("{topic} moved {ago_ms} ms ago; a topic moves at most once every {interval} ms"),
                 ));
             }
-            if !c.online(&machine, now, self.timing.lease_ms) && !confirm {
+            Err(TransferRefused::Offline) => {
                 return Err(PoolError::new(
                     409,
                     format!("{nickname} is offline: the topic would wait until it is back; confirm to move it anyway"),
                 ));
             }
-            c.moved_at_ms.insert(topic.to_string(), now);
-            let placed = Placed { machine: machine.clone(), pinned: true };
-            c.placements.insert(topic.to_string(), placed.clone());
-            (from, placed)
         };
-        let (from, placed) = placed;
-        self.record_placement(topic, &placed, epoch).await;
+        self.record_placement(topic, &Placed { machine: machine.clone(), pinned: true }, epoch).await;
         Ok(json!({"topic": topic, "from": from, "to": machine, "nickname": nickname, "moved": true, "pinned": true,
                   "said": format!("moved {topic} to {nickname}")}))
     }
@@ -599,25 +580,10 @@ impl Inner {
     }
 }
 
-impl Coordinating {
-    /// Whether `machine` asked within a grant's length.
-    fn online(&self, machine: &str, now_ms: u64, lease_ms: u64) -> bool {
-        self.machines.get(machine).is_some_and(|seen| now_ms < seen.at_ms + lease_ms)
-    }
-
-    /// Every machine that has asked, as placement weighs it.
-    fn candidates(&self, now_ms: u64, lease_ms: u64) -> Vec<Candidate> {
-        self.machines
-            .iter()
-            .map(|(id, seen)| Candidate {
-                id: id.clone(),
-                capacity: seen.capacity,
-                active_topics: self.placements.values().filter(|p| p.machine == *id).count() as u32,
-                online: self.online(id, now_ms, lease_ms),
-                clock_offset_ms: seen.clock_offset_ms,
-            })
-            .collect()
-    }
+/// A machine's nickname until one is set: its name up to the first dot,
+/// lowercase, as a person says it.
+fn default_nickname(name: &str) -> String {
+    name.split('.').next().unwrap_or(name).to_lowercase()
 }
 
 fn text(args: &Map<String, Value>, name: &str) -> Result<String, PoolError> {

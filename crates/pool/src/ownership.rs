@@ -15,9 +15,12 @@
 //! have made has lapsed, and its stamps outrank all of that one's, so a
 //! grant it never heard of can neither overlap nor outrank its own.
 //!
-//! An owner told to drop a topic (it was moved) stops planning work on it,
+//! An owner told to drop a topic (it was moved) starts no new work on it,
+//! lets the work in flight finish under its epoch while the grant lasts,
 //! and releases it once nothing of it is in flight: the coordinator may
-//! then grant it at once, without waiting for the grant to lapse.
+//! then grant it at once, without waiting for the grant to lapse. Starting
+//! work and releasing go through the same `Member`, so no work can start
+//! after the release was decided.
 //!
 //! Times are milliseconds of each side's own monotonic clock; nothing here
 //! reads a clock.
@@ -209,9 +212,11 @@ impl Tenure {
 #[derive(Debug, Clone, Default)]
 pub struct Member {
     tenures: BTreeMap<String, Tenure>,
-    /// Topics it was told to drop, with the epoch dropped: it acts on them
-    /// no more and releases them once nothing of them is in flight.
+    /// Topics it was told to drop, with the epoch dropped: it starts no
+    /// new work on them and releases them once nothing of them is in flight.
     dropped: BTreeMap<String, u64>,
+    /// How many pieces of work are in flight on each topic.
+    in_flight: BTreeMap<String, usize>,
     /// Counts the new epochs taken: each one is a topic whose earlier
     /// owner's work this machine must take in before acting.
     generation: u64,
@@ -237,25 +242,52 @@ impl Member {
     }
 
     /// The epoch this machine acts on `topic` under at `now_ms`, and until
-    /// when on its clock.
+    /// when on its clock: while its tenure lasts, and once dropped only for
+    /// the work still in flight.
     pub fn acting(&self, topic: &str, now_ms: u64) -> Option<(u64, u64)> {
         let (epoch, until) = self.tenures.get(topic)?.held()?;
-        (now_ms < until && self.dropped.get(topic) != Some(&epoch)).then_some((epoch, until))
+        let dropped = self.dropped.get(topic) == Some(&epoch);
+        (now_ms < until && (!dropped || self.busy(topic))).then_some((epoch, until))
     }
 
-    /// Every topic it acts on at `now_ms`, with its epoch.
+    /// Every topic it may start work on at `now_ms`, with its epoch.
     pub fn owned(&self, now_ms: u64) -> Vec<(&str, u64)> {
         self.tenures
             .keys()
+            .filter(|topic| !self.dropped.contains_key(*topic))
             .filter_map(|topic| self.acting(topic, now_ms).map(|(epoch, _)| (topic.as_str(), epoch)))
             .collect()
     }
 
-    /// The dropped topics none of whose work is in flight (`busy` says
-    /// which are), to release; forgotten here once returned.
-    pub fn releasable(&mut self, busy: &dyn Fn(&str) -> bool) -> Vec<(String, u64)> {
+    /// Starts a piece of work on `topic` under `epoch`, if the topic is
+    /// still owned under it; [`Member::finish`] ends it.
+    pub fn start(&mut self, topic: &str, epoch: u64, now_ms: u64) -> bool {
+        let owned = !self.dropped.contains_key(topic) && self.acting(topic, now_ms).is_some_and(|(e, _)| e == epoch);
+        if owned {
+            *self.in_flight.entry(topic.to_string()).or_default() += 1;
+        }
+        owned
+    }
+
+    /// A piece of work [`Member::start`] began on `topic` is over.
+    pub fn finish(&mut self, topic: &str) {
+        if let Some(count) = self.in_flight.get_mut(topic) {
+            *count -= 1;
+            if *count == 0 {
+                self.in_flight.remove(topic);
+            }
+        }
+    }
+
+    fn busy(&self, topic: &str) -> bool {
+        self.in_flight.contains_key(topic)
+    }
+
+    /// The dropped topics none of whose work is in flight, to release;
+    /// forgotten here once returned.
+    pub fn releasable(&mut self) -> Vec<(String, u64)> {
         let done: Vec<(String, u64)> =
-            self.dropped.iter().filter(|(topic, _)| !busy(topic)).map(|(t, e)| (t.clone(), *e)).collect();
+            self.dropped.iter().filter(|(topic, _)| !self.busy(topic)).map(|(t, e)| (t.clone(), *e)).collect();
         for (topic, _) in &done {
             self.dropped.remove(topic);
             self.tenures.remove(topic);
@@ -326,7 +358,7 @@ mod tests {
     }
 
     #[test]
-    fn a_dropped_topic_stops_acting_and_is_released_once_idle() {
+    fn a_dropped_topic_starts_nothing_new_finishes_its_work_and_is_released_once_idle() {
         let mut m = Member::default();
         let grant = Grant { topic: "t".into(), owner: "a".into(), epoch: 9, asked_at_ms: 0 };
         m.granted(&grant, &TIMING);
@@ -334,10 +366,16 @@ mod tests {
         m.granted(&grant, &TIMING);
         assert_eq!(m.generation(), 1, "a renewal is no new epoch");
         assert_eq!(m.owned(10), [("t", 9)]);
+        assert!(!m.start("t", 8, 10), "no work starts under another epoch");
+        assert!(m.start("t", 9, 10));
         m.drop_topic("t", 9);
+        assert!(m.owned(10).is_empty());
+        assert!(!m.start("t", 9, 10), "no new work on a dropped topic");
+        assert_eq!(m.acting("t", 10).map(|(e, _)| e), Some(9), "the work in flight finishes under its epoch");
+        assert!(m.releasable().is_empty(), "its work is still in flight");
+        m.finish("t");
         assert_eq!(m.acting("t", 10), None);
-        assert!(m.releasable(&|_| true).is_empty(), "its work is still in flight");
-        assert_eq!(m.releasable(&|_| false), [("t".to_string(), 9)]);
+        assert_eq!(m.releasable(), [("t".to_string(), 9)]);
         assert!(m.owned(10).is_empty());
     }
 
