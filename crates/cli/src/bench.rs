@@ -98,6 +98,12 @@ pub enum BenchCommand {
         #[arg(long, value_name = "URL")]
         etcd: Option<String>,
     },
+    /// The pool: time from a transfer request to the first reply from the new owner.
+    Pool {
+        /// Transfers timed.
+        #[arg(long, default_value_t = 100)]
+        transfers: usize,
+    },
     /// Mint and verify machine tokens (signature, expiry and replay checks).
     Tokens {
         /// Tokens per run.
@@ -133,6 +139,7 @@ pub fn run(command: BenchCommand) -> anyhow::Result<()> {
             return crate::bench_failover::run(kills, handoffs, ttl_ms, etcd.as_deref());
         }
         BenchCommand::Agent { messages, burst, kills } => return crate::bench_agent::run(messages, burst, kills),
+        BenchCommand::Pool { transfers } => return crate::bench_pool::run(transfers),
         BenchCommand::Federation { memories, searches, runs } => {
             return crate::bench_federation::run(memories, searches, runs);
         }

@@ -25,8 +25,9 @@ use crate::out::{note, say};
 const WAIT: Duration = Duration::from_secs(60);
 const TOPICS: usize = 20;
 
-/// When each reply reached the receiver, by message id (the first time).
-type Arrivals = Arc<Mutex<HashMap<String, Instant>>>;
+/// When each reply reached the receiver, and from which machine, by
+/// message id (the first time).
+pub(crate) type Arrivals = Arc<Mutex<HashMap<String, (Instant, String)>>>;
 
 pub fn run(messages: usize, burst: usize, kills: usize) -> anyhow::Result<()> {
     if cfg!(debug_assertions) {
@@ -104,8 +105,13 @@ pub fn run(messages: usize, burst: usize, kills: usize) -> anyhow::Result<()> {
                 round += 1;
                 let (_, request) = post(&machines[others[round % others.len()]], round % TOPICS);
                 accepted(request.await?).await?;
-                let after =
-                    arrivals.lock().expect("arrivals poisoned").values().filter(|at| **at > killed_at).min().copied();
+                let after = arrivals
+                    .lock()
+                    .expect("arrivals poisoned")
+                    .values()
+                    .map(|(at, _)| *at)
+                    .filter(|at| *at > killed_at)
+                    .min();
                 if let Some(first) = after {
                     break first;
                 }
@@ -140,7 +146,7 @@ pub fn run(messages: usize, burst: usize, kills: usize) -> anyhow::Result<()> {
     })
 }
 
-async fn accepted(response: reqwest::Response) -> anyhow::Result<()> {
+pub(crate) async fn accepted(response: reqwest::Response) -> anyhow::Result<()> {
     let status = response.status();
     if status != reqwest::StatusCode::ACCEPTED {
         bail!("a message was not accepted: {status} {}", response.text().await.unwrap_or_default());
@@ -149,10 +155,10 @@ async fn accepted(response: reqwest::Response) -> anyhow::Result<()> {
 }
 
 /// When the reply to `id` arrived, waiting for it.
-async fn arrival(arrivals: &Arrivals, id: &str) -> anyhow::Result<Instant> {
+pub(crate) async fn arrival(arrivals: &Arrivals, id: &str) -> anyhow::Result<Instant> {
     let started = Instant::now();
     loop {
-        if let Some(at) = arrivals.lock().expect("arrivals poisoned").get(id) {
+        if let Some((at, _)) = arrivals.lock().expect("arrivals poisoned").get(id) {
             return Ok(*at);
         }
         if started.elapsed() > WAIT {
@@ -164,7 +170,7 @@ async fn arrival(arrivals: &Arrivals, id: &str) -> anyhow::Result<Instant> {
 
 /// The webhook: HTTP/1.1 with keep-alive, recording each reply's arrival
 /// and answering 200.
-async fn receive(listener: tokio::net::TcpListener, arrivals: Arrivals) {
+pub(crate) async fn receive(listener: tokio::net::TcpListener, arrivals: Arrivals) {
     while let Ok((stream, _)) = listener.accept().await {
         let arrivals = arrivals.clone();
         tokio::spawn(async move {
@@ -191,10 +197,11 @@ async fn receive(listener: tokio::net::TcpListener, arrivals: Arrivals) {
                     return;
                 }
                 let at = Instant::now();
-                if let Some(id) =
-                    serde_json::from_slice::<Value>(&body).ok().and_then(|v| v["message_id"].as_str().map(String::from))
+                if let Ok(reply) = serde_json::from_slice::<Value>(&body)
+                    && let Some(id) = reply["message_id"].as_str()
                 {
-                    arrivals.lock().expect("arrivals poisoned").entry(id).or_insert(at);
+                    let machine = reply["machine"].as_str().unwrap_or_default().to_string();
+                    arrivals.lock().expect("arrivals poisoned").entry(id.to_string()).or_insert((at, machine));
                 }
                 if write.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").await.is_err() {
                     return;

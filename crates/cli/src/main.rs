@@ -11,6 +11,7 @@ mod bench_agent;
 mod bench_failover;
 mod bench_federation;
 mod bench_netns;
+mod bench_pool;
 mod bench_sync;
 mod config;
 mod conflicts;

@@ -421,6 +421,12 @@ impl Inner {
     fn answer_ask(&self, from: &str, ask: Ask) -> Result<Value, PoolError> {
         let mut guard = self.coordinating.lock().expect("pool coordinator poisoned");
         let c = guard.as_mut().ok_or_else(|| PoolError::new(503, "the coordinator is starting; ask again"))?;
+        // A coordinator grants only while its lease lasts: once the role
+        // may have moved, the next coordinator's settling covers only the
+        // grants made before.
+        if self.awake.working().map(|w| w.epoch) != Some(c.lease_epoch) {
+            return Err(PoolError::new(503, "this machine no longer coordinates the pool; ask again"));
+        }
         let asked = roost_pool::Ask {
             capacity: ask.capacity,
             asked_at_ms: ask.asked_at_ms,

@@ -79,6 +79,9 @@ pub enum TransferRefused {
 pub struct Coordination {
     pub lease_epoch: u64,
     settings: Settings,
+    /// Until then it places nothing: the machines have not all asked yet,
+    /// and a grant from the coordinator before may still run.
+    settled_at_ms: u64,
     grants: Coordinator,
     machines: BTreeMap<String, Seen>,
     placements: BTreeMap<String, Placed>,
@@ -97,6 +100,7 @@ impl Coordination {
         Coordination {
             lease_epoch,
             settings,
+            settled_at_ms: now_ms + settings.timing.inherited_ms(),
             grants: Coordinator::new(settings.timing, lease_epoch, now_ms),
             machines: BTreeMap::new(),
             placements,
@@ -131,13 +135,17 @@ impl Coordination {
 
     /// Places every topic of `topics` that has no machine, or whose machine
     /// is offline and no longer owns it (its grant lapsed), on the machine
-    /// with the most room. Returns the placements to record.
+    /// with the most room; nothing while it settles, when the machines it
+    /// has not heard yet would look gone. Returns the placements to record.
     pub fn place_topics<'a>(
         &mut self,
         topics: impl IntoIterator<Item = &'a str>,
         now_ms: u64,
     ) -> Vec<(String, Placed)> {
         let mut placed = Vec::new();
+        if now_ms < self.settled_at_ms {
+            return placed;
+        }
         for topic in topics {
             let gone = self
                 .placements

@@ -217,14 +217,22 @@ pub struct Member {
     dropped: BTreeMap<String, u64>,
     /// How many pieces of work are in flight on each topic.
     in_flight: BTreeMap<String, usize>,
+    /// The last epoch released of each topic: an answer arriving late or
+    /// twice never brings back a tenure given up, which the coordinator
+    /// may have granted to another machine since.
+    released: BTreeMap<String, u64>,
     /// Counts the new epochs taken: each one is a topic whose earlier
     /// owner's work this machine must take in before acting.
     generation: u64,
 }
 
 impl Member {
-    /// Takes a grant (see [`Tenure::granted`]).
+    /// Takes a grant (see [`Tenure::granted`]), unless its epoch was
+    /// released here.
     pub fn granted(&mut self, grant: &Grant, timing: &Timing) {
+        if self.released.get(&grant.topic).is_some_and(|released| grant.epoch <= *released) {
+            return;
+        }
         let tenure = self.tenures.entry(grant.topic.clone()).or_default();
         let before = tenure.held().map(|(epoch, _)| epoch);
         tenure.granted(grant, timing);
@@ -288,9 +296,10 @@ impl Member {
     pub fn releasable(&mut self) -> Vec<(String, u64)> {
         let done: Vec<(String, u64)> =
             self.dropped.iter().filter(|(topic, _)| !self.busy(topic)).map(|(t, e)| (t.clone(), *e)).collect();
-        for (topic, _) in &done {
+        for (topic, epoch) in &done {
             self.dropped.remove(topic);
             self.tenures.remove(topic);
+            self.released.insert(topic.clone(), *epoch);
         }
         done
     }
@@ -377,6 +386,10 @@ mod tests {
         assert_eq!(m.acting("t", 10), None);
         assert_eq!(m.releasable(), [("t".to_string(), 9)]);
         assert!(m.owned(10).is_empty());
+        m.granted(&grant, &TIMING);
+        assert!(m.owned(10).is_empty(), "an answer arriving late brings back no released tenure");
+        m.granted(&Grant { epoch: 10, ..grant }, &TIMING);
+        assert_eq!(m.owned(10), [("t", 10)], "a later epoch is a new grant");
     }
 
     #[test]

@@ -25,6 +25,10 @@
 //! 6. Every inbound message a machine acknowledged is answered once the
 //!    network has healed, in every run that promises a holder after the heal
 //!    (invariant 3), unless every machine holding it died for good.
+//! 7. With the pool, at most one machine acts on a topic at any true time:
+//!    among live machines (paused ones included), `Member::acting(topic,
+//!    local now)` is `Some` for at most one, checked after every step as
+//!    invariant 1 is.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -41,6 +45,7 @@ pub enum Invariant {
     Convergence,
     OneReply,
     Answered,
+    OneOwner,
 }
 
 impl Invariant {
@@ -53,6 +58,7 @@ impl Invariant {
             Invariant::Convergence => 4,
             Invariant::OneReply => 5,
             Invariant::Answered => 6,
+            Invariant::OneOwner => 7,
         }
     }
 }
@@ -67,6 +73,7 @@ impl fmt::Display for Invariant {
             Invariant::Convergence => "replicas converge, no acknowledged write lost",
             Invariant::OneReply => "one reply per message at the receiver",
             Invariant::Answered => "every acknowledged message answered after the heal",
+            Invariant::OneOwner => "at most one machine acting on a topic at a time",
         };
         write!(f, "invariant {} ({name})", self.number())
     }
@@ -115,6 +122,16 @@ impl Checker {
         }
         let who: Vec<String> = holders.iter().map(|(n, e)| format!("{} (epoch {e})", names[*n])).collect();
         fail(Invariant::OneHolder, format!("{} may all act at once", who.join(" and ")))
+    }
+
+    /// Invariant 7, given every live machine acting on `topic` now and the
+    /// topic stamp it acts under.
+    pub fn one_owner(&self, topic: &str, owners: &[(usize, u64)], names: &[String]) -> Result<(), Violation> {
+        if owners.len() <= 1 {
+            return Ok(());
+        }
+        let who: Vec<String> = owners.iter().map(|(n, e)| format!("{} (stamp {e:#x})", names[*n])).collect();
+        fail(Invariant::OneOwner, format!("{} all act on {topic} at once", who.join(" and ")))
     }
 
     /// Invariant 2: a grant's epoch is above every earlier grant's.

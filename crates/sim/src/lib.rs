@@ -63,11 +63,21 @@ pub enum Bug {
     /// The agent's outbox sends a committed reply without checking that its
     /// lease still runs (and still under the epoch it was planned in).
     SendWithoutLease,
+    /// A new pool coordinator does not settle: the shell tells the core it
+    /// took the role long ago, so it places and grants at once, while a
+    /// grant of the coordinator before may still run.
+    PoolNoSettle,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 5] =
-        [Bug::IgnoreDrift, Bug::StaleSink, Bug::ForgetVotes, Bug::SendBeforePersist, Bug::SendWithoutLease];
+    pub const ALL: [Bug; 6] = [
+        Bug::IgnoreDrift,
+        Bug::StaleSink,
+        Bug::ForgetVotes,
+        Bug::SendBeforePersist,
+        Bug::SendWithoutLease,
+        Bug::PoolNoSettle,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -76,6 +86,7 @@ impl Bug {
             Bug::ForgetVotes => "forget-votes",
             Bug::SendBeforePersist => "send-before-persist",
             Bug::SendWithoutLease => "send-without-lease",
+            Bug::PoolNoSettle => "pool-no-settle",
         }
     }
 

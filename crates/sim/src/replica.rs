@@ -214,7 +214,7 @@ impl Replica {
         self.at(now);
         match self.store.write_reply(reply, epoch) {
             Ok(()) => self.written(),
-            Err(StoreError::StaleEpoch { .. }) => None,
+            Err(StoreError::StaleEpoch { .. } | StoreError::StaleTopicEpoch { .. }) => None,
             Err(e) => panic!("the reply record's write failed: {e}"),
         }
     }
@@ -244,6 +244,23 @@ impl Replica {
             self.fenced_to = epoch;
             self.store.observe_epoch(epoch).expect("the simulated disk writes");
         }
+    }
+
+    /// Raises `topic`'s fence to the topic stamp it was just granted under,
+    /// as the pool's shell does before acting on a grant.
+    pub fn observe_topic_epoch(&mut self, topic: &str, epoch: u64) {
+        self.store.observe_topic_epoch(topic, epoch).expect("the simulated disk writes");
+    }
+
+    /// Every topic of the ledger.
+    pub fn topics(&self) -> Vec<String> {
+        self.store.topics().expect("the simulated disk reads").into_iter().map(|(topic, _, _)| topic).collect()
+    }
+
+    /// The agent's replicated state under `prefix`: (key, value).
+    pub fn agent_states(&self, prefix: &str) -> Vec<(String, String)> {
+        let states = self.store.agent_states(prefix).expect("the simulated disk reads");
+        states.into_iter().map(|s| (s.key, s.value)).collect()
     }
 
     /// Whether this replica holds the entry at `origin`/`seq` with that hash.

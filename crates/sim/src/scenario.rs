@@ -54,6 +54,10 @@ pub struct Scenario {
     /// (a full or failing disk), and writes that stall until the machine
     /// crashes, landing or not.
     pub disk_faults: bool,
+    /// Whether the pool runs the conversations: each topic on the machine
+    /// the coordinator (the holder) grants it to, under its topic stamp,
+    /// with transfers coming while the faults do; each replica's capacity.
+    pub pool: Option<Vec<u32>>,
 }
 
 impl Scenario {
@@ -114,7 +118,9 @@ impl Scenario {
             1 => (2 * SEC, 6 * SEC),
             _ => (SEC / 2, 2 * SEC),
         };
+        let pool = rng.chance(400_000).then(|| names.iter().map(|_| rng.pick(&[1, 1, 2])).collect());
         Scenario {
+            pool,
             names: names.iter().map(|n| n.to_string()).collect(),
             witness,
             tenure,
@@ -177,6 +183,9 @@ impl Scenario {
         }
         if self.disk_faults {
             s.push_str("; disks fail and writes stall");
+        }
+        if let Some(capacities) = &self.pool {
+            write!(s, "; the pool runs the topics (capacities {capacities:?}), moving them on request").unwrap();
         }
         write!(
             s,

@@ -22,6 +22,7 @@ use roost_agent::outbox::{self, Heads, SEND_MARGIN, Seen, Settle};
 use roost_agent::{Message, Reply};
 use roost_core::protocol;
 use roost_lease::{Action, Config, Durable, Effect, Envelope, Input, Node, Shell, Tenure, View};
+use roost_pool::{Coordination, Member, Placed, Settings, Timing, Transfer};
 
 use crate::check::{Checker, Invariant, Violation};
 use crate::clock::Clock;
@@ -48,6 +49,11 @@ const OUTBOX_QUIET: u64 = 3 * SEC;
 const TOPICS: u64 = 8;
 /// How soon a forced wakeup must give a holder, with the other machine dead.
 const FORCE_BOUND: u64 = SEC;
+/// The pool's timing, as `[pool]` sets it by default.
+const POOL_LEASE_MS: u64 = 2000;
+const POOL_MARGIN_MS: u64 = 500;
+/// Where the coordinator keeps each topic's placement, as the shell does.
+const PLACEMENT: &str = "pool/placement/";
 
 #[derive(Debug, Clone)]
 enum Payload {
@@ -55,6 +61,10 @@ enum Payload {
     /// Replication also carries the sender's registry (certificates travel
     /// in every hello), so joins and revocations spread with it.
     Sync(Vec<u8>, Registry),
+    /// A member asks the coordinator for its topics.
+    PoolAsk(roost_pool::Ask),
+    /// The coordinator's grants and drops.
+    PoolAnswer(roost_pool::Answer),
 }
 
 /// The machines one machine's registry holds: those it knows, and which of
@@ -86,6 +96,10 @@ enum Event {
     Sync(usize, u64),
     /// The agent's turn to make an effect, if the machine may act.
     Agent(usize, u64),
+    /// The pool's turn: coordinate while holding the role, then ask.
+    Pool(usize, u64),
+    /// A person moves a topic to another machine.
+    Transfer,
     Deliver {
         from: usize,
         to: usize,
@@ -227,6 +241,10 @@ struct Machine {
     joined: bool,
     /// The agent's outbox: volatile, as in the real shell.
     outbox: Outbox,
+    /// The pool's member side: the topics granted here (volatile).
+    member: Member,
+    /// The pool's coordinator while this machine holds the role (volatile).
+    coordination: Option<Coordination>,
 }
 
 /// What the simulated shell keeps of the agent's work between turns.
@@ -322,6 +340,8 @@ impl World {
                     dead: false,
                     joined: i < founders,
                     outbox: Outbox::default(),
+                    member: Member::default(),
+                    coordination: None,
                 }
             })
             .collect();
@@ -370,6 +390,9 @@ impl World {
         world.schedule_at(SEC, Event::Chaos);
         world.schedule_at(SEC, Event::ClientWrite);
         world.schedule_at(SEC, Event::Inbound);
+        if world.scenario.pool.is_some() {
+            world.schedule_at(3 * SEC, Event::Transfer);
+        }
         world.schedule_at(heal - SPIKE_MAX, Event::SpikesOff);
         world.schedule_at(heal, Event::Heal);
         if world.scenario.force {
@@ -483,10 +506,23 @@ impl World {
             .collect()
     }
 
-    /// Invariant 1 after every step; notes the first holder after the heal.
+    /// Invariant 1 (and 7 with the pool) after every step; notes the first
+    /// holder after the heal.
     fn check(&mut self) -> Result<(), Violation> {
         let holders = self.holders();
         self.checker.one_holder(&holders, &self.names)?;
+        if self.scenario.pool.is_some() {
+            for topic in (0..TOPICS).map(|t| format!("topic-{t}")) {
+                let owners: Vec<(usize, u64)> = (0..self.machines.len())
+                    .filter(|i| self.machines[*i].node.is_some())
+                    .filter_map(|i| {
+                        let now = self.local(i).as_millis() as u64;
+                        self.machines[i].member.acting(&topic, now).map(|(epoch, _)| (i, epoch))
+                    })
+                    .collect();
+                self.checker.one_owner(&topic, &owners, &self.names)?;
+            }
+        }
         if let Some(from) = self.live_from
             && self.now >= from
             && self.holder_after.is_none()
@@ -531,6 +567,20 @@ impl World {
             Event::Agent(n, life) => {
                 if self.timer(n, life, Event::Agent(n, life), (100 * MS, 500 * MS)) {
                     self.agent(n);
+                }
+                Ok(())
+            }
+            Event::Pool(n, life) => {
+                if self.timer(n, life, Event::Pool(n, life), (150 * MS, 250 * MS)) {
+                    self.pool_turn(n);
+                }
+                Ok(())
+            }
+            Event::Transfer => {
+                if self.now < self.scenario.heal_at {
+                    self.transfer();
+                    let gap = self.rng.between(SEC, 5 * SEC);
+                    self.schedule(gap, Event::Transfer);
                 }
                 Ok(())
             }
@@ -694,6 +744,10 @@ impl World {
             self.schedule(agent, Event::Agent(n, life));
             let outbox = self.rng.below(100 * MS);
             self.schedule(outbox, Event::Outbox(n, life));
+            if self.scenario.pool.is_some() {
+                let pool = self.rng.below(200 * MS);
+                self.schedule(pool, Event::Pool(n, life));
+            }
         }
         if left { self.input(n, Input::Leave) } else { Ok(()) }
     }
@@ -724,6 +778,8 @@ impl World {
         m.log_stuck = false;
         m.caught_up = None;
         m.outbox = Outbox::default();
+        m.member = Member::default();
+        m.coordination = None;
         if let Some(replica) = &mut m.replica {
             replica.crash();
         }
@@ -1009,6 +1065,14 @@ impl World {
                 self.machines[to].replica.as_mut().expect("only replicas sync").receive(&peer, message, now);
                 self.replica_moved(to)
             }
+            Payload::PoolAsk(ask) => {
+                self.pool_asked(from, to, ask);
+                Ok(())
+            }
+            Payload::PoolAnswer(answer) => {
+                self.pool_answered(to, answer);
+                Ok(())
+            }
         }
     }
 
@@ -1101,9 +1165,13 @@ impl World {
 
     /// The agent's outbox turn: the real shell's rules, on the simulated
     /// machine. Sends each committed reply whose commit the peers hold, while
-    /// the lease lasts; then, once the round has settled, plans more.
+    /// the lease lasts (with the pool, while this machine owns the reply's
+    /// topic under the reply's topic stamp); then, once the round has
+    /// settled, plans more.
     fn outbox(&mut self, n: usize) {
         let now = self.local(n);
+        let now_ms = now.as_millis() as u64;
+        let pool = self.scenario.pool.is_some();
         let bug = self.bug == Some(Bug::SendWithoutLease);
         let me = self.names[n].clone();
         let m = &mut self.machines[n];
@@ -1113,6 +1181,11 @@ impl World {
         let Some(shell) = m.node.as_ref() else { return };
         let node = shell.node();
         let working = node.may_act(now).zip(node.lease_end());
+        // The epoch work on `topic` runs under now, and until when.
+        let acting = |member: &Member, topic: &str| match pool {
+            true => member.acting(topic, now_ms).map(|(epoch, until)| (epoch, Duration::from_millis(until))),
+            false => working,
+        };
         let status = node.status(now);
         let life = m.life;
         let Some(replica) = m.replica.as_mut() else { return };
@@ -1121,12 +1194,20 @@ impl World {
             status.peers.iter().map(|p| Seen { id: p.id.clone(), live: p.live, witness: p.witness }).collect();
         let keepers = outbox::keepers(&me, &status.voter_ids, &seen, node.forced());
         let mut leaving = Vec::new();
+        let mut ended = Vec::new();
+        let member = &m.member;
         m.outbox.jobs.retain(|topic, job| {
+            let work = acting(member, topic);
             let leased =
-                working.is_some_and(|(epoch, until)| epoch == job.epoch && outbox::may_send(now, until, SEND_MARGIN));
+                work.is_some_and(|(epoch, until)| epoch == job.epoch && outbox::may_send(now, until, SEND_MARGIN));
             if !leased && !bug {
-                // The role is gone or going: the next holder sends it.
-                return working.is_some_and(|(epoch, _)| epoch == job.epoch);
+                // The role (or the topic) is gone or going: the next holder
+                // (or owner) sends it.
+                let keep = work.is_some_and(|(epoch, _)| epoch == job.epoch);
+                if !keep {
+                    ended.push(topic.clone());
+                }
+                return keep;
             }
             if outbox::held(&me, &job.commit, &keepers, &peers) && job.sent_at.is_none_or(|at| self.now >= at + SEC) {
                 job.sent_at = Some(self.now);
@@ -1139,38 +1220,70 @@ impl World {
             }
             true
         });
-        if let Some((epoch, _)) = working {
+        if pool {
+            for topic in ended {
+                m.member.finish(&topic);
+            }
+        }
+        // The round's key and each topic's epoch: the lease's, or with the
+        // pool each owned topic's stamp, the round keyed by the member's
+        // generation as the shell keys it.
+        let round: Option<(u64, Vec<(Option<String>, u64)>)> = match (pool, working) {
+            (true, _) => {
+                let owned: Vec<(Option<String>, u64)> =
+                    m.member.owned(now_ms).into_iter().map(|(topic, stamp)| (Some(topic.to_string()), stamp)).collect();
+                (!owned.is_empty()).then(|| (m.member.generation(), owned))
+            }
+            (false, Some((epoch, _))) => Some((epoch, vec![(None, epoch)])),
+            (false, None) => None,
+        };
+        if let Some((key, lanes)) = round {
             let required = outbox::voters_to_meet(&me, &status.voter_ids, &seen);
             let heads = replica.heads().clone();
             let meet = outbox::Meet { me: &me, keepers: &keepers, required: &required };
-            if m.outbox.settle.ready(epoch, &heads, &peers, meet, now) {
+            if m.outbox.settle.ready(key, &heads, &peers, meet, now) {
                 let open = replica.open_ledger();
-                let jobs = &m.outbox.jobs;
-                let plan = ledger::plan(&open, epoch, &|topic| jobs.contains_key(topic), Limits::default());
-                for work in plan {
-                    let job = match work {
-                        Work::Run { message, attempt } => {
-                            let claim = Reply::claimed(&message.id, attempt, None, &me);
-                            if replica.write_reply(&claim, epoch, now).is_none() {
-                                continue;
-                            }
-                            // A handler whose every answer differs: two runs
-                            // for one message would show at the receiver.
-                            let text = format!("{me} at epoch {epoch}, draw {}", self.rng.next_u64() % 1_000_000);
-                            let replied = claim.replied(text, &me);
-                            let Some((origin, seq, hash)) = replica.write_reply(&replied, epoch, now) else { continue };
-                            self.checker.acked(origin.clone(), seq, hash);
-                            Job { message, reply: replied, epoch, commit: Heads::from([(origin, seq)]), sent_at: None }
-                        }
-                        Work::Send { message, reply, .. } => {
-                            Job { message, reply, epoch, commit: replica.heads().clone(), sent_at: None }
-                        }
-                        Work::Fail { reply, .. } => {
-                            replica.write_reply(&reply.failed(&me), epoch, now);
+                for (only, epoch) in lanes {
+                    let entries: Vec<ledger::Entry> =
+                        open.iter().filter(|e| only.as_ref().is_none_or(|t| e.message.topic == *t)).cloned().collect();
+                    let jobs = &m.outbox.jobs;
+                    let plan = ledger::plan(&entries, epoch, &|topic| jobs.contains_key(topic), Limits::default());
+                    for work in plan {
+                        let topic = work.topic().to_string();
+                        if pool && !m.member.start(&topic, epoch, now_ms) {
                             continue;
                         }
-                    };
-                    m.outbox.jobs.insert(job.message.topic.clone(), job);
+                        let job = match work {
+                            Work::Run { message, attempt } => {
+                                let claim = Reply::claimed(&message.id, attempt, None, &me);
+                                // A handler whose every answer differs: two
+                                // runs for one message would show at the
+                                // receiver.
+                                let text = format!("{me} at epoch {epoch}, draw {}", self.rng.next_u64() % 1_000_000);
+                                replica.write_reply(&claim, epoch, now).and_then(|_| {
+                                    let replied = claim.replied(text, &me);
+                                    let (origin, seq, hash) = replica.write_reply(&replied, epoch, now)?;
+                                    self.checker.acked(origin.clone(), seq, hash);
+                                    let commit = Heads::from([(origin, seq)]);
+                                    Some(Job { message, reply: replied, epoch, commit, sent_at: None })
+                                })
+                            }
+                            Work::Send { message, reply, .. } => {
+                                Some(Job { message, reply, epoch, commit: replica.heads().clone(), sent_at: None })
+                            }
+                            Work::Fail { reply, .. } => {
+                                replica.write_reply(&reply.failed(&me), epoch, now);
+                                None
+                            }
+                        };
+                        match job {
+                            Some(job) => {
+                                m.outbox.jobs.insert(topic, job);
+                            }
+                            None if pool => m.member.finish(&topic),
+                            None => {}
+                        }
+                    }
                 }
             }
         }
@@ -1192,9 +1305,11 @@ impl World {
     }
 
     /// The receiver took a reply `n` sent: it commits that it was sent, if it
-    /// still works under the reply's epoch.
+    /// still works under the reply's epoch (with the pool, still owns its
+    /// topic under the reply's stamp).
     fn reply_taken(&mut self, n: usize, life: u64, topic: &str, message: &str) {
         let now = self.local(n);
+        let pool = self.scenario.pool.is_some();
         let me = self.names[n].clone();
         let m = &mut self.machines[n];
         if m.life != life || !m.running() {
@@ -1205,12 +1320,159 @@ impl World {
             m.outbox.jobs.insert(topic.to_string(), job);
             return;
         }
-        let working = m.node.as_ref().and_then(|shell| shell.node().may_act(now));
+        let working = match pool {
+            true => m.member.acting(topic, now.as_millis() as u64).map(|(epoch, _)| epoch),
+            false => m.node.as_ref().and_then(|shell| shell.node().may_act(now)),
+        };
         if working == Some(job.epoch)
             && let Some(replica) = m.replica.as_mut()
             && let Some((origin, seq, hash)) = replica.write_reply(&job.reply.sent(&me), job.epoch, now)
         {
             self.checker.acked(origin, seq, hash);
+        }
+        if pool {
+            m.member.finish(topic);
+        }
+    }
+
+    /// The pool's settings, as every machine's `[pool]` has them.
+    fn pool_settings(&self) -> Settings {
+        let timing = Timing {
+            lease_ms: POOL_LEASE_MS,
+            margin_ms: POOL_MARGIN_MS,
+            drift_ppm: u64::from(Tenure::DEFAULT_DRIFT_PPM),
+        };
+        // The simulator keeps no wall clocks: every offset is zero.
+        Settings { timing, clock_bound_ms: 2000, transfer_interval_ms: 1000 }
+    }
+
+    /// The pool's turn on machine `n`, as the shell's loop runs it: while it
+    /// holds the role it coordinates — a new coordinator for a new lease
+    /// epoch, from the replicated placements — and places the ledger's new
+    /// topics; then it asks the holder it knows of for its topics, with the
+    /// topics it released.
+    fn pool_turn(&mut self, n: usize) {
+        let now = self.local(n);
+        let now_ms = now.as_millis() as u64;
+        let settings = self.pool_settings();
+        let no_settle = self.bug == Some(Bug::PoolNoSettle);
+        let capacity = self.scenario.pool.as_ref().map_or(1, |capacities| capacities[n]);
+        let m = &mut self.machines[n];
+        if !m.running() {
+            return;
+        }
+        let Some(shell) = m.node.as_ref() else { return };
+        let acting = shell.node().may_act(now);
+        let holder = shell.node().status(now).holder;
+        let Some(replica) = m.replica.as_mut() else { return };
+        let mut recorded = Vec::new();
+        match acting {
+            Some(epoch) => {
+                if m.coordination.as_ref().map(|c| c.lease_epoch) != Some(epoch) {
+                    let placements = replica
+                        .agent_states(PLACEMENT)
+                        .into_iter()
+                        .filter_map(|(key, value)| {
+                            let (machine, pinned) = value.split_once(' ')?;
+                            let placed = Placed { machine: machine.to_string(), pinned: pinned == "pinned" };
+                            Some((key.strip_prefix(PLACEMENT)?.to_string(), placed))
+                        })
+                        .collect();
+                    // The broken variant tells the core it took the role
+                    // long ago, so it does not settle.
+                    let since = if no_settle { now_ms.saturating_sub(settings.timing.inherited_ms()) } else { now_ms };
+                    m.coordination = Some(Coordination::new(settings, epoch, since, placements));
+                }
+                let c = m.coordination.as_mut().expect("just made");
+                let topics = replica.topics();
+                for (topic, placed) in c.place_topics(topics.iter().map(String::as_str), now_ms) {
+                    let key = format!("{PLACEMENT}{topic}");
+                    recorded.extend(replica.write_agent(&key, &placement_value(&placed), epoch, now));
+                }
+            }
+            None => m.coordination = None,
+        }
+        m.member.forget_lapsed(now_ms);
+        let releases = m.member.releasable();
+        for (origin, seq, hash) in recorded {
+            self.checker.acked(origin, seq, hash);
+        }
+        let ask = roost_pool::Ask { capacity, asked_at_ms: now_ms, clock_offset_ms: 0, releases };
+        match holder.and_then(|holder| self.names.iter().position(|name| *name == holder)) {
+            Some(holder) if holder == n => self.pool_asked(n, n, ask),
+            Some(holder) => self.transmit(n, holder, Payload::PoolAsk(ask)),
+            None => {}
+        }
+    }
+
+    /// The coordinator on `to` answers `from`'s ask, while it holds the
+    /// role under the epoch it coordinates for.
+    fn pool_asked(&mut self, from: usize, to: usize, ask: roost_pool::Ask) {
+        let now = self.local(to);
+        let m = &mut self.machines[to];
+        let Some(shell) = m.node.as_ref() else { return };
+        let epoch = shell.node().may_act(now);
+        let Some(c) = m.coordination.as_mut().filter(|c| Some(c.lease_epoch) == epoch) else { return };
+        let answer = c.ask(&self.names[from], &ask, now.as_millis() as u64);
+        if !answer.drop.is_empty() {
+            note!(self, to, "pool: {} drops {:?}", self.names[from], answer.drop);
+        }
+        if from == to {
+            self.pool_answered(to, answer);
+        } else {
+            self.transmit(to, from, Payload::PoolAnswer(answer));
+        }
+    }
+
+    /// A member takes the coordinator's answer: it raises each granted
+    /// topic's fence first, as the shell does, then takes the grants and
+    /// drops.
+    fn pool_answered(&mut self, n: usize, answer: roost_pool::Answer) {
+        let timing = self.pool_settings().timing;
+        let m = &mut self.machines[n];
+        let Some(replica) = m.replica.as_mut() else { return };
+        for grant in &answer.grants {
+            replica.observe_topic_epoch(&grant.topic, grant.epoch);
+        }
+        let before = m.member.generation();
+        for grant in &answer.grants {
+            m.member.granted(grant, &timing);
+        }
+        for (topic, epoch) in &answer.drop {
+            m.member.drop_topic(topic, *epoch);
+        }
+        if m.member.generation() != before {
+            let grants: Vec<(&str, u64)> = answer.grants.iter().map(|g| (g.topic.as_str(), g.epoch)).collect();
+            note!(self, n, "pool: granted {grants:?}");
+        }
+    }
+
+    /// A person moves a topic the holder placed to a machine picked at
+    /// random, confirming a move to an offline machine now and then.
+    fn transfer(&mut self) {
+        let Some(&(h, epoch)) = self.holders().first() else { return };
+        let replicas: Vec<usize> = (0..self.machines.len()).filter(|i| self.machines[*i].replica.is_some()).collect();
+        let to = self.names[self.rng.pick(&replicas)].clone();
+        let confirm = self.rng.chance(300_000);
+        let pick = self.rng.next_u64();
+        let now = self.local(h);
+        let m = &mut self.machines[h];
+        let Some(c) = m.coordination.as_mut().filter(|c| c.lease_epoch == epoch) else { return };
+        let topics: Vec<String> = c.placements().keys().cloned().collect();
+        if topics.is_empty() {
+            return;
+        }
+        let topic = topics[(pick % topics.len() as u64) as usize].clone();
+        let moved = c.transfer(&topic, &to, confirm, now.as_millis() as u64);
+        note!(self, h, "pool: move {topic} to {to} (confirmed: {confirm}): {moved:?}");
+        if let Ok(Transfer::Moved { .. }) = moved {
+            let placed = Placed { machine: to, pinned: true };
+            let replica = self.machines[h].replica.as_mut().expect("a holder keeps data");
+            if let Some((origin, seq, hash)) =
+                replica.write_agent(&format!("{PLACEMENT}{topic}"), &placement_value(&placed), epoch, now)
+            {
+                self.checker.acked(origin, seq, hash);
+            }
         }
     }
 
@@ -1398,4 +1660,10 @@ impl World {
         }
         Ok(())
     }
+}
+
+/// A placement as the simulated coordinator records it: "machine pinned"
+/// or "machine placed".
+fn placement_value(placed: &Placed) -> String {
+    format!("{} {}", placed.machine, if placed.pinned { "pinned" } else { "placed" })
 }

@@ -14,6 +14,7 @@ fn expected(bug: Bug) -> &'static [Invariant] {
         Bug::StaleSink => &[Invariant::Epochs],
         Bug::ForgetVotes | Bug::SendBeforePersist => &[Invariant::OneHolder, Invariant::Epochs],
         Bug::SendWithoutLease => &[Invariant::OneReply],
+        Bug::PoolNoSettle => &[Invariant::OneOwner],
     }
 }
 
