@@ -490,3 +490,79 @@ async fn logins_are_limited_and_need_their_form_token() {
     let right_but_limited = login(&token, PASSWORD).await.unwrap();
     assert_eq!(right_but_limited.status(), 429, "even the right password waits");
 }
+
+/// The Pool page in a real browser, on three machines with `[pool]
+/// enabled`: every machine and conversation is listed, and the move button
+/// moves a conversation to the machine chosen, pinned there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pool_page_moves_a_conversation_in_a_real_browser() {
+    common::install_tls_provider();
+    let driver = Driver::start();
+    let dir = tempfile::tempdir().unwrap();
+    let pool_on = |h: &[PathBuf]| {
+        for home in h {
+            let config = home.join("config.toml");
+            let text = std::fs::read_to_string(&config).unwrap();
+            std::fs::write(&config, format!("{text}\n[pool]\nenabled = true\n")).unwrap();
+        }
+    };
+    let (h, served) = common::chain_with(dir.path(), &["alpha", "bravo", "charlie"], &[], pool_on, |_| 0);
+    set_password(&h[0]);
+    let a = &served[0];
+    until("three machines online in the pool", || {
+        common::get_json(&a.addr, "/api/v1/pool").is_some_and(|p| {
+            p["machines"].as_array().is_some_and(|m| m.len() == 3 && m.iter().all(|m| m["online"] == true))
+        })
+    });
+    for topic in ["garden", "travel", "books"] {
+        let body = json!({"channel": "cli", "topic": topic, "message_id": topic, "text": "hello"});
+        let (status, answer) = common::post_json(&a.addr, "/api/v1/agent/messages", &body);
+        assert_eq!(status, 202, "{answer}");
+    }
+    until("three conversations placed", || {
+        common::get_json(&a.addr, "/api/v1/pool").is_some_and(|p| p["topics"].as_array().is_some_and(|t| t.len() == 3))
+    });
+
+    let profile = tempfile::tempdir().unwrap();
+    let browser = browser(&driver, profile.path()).await;
+    let browser = &browser;
+    browser.goto(&a.url("/nest/pool")).await.unwrap();
+    eventually("the login page", || path_is(browser, "/nest/login")).await;
+    log_in(browser, PASSWORD).await;
+    eventually("the instances page", || path_is(browser, "/nest")).await;
+    browser.goto(&a.url("/nest/pool")).await.unwrap();
+    for nickname in ["alpha", "bravo", "charlie"] {
+        let row = format!(r#"table.pool-machines tr[data-machine="{nickname}"][data-health="ok"]"#);
+        assert!(browser.find(Locator::Css(&row)).await.is_ok(), "{nickname} is not listed healthy");
+    }
+    let row = r#"table.pool-topics tr[data-topic="garden"]"#;
+    let placed = browser.find(Locator::Css(row)).await.unwrap().attr("data-placed").await.unwrap().unwrap();
+    let to = ["alpha", "bravo", "charlie"].into_iter().find(|n| *n != placed).unwrap();
+    let select = browser.find(Locator::Css(&format!("{row} select[name=to]"))).await.unwrap();
+    let to_id =
+        json_of(roost(&h[["alpha", "bravo", "charlie"].iter().position(|n| *n == to).unwrap()], &["whoami", "--json"]))
+            ["instance_id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+    select.select_by_value(&to_id).await.unwrap();
+    screenshot(browser, "15-pool.png").await;
+    browser.find(Locator::Css(&format!("{row} button"))).await.unwrap().click().await.unwrap();
+    eventually("word of the move", || async { text_of(browser, ".flash").await == format!("moved garden to {to}") })
+        .await;
+    let moved = format!(r#"table.pool-topics tr[data-topic="garden"][data-placed="{to}"]"#);
+    assert!(browser.find(Locator::Css(&moved)).await.is_ok(), "the row does not show the move");
+    assert!(text_of(browser, &format!("{moved} td.placed")).await.contains("pinned"));
+    let placement = common::get_json(&served[1].addr, "/api/v1/pool/placement?topic=garden").unwrap();
+    assert_eq!((placement["machine"].as_str(), placement["reason"].as_str()), (Some(to_id.as_str()), Some("pinned")));
+    // The same conversation again, to where it is: nothing moves, and the page says so.
+    let select = browser.find(Locator::Css(&format!("{row} select[name=to]"))).await.unwrap();
+    select.select_by_value(&to_id).await.unwrap();
+    browser.find(Locator::Css(&format!("{row} button"))).await.unwrap().click().await.unwrap();
+    eventually("word that it is there already", || async {
+        text_of(browser, ".flash").await == format!("garden already runs on {to}")
+    })
+    .await;
+    screenshot(browser, "16-pool-moved.png").await;
+    browser.clone().close().await.unwrap();
+}

@@ -43,7 +43,7 @@ impl roost_mcp::PoolSource for MachinePool {
 }
 
 /// Runs `op` with `args` on the pool, an error answer as its status.
-async fn run(state: &AppState, op: &str, mut args: Map<String, Value>) -> Result<Value, ApiError> {
+pub(crate) async fn run(state: &AppState, op: &str, mut args: Map<String, Value>) -> Result<Value, ApiError> {
     let pool = state
         .machine
         .as_ref()

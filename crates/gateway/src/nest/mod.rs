@@ -1,6 +1,7 @@
 //! The Nest: a small server-rendered dashboard under `/nest`, for a person
 //! with a browser rather than a machine with a token. It shows the chain's
-//! instances and their sync state, resolves conflicts and searches memories.
+//! instances and their sync state, resolves conflicts, searches memories,
+//! and shows and moves where the pool runs each conversation.
 //!
 //! It sits outside the token-protected routes and has its own login: one
 //! password ([`password`]), in-memory sessions with a CSRF token each
@@ -18,6 +19,7 @@ mod login;
 mod machines;
 mod pages;
 pub mod password;
+mod pool;
 mod session;
 mod templates;
 mod throttle;
@@ -81,6 +83,9 @@ pub(crate) fn routes(state: Arc<AppState>) -> Router {
         .route("/nest/memories/{id}", get(pages::memory))
         .route("/nest/agent", get(pages::agent))
         .route("/nest/agent/topics/{topic}", get(pages::agent_topic))
+        .route("/nest/pool", get(pool::show))
+        .route("/nest/pool/move", post(pool::move_topic))
+        .route("/nest/pool/nickname", post(pool::nickname))
         .route("/nest/static/{file}", get(assets::file))
         .layer(axum::middleware::from_fn_with_state(state.clone(), refuse_other_sites))
         .layer(axum::middleware::map_response(protective_headers))

@@ -138,6 +138,36 @@ pub(crate) struct AgentPage {
 }
 
 #[derive(Template)]
+#[template(path = "nest/pool.html")]
+pub(crate) struct PoolPage {
+    pub chrome: Chrome,
+    /// Why the pool answers nothing here (off, or no coordinator now).
+    pub off: Option<String>,
+    pub machines: Vec<PoolMachineView>,
+    pub topics: Vec<PoolTopicView>,
+}
+
+/// A machine as the Pool page shows it.
+pub(crate) struct PoolMachineView {
+    pub id: String,
+    pub name: String,
+    pub nickname: String,
+    pub role: String,
+    pub capacity: String,
+    pub load: u64,
+    pub health: String,
+}
+
+/// A conversation as the Pool page shows it: the nickname of the machine
+/// it is placed on, and of the one running it now, if any.
+pub(crate) struct PoolTopicView {
+    pub topic: String,
+    pub placed: String,
+    pub pinned: bool,
+    pub running: Option<String>,
+}
+
+#[derive(Template)]
 #[template(path = "nest/agent_topic.html")]
 pub(crate) struct AgentTopicPage {
     pub chrome: Chrome,
