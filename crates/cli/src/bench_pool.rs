@@ -17,8 +17,11 @@ use crate::bench_sync::same_identity;
 use crate::out::{note, say};
 
 const WAIT: Duration = Duration::from_secs(60);
-/// Topics moved in turn, so each moves less often than the rate limit allows.
+/// Topics moved in turn.
 const TOPICS: usize = 6;
+/// A topic moves at most once in this long (`[pool] transfer_interval_ms`),
+/// and a little more, as the coordinator counts from when it took the move.
+const INTERVAL: Duration = Duration::from_millis(1100);
 
 pub fn run(transfers: usize) -> anyhow::Result<()> {
     if cfg!(debug_assertions) {
@@ -56,13 +59,18 @@ pub fn run(transfers: usize) -> anyhow::Result<()> {
         }
 
         let mut times = Vec::with_capacity(transfers);
+        let mut moved_at: Vec<Option<Instant>> = vec![None; TOPICS];
         for k in 0..transfers {
             let topic = format!("topic-{}", k % TOPICS);
+            if let Some(at) = moved_at[k % TOPICS] {
+                tokio::time::sleep(INTERVAL.saturating_sub(at.elapsed())).await;
+            }
             let asked_on = &machines[k % machines.len()];
             let placement = get(&client, asked_on, &format!("/api/v1/pool/placement?topic={topic}")).await?;
             let from = ids.iter().position(|id| placement["machine"] == id.as_str()).context("a placed topic")?;
             let to = &ids[(from + 1) % ids.len()];
             let started = Instant::now();
+            moved_at[k % TOPICS] = Some(started);
             let moved = client
                 .post(format!("http://{}/api/v1/pool/transfer", asked_on.addr))
                 .json(&json!({"topic": topic, "to": to}))

@@ -105,6 +105,8 @@ struct Inner {
     coordinating: Mutex<Option<Coordination>>,
     /// Woken when this machine gains a topic.
     gained: Notify,
+    /// Wakes the loop to ask at once: a moved topic may be released.
+    ask_now: Notify,
 }
 
 /// The pool on one running machine.
@@ -137,6 +139,7 @@ impl PoolService {
             member: Mutex::new(Member::default()),
             coordinating: Mutex::new(None),
             gained: Notify::new(),
+            ask_now: Notify::new(),
         });
         let tasks = Tasks::new();
         tasks.spawn(run(inner.clone()));
@@ -171,7 +174,11 @@ impl PoolService {
 
     /// The work [`PoolService::begin_work`] began on `topic` is over.
     pub fn end_work(&self, topic: &str) {
-        self.inner.member.lock().expect("pool member poisoned").finish(topic);
+        let mut member = self.inner.member.lock().expect("pool member poisoned");
+        member.finish(topic);
+        if member.has_releasable() {
+            self.inner.ask_now.notify_one();
+        }
     }
 
     /// Resolves when this machine gains a topic.
@@ -210,7 +217,8 @@ impl PoolService {
         args.insert("op".into(), "transfer".into());
         args.insert("topic".into(), topic.into());
         args.insert("to".into(), asked.clone().into());
-        Some(match self.inner.call(None, args).await {
+        // Boxed: the agent's task holding this future stays shallow enough to lay out.
+        Some(match Box::pin(self.inner.call(None, args)).await {
             Ok(done) if done["moved"] == true => format!("Moved this conversation to {asked}."),
             Ok(_) => format!("This conversation runs on {asked}."),
             Err(e) => format!("This conversation stays where it is: {}.", e.message),
@@ -243,7 +251,10 @@ async fn run(inner: Arc<Inner>) {
     loop {
         inner.coordinate().await;
         inner.ask().await;
-        tokio::time::sleep(ASK_EVERY).await;
+        tokio::select! {
+            () = tokio::time::sleep(ASK_EVERY) => {}
+            () = inner.ask_now.notified() => {}
+        }
     }
 }
 
@@ -338,6 +349,11 @@ impl Inner {
         }
         for (topic, epoch) in answer.drop {
             member.drop_topic(&topic, epoch);
+        }
+        // A moved topic with nothing in flight goes back to the coordinator
+        // at once, so its new owner need not wait a round.
+        if member.has_releasable() {
+            self.ask_now.notify_one();
         }
         if member.generation() != before {
             self.gained.notify_one();

@@ -291,6 +291,12 @@ impl Member {
         self.in_flight.contains_key(topic)
     }
 
+    /// Whether a dropped topic has nothing in flight, so it may be released
+    /// now.
+    pub fn has_releasable(&self) -> bool {
+        self.dropped.keys().any(|topic| !self.busy(topic))
+    }
+
     /// The dropped topics none of whose work is in flight, to release;
     /// forgotten here once returned.
     pub fn releasable(&mut self) -> Vec<(String, u64)> {
@@ -382,7 +388,9 @@ mod tests {
         assert!(!m.start("t", 9, 10), "no new work on a dropped topic");
         assert_eq!(m.acting("t", 10).map(|(e, _)| e), Some(9), "the work in flight finishes under its epoch");
         assert!(m.releasable().is_empty(), "its work is still in flight");
+        assert!(!m.has_releasable());
         m.finish("t");
+        assert!(m.has_releasable());
         assert_eq!(m.acting("t", 10), None);
         assert_eq!(m.releasable(), [("t".to_string(), 9)]);
         assert!(m.owned(10).is_empty());

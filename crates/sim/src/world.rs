@@ -1228,9 +1228,9 @@ impl World {
         // The round's key and each topic's epoch: the lease's, or with the
         // pool each owned topic's stamp, the round keyed by the member's
         // generation as the shell keys it.
-        let round: Option<(u64, Vec<(Option<String>, u64)>)> = match (pool, working) {
+        let round: Option<(u64, Vec<Lane>)> = match (pool, working) {
             (true, _) => {
-                let owned: Vec<(Option<String>, u64)> =
+                let owned: Vec<Lane> =
                     m.member.owned(now_ms).into_iter().map(|(topic, stamp)| (Some(topic.to_string()), stamp)).collect();
                 (!owned.is_empty()).then(|| (m.member.generation(), owned))
             }
@@ -1661,6 +1661,10 @@ impl World {
         Ok(())
     }
 }
+
+/// The topic a round plans for (every topic when none) and the epoch its
+/// work runs under.
+type Lane = (Option<String>, u64);
 
 /// A placement as the simulated coordinator records it: "machine pinned"
 /// or "machine placed".
