@@ -7,6 +7,7 @@
 //! gets after it.
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -34,18 +35,8 @@ pub fn run(messages: usize, burst: usize, kills: usize) -> anyhow::Result<()> {
         note!("roost: warning: this is a debug build; benchmark a release build (cargo run --release -- bench agent)");
     }
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?.block_on(async {
-        let arrivals: Arrivals = Arc::default();
-        let receiver = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let url = format!("http://{}/hook", receiver.local_addr()?);
-        tokio::spawn(receive(receiver, arrivals.clone()));
-
         let dir = tempfile::tempdir()?;
-        let homes = same_identity(dir.path(), &["a", "b", "c"])?;
-        for home in &homes {
-            let mut config = std::fs::OpenOptions::new().append(true).open(home.join("config.toml"))?;
-            std::io::Write::write_all(&mut config, format!("\n[agent.webhook]\nurl = \"{url}\"\n").as_bytes())?;
-        }
-        let mut machines = start_registered(&homes)?;
+        let (arrivals, mut machines) = webhook_chain(dir.path(), "").await?;
         let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
         let mut sent = 0usize;
         let mut post = |machine: &Machine, topic: usize| {
@@ -146,6 +137,24 @@ pub fn run(messages: usize, burst: usize, kills: usize) -> anyhow::Result<()> {
     })
 }
 
+/// Three machines of one identity, registered with each other, whose
+/// agent replies to a webhook receiver in this process; `extra` is added to
+/// each `config.toml`. Returns where the replies are recorded, and the
+/// machines.
+pub(crate) async fn webhook_chain(root: &Path, extra: &str) -> anyhow::Result<(Arrivals, Vec<Machine>)> {
+    let arrivals: Arrivals = Arc::default();
+    let receiver = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/hook", receiver.local_addr()?);
+    tokio::spawn(receive(receiver, arrivals.clone()));
+    let homes = same_identity(root, &["a", "b", "c"])?;
+    for home in &homes {
+        let mut config = std::fs::OpenOptions::new().append(true).open(home.join("config.toml"))?;
+        let section = format!("\n[agent.webhook]\nurl = \"{url}\"\n\n{extra}\n");
+        std::io::Write::write_all(&mut config, section.as_bytes())?;
+    }
+    Ok((arrivals, start_registered(&homes)?))
+}
+
 pub(crate) async fn accepted(response: reqwest::Response) -> anyhow::Result<()> {
     let status = response.status();
     if status != reqwest::StatusCode::ACCEPTED {
@@ -170,7 +179,7 @@ pub(crate) async fn arrival(arrivals: &Arrivals, id: &str) -> anyhow::Result<Ins
 
 /// The webhook: HTTP/1.1 with keep-alive, recording each reply's arrival
 /// and answering 200.
-pub(crate) async fn receive(listener: tokio::net::TcpListener, arrivals: Arrivals) {
+async fn receive(listener: tokio::net::TcpListener, arrivals: Arrivals) {
     while let Ok((stream, _)) = listener.accept().await {
         let arrivals = arrivals.clone();
         tokio::spawn(async move {

@@ -11,9 +11,8 @@ use anyhow::{Context, bail};
 use serde_json::{Value, json};
 
 use crate::bench::percentile_ms;
-use crate::bench_agent::{Arrivals, accepted, arrival, receive};
-use crate::bench_failover::{Machine, start_registered};
-use crate::bench_sync::same_identity;
+use crate::bench_agent::{accepted, arrival, webhook_chain};
+use crate::bench_failover::Machine;
 use crate::out::{note, say};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -28,19 +27,8 @@ pub fn run(transfers: usize) -> anyhow::Result<()> {
         note!("roost: warning: this is a debug build; benchmark a release build (cargo run --release -- bench pool)");
     }
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?.block_on(async {
-        let arrivals: Arrivals = Arrivals::default();
-        let receiver = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let url = format!("http://{}/hook", receiver.local_addr()?);
-        tokio::spawn(receive(receiver, arrivals.clone()));
-
         let dir = tempfile::tempdir()?;
-        let homes = same_identity(dir.path(), &["a", "b", "c"])?;
-        for home in &homes {
-            let mut config = std::fs::OpenOptions::new().append(true).open(home.join("config.toml"))?;
-            let section = format!("\n[agent.webhook]\nurl = \"{url}\"\n\n[pool]\nenabled = true\n");
-            std::io::Write::write_all(&mut config, section.as_bytes())?;
-        }
-        let machines = start_registered(&homes)?;
+        let (arrivals, machines) = webhook_chain(dir.path(), "[pool]\nenabled = true").await?;
         let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
         let ids = online(&client, &machines[0]).await?;
         let mut sent = 0usize;

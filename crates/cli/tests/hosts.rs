@@ -1107,14 +1107,7 @@ fn every_message_is_answered_once_while_the_awake_machine_is_killed_stopped_and_
     }
     let messages: usize = std::env::var("ROOST_AGENT_CHAOS_MESSAGES").ok().and_then(|n| n.parse().ok()).unwrap_or(300);
     let (lan, desk, hook, mut gateways) = agent_lan("");
-    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
-    eprintln!("posting {messages} messages, topics and machines picked by seed {seed}");
-    let posters: Vec<_> = MACHINES.iter().map(|name| local_poster(lan.host(name))).collect();
-    let out_of_touch = OutOfTouch::default();
-    let marked = out_of_touch.clone();
-    let driver = std::thread::spawn(move || {
-        post_messages(&posters, &marked, messages, CHAOS_TOPICS, Duration::from_millis(60), seed)
-    });
+    let (driver, out_of_touch, _) = start_posting(&lan, messages);
     let mut faults: Vec<String> = Vec::new();
     let mut kills: Vec<(usize, Duration)> = Vec::new();
     while faults.len() < 3 || !driver.is_finished() {
@@ -1130,6 +1123,22 @@ fn every_message_is_answered_once_while_the_awake_machine_is_killed_stopped_and_
         posted.late.len()
     );
     assert_answered_once(&lan, &hook, &posted, messages, &kills);
+}
+
+/// Starts posting `messages` messages over [`CHAOS_TOPICS`] topics from a
+/// bridge on each machine of `lan`, 60 ms apart, topics and machines picked
+/// by a seed it prints and returns; the driver notes as late what it posts
+/// to the machine marked out of touch.
+fn start_posting(lan: &Lan, messages: usize) -> (std::thread::JoinHandle<Posted>, OutOfTouch, u64) {
+    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    eprintln!("posting {messages} messages, topics and machines picked by seed {seed}");
+    let posters: Vec<_> = MACHINES.iter().map(|name| local_poster(lan.host(name))).collect();
+    let out_of_touch = OutOfTouch::default();
+    let marked = out_of_touch.clone();
+    let driver = std::thread::spawn(move || {
+        post_messages(&posters, &marked, messages, CHAOS_TOPICS, Duration::from_millis(60), seed)
+    });
+    (driver, out_of_touch, seed)
 }
 
 /// Topics the chaos runs post to.
@@ -1435,14 +1444,7 @@ fn with_the_pool_every_message_is_answered_once_while_topics_move_and_their_owne
         let machines = pool["machines"].as_array()?;
         (machines.len() == 3 && machines.iter().all(|m| m["online"] == true)).then_some(())
     });
-    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
-    eprintln!("posting {messages} messages, topics, machines and moves picked by seed {seed}");
-    let posters: Vec<_> = MACHINES.iter().map(|name| local_poster(lan.host(name))).collect();
-    let out_of_touch = OutOfTouch::default();
-    let marked = out_of_touch.clone();
-    let driver = std::thread::spawn(move || {
-        post_messages(&posters, &marked, messages, CHAOS_TOPICS, Duration::from_millis(60), seed)
-    });
+    let (driver, out_of_touch, seed) = start_posting(&lan, messages);
     use rand::{Rng, SeedableRng};
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ 0x9e37_79b9);
     let mut faults: Vec<String> = Vec::new();
