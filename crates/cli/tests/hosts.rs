@@ -1411,6 +1411,14 @@ fn the_pool_spreads_thirty_topics_and_moves_them_by_api_and_by_chat_across_three
         machines.iter().any(|m| m["id"] == ids[gone].as_str() && m["online"] == false).then_some(())
     });
     let elsewhere = (1..30).map(|i| format!("t{i}")).find(|t| placed(t)["machine"] != ids[gone].as_str()).unwrap();
+    let (reply, _) = say_in(lan.host(at), &elsewhere, &format!("move this to the {gone}"));
+    assert_eq!(
+        reply,
+        format!(
+            "This conversation stays where it is: {gone} is offline. To move it anyway, run \
+             `roost pool move {elsewhere} {gone} --confirm` or use the Nest's Pool page."
+        )
+    );
     let refused = lan.host(at).roost(&["pool", "move", &elsewhere, gone]);
     assert!(!refused.status.success());
     let why = String::from_utf8_lossy(&refused.stderr);

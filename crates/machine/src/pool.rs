@@ -221,6 +221,11 @@ impl PoolService {
         Some(match Box::pin(self.inner.call(None, args)).await {
             Ok(done) if done["moved"] == true => format!("Moved this conversation to {asked}."),
             Ok(_) => format!("This conversation runs on {asked}."),
+            // A chat has no confirmation: say where one is given.
+            Err(e) if e.status == 409 => format!(
+                "This conversation stays where it is: {asked} is offline. To move it anyway, run \
+                 `roost pool move {topic} {asked} --confirm` or use the Nest's Pool page."
+            ),
             Err(e) => format!("This conversation stays where it is: {}.", e.message),
         })
     }
