@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 
 use roost_awake::{AwakeService, Working, clock};
 use roost_federation::client::Connections;
@@ -107,6 +107,10 @@ struct Inner {
     gained: Notify,
     /// Wakes the loop to ask at once: a moved topic may be released.
     ask_now: Notify,
+    /// Moves whenever the log grows (every commit, local or received).
+    log_grew: Mutex<watch::Receiver<u64>>,
+    /// The ledger's topics as last read.
+    topics: Mutex<Vec<String>>,
 }
 
 /// The pool on one running machine.
@@ -129,6 +133,7 @@ impl PoolService {
             clock_bound_ms: config.clock_bound_ms as i64,
             transfer_interval_ms: config.transfer_interval_ms,
         };
+        let log_grew = sync.log_grew();
         let inner = Arc::new(Inner {
             me: instance.id.clone(),
             config,
@@ -140,6 +145,8 @@ impl PoolService {
             coordinating: Mutex::new(None),
             gained: Notify::new(),
             ask_now: Notify::new(),
+            log_grew: Mutex::new(log_grew),
+            topics: Mutex::new(Vec::new()),
         });
         let tasks = Tasks::new();
         tasks.spawn(run(inner.clone()));
@@ -296,11 +303,23 @@ impl Inner {
             *self.coordinating.lock().expect("pool coordinator poisoned") =
                 Some(Coordination::new(self.settings, working.epoch, now_ms(), placements));
         }
-        let Ok(topics) = self.on_store(|s| s.topics()).await else { return };
+        // The ledger's topics, read again only once the log has grown:
+        // seen first, so a commit during the read is read next time.
+        let grew = {
+            let mut log_grew = self.log_grew.lock().expect("pool log watch poisoned");
+            let grew = log_grew.has_changed().unwrap_or(true);
+            log_grew.borrow_and_update();
+            grew
+        };
+        if grew || fresh {
+            let Ok(read) = self.on_store(|s| s.topics()).await else { return };
+            *self.topics.lock().expect("pool topics poisoned") = read.into_iter().map(|(topic, _, _)| topic).collect();
+        }
+        let topics = self.topics.lock().expect("pool topics poisoned").clone();
         let writes = {
             let mut guard = self.coordinating.lock().expect("pool coordinator poisoned");
             let Some(c) = guard.as_mut() else { return };
-            c.place_topics(topics.iter().map(|(topic, _, _)| topic.as_str()), now_ms())
+            c.place_topics(topics.iter().map(String::as_str), now_ms())
         };
         for (topic, placed) in writes {
             self.record_placement(&topic, &placed, working.epoch).await;
