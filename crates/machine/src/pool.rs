@@ -208,6 +208,9 @@ impl PoolService {
     /// the transfer ran or was refused; None for any other message, which
     /// is the handler's. "Here" is the machine the message reached.
     pub async fn answer_move(&self, topic: &str, text: &str, received_by: &str) -> Option<String> {
+        // Not phrased as a move with any names at all: the handler's, with
+        // no need to read the machines.
+        roost_pool::parse_move(text, &[], "")?;
         let machines = match self.inner.nicknames().await {
             Ok(machines) => machines,
             Err(e) => return Some(format!("Cannot tell which machines there are to move this to: {}", e.message)),

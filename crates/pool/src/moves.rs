@@ -221,5 +221,14 @@ mod tests {
         fn any_text_is_answered_without_panicking(text in "\\PC{0,200}") {
             let _ = parsed(&text);
         }
+
+        /// Whether a text is a move request does not depend on the names:
+        /// the shell asks first with none, before reading the machines.
+        #[test]
+        fn the_names_never_decide_whether_a_text_is_a_move(
+            text in prop_oneof![phrasing("mini"), phrasing("here"), "\\PC{0,60}"],
+        ) {
+            prop_assert_eq!(parsed(&text).is_some(), parse_move(&text, &[], "").is_some());
+        }
     }
 }
