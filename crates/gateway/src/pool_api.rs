@@ -88,22 +88,7 @@ pub(crate) async fn machine(
     State(state): State<Arc<AppState>>,
     Path(wanted): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let status = run(&state, "status", Map::new()).await?;
-    let wanted_lower = wanted.to_lowercase();
-    status["machines"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|m| {
-            m["id"] == wanted.as_str()
-                || m["nickname"] == wanted_lower.as_str()
-                || m["name"].as_str().is_some_and(|n| n.to_lowercase() == wanted_lower)
-        })
-        .cloned()
-        .map(Json)
-        .ok_or_else(|| {
-            ApiError(StatusCode::NOT_FOUND, format!("no machine is called {wanted:?}; GET /api/v1/pool lists them"))
-        })
+    run(&state, "machine", args(json!({"machine": wanted}))).await.map(Json)
 }
 
 /// A new nickname.

@@ -36,9 +36,9 @@ use roost_awake::{AwakeService, Working, clock};
 use roost_instance::{Handler, Instance};
 use roost_store::Store;
 use roost_sync::{Heads, SyncService};
+use roost_tasks::Tasks;
 
 use crate::pool::PoolService;
-use roost_tasks::Tasks;
 
 /// Every read or write of the store is bounded by this.
 const DB_WAIT: Duration = Duration::from_secs(5);

@@ -3,15 +3,16 @@
 //! Every machine with `[pool] enabled` asks the awake machine (the
 //! coordinator) every [`ASK_EVERY`] for the topics placed on it, and runs
 //! those it is granted under their topic stamps ([`PoolService::working`]);
-//! the agent's loop plans nothing else. The coordinator keeps the grants in
-//! a `roost_pool::Coordinator` (memory: a new coordinator settles first) and
+//! the agent's loop plans nothing else. The coordinator keeps the grants,
+//! the machines it heard and the moves in a `roost_pool::Coordination`
+//! (memory: a new coordinator settles first), and
 //! the placements, pins and nicknames as replicated agent state under its
 //! lease epoch (`pool/placement/<topic>`, `pool/nickname/<machine>`), so the
 //! next coordinator starts from them and every machine reads the nicknames.
 //!
 //! Everything the pool answers goes through [`PoolService::call`], one JSON
-//! operation at a time (`ask`, `status`, `placement`, `transfer`,
-//! `nickname`): on the coordinator it runs here; elsewhere it is forwarded
+//! operation at a time (`ask`, `status`, `machine`, `placement`,
+//! `transfer`, `nickname`): on the coordinator it runs here; elsewhere it is forwarded
 //! to the coordinator as the MCP tool `roost_pool` over federation. A
 //! refusal is an answer `{"error", "status"}`, so its HTTP status survives
 //! the forwarding.
@@ -26,8 +27,11 @@ use tokio::sync::{Notify, watch};
 
 use roost_awake::{AwakeService, Working, clock};
 use roost_federation::client::Connections;
-use roost_instance::{Instance, PoolConfig};
-use roost_pool::{Coordination, Grant, Member, MoveRequest, Placed, Settings, Timing, Transfer, TransferRefused};
+use roost_instance::Instance;
+use roost_lease::Tenure;
+use roost_pool::{
+    Coordination, Grant, Member, MoveRequest, PLACEMENT_PREFIX, Placed, Settings, Timing, Transfer, TransferRefused,
+};
 use roost_store::Store;
 use roost_tasks::Tasks;
 
@@ -37,9 +41,6 @@ const ASK_EVERY: Duration = Duration::from_millis(200);
 const CALL_WAIT: Duration = Duration::from_secs(2);
 /// The coordinator waits this much longer than a grant before re-placing.
 const MARGIN_MS: u64 = 500;
-/// The clocks' worst drift, as the lease assumes.
-const DRIFT_PPM: u64 = 10_000;
-const PLACEMENT: &str = "pool/placement/";
 const NICKNAME: &str = "pool/nickname/";
 /// The MCP tool the pool answers to on every machine.
 pub const TOOL: &str = "roost_pool";
@@ -71,13 +72,6 @@ impl PoolError {
     }
 }
 
-/// A placement as the replicated `pool/placement/<topic>` row keeps it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct PlacedRow {
-    machine: String,
-    pinned: bool,
-}
-
 /// An `ask`: what a member holds and releases, and when it asked.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Ask {
@@ -96,7 +90,8 @@ struct Answer {
 
 struct Inner {
     me: String,
-    config: PoolConfig,
+    /// `[pool] capacity`, told to the coordinator at every ask.
+    capacity: u32,
     settings: Settings,
     store: Arc<Store>,
     awake: Arc<AwakeService>,
@@ -127,16 +122,18 @@ impl PoolService {
         awake: Arc<AwakeService>,
         sync: Arc<roost_sync::SyncService>,
     ) -> PoolService {
-        let config = instance.config.pool.clone();
+        let config = &instance.config.pool;
+        // The clocks drift no more than the lease assumes.
+        let drift_ppm = u64::from(Tenure::DEFAULT_DRIFT_PPM);
         let settings = Settings {
-            timing: Timing { lease_ms: config.lease_ms, margin_ms: MARGIN_MS, drift_ppm: DRIFT_PPM },
+            timing: Timing { lease_ms: config.lease_ms, margin_ms: MARGIN_MS, drift_ppm },
             clock_bound_ms: config.clock_bound_ms as i64,
             transfer_interval_ms: config.transfer_interval_ms,
         };
         let log_grew = sync.log_grew();
         let inner = Arc::new(Inner {
             me: instance.id.clone(),
-            config,
+            capacity: config.capacity,
             settings,
             store,
             awake,
@@ -292,15 +289,8 @@ impl Inner {
         let fresh = self.coordinating.lock().expect("pool coordinator poisoned").as_ref().map(|c| c.lease_epoch)
             != Some(working.epoch);
         if fresh {
-            let placements = match self.on_store(|s| s.agent_states(PLACEMENT)).await {
-                Ok(states) => states
-                    .into_iter()
-                    .filter_map(|s| {
-                        let topic = s.key.strip_prefix(PLACEMENT)?.to_string();
-                        let row = serde_json::from_str::<PlacedRow>(&s.value).ok()?;
-                        Some((topic, Placed { machine: row.machine, pinned: row.pinned }))
-                    })
-                    .collect(),
+            let placements = match self.on_store(|s| s.agent_states(PLACEMENT_PREFIX)).await {
+                Ok(states) => states.iter().filter_map(|s| Placed::recorded(&s.key, &s.value)).collect(),
                 Err(_) => return,
             };
             *self.coordinating.lock().expect("pool coordinator poisoned") =
@@ -330,8 +320,7 @@ impl Inner {
     }
 
     async fn record_placement(&self, topic: &str, placed: &Placed, epoch: u64) {
-        let row = PlacedRow { machine: placed.machine.clone(), pinned: placed.pinned };
-        let (key, value) = (format!("{PLACEMENT}{topic}"), serde_json::to_string(&row).expect("serializes"));
+        let (key, value) = placed.record(topic);
         if let Err(e) = self.on_store(move |s| s.write_agent_state(&key, &value, epoch).map(drop)).await {
             tracing::warn!(%topic, error = %e.message, "could not record a placement");
         }
@@ -345,7 +334,7 @@ impl Inner {
             member.forget_lapsed(now_ms());
             member.releasable()
         };
-        let ask = Ask { capacity: self.config.capacity, asked_at_ms: now_ms(), wall_ms: wall_ms(), releases };
+        let ask = Ask { capacity: self.capacity, asked_at_ms: now_ms(), wall_ms: wall_ms(), releases };
         let Some((coordinator, _)) = self.coordinator() else { return };
         let answered = if coordinator == self.me {
             self.answer_ask(&self.me, ask)
@@ -363,14 +352,17 @@ impl Inner {
                 return;
             }
         };
-        let before = self.member.lock().expect("pool member poisoned").generation();
-        for (topic, epoch, _) in &answer.grants {
-            if let Err(e) = self.store.observe_topic_epoch(topic, *epoch) {
-                tracing::warn!(%topic, error = %e, "could not raise the topic's fence");
-                return;
-            }
+        let granted: Vec<(String, u64)> =
+            answer.grants.iter().map(|(topic, epoch, _)| (topic.clone(), *epoch)).collect();
+        let raise = move |s: &Store| {
+            granted.iter().try_for_each(|(topic, epoch)| s.observe_topic_epoch(topic, *epoch).map(drop))
+        };
+        if let Err(e) = self.on_store(raise).await {
+            tracing::warn!(error = %e.message, "could not raise the granted topics' fences");
+            return;
         }
         let mut member = self.member.lock().expect("pool member poisoned");
+        let before = member.generation();
         for (topic, epoch, asked_at_ms) in answer.grants {
             member.granted(&Grant { topic, owner: self.me.clone(), epoch, asked_at_ms }, &self.settings.timing);
         }
@@ -424,6 +416,14 @@ impl Inner {
                 self.answer_ask(from, ask)
             }
             "status" => self.status(epoch).await,
+            "machine" => {
+                let (id, _) = self.resolve(&text(&args, "machine")?).await?;
+                let status = self.status(epoch).await?;
+                let mut machines = status["machines"].as_array().into_iter().flatten();
+                machines.find(|m| m["id"] == id.as_str()).cloned().ok_or_else(|| {
+                    PoolError::new(404, format!("{id} left the pool just now; `roost pool` lists the machines"))
+                })
+            }
             "placement" => {
                 let topic = text(&args, "topic")?;
                 self.placement(&topic, &coordinator).await
@@ -441,7 +441,7 @@ impl Inner {
             }
             other => Err(PoolError::new(
                 400,
-                format!("unknown pool operation {other:?}; use status, placement, transfer or nickname"),
+                format!("unknown pool operation {other:?}; use status, machine, placement, transfer or nickname"),
             )),
         }
     }
@@ -513,7 +513,7 @@ impl Inner {
         let now = now_ms();
         let guard = self.coordinating.lock().expect("pool coordinator poisoned");
         let c = guard.as_ref().ok_or_else(|| PoolError::new(503, "the coordinator is starting; ask again"))?;
-        let bound = self.config.clock_bound_ms as i64;
+        let bound = self.settings.clock_bound_ms;
         let candidates = c.candidates(now);
         let machines: Vec<Value> = names
             .iter()
@@ -590,7 +590,7 @@ impl Inner {
             }
             Ok(Transfer::Moved { from }) => from,
             Err(TransferRefused::TooSoon { ago_ms }) => {
-                let interval = self.config.transfer_interval_ms;
+                let interval = self.settings.transfer_interval_ms;
                 return Err(PoolError::new(
                     429,
                     format!("{topic} moved {ago_ms} ms ago; a topic moves at most once every {interval} ms"),

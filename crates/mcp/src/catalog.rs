@@ -171,7 +171,8 @@ impl Action {
                 the machine and lease epoch that wrote it. The last `limit` messages (default 50)."
                 .into(),
             Action::Pool => "The pool, where conversations (topics) run on several machines: `op` = status (every \
-                machine with its nickname, capacity, load and health, and every topic's machine), placement (where \
+                machine with its nickname, capacity, load and health, and every topic's machine), machine (one of \
+                them, `machine` a nickname, name or id), placement (where \
                 `topic` runs and why: pinned, placed or unowned), transfer (move `topic` to machine `to`, a nickname, \
                 name or id; `confirm` to move it to a machine that is offline) or nickname (name `machine` \
                 `nickname`). Any machine answers; it asks the coordinator. A refusal comes back as {error, status}."
@@ -271,12 +272,12 @@ impl Action {
             }
             Action::Pool => {
                 let props = json!({
-                    "op": {"type": "string", "enum": ["status", "placement", "transfer", "nickname", "ask"],
+                    "op": {"type": "string", "enum": ["status", "machine", "placement", "transfer", "nickname", "ask"],
                            "description": "What to do (ask is the machines' own)."},
                     "topic": {"type": "string", "description": "The conversation (placement, transfer)."},
                     "to": {"type": "string", "description": "The machine to move it to: nickname, name or id."},
                     "confirm": {"type": "boolean", "description": "Move it even though that machine is offline."},
-                    "machine": {"type": "string", "description": "The machine to name: nickname, name or id."},
+                    "machine": {"type": "string", "description": "The machine to show or name: nickname, name or id."},
                     "nickname": {"type": "string", "description": "Its new nickname."},
                     "capacity": {"type": "integer"},
                     "asked_at_ms": {"type": "integer"},

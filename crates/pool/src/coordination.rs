@@ -7,14 +7,33 @@
 
 use std::collections::BTreeMap;
 
+use serde::{Deserialize, Serialize};
+
 use crate::ownership::{Coordinator, Grant, Timing};
 use crate::placement::{Candidate, place};
 
+/// What the agent-state key of every placement starts with.
+pub const PLACEMENT_PREFIX: &str = "pool/placement/";
+
 /// Where a topic runs and whether a transfer pinned it there.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Placed {
     pub machine: String,
     pub pinned: bool,
+}
+
+impl Placed {
+    /// The replicated agent state that records `topic`'s placement: its key
+    /// and value.
+    pub fn record(&self, topic: &str) -> (String, String) {
+        (format!("{PLACEMENT_PREFIX}{topic}"), serde_json::to_string(self).expect("a placement serializes"))
+    }
+
+    /// The topic and placement an agent state under [`PLACEMENT_PREFIX`]
+    /// records; None for anything else.
+    pub fn recorded(key: &str, value: &str) -> Option<(String, Placed)> {
+        Some((key.strip_prefix(PLACEMENT_PREFIX)?.to_string(), serde_json::from_str(value).ok()?))
+    }
 }
 
 /// The pool's settings, the same on every machine.
@@ -285,6 +304,14 @@ mod tests {
         let lapsed = t0 + SETTINGS.timing.lease_ms + SETTINGS.timing.margin_ms;
         c.ask("b", &ask(lapsed, vec![]), lapsed);
         assert_eq!(c.place_topics(["t"], lapsed), [("t".to_string(), Placed { machine: "b".into(), pinned: false })]);
+    }
+
+    #[test]
+    fn a_placement_reads_back_as_recorded() {
+        let placed = Placed { machine: "a".into(), pinned: true };
+        let (key, value) = placed.record("t");
+        assert_eq!(Placed::recorded(&key, &value), Some(("t".to_string(), placed)));
+        assert_eq!(Placed::recorded("pool/nickname/a", &value), None);
     }
 
     #[test]

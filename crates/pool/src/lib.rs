@@ -12,7 +12,7 @@ pub mod ownership;
 pub mod placement;
 pub mod stamp;
 
-pub use coordination::{Answer, Ask, Coordination, Placed, Settings, Transfer, TransferRefused};
+pub use coordination::{Answer, Ask, Coordination, PLACEMENT_PREFIX, Placed, Settings, Transfer, TransferRefused};
 pub use moves::{MoveRequest, parse_move};
 pub use ownership::{Coordinator, Grant, Member, Refused, Tenure, Timing};
 pub use placement::{Candidate, Excluded, place};

@@ -22,7 +22,7 @@ use roost_agent::outbox::{self, Heads, SEND_MARGIN, Seen, Settle};
 use roost_agent::{Message, Reply};
 use roost_core::protocol;
 use roost_lease::{Action, Config, Durable, Effect, Envelope, Input, Node, Shell, Tenure, View};
-use roost_pool::{Coordination, Member, Placed, Settings, Timing, Transfer};
+use roost_pool::{Coordination, Member, PLACEMENT_PREFIX, Placed, Settings, Timing, Transfer};
 
 use crate::check::{Checker, Invariant, Violation};
 use crate::clock::Clock;
@@ -52,8 +52,6 @@ const FORCE_BOUND: u64 = SEC;
 /// The pool's timing, as `[pool]` sets it by default.
 const POOL_LEASE_MS: u64 = 2000;
 const POOL_MARGIN_MS: u64 = 500;
-/// Where the coordinator keeps each topic's placement, as the shell does.
-const PLACEMENT: &str = "pool/placement/";
 
 #[derive(Debug, Clone)]
 enum Payload {
@@ -1370,13 +1368,9 @@ impl World {
             Some(epoch) => {
                 if m.coordination.as_ref().map(|c| c.lease_epoch) != Some(epoch) {
                     let placements = replica
-                        .agent_states(PLACEMENT)
-                        .into_iter()
-                        .filter_map(|(key, value)| {
-                            let (machine, pinned) = value.split_once(' ')?;
-                            let placed = Placed { machine: machine.to_string(), pinned: pinned == "pinned" };
-                            Some((key.strip_prefix(PLACEMENT)?.to_string(), placed))
-                        })
+                        .agent_states(PLACEMENT_PREFIX)
+                        .iter()
+                        .filter_map(|(key, value)| Placed::recorded(key, value))
                         .collect();
                     // The broken variant tells the core it took the role
                     // long ago, so it does not settle.
@@ -1386,8 +1380,8 @@ impl World {
                 let c = m.coordination.as_mut().expect("just made");
                 let topics = replica.topics();
                 for (topic, placed) in c.place_topics(topics.iter().map(String::as_str), now_ms) {
-                    let key = format!("{PLACEMENT}{topic}");
-                    recorded.extend(replica.write_agent(&key, &placement_value(&placed), epoch, now));
+                    let (key, value) = placed.record(&topic);
+                    recorded.extend(replica.write_agent(&key, &value, epoch, now));
                 }
             }
             None => m.coordination = None,
@@ -1468,9 +1462,8 @@ impl World {
         if let Ok(Transfer::Moved { .. }) = moved {
             let placed = Placed { machine: to, pinned: true };
             let replica = self.machines[h].replica.as_mut().expect("a holder keeps data");
-            if let Some((origin, seq, hash)) =
-                replica.write_agent(&format!("{PLACEMENT}{topic}"), &placement_value(&placed), epoch, now)
-            {
+            let (key, value) = placed.record(&topic);
+            if let Some((origin, seq, hash)) = replica.write_agent(&key, &value, epoch, now) {
                 self.checker.acked(origin, seq, hash);
             }
         }
@@ -1665,9 +1658,3 @@ impl World {
 /// The topic a round plans for (every topic when none) and the epoch its
 /// work runs under.
 type Lane = (Option<String>, u64);
-
-/// A placement as the simulated coordinator records it: "machine pinned"
-/// or "machine placed".
-fn placement_value(placed: &Placed) -> String {
-    format!("{} {}", placed.machine, if placed.pinned { "pinned" } else { "placed" })
-}

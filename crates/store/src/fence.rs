@@ -29,6 +29,7 @@ use serde_json::{Map, Value};
 use roost_core::{EPOCH, RowId, Table, validate};
 
 use crate::door::find_live;
+use crate::row::{row_json, select_list};
 use crate::{Result, Store, StoreError};
 
 /// One key of agent state as this instance holds it.
@@ -113,22 +114,16 @@ impl Store {
 
     /// Every live agent state whose key starts with `prefix`, by key.
     pub fn agent_states(&self, prefix: &str) -> Result<Vec<AgentState>> {
+        let table = Table::AgentState;
+        let sql = format!(
+            "SELECT {} FROM {} t WHERE t.deleted_at IS NULL AND substr(t.key, 1, length(?1)) = ?1 ORDER BY t.key",
+            select_list(table, "t"),
+            table.name()
+        );
         self.read(|c| {
-            let mut statement = c.prepare_cached(
-                "SELECT id, key, value, epoch, origin, updated_at FROM agent_state
-                 WHERE deleted_at IS NULL AND substr(key, 1, length(?1)) = ?1 ORDER BY key",
-            )?;
-            let rows = statement.query_map([prefix], |r| {
-                Ok(AgentState {
-                    id: r.get(0)?,
-                    key: r.get(1)?,
-                    value: r.get(2)?,
-                    epoch: r.get::<_, i64>(3)? as u64,
-                    origin: r.get(4)?,
-                    updated_at: r.get(5)?,
-                })
-            })?;
-            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+            let mut statement = c.prepare_cached(&sql)?;
+            let rows = statement.query_map([prefix], |r| row_json(table, r, 0))?;
+            rows.map(|row| AgentState::from_row(row?)).collect()
         })
     }
 
