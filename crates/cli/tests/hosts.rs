@@ -1398,6 +1398,19 @@ fn the_pool_spreads_thirty_topics_and_moves_them_by_api_and_by_chat_across_three
     let (reply, _) = say_in(lan.host("home"), &topic, "move this to the toaster");
     assert!(reply.starts_with("No machine is called \"toaster\""), "{reply}");
 
+    // A nickname given on the vps is every machine's: "the mini" is the laptop.
+    let named = succeeded(lan.host("vps").roost(&["pool", "nickname", "laptop", "mini"]));
+    assert_eq!(named.trim(), "laptop is now called mini");
+    let taken = lan.host("home").roost(&["pool", "nickname", "home", "mini"]);
+    assert!(String::from_utf8_lossy(&taken.stderr).contains("already called \"mini\""), "{taken:?}");
+    std::thread::sleep(Duration::from_secs(1));
+    let (reply, _) = say_in(lan.host("home"), &topic, "move this to the mini");
+    assert_eq!(reply, "Moved this conversation to mini.");
+    eventually(&format!("{topic} held by the mini"), Duration::from_secs(15), || {
+        (owner_seen_on(lan.host("home"), &topic) == Some(ids["laptop"].clone())).then_some(())
+    });
+    succeeded(lan.host("laptop").roost(&["pool", "nickname", "mini", "laptop"]));
+
     // A machine goes away: a move to it is refused until confirmed.
     let awake = one_awake(&lan, &MACHINES, Duration::from_secs(30));
     let gone = MACHINES.into_iter().rev().find(|name| *name != awake).unwrap();

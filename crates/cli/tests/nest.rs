@@ -564,5 +564,18 @@ async fn the_pool_page_moves_a_conversation_in_a_real_browser() {
     })
     .await;
     screenshot(browser, "16-pool-moved.png").await;
+    // A nickname typed on the page is the machine's from then on.
+    let form = r#"table.pool-machines tr[data-machine="bravo"] form.nickname"#;
+    let field = browser.find(Locator::Css(&format!("{form} input[name=nickname]"))).await.unwrap();
+    field.clear().await.unwrap();
+    field.send_keys("bravo-box").await.unwrap();
+    browser.find(Locator::Css(&format!("{form} button"))).await.unwrap().click().await.unwrap();
+    eventually("word of the nickname", || async {
+        text_of(browser, ".flash").await == "The machine is now called bravo-box."
+    })
+    .await;
+    assert!(browser.find(Locator::Css(r#"table.pool-machines tr[data-machine="bravo-box"]"#)).await.is_ok());
+    let bravo = common::get_json(&served[2].addr, "/api/v1/pool/machines/bravo-box").unwrap();
+    assert_eq!(bravo["name"], "bravo");
     browser.clone().close().await.unwrap();
 }
