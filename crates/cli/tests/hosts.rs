@@ -1360,6 +1360,15 @@ fn the_pool_spreads_thirty_topics_and_moves_them_by_api_and_by_chat_across_three
         assert_eq!(seen[0]["machine"], answered_by.as_str(), "{topic} was answered where it is placed");
         assert_eq!(seen[0]["reason"], "placed");
     }
+    // As a person reads them: the table of machines, and one topic's line.
+    let table = succeeded(lan.host("laptop").roost(&["pool"]));
+    for name in MACHINES {
+        assert!(table.lines().any(|l| l.starts_with(name) && l.contains(&format!("{name}.lan"))), "{table}");
+    }
+    let line = succeeded(lan.host("laptop").roost(&["pool", "placement", "t1"]));
+    let t1 =
+        name_of(json_of(lan.host("laptop").roost(&["pool", "placement", "t1", "--json"]))["machine"].as_str().unwrap());
+    assert_eq!(line.trim(), format!("t1: {t1} (placed)"));
 
     // By the API, on the vps: t0 moves, pinned, and is answered there.
     let placed = |topic: &str| json_of(lan.host("home").roost(&["pool", "placement", topic, "--json"]));

@@ -2,7 +2,7 @@
 //! with `[pool] enabled`, run thirty conversations spread by capacity; any
 //! machine says where a topic runs, alike; a transfer moves a topic and its
 //! next reply comes from there; a machine that went away takes a topic only
-//! when the move is confirmed.
+//! when the move is confirmed. With the pool off, its endpoints say so.
 
 mod common;
 
@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
-use common::{chain_with, get_json, json_of, post_json, roost, topic_view, until};
+use common::{Served, chain_with, get_json, get_text, json_of, post_json, roost, succeeded, topic_view, until};
 
 /// Each machine's capacity: the laptop carries twice the others' share.
 const MACHINES: [(&str, u32); 3] = [("home", 1), ("laptop", 2), ("pi", 1)];
@@ -118,4 +118,26 @@ fn thirty_topics_spread_by_capacity_and_move_on_request() {
     let body = json!({"topic": topic, "to": gone_name, "confirm": true});
     let (confirmed, moved) = post_json(at, "/api/v1/pool/transfer", &body);
     assert_eq!((confirmed, moved["moved"].clone()), (200, json!(true)), "{moved}");
+}
+
+/// With the pool off (the default), every pool endpoint answers 503 with
+/// the reason and how to turn it on, and `roost pool` says the same.
+#[test]
+fn with_the_pool_off_its_endpoints_answer_503_with_the_reason() {
+    let root = tempfile::tempdir().unwrap();
+    let home = root.path().join("solo");
+    succeeded(roost(&home, &["init", "--name", "solo"]));
+    let served = Served::start(&home);
+    let reason = "set [pool] enabled = true in config.toml";
+    for path in ["/api/v1/pool", "/api/v1/pool/machines/solo", "/api/v1/pool/placement?topic=t"] {
+        let (status, body) = get_text(&served.addr, path, "").unwrap();
+        assert_eq!(status, 503, "{path}: {body}");
+        assert!(body.contains(reason), "{path}: {body}");
+    }
+    let (status, body) = post_json(&served.addr, "/api/v1/pool/transfer", &json!({"topic": "t", "to": "solo"}));
+    assert_eq!(status, 503, "{body}");
+    assert!(body["error"].as_str().unwrap().contains(reason), "{body}");
+    let out = roost(&home, &["pool"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains(reason), "{out:?}");
 }
